@@ -1,0 +1,99 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+let upcoming: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("MemberImportVisibility"),
+]
+
+let package = Package(
+    name: "stagepass",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "stagepass", targets: ["stagepass"]),
+        .library(name: "StagepassVerify", targets: ["StagepassVerify"]),
+        .library(name: "StagepassVerifyC", type: .dynamic, targets: ["StagepassVerifyC"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
+        .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
+        .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
+        .package(url: "https://github.com/hummingbird-project/swift-mustache.git", from: "2.1.1"),
+    ],
+    targets: [
+        // System libraries: one module map + a small shim header each.
+        .systemLibrary(name: "COpenSSL", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
+        .systemLibrary(name: "CJansson", pkgConfig: "jansson", providers: [.apt(["libjansson-dev"])]),
+        .systemLibrary(name: "CArgon2", pkgConfig: "libargon2", providers: [.apt(["libargon2-dev"])]),
+
+        .target(
+            name: "StagepassJOSE",
+            dependencies: ["COpenSSL", "CJansson"],
+            swiftSettings: upcoming + [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]
+        ),
+        .target(name: "StagepassVerify", dependencies: ["StagepassJOSE"], swiftSettings: upcoming),
+        .target(
+            name: "StagepassVerifyC",
+            dependencies: ["StagepassVerify"],
+            exclude: ["include"],
+            swiftSettings: upcoming
+        ),
+        .target(name: "StagepassVerifyFetch", dependencies: ["StagepassVerify"], swiftSettings: upcoming),
+        .target(
+            name: "StagepassBroker",
+            dependencies: [
+                "StagepassJOSE", "StagepassVerify", "CArgon2",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Yams", package: "Yams"),
+            ],
+            swiftSettings: upcoming
+        ),
+        .target(
+            name: "StagepassHTTP",
+            dependencies: [
+                "StagepassBroker", "StagepassJOSE",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "Mustache", package: "swift-mustache"),
+            ],
+            swiftSettings: upcoming
+        ),
+        .executableTarget(
+            name: "stagepass",
+            dependencies: [
+                "StagepassJOSE", "StagepassVerify", "StagepassVerifyFetch", "StagepassBroker", "StagepassHTTP",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: upcoming
+        ),
+
+        .testTarget(name: "StagepassJOSETests", dependencies: ["StagepassJOSE"], swiftSettings: upcoming),
+        .testTarget(
+            name: "StagepassVerifyTests",
+            dependencies: ["StagepassVerify", "StagepassJOSE", "StagepassVerifyFetch"],
+            swiftSettings: upcoming
+        ),
+        .testTarget(
+            name: "StagepassBrokerTests",
+            dependencies: ["StagepassBroker", "StagepassJOSE", "StagepassVerify"],
+            swiftSettings: upcoming
+        ),
+        .testTarget(
+            name: "StagepassHTTPTests",
+            dependencies: [
+                "StagepassHTTP", "StagepassBroker", "StagepassVerify",
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+            ],
+            swiftSettings: upcoming
+        ),
+    ],
+    swiftLanguageModes: [.v6]
+)
