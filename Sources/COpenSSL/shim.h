@@ -16,6 +16,8 @@
 #include <openssl/params.h>
 #include <openssl/x509.h>
 #include <openssl/kdf.h>
+#include <openssl/hmac.h>
+#include <openssl/param_build.h>
 
 /// BIO_get_mem_data is a macro over BIO_ctrl.
 static inline long COpenSSL_BIO_get_mem_data(BIO *bio, char **out) { return BIO_get_mem_data(bio, out); }

@@ -1,0 +1,129 @@
+internal import COpenSSL
+
+/// The order n of the P-256 group (SEC 2 §2.4.2), big-endian.
+let p256Order: [UInt8] = [
+    0xFF, 0xFF, 0xFF, 0xFF, 0x00, 0x00, 0x00, 0x00, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
+    0xBC, 0xE6, 0xFA, 0xAD, 0xA7, 0x17, 0x9E, 0x84, 0xF3, 0xB9, 0xCA, 0xC2, 0xFC, 0x63, 0x25, 0x51,
+]
+
+extension PublicKey {
+    /// Verifies a JWS signature over `signingInput` (RFC 7515 §5.2 step 8) with `alg`.
+    ///
+    /// The key's type must match `alg` (a P-256 key never verifies an RS256 signature). For ES256 the signature
+    /// must be the raw 64-byte `r || s` of RFC 7518 §3.4, with r and s in 1…n-1; it is converted to DER here for
+    /// OpenSSL. A DER signature (the classic interop mistake) is refused by its length.
+    /// - Returns: true only if the signature is valid.
+    public func verify(_ alg: JWSAlgorithm, signingInput: UnsafeRawBufferPointer, signature: UnsafeRawBufferPointer) -> Bool {
+        guard alg.keyType == key.type else { return false }
+        switch alg {
+        case .ES256:
+            guard signature.count == 64, let der = ecdsaRawToDER(signature) else { return false }
+            return der.withUnsafeBytes { digestVerify(md: EVP_sha256(), pss: false, input: signingInput, sig: $0) }
+        case .EdDSA:
+            // RFC 8037 §3.1: Ed25519 signatures are 64 bytes.
+            guard signature.count == 64 else { return false }
+            return digestVerify(md: nil, pss: false, input: signingInput, sig: signature)
+        case .RS256, .PS256:
+            guard signature.count == (key.bits + 7) / 8 else { return false }
+            return digestVerify(md: EVP_sha256(), pss: alg == .PS256, input: signingInput, sig: signature)
+        }
+    }
+
+    /// Convenience over arrays.
+    public func verify(_ alg: JWSAlgorithm, signingInput: [UInt8], signature: [UInt8]) -> Bool {
+        signingInput.withUnsafeBytes { i in signature.withUnsafeBytes { s in verify(alg, signingInput: i, signature: s) } }
+    }
+
+    /// Verifies a DER-encoded ECDSA signature (for test vectors that use DER, e.g. Wycheproof's ASN.1 files).
+    public func verifyECDSADER(signingInput: [UInt8], der: [UInt8]) -> Bool {
+        guard key.type == .ecP256 else { return false }
+        return signingInput.withUnsafeBytes { i in der.withUnsafeBytes { digestVerify(md: EVP_sha256(), pss: false, input: i, sig: $0) } }
+    }
+
+    private func digestVerify(md: OpaquePointer?, pss: Bool, input: UnsafeRawBufferPointer, sig: UnsafeRawBufferPointer) -> Bool {
+        guard let ctx = EVP_MD_CTX_new() else { return false }
+        defer { EVP_MD_CTX_free(ctx) }
+        var pctx: OpaquePointer?
+        guard EVP_DigestVerifyInit(ctx, &pctx, md, nil, key.pkey) == 1 else { ERR_clear_error(); return false }
+        if pss {
+            // RFC 7518 §3.5: MGF1 with SHA-256 and a salt as long as the hash (32 bytes).
+            guard EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PSS_PADDING) == 1,
+                  EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, 32) == 1,
+                  EVP_PKEY_CTX_set_rsa_mgf1_md(pctx, EVP_sha256()) == 1
+            else { ERR_clear_error(); return false }
+        }
+        let r = EVP_DigestVerify(ctx, sig.baseAddress?.assumingMemoryBound(to: UInt8.self), sig.count,
+                                 input.baseAddress?.assumingMemoryBound(to: UInt8.self), input.count)
+        if r != 1 { ERR_clear_error() }
+        return r == 1
+    }
+}
+
+extension PrivateKey {
+    /// Signs `signingInput` with `alg` and returns the JWS signature bytes (raw `r || s` for ES256).
+    /// - Throws: ``JOSEError/unsupportedAlgorithm`` when `alg` does not fit the key, ``JOSEError/cryptoFailure``.
+    public func sign(_ alg: JWSAlgorithm, signingInput: [UInt8]) throws(JOSEError) -> [UInt8] {
+        guard alg.keyType == key.type else { throw .unsupportedAlgorithm("\(alg.rawValue) cannot be used with a \(key.type.rawValue) key") }
+        guard let ctx = EVP_MD_CTX_new() else { throw .cryptoFailure("EVP_MD_CTX_new") }
+        defer { EVP_MD_CTX_free(ctx) }
+        var pctx: OpaquePointer?
+        let md: OpaquePointer? = alg == .EdDSA ? nil : EVP_sha256()
+        try check(EVP_DigestSignInit(ctx, &pctx, md, nil, key.pkey) == 1, "DigestSignInit")
+        if alg == .PS256 {
+            try check(EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PSS_PADDING) == 1
+                      && EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, 32) == 1
+                      && EVP_PKEY_CTX_set_rsa_mgf1_md(pctx, EVP_sha256()) == 1, "PSS parameters")
+        }
+        var len = 0
+        try check(EVP_DigestSign(ctx, nil, &len, signingInput, signingInput.count) == 1, "DigestSign(size)")
+        var sig = [UInt8](repeating: 0, count: len)
+        try check(EVP_DigestSign(ctx, &sig, &len, signingInput, signingInput.count) == 1, "DigestSign")
+        sig.removeSubrange(len...)
+        if alg == .ES256 { return try ecdsaDERToRaw(sig) }
+        return sig
+    }
+}
+
+/// Big-endian compare of two equal-length byte strings: -1, 0, 1.
+private func compareBE(_ a: UnsafeRawBufferPointer, _ b: [UInt8]) -> Int {
+    for i in 0..<a.count where a[i] != b[i] { return a[i] < b[i] ? -1 : 1 }
+    return 0
+}
+
+/// Converts a raw ES256 signature `r || s` (32 + 32 bytes, RFC 7518 §3.4) to the DER `ECDSA-Sig-Value`
+/// OpenSSL expects. Returns nil unless 1 <= r, s <= n-1 (SEC 1 §4.1.4 step 1).
+func ecdsaRawToDER(_ raw: UnsafeRawBufferPointer) -> [UInt8]? {
+    let r = UnsafeRawBufferPointer(rebasing: raw[0..<32])
+    let s = UnsafeRawBufferPointer(rebasing: raw[32..<64])
+    guard r.contains(where: { $0 != 0 }), s.contains(where: { $0 != 0 }),
+          compareBE(r, p256Order) < 0, compareBE(s, p256Order) < 0
+    else { return nil }
+    func integer(_ v: UnsafeRawBufferPointer) -> [UInt8] {
+        var i = 0
+        while i < v.count - 1 && v[i] == 0 { i += 1 }
+        var body = Array(v[i...])
+        if body[0] & 0x80 != 0 { body.insert(0, at: 0) }
+        return [0x02, UInt8(body.count)] + body
+    }
+    let content = integer(r) + integer(s)
+    return [0x30, UInt8(content.count)] + content
+}
+
+/// Converts OpenSSL's DER ECDSA signature to raw `r || s`, each left-padded to 32 bytes.
+func ecdsaDERToRaw(_ der: [UInt8]) throws(JOSEError) -> [UInt8] {
+    var p: UnsafePointer<UInt8>?
+    let sig: OpaquePointer? = der.withUnsafeBufferPointer { b in
+        p = b.baseAddress
+        return d2i_ECDSA_SIG(nil, &p, der.count)
+    }
+    guard let sig else { throw .cryptoFailure("d2i_ECDSA_SIG: \(drainOpenSSLErrors())") }
+    defer { ECDSA_SIG_free(sig) }
+    var out = [UInt8](repeating: 0, count: 64)
+    guard let r = ECDSA_SIG_get0_r(sig), let s = ECDSA_SIG_get0_s(sig) else { throw .cryptoFailure("ECDSA_SIG_get0") }
+    let ok = out.withUnsafeMutableBufferPointer { o -> Bool in
+        guard let base = o.baseAddress else { return false }
+        return BN_bn2binpad(r, base, 32) == 32 && BN_bn2binpad(s, base + 32, 32) == 32
+    }
+    try check(ok, "BN_bn2binpad")
+    return out
+}
