@@ -8,11 +8,10 @@ struct Stagepass: AsyncParsableCommand {
         commandName: "stagepass",
         abstract: "MFA-backed, short-lived, stage-scoped tokens for CI/CD pipelines.",
         subcommands: [
-            VerifyCommand.self,
-            BenchCommand.self,
-            DevSignCommand.self,
-            DevJWKSCommand.self,
-            // keys (issue 3), serve/users/factors/login/logout/audit (issue 4) register here.
+            // One line per command group; keep this list sorted by issue to ease merges.
+            // issue 2 (verifier):
+            // issue 3 (keys):
+            // issue 4 (humans):
         ]
     )
 }
