@@ -29,10 +29,11 @@ let package = Package(
         .systemLibrary(name: "COpenSSL", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
         .systemLibrary(name: "CJansson", pkgConfig: "jansson", providers: [.apt(["libjansson-dev"])]),
         .systemLibrary(name: "CArgon2", pkgConfig: "libargon2", providers: [.apt(["libargon2-dev"])]),
+        .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
 
         .target(
             name: "StagepassJOSE",
-            dependencies: ["COpenSSL", "CJansson"],
+            dependencies: ["COpenSSL", "CJansson", "CZlib"],
             swiftSettings: upcoming + [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]
         ),
         .target(name: "StagepassVerify", dependencies: ["StagepassJOSE"], swiftSettings: upcoming),

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 
 /// The `stagepass` command: broker, admin tools, pipeline client and the offline verifier in one binary.
 /// Logic lives in the libraries; each noun/verb is one file here.
@@ -10,8 +11,31 @@ struct Stagepass: AsyncParsableCommand {
         subcommands: [
             // One line per command group; keep this list sorted by issue to ease merges.
             // issue 2 (verifier):
+            VerifyCommand.self, BenchCommand.self, DevSignCommand.self, DevJWKSCommand.self,
             // issue 3 (keys):
             // issue 4 (humans):
         ]
     )
+
+    /// Usage and configuration errors exit 2 (the `verify` contract), not ArgumentParser's default 64.
+    static func main() async {
+        do {
+            var command = try parseAsRoot()
+            if var async = command as? any AsyncParsableCommand {
+                try await async.run()
+            } else {
+                try command.run()
+            }
+        } catch let exit as ExitCode {
+            Foundation.exit(exit.rawValue)
+        } catch {
+            let code = exitCode(for: error)
+            if code == .success {
+                print(fullMessage(for: error))
+                Foundation.exit(0)
+            }
+            FileHandle.standardError.write(Data((fullMessage(for: error) + "\n").utf8))
+            Foundation.exit(code == .validationFailure ? 2 : code.rawValue)
+        }
+    }
 }

@@ -140,3 +140,849 @@ BHQcTBFK/XVeR8w=
 -----END PRIVATE KEY-----
 """
 
+# ---------------------------------------------------------------------------------------------
+# Profile constants (Specs/token-profile.md)
+# ---------------------------------------------------------------------------------------------
+
+NOW = 1_900_000_000  # 2030-03-17T17:46:40Z: the verifier's clock in every case unless a case says otherwise
+ISS = "https://stagepass.test"
+AUD = "deploy-api"
+SL1 = "https://stagepass.test/statuslists/1"
+SL2 = "https://stagepass.test/statuslists/2"
+DEFAULT_CONFIG = {"issuer": ISS, "audiences": [AUD], "leeway": 30, "max_lifetime": 3600}
+INT64_MAX = 2**63 - 1
+INT64_MIN = -(2**63)
+
+P256_N = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551  # order of P-256 (SEC 2 §2.4.2)
+ED25519_L = 2**252 + 27742317777372353535851937790883648493  # order of the Ed25519 base point (RFC 8032 §5.1)
+
+
+def b64u(data: bytes) -> str:
+    """base64url without padding (RFC 7515 §2)."""
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def b64u_uint(n: int, length: int | None = None) -> str:
+    if length is None:
+        length = max(1, (n.bit_length() + 7) // 8)
+    return b64u(n.to_bytes(length, "big"))
+
+
+def jdump(obj) -> bytes:
+    """Compact JSON, member order as written (the exact bytes that get signed)."""
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+# ---------------------------------------------------------------------------------------------
+# Keys, JWKs (RFC 7517), thumbprints (RFC 7638), signatures (RFC 7518 §3.3-3.5, RFC 8037 §3.1)
+# ---------------------------------------------------------------------------------------------
+
+
+def _mgf1(seed: bytes, length: int) -> bytes:
+    out = b""
+    counter = 0
+    while len(out) < length:
+        out += hashlib.sha256(seed + counter.to_bytes(4, "big")).digest()
+        counter += 1
+    return out[:length]
+
+
+def pss_sign_deterministic(key: rsa.RSAPrivateKey, message: bytes, salt_length: int = 32) -> bytes:
+    """RSASSA-PSS (RFC 8017 §8.1.1, EMSA-PSS §9.1.1), SHA-256, MGF1-SHA-256, 32-byte salt (RFC 7518 §3.5).
+
+    The salt is derived from the message instead of drawn at random, so the vectors are reproducible.
+    The result is an ordinary PSS signature; `cryptography` checks it below.
+    """
+    priv = key.private_numbers()
+    n, d = priv.public_numbers.n, priv.d
+    mod_bits = n.bit_length()
+    em_bits = mod_bits - 1
+    em_len = (em_bits + 7) // 8
+    h_len, s_len = 32, salt_length
+    m_hash = hashlib.sha256(message).digest()
+    salt = (hashlib.sha256(b"stagepass conformance vector salt" + message).digest() * 4)[:s_len]
+    h = hashlib.sha256(b"\x00" * 8 + m_hash + salt).digest()
+    db = b"\x00" * (em_len - s_len - h_len - 2) + b"\x01" + salt
+    masked = bytes(a ^ b for a, b in zip(db, _mgf1(h, em_len - h_len - 1)))
+    masked = bytes([masked[0] & (0xFF >> (8 * em_len - em_bits))]) + masked[1:]
+    em = masked + h + b"\xbc"
+    sig = pow(int.from_bytes(em, "big"), d, n).to_bytes((mod_bits + 7) // 8, "big")
+    key.public_key().verify(sig, message, padding.PSS(padding.MGF1(hashes.SHA256()), s_len), hashes.SHA256())
+    return sig
+
+
+class Key:
+    def __init__(self, name: str, pem: str, alg: str):
+        self.name = name
+        self.alg = alg
+        self.private = serialization.load_pem_private_key(pem.encode(), password=None)
+        self.public = self.private.public_key()
+
+    def members(self) -> dict:
+        """The public key members of the JWK (RFC 7518 §6.2.1, §6.3.1; RFC 8037 §2)."""
+        pub = self.public
+        if isinstance(pub, ec.EllipticCurvePublicKey):
+            nums = pub.public_numbers()
+            return {"kty": "EC", "crv": "P-256", "x": b64u_uint(nums.x, 32), "y": b64u_uint(nums.y, 32)}
+        if isinstance(pub, ed25519.Ed25519PublicKey):
+            raw = pub.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+            return {"kty": "OKP", "crv": "Ed25519", "x": b64u(raw)}
+        nums = pub.public_numbers()
+        return {"kty": "RSA", "n": b64u_uint(nums.n), "e": b64u_uint(nums.e)}
+
+    @property
+    def kid(self) -> str:
+        """RFC 7638 §3: SHA-256 over the required members, sorted, no whitespace."""
+        m = self.members()
+        required = {"EC": ("crv", "kty", "x", "y"), "OKP": ("crv", "kty", "x"), "RSA": ("e", "kty", "n")}[m["kty"]]
+        canonical = json.dumps({k: m[k] for k in required}, separators=(",", ":"), sort_keys=True)
+        return b64u(hashlib.sha256(canonical.encode()).digest())
+
+    def jwk(self, use: str | None = "sig", alg: str | None = "", kid: str | None = "") -> dict:
+        out = {"kty": None}
+        out.update(self.members())
+        out["kid"] = self.kid if kid == "" else kid
+        if kid is None:
+            del out["kid"]
+        a = self.alg if alg == "" else alg
+        if a is not None:
+            out["alg"] = a
+        if use is not None:
+            out["use"] = use
+        return out
+
+    def spki_pem(self) -> bytes:
+        return self.public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+    def sign(self, data: bytes, alg: str | None = None) -> bytes:
+        alg = alg or self.alg
+        k = self.private
+        if alg == "ES256":
+            der = k.sign(data, ec.ECDSA(hashes.SHA256(), deterministic_signing=True))  # RFC 6979
+            r, s = decode_dss_signature(der)
+            return r.to_bytes(32, "big") + s.to_bytes(32, "big")  # RFC 7518 §3.4: R || S, 32 octets each
+        if alg == "EdDSA":
+            return k.sign(data)
+        if alg == "RS256":
+            return k.sign(data, padding.PKCS1v15(), hashes.SHA256())
+        if alg == "PS256":
+            return pss_sign_deterministic(k, data)
+        raise ValueError(alg)
+
+
+K_ES = Key("es256", EC_MAIN_PEM, "ES256")
+K_ES_OTHER = Key("es256-other", EC_OTHER_PEM, "ES256")  # never published in any JWKS below except where noted
+K_ED = Key("eddsa", ED_MAIN_PEM, "EdDSA")
+K_RS = Key("rs256", RSA_RS_PEM, "RS256")
+K_PS = Key("ps256", RSA_PS_PEM, "PS256")
+K_RS1024 = Key("rs256-1024", RSA_1024_PEM, "RS256")  # below the 2048-bit floor
+
+JWKS_MAIN = {"keys": [K_ES.jwk(), K_ED.jwk(), K_RS.jwk(), K_PS.jwk()]}
+
+
+def jwks(*jwk_list: dict) -> dict:
+    return {"keys": list(jwk_list)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Token construction
+# ---------------------------------------------------------------------------------------------
+
+DELETE = object()
+
+
+def header_for(key: Key, **changes) -> dict:
+    h = {"alg": key.alg, "kid": key.kid, "typ": "at+jwt"}
+    for k, v in changes.items():
+        if v is DELETE:
+            h.pop(k, None)
+        else:
+            h[k] = v
+    return h
+
+
+def claims(jti_value: str, /, **changes) -> dict:
+    """A complete Stagepass access token claim set for an approved pipeline run (Specs/token-profile.md)."""
+    c = {
+        "iss": ISS,
+        "sub": "alice@example.com",
+        "aud": AUD,
+        "exp": NOW + 600,
+        "nbf": NOW - 60,
+        "iat": NOW - 60,
+        "jti": jti_value,
+        "client_id": "acme/web-deploy",
+        "scope": "deploy",
+        "role": "deployer",
+        "stage": "production",
+        "amr": ["pwd", "hwk"],
+        "auth_time": NOW - 300,
+        "sid": "ses_2F9kQ7mXw4",
+        "act": {"sub": "acme/web-deploy", "run_id": "run-4711"},
+        "status": {"status_list": {"idx": 7, "uri": SL1}},
+        "run_id": "run-4711",
+        "commit": "5d41402abc4b2a76b9719d911017c592",
+        "approvals": ["apr_7Hc2", "apr_9Lm4"],
+    }
+    for k, v in changes.items():
+        if v is DELETE:
+            c.pop(k, None)
+        else:
+            c[k] = v
+    return c
+
+
+def compact(header, payload, key: Key | None = K_ES, *, sign_alg: str | None = None, signature: bytes | None = None) -> str:
+    """header/payload: dict (serialized compactly) or bytes (used as is)."""
+    hb = header if isinstance(header, bytes) else jdump(header)
+    pb = payload if isinstance(payload, bytes) else jdump(payload)
+    signing_input = (b64u(hb) + "." + b64u(pb)).encode("ascii")
+    if signature is None:
+        signature = key.sign(signing_input, sign_alg) if key is not None else b""
+    return signing_input.decode("ascii") + "." + b64u(signature)
+
+
+def token(jti_value: str, key: Key = K_ES, /, *, header: dict | None = None, **claim_changes) -> str:
+    return compact(header if header is not None else header_for(key), claims(jti_value, **claim_changes), key)
+
+
+def raw_payload(jti: str, placeholder_value: bytes, **claim_changes) -> bytes:
+    """Claims serialized with the member `x` replaced by raw JSON bytes (for inputs json.dumps cannot write)."""
+    body = jdump(claims(jti, x="@@RAW@@", **claim_changes))
+    assert body.count(b'"@@RAW@@"') == 1
+    return body.replace(b'"@@RAW@@"', placeholder_value)
+
+
+def sized_token(jti: str, length: int) -> str:
+    """An ES256 token of exactly `length` bytes, padded with a claim `x` (and, if needed, a header member)."""
+    for hpad in range(4):
+        hdr = header_for(K_ES, **({"x": "p" * hpad} if hpad else {}))
+        base = len(token(jti, header=hdr, x=""))
+        n = max(0, (length - base) * 3 // 4 - 4)
+        while True:
+            t = token(jti, header=hdr, x="a" * n)
+            if len(t) >= length:
+                break
+            n += 1
+        if len(t) == length:
+            return t
+    raise AssertionError(f"cannot build a token of {length} bytes")
+
+
+def split(tok: str) -> tuple[str, str, str]:
+    h, p, s = tok.split(".")
+    return h, p, s
+
+
+def with_sig(tok: str, sig: bytes) -> str:
+    h, p, _ = split(tok)
+    return f"{h}.{p}.{b64u(sig)}"
+
+
+def sig_of(tok: str) -> bytes:
+    s = split(tok)[2]
+    return base64.urlsafe_b64decode(s + "=" * (-len(s) % 4))
+
+
+def flip_bit(data: bytes, index: int = 10, bit: int = 0) -> bytes:
+    b = bytearray(data)
+    b[index] ^= 1 << bit
+    return bytes(b)
+
+
+def nested(levels: int, kind: str = "object"):
+    """A value whose own nesting depth is `levels` (an empty container counts as 1)."""
+    v = {} if kind == "object" else []
+    for _ in range(levels - 1):
+        v = {"d": v} if kind == "object" else [v]
+    return v
+
+
+# ---------------------------------------------------------------------------------------------
+# Token Status List (draft-ietf-oauth-status-list-20 §4.1, §4.2, §5.1)
+# ---------------------------------------------------------------------------------------------
+
+LIST_ENTRIES = 128  # 16 bytes at bits = 1
+REVOKED_1 = {0, 5, 9, 42, 100, 127}
+REVOKED_2 = {3}
+
+
+def status_bytes(revoked: set[int], entries: int = LIST_ENTRIES) -> bytes:
+    b = bytearray(entries // 8)
+    for i in revoked:
+        b[i // 8] |= 1 << (i % 8)  # LSB first: index i is bit (i % 8) of byte i / 8
+    return bytes(b)
+
+
+def status_bytes_bits(values: dict[int, int], bits: int, size: int = 16) -> bytes:
+    """draft §4.1: entry i occupies `bits` bits starting at bit i*bits, least significant bit first."""
+    b = bytearray(size)
+    for i, v in values.items():
+        b[(i * bits) // 8] |= v << ((i * bits) % 8)
+    return bytes(b)
+
+
+def status_list(
+    uri: str = SL1,
+    revoked: set[int] = REVOKED_1,
+    *,
+    key: Key = K_ES,
+    iat: int | None = NOW - 60,
+    exp: int | None = NOW + 3600,
+    ttl: int | None = 300,
+    bits: int = 1,
+    lst: str | None = None,
+    typ: str = "statuslist+jwt",
+    iss: str | None = ISS,
+    header: dict | None = None,
+    tamper: bool = False,
+    raw: bytes | None = None,
+) -> str:
+    h = header if header is not None else {"alg": key.alg, "kid": key.kid, "typ": typ}
+    c: dict = {"sub": uri}
+    if iat is not None:
+        c["iat"] = iat
+    if iss is not None:
+        c["iss"] = iss
+    if exp is not None:
+        c["exp"] = exp
+    if ttl is not None:
+        c["ttl"] = ttl
+    if lst is None:
+        lst = b64u(zlib.compress(raw if raw is not None else status_bytes(revoked), 9))  # DEFLATE in the ZLIB format (RFC 1950/1951)
+    c["status_list"] = {"bits": bits, "lst": lst}
+    tok = compact(h, c, key)
+    if tamper:
+        tok = with_sig(tok, flip_bit(sig_of(tok)))
+    return tok
+
+
+# ---------------------------------------------------------------------------------------------
+# Cases
+# ---------------------------------------------------------------------------------------------
+
+CASES: list[dict] = []
+
+
+def case(cid: str, description: str, tok: str, expected: str, *, jwks: dict | None = None, config: dict | None = None,
+         requirements: dict | None = None, status_lists: list[str] | None = None, status_max_age: int | None = None,
+         now: int = NOW) -> None:
+    assert all(c["id"] != cid for c in CASES), cid
+    c = {
+        "id": cid,
+        "description": description,
+        "token": tok,
+        "jwks": jwks if jwks is not None else JWKS_MAIN,
+        "config": config if config is not None else DEFAULT_CONFIG,
+        "now": now,
+    }
+    if requirements is not None:
+        c["requirements"] = requirements
+    if status_lists is not None:
+        c["status_lists"] = status_lists
+    if status_max_age is not None:
+        c["status_max_age"] = status_max_age
+    c["expected"] = expected
+    CASES.append(c)
+
+
+REQ_ALL = {"roles": ["deployer"], "stage": "production", "pipeline": "acme/*"}
+
+
+def build_cases() -> None:
+    # --- accepted tokens --------------------------------------------------------------------
+    case("es256-valid", "ES256 token with the full claim set", token("es256-valid", K_ES), "ok")
+    case("eddsa-valid", "EdDSA (Ed25519, RFC 8037) token", token("eddsa-valid", K_ED), "ok")
+    case("rs256-valid", "RS256 (RSASSA-PKCS1-v1_5, RSA-2048) token", token("rs256-valid", K_RS), "ok")
+    case("ps256-valid", "PS256 (RSASSA-PSS, SHA-256, 32-byte salt) token", token("ps256-valid", K_PS), "ok")
+    case("aud-array-valid", "aud as an array whose second member is accepted",
+         token("aud-array-valid", aud=["billing-api", AUD]), "ok")
+    case("aud-array-single", "aud as a one-element array", token("aud-array-single", aud=[AUD]), "ok")
+    case("aud-second-configured", "token aud matches the second configured audience",
+         token("aud-second-configured", aud="release-api"),
+         "ok", config={**DEFAULT_CONFIG, "audiences": [AUD, "release-api"]})
+    case("minimal-claims", "only the required claims (exp, iat, iss, aud, sub, jti) and no requirements",
+         compact(header_for(K_ES), {"iss": ISS, "sub": "alice@example.com", "aud": AUD, "exp": NOW + 300,
+                                    "iat": NOW - 10, "jti": "minimal-claims"}), "ok")
+    case("extra-header-member", "unknown header members other than the forbidden ones are ignored",
+         token("extra-header-member", header=header_for(K_ES, cty="ignored", x_note="hello")), "ok")
+    case("jwk-without-use", "a JWKS key without `use` is usable (RFC 7517 §4.2: use is optional)",
+         token("jwk-without-use"), "ok", jwks=jwks(K_ES.jwk(use=None)))
+    case("jwk-ec-without-alg", "an EC P-256 JWKS key without alg is an ES256 key", token("jwk-ec-without-alg"), "ok",
+         jwks=jwks(K_ES.jwk(alg=None)))
+    case("jwk-okp-without-alg", "an OKP Ed25519 JWKS key without alg is an EdDSA key",
+         token("jwk-okp-without-alg", K_ED), "ok", jwks=jwks(K_ED.jwk(alg=None)))
+    case("duplicate-kid-one-unusable", "the same kid on an enc key and a sig key: the sig key is used",
+         token("duplicate-kid-one-unusable"), "ok", jwks=jwks({**K_ES_OTHER.jwk(use="enc"), "kid": K_ES.kid}, K_ES.jwk()))
+    case("kid-among-many", "the kid selects the only matching key among several (EdDSA key listed last)",
+         token("kid-among-many", K_ED), "ok", jwks=jwks(K_RS.jwk(), K_PS.jwk(), K_ES.jwk(), K_ED.jwk()))
+    case("exp-within-leeway", "exp 20 s in the past, leeway 30 s", token("exp-within-leeway", exp=NOW - 20, iat=NOW - 600,
+                                                                         nbf=NOW - 600), "ok")
+    case("exp-one-second-in-leeway", "now == exp + leeway - 1 is accepted (expired once now >= exp + leeway)",
+         token("exp-one-second-in-leeway", exp=NOW - 29, iat=NOW - 600, nbf=NOW - 600), "ok")
+    case("nbf-within-leeway", "nbf 20 s in the future, leeway 30 s", token("nbf-within-leeway", nbf=NOW + 20), "ok")
+    case("nbf-at-leeway-boundary", "now + leeway == nbf is accepted (rejected only when now + leeway < nbf)",
+         token("nbf-at-leeway-boundary", nbf=NOW + 30), "ok")
+    case("iat-within-leeway", "iat 20 s in the future, leeway 30 s",
+         token("iat-within-leeway", iat=NOW + 20, nbf=DELETE), "ok")
+    case("leeway-zero-last-second", "leeway 0: one second before exp is accepted",
+         token("leeway-zero-last-second", exp=NOW + 1, iat=NOW - 300, nbf=NOW - 300), "ok",
+         config={**DEFAULT_CONFIG, "leeway": 0})
+    case("lifetime-at-max", "exp - iat == max_lifetime (3600) is accepted",
+         token("lifetime-at-max", iat=NOW - 100, nbf=NOW - 100, exp=NOW + 3500), "ok")
+    case("lifetime-custom-max", "a verifier configured with max_lifetime 7200 accepts a 2 h token",
+         token("lifetime-custom-max", iat=NOW - 100, nbf=NOW - 100, exp=NOW + 7100), "ok",
+         config={**DEFAULT_CONFIG, "max_lifetime": 7200})
+    case("requirements-match", "role, stage and pipeline glob all match", token("requirements-match"), "ok",
+         requirements=REQ_ALL)
+    case("role-one-of-several", "the token's role is one of the accepted roles", token("role-one-of-several"), "ok",
+         requirements={"roles": ["admin", "deployer"]})
+    case("pipeline-exact", "a pattern without '*' must equal client_id", token("pipeline-exact"), "ok",
+         requirements={"pipeline": "acme/web-deploy"})
+    case("pipeline-glob-middle", "'*' in the middle of the pattern", token("pipeline-glob-middle"), "ok",
+         requirements={"pipeline": "acme/*-deploy"})
+    case("pipeline-glob-any", "'*' alone matches any client_id", token("pipeline-glob-any"), "ok",
+         requirements={"pipeline": "*"})
+    case("pipeline-glob-empty-run", "'*' also matches an empty run of characters",
+         token("pipeline-glob-empty-run"), "ok", requirements={"pipeline": "acme/web-deploy*"})
+    case("status-claim-without-list", "no status list configured: the status claim is not checked",
+         token("status-claim-without-list", status={"status_list": {"idx": 5, "uri": SL1}}), "ok")
+    case("status-claim-malformed-without-list", "no status list configured: even a malformed status claim is ignored",
+         token("status-claim-malformed-without-list", status={"status_list": {"idx": "five"}}), "ok")
+    case("nesting-depth-16", "payload nested exactly 16 deep (the root object is depth 1)",
+         token("nesting-depth-16", x=nested(15)), "ok")
+
+    # A token of exactly 16384 bytes is accepted.
+    tok16k = sized_token("size-16384", 16384)
+    case("size-16384", "a token of exactly 16384 bytes (16 KiB) is accepted", tok16k, "ok")
+
+    # --- malformed ----------------------------------------------------------------------------
+    good = token("malformed-base")
+    h, p, s = split(good)
+    case("two-segments", "only two dot-separated segments", f"{h}.{p}", "malformed")
+    case("four-segments", "four segments (a JWE has five; anything but three is refused)", f"{h}.{p}.{s}.{s}", "malformed")
+    case("one-segment", "no dots at all", h, "malformed")
+    case("empty-segments", "three empty segments", "..", "malformed")
+    case("empty-payload-segment", "the payload segment is empty", f"{h}..{s}", "malformed")
+    case("b64-padding", "signature segment carries '=' padding (RFC 7515 §2 forbids it)", f"{h}.{p}.{s}==", "malformed")
+    case("b64-plus", "a '+' (standard alphabet) in the signature segment", f"{h}.{p}.{s[:10]}+{s[11:]}", "malformed")
+    case("b64-slash", "a '/' (standard alphabet) in the payload segment", f"{h}.{p[:10]}/{p[11:]}.{s}", "malformed")
+    case("b64-impossible-length", "signature segment of length 1 mod 4 (85 characters)", f"{h}.{p}.{s[:85]}", "malformed")
+    last = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_".index(s[-1])
+    noncanon = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"[last | 1]
+    assert len(s) % 4 == 2 and last & 0x0F == 0
+    case("b64-noncanonical-bits", "the last signature character has non-zero unused bits (non-canonical encoding)",
+         f"{h}.{p}.{s[:-1]}{noncanon}", "malformed")
+    case("trailing-newline", "the token followed by a newline (callers must trim; the verifier does not)",
+         good + "\n", "malformed")
+    case("inner-space", "a space inside the payload segment", f"{h}.{p[:20]} {p[20:]}.{s}", "malformed")
+    case("non-ascii-character", "a non-ASCII character in the payload segment", f"{h}.{p[:20]}\u00e9{p[20:]}.{s}",
+         "malformed")
+    case("header-not-json", "header segment decodes to bytes that are not JSON",
+         compact(b"alg=ES256", claims("header-not-json")), "malformed")
+    case("header-json-array", "header is a JSON array", compact(jdump(["ES256", K_ES.kid, "at+jwt"]),
+                                                                claims("header-json-array")), "malformed")
+    case("header-json-string", "header is a JSON string", compact(jdump("ES256"), claims("header-json-string")),
+         "malformed")
+    case("payload-json-array", "payload is a JSON array", compact(header_for(K_ES), jdump([ISS, AUD])), "malformed")
+    case("payload-json-number", "payload is a bare JSON number", compact(header_for(K_ES), b"1900000000"), "malformed")
+    case("header-trailing-data", "header JSON followed by extra bytes",
+         compact(jdump(header_for(K_ES)) + b"x", claims("header-trailing-data")), "malformed")
+    case("payload-invalid-utf8", "payload string contains the bytes FF FE (not UTF-8)",
+         compact(header_for(K_ES), raw_payload("payload-invalid-utf8", b'"\xff\xfe"')), "malformed")
+    case("payload-overlong-utf8", "payload string contains an overlong UTF-8 encoding (C0 AF for '/')",
+         compact(header_for(K_ES), raw_payload("payload-overlong-utf8", b'"\xc0\xaf"')), "malformed")
+    case("payload-lone-surrogate", "payload string escape \\ud800 is a lone surrogate (RFC 7493 §2.1)",
+         compact(header_for(K_ES), raw_payload("payload-lone-surrogate", b'"\\ud800"')), "malformed")
+    case("payload-nul-escape", "payload string contains \\u0000",
+         compact(header_for(K_ES), raw_payload("payload-nul-escape", b'"a\\u0000b"')), "malformed")
+    hk = K_ES.kid
+    case("header-duplicate-alg", "header {\"alg\":\"ES256\",…,\"alg\":\"none\"}: duplicate member names (RFC 7515 §4)",
+         compact(f'{{"alg":"ES256","kid":"{hk}","typ":"at+jwt","alg":"none"}}'.encode(), claims("header-duplicate-alg")),
+         "malformed")
+    case("payload-duplicate-exp", "payload has exp twice (RFC 7519 §4)",
+         compact(header_for(K_ES), raw_payload("payload-duplicate-exp", b"1", exp=NOW + 600).replace(
+             b'"x":1', f'"exp":{NOW + 99999}'.encode())), "malformed")
+    case("payload-duplicate-nested", "a duplicate member inside the act object",
+         compact(header_for(K_ES), raw_payload("payload-duplicate-nested",
+                                               b'{"sub":"acme/web-deploy","sub":"evil/pipeline"}')), "malformed")
+    case("nesting-depth-17", "payload nested 17 deep", token("nesting-depth-17", x=nested(16)), "malformed")
+    case("nesting-depth-20", "payload nested 20 deep (objects)", token("nesting-depth-20", x=nested(19)), "malformed")
+    case("header-nesting-depth-20", "header nested 20 deep (arrays)",
+         token("header-nesting-depth-20", header=header_for(K_ES, x=nested(19, "array"))), "malformed")
+    case("number-1e999", "payload number 1e999 (overflows to infinity)",
+         compact(header_for(K_ES), raw_payload("number-1e999", b"1e999")), "malformed")
+    case("number-negative-1e999", "payload number -1e999",
+         compact(header_for(K_ES), raw_payload("number-negative-1e999", b"-1e999")), "malformed")
+    case("number-nan-literal", "payload uses the non-JSON literal NaN",
+         compact(header_for(K_ES), raw_payload("number-nan-literal", b"NaN")), "malformed")
+    case("exp-beyond-int64", "exp = 2^64, an integer that does not fit in 64 bits",
+         compact(header_for(K_ES), raw_payload("exp-beyond-int64", b"18446744073709551616")), "malformed")
+    big = sized_token("size-over-16k", 16385)
+    case("size-over-16k", f"a correctly signed token of {len(big)} bytes (over 16384)", big, "malformed")
+    case("order-malformed-before-type", "typ JWT and an unparsable payload: malformed is checked first",
+         compact(header_for(K_ES, typ="JWT"), b"{not json"), "malformed")
+
+    # --- wrong_type (RFC 9068 §2.1, §4; RFC 8725 §3.11) ----------------------------------------
+    case("typ-missing", "no typ header", token("typ-missing", header=header_for(K_ES, typ=DELETE)), "wrong_type")
+    case("typ-jwt", "typ JWT (an ID token or a generic JWT)", token("typ-jwt", header=header_for(K_ES, typ="JWT")),
+         "wrong_type")
+    case("typ-uppercase", "typ AT+JWT: Stagepass compares exactly, not case-insensitively",
+         token("typ-uppercase", header=header_for(K_ES, typ="AT+JWT")), "wrong_type")
+    case("typ-media-type", "typ application/at+jwt: only the short form is accepted",
+         token("typ-media-type", header=header_for(K_ES, typ="application/at+jwt")), "wrong_type")
+    case("typ-statuslist", "a status list token presented as an access token",
+         token("typ-statuslist", header=header_for(K_ES, typ="statuslist+jwt")), "wrong_type")
+    case("typ-not-string", "typ is a number", token("typ-not-string", header=header_for(K_ES, typ=1)), "wrong_type")
+
+    # --- unsupported_critical_header (RFC 7515 §4.1.11) --------------------------------------
+    case("crit-present", "crit [\"exp\"] with exp in the header",
+         token("crit-present", header=header_for(K_ES, crit=["exp"], exp=NOW + 600)), "unsupported_critical_header")
+    case("crit-empty", "crit present as an empty array", token("crit-empty", header=header_for(K_ES, crit=[])),
+         "unsupported_critical_header")
+    case("order-crit-before-jku", "crit and jku both present: crit is reported",
+         token("order-crit-before-jku", header=header_for(K_ES, crit=["b64"], b64=True,
+                                                          jku="https://attacker.example/jwks.json")),
+         "unsupported_critical_header")
+
+    # --- forbidden_header (RFC 8725 §3.10; RFC 7515 §4.1.2-4.1.6) ----------------------------
+    attacker = K_ES_OTHER
+    case("jwk-header-attacker-key", "header embeds the attacker's own public key (jwk) and is signed with it",
+         compact(header_for(attacker, jwk=attacker.jwk()), claims("jwk-header-attacker-key"), attacker),
+         "forbidden_header")
+    case("jwk-header-trusted-key", "header embeds the trusted key itself: still rejected, never consulted",
+         token("jwk-header-trusted-key", header=header_for(K_ES, jwk=K_ES.jwk())), "forbidden_header")
+    case("jku-header", "jku points at an attacker-controlled JWKS",
+         compact(header_for(attacker, jku="https://attacker.example/jwks.json"), claims("jku-header"), attacker),
+         "forbidden_header")
+    case("jku-header-trusted-kid", "jku present with a known kid and a valid signature: still rejected",
+         token("jku-header-trusted-kid", header=header_for(K_ES, jku=ISS + "/.well-known/jwks.json")),
+         "forbidden_header")
+    case("x5u-header", "x5u header", token("x5u-header", header=header_for(K_ES, x5u="https://attacker.example/c.pem")),
+         "forbidden_header")
+    cert_b64 = base64.b64encode(b"0\x82\x01\x00not-a-real-certificate").decode()
+    case("x5c-header", "x5c header", token("x5c-header", header=header_for(K_ES, x5c=[cert_b64])), "forbidden_header")
+
+    # --- unknown_key (RFC 7515 §4.1.4; RFC 7517 §4.2, §5) -------------------------------------
+    case("kid-missing", "no kid header (no fallback to a default key)",
+         token("kid-missing", header=header_for(K_ES, kid=DELETE)), "unknown_key")
+    case("kid-unknown", "kid of a key that is not in the JWKS",
+         compact(header_for(K_ES_OTHER), claims("kid-unknown"), K_ES_OTHER), "unknown_key")
+    case("kid-empty", "kid is the empty string", token("kid-empty", header=header_for(K_ES, kid="")), "unknown_key")
+    case("kid-not-string", "kid is a number", token("kid-not-string", header=header_for(K_ES, kid=7)), "unknown_key")
+    case("key-use-enc", "the only key with this kid has use \"enc\"", token("key-use-enc"),
+         "unknown_key", jwks=jwks(K_ES.jwk(use="enc"), K_ED.jwk()))
+    case("jwk-rsa-without-alg", "an RSA JWKS key without alg is not used (RS256 or PS256 would be a guess)",
+         token("jwk-rsa-without-alg", K_RS), "unknown_key", jwks=jwks(K_RS.jwk(alg=None), K_ES.jwk()))
+    dup = {**K_ES_OTHER.jwk(), "kid": K_ES.kid}
+    case("jwks-duplicate-kid", "two usable keys share the token's kid: ambiguous, neither is used",
+         token("jwks-duplicate-kid"), "unknown_key", jwks=jwks(K_ES.jwk(), dup))
+    case("jwk-alg-kty-mismatch", "the JWKS key is EC P-256 but claims alg RS256: unusable key, skipped",
+         token("jwk-alg-kty-mismatch"), "unknown_key", jwks=jwks(K_ES.jwk(alg="RS256")))
+    case("jwk-rsa-1024", "RSA key below 2048 bits: refused, so its kid is unknown",
+         compact(header_for(K_RS1024), claims("jwk-rsa-1024"), K_RS1024), "unknown_key",
+         jwks=jwks(K_RS1024.jwk(), K_ES.jwk()))
+    case("jwks-empty", "an empty JWKS", token("jwks-empty"), "unknown_key", jwks={"keys": []})
+
+    # --- unsupported_algorithm (RFC 8725 §3.1; RFC 7518 §3.1) ---------------------------------
+    case("alg-none", "alg none with an empty signature (kid of a real key)",
+         compact(header_for(K_ES, alg="none"), claims("alg-none"), None), "unsupported_algorithm")
+    case("alg-missing", "no alg header", token("alg-missing", header=header_for(K_ES, alg=DELETE)),
+         "unsupported_algorithm")
+    case("alg-not-string", "alg is a number", token("alg-not-string", header=header_for(K_ES, alg=256)),
+         "unsupported_algorithm")
+    hs_hdr = header_for(K_ES, alg="HS256")
+    hs_in = (b64u(jdump(hs_hdr)) + "." + b64u(jdump(claims("hs256-ec-public-pem")))).encode()
+    case("hs256-ec-public-pem", "alg confusion: HS256 keyed with the EC key's SPKI PEM, kid of the EC key",
+         compact(hs_hdr, claims("hs256-ec-public-pem"), signature=hmac.new(K_ES.spki_pem(), hs_in, "sha256").digest()),
+         "unsupported_algorithm")
+    hs_hdr = header_for(K_RS, alg="HS256")
+    hs_in = (b64u(jdump(hs_hdr)) + "." + b64u(jdump(claims("hs256-rsa-public-pem")))).encode()
+    case("hs256-rsa-public-pem", "alg confusion: HS256 keyed with the RSA key's SPKI PEM, kid of the RSA key",
+         compact(hs_hdr, claims("hs256-rsa-public-pem"), signature=hmac.new(K_RS.spki_pem(), hs_in, "sha256").digest()),
+         "unsupported_algorithm")
+    case("rs256-on-es256-key", "header alg RS256 naming the ES256 key",
+         token("rs256-on-es256-key", header=header_for(K_ES, alg="RS256")), "unsupported_algorithm")
+    case("ps256-on-rs256-key", "header alg PS256 naming the RS256 key, really signed with PSS",
+         compact(header_for(K_RS, alg="PS256"), claims("ps256-on-rs256-key"), K_RS, sign_alg="PS256"),
+         "unsupported_algorithm")
+    case("rs256-on-ps256-key", "header alg RS256 naming the PS256 key, really signed with PKCS#1 v1.5",
+         compact(header_for(K_PS, alg="RS256"), claims("rs256-on-ps256-key"), K_PS, sign_alg="RS256"),
+         "unsupported_algorithm")
+    case("ed25519-alg-name", "header alg Ed25519 (RFC 9864 name) naming a key whose alg is EdDSA",
+         compact(header_for(K_ED, alg="Ed25519"), claims("ed25519-alg-name"), K_ED, sign_alg="EdDSA"),
+         "unsupported_algorithm")
+    case("es384-on-es256-key", "header alg ES384 naming the ES256 key",
+         token("es384-on-es256-key", header=header_for(K_ES, alg="ES384")), "unsupported_algorithm")
+
+    # --- bad_signature (RFC 7515 §5.2; RFC 7518 §3.4, §3.5; RFC 8037 §3.1) ----------------------
+    base = token("es256-sig-base")
+    raw = sig_of(base)
+    r, s_ = int.from_bytes(raw[:32], "big"), int.from_bytes(raw[32:], "big")
+    case("es256-der-signature", "ES256 signature in ASN.1 DER instead of raw R||S (RFC 7518 §3.4)",
+         with_sig(base, encode_dss_signature(r, s_)), "bad_signature")
+    case("es256-r-s-zero", "ES256 signature with r = s = 0 (64 zero bytes)", with_sig(base, bytes(64)), "bad_signature")
+    case("es256-r-equals-n", "ES256 r = n (the P-256 order), s from a valid signature",
+         with_sig(base, P256_N.to_bytes(32, "big") + raw[32:]), "bad_signature")
+    case("es256-s-equals-n", "ES256 s = n, r from a valid signature",
+         with_sig(base, raw[:32] + P256_N.to_bytes(32, "big")), "bad_signature")
+    case("es256-truncated", "ES256 signature truncated to 63 bytes", with_sig(base, raw[:63]), "bad_signature")
+    case("es256-extended", "ES256 signature with a 65th byte appended", with_sig(base, raw + b"\x00"), "bad_signature")
+    case("es256-flipped-bit", "ES256 signature with one bit flipped", with_sig(base, flip_bit(raw)), "bad_signature")
+    case("es256-empty-signature", "ES256 header with an empty signature segment", with_sig(base, b""), "bad_signature")
+    case("es256-wrong-key-same-kid", "signed by another P-256 key but carrying the trusted kid",
+         compact(header_for(K_ES), claims("es256-wrong-key-same-kid"), K_ES_OTHER), "bad_signature")
+    h0, _, s0 = split(token("es256-payload-swap"))
+    forged = b64u(jdump(claims("es256-payload-swap", role="admin")))
+    case("es256-payload-swap", "payload changed (role admin) after signing", f"{h0}.{forged}.{s0}", "bad_signature")
+    ed = token("eddsa-sig-base", K_ED)
+    eraw = sig_of(ed)
+    case("eddsa-flipped-bit", "EdDSA signature with one bit flipped", with_sig(ed, flip_bit(eraw)), "bad_signature")
+    s_big = (int.from_bytes(eraw[32:], "little") + ED25519_L).to_bytes(32, "little")
+    case("eddsa-s-not-reduced", "Ed25519 signature with S + L in place of S (RFC 8032 §5.1.7 requires S < L)",
+         with_sig(ed, eraw[:32] + s_big), "bad_signature")
+    rs = token("rs256-sig-base", K_RS)
+    case("rs256-flipped-bit", "RS256 signature with one bit flipped", with_sig(rs, flip_bit(sig_of(rs), 100)),
+         "bad_signature")
+    case("rs256-truncated", "RS256 signature of 255 bytes", with_sig(rs, sig_of(rs)[:255]), "bad_signature")
+    ps = token("ps256-sig-base", K_PS)
+    case("ps256-flipped-bit", "PS256 signature with one bit flipped", with_sig(ps, flip_bit(sig_of(ps), 200)),
+         "bad_signature")
+    ps_in = (b64u(jdump(header_for(K_PS))) + "." + b64u(jdump(claims("ps256-salt-64")))).encode()
+    case("ps256-salt-64", "PS256 signed with a 64-byte salt: RFC 7518 §3.5 fixes the salt at 32 bytes",
+         compact(header_for(K_PS), claims("ps256-salt-64"), signature=pss_sign_deterministic(K_PS.private, ps_in, 64)),
+         "bad_signature")
+    ps_in = (b64u(jdump(header_for(K_PS))) + "." + b64u(jdump(claims("ps256-salt-0")))).encode()
+    case("ps256-salt-0", "PS256 signed with an empty salt", compact(header_for(K_PS), claims("ps256-salt-0"),
+                                                                     signature=pss_sign_deterministic(K_PS.private, ps_in, 0)),
+         "bad_signature")
+    case("order-bad-signature-before-claims", "bad signature on an expired token from another issuer",
+         with_sig(token("order-bad-signature-before-claims", iss="https://evil.example", exp=NOW - 9999,
+                        iat=NOW - 10000, nbf=NOW - 10000), bytes(64)), "bad_signature")
+
+    # --- wrong_issuer (RFC 7519 §4.1.1) -------------------------------------------------------
+    case("iss-other", "iss of another issuer", token("iss-other", iss="https://evil.example"), "wrong_issuer")
+    case("iss-trailing-slash", "iss with a trailing slash (simple string comparison)",
+         token("iss-trailing-slash", iss=ISS + "/"), "wrong_issuer")
+    case("iss-not-string", "iss is a number", token("iss-not-string", iss=42), "wrong_issuer")
+    case("order-issuer-before-audience", "wrong iss and wrong aud: iss is reported",
+         token("order-issuer-before-audience", iss="https://evil.example", aud="other-api"), "wrong_issuer")
+
+    # --- wrong_audience (RFC 7519 §4.1.3; RFC 9068 §4) -----------------------------------------
+    case("aud-other", "aud string not accepted", token("aud-other", aud="billing-api"), "wrong_audience")
+    case("aud-array-none-accepted", "aud array without an accepted value",
+         token("aud-array-none-accepted", aud=["billing-api", "metrics-api"]), "wrong_audience")
+    case("aud-empty-array", "aud is an empty array", token("aud-empty-array", aud=[]), "wrong_audience")
+    case("aud-not-string", "aud is a number", token("aud-not-string", aud=7), "wrong_audience")
+    case("aud-array-non-string-member", "aud array with a non-string member beside the accepted value",
+         token("aud-array-non-string-member", aud=[7, AUD]), "wrong_audience")
+    case("aud-case-differs", "aud differs in case", token("aud-case-differs", aud="Deploy-API"), "wrong_audience")
+
+    # --- missing_claim (RFC 7519 §4.1; RFC 9068 §2.2) ------------------------------------------
+    for name in ("exp", "iat", "iss", "aud", "sub", "jti"):
+        case(f"missing-{name}", f"no {name} claim",
+             compact(header_for(K_ES), claims(f"missing-{name}", **{name: DELETE})), "missing_claim")
+    case("exp-string", "exp is a string", token("exp-string", exp=str(NOW + 600)), "missing_claim")
+    case("exp-real", "exp written with a fraction (1900000600.0): NumericDate must be an integer here",
+         compact(header_for(K_ES), raw_payload("exp-real", f"{NOW + 600}.0".encode(), exp=DELETE).replace(
+             b'"x":', b'"exp":')), "missing_claim")
+    case("exp-bool", "exp is true", token("exp-bool", exp=True), "missing_claim")
+    case("iat-string", "iat is a string", token("iat-string", iat=str(NOW - 60)), "missing_claim")
+    case("nbf-string", "nbf is present but a string", token("nbf-string", nbf=str(NOW - 60)), "missing_claim")
+    case("auth-time-string", "auth_time is present but a string", token("auth-time-string", auth_time="yesterday"),
+         "missing_claim")
+    case("sub-not-string", "sub is a number", token("sub-not-string", sub=1001), "missing_claim")
+    case("jti-not-string", "jti is null", compact(header_for(K_ES), claims("jti-not-string", jti=None)),
+         "missing_claim")
+    case("exp-null", "exp is null", token("exp-null", exp=None), "missing_claim")
+
+    # --- expired / not_yet_valid / issued_in_future / lifetime_exceeded (RFC 7519 §4.1.4-4.1.6) --
+    case("expired", "exp an hour ago", token("expired", exp=NOW - 3600, iat=NOW - 4000, nbf=NOW - 4000), "expired")
+    case("expired-beyond-leeway", "exp 31 s ago, leeway 30 s",
+         token("expired-beyond-leeway", exp=NOW - 31, iat=NOW - 600, nbf=NOW - 600), "expired")
+    case("expired-at-leeway-boundary", "now == exp + leeway is rejected (RFC 7519 §4.1.4: on or after exp)",
+         token("expired-at-leeway-boundary", exp=NOW - 30, iat=NOW - 600, nbf=NOW - 600), "expired")
+    case("expired-leeway-zero-exact", "leeway 0: now == exp is rejected",
+         token("expired-leeway-zero-exact", exp=NOW, iat=NOW - 300, nbf=NOW - 300), "expired",
+         config={**DEFAULT_CONFIG, "leeway": 0})
+    case("expired-leeway-zero", "leeway 0: exp one second ago",
+         token("expired-leeway-zero", exp=NOW - 1, iat=NOW - 300, nbf=NOW - 300), "expired",
+         config={**DEFAULT_CONFIG, "leeway": 0})
+    case("order-expired-before-lifetime", "expired and too long-lived: expired is reported",
+         token("order-expired-before-lifetime", exp=NOW - 100, iat=NOW - 90000, nbf=NOW - 90000), "expired")
+    case("nbf-future", "nbf ten minutes ahead", token("nbf-future", nbf=NOW + 600, exp=NOW + 1200), "not_yet_valid")
+    case("nbf-beyond-leeway", "nbf 31 s ahead, leeway 30 s", token("nbf-beyond-leeway", nbf=NOW + 31),
+         "not_yet_valid")
+    case("iat-future", "iat ten minutes ahead", token("iat-future", iat=NOW + 600, nbf=DELETE, exp=NOW + 1200),
+         "issued_in_future")
+    case("iat-beyond-leeway", "iat 31 s ahead, no nbf", token("iat-beyond-leeway", iat=NOW + 31, nbf=DELETE),
+         "issued_in_future")
+    case("order-nbf-before-iat", "nbf and iat both in the future: not_yet_valid is reported",
+         token("order-nbf-before-iat", iat=NOW + 600, nbf=NOW + 600, exp=NOW + 1200), "not_yet_valid")
+    case("lifetime-exceeded", "exp - iat = 3601 > 3600",
+         token("lifetime-exceeded", iat=NOW - 100, nbf=NOW - 100, exp=NOW + 3501), "lifetime_exceeded")
+    case("lifetime-day", "a 24 h token", token("lifetime-day", iat=NOW - 100, nbf=NOW - 100, exp=NOW + 86300),
+         "lifetime_exceeded")
+    case("exp-int64-max", "exp = 2^63-1: no overflow in exp + leeway or exp - iat",
+         token("exp-int64-max", exp=INT64_MAX), "lifetime_exceeded")
+    case("iat-int64-min", "iat = -2^63: no overflow in exp - iat",
+         token("iat-int64-min", iat=INT64_MIN, nbf=DELETE), "lifetime_exceeded")
+
+    # --- requirements -------------------------------------------------------------------------
+    case("role-mismatch", "token role deployer, caller requires admin", token("role-mismatch"), "role_mismatch",
+         requirements={"roles": ["admin"]})
+    case("role-missing", "no role claim while the caller requires one", token("role-missing", role=DELETE),
+         "role_mismatch", requirements={"roles": ["deployer"]})
+    case("role-not-string", "role is an array", token("role-not-string", role=["deployer"]), "role_mismatch",
+         requirements={"roles": ["deployer"]})
+    case("role-case-differs", "role Deployer vs deployer", token("role-case-differs", role="Deployer"),
+         "role_mismatch", requirements={"roles": ["deployer"]})
+    case("stage-mismatch", "token stage staging, caller requires production", token("stage-mismatch", stage="staging"),
+         "stage_mismatch", requirements=REQ_ALL)
+    case("stage-missing", "no stage claim", token("stage-missing", stage=DELETE), "stage_mismatch",
+         requirements={"stage": "production"})
+    case("pipeline-mismatch", "client_id evil/web-deploy vs pattern acme/*",
+         token("pipeline-mismatch", client_id="evil/web-deploy"), "pipeline_mismatch", requirements=REQ_ALL)
+    case("pipeline-missing-client-id", "no client_id while a pattern is required",
+         token("pipeline-missing-client-id", client_id=DELETE), "pipeline_mismatch", requirements={"pipeline": "*"})
+    case("pipeline-no-prefix-match", "pattern without '*' is not a prefix match",
+         token("pipeline-no-prefix-match"), "pipeline_mismatch", requirements={"pipeline": "acme/web"})
+    case("pipeline-anchored-start", "pattern *-deploy/x must match the whole client_id",
+         token("pipeline-anchored-start"), "pipeline_mismatch", requirements={"pipeline": "acme/*-deploy/x"})
+    case("pipeline-question-mark-literal", "'?' is a literal character, not a wildcard",
+         token("pipeline-question-mark-literal"), "pipeline_mismatch", requirements={"pipeline": "acme/web?deploy"})
+    case("order-role-before-stage", "role and stage both wrong: role is reported",
+         token("order-role-before-stage", role="viewer", stage="staging"), "role_mismatch", requirements=REQ_ALL)
+
+    # --- status list (draft-ietf-oauth-status-list-20) ------------------------------------------
+    sl1 = status_list()
+    sl2 = status_list(SL2, REVOKED_2)
+
+    def st(idx, uri=SL1):
+        return {"status_list": {"idx": idx, "uri": uri}}
+
+    case("status-valid", "idx 7 is 0 in the installed list", token("status-valid", status=st(7)), "ok",
+         status_lists=[sl1], status_max_age=300)
+    case("status-valid-eddsa", "EdDSA token, idx 8 is 0", token("status-valid-eddsa", K_ED, status=st(8)), "ok",
+         status_lists=[sl1])
+    case("status-lsb-first", "idx 14 is 0: bit 6 of byte 1 (reading MSB first would hit idx 9's bit)",
+         token("status-lsb-first", status=st(14)), "ok", status_lists=[sl1])
+    case("status-second-list", "two lists installed; the token references list 2, idx 0 is 0 there",
+         token("status-second-list", status=st(0, SL2)), "ok", status_lists=[sl1, sl2])
+    case("status-revoked", "idx 5 is 1 (bit 5 of byte 0)", token("status-revoked", status=st(5)), "revoked",
+         status_lists=[sl1], status_max_age=300)
+    case("status-revoked-idx0", "idx 0 is 1", token("status-revoked-idx0", status=st(0)), "revoked",
+         status_lists=[sl1])
+    case("status-revoked-lsb-first", "idx 9 is 1 (bit 1 of byte 1)", token("status-revoked-lsb-first", status=st(9)),
+         "revoked", status_lists=[sl1])
+    case("status-revoked-last", "idx 127, the last entry, is 1", token("status-revoked-last", status=st(127)),
+         "revoked", status_lists=[sl1])
+    case("status-revoked-second-list", "idx 3 is 1 in list 2", token("status-revoked-second-list", status=st(3, SL2)),
+         "revoked", status_lists=[sl1, sl2])
+    case("order-pipeline-before-status", "revoked token whose client_id also mismatches: pipeline reported",
+         token("order-pipeline-before-status", status=st(5), client_id="evil/x"), "pipeline_mismatch",
+         status_lists=[sl1], requirements={"pipeline": "acme/*"})
+    case("status-idx-out-of-range", "idx 128 in a 128-entry list", token("status-idx-out-of-range", status=st(128)),
+         "status_unavailable", status_lists=[sl1])
+    case("status-list-expired", "the list's exp passed 100 s ago", token("status-list-expired"), "status_unavailable",
+         status_lists=[status_list(iat=NOW - 4000, exp=NOW - 100)])
+    case("status-list-expired-at-leeway-boundary", "now == list exp + leeway: expired (same rule as tokens)",
+         token("status-list-expired-at-leeway-boundary"), "status_unavailable",
+         status_lists=[status_list(iat=NOW - 4000, exp=NOW - 30)])
+    case("status-list-exp-within-leeway", "list exp 10 s ago, leeway 30 s", token("status-list-exp-within-leeway"),
+         "ok", status_lists=[status_list(iat=NOW - 4000, exp=NOW - 10)])
+    case("status-list-without-exp", "exp is optional in a status list (draft §5.1)", token("status-list-without-exp"),
+         "ok", status_lists=[status_list(exp=None)])
+    case("status-list-without-iat", "iat is required in a status list (draft §5.1)", token("status-list-without-iat"),
+         "status_unavailable", status_lists=[status_list(iat=None)])
+    case("status-list-too-old", "list iat 1000 s ago, verifier max age 300 s", token("status-list-too-old"),
+         "status_unavailable", status_lists=[status_list(iat=NOW - 1000)], status_max_age=300)
+    case("status-list-age-ok", "list iat 200 s ago, verifier max age 300 s", token("status-list-age-ok"), "ok",
+         status_lists=[status_list(iat=NOW - 200)], status_max_age=300)
+    case("status-list-unknown-key", "the list is signed by a key that is not in the JWKS",
+         token("status-list-unknown-key"), "status_unavailable", status_lists=[status_list(key=K_ES_OTHER)])
+    case("status-list-bad-signature", "the list's signature has a flipped bit", token("status-list-bad-signature"),
+         "status_unavailable", status_lists=[status_list(tamper=True)])
+    case("status-list-wrong-typ", "the list's typ is JWT, not statuslist+jwt", token("status-list-wrong-typ"),
+         "status_unavailable", status_lists=[status_list(typ="JWT")])
+    two_bit = {1: 2, 3: 3, 5: 1}  # idx -> status: SUSPENDED, application-specific, INVALID
+    sl2bit = status_list(raw=status_bytes_bits(two_bit, 2), bits=2)
+    case("status-list-2bit-valid", "2-bit list: idx 2 is 0x00 VALID", token("status-list-2bit-valid", status=st(2)),
+         "ok", status_lists=[sl2bit])
+    case("status-list-2bit-suspended", "2-bit list: idx 1 is 0x02 SUSPENDED, not accepted",
+         token("status-list-2bit-suspended", status=st(1)), "revoked", status_lists=[sl2bit])
+    case("status-list-2bit-invalid", "2-bit list: idx 5 is 0x01 INVALID", token("status-list-2bit-invalid", status=st(5)),
+         "revoked", status_lists=[sl2bit])
+    case("status-list-2bit-out-of-range", "2-bit list of 16 bytes has 64 entries: idx 64 is out of range",
+         token("status-list-2bit-out-of-range", status=st(64)), "status_unavailable", status_lists=[sl2bit])
+    case("status-list-bits-3", "bits must be 1, 2, 4 or 8", token("status-list-bits-3"), "status_unavailable",
+         status_lists=[status_list(bits=3)])
+    case("status-list-bad-zlib", "lst is not zlib data", token("status-list-bad-zlib"), "status_unavailable",
+         status_lists=[status_list(lst=b64u(status_bytes(REVOKED_1)))])
+    case("status-claim-missing", "a list is installed but the token has no status claim",
+         token("status-claim-missing", status=DELETE), "status_unavailable", status_lists=[sl1])
+    case("status-other-uri", "the token references a list that is not installed",
+         token("status-other-uri", status=st(7, SL2)), "status_unavailable", status_lists=[sl1])
+    case("status-idx-not-integer", "status idx is a string", token("status-idx-not-integer", status=st("7")),
+         "status_unavailable", status_lists=[sl1])
+    case("status-idx-negative", "status idx is -1", token("status-idx-negative", status=st(-1)),
+         "status_unavailable", status_lists=[sl1])
+
+
+def document() -> dict:
+    CASES.clear()
+    build_cases()
+    return {
+        "description": "Stagepass access token verifier conformance vectors. Each case: a compact JWS, the JWKS and "
+        "verifier configuration it is checked with, the caller's requirements, optional status lists (installed "
+        "with fetched_at = now), the verifier clock `now` (unix seconds) and the expected verdict: \"ok\" or the "
+        "first failing check's error code (Specs/token-profile.md). Generated by Specs/vectors/generate.py.",
+        "version": 1,
+        "cases": CASES,
+    }
+
+
+def render() -> str:
+    return json.dumps(document(), indent=1, ensure_ascii=True) + "\n"
+
+
+def self_check() -> None:
+    """Cross-checks the thumbprints with joserfc (an independent RFC 7638 implementation)."""
+    import warnings
+
+    from joserfc.jwk import JWKRegistry
+
+    warnings.simplefilter("ignore")  # joserfc warns about the deliberately small RSA key
+
+    for k in (K_ES, K_ES_OTHER, K_ED, K_RS, K_PS, K_RS1024):
+        jk = JWKRegistry.import_key(k.members())
+        assert jk.thumbprint() == k.kid, k.name
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--check", action="store_true", help="exit 1 if conformance.json differs from a fresh render")
+    ap.add_argument("--output", default=OUT)
+    args = ap.parse_args()
+    self_check()
+    text = render()
+    if args.check:
+        with open(args.output, encoding="utf-8") as f:
+            if f.read() != text:
+                print(f"{args.output} is stale: run {sys.argv[0]}", file=sys.stderr)
+                return 1
+        print(f"{args.output} is up to date ({len(CASES)} cases)")
+        return 0
+    with open(args.output, "w", encoding="utf-8") as f:
+        f.write(text)
+    counts: dict[str, int] = {}
+    for c in CASES:
+        counts[c["expected"]] = counts.get(c["expected"], 0) + 1
+    print(f"wrote {args.output}: {len(CASES)} cases")
+    for k in sorted(counts):
+        print(f"  {k:30} {counts[k]}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

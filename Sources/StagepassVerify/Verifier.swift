@@ -1,0 +1,364 @@
+import Synchronization
+import StagepassJOSE
+
+/// What a verifier accepts, fixed when it is created (go-oidc / go-jose `Expected` style: safe defaults).
+public struct VerifierConfiguration: Sendable {
+    /// The only accepted `iss` (RFC 7519 §4.1.1).
+    public var issuer: String
+    /// Accepted audiences: a token is accepted if any of its `aud` values is one of these (RFC 7519 §4.1.3).
+    public var audiences: [String]
+    /// Clock skew tolerated on `exp`, `nbf` and `iat`, in seconds (default 30).
+    public var leeway: Int64
+    /// Longest accepted `exp - iat`, in seconds (default 3600).
+    public var maxLifetime: Int64
+    /// Fail-closed age limit for status lists: older than this (since fetched) and tokens are
+    /// `status_unavailable`. nil: only the list's own `exp` limits it.
+    public var statusMaxAge: Int64?
+    /// Verified tokens kept so a repeated token costs a hash lookup (0 disables the cache).
+    public var cacheCapacity: Int
+
+    public init(issuer: String, audiences: [String], leeway: Int64 = 30, maxLifetime: Int64 = 3600,
+                statusMaxAge: Int64? = nil, cacheCapacity: Int = 16384) {
+        self.issuer = issuer
+        self.audiences = audiences
+        self.leeway = leeway
+        self.maxLifetime = maxLifetime
+        self.statusMaxAge = statusMaxAge
+        self.cacheCapacity = cacheCapacity
+    }
+}
+
+/// What one caller requires of one token (checked after signature and time).
+public struct Requirements: Sendable, Hashable {
+    /// Accepted roles (any of); empty = any role.
+    public var roles: [String]
+    /// Required stage; nil = any.
+    public var stage: String?
+    /// Pattern over `client_id`, `*` matching any run of characters; nil = any (a token without `client_id` fails
+    /// any pattern).
+    public var pipeline: String?
+
+    public init(roles: [String] = [], stage: String? = nil, pipeline: String? = nil) {
+        self.roles = roles
+        self.stage = stage
+        self.pipeline = pipeline
+    }
+
+    public static let none = Requirements()
+}
+
+/// A `status` claim's reference into a status list (draft-ietf-oauth-status-list §6.1).
+public struct StatusReference: Sendable, Hashable {
+    public let uri: String
+    public let index: Int
+}
+
+/// A token that passed every check. `payload` is the exact claims JSON that was signed (never re-serialized).
+public struct VerifiedToken: Sendable {
+    public let kid: String
+    public let alg: JWSAlgorithm
+    public let issuer: String
+    public let subject: String
+    public let audiences: [String]
+    public let expiresAt: Int64
+    public let issuedAt: Int64
+    public let notBefore: Int64?
+    public let jti: String
+    public let clientID: String?
+    public let role: String?
+    public let stage: String?
+    public let sessionID: String?
+    public let status: StatusReference?
+    /// The claims object as signed (UTF-8 JSON).
+    public let payload: [UInt8]
+
+    /// The claims as a JSON tree (parsed on demand).
+    public var claims: JSONValue { (try? JSONValue.parse(payload)) ?? .null }
+    /// The claims JSON text.
+    public var payloadString: String { String(decoding: payload, as: UTF8.self) }
+}
+
+/// The offline verifier (Specs/token-profile.md). One instance serves any number of concurrent callers.
+///
+/// ```swift
+/// let verifier = Verifier(
+///     configuration: .init(issuer: "https://stagepass.example", audiences: ["deploy-api"]),
+///     keys: try FileKeySource(path: "/etc/stagepass/jwks.json"))
+/// let token = try verifier.verify(bearer, requirements: .init(roles: ["deployer"], stage: "production"))
+/// ```
+///
+/// Checks run in the order of ``VerificationErrorCode``; the first failure is thrown. The verifier never makes a
+/// network request because of anything inside a token (`jku`, `x5u`, `jwk`, `x5c` are refused, status `uri`s are
+/// only matched against lists the embedding application configured).
+public final class Verifier: Sendable {
+    /// Longest token accepted, in bytes.
+    public static let maxTokenBytes = 16 * 1024
+    /// Deepest JSON nesting accepted in header and claims.
+    public static let maxJSONDepth = 16
+
+    public let configuration: VerifierConfiguration
+    /// Whether a status list source is configured (revocation is checked).
+    public var checksStatus: Bool { statusLists != nil }
+    private let keys: any KeySource
+    private let statusLists: (any StatusListSource)?
+    private let cache: TokenCache
+    private let parsedLists = Mutex<[String: ParsedStatusList]>([:])
+    private let now: @Sendable () -> Int64
+
+    /// - Parameters:
+    ///   - keys: the JWKS source (memory, file, or URL via StagepassVerifyFetch).
+    ///   - statusLists: status list source; nil disables revocation checks (the `status` claim is then ignored).
+    ///   - clock: unix seconds; defaults to the system clock.
+    public init(configuration: VerifierConfiguration, keys: any KeySource, statusLists: (any StatusListSource)? = nil,
+                clock: (@Sendable () -> Int64)? = nil) {
+        self.configuration = configuration
+        self.keys = keys
+        self.statusLists = statusLists
+        self.cache = TokenCache(capacity: configuration.cacheCapacity)
+        self.now = clock ?? { systemNow() }
+    }
+
+    /// Verifies a compact JWS access token.
+    /// - Parameters:
+    ///   - token: the compact serialization (RFC 7515 §7.1).
+    ///   - requirements: the caller's role/stage/pipeline requirements.
+    ///   - at: the time to verify at (unix seconds); nil = the verifier's clock.
+    /// - Returns: the verified token.
+    /// - Throws: ``VerificationError`` naming the first failed check.
+    public func verify(_ token: String, requirements: Requirements = .none, at: Int64? = nil) throws(VerificationError) -> VerifiedToken {
+        let now = at ?? self.now()
+        let keySet = keys.current(now: now)
+        let verified: VerifiedToken
+        if let hit = cache.lookup(token), let ks = keySet, ks[hit.kid] != nil {
+            verified = hit
+        } else {
+            verified = try verifyUncached(token, keySet: keySet, now: now)
+            cache.insert(token, verified)
+        }
+        try checkTime(verified, now: now)
+        try checkRequirements(verified, requirements)
+        try checkStatus(verified, keySet: keySet, now: now)
+        return verified
+    }
+
+    // MARK: - Parsing, header, signature, static claims (cached)
+
+    private func verifyUncached(_ token: String, keySet current: KeySet?, now: Int64) throws(VerificationError) -> VerifiedToken {
+        var token = token
+        let r = token.withUTF8 { buf in
+            Result<VerifiedToken, VerificationError> { () throws(VerificationError) in
+                try verifyBytes(UnsafeRawBufferPointer(buf), keySet: current, now: now)
+            }
+        }
+        return try r.get()
+    }
+
+    private func verifyBytes(_ t: UnsafeRawBufferPointer, keySet current: KeySet?, now: Int64) throws(VerificationError) -> VerifiedToken {
+        // RFC 8725 §3.11 / RFC 7515 §7.1: exactly three base64url segments, bounded size.
+        guard t.count <= Verifier.maxTokenBytes else { throw VerificationError(.malformed, "token larger than \(Verifier.maxTokenBytes) bytes") }
+        var dot1 = -1, dot2 = -1
+        for i in 0..<t.count where t[i] == UInt8(ascii: ".") {
+            if dot1 < 0 { dot1 = i } else if dot2 < 0 { dot2 = i } else { throw VerificationError(.malformed, "more than three segments") }
+        }
+        guard dot1 > 0, dot2 > dot1 + 1, dot2 < t.count - 1 else { throw VerificationError(.malformed, "not three non-empty segments") }
+        let headerBytes: [UInt8], payloadBytes: [UInt8], signature: [UInt8]
+        do {
+            headerBytes = try Base64URL.decode(UnsafeRawBufferPointer(rebasing: t[0..<dot1]))
+            payloadBytes = try Base64URL.decode(UnsafeRawBufferPointer(rebasing: t[(dot1 + 1)..<dot2]))
+            signature = try Base64URL.decode(UnsafeRawBufferPointer(rebasing: t[(dot2 + 1)...]))
+        } catch {
+            throw VerificationError(.malformed, "a segment is not strict base64url")
+        }
+        let header: StrictJSON, payload: StrictJSON
+        do {
+            header = try withBytes(headerBytes) { b throws(JOSEError) in try StrictJSON(b, maxDepth: Verifier.maxJSONDepth) }
+        } catch {
+            throw VerificationError(.malformed, "header: \(error.detail)")
+        }
+        do {
+            payload = try withBytes(payloadBytes) { b throws(JOSEError) in try StrictJSON(b, maxDepth: Verifier.maxJSONDepth) }
+        } catch {
+            throw VerificationError(.malformed, "claims: \(error.detail)")
+        }
+        let h = header.root
+
+        // RFC 9068 §2.1 / §4: access tokens carry typ "at+jwt" and verifiers must check it (no other token type
+        // can be substituted, RFC 8725 §3.11).
+        guard let typ = h.member("typ"), typ.stringEquals("at+jwt") else {
+            throw VerificationError(.wrongType, "typ must be at+jwt")
+        }
+        // RFC 7515 §4.1.11: a recipient that does not understand a listed critical extension must reject.
+        // Stagepass defines none, so any crit is refused.
+        if h.member("crit") != nil { throw VerificationError(.unsupportedCriticalHeader, "crit is not supported") }
+        // RFC 8725 §3.10 / RFC 7515 §4.1.2–4.1.6: keys are never taken from the token.
+        for name: StaticString in ["jku", "jwk", "x5u", "x5c"] where h.member(name) != nil {
+            throw VerificationError(.forbiddenHeader, "header \(name) is never followed")
+        }
+        // RFC 7515 §4.1.4: kid selects the key; unknown kid is an error, never a fallback.
+        guard let kid = h.member("kid")?.string else { throw VerificationError(.unknownKey, "kid missing") }
+        var entry = current?[kid]
+        if entry == nil { entry = keys.refreshForUnknownKey(now: now)?[kid] }
+        guard let entry else { throw VerificationError(.unknownKey, "kid \(kid) is not in the key set") }
+        // RFC 8725 §3.1: the key fixes the algorithm; the header must agree. none/HS* are never on the list.
+        guard let alg = h.member("alg"), alg.stringEquals(entry.alg.rawValue) else {
+            throw VerificationError(.unsupportedAlgorithm, "alg \(h.member("alg")?.string ?? "(missing)") is not the key's \(entry.alg.rawValue)")
+        }
+        // RFC 7515 §5.2 step 8: signature over ASCII(header64 '.' payload64).
+        let ok = signature.withUnsafeBytes { s in
+            entry.key.verify(entry.alg, signingInput: UnsafeRawBufferPointer(rebasing: t[0..<dot2]), signature: s)
+        }
+        guard ok else { throw VerificationError(.badSignature, "signature does not verify with kid \(kid)") }
+
+        return try readClaims(payload.root, payloadBytes: payloadBytes, entry: entry)
+    }
+
+    /// iss, aud, then the required claims (RFC 7519 §4.1; RFC 9068 §2.2 requires iss, exp, aud, sub, client_id,
+    /// iat, jti; Stagepass treats client_id as optional for direct human tokens).
+    private func readClaims(_ c: JSONRef, payloadBytes: [UInt8], entry: KeySet.Entry) throws(VerificationError) -> VerifiedToken {
+        // RFC 7519 §4.1.1: iss must match exactly.
+        if let iss = c.member("iss"), !iss.stringEquals(configuration.issuer) {
+            throw VerificationError(.wrongIssuer, "iss is not \(configuration.issuer)")
+        }
+        // RFC 7519 §4.1.3: aud is a string or an array of strings; one of them must be ours.
+        var audiences = [String]()
+        if let aud = c.member("aud") {
+            if let s = aud.string {
+                audiences = [s]
+            } else if aud.isArray {
+                for i in 0..<aud.count {
+                    guard let s = aud[i]?.string else { throw VerificationError(.wrongAudience, "aud array holds a non-string") }
+                    audiences.append(s)
+                }
+            } else {
+                throw VerificationError(.wrongAudience, "aud is neither a string nor an array")
+            }
+            guard audiences.contains(where: { configuration.audiences.contains($0) }) else {
+                throw VerificationError(.wrongAudience, "no accepted audience in aud")
+            }
+        }
+        func int(_ name: StaticString) throws(VerificationError) -> Int64 {
+            guard let v = c.member(name) else { throw VerificationError(.missingClaim, "\(name) is required") }
+            // RFC 7519 §2 NumericDate; Stagepass requires integer seconds.
+            guard let i = v.integer else { throw VerificationError(.missingClaim, "\(name) must be an integer NumericDate") }
+            return i
+        }
+        func str(_ name: StaticString) throws(VerificationError) -> String {
+            guard let v = c.member(name)?.string else { throw VerificationError(.missingClaim, "\(name) is required and must be a string") }
+            return v
+        }
+        let exp = try int("exp")
+        let iat = try int("iat")
+        guard c.member("iss") != nil else { throw VerificationError(.missingClaim, "iss is required") }
+        guard c.member("aud") != nil else { throw VerificationError(.missingClaim, "aud is required") }
+        let sub = try str("sub")
+        let jti = try str("jti")
+        var nbf: Int64?
+        if c.member("nbf") != nil { nbf = try int("nbf") }
+        var status: StatusReference?
+        if let sl = c.member("status")?.member("status_list") {
+            guard let idx = sl.member("idx")?.integer, idx >= 0, idx <= Int64(Int32.max), let uri = sl.member("uri")?.string else {
+                throw VerificationError(.missingClaim, "status.status_list needs a non-negative integer idx and a uri")
+            }
+            status = StatusReference(uri: uri, index: Int(idx))
+        }
+        return VerifiedToken(
+            kid: entry.kid, alg: entry.alg, issuer: configuration.issuer, subject: sub, audiences: audiences,
+            expiresAt: exp, issuedAt: iat, notBefore: nbf, jti: jti,
+            clientID: c.member("client_id")?.string, role: c.member("role")?.string, stage: c.member("stage")?.string,
+            sessionID: c.member("sid")?.string, status: status, payload: payloadBytes)
+    }
+
+    // MARK: - Checks repeated on every call (also on a cache hit)
+
+    private func checkTime(_ t: VerifiedToken, now: Int64) throws(VerificationError) {
+        let leeway = configuration.leeway
+        // RFC 7519 §4.1.4: the current time must be before exp (plus leeway).
+        if now >= t.expiresAt &+ leeway { throw VerificationError(.expired, "expired at \(t.expiresAt)") }
+        // RFC 7519 §4.1.5
+        if let nbf = t.notBefore, now &+ leeway < nbf { throw VerificationError(.notYetValid, "not valid before \(nbf)") }
+        // RFC 7519 §4.1.6: an iat in the future means a bad clock or a forged token.
+        if now &+ leeway < t.issuedAt { throw VerificationError(.issuedInFuture, "issued at \(t.issuedAt), in the future") }
+        if t.expiresAt &- t.issuedAt > configuration.maxLifetime {
+            throw VerificationError(.lifetimeExceeded, "lifetime \(t.expiresAt &- t.issuedAt) s exceeds \(configuration.maxLifetime) s")
+        }
+    }
+
+    private func checkRequirements(_ t: VerifiedToken, _ r: Requirements) throws(VerificationError) {
+        if !r.roles.isEmpty {
+            guard let role = t.role, r.roles.contains(role) else { throw VerificationError(.roleMismatch, "role is not one of \(r.roles)") }
+        }
+        if let stage = r.stage, t.stage != stage { throw VerificationError(.stageMismatch, "stage is not \(stage)") }
+        if let pattern = r.pipeline {
+            guard let client = t.clientID, globMatch(pattern, client) else {
+                throw VerificationError(.pipelineMismatch, "client_id does not match \(pattern)")
+            }
+        }
+    }
+
+    private func checkStatus(_ t: VerifiedToken, keySet: KeySet?, now: Int64) throws(VerificationError) {
+        guard let source = statusLists else { return }
+        guard let ref = t.status else { throw VerificationError(.statusUnavailable, "token has no status claim") }
+        let docs = source.documents(now: now)
+        var found: (ParsedStatusList, StatusListDocument)?
+        for doc in docs {
+            guard let list = parsedList(doc, keySet: keySet, now: now) else { continue }
+            if list.uri == ref.uri { found = (list, doc); break }
+        }
+        guard let (list, doc) = found else { throw VerificationError(.statusUnavailable, "no verified status list for \(ref.uri)") }
+        if let exp = list.exp, now >= exp &+ configuration.leeway { throw VerificationError(.statusUnavailable, "status list expired") }
+        let limits = [configuration.statusMaxAge, doc.maxAge].compactMap { $0 }
+        if let maxAge = limits.min(), now &- doc.fetchedAt > maxAge {
+            throw VerificationError(.statusUnavailable, "status list older than \(maxAge) s")
+        }
+        // draft-ietf-oauth-status-list §4.1: entry idx occupies `bits` bits starting at bit idx*bits, LSB first.
+        guard let value = list.value(at: ref.index) else { throw VerificationError(.statusUnavailable, "status index out of range") }
+        // §7.1: 0x00 VALID; anything else (0x01 INVALID, 0x02 SUSPENDED, …) is not accepted.
+        if value != 0 { throw VerificationError(.revoked, "token is revoked (status \(value))") }
+    }
+
+    /// Verifies and parses a status list document once per distinct JWT (and key set), then serves it from memory.
+    private func parsedList(_ doc: StatusListDocument, keySet: KeySet?, now: Int64) -> ParsedStatusList? {
+        if let hit = parsedLists.withLock({ $0[doc.jwt] }) {
+            // The signing key may since have been withdrawn: only trust the list while its key is still present.
+            guard let ks = keySet, ks[hit.kid] != nil else { return nil }
+            return hit
+        }
+        guard let ks = keySet, let parsed = try? ParsedStatusList(jwt: doc.jwt, keySet: ks) else { return nil }
+        parsedLists.withLock { lists in
+            if lists.count > 64 { lists.removeAll() }
+            lists[doc.jwt] = parsed
+        }
+        return parsed
+    }
+}
+
+/// `*` matches any run of characters (including none); everything else matches itself.
+func globMatch(_ pattern: String, _ text: String) -> Bool {
+    let p = Array(pattern.utf8), s = Array(text.utf8)
+    var pi = 0, si = 0, star = -1, mark = 0
+    while si < s.count {
+        if pi < p.count && p[pi] == UInt8(ascii: "*") {
+            star = pi; mark = si; pi += 1
+        } else if pi < p.count && p[pi] == s[si] {
+            pi += 1; si += 1
+        } else if star >= 0 {
+            pi = star + 1; mark += 1; si = mark
+        } else {
+            return false
+        }
+    }
+    while pi < p.count && p[pi] == UInt8(ascii: "*") { pi += 1 }
+    return pi == p.count
+}
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+func systemNow() -> Int64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_REALTIME, &ts)
+    return Int64(ts.tv_sec)
+}

@@ -1,0 +1,169 @@
+import StagepassJOSE
+import StagepassVerify
+import Synchronization
+
+// The C ABI of the verifier (include/stagepass_verify.h). Unsafe pointer handling stays in this file: every
+// pointer from C is checked for NULL, read within the length given, and never retained past the call.
+// No Swift error crosses the boundary: every outcome is an Int32 result code.
+
+/// The object behind an opaque `stagepass_verifier *`.
+final class VerifierHandle: Sendable {
+    let keys: StaticKeySource
+    let lists = StaticStatusListSource()
+    let configuration: VerifierConfiguration
+    /// Without status checks until the first list is installed, then with them (as the header documents).
+    let verifier: Mutex<Verifier>
+
+    init(configuration: VerifierConfiguration, keys: KeySet) {
+        self.configuration = configuration
+        self.keys = StaticKeySource(keys)
+        self.verifier = Mutex(Verifier(configuration: configuration, keys: self.keys))
+    }
+
+    func enableStatusChecks() {
+        verifier.withLock { v in
+            if !v.checksStatus { v = Verifier(configuration: configuration, keys: keys, statusLists: lists) }
+        }
+    }
+}
+
+private enum Result: Int32 {
+    case ok = 0
+    case invalidArgument = 100
+    case bufferTooSmall = 101
+    case badJWKS = 102
+    case badStatusList = 103
+}
+
+private func string(_ p: UnsafePointer<CChar>?) -> String? {
+    guard let p else { return nil }
+    return String(cString: p)
+}
+
+private func handle(_ p: OpaquePointer?) -> VerifierHandle? {
+    guard let p else { return nil }
+    return Unmanaged<VerifierHandle>.fromOpaque(UnsafeRawPointer(p)).takeUnretainedValue()
+}
+
+/// Copies `text` plus a NUL into `out` if it fits; always reports the needed length.
+private func copyOut(_ text: [UInt8], _ out: UnsafeMutablePointer<CChar>?, _ cap: Int, _ len: UnsafeMutablePointer<Int>?) -> Bool {
+    len?.pointee = text.count
+    guard let out else { return true }
+    guard cap > text.count else { return false }
+    text.withUnsafeBytes { src in
+        UnsafeMutableRawPointer(out).copyMemory(from: src.baseAddress ?? UnsafeRawPointer(out), byteCount: text.count)
+    }
+    out[text.count] = 0
+    return true
+}
+
+@c(stagepass_result_name)
+public func stagepass_result_name(_ result: Int32) -> UnsafePointer<CChar> {
+    resultNames[result] ?? unknownName
+}
+
+// Immutable after initialisation and never freed: safe to read from any thread.
+private nonisolated(unsafe) let unknownName: UnsafePointer<CChar> = makeCString("unknown")
+private nonisolated(unsafe) let resultNames: [Int32: UnsafePointer<CChar>] = {
+    var names: [Int32: UnsafePointer<CChar>] = [0: makeCString("ok")]
+    for c in VerificationErrorCode.allCases { names[c.rawValue] = makeCString(c.name) }
+    names[100] = makeCString("invalid_argument")
+    names[101] = makeCString("buffer_too_small")
+    names[102] = makeCString("bad_jwks")
+    names[103] = makeCString("bad_status_list")
+    return names
+}()
+
+/// Process-lifetime C strings for the name table (allocated once, never freed).
+private func makeCString(_ s: String) -> UnsafePointer<CChar> {
+    let bytes = Array(s.utf8CString)
+    let p = UnsafeMutablePointer<CChar>.allocate(capacity: bytes.count)
+    p.initialize(from: bytes, count: bytes.count)
+    return UnsafePointer(p)
+}
+
+@c(stagepass_verifier_new)
+public func stagepass_verifier_new(_ issuer: UnsafePointer<CChar>?, _ audiences: UnsafePointer<CChar>?, _ jwksJSON: UnsafePointer<CChar>?,
+                                   _ leeway: Int64, _ maxLifetime: Int64, _ result: UnsafeMutablePointer<Int32>?) -> OpaquePointer? {
+    guard let iss = string(issuer), let aud = string(audiences), let jwks = string(jwksJSON) else {
+        result?.pointee = Result.invalidArgument.rawValue
+        return nil
+    }
+    let auds = aud.split(separator: ",").map { String($0).trimmingSpaces }.filter { !$0.isEmpty }
+    guard !iss.isEmpty, !auds.isEmpty else {
+        result?.pointee = Result.invalidArgument.rawValue
+        return nil
+    }
+    guard let keys = try? KeySet(jwksJSON: Array(jwks.utf8)) else {
+        result?.pointee = Result.badJWKS.rawValue
+        return nil
+    }
+    let config = VerifierConfiguration(issuer: iss, audiences: auds, leeway: leeway < 0 ? 30 : leeway,
+                                       maxLifetime: maxLifetime <= 0 ? 3600 : maxLifetime)
+    let h = VerifierHandle(configuration: config, keys: keys)
+    result?.pointee = Result.ok.rawValue
+    return OpaquePointer(Unmanaged.passRetained(h).toOpaque())
+}
+
+@c(stagepass_verifier_set_jwks)
+public func stagepass_verifier_set_jwks(_ v: OpaquePointer?, _ jwksJSON: UnsafePointer<CChar>?) -> Int32 {
+    guard let h = handle(v), let jwks = string(jwksJSON) else { return Result.invalidArgument.rawValue }
+    guard let keys = try? KeySet(jwksJSON: Array(jwks.utf8)) else { return Result.badJWKS.rawValue }
+    h.keys.replace(keys)
+    return Result.ok.rawValue
+}
+
+@c(stagepass_verifier_set_status_list)
+public func stagepass_verifier_set_status_list(_ v: OpaquePointer?, _ jwt: UnsafePointer<CChar>?, _ fetchedAt: Int64, _ maxAge: Int64) -> Int32 {
+    guard let h = handle(v), let text = string(jwt), text.split(separator: ".", omittingEmptySubsequences: false).count == 3 else {
+        return Result.invalidArgument.rawValue
+    }
+    let at = fetchedAt == 0 ? cNow() : fetchedAt
+    var docs = h.lists.documents(now: at)
+    docs.append(StatusListDocument(jwt: text, fetchedAt: at, maxAge: maxAge > 0 ? maxAge : nil))
+    h.lists.replace(Array(docs.suffix(16)))
+    h.enableStatusChecks()
+    return Result.ok.rawValue
+}
+
+@c(stagepass_verify)
+public func stagepass_verify(_ v: OpaquePointer?, _ token: UnsafePointer<CChar>?, _ tokenLen: Int,
+                             _ role: UnsafePointer<CChar>?, _ stage: UnsafePointer<CChar>?, _ pipeline: UnsafePointer<CChar>?, _ now: Int64,
+                             _ claimsOut: UnsafeMutablePointer<CChar>?, _ claimsCap: Int, _ claimsLen: UnsafeMutablePointer<Int>?,
+                             _ detailOut: UnsafeMutablePointer<CChar>?, _ detailCap: Int) -> Int32 {
+    guard let h = handle(v), let token, tokenLen >= 0 else { return Result.invalidArgument.rawValue }
+    let text = String(decoding: UnsafeRawBufferPointer(start: token, count: tokenLen), as: UTF8.self)
+    // Invalid UTF-8 would be repaired by String(decoding:); refuse it instead so the bytes verified are the bytes sent.
+    guard text.utf8.count == tokenLen else {
+        _ = copyOut(Array("token is not UTF-8".utf8), detailOut, detailCap, nil)
+        return VerificationErrorCode.malformed.rawValue
+    }
+    let roles = string(role).map { $0.split(separator: ",").map(String.init) } ?? []
+    let req = Requirements(roles: roles, stage: string(stage), pipeline: string(pipeline))
+    do {
+        let verifier = h.verifier.withLock { $0 }
+        let t = try verifier.verify(text, requirements: req, at: now == 0 ? nil : now)
+        return copyOut(t.payload, claimsOut, claimsCap, claimsLen) ? Result.ok.rawValue : Result.bufferTooSmall.rawValue
+    } catch {
+        _ = copyOut(Array(error.detail.utf8.prefix(max(0, detailCap - 1))), detailOut, detailCap, nil)
+        return error.code.rawValue
+    }
+}
+
+@c(stagepass_verifier_free)
+public func stagepass_verifier_free(_ v: OpaquePointer?) {
+    guard let v else { return }
+    Unmanaged<VerifierHandle>.fromOpaque(UnsafeRawPointer(v)).release()
+}
+
+private func cNow() -> Int64 { Int64(time(nil)) }
+
+extension String {
+    fileprivate var trimmingSpaces: String {
+        String(self.drop { $0 == " " }.reversed().drop { $0 == " " }.reversed())
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+#endif

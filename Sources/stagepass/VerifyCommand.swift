@@ -1,0 +1,82 @@
+import ArgumentParser
+import Foundation
+import StagepassJOSE
+import StagepassVerify
+import StagepassVerifyFetch
+
+/// `stagepass verify`: the offline check deploy scripts depend on (Specs/token-profile.md, "CLI").
+/// Exit 0: claims JSON on stdout. Exit 1: `{"error":…,"detail":…}` on stderr. Exit 2: usage/configuration error.
+struct VerifyCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "verify",
+        abstract: "Verify a Stagepass token offline against a JWKS (and optionally a status list).")
+
+    @Option(help: "JWKS file path or http(s) URL.") var jwks: String
+    @Option(help: "The only accepted issuer.") var issuer: String
+    @Option(help: "An accepted audience (repeatable).") var audience: [String]
+    @Option(help: "Required role (repeatable: any of).") var role: [String] = []
+    @Option(help: "Required stage.") var stage: String?
+    @Option(help: "Pattern the token's client_id must match ('*' = any run of characters).") var pipeline: String?
+    @Option(name: .customLong("status-list"), help: "Status list token file path or http(s) URL.") var statusList: String?
+    @Option(name: .customLong("status-max-age"), help: "Fail closed when the status list is older than this (seconds).")
+    var statusMaxAge: Int64?
+    @Option(help: "Clock skew tolerated, seconds.") var leeway: Int64 = 30
+    @Option(name: .customLong("max-lifetime"), help: "Longest accepted exp - iat, seconds.") var maxLifetime: Int64 = 3600
+    @Option(help: "Verify as of this unix time (testing).") var now: Int64?
+    @Argument(help: "The token; read from standard input when absent.") var token: String?
+
+    func validate() throws {
+        guard leeway >= 0 else { throw ValidationError("--leeway must be >= 0") }
+        guard maxLifetime > 0 else { throw ValidationError("--max-lifetime must be > 0") }
+        guard !audience.isEmpty else { throw ValidationError("--audience is required") }
+    }
+
+    func run() throws {
+        let keys: any KeySource
+        let lists: (any StatusListSource)?
+        do {
+            keys = try makeKeySource(jwks)
+            lists = try statusList.map(makeStatusSource)
+        } catch {
+            FileHandle.standardError.write(Data("stagepass verify: \(error)\n".utf8))
+            throw ExitCode(2)
+        }
+        let text: String
+        if let token {
+            text = token
+        } else {
+            let data = FileHandle.standardInput.readDataToEndOfFile()
+            text = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        let verifier = Verifier(
+            configuration: VerifierConfiguration(issuer: issuer, audiences: audience, leeway: leeway, maxLifetime: maxLifetime,
+                                                 statusMaxAge: statusMaxAge, cacheCapacity: 0),
+            keys: keys, statusLists: lists)
+        do {
+            let t = try verifier.verify(text, requirements: Requirements(roles: role, stage: stage, pipeline: pipeline), at: now)
+            FileHandle.standardOutput.write(Data(t.payload + [0x0A]))
+        } catch {
+            let line = JSONValue.object(["error": .string(error.code.name), "detail": .string(error.detail)]).serialized()
+            FileHandle.standardError.write(Data((line + "\n").utf8))
+            throw ExitCode(1)
+        }
+    }
+}
+
+func isURL(_ s: String) -> Bool { s.hasPrefix("https://") || s.hasPrefix("http://") }
+
+func makeKeySource(_ location: String) throws -> any KeySource {
+    if isURL(location) {
+        guard let url = URL(string: location) else { throw ValidationError("bad URL \(location)") }
+        return try URLKeySource(url: url)
+    }
+    return try FileKeySource(path: location)
+}
+
+func makeStatusSource(_ location: String) throws -> any StatusListSource {
+    if isURL(location) {
+        guard let url = URL(string: location) else { throw ValidationError("bad URL \(location)") }
+        return try URLStatusListSource(url: url)
+    }
+    return try FileStatusListSource(path: location)
+}

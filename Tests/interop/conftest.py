@@ -1,0 +1,67 @@
+"""Shared helpers for the interop tests (pytest; stdlib + cryptography + joserfc only).
+
+Environment:
+  STAGEPASS_VERIFY_LIB  path to libStagepassVerifyC.so   (test_conformance_c.py, test_c_program.py)
+  STAGEPASS_BIN         path to the `stagepass` CLI       (test_joserfc_interop.py)
+
+A missing variable is a test failure with a message saying what to set, never a skip: these tests are
+the only proof that the C ABI and the CLI meet the contract in Specs/token-profile.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+VECTORS = REPO / "Specs" / "vectors" / "conformance.json"
+HEADER_DIR = REPO / "Sources" / "StagepassVerifyC" / "include"
+
+sys.path.insert(0, str(HERE))
+
+# The verdict codes in C ABI order: stagepass_result 1..19 (Specs/token-profile.md, "Error codes").
+CODES = (
+    "malformed", "wrong_type", "unsupported_critical_header", "forbidden_header", "unknown_key",
+    "unsupported_algorithm", "bad_signature", "wrong_issuer", "wrong_audience", "missing_claim", "expired",
+    "not_yet_valid", "issued_in_future", "lifetime_exceeded", "role_mismatch", "stage_mismatch",
+    "pipeline_mismatch", "revoked", "status_unavailable",
+)
+
+
+def load_vectors() -> dict:
+    with open(VECTORS, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def vector_cases() -> list[dict]:
+    return load_vectors()["cases"]
+
+
+def required_path(var: str, what: str, hint: str) -> Path:
+    """The existing file named by environment variable `var`, or a test failure that says how to fix it."""
+    value = os.environ.get(var)
+    if not value:
+        pytest.fail(f"{var} is not set: point it at {what} ({hint}). These tests never skip.", pytrace=False)
+    path = Path(value)
+    if not path.is_file():
+        pytest.fail(f"{var}={value} does not name an existing file ({what}).", pytrace=False)
+    return path
+
+
+def verify_lib_path() -> Path:
+    return required_path(
+        "STAGEPASS_VERIFY_LIB",
+        "libStagepassVerifyC.so",
+        "e.g. STAGEPASS_VERIFY_LIB=$(swift build --show-bin-path)/libStagepassVerifyC.so",
+    )
+
+
+def stagepass_bin_path() -> Path:
+    return required_path(
+        "STAGEPASS_BIN", "the stagepass CLI binary", "e.g. STAGEPASS_BIN=$(swift build --show-bin-path)/stagepass"
+    )

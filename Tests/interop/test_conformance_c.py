@@ -1,0 +1,195 @@
+"""Runs every case of Specs/vectors/conformance.json through the C ABI (stagepass_verify.h) with ctypes.
+
+Set STAGEPASS_VERIFY_LIB to the path of libStagepassVerifyC.so. Per case:
+  stagepass_verifier_new(issuer, audiences joined by ',', jwks JSON, leeway, max_lifetime)
+  stagepass_verifier_set_status_list(list, fetched_at = case now, max_age = status_max_age or 0)  for each list
+  stagepass_verify(token, roles joined by ',' or NULL, stage or NULL, pipeline or NULL, now = case now)
+and stagepass_result_name(result) must equal the case's `expected`.
+"""
+
+from __future__ import annotations
+
+import base64
+import ctypes
+import json
+import threading
+
+import pytest
+from conftest import CODES, vector_cases, verify_lib_path
+
+CASES = vector_cases()
+IDS = [c["id"] for c in CASES]
+
+STAGEPASS_OK = 0
+STAGEPASS_ERR_BUFFER_TOO_SMALL = 101
+STAGEPASS_ERR_BAD_STATUS_LIST = 103
+
+
+class VerifyLib:
+    def __init__(self, path: str):
+        lib = ctypes.CDLL(path)
+        lib.stagepass_result_name.restype = ctypes.c_char_p
+        lib.stagepass_result_name.argtypes = [ctypes.c_int]
+        lib.stagepass_verifier_new.restype = ctypes.c_void_p
+        lib.stagepass_verifier_new.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_int64,
+                                               ctypes.c_int64, ctypes.POINTER(ctypes.c_int)]
+        lib.stagepass_verifier_set_jwks.restype = ctypes.c_int
+        lib.stagepass_verifier_set_jwks.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+        lib.stagepass_verifier_set_status_list.restype = ctypes.c_int
+        lib.stagepass_verifier_set_status_list.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int64,
+                                                           ctypes.c_int64]
+        lib.stagepass_verify.restype = ctypes.c_int
+        lib.stagepass_verify.argtypes = [
+            ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t,  # verifier, token, token_len
+            ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_int64,  # role, stage, pipeline, now
+            ctypes.c_char_p, ctypes.c_size_t, ctypes.POINTER(ctypes.c_size_t),  # claims_out, cap, len
+            ctypes.c_char_p, ctypes.c_size_t,  # detail_out, cap
+        ]
+        lib.stagepass_verifier_free.restype = None
+        lib.stagepass_verifier_free.argtypes = [ctypes.c_void_p]
+        self.lib = lib
+
+    def name(self, result: int) -> str:
+        return self.lib.stagepass_result_name(result).decode()
+
+    def new(self, config: dict, jwks: dict) -> int:
+        rc = ctypes.c_int(-1)
+        h = self.lib.stagepass_verifier_new(
+            config["issuer"].encode(), ",".join(config["audiences"]).encode(),
+            json.dumps(jwks, separators=(",", ":")).encode(), config["leeway"], config["max_lifetime"],
+            ctypes.byref(rc))
+        assert h, f"stagepass_verifier_new failed: {rc.value} ({self.name(rc.value)})"
+        return h
+
+    def verify(self, handle: int, token: str, now: int, requirements: dict | None = None):
+        """Returns (result, claims JSON text or None, detail)."""
+        req = requirements or {}
+        tok = token.encode("utf-8")
+        roles = ",".join(req["roles"]).encode() if req.get("roles") else None
+        stage = req["stage"].encode() if "stage" in req else None
+        pipeline = req["pipeline"].encode() if "pipeline" in req else None
+        cap = 1024
+        while True:
+            claims = ctypes.create_string_buffer(cap)
+            detail = ctypes.create_string_buffer(512)
+            n = ctypes.c_size_t(0)
+            rc = self.lib.stagepass_verify(handle, tok, len(tok), roles, stage, pipeline, now,
+                                           claims, cap, ctypes.byref(n), detail, len(detail))
+            if rc == STAGEPASS_ERR_BUFFER_TOO_SMALL:
+                assert n.value >= cap, "BUFFER_TOO_SMALL must report the length needed"
+                cap = n.value + 1
+                continue
+            text = claims.raw[: n.value].decode("utf-8") if rc == STAGEPASS_OK else None
+            if rc == STAGEPASS_OK:
+                assert claims.raw[n.value] == 0, "claims must be NUL-terminated"
+            return rc, text, detail.value.decode("utf-8", "replace")
+
+    def free(self, handle: int) -> None:
+        self.lib.stagepass_verifier_free(handle)
+
+
+@pytest.fixture(scope="module")
+def lib() -> VerifyLib:
+    return VerifyLib(str(verify_lib_path()))
+
+
+def payload_of(token: str) -> dict:
+    seg = token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(seg + "=" * (-len(seg) % 4)))
+
+
+def run_case(lib: VerifyLib, case: dict):
+    h = lib.new(case["config"], case["jwks"])
+    try:
+        for sl in case.get("status_lists", []):
+            rc = lib.lib.stagepass_verifier_set_status_list(h, sl.encode(), case["now"], case.get("status_max_age", 0))
+            # An unusable list may be refused; the token's verdict (status_unavailable) is what counts.
+            assert rc in (STAGEPASS_OK, STAGEPASS_ERR_BAD_STATUS_LIST), f"set_status_list returned {rc}"
+        return lib.verify(h, case["token"], case["now"], case.get("requirements"))
+    finally:
+        lib.free(h)
+
+
+def test_result_names(lib):
+    assert lib.name(0) == "ok"
+    assert [lib.name(i) for i in range(1, 20)] == list(CODES)
+    assert lib.name(20) == "unknown"
+    assert lib.name(-1) == "unknown"
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_vector(lib, case):
+    rc, claims, detail = run_case(lib, case)
+    got = lib.name(rc)
+    assert got == case["expected"], f"{case['id']}: {case['description']}; got {got} ({detail})"
+    if rc == STAGEPASS_OK:
+        assert json.loads(claims) == payload_of(case["token"]), "the claims out must be the token's claims"
+
+
+def test_cache_rechecks_time_and_requirements(lib):
+    """A token presented again may hit the cache, but exp, requirements and status are checked per call."""
+    case = next(c for c in CASES if c["id"] == "es256-valid")
+    h = lib.new(case["config"], case["jwks"])
+    try:
+        now = case["now"]
+        for _ in range(3):
+            assert lib.name(lib.verify(h, case["token"], now)[0]) == "ok"
+        assert lib.name(lib.verify(h, case["token"], now + 100_000)[0]) == "expired"
+        assert lib.name(lib.verify(h, case["token"], now, {"roles": ["admin"]})[0]) == "role_mismatch"
+        assert lib.name(lib.verify(h, case["token"], now, {"stage": "staging"})[0]) == "stage_mismatch"
+        assert lib.name(lib.verify(h, case["token"], now, {"pipeline": "other/*"})[0]) == "pipeline_mismatch"
+        assert lib.name(lib.verify(h, case["token"], now, {"roles": ["admin", "deployer"]})[0]) == "ok"
+        assert lib.name(lib.verify(h, case["token"], now)[0]) == "ok"
+    finally:
+        lib.free(h)
+
+
+def test_status_list_installed_later_applies_to_cached_token(lib):
+    revoked = next(c for c in CASES if c["id"] == "status-revoked")
+    h = lib.new(revoked["config"], revoked["jwks"])
+    try:
+        now = revoked["now"]
+        assert lib.name(lib.verify(h, revoked["token"], now)[0]) == "ok"  # no list yet: status not checked
+        rc = lib.lib.stagepass_verifier_set_status_list(h, revoked["status_lists"][0].encode(), now, 0)
+        assert rc == STAGEPASS_OK
+        assert lib.name(lib.verify(h, revoked["token"], now)[0]) == "revoked"
+    finally:
+        lib.free(h)
+
+
+def test_set_jwks_replaces_keys(lib):
+    case = next(c for c in CASES if c["id"] == "es256-valid")
+    h = lib.new(case["config"], {"keys": []})
+    try:
+        assert lib.name(lib.verify(h, case["token"], case["now"])[0]) == "unknown_key"
+        assert lib.lib.stagepass_verifier_set_jwks(h, json.dumps(case["jwks"]).encode()) == STAGEPASS_OK
+        assert lib.name(lib.verify(h, case["token"], case["now"])[0]) == "ok"
+    finally:
+        lib.free(h)
+
+
+def test_concurrent_calls_on_one_handle(lib):
+    """One verifier, many threads (ctypes releases the GIL during the call)."""
+    first = CASES[0]
+    shared = [c for c in CASES if c["jwks"] == first["jwks"] and c["config"] == first["config"]
+              and c["now"] == first["now"] and "status_lists" not in c]
+    assert len(shared) > 50
+    h = lib.new(first["config"], first["jwks"])
+    failures: list[str] = []
+
+    def worker(offset: int) -> None:
+        for i in range(len(shared) * 4):
+            c = shared[(i + offset) % len(shared)]
+            got = lib.name(lib.verify(h, c["token"], c["now"], c.get("requirements"))[0])
+            if got != c["expected"]:
+                failures.append(f"{c['id']}: {got}")
+
+    threads = [threading.Thread(target=worker, args=(k * 7,)) for k in range(8)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        lib.free(h)
+    assert not failures, failures[:10]
