@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 MAX_TOKEN_BYTES = 16384
 MAX_DEPTH = 16
-MAX_STATUS_LIST_BYTES = 16 * 1024 * 1024
+MAX_STATUS_LIST_BYTES = 2 * 1024 * 1024  # 2^24 one-bit entries (token-profile.md §6.3)
 DEFAULT_LEEWAY = 30
 DEFAULT_MAX_LIFETIME = 3600
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1

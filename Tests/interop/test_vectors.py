@@ -56,6 +56,10 @@ def test_every_code_is_covered():
     assert set(CODES) | {"ok"} <= seen, sorted(set(CODES) - seen)
 
 
+# Cases that deliberately put another key's kid on a JWK.
+KID_REUSE = {"jwks-duplicate-kid", "duplicate-kid-one-unusable"}
+
+
 def test_kids_are_rfc7638_thumbprints():
     from joserfc.jwk import JWKRegistry
 
@@ -65,7 +69,8 @@ def test_kids_are_rfc7638_thumbprints():
             if "kid" not in j:
                 continue
             members = {k: v for k, v in j.items() if k in ("kty", "crv", "x", "y", "n", "e")}
-            assert JWKRegistry.import_key(members).thumbprint() == j["kid"], c["id"]
+            matches = JWKRegistry.import_key(members).thumbprint() == j["kid"]
+            assert matches or c["id"] in KID_REUSE, c["id"]
 
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)
