@@ -51,4 +51,5 @@ public struct JOSEError: Error, Sendable, Hashable, CustomStringConvertible {
     public static let wrongPassphrase = JOSEError(.wrongPassphrase, "")
     public static let invalidPEM = JOSEError(.invalidPEM, "")
     public static let cryptoFailure = JOSEError(.cryptoFailure, "")
+    public static let invalidSignature = JOSEError(.invalidSignature, "")
 }
