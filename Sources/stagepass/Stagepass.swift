@@ -11,6 +11,7 @@ struct Stagepass: AsyncParsableCommand {
             // One line per command group; keep this list sorted by issue to ease merges.
             // issue 2 (verifier):
             // issue 3 (keys):
+            KeysCommand.self,
             // issue 4 (humans):
         ]
     )
