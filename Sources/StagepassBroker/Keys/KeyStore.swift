@@ -350,7 +350,8 @@ public actor KeyStore {
                 throw KeyStoreError.nextNotPrePublished(
                     "next key \(ring.keys[n].kid) has been published for \(age) s; the pre-publication window is "
                         + "\(s.prePublication) s (verifiers may cache the JWKS for \(s.jwksMaxAge) s). Rotate after "
-                        + "\(ring.keys[n].created + s.prePublication) or force it")
+                        + "\(Date(timeIntervalSince1970: TimeInterval(ring.keys[n].created + s.prePublication)).ISO8601Format()) "
+                        + "or force it (--force)")
             }
             ring.keys[n].state = .active
             ring.keys[n].activated = now
