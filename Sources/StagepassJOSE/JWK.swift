@@ -157,9 +157,8 @@ public struct JWK: Sendable, Hashable {
             let x = try b64("x"), y = try b64("y")
             guard x.count == 32, y.count == 32 else { throw .invalidKey("P-256 coordinates are 32 bytes") }
             return try fromData("EC", includePrivate: includePrivate) { b throws(JOSEError) in
-                try check(OSSL_PARAM_BLD_push_utf8_string(b.bld, OSSL_PKEY_PARAM_GROUP_NAME, "prime256v1", 0) == 1, "group")
-                let point = [0x04] + x + y
-                try check(point.withUnsafeBytes { OSSL_PARAM_BLD_push_octet_string(b.bld, OSSL_PKEY_PARAM_PUB_KEY, $0.baseAddress, 65) } == 1, "pub")
+                try b.pushUTF8(OSSL_PKEY_PARAM_GROUP_NAME, "prime256v1")
+                try b.pushOctets(OSSL_PKEY_PARAM_PUB_KEY, [0x04] + x + y)
                 if includePrivate {
                     let d = try b64("d")
                     guard d.count == 32 else { throw .invalidKey("P-256 d is 32 bytes") }
@@ -190,9 +189,26 @@ public struct JWK: Sendable, Hashable {
 }
 
 /// BIGNUMs pushed into a param builder must outlive the build; this keeps them and frees them after.
+/// OSSL_PARAM_BLD keeps pointers to pushed strings and BIGNUMs (it copies them only in `to_param`), so their
+/// storage must outlive the build: this arena owns it and frees it afterwards.
 private final class BNArena {
     var bns: [OpaquePointer] = []
-    deinit { for b in bns { BN_clear_free(b) } }
+    var buffers: [UnsafeMutableRawBufferPointer] = []
+    deinit {
+        for b in bns { BN_clear_free(b) }
+        for b in buffers {
+            if let base = b.baseAddress { OPENSSL_cleanse(base, b.count) }
+            b.deallocate()
+        }
+    }
+
+    /// A copy of `bytes` (plus a NUL, for strings) that lives as long as the arena.
+    func keep(_ bytes: [UInt8]) -> UnsafeMutableRawBufferPointer {
+        let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: bytes.count + 1, alignment: 1)
+        buf.copyBytes(from: bytes + [0])
+        buffers.append(buf)
+        return buf
+    }
 }
 
 /// A parameter builder plus the BIGNUMs it references.
@@ -200,10 +216,25 @@ private struct ParamBuilder {
     let bld: OpaquePointer
     let arena: BNArena
 
+    /// Parameter names are kept by pointer too.
+    private func key(_ name: String) -> UnsafePointer<CChar>? {
+        UnsafePointer(arena.keep(Array(name.utf8)).baseAddress?.assumingMemoryBound(to: CChar.self))
+    }
+
+    func pushUTF8(_ name: String, _ value: String) throws(JOSEError) {
+        let buf = arena.keep(Array(value.utf8))
+        try check(OSSL_PARAM_BLD_push_utf8_string(bld, key(name), buf.baseAddress?.assumingMemoryBound(to: CChar.self), value.utf8.count) == 1, "push \(name)")
+    }
+
+    func pushOctets(_ name: String, _ bytes: [UInt8]) throws(JOSEError) {
+        let buf = arena.keep(bytes)
+        try check(OSSL_PARAM_BLD_push_octet_string(bld, key(name), buf.baseAddress, bytes.count) == 1, "push \(name)")
+    }
+
     func pushBN(_ name: String, _ bytes: [UInt8]) throws(JOSEError) {
         guard let bn = BN_bin2bn(bytes, Int32(bytes.count), nil) else { throw .cryptoFailure("BN_bin2bn") }
         arena.bns.append(bn)
-        try check(OSSL_PARAM_BLD_push_BN(bld, name, bn) == 1, "push_BN \(name)")
+        try check(OSSL_PARAM_BLD_push_BN(bld, key(name), bn) == 1, "push_BN \(name)")
     }
 }
 
