@@ -6,7 +6,7 @@ import Testing
 /// Kills the real `stagepass` binary (`STAGEPASS_CRASH_AT=<step>` → `_exit(137)`) at each step of a rotation and
 /// of a compromise, then checks the keyring loads with exactly one active key and the next run repairs leftovers.
 @Suite("Keys: crash safety")
-struct KeyCrashTests {
+struct KeysCrashTests {
     static let rotationSteps = ["key-temp-written", "key-renamed", "key-committed",
                                 "keyring-temp-written", "keyring-renamed", "keyring-committed"]
     static let destroySteps = ["destroy-overwritten", "destroy-unlinked"]

@@ -4,7 +4,7 @@ import StagepassJOSE
 import Testing
 
 @Suite("Keys: interop with the openssl command line")
-struct KeyInteropTests {
+struct KeysInteropTests {
     /// `openssl pkey` reads our encrypted PKCS#8 files with the passphrase (and not without it).
     @Test func opensslReadsOurEncryptedKeys() async throws {
         let dir = try TempDir()

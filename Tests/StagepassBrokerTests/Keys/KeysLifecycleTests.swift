@@ -4,7 +4,7 @@ import StagepassJOSE
 import Testing
 
 @Suite("Keys: lifecycle and schedule")
-struct KeyLifecycleTests {
+struct KeysLifecycleTests {
     static let t0: Int64 = 1_700_000_000
 
     /// Across 10 rotations (two of them changing the algorithm), stepping the clock a minute at a time: exactly one

@@ -4,7 +4,7 @@ import StagepassJOSE
 import Testing
 
 @Suite("Keys: refused inputs")
-struct KeyStoreErrorTests {
+struct KeysRefusalTests {
     /// A store with an active and a next key; returns the directory and the keys' kids.
     func prepared() async throws -> (TempDir, active: String, next: String) {
         let dir = try TempDir()
