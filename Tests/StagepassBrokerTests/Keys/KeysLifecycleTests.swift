@@ -202,4 +202,21 @@ struct KeysLifecycleTests {
         let serialized = audit.events.map { "\($0)" }.joined()
         #expect(!serialized.contains("correct horse"), "no passphrase in audit records")
     }
+
+    /// The broker's loop: `runSchedule` ticks until cancelled (here it bootstraps an empty store, then rotates).
+    @Test func runScheduleTicksUntilCancelled() async throws {
+        let dir = try TempDir()
+        let clock = ManualClock(Self.t0)
+        let schedule = try KeySchedule(rotationPeriod: 100, prePublication: 40, maxTokenLifetime: 30, leeway: 5)
+        let store = try makeStore(dir.keys, clock: clock, schedule: schedule)
+        let loop = Task { await store.runSchedule(every: .milliseconds(10)) }
+        defer { loop.cancel() }
+        for _ in 0..<500 where await !store.isInitialized { try await Task.sleep(for: .milliseconds(10)) }
+        let first = try await store.signingKey().kid
+        clock.advance(100)
+        for _ in 0..<500 where try await store.signingKey().kid == first { try await Task.sleep(for: .milliseconds(10)) }
+        #expect(try await store.signingKey().kid != first)
+        loop.cancel()
+        await loop.value
+    }
 }
