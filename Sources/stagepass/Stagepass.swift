@@ -13,6 +13,7 @@ struct Stagepass: AsyncParsableCommand {
             // issue 2 (verifier):
             VerifyCommand.self, BenchCommand.self, DevSignCommand.self, DevJWKSCommand.self,
             // issue 3 (keys):
+            KeysCommand.self,
             // issue 4 (humans):
         ]
     )

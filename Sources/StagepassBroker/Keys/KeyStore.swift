@@ -1,0 +1,618 @@
+import Foundation
+import Logging
+import StagepassJOSE
+
+/// Everything a ``KeyStore`` needs: where the keys live, how they are protected, the schedule, and its collaborators.
+public struct KeyStoreConfiguration: Sendable {
+    /// The store directory (default `Keys`).
+    public var directory: String
+    /// The passphrase protecting the key files (see ``KeyPassphrase/resolve(passphraseFile:environment:insecureDev:)``).
+    public var passphrase: KeyPassphrase
+    /// Rotation and retirement timing.
+    public var schedule: KeySchedule
+    /// The source of "now" for actions that take no explicit time.
+    public var clock: BrokerClock
+    /// Where every admin key action is recorded (`key.generate`, `key.rotate`, `key.import`, `key.compromise`,
+    /// `key.retire`).
+    public var audit: any AuditSink
+    /// Who performs the actions (an admin's user name, `schedule` for the broker's loop); goes into audit events.
+    public var actor: String?
+    public var logger: Logger
+    /// RSA modulus size for generated RS256/PS256 keys (3072 by default; at least 2048).
+    public var rsaBits: Int32
+    /// The algorithm of the first keys of an empty store when none is named.
+    public var defaultAlgorithm: JWSAlgorithm
+
+    public init(directory: String = "Keys", passphrase: KeyPassphrase, schedule: KeySchedule = .standard,
+                clock: BrokerClock = .system, audit: any AuditSink = MemoryAuditSink(), actor: String? = nil,
+                logger: Logger = Logger(label: "stagepass.keys"), rsaBits: Int32 = 3072,
+                defaultAlgorithm: JWSAlgorithm = .ES256) {
+        self.directory = directory
+        self.passphrase = passphrase
+        self.schedule = schedule
+        self.clock = clock
+        self.audit = audit
+        self.actor = actor
+        self.logger = logger
+        self.rsaBits = rsaBits
+        self.defaultAlgorithm = defaultAlgorithm
+    }
+}
+
+/// What ``KeyStore/tick(now:)`` did.
+public struct TickResult: Sendable, Hashable {
+    /// The rotation performed, if one was due.
+    public var rotation: RotationResult?
+    /// Kids that moved from `retiring` to `retired`.
+    public var retired: [String] = []
+    /// Kids generated to fill a missing `next` slot (rotation's own `next` is in ``rotation``).
+    public var generated: [String] = []
+}
+
+/// The signing-key store: a directory of encrypted PKCS#8 PEM private keys plus a keyring file, and the key
+/// lifecycle `next` → `active` → `retiring` → `retired` (or `compromised`).
+///
+/// Layout (Keys/README.md): `<kid>.pem` per private key (mode 0600, encrypted PKCS#8 unless insecure development
+/// keys were requested), `keyring.json` (every key's kid, alg, state, timestamps), `.lock` (an advisory lock that
+/// serialises writers across processes).
+///
+/// Crash safety: a change writes new key files first, then the keyring that names them (each write: temp file,
+/// fsync, rename, fsync of the directory), and destroys unpublished key files only after the keyring no longer
+/// needs them. A crash at any point therefore leaves either the old keyring or the new one, each with exactly one
+/// active key and every key file it names; leftovers (orphaned key files, temp files, files of retired keys) are
+/// cleaned by the next change.
+///
+/// ```swift
+/// let store = try KeyStore(configuration: .init(passphrase: .passphrase(secret)))
+/// try await store.rotate()                 // first call creates the active and next keys
+/// let key = try await store.signingKey()   // sign with key.privateKey, header kid = key.kid
+/// let doc = try await store.jwks().serialized()
+/// ```
+public actor KeyStore {
+    /// The configuration the store was opened with.
+    public nonisolated let configuration: KeyStoreConfiguration
+
+    private var ring: Keyring
+    private var privateKeys: [String: PrivateKey]
+    private var publicJWKs: [String: JWK] = [:]
+    private var loadedKeyringBytes: [UInt8]?
+
+    static let keyringFileName = "keyring.json"
+
+    /// Opens the store, loading and checking the keyring and every published key (an absent keyring is an empty,
+    /// uninitialized store; nothing is written until the first change).
+    /// - Throws: ``KeyStoreError``: `corrupt_keyring`, `no_active_key`, `missing_key_file`, `insecure_permissions`,
+    ///   `wrong_passphrase`, `corrupt_key_file`, `unsupported_key`, `io_failure`.
+    public init(configuration: KeyStoreConfiguration) throws {
+        self.configuration = configuration
+        if !configuration.passphrase.encrypts {
+            configuration.logger.critical(
+                "INSECURE: signing keys in \(configuration.directory) are stored UNENCRYPTED (--insecure-dev-keys). Never use this outside development.")
+        }
+        let loaded = try Self.load(configuration)
+        ring = loaded.ring
+        privateKeys = loaded.keys
+        loadedKeyringBytes = loaded.bytes
+    }
+
+    // MARK: Reading
+
+    /// The JWKS `Cache-Control: max-age` to serve (seconds), strictly shorter than the pre-publication window.
+    public nonisolated var jwksMaxAge: Int64 { configuration.schedule.jwksMaxAge }
+
+    /// Whether the keyring exists (false for a fresh directory).
+    public var isInitialized: Bool { !ring.keys.isEmpty }
+
+    /// Every key in the keyring with planned times filled in, in keyring order (oldest first).
+    public func keys() -> [KeyInfo] {
+        let s = configuration.schedule
+        let active = ring.active.first
+        return ring.keys.map { r in
+            var info = KeyInfo(kid: r.kid, alg: r.alg, state: r.state, created: r.created, activates: r.activated,
+                               retires: nil)
+            switch r.state {
+            case .next:
+                let earliest = r.created + s.prePublication
+                info.activates = max(earliest, (active?.activated ?? earliest) + s.rotationPeriod)
+            case .active:
+                info.retires = (r.activated ?? r.created) + s.rotationPeriod
+            case .retiring:
+                info.retires = (r.retiringSince ?? r.created) + s.retiringPeriod
+            case .retired, .compromised:
+                info.retires = r.retired
+            }
+            return info
+        }
+    }
+
+    /// The public JWKS document (RFC 7517 §5): the `next`, `active` and `retiring` keys, each with `kid` (the
+    /// RFC 7638 §3 thumbprint), `alg` and `use: "sig"`. Retired and compromised keys never appear.
+    /// - Throws: ``KeyStoreError/cryptoFailure`` if a public key cannot be exported.
+    public func jwks() throws -> JWKS {
+        let order: [KeyState] = [.active, .next, .retiring]
+        var out: [JWK] = []
+        for state in order {
+            for r in ring.keys where r.state == state {
+                out.append(try publicJWK(r))
+            }
+        }
+        return JWKS(keys: out)
+    }
+
+    /// The active key: the only key that signs.
+    /// - Throws: ``KeyStoreError/notInitialized`` for an empty store, ``KeyStoreError/noActiveKey`` otherwise.
+    public func signingKey() throws -> SigningKey {
+        guard isInitialized else { throw KeyStoreError.notInitialized("no keyring in \(configuration.directory)") }
+        guard let r = ring.active.first, let alg = r.algorithm, let key = privateKeys[r.kid] else {
+            throw KeyStoreError.noActiveKey("the keyring has no usable active key")
+        }
+        return SigningKey(kid: r.kid, alg: alg, privateKey: key)
+    }
+
+    /// Re-reads the keyring and keys from disk (another process, e.g. the CLI, may have changed them).
+    /// - Throws: as ``init(configuration:)``; the store keeps its previous state on failure.
+    public func reload() throws {
+        let loaded = try Self.load(configuration)
+        install(loaded)
+    }
+
+    // MARK: Actions
+
+    /// Rotates: the `next` key becomes `active` (one is generated if there is none), the `active` key becomes
+    /// `retiring`, and a new `next` key is generated with `alg` (an algorithm change is a rotation: the new algorithm
+    /// starts signing at the rotation after this one, once its key has been pre-published).
+    ///
+    /// On an empty store this creates the first `active` and `next` keys.
+    /// - Parameters:
+    ///   - alg: the algorithm of the new `next` key (default: the promoted key's).
+    ///   - force: promote a `next` key published for less than the pre-publication window. Verifiers whose cached
+    ///     JWKS predates it reject the new key's tokens (fail closed) for up to ``jwksMaxAge`` seconds.
+    /// - Throws: ``KeyStoreError/nextNotPrePublished`` (without `force`), I/O, crypto and audit errors.
+    @discardableResult
+    public func rotate(alg: JWSAlgorithm? = nil, force: Bool = false) throws -> RotationResult {
+        let now = configuration.clock.now()
+        return try mutate { ring, plan in
+            try rotateLocked(&ring, &plan, now: now, alg: alg, force: force)
+        }
+    }
+
+    /// Imports a private key made elsewhere (e.g. `openssl genpkey`) as the new `next` key, re-written as PKCS#8
+    /// encrypted with the store passphrase. An existing `next` key (which never signed) is retired. On an empty store
+    /// the imported key becomes `active` and a `next` key is generated.
+    /// - Parameters:
+    ///   - pem: a PKCS#8 or traditional PEM, unencrypted or encrypted with the store passphrase.
+    ///   - alg: required choice for RSA keys between RS256 (default) and PS256; must fit the key type otherwise.
+    /// - Returns: the imported key's kid.
+    /// - Throws: ``KeyStoreError``: `wrong_passphrase`, `corrupt_key_file`, `unsupported_key`, `duplicate_key`, …
+    @discardableResult
+    public func importKey(pem: String, alg: JWSAlgorithm? = nil) throws -> String {
+        let key = try Self.parsePrivateKey(pem: pem, passphrase: configuration.passphrase, what: "the imported key")
+        let chosen: JWSAlgorithm
+        switch key.type {
+        case .ecP256: chosen = .ES256
+        case .ed25519: chosen = .EdDSA
+        case .rsa: chosen = alg ?? .RS256
+        }
+        if let alg, alg != chosen || alg.keyType != key.type {
+            throw KeyStoreError.unsupportedKey("a \(key.type.rawValue) key cannot sign \(alg.rawValue)")
+        }
+        let now = configuration.clock.now()
+        return try mutate { ring, plan in
+            let kid = try Self.kid(of: key, alg: chosen)
+            if ring.index(of: kid) != nil {
+                throw KeyStoreError.duplicateKey("key \(kid) is already in the keyring")
+            }
+            var replaced: String?
+            let bootstrapping = ring.keys.isEmpty
+            if !bootstrapping, let i = ring.keys.lastIndex(where: { $0.state == .next }) {
+                ring.keys[i].state = .retired
+                ring.keys[i].retired = now
+                replaced = ring.keys[i].kid
+                plan.audit(.init(action: "key.retire", actor: configuration.actor, subject: ring.keys[i].kid,
+                                 details: ["reason": "replaced by imported next key"]))
+            }
+            var rec = KeyRecord(kid: kid, alg: chosen.rawValue, state: bootstrapping ? .active : .next, created: now,
+                                origin: "imported")
+            if bootstrapping { rec.activated = now }
+            try plan.addKey(rec, key, passphrase: configuration.passphrase)
+            ring.keys.append(rec)
+            var details = ["kid": kid, "alg": chosen.rawValue, "state": rec.state.rawValue]
+            if let replaced { details["replaced_next"] = replaced }
+            plan.audit(.init(action: "key.import", actor: configuration.actor, subject: kid, details: details))
+            if bootstrapping {
+                _ = try generateLocked(&ring, &plan, alg: chosen, state: .next, now: now, reason: "bootstrap")
+            }
+            return kid
+        }
+    }
+
+    /// Marks a key compromised: it leaves the JWKS at once and its private key file is destroyed. If it was the
+    /// active key, `next` is promoted immediately (or a key generated) so exactly one active key remains, and a new
+    /// `next` is generated; if it was `next`, a new `next` is generated.
+    ///
+    /// The result names the kid so revocation can revoke every token it signed.
+    /// - Throws: ``KeyStoreError/unknownKid``, ``KeyStoreError/invalidState`` (already compromised), I/O, crypto
+    ///   and audit errors.
+    @discardableResult
+    public func compromise(kid: String) throws -> CompromiseResult {
+        let now = configuration.clock.now()
+        return try mutate { ring, plan in
+            guard let i = ring.index(of: kid) else { throw KeyStoreError.unknownKid("no key \(kid) in the keyring") }
+            let previous = ring.keys[i].state
+            guard previous != .compromised else {
+                throw KeyStoreError.invalidState("key \(kid) is already compromised")
+            }
+            ring.keys[i].state = .compromised
+            ring.keys[i].retired = now
+            let alg = ring.keys[i].algorithm ?? configuration.defaultAlgorithm
+            if previous == .active {
+                if let n = ring.keys.lastIndex(where: { $0.state == .next }) {
+                    ring.keys[n].state = .active
+                    ring.keys[n].activated = now
+                } else {
+                    _ = try generateLocked(&ring, &plan, alg: alg, state: .active, now: now, reason: "replace compromised")
+                }
+            }
+            if ring.next == nil {
+                let nextAlg = ring.active.first?.algorithm ?? alg
+                _ = try generateLocked(&ring, &plan, alg: nextAlg, state: .next, now: now, reason: "replace compromised")
+            }
+            guard let active = ring.active.first else {
+                throw KeyStoreError.noActiveKey("compromise would leave no active key")
+            }
+            plan.audit(.init(action: "key.compromise", actor: configuration.actor, subject: kid,
+                             details: ["kid": kid, "previous_state": previous.rawValue, "active": active.kid]))
+            configuration.logger.critical(
+                "signing key compromised; revoke every token it signed",
+                metadata: ["kid": "\(kid)", "previous_state": "\(previous.rawValue)", "active": "\(active.kid)"])
+            return CompromiseResult(kid: kid, previousState: previous, activeKid: active.kid, nextKid: ring.next?.kid)
+        }
+    }
+
+    /// Performs whatever the schedule says is due at `now`: retires `retiring` keys whose tokens have all expired
+    /// (plus leeway), rotates when the active key has served ``KeySchedule/rotationPeriod`` and the `next` key has
+    /// been published for ``KeySchedule/prePublication``, fills a missing `next`, and creates the first keys of an
+    /// empty store. Cheap when nothing is due (no lock, no write). Picks up changes other processes made.
+    /// - Throws: I/O, crypto and audit errors (the broker logs them and tries again on the next tick).
+    @discardableResult
+    public func tick(now: Int64) throws -> TickResult {
+        try reloadIfChanged()
+        guard isDue(ring, now: now) else { return TickResult() }
+        return try mutate { ring, plan in
+            var result = TickResult()
+            guard !ring.keys.isEmpty else {
+                result.rotation = try rotateLocked(&ring, &plan, now: now, alg: nil, force: false)
+                return result
+            }
+            let s = configuration.schedule
+            for i in ring.keys.indices where ring.keys[i].state == .retiring {
+                let since = ring.keys[i].retiringSince ?? ring.keys[i].created
+                if now > since + s.retiringPeriod {
+                    ring.keys[i].state = .retired
+                    ring.keys[i].retired = now
+                    result.retired.append(ring.keys[i].kid)
+                    plan.audit(.init(action: "key.retire", actor: configuration.actor, subject: ring.keys[i].kid,
+                                     details: ["kid": ring.keys[i].kid, "retiring_since": "\(since)"]))
+                }
+            }
+            if rotationDue(ring, now: now) {
+                result.rotation = try rotateLocked(&ring, &plan, now: now, alg: nil, force: false)
+            } else if ring.next == nil, let alg = ring.active.first?.algorithm {
+                result.generated.append(try generateLocked(&ring, &plan, alg: alg, state: .next, now: now,
+                                                           reason: "missing next"))
+            }
+            return result
+        }
+    }
+
+    /// Runs ``tick(now:)`` every `interval` until the task is cancelled; errors are logged and retried.
+    public func runSchedule(every interval: Duration) async {
+        while !Task.isCancelled {
+            do {
+                try tick(now: configuration.clock.now())
+            } catch {
+                configuration.logger.error("key schedule tick failed", metadata: ["error": "\(error)"])
+            }
+            do {
+                try await Task.sleep(for: interval)
+            } catch {
+                return
+            }
+        }
+    }
+
+    // MARK: Lifecycle internals
+
+    private func isDue(_ ring: Keyring, now: Int64) -> Bool {
+        if ring.keys.isEmpty { return true }
+        if ring.next == nil { return true }
+        let s = configuration.schedule
+        if ring.keys.contains(where: { $0.state == .retiring && now > ($0.retiringSince ?? $0.created) + s.retiringPeriod }) {
+            return true
+        }
+        return rotationDue(ring, now: now)
+    }
+
+    private func rotationDue(_ ring: Keyring, now: Int64) -> Bool {
+        let s = configuration.schedule
+        guard let active = ring.active.first, let next = ring.next else { return false }
+        return now >= (active.activated ?? active.created) + s.rotationPeriod && now - next.created >= s.prePublication
+    }
+
+    private func rotateLocked(_ ring: inout Keyring, _ plan: inout ChangePlan, now: Int64, alg: JWSAlgorithm?,
+                              force: Bool) throws -> RotationResult {
+        let s = configuration.schedule
+        let oldActive = ring.keys.firstIndex { $0.state == .active }
+        let promotedKid: String
+        if let n = ring.keys.lastIndex(where: { $0.state == .next }) {
+            let age = now - ring.keys[n].created
+            if oldActive != nil, !force, age < s.prePublication {
+                throw KeyStoreError.nextNotPrePublished(
+                    "next key \(ring.keys[n].kid) has been published for \(age) s; the pre-publication window is "
+                        + "\(s.prePublication) s (verifiers may cache the JWKS for \(s.jwksMaxAge) s). Rotate after "
+                        + "\(Date(timeIntervalSince1970: TimeInterval(ring.keys[n].created + s.prePublication)).ISO8601Format()) "
+                        + "or force it (--force)")
+            }
+            ring.keys[n].state = .active
+            ring.keys[n].activated = now
+            promotedKid = ring.keys[n].kid
+        } else {
+            let a = alg ?? oldActive.flatMap { ring.keys[$0].algorithm } ?? configuration.defaultAlgorithm
+            promotedKid = try generateLocked(&ring, &plan, alg: a, state: .active, now: now, reason: "rotation")
+        }
+        var retiringKid: String?
+        if let o = oldActive {
+            ring.keys[o].state = .retiring
+            ring.keys[o].retiringSince = now
+            retiringKid = ring.keys[o].kid
+        }
+        let promotedAlg = ring.index(of: promotedKid).flatMap { ring.keys[$0].algorithm }
+        let nextAlg = alg ?? promotedAlg ?? configuration.defaultAlgorithm
+        let nextKid = try generateLocked(&ring, &plan, alg: nextAlg, state: .next, now: now, reason: "rotation")
+        var details = ["active": promotedKid, "next": nextKid, "next_alg": nextAlg.rawValue]
+        if let retiringKid { details["retiring"] = retiringKid }
+        if force { details["forced"] = "true" }
+        plan.audit(.init(action: "key.rotate", actor: configuration.actor, subject: promotedKid, details: details))
+        return RotationResult(activeKid: promotedKid, retiringKid: retiringKid, nextKid: nextKid)
+    }
+
+    /// Generates a key through OpenSSL and adds it to `ring` and `plan` in `state`; returns its kid.
+    private func generateLocked(_ ring: inout Keyring, _ plan: inout ChangePlan, alg: JWSAlgorithm, state: KeyState,
+                                now: Int64, reason: String) throws -> String {
+        let key: PrivateKey
+        do {
+            key = try PrivateKey.generate(for: alg, rsaBits: configuration.rsaBits)
+        } catch {
+            throw KeyStoreError.cryptoFailure("generating a \(alg.rawValue) key: \(error.code)")
+        }
+        let kid = try Self.kid(of: key, alg: alg)
+        var rec = KeyRecord(kid: kid, alg: alg.rawValue, state: state, created: now, origin: "generated")
+        if state == .active { rec.activated = now }
+        try plan.addKey(rec, key, passphrase: configuration.passphrase)
+        ring.keys.append(rec)
+        plan.audit(.init(action: "key.generate", actor: configuration.actor, subject: kid,
+                         details: ["kid": kid, "alg": alg.rawValue, "state": state.rawValue, "reason": reason]))
+        return kid
+    }
+
+    private func publicJWK(_ r: KeyRecord) throws -> JWK {
+        if let cached = publicJWKs[r.kid] { return cached }
+        guard let key = privateKeys[r.kid] else {
+            throw KeyStoreError.missingKeyFile("no private key loaded for published key \(r.kid)")
+        }
+        do {
+            var jwk = try JWK(publicKey: key.publicKey(), alg: r.algorithm, use: "sig")
+            jwk.kid = r.kid
+            publicJWKs[r.kid] = jwk
+            return jwk
+        } catch {
+            throw KeyStoreError.cryptoFailure("exporting public key \(r.kid): \(error.code)")
+        }
+    }
+
+    // MARK: Committing changes
+
+    /// Runs `body` on the freshly re-read keyring under the directory lock, then commits: new key files, then the
+    /// keyring, then destruction of files no longer needed, then audit records.
+    private func mutate<T>(_ body: (inout Keyring, inout ChangePlan) throws -> T) throws -> T {
+        let dir = configuration.directory
+        try DurableFiles.ensureDirectory(dir)
+        let lock = try DirectoryLock(directory: dir)
+        defer { withExtendedLifetime(lock) {} }
+        // Another process may have changed the keyring since we read it: work on what is on disk now.
+        let loaded = try Self.load(configuration)
+        install(loaded)
+        var newRing = loaded.ring
+        var plan = ChangePlan()
+        let result = try body(&newRing, &plan)
+        guard newRing.active.count == 1 else {
+            throw KeyStoreError.noActiveKey("refusing to write a keyring without exactly one active key")
+        }
+        if newRing != loaded.ring {
+            // 1. New key files first: a crash after this leaves only orphans the old keyring does not name.
+            for (name, bytes) in plan.files {
+                try DurableFiles.write(bytes, to: name, in: dir, mode: 0o600, stepPrefix: "key")
+            }
+            // 2. The keyring: the single atomic switch from the old state to the new one.
+            let bytes = try Self.encode(newRing)
+            try DurableFiles.write(bytes, to: Self.keyringFileName, in: dir, mode: 0o600, stepPrefix: "keyring")
+            loadedKeyringBytes = bytes
+            ring = newRing
+            for (kid, key) in plan.keys { privateKeys[kid] = key }
+            for r in newRing.keys where !r.state.isPublished {
+                privateKeys[r.kid] = nil
+                publicJWKs[r.kid] = nil
+            }
+        }
+        // 3. Only now destroy what the committed keyring no longer needs (also leftovers of earlier crashes).
+        try cleanUp(newRing)
+        // 4. Audit: the action is durable; record it.
+        var failures: [String] = []
+        for event in plan.events {
+            do {
+                try configuration.audit.record(event)
+            } catch {
+                failures.append(event.action)
+            }
+        }
+        if !failures.isEmpty {
+            throw KeyStoreError.auditFailure(
+                "the key change was committed but the audit sink refused: \(failures.joined(separator: ", "))")
+        }
+        return result
+    }
+
+    /// Destroys the files of retired/compromised keys and orphaned key files, and removes stale temp files.
+    private func cleanUp(_ ring: Keyring) throws {
+        let dir = configuration.directory
+        let needed = Set(ring.keys.filter { $0.state.isPublished }.map(\.fileName))
+        for name in try DurableFiles.list(dir) {
+            if name.hasPrefix("."), name.hasSuffix(".tmp") {
+                DurableFiles.removeTemp(name, in: dir)
+            } else if Self.isKeyFileName(name), !needed.contains(name) {
+                try DurableFiles.destroy(name, in: dir)
+            }
+        }
+    }
+
+    private func reloadIfChanged() throws {
+        let bytes = try DurableFiles.read("\(configuration.directory)/\(Self.keyringFileName)")
+        if bytes != loadedKeyringBytes { try reload() }
+    }
+
+    private func install(_ loaded: Loaded) {
+        ring = loaded.ring
+        privateKeys = loaded.keys
+        loadedKeyringBytes = loaded.bytes
+        publicJWKs = publicJWKs.filter { loaded.keys[$0.key] != nil }
+    }
+
+    // MARK: Loading
+
+    struct Loaded {
+        var ring: Keyring
+        var keys: [String: PrivateKey]
+        var bytes: [UInt8]?
+    }
+
+    /// Reads and checks the keyring and every published key; never writes.
+    static func load(_ c: KeyStoreConfiguration) throws -> Loaded {
+        let dir = c.directory
+        guard let bytes = try DurableFiles.read("\(dir)/\(keyringFileName)") else {
+            return Loaded(ring: Keyring(), keys: [:], bytes: nil)
+        }
+        let ring: Keyring
+        do {
+            ring = try JSONDecoder().decode(Keyring.self, from: Data(bytes))
+        } catch {
+            throw KeyStoreError.corruptKeyring("\(dir)/\(keyringFileName) is not a valid keyring")
+        }
+        guard ring.format == Keyring.currentFormat else {
+            throw KeyStoreError.corruptKeyring("unknown keyring format \(ring.format)")
+        }
+        var seen = Set<String>()
+        for r in ring.keys {
+            guard isKeyFileName(r.fileName), seen.insert(r.kid).inserted, r.algorithm != nil else {
+                throw KeyStoreError.corruptKeyring("bad or duplicate entry for kid \(r.kid)")
+            }
+        }
+        let actives = ring.active.count
+        guard actives == 1 else {
+            throw KeyStoreError.noActiveKey("the keyring has \(actives) active keys; exactly one is required")
+        }
+        var keys: [String: PrivateKey] = [:]
+        for r in ring.keys where r.state.isPublished {
+            let path = "\(dir)/\(r.fileName)"
+            guard let mode = try DurableFiles.mode(path) else {
+                throw KeyStoreError.missingKeyFile("the keyring names \(r.state.rawValue) key \(r.kid) but \(path) is missing")
+            }
+            guard mode & 0o077 == 0 else {
+                throw KeyStoreError.insecurePermissions(
+                    "\(path) has mode \(String(mode, radix: 8)); key files must be 0600 (chmod 600 \(path))")
+            }
+            guard let pemBytes = try DurableFiles.read(path) else {
+                throw KeyStoreError.missingKeyFile("\(path) is missing")
+            }
+            let pem = String(decoding: pemBytes, as: UTF8.self)
+            let key = try parsePrivateKey(pem: pem, passphrase: c.passphrase, what: path)
+            if c.passphrase.encrypts, !pem.contains("BEGIN ENCRYPTED PRIVATE KEY") {
+                c.logger.warning("key file is not encrypted; it will stay so until the key is replaced",
+                                 metadata: ["kid": "\(r.kid)"])
+            }
+            guard let alg = r.algorithm, alg.keyType == key.type, try kid(of: key, alg: alg) == r.kid else {
+                throw KeyStoreError.corruptKeyFile("\(path) does not hold the \(r.alg) key with thumbprint \(r.kid)")
+            }
+            keys[r.kid] = key
+        }
+        return Loaded(ring: ring, keys: keys, bytes: bytes)
+    }
+
+    /// Parses a private key PEM, mapping JOSE errors to store errors; refuses truncated PEMs before OpenSSL sees them.
+    static func parsePrivateKey(pem: String, passphrase: KeyPassphrase, what: String) throws -> PrivateKey {
+        guard let begin = pem.range(of: "-----BEGIN "), let end = pem.range(of: "-----END "),
+              begin.lowerBound < end.lowerBound, pem[end.upperBound...].contains("-----")
+        else {
+            throw KeyStoreError.corruptKeyFile("\(what) is not a complete PEM (truncated?)")
+        }
+        do {
+            return try PrivateKey(pem: pem, passphrase: passphrase.secret)
+        } catch {
+            if error == .wrongPassphrase {
+                throw KeyStoreError.wrongPassphrase(
+                    passphrase.encrypts
+                        ? "the key passphrase does not decrypt \(what)"
+                        : "\(what) is encrypted and no passphrase was given")
+            }
+            if error == .weakKey || error == .invalidKey {
+                throw KeyStoreError.unsupportedKey("\(what): \(error.detail)")
+            }
+            throw KeyStoreError.corruptKeyFile("\(what) is not a readable private key PEM")
+        }
+    }
+
+    /// The RFC 7638 §3 thumbprint of the key's public JWK.
+    static func kid(of key: PrivateKey, alg: JWSAlgorithm) throws -> String {
+        do {
+            return try JWK(publicKey: key.publicKey(), alg: alg).thumbprint()
+        } catch {
+            throw KeyStoreError.cryptoFailure("computing the key thumbprint: \(error.code)")
+        }
+    }
+
+    static func encode(_ ring: Keyring) throws -> [UInt8] {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        do {
+            return Array(try encoder.encode(ring)) + [0x0A]
+        } catch {
+            throw KeyStoreError.ioFailure("cannot encode the keyring")
+        }
+    }
+
+    /// `<43 base64url chars>.pem`: the name of a key file (a SHA-256 thumbprint is 43 base64url characters).
+    static func isKeyFileName(_ name: String) -> Bool {
+        guard name.hasSuffix(".pem") else { return false }
+        let stem = name.dropLast(4)
+        return stem.count == 43 && stem.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == "_") }
+    }
+}
+
+/// The files and audit events one change produces, committed by `KeyStore.mutate`.
+struct ChangePlan {
+    var files: [(String, [UInt8])] = []
+    var keys: [(String, PrivateKey)] = []
+    var events: [AuditEvent] = []
+
+    mutating func addKey(_ rec: KeyRecord, _ key: PrivateKey, passphrase: KeyPassphrase) throws {
+        let pem: String
+        do {
+            pem = try key.pkcs8PEM(passphrase: passphrase.secret)
+        } catch {
+            throw KeyStoreError.cryptoFailure("serializing key \(rec.kid): \(error.code)")
+        }
+        files.append((rec.fileName, Array(pem.utf8)))
+        keys.append((rec.kid, key))
+    }
+
+    mutating func audit(_ event: AuditEvent) { events.append(event) }
+}

@@ -1,0 +1,184 @@
+import ArgumentParser
+import Foundation
+import Logging
+import StagepassBroker
+import StagepassJOSE
+
+/// `stagepass keys …`: the signing-key store (Keys/README.md).
+struct KeysCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "keys",
+        abstract: "Manage the signing keys: list, rotate, import, compromise, and print the public JWKS.",
+        subcommands: [List.self, Rotate.self, Import.self, Compromise.self, Jwks.self]
+    )
+}
+
+/// Options every `keys` subcommand shares.
+struct KeyStoreOptions: ParsableArguments {
+    @Option(name: .customLong("keys"), help: "The key store directory.")
+    var directory: String = "Keys"
+
+    @Option(help: "A file holding the key passphrase (mode 0600). Default: $STAGEPASS_KEY_PASSPHRASE.")
+    var passphraseFile: String?
+
+    @Flag(help: "Allow UNENCRYPTED key files when no passphrase is configured (development only).")
+    var insecureDevKeys = false
+
+    /// Opens the store; configuration errors exit 2 with a message, other store errors exit 1.
+    func open() throws -> KeyStore {
+        try runReportingErrors {
+            let passphrase = try KeyPassphrase.resolve(
+                passphraseFile: passphraseFile, environment: ProcessInfo.processInfo.environment,
+                insecureDev: insecureDevKeys)
+            if !passphrase.encrypts {
+                printError("WARNING: --insecure-dev-keys: private keys in \(directory) are stored UNENCRYPTED. "
+                    + "Never use this outside development.")
+            }
+            let user = ProcessInfo.processInfo.environment["USER"] ?? "unknown"
+            return try KeyStore(configuration: KeyStoreConfiguration(
+                directory: directory, passphrase: passphrase, audit: LogAuditSink(), actor: "cli:\(user)"))
+        }
+    }
+}
+
+/// Prints to standard error.
+func printError(_ text: String) {
+    FileHandle.standardError.write(Data((text + "\n").utf8))
+}
+
+/// Runs `body`, turning a ``KeyStoreError`` into a message on stderr and exit status 2 (configuration) or 1.
+func runReportingErrors<T>(_ body: () throws -> T) throws -> T {
+    do {
+        return try body()
+    } catch let error as KeyStoreError {
+        printError("stagepass keys: error: \(error)")
+        throw ExitCode(error.isConfigurationError ? 2 : 1)
+    }
+}
+
+/// Async variant of ``runReportingErrors(_:)``.
+func runReportingErrors<T>(_ body: () async throws -> T) async throws -> T {
+    do {
+        return try await body()
+    } catch let error as KeyStoreError {
+        printError("stagepass keys: error: \(error)")
+        throw ExitCode(error.isConfigurationError ? 2 : 1)
+    }
+}
+
+/// Parses an algorithm name, exiting 2 on an unknown one.
+func parseAlgorithm(_ name: String) throws -> JWSAlgorithm {
+    guard let alg = JWSAlgorithm(rawValue: name) else {
+        printError("stagepass keys: error: unknown algorithm \(name); use one of "
+            + JWSAlgorithm.allCases.map(\.rawValue).joined(separator: ", "))
+        throw ExitCode(2)
+    }
+    return alg
+}
+
+extension KeysCommand {
+    /// `stagepass keys list`: one row per key.
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List keys: kid, alg, state, created, activates, retires.")
+        @OptionGroup var options: KeyStoreOptions
+
+        func run() async throws {
+            let store = try options.open()
+            let rows = await store.keys()
+            guard !rows.isEmpty else {
+                print("no keys in \(options.directory) (run `stagepass keys rotate` to create the first ones)")
+                return
+            }
+            let header = ["KID", "ALG", "STATE", "CREATED", "ACTIVATES", "RETIRES"]
+            let body = rows.map { r in
+                [r.kid, r.alg, r.state.rawValue, formatTime(r.created), r.activates.map(formatTime) ?? "-",
+                 r.retires.map(formatTime) ?? "-"]
+            }
+            let widths = header.indices.map { c in ([header] + body).map { $0[c].count }.max() ?? 0 }
+            for row in [header] + body {
+                let cells = row.enumerated().map { c, cell in cell.padding(toLength: widths[c], withPad: " ", startingAt: 0) }
+                print(cells.joined(separator: "  ").trimmingCharacters(in: .whitespaces))
+            }
+        }
+    }
+
+    /// `stagepass keys rotate [--alg ALG] [--force]`.
+    struct Rotate: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Promote next to active, demote active to retiring, generate a new next (creates the first keys).")
+        @OptionGroup var options: KeyStoreOptions
+        @Option(help: "Algorithm of the new next key: ES256 (default), EdDSA, RS256, PS256.")
+        var alg: String?
+        @Flag(help: "Promote a next key published for less than the pre-publication window.")
+        var force = false
+
+        func run() async throws {
+            let algorithm = try alg.map(parseAlgorithm)
+            let store = try options.open()
+            let r = try await runReportingErrors { try await store.rotate(alg: algorithm, force: force) }
+            print("active:   \(r.activeKid)")
+            if let retiring = r.retiringKid { print("retiring: \(retiring)") }
+            print("next:     \(r.nextKid)")
+        }
+    }
+
+    /// `stagepass keys import FILE [--alg ALG]`.
+    struct Import: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Import a private key PEM (e.g. from `openssl genpkey`) as the next key, stored encrypted.")
+        @OptionGroup var options: KeyStoreOptions
+        @Argument(help: "The PEM file (unencrypted, or encrypted with the store passphrase).")
+        var file: String
+        @Option(help: "For RSA keys: RS256 (default) or PS256.")
+        var alg: String?
+
+        func run() async throws {
+            let algorithm = try alg.map(parseAlgorithm)
+            guard let data = FileManager.default.contents(atPath: file) else {
+                printError("stagepass keys: error: cannot read \(file)")
+                throw ExitCode(2)
+            }
+            let store = try options.open()
+            let kid = try await runReportingErrors {
+                try await store.importKey(pem: String(decoding: data, as: UTF8.self), alg: algorithm)
+            }
+            print("imported: \(kid)")
+        }
+    }
+
+    /// `stagepass keys compromise KID`.
+    struct Compromise: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Unpublish a key at once and destroy it; promotes next if it was active.")
+        @OptionGroup var options: KeyStoreOptions
+        @Argument(help: "The kid of the compromised key.")
+        var kid: String
+
+        func run() async throws {
+            let store = try options.open()
+            let r = try await runReportingErrors { try await store.compromise(kid: kid) }
+            print("compromised: \(r.kid) (was \(r.previousState.rawValue)); revoke every token with this kid")
+            print("active:      \(r.activeKid)")
+        }
+    }
+
+    /// `stagepass keys jwks`: the public JWKS document.
+    struct Jwks: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Print the public JWKS (next, active and retiring keys).")
+        @OptionGroup var options: KeyStoreOptions
+
+        func run() async throws {
+            let store = try options.open()
+            let doc = try await runReportingErrors { try await store.jwks().serialized() }
+            print(doc)
+        }
+    }
+}
+
+/// `2026-01-27T10:00:00Z`.
+func formatTime(_ t: Int64) -> String {
+    let f = ISO8601DateFormatter()
+    f.timeZone = TimeZone(identifier: "UTC")
+    return f.string(from: Date(timeIntervalSince1970: TimeInterval(t)))
+}
