@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -65,3 +66,29 @@ def stagepass_bin_path() -> Path:
     return required_path(
         "STAGEPASS_BIN", "the stagepass CLI binary", "e.g. STAGEPASS_BIN=$(swift build --show-bin-path)/stagepass"
     )
+
+
+HANG_SECONDS = int(os.environ.get("STAGEPASS_HANG_SECONDS", "120"))
+
+
+@pytest.fixture
+def hang_guard(request):
+    """Ends the whole run (exit 3) if one test blocks for HANG_SECONDS inside a C call, naming the test.
+
+    A deadlock inside the library cannot be interrupted from Python, and CI would otherwise sit until its own limit.
+    """
+    def fire():
+        msg = f"\nHANG: {request.node.nodeid} did not return within {HANG_SECONDS} s; aborting the run\n"
+        try:
+            capman = request.config.pluginmanager.getplugin("capturemanager")
+            if capman is not None:
+                capman.suspend_global_capture(in_=False)  # give fds 1 and 2 back to the terminal
+        finally:
+            os.write(2, msg.encode())
+        os._exit(3)
+
+    timer = threading.Timer(HANG_SECONDS, fire)
+    timer.daemon = True
+    timer.start()
+    yield
+    timer.cancel()

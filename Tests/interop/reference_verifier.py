@@ -10,6 +10,7 @@ Uses only the standard library and `cryptography`.
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import re
@@ -63,8 +64,6 @@ def b64u_decode(s: str) -> bytes:
         raise _Bad("non-canonical trailing bits")
     if rest == 3 and _ALPHABET.index(s[-1]) & 0x03:
         raise _Bad("non-canonical trailing bits")
-    import base64
-
     return base64.urlsafe_b64decode(s + "=" * (-len(s) % 4))
 
 
