@@ -18,9 +18,10 @@ final class EVPKey: @unchecked Sendable {
         if id == EVP_PKEY_ED25519 {
             type = .ed25519
         } else if id == EVP_PKEY_RSA {
-            type = .rsa
+            // Check before `type` is set: once every property is initialised, a throw runs deinit (which frees).
             let bits = EVP_PKEY_get_bits(pkey)
             if bits < minimumRSABits { EVP_PKEY_free(pkey); throw .weakKey("RSA keys must have at least \(minimumRSABits) bits, this one has \(bits)") }
+            type = .rsa
         } else if id == EVP_PKEY_EC {
             var name = [CChar](repeating: 0, count: 64)
             var len = 0
@@ -116,7 +117,13 @@ public struct PrivateKey: Sendable {
             return PEM_read_bio_PrivateKey(bio, nil, { _, _, _, _ in -1 }, nil)
         }
         guard let pkey else {
+            // PEM-layer errors (no END line, bad base64) mean a damaged file, not a wrong passphrase.
+            let code = ERR_peek_error()
             let why = drainOpenSSLErrors()
+            if !pem.contains("-----END ") || (ERR_GET_LIB(code) == ERR_LIB_PEM && ERR_GET_REASON(code) != PEM_R_BAD_DECRYPT
+                                                && ERR_GET_REASON(code) != PEM_R_BAD_PASSWORD_READ) {
+                throw .invalidPEM("damaged PEM: \(why)")
+            }
             if encrypted { throw passphrase == nil ? .wrongPassphrase("this key is encrypted and no passphrase was given") : .wrongPassphrase() }
             throw .invalidPEM("not a private key PEM: \(why)")
         }

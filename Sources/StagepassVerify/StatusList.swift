@@ -7,7 +7,7 @@ struct ParsedStatusList: Sendable {
     let kid: String
     let bits: Int
     let bytes: [UInt8]
-    let iat: Int64?
+    let iat: Int64
     let exp: Int64?
     let ttl: Int64?
 
@@ -45,7 +45,9 @@ struct ParsedStatusList: Sendable {
         self.uri = sub
         self.kid = kid
         self.bits = Int(bits)
-        self.iat = c.member("iat")?.integer
+        // §5.1: iat is REQUIRED.
+        guard let iat = c.member("iat")?.integer else { throw .invalidJSON("status list has no iat") }
+        self.iat = iat
         self.exp = c.member("exp")?.integer
         self.ttl = c.member("ttl")?.integer
     }

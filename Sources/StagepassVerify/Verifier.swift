@@ -160,7 +160,9 @@ public final class Verifier: Sendable {
         for i in 0..<t.count where t[i] == UInt8(ascii: ".") {
             if dot1 < 0 { dot1 = i } else if dot2 < 0 { dot2 = i } else { throw VerificationError(.malformed, "more than three segments") }
         }
-        guard dot1 > 0, dot2 > dot1 + 1, dot2 < t.count - 1 else { throw VerificationError(.malformed, "not three non-empty segments") }
+        // An empty signature segment is well-formed (RFC 7515 §7.1, alg "none"); it fails at the algorithm or
+        // signature check instead.
+        guard dot1 > 0, dot2 > dot1 + 1 else { throw VerificationError(.malformed, "not three segments with a header and claims") }
         let headerBytes: [UInt8], payloadBytes: [UInt8], signature: [UInt8]
         do {
             headerBytes = try Base64URL.decode(UnsafeRawBufferPointer(rebasing: t[0..<dot1]))
@@ -254,11 +256,13 @@ public final class Verifier: Sendable {
         let jti = try str("jti")
         var nbf: Int64?
         if c.member("nbf") != nil { nbf = try int("nbf") }
+        // RFC 7519 §4.1 / OIDC Core §2: auth_time, when present, is a NumericDate.
+        if let at = c.member("auth_time"), at.integer == nil { throw VerificationError(.missingClaim, "auth_time must be an integer NumericDate") }
+        // The status reference is read here but judged only when a status list is configured (checkStatus):
+        // an unusable reference is then `status_unavailable`.
         var status: StatusReference?
-        if let sl = c.member("status")?.member("status_list") {
-            guard let idx = sl.member("idx")?.integer, idx >= 0, idx <= Int64(Int32.max), let uri = sl.member("uri")?.string else {
-                throw VerificationError(.missingClaim, "status.status_list needs a non-negative integer idx and a uri")
-            }
+        if let sl = c.member("status")?.member("status_list"), let idx = sl.member("idx")?.integer, idx >= 0, idx <= Int64(Int32.max),
+           let uri = sl.member("uri")?.string {
             status = StatusReference(uri: uri, index: Int(idx))
         }
         return VerifiedToken(
@@ -273,13 +277,14 @@ public final class Verifier: Sendable {
     private func checkTime(_ t: VerifiedToken, now: Int64) throws(VerificationError) {
         let leeway = configuration.leeway
         // RFC 7519 §4.1.4: the current time must be before exp (plus leeway).
-        if now >= t.expiresAt &+ leeway { throw VerificationError(.expired, "expired at \(t.expiresAt)") }
+        if now >= sat(t.expiresAt, leeway) { throw VerificationError(.expired, "expired at \(t.expiresAt)") }
         // RFC 7519 §4.1.5
-        if let nbf = t.notBefore, now &+ leeway < nbf { throw VerificationError(.notYetValid, "not valid before \(nbf)") }
+        if let nbf = t.notBefore, sat(now, leeway) < nbf { throw VerificationError(.notYetValid, "not valid before \(nbf)") }
         // RFC 7519 §4.1.6: an iat in the future means a bad clock or a forged token.
-        if now &+ leeway < t.issuedAt { throw VerificationError(.issuedInFuture, "issued at \(t.issuedAt), in the future") }
-        if t.expiresAt &- t.issuedAt > configuration.maxLifetime {
-            throw VerificationError(.lifetimeExceeded, "lifetime \(t.expiresAt &- t.issuedAt) s exceeds \(configuration.maxLifetime) s")
+        if sat(now, leeway) < t.issuedAt { throw VerificationError(.issuedInFuture, "issued at \(t.issuedAt), in the future") }
+        let (lifetime, overflow) = t.expiresAt.subtractingReportingOverflow(t.issuedAt)
+        if overflow || lifetime > configuration.maxLifetime {
+            throw VerificationError(.lifetimeExceeded, "lifetime exceeds \(configuration.maxLifetime) s")
         }
     }
 
@@ -297,7 +302,7 @@ public final class Verifier: Sendable {
 
     private func checkStatus(_ t: VerifiedToken, keySet: KeySet?, now: Int64) throws(VerificationError) {
         guard let source = statusLists else { return }
-        guard let ref = t.status else { throw VerificationError(.statusUnavailable, "token has no status claim") }
+        guard let ref = t.status else { throw VerificationError(.statusUnavailable, "token has no usable status claim") }
         let docs = source.documents(now: now)
         var found: (ParsedStatusList, StatusListDocument)?
         for doc in docs {
@@ -305,9 +310,10 @@ public final class Verifier: Sendable {
             if list.uri == ref.uri { found = (list, doc); break }
         }
         guard let (list, doc) = found else { throw VerificationError(.statusUnavailable, "no verified status list for \(ref.uri)") }
-        if let exp = list.exp, now >= exp &+ configuration.leeway { throw VerificationError(.statusUnavailable, "status list expired") }
+        if let exp = list.exp, now >= sat(exp, configuration.leeway) { throw VerificationError(.statusUnavailable, "status list expired") }
         let limits = [configuration.statusMaxAge, doc.maxAge].compactMap { $0 }
-        if let maxAge = limits.min(), now &- doc.fetchedAt > maxAge {
+        // The list's age counts from when it was issued (its iat) or fetched, whichever is older.
+        if let maxAge = limits.min(), now.subtractingReportingOverflow(min(list.iat, doc.fetchedAt)).partialValue > maxAge {
             throw VerificationError(.statusUnavailable, "status list older than \(maxAge) s")
         }
         // draft-ietf-oauth-status-list §4.1: entry idx occupies `bits` bits starting at bit idx*bits, LSB first.
@@ -356,6 +362,13 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+
+/// Saturating addition for time arithmetic on attacker-chosen NumericDates (no wrap-around, RFC 8725 §3.8 spirit).
+@inline(__always)
+func sat(_ a: Int64, _ b: Int64) -> Int64 {
+    let (r, o) = a.addingReportingOverflow(b)
+    return o ? (b > 0 ? .max : .min) : r
+}
 
 func systemNow() -> Int64 {
     var ts = timespec()

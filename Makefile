@@ -1,0 +1,22 @@
+# The two commands of the README: `make serve` and `make test`. Both install missing system packages first.
+SHELL := /bin/bash
+DEBS := libssl-dev libjansson-dev libsqlite3-dev libargon2-dev zlib1g-dev pkg-config openssl gcc
+BIN := .build/debug/stagepass
+LIB := .build/debug/libStagepassVerifyC.so
+
+.PHONY: deps serve test
+
+deps:
+	@missing=""; for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then echo "installing:$$missing"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
+	@python3 -c 'import cryptography, joserfc, pytest' 2>/dev/null || python3 -m pip install -q cryptography joserfc pytest
+
+serve: deps
+	swift build --product stagepass
+	$(BIN) serve
+
+test: deps
+	swift build
+	swift build --build-tests
+	swift test --skip-build
+	STAGEPASS_BIN=$(abspath $(BIN)) STAGEPASS_VERIFY_LIB=$(abspath $(LIB)) python3 -m pytest -q Tests/interop

@@ -1,0 +1,71 @@
+import Foundation
+import Synchronization
+import Testing
+import StagepassJOSE
+@testable import StagepassVerify
+
+/// Specs/vectors/conformance.json: the project's own vectors that every port of the verifier must pass
+/// (the C ABI runs the same file in Tests/interop).
+@Suite("Conformance vectors")
+struct ConformanceTests {
+    struct Vector: Sendable, CustomTestStringConvertible {
+        let id: String
+        let token: String
+        let jwks: [UInt8]
+        let issuer: String
+        let audiences: [String]
+        let leeway: Int64
+        let maxLifetime: Int64
+        let now: Int64
+        let requirements: Requirements
+        let statusLists: [String]?
+        let statusMaxAge: Int64?
+        let expected: String
+        var testDescription: String { id }
+    }
+
+    static let vectors: [Vector] = {
+        guard let doc = try? vectorFile("conformance.json"), let cases = doc["cases"] as? [[String: Any]] else { return [] }
+        return cases.compactMap { c in
+            guard let id = c["id"] as? String, let token = c["token"] as? String, let jwks = c["jwks"],
+                  let jwksData = try? JSONSerialization.data(withJSONObject: jwks), let config = c["config"] as? [String: Any],
+                  let now = (c["now"] as? NSNumber)?.int64Value, let expected = c["expected"] as? String
+            else { return nil }
+            let req = c["requirements"] as? [String: Any] ?? [:]
+            return Vector(
+                id: id, token: token, jwks: [UInt8](jwksData), issuer: config["issuer"] as? String ?? "",
+                audiences: config["audiences"] as? [String] ?? [], leeway: (config["leeway"] as? NSNumber)?.int64Value ?? 30,
+                maxLifetime: (config["max_lifetime"] as? NSNumber)?.int64Value ?? 3600, now: now,
+                requirements: Requirements(roles: req["roles"] as? [String] ?? [], stage: req["stage"] as? String,
+                                           pipeline: req["pipeline"] as? String),
+                statusLists: c["status_lists"] as? [String], statusMaxAge: (c["status_max_age"] as? NSNumber)?.int64Value,
+                expected: expected)
+        }
+    }()
+
+    @Test func fileIsComplete() {
+        #expect(ConformanceTests.vectors.count >= 200)
+        let codes = Set(ConformanceTests.vectors.map(\.expected))
+        for code in VerificationErrorCode.allCases {
+            #expect(codes.contains(code.name), "no vector expects \(code.name)")
+        }
+    }
+
+    @Test(arguments: ConformanceTests.vectors)
+    func vector(_ v: Vector) throws {
+        let keys = KeySet(jwks: (try? JWKS(json: v.jwks)) ?? JWKS(keys: []))
+        let lists = v.statusLists.map { StaticStatusListSource($0.map { StatusListDocument(jwt: $0, fetchedAt: v.now, maxAge: v.statusMaxAge) }) }
+        let verifier = Verifier(
+            configuration: VerifierConfiguration(issuer: v.issuer, audiences: v.audiences, leeway: v.leeway, maxLifetime: v.maxLifetime),
+            keys: StaticKeySource(keys), statusLists: lists)
+        // Twice: the second call takes the cached path and must reach the same verdict.
+        for _ in 0..<2 {
+            do {
+                _ = try verifier.verify(v.token, requirements: v.requirements, at: v.now)
+                #expect(v.expected == "ok", "\(v.id): accepted, expected \(v.expected)")
+            } catch {
+                #expect(error.code.name == v.expected, "\(v.id): \(error)")
+            }
+        }
+    }
+}
