@@ -201,7 +201,11 @@ struct JSONBody {
 
     init(_ request: Request, _ options: HTTPOptions, allowEmpty: Bool = false) async throws {
         var request = request
-        let buffer = try await request.collectBody(upTo: options.maxBodyBytes)
+        let buffer: ByteBuffer
+        do { buffer = try await request.collectBody(upTo: options.maxBodyBytes) } catch {
+            throw Problem(code: "payload_too_large", status: .contentTooLarge, title: "Payload too large",
+                          detail: "the request body is larger than \(options.maxBodyBytes) bytes")
+        }
         if buffer.readableBytes == 0 && allowEmpty {
             fields = [:]
             return
