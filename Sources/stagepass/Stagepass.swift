@@ -12,6 +12,7 @@ struct Stagepass: AsyncParsableCommand {
             // issue 2 (verifier):
             // issue 3 (keys):
             // issue 4 (humans):
+            Serve.self, Users.self, Factors.self, Login.self, Logout.self, Audit.self,
         ]
     )
 }
