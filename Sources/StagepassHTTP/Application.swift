@@ -123,10 +123,12 @@ struct BrokerAPI: Sendable {
         return json(.ok, out)
     }
 
-    /// Enrolment needs an MFA session, or a pending session of a user who has no active factor yet (first enrolment).
+    /// Enrolment needs an MFA session, or (only when the policy allows `first_enrolment_with_password`) a pending
+    /// session of a user who has no active factor yet.
     private func enrolmentSession(_ token: String) throws -> Session {
         let s = try broker.sessions.authenticate(token: token)
         if s.isMFA { return s }
+        guard broker.policy.firstEnrolmentWithPassword else { throw BrokerError.mfaRequired }
         let hasFactor = try broker.factors.hasActiveFactor(userId: s.userId, kinds: Set(FactorKind.allCases))
         if hasFactor { throw BrokerError.mfaRequired }
         return s

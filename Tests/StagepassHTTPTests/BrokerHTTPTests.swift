@@ -188,8 +188,21 @@ final class Seen: @unchecked Sendable {
         #expect(try t.broker.factors.backupCodesLeft(userId: try t.broker.accounts.get("alice").id) == 9)
     }
 
-    @Test func firstEnrolmentFromAPendingSession() async throws {
+    @Test func firstEnrolmentFromAPendingSessionIsOffByDefault() async throws {
         let t = try TestBroker()
+        try t.broker.accounts.add(name: "bob", password: "a long enough password", actor: "root")
+        try await t.app.test(.router) { client in
+            let p = try await t.call(client, .post, "/v1/auth/password",
+                                     body: #"{"user":"bob","password":"a long enough password"}"#)
+            let pending = try #require(p.json?["session_token"]?.stringValue)
+            let e = try await t.call(client, .post, "/v1/factors/totp", token: pending)
+            #expect(e.status == 403 && e.json?["code"]?.stringValue == "mfa_required")
+        }
+        #expect(try t.broker.factors.list(userId: try t.broker.accounts.get("bob").id).isEmpty)
+    }
+
+    @Test func firstEnrolmentFromAPendingSessionWhenPolicyAllows() async throws {
+        let t = try TestBroker(policy: AuthPolicy(firstEnrolmentWithPassword: true))
         try t.broker.accounts.add(name: "bob", password: "a long enough password", actor: "root")
         try await t.app.test(.router) { client in
             let p = try await t.call(client, .post, "/v1/auth/password",

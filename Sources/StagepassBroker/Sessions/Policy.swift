@@ -37,6 +37,7 @@ public enum AMR {
 ///   factors: [totp, backup]
 ///   group_factors:
 ///     admins: [totp]
+///   first_enrolment_with_password: false
 /// sessions:
 ///   idle_seconds: 1800
 ///   absolute_seconds: 43200
@@ -53,10 +54,15 @@ public struct AuthPolicy: Sendable, Hashable {
     public var absoluteSeconds: Int64
     public var pendingSeconds: Int64
     public var throttle: Throttle.Policy
+    /// Whether a user with no active factor may enrol their first TOTP factor from a password-only (pending) session.
+    /// Off by default: then only an admin (`stagepass factors totp-enrol NAME`) starts a first enrolment, and the
+    /// password alone never leads to an MFA session. Turning it on is trust-on-first-use of the password.
+    public var firstEnrolmentWithPassword: Bool
 
     public init(exemptGroups: Set<String> = [], factors: Set<FactorKind> = [.totp, .backup],
                 groupFactors: [String: Set<FactorKind>] = [:], idleSeconds: Int64 = 1800,
-                absoluteSeconds: Int64 = 12 * 3600, pendingSeconds: Int64 = 300, throttle: Throttle.Policy = .default) {
+                absoluteSeconds: Int64 = 12 * 3600, pendingSeconds: Int64 = 300, throttle: Throttle.Policy = .default,
+                firstEnrolmentWithPassword: Bool = false) {
         self.exemptGroups = exemptGroups
         self.factors = factors
         self.groupFactors = groupFactors
@@ -64,6 +70,7 @@ public struct AuthPolicy: Sendable, Hashable {
         self.absoluteSeconds = absoluteSeconds
         self.pendingSeconds = pendingSeconds
         self.throttle = throttle
+        self.firstEnrolmentWithPassword = firstEnrolmentWithPassword
     }
 
     public static let `default` = AuthPolicy()
@@ -83,6 +90,7 @@ public struct AuthPolicy: Sendable, Hashable {
             var exempt_groups: [String]?
             var factors: [FactorKind]?
             var group_factors: [String: [FactorKind]]?
+            var first_enrolment_with_password: Bool?
         }
         struct Sessions: Decodable {
             var idle_seconds: Int64?
@@ -112,6 +120,7 @@ public struct AuthPolicy: Sendable, Hashable {
             p.exemptGroups = Set(m.exempt_groups ?? [])
             if let f = m.factors { p.factors = Set(f) }
             p.groupFactors = (m.group_factors ?? [:]).mapValues { Set($0) }
+            p.firstEnrolmentWithPassword = m.first_enrolment_with_password ?? false
         }
         if let s = file.sessions {
             p.idleSeconds = s.idle_seconds ?? p.idleSeconds

@@ -99,6 +99,7 @@ public struct SessionService: Sendable {
             password.utf8.count <= AccountService.maximumPasswordLength
         else { throw BrokerError.invalidRequest("user and password are required and bounded in length") }
         let keys = [Throttle.accountKey(name), Throttle.addressKey(address)]
+        _ = try store.deleteExpiredSessions(now: clock.now())  // opportunistic sweep
         do { try throttle.check(keys) } catch {
             try audit.record(AuditEvent(action: "signin.password", subject: name, result: "denied",
                                         reason: "throttled", factors: [AMR.password], details: ["address": address]))

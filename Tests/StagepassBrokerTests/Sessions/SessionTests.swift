@@ -262,3 +262,35 @@ struct Broker {
     }
 }
 
+
+@Suite struct EnumerationTimingTests {
+    /// With the production Argon2id parameters, an unknown user costs about as much as a wrong password (both run one
+    /// Argon2id verification). Medians of several runs; generous bounds because the machine is shared.
+    @Test func unknownUserTakesAboutAsLongAsWrongPassword() async throws {
+        let store = try SQLiteStore()
+        let clock = ManualClock(1_700_000_000)
+        let hasher = try PasswordHasher(parameters: .owasp)
+        let audit = MemoryAuditSink()
+        let accounts = AccountService(store: store, hasher: hasher, clock: clock.clock, audit: audit)
+        try accounts.add(name: "alice", password: "a long enough password", actor: "root")
+        var policy = AuthPolicy.default
+        policy.throttle.freeFailures = 1000
+        let sessions = SessionService(store: store, hasher: hasher,
+                                      factors: FactorService(store: store, masterKey: try MasterKey.generate(),
+                                                             clock: clock.clock, audit: audit),
+                                      policy: policy, clock: clock.clock, audit: audit)
+        func time(_ name: String) async -> Duration {
+            let start = ContinuousClock.now
+            _ = try? await sessions.signIn(name: name, password: "wrong password!!", address: "t")
+            return ContinuousClock.now - start
+        }
+        var known: [Duration] = []
+        var unknown: [Duration] = []
+        for i in 0..<5 {
+            known.append(await time("alice"))
+            unknown.append(await time("nobody\(i)"))
+        }
+        let k = known.sorted()[2], u = unknown.sorted()[2]
+        #expect(u > k / 3 && u < k * 3, "known \(k), unknown \(u)")
+    }
+}
