@@ -17,46 +17,57 @@ public struct HumanBroker: Sendable {
     public let policy: AuthPolicy
     public let clock: BrokerClock
 
-    public init(store: any BrokerStore, masterKey: MasterKey, policy: AuthPolicy = .default,
-                hasher: PasswordHasher, clock: BrokerClock = .system, issuer: String = "Stagepass") {
+    public init(
+        store: any BrokerStore, masterKey: MasterKey, policy: AuthPolicy = .default,
+        hasher: PasswordHasher, clock: BrokerClock = .system, issuer: String = "Stagepass"
+    ) {
         self.store = store
         self.policy = policy
         self.clock = clock
         audit = HashChainAuditLog(store: store, clock: clock)
         accounts = AccountService(store: store, hasher: hasher, clock: clock, audit: audit)
         factors = FactorService(store: store, masterKey: masterKey, clock: clock, audit: audit, issuer: issuer)
-        sessions = SessionService(store: store, hasher: hasher, factors: factors, policy: policy, clock: clock,
-                                  audit: audit)
+        sessions = SessionService(
+            store: store, hasher: hasher, factors: factors, policy: policy, clock: clock,
+            audit: audit)
     }
 
     /// The database file inside a data directory.
-    public static func databasePath(_ dir: String) -> String { (dir as NSString).appendingPathComponent("broker.sqlite") }
+    public static func databasePath(_ dir: String) -> String {
+        (dir as NSString).appendingPathComponent("broker.sqlite")
+    }
     /// The master key file inside a data directory (used when `STAGEPASS_MASTER_KEY` is not set).
     public static func masterKeyPath(_ dir: String) -> String { (dir as NSString).appendingPathComponent("master.key") }
 
     /// Opens (creating, mode 0700) a data directory: the SQLite database, and the master key from
     /// `STAGEPASS_MASTER_KEY` or `DIR/master.key`, generating the file (mode 0600) on first use.
     /// - Throws: ``BrokerError/masterKey(_:)``, or a database error.
-    public static func open(dataDirectory dir: String, policy: AuthPolicy = .default,
-                            hasherParameters: PasswordHasher.Parameters = .owasp, clock: BrokerClock = .system,
-                            environment: [String: String] = ProcessInfo.processInfo.environment) throws -> HumanBroker {
+    public static func open(
+        dataDirectory dir: String, policy: AuthPolicy = .default,
+        hasherParameters: PasswordHasher.Parameters = .owasp, clock: BrokerClock = .system,
+        environment: [String: String] = ProcessInfo.processInfo.environment
+    ) throws -> HumanBroker {
         let fm = FileManager.default
         if !fm.fileExists(atPath: dir) {
-            try fm.createDirectory(atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+            try fm.createDirectory(
+                atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         }
         let keyFile = masterKeyPath(dir)
         var key = try MasterKey.load(environment: environment, keyFile: keyFile)
         if key == nil {
             let fresh = try MasterKey.generate()
-            guard fm.createFile(atPath: keyFile, contents: Data((fresh.base64url + "\n").utf8),
-                                attributes: [.posixPermissions: 0o600])
+            guard
+                fm.createFile(
+                    atPath: keyFile, contents: Data((fresh.base64url + "\n").utf8),
+                    attributes: [.posixPermissions: 0o600])
             else { throw BrokerError.masterKey("cannot write \(keyFile)") }
             key = fresh
         }
         guard let key else { throw BrokerError.masterKey("no master key") }
         let store = try SQLiteStore(path: databasePath(dir))
-        return HumanBroker(store: store, masterKey: key, policy: policy,
-                           hasher: try PasswordHasher(parameters: hasherParameters), clock: clock)
+        return HumanBroker(
+            store: store, masterKey: key, policy: policy,
+            hasher: try PasswordHasher(parameters: hasherParameters), clock: clock)
     }
 
     /// What the first start prints, once.

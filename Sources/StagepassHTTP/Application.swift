@@ -24,10 +24,12 @@ public struct HTTPOptions: Sendable {
 /// let app = buildApplication(broker: broker, configuration: .init(address: .hostname("127.0.0.1", port: 8080)))
 /// try await app.runService()
 /// ```
-public func buildApplication(broker: HumanBroker, configuration: ApplicationConfiguration = .init(),
-                             options: HTTPOptions = .init(),
-                             registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry(),
-                             logger: Logger = Logger(label: "stagepass.http"))
+public func buildApplication(
+    broker: HumanBroker, configuration: ApplicationConfiguration = .init(),
+    options: HTTPOptions = .init(),
+    registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry(),
+    logger: Logger = Logger(label: "stagepass.http")
+)
     -> some ApplicationProtocol
 {
     let router = Router(context: BrokerRequestContext.self)
@@ -55,8 +57,9 @@ struct BrokerAPI: Sendable {
             }
         }
         router.get("/metrics") { _, _ in
-            Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
-                     body: .init(byteBuffer: ByteBuffer(bytes: registry.emitToBuffer())))
+            Response(
+                status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+                body: .init(byteBuffer: ByteBuffer(bytes: registry.emitToBuffer())))
         }
         router.post("/v1/auth/password") { request, context in try await password(request, context) }
         router.post("/v1/auth/factor") { request, context in try await factor(request, context) }
@@ -80,11 +83,14 @@ struct BrokerAPI: Sendable {
         do {
             let r = try await broker.sessions.signIn(name: user, password: password, address: context.clientAddress)
             count("password", "success")
-            return json(.ok, [
-                "session_token": .string(r.token), "state": .string(r.session.state.rawValue),
-                "needs_factor": .bool(r.needsFactor), "factors": .array(r.allowedFactors.map { .string($0.rawValue) }),
-                "expires_at": .int(r.session.absoluteExpiresAt),
-            ])
+            return json(
+                .ok,
+                [
+                    "session_token": .string(r.token), "state": .string(r.session.state.rawValue),
+                    "needs_factor": .bool(r.needsFactor),
+                    "factors": .array(r.allowedFactors.map { .string($0.rawValue) }),
+                    "expires_at": .int(r.session.absoluteExpiresAt),
+                ])
         } catch {
             count("password", "failure")
             throw error
@@ -96,7 +102,8 @@ struct BrokerAPI: Sendable {
         let body = try await JSONBody(request, options)
         let proof = try body.proof()
         do {
-            let s = try broker.sessions.completeFactor(pendingToken: token, proof: proof, address: context.clientAddress)
+            let s = try broker.sessions.completeFactor(
+                pendingToken: token, proof: proof, address: context.clientAddress)
             count("factor", "success")
             return json(.ok, sessionJSON(s.session, token: s.token))
         } catch {
@@ -117,9 +124,10 @@ struct BrokerAPI: Sendable {
         var out = sessionJSON(s, token: nil)
         out["user"] = .string(s.userName)
         out["groups"] = .array(s.groups.map { .string($0) })
-        out["factors"] = .array(try broker.factors.list(userId: s.userId).map {
-            .object(["id": .string($0.id), "kind": .string($0.kind.rawValue), "state": .string($0.state.rawValue)])
-        })
+        out["factors"] = .array(
+            try broker.factors.list(userId: s.userId).map {
+                .object(["id": .string($0.id), "kind": .string($0.kind.rawValue), "state": .string($0.state.rawValue)])
+            })
         return json(.ok, out)
     }
 
@@ -138,10 +146,12 @@ struct BrokerAPI: Sendable {
         let s = try enrolmentSession(try bearer(request))
         _ = try await JSONBody(request, options, allowEmpty: true)
         let e = try broker.factors.enrolTOTP(userName: s.userName, actor: s.userName)
-        return json(.created, [
-            "factor_id": .string(e.factorId), "secret": .string(e.secret), "uri": .string(e.uri),
-            "qr_svg": .string(e.qr.svg()), "state": .string("pending"),
-        ])
+        return json(
+            .created,
+            [
+                "factor_id": .string(e.factorId), "secret": .string(e.secret), "uri": .string(e.uri),
+                "qr_svg": .string(e.qr.svg()), "state": .string("pending"),
+            ])
     }
 
     func confirmTOTP(_ request: Request, _ context: BrokerRequestContext) async throws -> Response {
@@ -152,8 +162,9 @@ struct BrokerAPI: Sendable {
         let f = try broker.factors.confirmTOTP(userId: s.userId, code: code, actor: s.userName)
         var out: [String: JSONValue] = ["factor_id": .string(f.id), "state": .string(f.state.rawValue)]
         if !s.isMFA {
-            let upgraded = try broker.sessions.upgradeAfterEnrolment(pendingToken: token, method: .totp,
-                                                                     address: context.clientAddress)
+            let upgraded = try broker.sessions.upgradeAfterEnrolment(
+                pendingToken: token, method: .totp,
+                address: context.clientAddress)
             out["session"] = .object(sessionJSON(upgraded.session, token: upgraded.token))
         }
         return json(.ok, out)
@@ -193,8 +204,9 @@ func bearer(_ request: Request) throws -> String {
 }
 
 func json(_ status: HTTPResponse.Status, _ object: [String: JSONValue]) -> Response {
-    Response(status: status, headers: [.contentType: "application/json", .cacheControl: "no-store"],
-             body: .init(byteBuffer: ByteBuffer(string: JSONValue.object(object).serialized())))
+    Response(
+        status: status, headers: [.contentType: "application/json", .cacheControl: "no-store"],
+        body: .init(byteBuffer: ByteBuffer(string: JSONValue.object(object).serialized())))
 }
 
 /// A request body parsed as one strict JSON object, with typed field accessors that fail as 400 problems.
@@ -205,16 +217,18 @@ struct JSONBody {
         var request = request
         let buffer: ByteBuffer
         do { buffer = try await request.collectBody(upTo: options.maxBodyBytes) } catch {
-            throw Problem(code: "payload_too_large", status: .contentTooLarge, title: "Payload too large",
-                          detail: "the request body is larger than \(options.maxBodyBytes) bytes")
+            throw Problem(
+                code: "payload_too_large", status: .contentTooLarge, title: "Payload too large",
+                detail: "the request body is larger than \(options.maxBodyBytes) bytes")
         }
         if buffer.readableBytes == 0 && allowEmpty {
             fields = [:]
             return
         }
         if let ct = request.headers[.contentType], !ct.lowercased().hasPrefix("application/json") {
-            throw Problem(code: "unsupported_media_type", status: .unsupportedMediaType, title: "Unsupported media type",
-                          detail: "send application/json")
+            throw Problem(
+                code: "unsupported_media_type", status: .unsupportedMediaType, title: "Unsupported media type",
+                detail: "send application/json")
         }
         let bytes = Array(buffer.readableBytesView)
         guard let value = try? JSONValue.parse(bytes, maxDepth: 8), let obj = value.objectValue else {

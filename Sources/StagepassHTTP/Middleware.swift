@@ -38,14 +38,21 @@ struct ProblemAndMetricsMiddleware: RouterMiddleware {
             response = problem.response()
         }
         let endpoint = context.endpointPath ?? "unmatched"
-        registry.makeCounter(name: "stagepass_http_requests_total",
-                             labels: [("method", request.method.rawValue), ("endpoint", endpoint),
-                                      ("status", String(response.status.code))]).increment()
+        registry.makeCounter(
+            name: "stagepass_http_requests_total",
+            labels: [
+                ("method", request.method.rawValue), ("endpoint", endpoint),
+                ("status", String(response.status.code)),
+            ]
+        ).increment()
         let ms = (ContinuousClock.now - start).components
-        context.logger.info("request", metadata: [
-            "method": "\(request.method.rawValue)", "path": "\(request.uri.path)", "status": "\(response.status.code)",
-            "ms": "\(ms.seconds * 1000 + ms.attoseconds / 1_000_000_000_000_000)",
-        ])
+        context.logger.info(
+            "request",
+            metadata: [
+                "method": "\(request.method.rawValue)", "path": "\(request.uri.path)",
+                "status": "\(response.status.code)",
+                "ms": "\(ms.seconds * 1000 + ms.attoseconds / 1_000_000_000_000_000)",
+            ])
         return response
     }
 }

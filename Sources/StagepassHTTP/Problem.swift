@@ -37,7 +37,8 @@ public struct Problem: Error, Sendable, HTTPResponseError {
     func response() -> Response {
         var headers: HTTPFields = [.contentType: "application/problem+json", .cacheControl: "no-store"]
         if let retryAfter { headers[.retryAfter] = String(retryAfter) }
-        return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(string: json.serialized())))
+        return Response(
+            status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(string: json.serialized())))
     }
 
     static func badRequest(_ detail: String) -> Problem {
@@ -51,17 +52,21 @@ public struct Problem: Error, Sendable, HTTPResponseError {
         case let e as BrokerError: return from(e)
         case let e as HTTPError:
             switch e.status {
-            case .notFound: return Problem(code: "not_found", status: .notFound, title: "Not found", detail: "no such resource")
+            case .notFound:
+                return Problem(code: "not_found", status: .notFound, title: "Not found", detail: "no such resource")
             case .methodNotAllowed:
-                return Problem(code: "method_not_allowed", status: .methodNotAllowed, title: "Method not allowed",
-                               detail: "this resource does not accept that method")
+                return Problem(
+                    code: "method_not_allowed", status: .methodNotAllowed, title: "Method not allowed",
+                    detail: "this resource does not accept that method")
             case .contentTooLarge:
-                return Problem(code: "payload_too_large", status: .contentTooLarge, title: "Payload too large",
-                               detail: "the request body is larger than allowed")
+                return Problem(
+                    code: "payload_too_large", status: .contentTooLarge, title: "Payload too large",
+                    detail: "the request body is larger than allowed")
             default:
                 if (400..<500).contains(e.status.code) {
-                    return Problem(code: "invalid_request", status: e.status, title: "Invalid request",
-                                   detail: e.status.reasonPhrase)
+                    return Problem(
+                        code: "invalid_request", status: e.status, title: "Invalid request",
+                        detail: e.status.reasonPhrase)
                 }
                 return internalError
             }
@@ -69,8 +74,9 @@ public struct Problem: Error, Sendable, HTTPResponseError {
         }
     }
 
-    static let internalError = Problem(code: "internal", status: .internalServerError, title: "Internal error",
-                                       detail: "the broker could not complete the request")
+    static let internalError = Problem(
+        code: "internal", status: .internalServerError, title: "Internal error",
+        detail: "the broker could not complete the request")
 
     static func from(_ e: BrokerError) -> Problem {
         let (status, title): (HTTPResponse.Status, String)

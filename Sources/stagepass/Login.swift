@@ -3,16 +3,18 @@ import Foundation
 import StagepassJOSE
 
 #if canImport(FoundationNetworking)
-import FoundationNetworking
+    import FoundationNetworking
 #endif
 
 /// The CLI's saved session: `{"broker":…,"token":…}` in a 0600 file.
 struct SessionFile {
     static func defaultPath() -> String {
         let env = ProcessInfo.processInfo.environment
-        let base = env["XDG_CONFIG_HOME"].flatMap { $0.isEmpty ? nil : $0 }
+        let base =
+            env["XDG_CONFIG_HOME"].flatMap { $0.isEmpty ? nil : $0 }
             ?? ((env["HOME"] ?? NSHomeDirectory()) as NSString).appendingPathComponent(".config")
-        return ((base as NSString).appendingPathComponent("stagepass") as NSString).appendingPathComponent("session.json")
+        return ((base as NSString).appendingPathComponent("stagepass") as NSString).appendingPathComponent(
+            "session.json")
     }
 
     /// Writes the file with mode 0600 (its directory 0700), replacing any earlier one.
@@ -56,7 +58,11 @@ struct BrokerClient {
         }
         let (data, response): (Data, URLResponse) = try await withCheckedThrowingContinuation { cont in
             URLSession.shared.dataTask(with: req) { d, r, e in
-                if let e { cont.resume(throwing: e) } else if let r { cont.resume(returning: (d ?? Data(), r)) } else {
+                if let e {
+                    cont.resume(throwing: e)
+                } else if let r {
+                    cont.resume(returning: (d ?? Data(), r))
+                } else {
                     cont.resume(throwing: ValidationError("no response from \(base)"))
                 }
             }.resume()
@@ -85,8 +91,9 @@ struct Login: AsyncParsableCommand {
     func run() async throws {
         let password = passwordStdin ? try readStdinLine() : try promptSecret("Password for \(user): ")
         let client = BrokerClient(base: broker)
-        let (s1, j1) = try await client.post("/v1/auth/password",
-                                             body: .object(["user": .string(user), "password": .string(password)]))
+        let (s1, j1) = try await client.post(
+            "/v1/auth/password",
+            body: .object(["user": .string(user), "password": .string(password)]))
         guard s1 == 200, var token = j1?["session_token"]?.stringValue else { throw failProblem(s1, j1) }
         if j1?["needs_factor"]?.boolValue == true {
             var code = self.code
@@ -96,8 +103,9 @@ struct Login: AsyncParsableCommand {
             }
             guard let code, !code.isEmpty else { throw ValidationError("a second-factor code is needed") }
             let method = code.contains("-") || code.count > 8 ? "backup" : "totp"
-            let (s2, j2) = try await client.post("/v1/auth/factor", token: token,
-                                                 body: .object(["method": .string(method), "code": .string(code)]))
+            let (s2, j2) = try await client.post(
+                "/v1/auth/factor", token: token,
+                body: .object(["method": .string(method), "code": .string(code)]))
             guard s2 == 200, let t = j2?["session_token"]?.stringValue else { throw failProblem(s2, j2) }
             token = t
             let amr = j2?["amr"]?.arrayValue?.compactMap(\.stringValue).joined(separator: ",") ?? ""
@@ -119,8 +127,9 @@ struct Logout: AsyncParsableCommand {
     func run() async throws {
         let path = sessionFile ?? SessionFile.defaultPath()
         let saved = try SessionFile.read(path: path)
-        let (status, json) = try await BrokerClient(base: saved.broker).post("/v1/auth/logout", token: saved.token,
-                                                                             body: nil)
+        let (status, json) = try await BrokerClient(base: saved.broker).post(
+            "/v1/auth/logout", token: saved.token,
+            body: nil)
         try? FileManager.default.removeItem(atPath: path)
         guard status == 204 || status == 401 else { throw failProblem(status, json) }
         print(status == 204 ? "signed out" : "the session had already ended")

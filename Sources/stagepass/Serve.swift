@@ -21,7 +21,8 @@ struct Serve: AsyncParsableCommand {
         if let first = try broker.bootstrapIfEmpty() {
             // Unbuffered: the one-time secrets must reach a redirected log before the server starts.
             func emit(_ s: String) { FileHandle.standardOutput.write(Data((s + "\n").utf8)) }
-            emit("""
+            emit(
+                """
                 First start: created the account '\(first.userName)' (group admins). This is shown ONCE.
                   password:    \(first.password)
                   TOTP secret: \(first.enrolment.secret)

@@ -21,7 +21,8 @@ struct Users: ParsableCommand {
             let groups = self.groups.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
                 .filter { !$0.isEmpty }
             try runReporting {
-                let u = try options.open().accounts.add(name: name, password: password, groups: groups, actor: cliActor())
+                let u = try options.open().accounts.add(
+                    name: name, password: password, groups: groups, actor: cliActor())
                 print("added \(u.name) (\(u.id)) groups=\(u.groups.joined(separator: ","))")
             }
         }
@@ -36,10 +37,12 @@ struct Users: ParsableCommand {
             try runReporting {
                 for u in try options.open().accounts.list() {
                     if json {
-                        print(JSONValue.object([
-                            "name": .string(u.name), "id": .string(u.id), "groups": .array(u.groups.map { .string($0) }),
-                            "disabled": .bool(u.disabled), "locked": .bool(u.locked),
-                        ]).serialized())
+                        print(
+                            JSONValue.object([
+                                "name": .string(u.name), "id": .string(u.id),
+                                "groups": .array(u.groups.map { .string($0) }),
+                                "disabled": .bool(u.disabled), "locked": .bool(u.locked),
+                            ]).serialized())
                     } else {
                         let flags = [u.disabled ? "disabled" : nil, u.locked ? "locked" : nil].compactMap { $0 }
                         print("\(u.name)\tgroups=\(u.groups.joined(separator: ","))\t\(flags.joined(separator: ","))")

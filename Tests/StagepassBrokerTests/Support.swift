@@ -1,5 +1,6 @@
 import Foundation
 import StagepassJOSE
+
 @testable import StagepassBroker
 
 /// Shared fixtures: one in-memory store with the real migrations, a manual clock and cheap Argon2 parameters.

@@ -4,6 +4,7 @@ import HummingbirdTesting
 import StagepassBroker
 import StagepassJOSE
 import Testing
+
 @testable import StagepassHTTP
 
 /// The broker on an in-memory store, a manual clock and cheap Argon2 parameters.
@@ -15,8 +16,9 @@ struct TestBroker: Sendable {
     let seen = Seen()
 
     init(policy: AuthPolicy = .default) throws {
-        broker = HumanBroker(store: try SQLiteStore(), masterKey: try MasterKey.generate(), policy: policy,
-                             hasher: try PasswordHasher(parameters: .testing), clock: manual.clock)
+        broker = HumanBroker(
+            store: try SQLiteStore(), masterKey: try MasterKey.generate(), policy: policy,
+            hasher: try PasswordHasher(parameters: .testing), clock: manual.clock)
     }
 
     var app: some ApplicationProtocol { buildApplication(broker: broker) }
@@ -35,18 +37,24 @@ struct TestBroker: Sendable {
 
     /// Sends a request, checks the response against the OpenAPI document, and returns status and parsed body.
     @discardableResult
-    func call(_ client: some TestClientProtocol, _ method: HTTPRequest.Method, _ path: String, token: String? = nil,
-              body: String? = nil, contentType: String = "application/json",
-              sourceLocation: SourceLocation = #_sourceLocation) async throws -> (status: Int, json: JSONValue?, raw: String,
-                                                                                  headers: HTTPFields) {
+    func call(
+        _ client: some TestClientProtocol, _ method: HTTPRequest.Method, _ path: String, token: String? = nil,
+        body: String? = nil, contentType: String = "application/json",
+        sourceLocation: SourceLocation = #_sourceLocation
+    ) async throws -> (
+        status: Int, json: JSONValue?, raw: String,
+        headers: HTTPFields
+    ) {
         var headers: HTTPFields = [:]
         if let token { headers[.authorization] = "Bearer \(token)" }
         if body != nil { headers[.contentType] = contentType }
-        let r = try await client.execute(uri: path, method: method, headers: headers,
-                                         body: body.map { ByteBuffer(string: $0) })
+        let r = try await client.execute(
+            uri: path, method: method, headers: headers,
+            body: body.map { ByteBuffer(string: $0) })
         let raw = String(buffer: r.body)
-        let problems = spec.check(path: path, method: method.rawValue, status: Int(r.status.code),
-                                  contentType: r.headers[.contentType], body: raw)
+        let problems = spec.check(
+            path: path, method: method.rawValue, status: Int(r.status.code),
+            contentType: r.headers[.contentType], body: raw)
         for p in problems { Issue.record("OpenAPI: \(p)", sourceLocation: sourceLocation) }
         seen.add("\(method.rawValue.lowercased()) \(path) \(r.status.code)")
         return (Int(r.status.code), try? JSONValue.parse(raw), raw, r.headers)
@@ -66,16 +74,18 @@ final class Seen: @unchecked Sendable {
         let t = try TestBroker()
         let secret = try t.user("alice", groups: ["deploy"])
         try await t.app.test(.router) { client in
-            let p = try await t.call(client, .post, "/v1/auth/password",
-                                     body: #"{"user":"alice","password":"a long enough password"}"#)
+            let p = try await t.call(
+                client, .post, "/v1/auth/password",
+                body: #"{"user":"alice","password":"a long enough password"}"#)
             #expect(p.status == 200)
             #expect(p.json?["needs_factor"]?.boolValue == true)
             #expect(p.json?["factors"] == .array([.string("totp")]))
             let pending = try #require(p.json?["session_token"]?.stringValue)
             #expect(try await t.call(client, .get, "/v1/me", token: pending).status == 403)
 
-            let f = try await t.call(client, .post, "/v1/auth/factor", token: pending,
-                                     body: #"{"method":"totp","code":"\#(t.code(secret))"}"#)
+            let f = try await t.call(
+                client, .post, "/v1/auth/factor", token: pending,
+                body: #"{"method":"totp","code":"\#(t.code(secret))"}"#)
             #expect(f.status == 200)
             #expect(f.json?["amr"] == .array([.string("pwd"), .string("otp")]))
             let token = try #require(f.json?["session_token"]?.stringValue)
@@ -91,12 +101,14 @@ final class Seen: @unchecked Sendable {
             #expect(codes.status == 201)
             let first = try #require(codes.json?["codes"]?.arrayValue?.first?.stringValue)
             t.manual.advance(60)
-            let up = try await t.call(client, .post, "/v1/auth/step-up", token: token,
-                                      body: #"{"method":"backup","code":"\#(first)"}"#)
+            let up = try await t.call(
+                client, .post, "/v1/auth/step-up", token: token,
+                body: #"{"method":"backup","code":"\#(first)"}"#)
             #expect(up.status == 200)
             #expect(up.json?["auth_time"]?.intValue == t.manual.clock.now())
-            let again = try await t.call(client, .post, "/v1/auth/step-up", token: token,
-                                         body: #"{"method":"backup","code":"\#(first)"}"#)
+            let again = try await t.call(
+                client, .post, "/v1/auth/step-up", token: token,
+                body: #"{"method":"backup","code":"\#(first)"}"#)
             #expect(again.status == 401)
             #expect(again.json?["type"]?.stringValue == "urn:stagepass:problem:invalid_factor")
 
@@ -114,10 +126,12 @@ final class Seen: @unchecked Sendable {
         let t = try TestBroker()
         _ = try t.user("alice")
         try await t.app.test(.router) { client in
-            let wrong = try await t.call(client, .post, "/v1/auth/password",
-                                         body: #"{"user":"alice","password":"not the password"}"#)
-            let unknown = try await t.call(client, .post, "/v1/auth/password",
-                                           body: #"{"user":"nobody","password":"not the password"}"#)
+            let wrong = try await t.call(
+                client, .post, "/v1/auth/password",
+                body: #"{"user":"alice","password":"not the password"}"#)
+            let unknown = try await t.call(
+                client, .post, "/v1/auth/password",
+                body: #"{"user":"nobody","password":"not the password"}"#)
             #expect(wrong.status == 401 && unknown.status == 401)
             #expect(wrong.raw == unknown.raw)
             #expect(wrong.headers[.contentType] == "application/problem+json")
@@ -130,10 +144,12 @@ final class Seen: @unchecked Sendable {
         _ = try t.user("alice")
         try await t.app.test(.router) { client in
             for _ in 0..<3 {
-                try await t.call(client, .post, "/v1/auth/password", body: #"{"user":"alice","password":"nope nope nope"}"#)
+                try await t.call(
+                    client, .post, "/v1/auth/password", body: #"{"user":"alice","password":"nope nope nope"}"#)
             }
-            let r = try await t.call(client, .post, "/v1/auth/password",
-                                     body: #"{"user":"alice","password":"a long enough password"}"#)
+            let r = try await t.call(
+                client, .post, "/v1/auth/password",
+                body: #"{"user":"alice","password":"a long enough password"}"#)
             #expect(r.status == 429)
             #expect(r.headers[.retryAfter] == "2")
             #expect(r.json?["code"]?.stringValue == "throttled")
@@ -147,10 +163,14 @@ final class Seen: @unchecked Sendable {
         ("/v1/auth/password", #"{"user":"alice","password":["x"]}"#, "application/json", 400),
         ("/v1/auth/password", "not json", "application/json", 400),
         ("/v1/auth/password", "[1,2]", "application/json", 400),
-        ("/v1/auth/password", #"{"user":"alice","user":"bob","password":"a long enough password"}"#,
-         "application/json", 400),
-        ("/v1/auth/password", #"{"user":"alice","password":"\#(String(repeating: "x", count: 20_000))"}"#,
-         "application/json", 413),
+        (
+            "/v1/auth/password", #"{"user":"alice","user":"bob","password":"a long enough password"}"#,
+            "application/json", 400
+        ),
+        (
+            "/v1/auth/password", #"{"user":"alice","password":"\#(String(repeating: "x", count: 20_000))"}"#,
+            "application/json", 413
+        ),
         ("/v1/auth/password", "user=alice", "application/x-www-form-urlencoded", 415),
         ("/v1/auth/factor", #"{"method":"sms","code":"123456"}"#, "application/json", 400),
         ("/v1/auth/factor", #"{"method":"totp"}"#, "application/json", 400),
@@ -165,7 +185,8 @@ final class Seen: @unchecked Sendable {
         let secret = try t.user("alice")
         let codes = try t.broker.factors.regenerateBackupCodes(userName: "alice", actor: "root")
         let step1 = try await t.broker.sessions.signIn(name: "alice", password: "a long enough password", address: "x")
-        let mfa = try t.broker.sessions.completeFactor(pendingToken: step1.token, proof: .totp(t.code(secret)), address: "x")
+        let mfa = try t.broker.sessions.completeFactor(
+            pendingToken: step1.token, proof: .totp(t.code(secret)), address: "x")
         let step2 = try await t.broker.sessions.signIn(name: "alice", password: "a long enough password", address: "x")
         let auditBefore = try t.broker.audit.events().count
         try await t.app.test(.router) { client in
@@ -180,8 +201,9 @@ final class Seen: @unchecked Sendable {
             let nf = try await client.execute(uri: "/v1/nope", method: .get)
             #expect(nf.status == .notFound && nf.headers[.contentType] == "application/problem+json")
             // The pending session still works, the backup codes are untouched, nothing was audited.
-            let f = try await t.call(client, .post, "/v1/auth/factor", token: step2.token,
-                                     body: #"{"method":"backup","code":"\#(codes[0])"}"#)
+            let f = try await t.call(
+                client, .post, "/v1/auth/factor", token: step2.token,
+                body: #"{"method":"backup","code":"\#(codes[0])"}"#)
             #expect(f.status == 200)
         }
         #expect(try t.broker.audit.events().count == auditBefore + 1)
@@ -192,8 +214,9 @@ final class Seen: @unchecked Sendable {
         let t = try TestBroker()
         try t.broker.accounts.add(name: "bob", password: "a long enough password", actor: "root")
         try await t.app.test(.router) { client in
-            let p = try await t.call(client, .post, "/v1/auth/password",
-                                     body: #"{"user":"bob","password":"a long enough password"}"#)
+            let p = try await t.call(
+                client, .post, "/v1/auth/password",
+                body: #"{"user":"bob","password":"a long enough password"}"#)
             let pending = try #require(p.json?["session_token"]?.stringValue)
             let e = try await t.call(client, .post, "/v1/factors/totp", token: pending)
             #expect(e.status == 403 && e.json?["code"]?.stringValue == "mfa_required")
@@ -205,25 +228,29 @@ final class Seen: @unchecked Sendable {
         let t = try TestBroker(policy: AuthPolicy(firstEnrolmentWithPassword: true))
         try t.broker.accounts.add(name: "bob", password: "a long enough password", actor: "root")
         try await t.app.test(.router) { client in
-            let p = try await t.call(client, .post, "/v1/auth/password",
-                                     body: #"{"user":"bob","password":"a long enough password"}"#)
+            let p = try await t.call(
+                client, .post, "/v1/auth/password",
+                body: #"{"user":"bob","password":"a long enough password"}"#)
             #expect(p.json?["factors"] == .array([]))
             let pending = try #require(p.json?["session_token"]?.stringValue)
             let e = try await t.call(client, .post, "/v1/factors/totp", token: pending)
             #expect(e.status == 201)
             let secret = Base32.decode(try #require(e.json?["secret"]?.stringValue)) ?? []
             #expect(e.json?["qr_svg"]?.stringValue?.hasPrefix("<svg") == true)
-            let bad = try await t.call(client, .post, "/v1/factors/totp/confirm", token: pending, body: #"{"code":"12345x"}"#)
+            let bad = try await t.call(
+                client, .post, "/v1/factors/totp/confirm", token: pending, body: #"{"code":"12345x"}"#)
             #expect(bad.status == 400)
-            let c = try await t.call(client, .post, "/v1/factors/totp/confirm", token: pending,
-                                     body: #"{"code":"\#(t.code(secret))"}"#)
+            let c = try await t.call(
+                client, .post, "/v1/factors/totp/confirm", token: pending,
+                body: #"{"code":"\#(t.code(secret))"}"#)
             #expect(c.status == 200)
             let token = try #require(c.json?["session"]?["session_token"]?.stringValue)
             #expect(try await t.call(client, .get, "/v1/me", token: token).status == 200)
             // With an active factor, a new pending session may no longer enrol.
             t.manual.advance(30)
-            let p2 = try await t.call(client, .post, "/v1/auth/password",
-                                      body: #"{"user":"bob","password":"a long enough password"}"#)
+            let p2 = try await t.call(
+                client, .post, "/v1/auth/password",
+                body: #"{"user":"bob","password":"a long enough password"}"#)
             let pending2 = try #require(p2.json?["session_token"]?.stringValue)
             #expect(try await t.call(client, .post, "/v1/factors/totp", token: pending2).status == 403)
         }
@@ -248,11 +275,13 @@ final class Seen: @unchecked Sendable {
         let secret = try t.user("carol")
         let app = buildApplication(broker: t.broker, configuration: .init(address: .hostname("127.0.0.1", port: 0)))
         try await app.test(.live) { client in
-            let p = try await t.call(client, .post, "/v1/auth/password",
-                                     body: #"{"user":"carol","password":"a long enough password"}"#)
+            let p = try await t.call(
+                client, .post, "/v1/auth/password",
+                body: #"{"user":"carol","password":"a long enough password"}"#)
             let pending = try #require(p.json?["session_token"]?.stringValue)
-            let f = try await t.call(client, .post, "/v1/auth/factor", token: pending,
-                                     body: #"{"method":"totp","code":"\#(t.code(secret))"}"#)
+            let f = try await t.call(
+                client, .post, "/v1/auth/factor", token: pending,
+                body: #"{"method":"totp","code":"\#(t.code(secret))"}"#)
             let token = try #require(f.json?["session_token"]?.stringValue)
             let me = try await t.call(client, .get, "/v1/me", token: token)
             #expect(me.status == 200 && me.json?["amr"] == .array([.string("pwd"), .string("otp")]))
@@ -268,7 +297,8 @@ final class Seen: @unchecked Sendable {
         #expect(!doc.operations.isEmpty)
         try await t.app.test(.router) { client in
             for path in Set(doc.operations.map(\.path)) {
-                let method: HTTPRequest.Method = doc.operations.contains { $0.path == path && $0.method == "get" } ? .get : .post
+                let method: HTTPRequest.Method =
+                    doc.operations.contains { $0.path == path && $0.method == "get" } ? .get : .post
                 let r = try await client.execute(uri: path, method: method)
                 #expect(r.status != .notFound, "\(path)")
             }

@@ -52,7 +52,9 @@ struct OpenAPIDocument: @unchecked Sendable {
         }
         let mediaType = (contentType ?? "").split(separator: ";").first.map(String.init) ?? ""
         guard let media = content[mediaType] as? [String: Any] else {
-            return ["\(method) \(path) \(status): content type \(mediaType) is not documented (\(content.keys.sorted()))"]
+            return [
+                "\(method) \(path) \(status): content type \(mediaType) is not documented (\(content.keys.sorted()))"
+            ]
         }
         guard let schema = resolve(media["schema"]) else { return [] }
         guard let value = try? JSONValue.parse(body) else { return ["\(method) \(path) \(status): body is not JSON"] }

@@ -46,7 +46,9 @@ public struct AccountService: Sendable {
         guard n >= minimumPasswordLength else {
             throw BrokerError.invalidRequest("the password needs at least \(minimumPasswordLength) characters")
         }
-        guard p.utf8.count <= maximumPasswordLength else { throw BrokerError.invalidRequest("the password is too long") }
+        guard p.utf8.count <= maximumPasswordLength else {
+            throw BrokerError.invalidRequest("the password is too long")
+        }
     }
 
     /// Creates a user with an Argon2id password hash.
@@ -55,7 +57,8 @@ public struct AccountService: Sendable {
     @discardableResult
     public func add(name: String, password: String, groups: [String] = [], actor: String) throws -> User {
         guard Self.isValidName(name) else {
-            throw BrokerError.invalidRequest("user names are 1-64 characters of a-z 0-9 . _ - (starting with a-z or 0-9)")
+            throw BrokerError.invalidRequest(
+                "user names are 1-64 characters of a-z 0-9 . _ - (starting with a-z or 0-9)")
         }
         for g in groups where !Self.isValidName(g) { throw BrokerError.invalidRequest("bad group name '\(g)'") }
         try Self.validatePassword(password)
@@ -66,8 +69,10 @@ public struct AccountService: Sendable {
         } catch let e as StoreError where e == .conflict {
             throw BrokerError.conflict("a user named \(name) already exists")
         }
-        try audit.record(AuditEvent(action: "user.add", actor: actor, subject: name,
-                                    details: ["groups": groups.sorted().joined(separator: ",")]))
+        try audit.record(
+            AuditEvent(
+                action: "user.add", actor: actor, subject: name,
+                details: ["groups": groups.sorted().joined(separator: ",")]))
         return try get(name)
     }
 
@@ -79,8 +84,9 @@ public struct AccountService: Sendable {
     }
 
     func user(_ r: UserRecord) throws -> User {
-        User(id: r.id, name: r.name, groups: try store.groups(ofUser: r.id), disabled: r.disabled, locked: r.locked,
-             createdAt: r.createdAt)
+        User(
+            id: r.id, name: r.name, groups: try store.groups(ofUser: r.id), disabled: r.disabled, locked: r.locked,
+            createdAt: r.createdAt)
     }
 
     /// Every user, sorted by name.
@@ -108,8 +114,10 @@ public struct AccountService: Sendable {
         for g in groups where !Self.isValidName(g) { throw BrokerError.invalidRequest("bad group name '\(g)'") }
         let u = try get(name)
         try store.setGroups(userId: u.id, groups)
-        try audit.record(AuditEvent(action: "user.groups", actor: actor, subject: name,
-                                    details: ["groups": groups.sorted().joined(separator: ",")]))
+        try audit.record(
+            AuditEvent(
+                action: "user.groups", actor: actor, subject: name,
+                details: ["groups": groups.sorted().joined(separator: ",")]))
     }
 
     /// Sets a new password (ends the user's sessions).

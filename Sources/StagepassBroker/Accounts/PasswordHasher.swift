@@ -41,13 +41,15 @@ public struct PasswordHasher: Sendable {
         let salt = try Crypto.randomBytes(16)
         let pwd = Array(password.utf8)
         let hashLen = 32
-        let encLen = argon2_encodedlen(p.iterations, p.memoryKiB, p.parallelism, UInt32(salt.count), UInt32(hashLen),
-                                       Argon2_id)
+        let encLen = argon2_encodedlen(
+            p.iterations, p.memoryKiB, p.parallelism, UInt32(salt.count), UInt32(hashLen),
+            Argon2_id)
         var encoded = [CChar](repeating: 0, count: encLen + 1)
         let rc = pwd.withUnsafeBytes { pw in
             salt.withUnsafeBytes { s in
-                argon2id_hash_encoded(p.iterations, p.memoryKiB, p.parallelism, pw.baseAddress, pw.count, s.baseAddress,
-                                      s.count, hashLen, &encoded, encoded.count)
+                argon2id_hash_encoded(
+                    p.iterations, p.memoryKiB, p.parallelism, pw.baseAddress, pw.count, s.baseAddress,
+                    s.count, hashLen, &encoded, encoded.count)
             }
         }
         guard rc == ARGON2_OK.rawValue else {
@@ -68,7 +70,9 @@ public struct PasswordHasher: Sendable {
     /// Runs ``verify(_:against:)`` on a Dispatch thread, off the Swift cooperative pool (it takes tens of ms).
     public func verifyOffPool(_ password: String, against phc: String) async -> Bool {
         await withCheckedContinuation { cont in
-            DispatchQueue.global(qos: .userInitiated).async { cont.resume(returning: self.verify(password, against: phc)) }
+            DispatchQueue.global(qos: .userInitiated).async {
+                cont.resume(returning: self.verify(password, against: phc))
+            }
         }
     }
 

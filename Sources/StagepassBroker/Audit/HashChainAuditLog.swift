@@ -65,7 +65,8 @@ public final class HashChainAuditLog: AuditSink {
         _ = try store.appendAudit(time: now, event: json) { last in
             let seq = (last?.seq ?? 0) + 1
             let prev = last?.hash ?? Self.genesis
-            let hash = Self.chainHash(prev: prev, record: Self.canonicalRecord(seq: seq, time: now, prev: prev, event: json))
+            let hash = Self.chainHash(
+                prev: prev, record: Self.canonicalRecord(seq: seq, time: now, prev: prev, event: json))
             return AuditRow(seq: seq, time: now, prevHash: prev, event: json, hash: hash)
         }
     }
@@ -82,14 +83,16 @@ public final class HashChainAuditLog: AuditSink {
             for r in page {
                 count += 1
                 if r.seq != expectedSeq {
-                    return AuditVerification(count: count, firstBadSeq: min(r.seq, expectedSeq),
-                                             reason: "sequence gap: expected \(expectedSeq), found \(r.seq)")
+                    return AuditVerification(
+                        count: count, firstBadSeq: min(r.seq, expectedSeq),
+                        reason: "sequence gap: expected \(expectedSeq), found \(r.seq)")
                 }
                 if r.prevHash != prev {
                     return AuditVerification(count: count, firstBadSeq: r.seq, reason: "previous hash does not match")
                 }
-                let h = Self.chainHash(prev: r.prevHash,
-                                       record: Self.canonicalRecord(seq: r.seq, time: r.time, prev: r.prevHash, event: r.event))
+                let h = Self.chainHash(
+                    prev: r.prevHash,
+                    record: Self.canonicalRecord(seq: r.seq, time: r.time, prev: r.prevHash, event: r.event))
                 if h != r.hash {
                     return AuditVerification(count: count, firstBadSeq: r.seq, reason: "record hash does not match")
                 }
@@ -108,8 +111,9 @@ public final class HashChainAuditLog: AuditSink {
             let page = try store.auditRows(after: after, limit: 1000)
             if page.isEmpty { return }
             for r in page {
-                try write("{\"event\":\(r.event),\"hash\":\"\(r.hash)\",\"prev_hash\":\"\(r.prevHash)\","
-                          + "\"seq\":\(r.seq),\"time\":\(r.time)}")
+                try write(
+                    "{\"event\":\(r.event),\"hash\":\"\(r.hash)\",\"prev_hash\":\"\(r.prevHash)\","
+                        + "\"seq\":\(r.seq),\"time\":\(r.time)}")
                 after = r.seq
             }
         }

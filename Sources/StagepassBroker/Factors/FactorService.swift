@@ -33,8 +33,10 @@ public struct FactorService: Sendable {
     /// Number of backup codes per set.
     public static let backupCodeCount = 10
 
-    public init(store: any BrokerStore, masterKey: MasterKey, clock: BrokerClock, audit: any AuditSink,
-                issuer: String = "Stagepass") {
+    public init(
+        store: any BrokerStore, masterKey: MasterKey, clock: BrokerClock, audit: any AuditSink,
+        issuer: String = "Stagepass"
+    ) {
         self.store = store
         self.masterKey = masterKey
         self.clock = clock
@@ -49,7 +51,9 @@ public struct FactorService: Sendable {
 
     /// The user's factors, without secrets.
     public func list(userId: String) throws -> [FactorInfo] {
-        try store.factors(ofUser: userId).map { FactorInfo(id: $0.id, kind: $0.kind, state: $0.state, createdAt: $0.createdAt) }
+        try store.factors(ofUser: userId).map {
+            FactorInfo(id: $0.id, kind: $0.kind, state: $0.state, createdAt: $0.createdAt)
+        }
     }
 
     /// True when the user has an active factor of one of `kinds`.
@@ -67,10 +71,14 @@ public struct FactorService: Sendable {
         let id = "f_" + Base64URL.encode(try Crypto.randomBytes(12))
         let box = try masterKey.seal(secret, factorId: id)
         try store.deletePendingFactors(userId: user.id, kind: .totp)
-        try store.insertFactor(FactorRecord(id: id, userId: user.id, kind: .totp, state: .pending, secretBox: box,
-                                            createdAt: clock.now()))
-        try audit.record(AuditEvent(action: "factor.enrol", actor: actor, subject: userName, factors: ["otp"],
-                                    details: ["factor_id": id, "method": "totp", "state": "pending"]))
+        try store.insertFactor(
+            FactorRecord(
+                id: id, userId: user.id, kind: .totp, state: .pending, secretBox: box,
+                createdAt: clock.now()))
+        try audit.record(
+            AuditEvent(
+                action: "factor.enrol", actor: actor, subject: userName, factors: ["otp"],
+                details: ["factor_id": id, "method": "totp", "state": "pending"]))
         let uri = OTP.otpauthURI(secret: secret, account: userName, issuer: issuer)
         let qr = try QRCode.encode(Array(uri.utf8))
         return TOTPEnrolment(factorId: id, secret: Base32.encode(secret), uri: uri, qr: qr)
@@ -95,8 +103,10 @@ public struct FactorService: Sendable {
         let f = try verifyTOTP(candidates: pending, code: c)
         try store.setFactorState(id: f.id, .active)
         let name = try store.user(id: userId)?.name
-        try audit.record(AuditEvent(action: "factor.confirm", actor: actor, subject: name, factors: ["otp"],
-                                    details: ["factor_id": f.id, "method": "totp"]))
+        try audit.record(
+            AuditEvent(
+                action: "factor.confirm", actor: actor, subject: name, factors: ["otp"],
+                details: ["factor_id": f.id, "method": "totp"]))
         return FactorInfo(id: f.id, kind: .totp, state: .active, createdAt: f.createdAt)
     }
 
@@ -133,8 +143,10 @@ public struct FactorService: Sendable {
         }
         try store.deleteFactor(id: factorId)
         if f.kind == .backup { try store.replaceBackupCodes(userId: userId, hashes: []) }
-        try audit.record(AuditEvent(action: "factor.remove", actor: actor, subject: try store.user(id: userId)?.name,
-                                    details: ["factor_id": factorId, "method": f.kind.rawValue]))
+        try audit.record(
+            AuditEvent(
+                action: "factor.remove", actor: actor, subject: try store.user(id: userId)?.name,
+                details: ["factor_id": factorId, "method": f.kind.rawValue]))
     }
 
     // MARK: backup codes
@@ -152,10 +164,14 @@ public struct FactorService: Sendable {
         try store.replaceBackupCodes(userId: user.id, hashes: codes.map { Self.backupHash(userId: user.id, $0) })
         for f in try store.factors(ofUser: user.id) where f.kind == .backup { try store.deleteFactor(id: f.id) }
         let id = "f_" + Base64URL.encode(try Crypto.randomBytes(12))
-        try store.insertFactor(FactorRecord(id: id, userId: user.id, kind: .backup, state: .active, secretBox: nil,
-                                            createdAt: clock.now()))
-        try audit.record(AuditEvent(action: "factor.enrol", actor: actor, subject: userName, factors: ["bkp"],
-                                    details: ["factor_id": id, "method": "backup", "count": String(codes.count)]))
+        try store.insertFactor(
+            FactorRecord(
+                id: id, userId: user.id, kind: .backup, state: .active, secretBox: nil,
+                createdAt: clock.now()))
+        try audit.record(
+            AuditEvent(
+                action: "factor.enrol", actor: actor, subject: userName, factors: ["bkp"],
+                details: ["factor_id": id, "method": "backup", "count": String(codes.count)]))
         return codes
     }
 
@@ -169,7 +185,9 @@ public struct FactorService: Sendable {
     /// - Throws: ``BrokerError/invalidFactor`` for an unknown or already used code, ``BrokerError/noFactor(_:)``.
     public func useBackupCode(userId: String, code: String) throws {
         let trimmed = code.filter { $0 != " " }
-        guard (10...11).contains(trimmed.utf8.count) else { throw BrokerError.invalidRequest("a backup code is xxxxx-xxxxx") }
+        guard (10...11).contains(trimmed.utf8.count) else {
+            throw BrokerError.invalidRequest("a backup code is xxxxx-xxxxx")
+        }
         let unused = try store.unusedBackupCodes(userId: userId)
         guard try store.factors(ofUser: userId).contains(where: { $0.kind == .backup }) else {
             throw BrokerError.noFactor("no backup codes were generated")
@@ -177,7 +195,9 @@ public struct FactorService: Sendable {
         let h = Self.backupHash(userId: userId, trimmed)
         var match: Int64?
         for r in unused where Crypto.constantTimeEqual(r.codeHash, h) && match == nil { match = r.id }
-        guard let match, try store.consumeBackupCode(id: match, at: clock.now()) else { throw BrokerError.invalidFactor }
+        guard let match, try store.consumeBackupCode(id: match, at: clock.now()) else {
+            throw BrokerError.invalidFactor
+        }
     }
 
     /// Unused backup codes left.
@@ -198,9 +218,13 @@ public struct FactorService: Sendable {
             }
         }
         try store.replaceSecretBoxes(boxes)
-        try audit.record(AuditEvent(action: "masterkey.rotate", actor: actor,
-                                    details: ["secrets": String(boxes.count), "from": masterKey.fingerprint,
-                                              "to": newKey.fingerprint]))
+        try audit.record(
+            AuditEvent(
+                action: "masterkey.rotate", actor: actor,
+                details: [
+                    "secrets": String(boxes.count), "from": masterKey.fingerprint,
+                    "to": newKey.fingerprint,
+                ]))
         return boxes.count
     }
 }

@@ -34,8 +34,10 @@ public struct MasterKey: Sendable {
 
     /// `STAGEPASS_MASTER_KEY` if set, else the file at `keyFile` if it exists, else nil.
     /// - Throws: ``BrokerError/masterKey(_:)`` when the value found is malformed.
-    public static func load(environment: [String: String] = ProcessInfo.processInfo.environment,
-                            keyFile: String?) throws -> MasterKey? {
+    public static func load(
+        environment: [String: String] = ProcessInfo.processInfo.environment,
+        keyFile: String?
+    ) throws -> MasterKey? {
         if let env = environment["STAGEPASS_MASTER_KEY"], !env.isEmpty { return try MasterKey(base64url: env) }
         guard let keyFile, FileManager.default.fileExists(atPath: keyFile) else { return nil }
         let text = try String(contentsOfFile: keyFile, encoding: .utf8)

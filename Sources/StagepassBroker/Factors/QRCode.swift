@@ -83,8 +83,10 @@ public struct QRCode: Sendable, Hashable {
     /// - Parameters:
     ///   - forceMask: use this mask (0–7) instead of choosing by penalty (tests).
     /// - Throws: ``EncodeError/tooLong`` when the data does not fit version 10-L.
-    public static func encode(_ data: [UInt8], minimumErrorCorrection: ErrorCorrection = .medium,
-                              forceMask: Int? = nil) throws -> QRCode {
+    public static func encode(
+        _ data: [UInt8], minimumErrorCorrection: ErrorCorrection = .medium,
+        forceMask: Int? = nil
+    ) throws -> QRCode {
         let levels: [ErrorCorrection] = minimumErrorCorrection == .medium ? [.medium, .low] : [.low]
         for ecl in levels {
             for v in 1...10 {
@@ -92,18 +94,23 @@ public struct QRCode: Sendable, Hashable {
                 let countBits = v <= 9 ? 8 : 16
                 let needed = 4 + countBits + 8 * data.count
                 if needed <= lay.dataCodewords * 8 {
-                    return build(data: data, version: v, ecl: ecl, layout: lay, countBits: countBits, forceMask: forceMask)
+                    return build(
+                        data: data, version: v, ecl: ecl, layout: lay, countBits: countBits, forceMask: forceMask)
                 }
             }
         }
         throw EncodeError.tooLong
     }
 
-    private static func build(data: [UInt8], version v: Int, ecl: ErrorCorrection, layout lay: Layout, countBits: Int,
-                              forceMask: Int?) -> QRCode {
+    private static func build(
+        data: [UInt8], version v: Int, ecl: ErrorCorrection, layout lay: Layout, countBits: Int,
+        forceMask: Int?
+    ) -> QRCode {
         // §7.4: mode indicator 0100 (byte), character count, data, terminator, pad to bytes, pad codewords.
         var bits: [Bool] = []
-        func append(_ value: Int, _ n: Int) { for i in stride(from: n - 1, through: 0, by: -1) { bits.append((value >> i) & 1 == 1) } }
+        func append(_ value: Int, _ n: Int) {
+            for i in stride(from: n - 1, through: 0, by: -1) { bits.append((value >> i) & 1 == 1) }
+        }
         append(0b0100, 4)
         append(data.count, countBits)
         for b in data { append(Int(b), 8) }

@@ -59,10 +59,12 @@ public struct AuthPolicy: Sendable, Hashable {
     /// password alone never leads to an MFA session. Turning it on is trust-on-first-use of the password.
     public var firstEnrolmentWithPassword: Bool
 
-    public init(exemptGroups: Set<String> = [], factors: Set<FactorKind> = [.totp, .backup],
-                groupFactors: [String: Set<FactorKind>] = [:], idleSeconds: Int64 = 1800,
-                absoluteSeconds: Int64 = 12 * 3600, pendingSeconds: Int64 = 300, throttle: Throttle.Policy = .default,
-                firstEnrolmentWithPassword: Bool = false) {
+    public init(
+        exemptGroups: Set<String> = [], factors: Set<FactorKind> = [.totp, .backup],
+        groupFactors: [String: Set<FactorKind>] = [:], idleSeconds: Int64 = 1800,
+        absoluteSeconds: Int64 = 12 * 3600, pendingSeconds: Int64 = 300, throttle: Throttle.Policy = .default,
+        firstEnrolmentWithPassword: Bool = false
+    ) {
         self.exemptGroups = exemptGroups
         self.factors = factors
         self.groupFactors = groupFactors
@@ -131,7 +133,8 @@ public struct AuthPolicy: Sendable, Hashable {
             p.throttle.freeFailures = t.free_failures ?? p.throttle.freeFailures
             p.throttle.baseDelay = t.base_delay_seconds ?? p.throttle.baseDelay
             p.throttle.maxDelay = t.max_delay_seconds ?? p.throttle.maxDelay
-            p.throttle.lockoutAfterFactorFailures = t.lockout_after_factor_failures
+            p.throttle.lockoutAfterFactorFailures =
+                t.lockout_after_factor_failures
                 ?? p.throttle.lockoutAfterFactorFailures
         }
         guard p.idleSeconds > 0, p.absoluteSeconds > 0, p.pendingSeconds > 0, p.throttle.lockoutAfterFactorFailures > 0

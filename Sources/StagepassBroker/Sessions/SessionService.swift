@@ -71,8 +71,10 @@ public struct SessionService: Sendable {
     public let audit: any AuditSink
     public let throttle: Throttle
 
-    public init(store: any BrokerStore, hasher: PasswordHasher, factors: FactorService, policy: AuthPolicy = .default,
-                clock: BrokerClock, audit: any AuditSink) {
+    public init(
+        store: any BrokerStore, hasher: PasswordHasher, factors: FactorService, policy: AuthPolicy = .default,
+        clock: BrokerClock, audit: any AuditSink
+    ) {
         self.store = store
         self.hasher = hasher
         self.factors = factors
@@ -101,8 +103,10 @@ public struct SessionService: Sendable {
         let keys = [Throttle.accountKey(name), Throttle.addressKey(address)]
         _ = try store.deleteExpiredSessions(now: clock.now())  // opportunistic sweep
         do { try throttle.check(keys) } catch {
-            try audit.record(AuditEvent(action: "signin.password", subject: name, result: "denied",
-                                        reason: "throttled", factors: [AMR.password], details: ["address": address]))
+            try audit.record(
+                AuditEvent(
+                    action: "signin.password", subject: name, result: "denied",
+                    reason: "throttled", factors: [AMR.password], details: ["address": address]))
             throw error
         }
         let user = try store.user(named: name)
@@ -110,13 +114,17 @@ public struct SessionService: Sendable {
         guard let user, ok, !user.disabled else {
             try throttle.fail(keys)
             let reason = user == nil ? "unknown_user" : (ok ? "disabled" : "bad_password")
-            try audit.record(AuditEvent(action: "signin.password", subject: name, result: "failure", reason: reason,
-                                        factors: [AMR.password], details: ["address": address]))
+            try audit.record(
+                AuditEvent(
+                    action: "signin.password", subject: name, result: "failure", reason: reason,
+                    factors: [AMR.password], details: ["address": address]))
             throw BrokerError.invalidCredentials
         }
         if user.locked {
-            try audit.record(AuditEvent(action: "signin.password", subject: name, result: "denied", reason: "locked",
-                                        factors: [AMR.password], details: ["address": address]))
+            try audit.record(
+                AuditEvent(
+                    action: "signin.password", subject: name, result: "denied", reason: "locked",
+                    factors: [AMR.password], details: ["address": address]))
             throw BrokerError.accountLocked
         }
         try throttle.succeed([Throttle.accountKey(name)])
@@ -127,26 +135,34 @@ public struct SessionService: Sendable {
         let now = clock.now()
         let token = try Self.newToken()
         if !policy.requiresMFA(groups: groups) {
-            let rec = SessionRecord(id: try Self.newSessionId(), tokenHash: Self.tokenHash(token), userId: user.id,
-                                    state: .mfa, amr: [AMR.password], authTime: now, createdAt: now,
-                                    idleExpiresAt: min(now + policy.idleSeconds, now + policy.absoluteSeconds),
-                                    absoluteExpiresAt: now + policy.absoluteSeconds)
+            let rec = SessionRecord(
+                id: try Self.newSessionId(), tokenHash: Self.tokenHash(token), userId: user.id,
+                state: .mfa, amr: [AMR.password], authTime: now, createdAt: now,
+                idleExpiresAt: min(now + policy.idleSeconds, now + policy.absoluteSeconds),
+                absoluteExpiresAt: now + policy.absoluteSeconds)
             try store.insertSession(rec)
-            try audit.record(AuditEvent(action: "signin", actor: name, subject: name, factors: [AMR.password],
-                                        details: ["session": rec.id, "address": address, "mfa": "exempt"]))
-            return PasswordStepResult(token: token, session: session(rec, name: name, groups: groups), needsFactor: false,
-                                      allowedFactors: [])
+            try audit.record(
+                AuditEvent(
+                    action: "signin", actor: name, subject: name, factors: [AMR.password],
+                    details: ["session": rec.id, "address": address, "mfa": "exempt"]))
+            return PasswordStepResult(
+                token: token, session: session(rec, name: name, groups: groups), needsFactor: false,
+                allowedFactors: [])
         }
-        let rec = SessionRecord(id: try Self.newSessionId(), tokenHash: Self.tokenHash(token), userId: user.id,
-                                state: .pending, amr: [AMR.password], authTime: now, createdAt: now,
-                                idleExpiresAt: now + policy.pendingSeconds, absoluteExpiresAt: now + policy.pendingSeconds)
+        let rec = SessionRecord(
+            id: try Self.newSessionId(), tokenHash: Self.tokenHash(token), userId: user.id,
+            state: .pending, amr: [AMR.password], authTime: now, createdAt: now,
+            idleExpiresAt: now + policy.pendingSeconds, absoluteExpiresAt: now + policy.pendingSeconds)
         try store.insertSession(rec)
-        try audit.record(AuditEvent(action: "signin.password", subject: name, factors: [AMR.password],
-                                    details: ["session": rec.id, "address": address, "next": "factor"]))
+        try audit.record(
+            AuditEvent(
+                action: "signin.password", subject: name, factors: [AMR.password],
+                details: ["session": rec.id, "address": address, "next": "factor"]))
         let usable = Set(try store.factors(ofUser: user.id).map(\.kind))
         let allowed = policy.allowedFactors(groups: groups).intersection(usable)
-        return PasswordStepResult(token: token, session: session(rec, name: name, groups: groups), needsFactor: true,
-                                  allowedFactors: allowed.sorted { $0.rawValue < $1.rawValue })
+        return PasswordStepResult(
+            token: token, session: session(rec, name: name, groups: groups), needsFactor: true,
+            allowedFactors: allowed.sorted { $0.rawValue < $1.rawValue })
     }
 
     static func newSessionId() throws -> String { "s_" + Base64URL.encode(try Crypto.randomBytes(12)) }
@@ -162,15 +178,19 @@ public struct SessionService: Sendable {
         let now = clock.now()
         let token = try Self.newToken()
         let method = AMR.value(for: proof.kind)
-        let mfa = SessionRecord(id: try Self.newSessionId(), tokenHash: Self.tokenHash(token), userId: user.id,
-                                state: .mfa, amr: [AMR.password, method], authTime: now, createdAt: now,
-                                idleExpiresAt: min(now + policy.idleSeconds, now + policy.absoluteSeconds),
-                                absoluteExpiresAt: now + policy.absoluteSeconds)
+        let mfa = SessionRecord(
+            id: try Self.newSessionId(), tokenHash: Self.tokenHash(token), userId: user.id,
+            state: .mfa, amr: [AMR.password, method], authTime: now, createdAt: now,
+            idleExpiresAt: min(now + policy.idleSeconds, now + policy.absoluteSeconds),
+            absoluteExpiresAt: now + policy.absoluteSeconds)
         try store.deleteSession(id: rec.id)
         try store.insertSession(mfa)
-        try audit.record(AuditEvent(action: "signin", actor: user.name, subject: user.name, factors: mfa.amr,
-                                    details: ["session": mfa.id, "address": address]))
-        return IssuedSession(token: token, session: session(mfa, name: user.name, groups: try store.groups(ofUser: user.id)))
+        try audit.record(
+            AuditEvent(
+                action: "signin", actor: user.name, subject: user.name, factors: mfa.amr,
+                details: ["session": mfa.id, "address": address]))
+        return IssuedSession(
+            token: token, session: session(mfa, name: user.name, groups: try store.groups(ofUser: user.id)))
     }
 
     /// Step-up: re-verifies a factor on an MFA session and refreshes `auth_time` (the `amr` gains the method).
@@ -183,13 +203,17 @@ public struct SessionService: Sendable {
         let method = AMR.value(for: proof.kind)
         if !updated.amr.contains(method) { updated.amr.append(method) }
         try store.updateSession(updated)
-        try audit.record(AuditEvent(action: "stepup", actor: user.name, subject: user.name, factors: [method],
-                                    details: ["session": rec.id, "address": address]))
+        try audit.record(
+            AuditEvent(
+                action: "stepup", actor: user.name, subject: user.name, factors: [method],
+                details: ["session": rec.id, "address": address]))
         return session(updated, name: user.name, groups: try store.groups(ofUser: user.id))
     }
 
-    private func proveFactor(user: UserRecord, proof: FactorProof, address: String, action: String,
-                             sessionId: String) throws {
+    private func proveFactor(
+        user: UserRecord, proof: FactorProof, address: String, action: String,
+        sessionId: String
+    ) throws {
         if user.locked { throw BrokerError.accountLocked }
         let keys = [Throttle.factorKey(user.id), Throttle.addressKey(address)]
         try throttle.check(keys)
@@ -205,14 +229,18 @@ public struct SessionService: Sendable {
             }
         } catch let e as BrokerError where e == .invalidFactor || e == .factorReplay {
             let counts = try throttle.fail(keys)
-            try audit.record(AuditEvent(action: action, actor: user.name, subject: user.name, result: "failure",
-                                        reason: e.code, factors: [method],
-                                        details: ["session": sessionId, "address": address]))
+            try audit.record(
+                AuditEvent(
+                    action: action, actor: user.name, subject: user.name, result: "failure",
+                    reason: e.code, factors: [method],
+                    details: ["session": sessionId, "address": address]))
             if let n = counts.first, n >= policy.throttle.lockoutAfterFactorFailures {
                 try store.setLocked(userId: user.id, true)
                 try store.deleteSessions(userId: user.id)
-                try audit.record(AuditEvent(action: "lockout", subject: user.name, result: "success",
-                                            reason: "\(n) factor failures", factors: [method]))
+                try audit.record(
+                    AuditEvent(
+                        action: "lockout", subject: user.name, result: "success",
+                        reason: "\(n) factor failures", factors: [method]))
                 throw BrokerError.accountLocked
             }
             throw e
@@ -262,20 +290,25 @@ public struct SessionService: Sendable {
 
     /// Upgrades a pending session to MFA after a first TOTP enrolment was confirmed in it (self-service enrolment by a
     /// user who had no factor yet). Returns the new token.
-    public func upgradeAfterEnrolment(pendingToken: String, method: FactorKind, address: String) throws -> IssuedSession {
+    public func upgradeAfterEnrolment(pendingToken: String, method: FactorKind, address: String) throws -> IssuedSession
+    {
         let (rec, user) = try lookup(pendingToken)
         guard rec.state == .pending else { throw BrokerError.invalidSession }
         let now = clock.now()
         let token = try Self.newToken()
-        let mfa = SessionRecord(id: try Self.newSessionId(), tokenHash: Self.tokenHash(token), userId: user.id,
-                                state: .mfa, amr: [AMR.password, AMR.value(for: method)], authTime: now, createdAt: now,
-                                idleExpiresAt: min(now + policy.idleSeconds, now + policy.absoluteSeconds),
-                                absoluteExpiresAt: now + policy.absoluteSeconds)
+        let mfa = SessionRecord(
+            id: try Self.newSessionId(), tokenHash: Self.tokenHash(token), userId: user.id,
+            state: .mfa, amr: [AMR.password, AMR.value(for: method)], authTime: now, createdAt: now,
+            idleExpiresAt: min(now + policy.idleSeconds, now + policy.absoluteSeconds),
+            absoluteExpiresAt: now + policy.absoluteSeconds)
         try store.deleteSession(id: rec.id)
         try store.insertSession(mfa)
-        try audit.record(AuditEvent(action: "signin", actor: user.name, subject: user.name, factors: mfa.amr,
-                                    details: ["session": mfa.id, "address": address, "via": "enrolment"]))
-        return IssuedSession(token: token, session: session(mfa, name: user.name, groups: try store.groups(ofUser: user.id)))
+        try audit.record(
+            AuditEvent(
+                action: "signin", actor: user.name, subject: user.name, factors: mfa.amr,
+                details: ["session": mfa.id, "address": address, "via": "enrolment"]))
+        return IssuedSession(
+            token: token, session: session(mfa, name: user.name, groups: try store.groups(ofUser: user.id)))
     }
 
     /// Ends the session of `token`.
@@ -283,7 +316,8 @@ public struct SessionService: Sendable {
     public func signOut(token: String) throws {
         let (rec, user) = try lookup(token)
         try store.deleteSession(id: rec.id)
-        try audit.record(AuditEvent(action: "signout", actor: user.name, subject: user.name, details: ["session": rec.id]))
+        try audit.record(
+            AuditEvent(action: "signout", actor: user.name, subject: user.name, details: ["session": rec.id]))
     }
 
     /// Ends every session of a user (admin action).
@@ -294,8 +328,9 @@ public struct SessionService: Sendable {
     }
 
     private func session(_ r: SessionRecord, name: String, groups: [String]) -> Session {
-        Session(id: r.id, userId: r.userId, userName: name, groups: groups, state: r.state, amr: r.amr,
-                authTime: r.authTime, createdAt: r.createdAt, idleExpiresAt: r.idleExpiresAt,
-                absoluteExpiresAt: r.absoluteExpiresAt)
+        Session(
+            id: r.id, userId: r.userId, userName: name, groups: groups, state: r.state, amr: r.amr,
+            authTime: r.authTime, createdAt: r.createdAt, idleExpiresAt: r.idleExpiresAt,
+            absoluteExpiresAt: r.absoluteExpiresAt)
     }
 }

@@ -12,8 +12,10 @@ public struct Throttle: Sendable {
         public var window: Int64
         /// Factor failures (for one user) after which the account is locked until an admin unlocks it.
         public var lockoutAfterFactorFailures: Int
-        public init(freeFailures: Int = 3, baseDelay: Int64 = 2, maxDelay: Int64 = 900, window: Int64 = 3600,
-                    lockoutAfterFactorFailures: Int = 10) {
+        public init(
+            freeFailures: Int = 3, baseDelay: Int64 = 2, maxDelay: Int64 = 900, window: Int64 = 3600,
+            lockoutAfterFactorFailures: Int = 10
+        ) {
             self.freeFailures = freeFailures
             self.baseDelay = baseDelay
             self.maxDelay = maxDelay

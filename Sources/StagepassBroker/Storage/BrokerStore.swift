@@ -10,8 +10,10 @@ public struct UserRecord: Sendable, Hashable, Codable {
     public var locked: Bool
     public var createdAt: Int64
 
-    public init(id: String, name: String, passwordHash: String, disabled: Bool = false, locked: Bool = false,
-                createdAt: Int64) {
+    public init(
+        id: String, name: String, passwordHash: String, disabled: Bool = false, locked: Bool = false,
+        createdAt: Int64
+    ) {
         self.id = id
         self.name = name
         self.passwordHash = passwordHash
@@ -46,8 +48,10 @@ public struct FactorRecord: Sendable, Hashable {
     public var lastUsedStep: Int64?
     public var createdAt: Int64
 
-    public init(id: String, userId: String, kind: FactorKind, state: FactorState, secretBox: [UInt8]?,
-                lastUsedStep: Int64? = nil, createdAt: Int64) {
+    public init(
+        id: String, userId: String, kind: FactorKind, state: FactorState, secretBox: [UInt8]?,
+        lastUsedStep: Int64? = nil, createdAt: Int64
+    ) {
         self.id = id
         self.userId = userId
         self.kind = kind
@@ -86,8 +90,10 @@ public struct SessionRecord: Sendable, Hashable {
     public var idleExpiresAt: Int64
     public var absoluteExpiresAt: Int64
 
-    public init(id: String, tokenHash: [UInt8], userId: String, state: SessionState, amr: [String], authTime: Int64,
-                createdAt: Int64, idleExpiresAt: Int64, absoluteExpiresAt: Int64) {
+    public init(
+        id: String, tokenHash: [UInt8], userId: String, state: SessionState, amr: [String], authTime: Int64,
+        createdAt: Int64, idleExpiresAt: Int64, absoluteExpiresAt: Int64
+    ) {
         self.id = id
         self.tokenHash = tokenHash
         self.userId = userId

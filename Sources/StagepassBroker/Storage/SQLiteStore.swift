@@ -31,69 +31,70 @@ public final class SQLiteStore: BrokerStore {
     public static var migrator: DatabaseMigrator {
         var m = DatabaseMigrator()
         m.registerMigration("v1-accounts-factors-sessions-audit") { db in
-            try db.execute(sql: """
-                CREATE TABLE users (
-                    id TEXT PRIMARY KEY NOT NULL,
-                    name TEXT NOT NULL UNIQUE,
-                    password_hash TEXT NOT NULL,
-                    disabled INTEGER NOT NULL DEFAULT 0,
-                    locked INTEGER NOT NULL DEFAULT 0,
-                    created_at INTEGER NOT NULL
-                );
-                CREATE TABLE groups (
-                    name TEXT PRIMARY KEY NOT NULL
-                );
-                CREATE TABLE memberships (
-                    user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
-                    group_name TEXT NOT NULL REFERENCES groups(name) ON DELETE CASCADE,
-                    PRIMARY KEY (user_id, group_name)
-                );
-                CREATE TABLE factors (
-                    id TEXT PRIMARY KEY NOT NULL,
-                    user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
-                    kind TEXT NOT NULL CHECK (kind IN ('totp','backup','webauthn')),
-                    state TEXT NOT NULL CHECK (state IN ('pending','active')),
-                    secret_box BLOB,
-                    last_used_step INTEGER,
-                    created_at INTEGER NOT NULL
-                );
-                CREATE INDEX factors_user ON factors(user_id);
-                CREATE TABLE backup_codes (
-                    id INTEGER PRIMARY KEY AUTOINCREMENT,
-                    user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
-                    code_hash BLOB NOT NULL,
-                    used_at INTEGER
-                );
-                CREATE INDEX backup_codes_user ON backup_codes(user_id);
-                CREATE TABLE sessions (
-                    id TEXT PRIMARY KEY NOT NULL,
-                    token_hash BLOB NOT NULL UNIQUE,
-                    user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
-                    state TEXT NOT NULL CHECK (state IN ('pending','mfa')),
-                    amr TEXT NOT NULL,
-                    auth_time INTEGER NOT NULL,
-                    created_at INTEGER NOT NULL,
-                    idle_expires_at INTEGER NOT NULL,
-                    absolute_expires_at INTEGER NOT NULL
-                );
-                CREATE INDEX sessions_user ON sessions(user_id);
-                CREATE TABLE throttles (
-                    key TEXT PRIMARY KEY NOT NULL,
-                    failures INTEGER NOT NULL,
-                    last_failure_at INTEGER NOT NULL
-                );
-                CREATE TABLE audit_log (
-                    seq INTEGER PRIMARY KEY NOT NULL,
-                    time INTEGER NOT NULL,
-                    prev_hash TEXT NOT NULL,
-                    event TEXT NOT NULL,
-                    hash TEXT NOT NULL
-                );
-                CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
-                    BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
-                CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
-                    BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
-                """)
+            try db.execute(
+                sql: """
+                    CREATE TABLE users (
+                        id TEXT PRIMARY KEY NOT NULL,
+                        name TEXT NOT NULL UNIQUE,
+                        password_hash TEXT NOT NULL,
+                        disabled INTEGER NOT NULL DEFAULT 0,
+                        locked INTEGER NOT NULL DEFAULT 0,
+                        created_at INTEGER NOT NULL
+                    );
+                    CREATE TABLE groups (
+                        name TEXT PRIMARY KEY NOT NULL
+                    );
+                    CREATE TABLE memberships (
+                        user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+                        group_name TEXT NOT NULL REFERENCES groups(name) ON DELETE CASCADE,
+                        PRIMARY KEY (user_id, group_name)
+                    );
+                    CREATE TABLE factors (
+                        id TEXT PRIMARY KEY NOT NULL,
+                        user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+                        kind TEXT NOT NULL CHECK (kind IN ('totp','backup','webauthn')),
+                        state TEXT NOT NULL CHECK (state IN ('pending','active')),
+                        secret_box BLOB,
+                        last_used_step INTEGER,
+                        created_at INTEGER NOT NULL
+                    );
+                    CREATE INDEX factors_user ON factors(user_id);
+                    CREATE TABLE backup_codes (
+                        id INTEGER PRIMARY KEY AUTOINCREMENT,
+                        user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+                        code_hash BLOB NOT NULL,
+                        used_at INTEGER
+                    );
+                    CREATE INDEX backup_codes_user ON backup_codes(user_id);
+                    CREATE TABLE sessions (
+                        id TEXT PRIMARY KEY NOT NULL,
+                        token_hash BLOB NOT NULL UNIQUE,
+                        user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+                        state TEXT NOT NULL CHECK (state IN ('pending','mfa')),
+                        amr TEXT NOT NULL,
+                        auth_time INTEGER NOT NULL,
+                        created_at INTEGER NOT NULL,
+                        idle_expires_at INTEGER NOT NULL,
+                        absolute_expires_at INTEGER NOT NULL
+                    );
+                    CREATE INDEX sessions_user ON sessions(user_id);
+                    CREATE TABLE throttles (
+                        key TEXT PRIMARY KEY NOT NULL,
+                        failures INTEGER NOT NULL,
+                        last_failure_at INTEGER NOT NULL
+                    );
+                    CREATE TABLE audit_log (
+                        seq INTEGER PRIMARY KEY NOT NULL,
+                        time INTEGER NOT NULL,
+                        prev_hash TEXT NOT NULL,
+                        event TEXT NOT NULL,
+                        hash TEXT NOT NULL
+                    );
+                    CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
+                        BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
+                    CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
+                        BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
+                    """)
         }
         return m
     }
@@ -124,8 +125,9 @@ public final class SQLiteStore: BrokerStore {
     }
 
     private static func user(_ row: Row) -> UserRecord {
-        UserRecord(id: row["id"], name: row["name"], passwordHash: row["password_hash"], disabled: row["disabled"],
-                   locked: row["locked"], createdAt: row["created_at"])
+        UserRecord(
+            id: row["id"], name: row["name"], passwordHash: row["password_hash"], disabled: row["disabled"],
+            locked: row["locked"], createdAt: row["created_at"])
     }
 
     public func user(named name: String) throws -> UserRecord? {
@@ -135,7 +137,9 @@ public final class SQLiteStore: BrokerStore {
     }
 
     public func user(id: String) throws -> UserRecord? {
-        try db.read { db in try Row.fetchOne(db, sql: "SELECT * FROM users WHERE id = ?", arguments: [id]).map(Self.user) }
+        try db.read { db in
+            try Row.fetchOne(db, sql: "SELECT * FROM users WHERE id = ?", arguments: [id]).map(Self.user)
+        }
     }
 
     public func allUsers() throws -> [UserRecord] {
@@ -163,8 +167,9 @@ public final class SQLiteStore: BrokerStore {
 
     public func groups(ofUser userId: String) throws -> [String] {
         try db.read { db in
-            try String.fetchAll(db, sql: "SELECT group_name FROM memberships WHERE user_id = ? ORDER BY group_name",
-                                arguments: [userId])
+            try String.fetchAll(
+                db, sql: "SELECT group_name FROM memberships WHERE user_id = ? ORDER BY group_name",
+                arguments: [userId])
         }
     }
 
@@ -188,8 +193,9 @@ public final class SQLiteStore: BrokerStore {
             return nil
         }
         let box: Data? = row["secret_box"]
-        return FactorRecord(id: row["id"], userId: row["user_id"], kind: kind, state: state, secretBox: box.map { [UInt8]($0) },
-                            lastUsedStep: row["last_used_step"], createdAt: row["created_at"])
+        return FactorRecord(
+            id: row["id"], userId: row["user_id"], kind: kind, state: state, secretBox: box.map { [UInt8]($0) },
+            lastUsedStep: row["last_used_step"], createdAt: row["created_at"])
     }
 
     public func insertFactor(_ f: FactorRecord) throws {
@@ -199,8 +205,10 @@ public final class SQLiteStore: BrokerStore {
                     INSERT INTO factors (id, user_id, kind, state, secret_box, last_used_step, created_at)
                     VALUES (?, ?, ?, ?, ?, ?, ?)
                     """,
-                arguments: [f.id, f.userId, f.kind.rawValue, f.state.rawValue, f.secretBox.map { Data($0) },
-                            f.lastUsedStep, f.createdAt])
+                arguments: [
+                    f.id, f.userId, f.kind.rawValue, f.state.rawValue, f.secretBox.map { Data($0) },
+                    f.lastUsedStep, f.createdAt,
+                ])
         }
     }
 
@@ -212,8 +220,10 @@ public final class SQLiteStore: BrokerStore {
 
     public func factors(ofUser userId: String) throws -> [FactorRecord] {
         try db.read { db in
-            try Row.fetchAll(db, sql: "SELECT * FROM factors WHERE user_id = ? ORDER BY created_at, id",
-                             arguments: [userId]).compactMap(Self.factor)
+            try Row.fetchAll(
+                db, sql: "SELECT * FROM factors WHERE user_id = ? ORDER BY created_at, id",
+                arguments: [userId]
+            ).compactMap(Self.factor)
         }
     }
 
@@ -237,8 +247,9 @@ public final class SQLiteStore: BrokerStore {
 
     public func deletePendingFactors(userId: String, kind: FactorKind) throws {
         try db.write { db in
-            try db.execute(sql: "DELETE FROM factors WHERE user_id = ? AND kind = ? AND state = 'pending'",
-                           arguments: [userId, kind.rawValue])
+            try db.execute(
+                sql: "DELETE FROM factors WHERE user_id = ? AND kind = ? AND state = 'pending'",
+                arguments: [userId, kind.rawValue])
         }
     }
 
@@ -269,25 +280,30 @@ public final class SQLiteStore: BrokerStore {
         try db.write { db in
             try db.execute(sql: "DELETE FROM backup_codes WHERE user_id = ?", arguments: [userId])
             for h in hashes {
-                try db.execute(sql: "INSERT INTO backup_codes (user_id, code_hash) VALUES (?, ?)",
-                               arguments: [userId, Data(h)])
+                try db.execute(
+                    sql: "INSERT INTO backup_codes (user_id, code_hash) VALUES (?, ?)",
+                    arguments: [userId, Data(h)])
             }
         }
     }
 
     public func unusedBackupCodes(userId: String) throws -> [BackupCodeRecord] {
         try db.read { db in
-            try Row.fetchAll(db, sql: "SELECT * FROM backup_codes WHERE user_id = ? AND used_at IS NULL ORDER BY id",
-                             arguments: [userId]).map { row in
+            try Row.fetchAll(
+                db, sql: "SELECT * FROM backup_codes WHERE user_id = ? AND used_at IS NULL ORDER BY id",
+                arguments: [userId]
+            ).map { row in
                 let h: Data = row["code_hash"]
-                return BackupCodeRecord(id: row["id"], userId: row["user_id"], codeHash: [UInt8](h), usedAt: row["used_at"])
+                return BackupCodeRecord(
+                    id: row["id"], userId: row["user_id"], codeHash: [UInt8](h), usedAt: row["used_at"])
             }
         }
     }
 
     public func consumeBackupCode(id: Int64, at: Int64) throws -> Bool {
         try db.write { db in
-            try db.execute(sql: "UPDATE backup_codes SET used_at = ? WHERE id = ? AND used_at IS NULL", arguments: [at, id])
+            try db.execute(
+                sql: "UPDATE backup_codes SET used_at = ? WHERE id = ? AND used_at IS NULL", arguments: [at, id])
             return db.changesCount == 1
         }
     }
@@ -299,9 +315,10 @@ public final class SQLiteStore: BrokerStore {
         let amrJSON: String = row["amr"]
         let amr = (try? JSONDecoder().decode([String].self, from: Data(amrJSON.utf8))) ?? []
         let th: Data = row["token_hash"]
-        return SessionRecord(id: row["id"], tokenHash: [UInt8](th), userId: row["user_id"], state: state, amr: amr,
-                             authTime: row["auth_time"], createdAt: row["created_at"],
-                             idleExpiresAt: row["idle_expires_at"], absoluteExpiresAt: row["absolute_expires_at"])
+        return SessionRecord(
+            id: row["id"], tokenHash: [UInt8](th), userId: row["user_id"], state: state, amr: amr,
+            authTime: row["auth_time"], createdAt: row["created_at"],
+            idleExpiresAt: row["idle_expires_at"], absoluteExpiresAt: row["absolute_expires_at"])
     }
 
     private static func amrJSON(_ amr: [String]) throws -> String {
@@ -316,8 +333,10 @@ public final class SQLiteStore: BrokerStore {
                                           idle_expires_at, absolute_expires_at)
                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
                     """,
-                arguments: [s.id, Data(s.tokenHash), s.userId, s.state.rawValue, try Self.amrJSON(s.amr), s.authTime,
-                            s.createdAt, s.idleExpiresAt, s.absoluteExpiresAt])
+                arguments: [
+                    s.id, Data(s.tokenHash), s.userId, s.state.rawValue, try Self.amrJSON(s.amr), s.authTime,
+                    s.createdAt, s.idleExpiresAt, s.absoluteExpiresAt,
+                ])
         }
     }
 
@@ -342,8 +361,10 @@ public final class SQLiteStore: BrokerStore {
                                         absolute_expires_at = ?
                     WHERE id = ?
                     """,
-                arguments: [Data(s.tokenHash), s.state.rawValue, try Self.amrJSON(s.amr), s.authTime, s.idleExpiresAt,
-                            s.absoluteExpiresAt, s.id])
+                arguments: [
+                    Data(s.tokenHash), s.state.rawValue, try Self.amrJSON(s.amr), s.authTime, s.idleExpiresAt,
+                    s.absoluteExpiresAt, s.id,
+                ])
             if db.changesCount == 0 { throw StoreError.notFound("no such session") }
         }
     }
@@ -358,8 +379,9 @@ public final class SQLiteStore: BrokerStore {
 
     public func deleteExpiredSessions(now: Int64) throws -> Int {
         try db.write { db in
-            try db.execute(sql: "DELETE FROM sessions WHERE idle_expires_at <= ? OR absolute_expires_at <= ?",
-                           arguments: [now, now])
+            try db.execute(
+                sql: "DELETE FROM sessions WHERE idle_expires_at <= ? OR absolute_expires_at <= ?",
+                arguments: [now, now])
             return db.changesCount
         }
     }
@@ -399,16 +421,19 @@ public final class SQLiteStore: BrokerStore {
         try db.write { db in
             let last = try Row.fetchOne(db, sql: "SELECT * FROM audit_log ORDER BY seq DESC LIMIT 1").map(Self.auditRow)
             let row = try chain(last)
-            try db.execute(sql: "INSERT INTO audit_log (seq, time, prev_hash, event, hash) VALUES (?, ?, ?, ?, ?)",
-                           arguments: [row.seq, row.time, row.prevHash, row.event, row.hash])
+            try db.execute(
+                sql: "INSERT INTO audit_log (seq, time, prev_hash, event, hash) VALUES (?, ?, ?, ?, ?)",
+                arguments: [row.seq, row.time, row.prevHash, row.event, row.hash])
             return row
         }
     }
 
     public func auditRows(after seq: Int64, limit: Int) throws -> [AuditRow] {
         try db.read { db in
-            try Row.fetchAll(db, sql: "SELECT * FROM audit_log WHERE seq > ? ORDER BY seq LIMIT ?", arguments: [seq, limit])
-                .map(Self.auditRow)
+            try Row.fetchAll(
+                db, sql: "SELECT * FROM audit_log WHERE seq > ? ORDER BY seq LIMIT ?", arguments: [seq, limit]
+            )
+            .map(Self.auditRow)
         }
     }
 

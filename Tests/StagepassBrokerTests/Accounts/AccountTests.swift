@@ -1,4 +1,5 @@
 import Testing
+
 @testable import StagepassBroker
 
 @Suite struct PasswordHasherTests {
@@ -48,7 +49,9 @@ import Testing
 
     @Test func shortPasswordAndDuplicateNameAreRejected() throws {
         let f = try Fixture()
-        #expect(throws: BrokerError.invalidRequest) { try f.accounts.add(name: "bob", password: "short", actor: "root") }
+        #expect(throws: BrokerError.invalidRequest) {
+            try f.accounts.add(name: "bob", password: "short", actor: "root")
+        }
         try f.accounts.add(name: "bob", password: "a long enough password", actor: "root")
         #expect(throws: BrokerError.conflict) {
             try f.accounts.add(name: "bob", password: "another long password", actor: "root")

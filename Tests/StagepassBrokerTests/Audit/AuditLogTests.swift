@@ -1,4 +1,5 @@
 import Testing
+
 @testable import StagepassBroker
 
 @Suite struct AuditLogTests {
@@ -18,7 +19,9 @@ import Testing
         var lines: [String] = []
         try log.export { lines.append($0) }
         #expect(lines.count == 5)
-        #expect(lines[0].hasPrefix("{\"event\":{\"action\":\"test\",\"actor\":\"root\",\"details\":{},\"factors\":[\"pwd\",\"otp\"]"))
+        #expect(
+            lines[0].hasPrefix(
+                "{\"event\":{\"action\":\"test\",\"actor\":\"root\",\"details\":{},\"factors\":[\"pwd\",\"otp\"]"))
         #expect(lines[0].contains("\"prev_hash\":\"\(HashChainAuditLog.genesis)\""))
         #expect(try log.events().map(\.subject) == ["u1", "u2", "u3", "u4", "u5"])
     }

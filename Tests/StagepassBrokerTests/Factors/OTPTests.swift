@@ -1,6 +1,7 @@
 import Foundation
 import StagepassJOSE
 import Testing
+
 @testable import StagepassBroker
 
 private struct TOTPFile: Decodable {
@@ -37,7 +38,8 @@ private struct HOTPFile: Decodable {
         let sha1 = file.vectors.filter { $0.mode == "SHA1" }
         #expect(sha1.count == 6)
         for row in sha1 {
-            #expect(OTP.totp(secret: Array("12345678901234567890".utf8), unixTime: row.unix_time, digits: 8) == row.totp_8)
+            #expect(
+                OTP.totp(secret: Array("12345678901234567890".utf8), unixTime: row.unix_time, digits: 8) == row.totp_8)
         }
     }
 
@@ -61,7 +63,8 @@ private struct HOTPFile: Decodable {
 
     @Test func otpauthURIFormat() {
         let uri = OTP.otpauthURI(secret: Array("12345678901234567890".utf8), account: "alice")
-        #expect(uri == "otpauth://totp/Stagepass:alice?secret=GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ&issuer=Stagepass"
+        #expect(
+            uri == "otpauth://totp/Stagepass:alice?secret=GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ&issuer=Stagepass"
                 + "&algorithm=SHA1&digits=6&period=30")
     }
 }
@@ -87,9 +90,15 @@ private struct HOTPFile: Decodable {
         let e = try factors.enrolTOTP(userName: "alice", actor: "alice")
         #expect(e.uri.hasPrefix("otpauth://totp/Stagepass:alice?secret=\(e.secret)&issuer=Stagepass"))
         #expect(try factors.list(userId: alice.id).map(\.state) == [.pending])
-        #expect(throws: BrokerError.noFactor) { try factors.verifyTOTP(userId: alice.id, code: code(e), allowPending: false) }
-        #expect(throws: BrokerError.invalidFactor) { try factors.confirmTOTP(userId: alice.id, code: "000000", actor: "alice") }
-        #expect(throws: BrokerError.invalidRequest) { try factors.confirmTOTP(userId: alice.id, code: "12345", actor: "alice") }
+        #expect(throws: BrokerError.noFactor) {
+            try factors.verifyTOTP(userId: alice.id, code: code(e), allowPending: false)
+        }
+        #expect(throws: BrokerError.invalidFactor) {
+            try factors.confirmTOTP(userId: alice.id, code: "000000", actor: "alice")
+        }
+        #expect(throws: BrokerError.invalidRequest) {
+            try factors.confirmTOTP(userId: alice.id, code: "12345", actor: "alice")
+        }
         #expect(try factors.list(userId: alice.id).map(\.state) == [.pending])
         try factors.confirmTOTP(userId: alice.id, code: code(e), actor: "alice")
         #expect(try factors.list(userId: alice.id).map(\.state) == [.active])
@@ -135,7 +144,9 @@ private struct HOTPFile: Decodable {
             try factors.verifyTOTP(userId: try f.accounts.get("bob").id, code: code(e2), allowPending: true)
         }
         let before = try f.store.factors(kind: .totp).map(\.secretBox)
-        #expect(throws: BrokerError.masterKey) { try factors.rotateMasterKey(to: try MasterKey.generate(), actor: "root") }
+        #expect(throws: BrokerError.masterKey) {
+            try factors.rotateMasterKey(to: try MasterKey.generate(), actor: "root")
+        }
         #expect(try f.store.factors(kind: .totp).map(\.secretBox) == before)
     }
 

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+
 @testable import StagepassBroker
 
 @Suite struct QRCodeTests {
@@ -16,7 +17,8 @@ import Testing
     }
 
     @Test func otpauthURIFitsAndHasFunctionPatterns() throws {
-        let uri = "otpauth://totp/Stagepass:alice?secret=GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ&issuer=Stagepass"
+        let uri =
+            "otpauth://totp/Stagepass:alice?secret=GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ&issuer=Stagepass"
             + "&algorithm=SHA1&digits=6&period=30"
         let qr = try QRCode.encode(Array(uri.utf8))
         #expect(qr.errorCorrection == .medium)
@@ -40,8 +42,10 @@ import Testing
     @Test func decodesWithZbarWhenAvailable() throws {
         let zbar = "/usr/bin/zbarimg"
         guard FileManager.default.isExecutableFile(atPath: zbar) else { return }
-        for payload in ["otpauth://totp/Stagepass:alice?secret=GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ&issuer=Stagepass"
-                        + "&algorithm=SHA1&digits=6&period=30", "x", String(repeating: "stagepass-", count: 17)] {
+        for payload in [
+            "otpauth://totp/Stagepass:alice?secret=GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ&issuer=Stagepass"
+                + "&algorithm=SHA1&digits=6&period=30", "x", String(repeating: "stagepass-", count: 17),
+        ] {
             let qr = try QRCode.encode(Array(payload.utf8))
             let path = FileManager.default.temporaryDirectory.appendingPathComponent("qr-\(UUID().uuidString).pbm")
             try qr.pbm().write(to: path, atomically: true, encoding: .ascii)

@@ -1,5 +1,6 @@
 import StagepassJOSE
 import Testing
+
 @testable import StagepassBroker
 
 /// A broker wired on an in-memory store with the hash-chained audit log and a manual clock.
@@ -15,8 +16,9 @@ struct Broker {
         log = HashChainAuditLog(store: f.store, clock: f.manual.clock)
         accounts = AccountService(store: f.store, hasher: f.hasher, clock: f.manual.clock, audit: log)
         factors = FactorService(store: f.store, masterKey: try MasterKey.generate(), clock: f.manual.clock, audit: log)
-        sessions = SessionService(store: f.store, hasher: f.hasher, factors: factors, policy: policy,
-                                  clock: f.manual.clock, audit: log)
+        sessions = SessionService(
+            store: f.store, hasher: f.hasher, factors: factors, policy: policy,
+            clock: f.manual.clock, audit: log)
     }
 
     /// Adds a user with an active TOTP factor; returns its secret.
@@ -42,7 +44,8 @@ struct Broker {
         #expect(step1.allowedFactors == [.totp])
         #expect(step1.session.state == .pending)
         #expect(throws: BrokerError.mfaRequired) { try b.sessions.requireMFA(token: step1.token) }
-        let mfa = try b.sessions.completeFactor(pendingToken: step1.token, proof: .totp(b.code(secret)), address: "10.0.0.1")
+        let mfa = try b.sessions.completeFactor(
+            pendingToken: step1.token, proof: .totp(b.code(secret)), address: "10.0.0.1")
         #expect(mfa.token.hasPrefix("sps_") && mfa.token.count == 4 + 43)
         let s = try b.sessions.requireMFA(token: mfa.token)
         #expect(s.amr == ["pwd", "otp"])
@@ -216,8 +219,9 @@ struct Broker {
         let mfa = try b.sessions.completeFactor(pendingToken: p.token, proof: .totp(b.code(secret)), address: "a")
         b.f.manual.advance(120)
         #expect(throws: BrokerError.invalidFactor) {  // the sign-in code, four steps later: outside the window
-            try b.sessions.stepUp(token: mfa.token, proof: .totp(OTP.totp(secret: secret, unixTime: b.f.manual.clock.now() - 120)),
-                                  address: "a")
+            try b.sessions.stepUp(
+                token: mfa.token, proof: .totp(OTP.totp(secret: secret, unixTime: b.f.manual.clock.now() - 120)),
+                address: "a")
         }
         let s = try b.sessions.stepUp(token: mfa.token, proof: .backupCode(codes[0]), address: "a")
         #expect(s.authTime == b.f.manual.clock.now())
@@ -232,12 +236,13 @@ struct Broker {
     }
 
     @Test func policyExemptionIsExplicitAndFactorsNarrowPerGroup() async throws {
-        let policy = try AuthPolicy.load(yaml: """
-            mfa:
-              exempt_groups: [robots]
-              group_factors:
-                admins: [totp]
-            """)
+        let policy = try AuthPolicy.load(
+            yaml: """
+                mfa:
+                  exempt_groups: [robots]
+                  group_factors:
+                    admins: [totp]
+                """)
         #expect(policy.requiresMFA(groups: []))
         #expect(policy.requiresMFA(groups: ["robots", "admins"]))
         #expect(!policy.requiresMFA(groups: ["robots"]))
@@ -262,7 +267,6 @@ struct Broker {
     }
 }
 
-
 @Suite struct EnumerationTimingTests {
     /// With the production Argon2id parameters, an unknown user costs about as much as a wrong password (both run one
     /// Argon2id verification). Medians of several runs; generous bounds because the machine is shared.
@@ -275,10 +279,12 @@ struct Broker {
         try accounts.add(name: "alice", password: "a long enough password", actor: "root")
         var policy = AuthPolicy.default
         policy.throttle.freeFailures = 1000
-        let sessions = SessionService(store: store, hasher: hasher,
-                                      factors: FactorService(store: store, masterKey: try MasterKey.generate(),
-                                                             clock: clock.clock, audit: audit),
-                                      policy: policy, clock: clock.clock, audit: audit)
+        let sessions = SessionService(
+            store: store, hasher: hasher,
+            factors: FactorService(
+                store: store, masterKey: try MasterKey.generate(),
+                clock: clock.clock, audit: audit),
+            policy: policy, clock: clock.clock, audit: audit)
         func time(_ name: String) async -> Duration {
             let start = ContinuousClock.now
             _ = try? await sessions.signIn(name: name, password: "wrong password!!", address: "t")

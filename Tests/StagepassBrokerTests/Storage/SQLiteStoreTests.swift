@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+
 @testable import StagepassBroker
 
 @Suite struct SQLiteStoreTests {
@@ -26,7 +27,8 @@ import Testing
     @Test func totpStepClaimIsCompareAndSet() throws {
         let s = try SQLiteStore()
         try s.insertUser(UserRecord(id: "u1", name: "alice", passwordHash: "x", createdAt: 1), groups: [])
-        try s.insertFactor(FactorRecord(id: "f1", userId: "u1", kind: .totp, state: .active, secretBox: [1], createdAt: 0))
+        try s.insertFactor(
+            FactorRecord(id: "f1", userId: "u1", kind: .totp, state: .active, secretBox: [1], createdAt: 0))
         #expect(try s.claimTOTPStep(factorId: "f1", step: 10))
         #expect(try !s.claimTOTPStep(factorId: "f1", step: 10))
         #expect(try !s.claimTOTPStep(factorId: "f1", step: 9))
