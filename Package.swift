@@ -92,6 +92,7 @@ let package = Package(
             dependencies: [
                 "StagepassHTTP", "StagepassBroker", "StagepassVerify",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "Yams", package: "Yams"),  // issue 4: reads Specs/openapi.yaml in the conformance test
             ],
             swiftSettings: upcoming
         ),

@@ -15,6 +15,7 @@ struct Stagepass: AsyncParsableCommand {
             // issue 3 (keys):
             KeysCommand.self,
             // issue 4 (humans):
+            Serve.self, Users.self, Factors.self, Login.self, Logout.self, Audit.self,
         ]
     )
 

@@ -1,0 +1,134 @@
+import StagepassJOSE
+
+/// A user as other components see it: no password hash.
+public struct User: Sendable, Hashable, Codable {
+    public var id: String
+    public var name: String
+    public var groups: [String]
+    public var disabled: Bool
+    public var locked: Bool
+    public var createdAt: Int64
+}
+
+/// Accounts and groups: add, list, disable, enable, unlock, change groups and passwords. Every change is audited.
+///
+/// ```swift
+/// let accounts = AccountService(store: store, hasher: try PasswordHasher(), clock: .system, audit: log)
+/// let alice = try accounts.add(name: "alice", password: "…", groups: ["deployers"], actor: "admin")
+/// ```
+public struct AccountService: Sendable {
+    public let store: any BrokerStore
+    public let hasher: PasswordHasher
+    public let clock: BrokerClock
+    public let audit: any AuditSink
+
+    /// Minimum password length (NIST SP 800-63B §3.1.1.2: at least 8; we ask for 12 since there is no blocklist yet).
+    public static let minimumPasswordLength = 12
+    /// Upper bound so that hashing cost cannot be driven by input size.
+    public static let maximumPasswordLength = 1024
+
+    public init(store: any BrokerStore, hasher: PasswordHasher, clock: BrokerClock, audit: any AuditSink) {
+        self.store = store
+        self.hasher = hasher
+        self.clock = clock
+        self.audit = audit
+    }
+
+    /// User and group names: 1–64 of `a-z 0-9 . _ -`, starting with a letter or digit.
+    public static func isValidName(_ s: String) -> Bool {
+        guard let first = s.utf8.first, s.utf8.count <= 64 else { return false }
+        func ok(_ c: UInt8) -> Bool { (c >= 97 && c <= 122) || (c >= 48 && c <= 57) }
+        return ok(first) && s.utf8.allSatisfy { ok($0) || $0 == 46 || $0 == 95 || $0 == 45 }
+    }
+
+    static func validatePassword(_ p: String) throws {
+        let n = p.count
+        guard n >= minimumPasswordLength else {
+            throw BrokerError.invalidRequest("the password needs at least \(minimumPasswordLength) characters")
+        }
+        guard p.utf8.count <= maximumPasswordLength else {
+            throw BrokerError.invalidRequest("the password is too long")
+        }
+    }
+
+    /// Creates a user with an Argon2id password hash.
+    /// - Throws: ``BrokerError/invalidRequest(_:)`` for a bad name, group or password (nothing is stored),
+    ///   ``BrokerError/conflict(_:)`` if the name is taken.
+    @discardableResult
+    public func add(name: String, password: String, groups: [String] = [], actor: String) throws -> User {
+        guard Self.isValidName(name) else {
+            throw BrokerError.invalidRequest(
+                "user names are 1-64 characters of a-z 0-9 . _ - (starting with a-z or 0-9)")
+        }
+        for g in groups where !Self.isValidName(g) { throw BrokerError.invalidRequest("bad group name '\(g)'") }
+        try Self.validatePassword(password)
+        let id = "u_" + Base64URL.encode(try Crypto.randomBytes(12))
+        let record = UserRecord(id: id, name: name, passwordHash: try hasher.hash(password), createdAt: clock.now())
+        do {
+            try store.insertUser(record, groups: groups)
+        } catch let e as StoreError where e == .conflict {
+            throw BrokerError.conflict("a user named \(name) already exists")
+        }
+        try audit.record(
+            AuditEvent(
+                action: "user.add", actor: actor, subject: name,
+                details: ["groups": groups.sorted().joined(separator: ",")]))
+        return try get(name)
+    }
+
+    /// The user named `name`, with groups.
+    /// - Throws: ``BrokerError/notFound(_:)``.
+    public func get(_ name: String) throws -> User {
+        guard let r = try store.user(named: name) else { throw BrokerError.notFound("no user named \(name)") }
+        return try user(r)
+    }
+
+    func user(_ r: UserRecord) throws -> User {
+        User(
+            id: r.id, name: r.name, groups: try store.groups(ofUser: r.id), disabled: r.disabled, locked: r.locked,
+            createdAt: r.createdAt)
+    }
+
+    /// Every user, sorted by name.
+    public func list() throws -> [User] { try store.allUsers().map(user) }
+
+    /// Disables (or re-enables) an account and ends its sessions.
+    public func setDisabled(_ name: String, _ disabled: Bool, actor: String) throws {
+        let u = try get(name)
+        try store.setDisabled(userId: u.id, disabled)
+        if disabled { try store.deleteSessions(userId: u.id) }
+        try audit.record(AuditEvent(action: disabled ? "user.disable" : "user.enable", actor: actor, subject: name))
+    }
+
+    /// Clears a factor lockout and the user's throttle counters.
+    public func unlock(_ name: String, actor: String) throws {
+        let u = try get(name)
+        try store.setLocked(userId: u.id, false)
+        try store.clearThrottle(key: Throttle.factorKey(u.id))
+        try store.clearThrottle(key: Throttle.accountKey(name))
+        try audit.record(AuditEvent(action: "user.unlock", actor: actor, subject: name))
+    }
+
+    /// Replaces the user's groups.
+    public func setGroups(_ name: String, _ groups: [String], actor: String) throws {
+        for g in groups where !Self.isValidName(g) { throw BrokerError.invalidRequest("bad group name '\(g)'") }
+        let u = try get(name)
+        try store.setGroups(userId: u.id, groups)
+        try audit.record(
+            AuditEvent(
+                action: "user.groups", actor: actor, subject: name,
+                details: ["groups": groups.sorted().joined(separator: ",")]))
+    }
+
+    /// Sets a new password (ends the user's sessions).
+    public func setPassword(_ name: String, _ password: String, actor: String) throws {
+        try Self.validatePassword(password)
+        let u = try get(name)
+        try store.setPasswordHash(userId: u.id, try hasher.hash(password))
+        try store.deleteSessions(userId: u.id)
+        try audit.record(AuditEvent(action: "user.password", actor: actor, subject: name))
+    }
+
+    /// Every group that has at least one member or was ever assigned.
+    public func groups() throws -> [String] { try store.allGroups() }
+}

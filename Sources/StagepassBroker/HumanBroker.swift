@@ -1,0 +1,89 @@
+import Foundation
+import StagepassJOSE
+
+/// Everything the human-facing broker needs, wired once: store, audit log, accounts, factors and sessions.
+///
+/// ```swift
+/// let broker = try HumanBroker.open(dataDirectory: ".stagepass")
+/// if let first = try broker.bootstrapIfEmpty() { print(first.password, first.enrolment.uri) }
+/// let s = try broker.sessions.requireMFA(token: bearer)
+/// ```
+public struct HumanBroker: Sendable {
+    public let store: any BrokerStore
+    public let audit: HashChainAuditLog
+    public let accounts: AccountService
+    public let factors: FactorService
+    public let sessions: SessionService
+    public let policy: AuthPolicy
+    public let clock: BrokerClock
+
+    public init(
+        store: any BrokerStore, masterKey: MasterKey, policy: AuthPolicy = .default,
+        hasher: PasswordHasher, clock: BrokerClock = .system, issuer: String = "Stagepass"
+    ) {
+        self.store = store
+        self.policy = policy
+        self.clock = clock
+        audit = HashChainAuditLog(store: store, clock: clock)
+        accounts = AccountService(store: store, hasher: hasher, clock: clock, audit: audit)
+        factors = FactorService(store: store, masterKey: masterKey, clock: clock, audit: audit, issuer: issuer)
+        sessions = SessionService(
+            store: store, hasher: hasher, factors: factors, policy: policy, clock: clock,
+            audit: audit)
+    }
+
+    /// The database file inside a data directory.
+    public static func databasePath(_ dir: String) -> String {
+        (dir as NSString).appendingPathComponent("broker.sqlite")
+    }
+    /// The master key file inside a data directory (used when `STAGEPASS_MASTER_KEY` is not set).
+    public static func masterKeyPath(_ dir: String) -> String { (dir as NSString).appendingPathComponent("master.key") }
+
+    /// Opens (creating, mode 0700) a data directory: the SQLite database, and the master key from
+    /// `STAGEPASS_MASTER_KEY` or `DIR/master.key`, generating the file (mode 0600) on first use.
+    /// - Throws: ``BrokerError/masterKey(_:)``, or a database error.
+    public static func open(
+        dataDirectory dir: String, policy: AuthPolicy = .default,
+        hasherParameters: PasswordHasher.Parameters = .owasp, clock: BrokerClock = .system,
+        environment: [String: String] = ProcessInfo.processInfo.environment
+    ) throws -> HumanBroker {
+        let fm = FileManager.default
+        if !fm.fileExists(atPath: dir) {
+            try fm.createDirectory(
+                atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        }
+        let keyFile = masterKeyPath(dir)
+        var key = try MasterKey.load(environment: environment, keyFile: keyFile)
+        if key == nil {
+            let fresh = try MasterKey.generate()
+            guard
+                fm.createFile(
+                    atPath: keyFile, contents: Data((fresh.base64url + "\n").utf8),
+                    attributes: [.posixPermissions: 0o600])
+            else { throw BrokerError.masterKey("cannot write \(keyFile)") }
+            key = fresh
+        }
+        guard let key else { throw BrokerError.masterKey("no master key") }
+        let store = try SQLiteStore(path: databasePath(dir))
+        return HumanBroker(
+            store: store, masterKey: key, policy: policy,
+            hasher: try PasswordHasher(parameters: hasherParameters), clock: clock)
+    }
+
+    /// What the first start prints, once.
+    public struct Bootstrap: Sendable {
+        public var userName: String
+        public var password: String
+        public var enrolment: TOTPEnrolment
+    }
+
+    /// On an empty database, creates the `admin` account (group `admins`) with a random password and a pending TOTP
+    /// factor (activated by the first correct code at sign-in). Returns nil when any user exists.
+    public func bootstrapIfEmpty(adminName: String = "admin") throws -> Bootstrap? {
+        guard try store.allUsers().isEmpty else { return nil }
+        let password = Base64URL.encode(try Crypto.randomBytes(18))
+        try accounts.add(name: adminName, password: password, groups: ["admins"], actor: "bootstrap")
+        let enrolment = try factors.enrolTOTP(userName: adminName, actor: "bootstrap")
+        return Bootstrap(userName: adminName, password: password, enrolment: enrolment)
+    }
+}

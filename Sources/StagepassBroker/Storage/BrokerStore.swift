@@ -1,0 +1,221 @@
+import Foundation
+
+/// A stored user account. `passwordHash` is an Argon2id PHC string (never the password).
+public struct UserRecord: Sendable, Hashable, Codable {
+    public var id: String
+    public var name: String
+    public var passwordHash: String
+    public var disabled: Bool
+    /// Set after too many factor failures; only an admin clears it (``AccountService/unlock(_:actor:)``).
+    public var locked: Bool
+    public var createdAt: Int64
+
+    public init(
+        id: String, name: String, passwordHash: String, disabled: Bool = false, locked: Bool = false,
+        createdAt: Int64
+    ) {
+        self.id = id
+        self.name = name
+        self.passwordHash = passwordHash
+        self.disabled = disabled
+        self.locked = locked
+        self.createdAt = createdAt
+    }
+}
+
+/// Kinds of second factor. `webauthn` is reserved so the schema and policy are ready for it (a later issue).
+public enum FactorKind: String, Sendable, Hashable, Codable, CaseIterable {
+    case totp
+    case backup
+    case webauthn
+}
+
+/// A factor is `pending` from enrolment until its first correct use, then `active`.
+public enum FactorState: String, Sendable, Hashable, Codable {
+    case pending
+    case active
+}
+
+/// A stored second factor. `secretBox` is the AES-256-GCM box of the secret (TOTP seed; WebAuthn public key later),
+/// sealed under the master key with the factor id as additional authenticated data.
+public struct FactorRecord: Sendable, Hashable {
+    public var id: String
+    public var userId: String
+    public var kind: FactorKind
+    public var state: FactorState
+    public var secretBox: [UInt8]?
+    /// The last TOTP time step accepted (RFC 6238 §5.2: a code is accepted once).
+    public var lastUsedStep: Int64?
+    public var createdAt: Int64
+
+    public init(
+        id: String, userId: String, kind: FactorKind, state: FactorState, secretBox: [UInt8]?,
+        lastUsedStep: Int64? = nil, createdAt: Int64
+    ) {
+        self.id = id
+        self.userId = userId
+        self.kind = kind
+        self.state = state
+        self.secretBox = secretBox
+        self.lastUsedStep = lastUsedStep
+        self.createdAt = createdAt
+    }
+}
+
+/// One stored backup code: only its hash is kept.
+public struct BackupCodeRecord: Sendable, Hashable {
+    public var id: Int64
+    public var userId: String
+    public var codeHash: [UInt8]
+    public var usedAt: Int64?
+}
+
+/// Session states: `pending` proved the password and still needs a factor; `mfa` is fully signed in.
+public enum SessionState: String, Sendable, Hashable, Codable {
+    case pending
+    case mfa
+}
+
+/// A stored session. The bearer token itself is never stored, only its SHA-256.
+public struct SessionRecord: Sendable, Hashable {
+    public var id: String
+    public var tokenHash: [UInt8]
+    public var userId: String
+    public var state: SessionState
+    /// Authentication methods references (RFC 8176 §2 values, see ``AMR``).
+    public var amr: [String]
+    /// When the user last proved a factor (OpenID Connect Core §2 `auth_time`), unix seconds.
+    public var authTime: Int64
+    public var createdAt: Int64
+    public var idleExpiresAt: Int64
+    public var absoluteExpiresAt: Int64
+
+    public init(
+        id: String, tokenHash: [UInt8], userId: String, state: SessionState, amr: [String], authTime: Int64,
+        createdAt: Int64, idleExpiresAt: Int64, absoluteExpiresAt: Int64
+    ) {
+        self.id = id
+        self.tokenHash = tokenHash
+        self.userId = userId
+        self.state = state
+        self.amr = amr
+        self.authTime = authTime
+        self.createdAt = createdAt
+        self.idleExpiresAt = idleExpiresAt
+        self.absoluteExpiresAt = absoluteExpiresAt
+    }
+}
+
+/// A throttle counter, keyed by e.g. `acct:alice`, `addr:10.0.0.1`, `factor:<user id>`.
+public struct ThrottleRecord: Sendable, Hashable {
+    public var key: String
+    public var failures: Int
+    public var lastFailureAt: Int64
+
+    public init(key: String, failures: Int, lastFailureAt: Int64) {
+        self.key = key
+        self.failures = failures
+        self.lastFailureAt = lastFailureAt
+    }
+}
+
+/// One chained audit record as stored (see ``HashChainAuditLog``).
+public struct AuditRow: Sendable, Hashable {
+    public var seq: Int64
+    public var time: Int64
+    /// Hex SHA-256 of the previous record (64 zeros for the first).
+    public var prevHash: String
+    /// The canonical JSON of the ``AuditEvent``.
+    public var event: String
+    /// Hex SHA-256(prevHash bytes || canonical record).
+    public var hash: String
+
+    public init(seq: Int64, time: Int64, prevHash: String, event: String, hash: String) {
+        self.seq = seq
+        self.time = time
+        self.prevHash = prevHash
+        self.event = event
+        self.hash = hash
+    }
+}
+
+/// Storage errors with stable codes.
+public struct StoreError: Error, Sendable, Hashable, CustomStringConvertible {
+    private enum Code: String, Sendable { case conflict, notFound = "not_found", backend }
+    private let _code: Code
+    public let detail: String
+    private init(_ c: Code, _ d: String) { _code = c; detail = d }
+    public var code: String { _code.rawValue }
+    public var description: String { "\(code): \(detail)" }
+    public static func == (l: StoreError, r: StoreError) -> Bool { l._code == r._code }
+    public func hash(into h: inout Hasher) { h.combine(_code) }
+    /// A unique name or id already exists.
+    public static func conflict(_ d: String) -> StoreError { .init(.conflict, d) }
+    public static func notFound(_ d: String) -> StoreError { .init(.notFound, d) }
+    public static func backend(_ d: String) -> StoreError { .init(.backend, d) }
+    public static let conflict = StoreError(.conflict, "")
+    public static let notFound = StoreError(.notFound, "")
+}
+
+/// The broker's storage, in domain terms, so that a PostgreSQL backend can follow without touching broker logic.
+///
+/// Operations that guard a security decision are single atomic statements (compare-and-set), never
+/// read-then-write in the caller: ``claimTOTPStep(factorId:step:)``, ``consumeBackupCode(id:at:)``,
+/// ``appendAudit(time:event:chain:)``. Every method throws ``StoreError`` (or the backend's error).
+public protocol BrokerStore: Sendable {
+    // MARK: users and groups
+    func insertUser(_ user: UserRecord, groups: [String]) throws
+    func user(named name: String) throws -> UserRecord?
+    func user(id: String) throws -> UserRecord?
+    func allUsers() throws -> [UserRecord]
+    func setDisabled(userId: String, _ disabled: Bool) throws
+    func setLocked(userId: String, _ locked: Bool) throws
+    func setPasswordHash(userId: String, _ hash: String) throws
+    func groups(ofUser userId: String) throws -> [String]
+    func setGroups(userId: String, _ groups: [String]) throws
+    func allGroups() throws -> [String]
+
+    // MARK: factors
+    func insertFactor(_ factor: FactorRecord) throws
+    func factor(id: String) throws -> FactorRecord?
+    func factors(ofUser userId: String) throws -> [FactorRecord]
+    func factors(kind: FactorKind) throws -> [FactorRecord]
+    func setFactorState(id: String, _ state: FactorState) throws
+    func deleteFactor(id: String) throws
+    /// Deletes the user's pending factors of `kind` (a new enrolment replaces an unconfirmed one).
+    func deletePendingFactors(userId: String, kind: FactorKind) throws
+    /// Replaces the secret boxes of many factors in one transaction (master-key rotation): all or nothing.
+    func replaceSecretBoxes(_ boxes: [String: [UInt8]]) throws
+    /// Atomically records `step` as used if it is newer than the last used step; false means replay (RFC 6238 §5.2).
+    func claimTOTPStep(factorId: String, step: Int64) throws -> Bool
+
+    // MARK: backup codes
+    /// Replaces the user's whole set of backup codes (regeneration invalidates the old set).
+    func replaceBackupCodes(userId: String, hashes: [[UInt8]]) throws
+    func unusedBackupCodes(userId: String) throws -> [BackupCodeRecord]
+    /// Atomically marks an unused code used; false if it was already used.
+    func consumeBackupCode(id: Int64, at: Int64) throws -> Bool
+
+    // MARK: sessions
+    func insertSession(_ session: SessionRecord) throws
+    func session(tokenHash: [UInt8]) throws -> SessionRecord?
+    func session(id: String) throws -> SessionRecord?
+    func updateSession(_ session: SessionRecord) throws
+    func deleteSession(id: String) throws
+    func deleteSessions(userId: String) throws
+    func deleteExpiredSessions(now: Int64) throws -> Int
+
+    // MARK: throttling
+    func throttle(key: String) throws -> ThrottleRecord?
+    func putThrottle(_ record: ThrottleRecord) throws
+    func clearThrottle(key: String) throws
+
+    // MARK: audit
+    /// Appends one record in a transaction: `chain` receives the previous record (nil for the first) and builds
+    /// the new one. Records are never updated or deleted through this protocol.
+    func appendAudit(time: Int64, event: String, chain: (AuditRow?) throws -> AuditRow) throws -> AuditRow
+    func auditRows(after seq: Int64, limit: Int) throws -> [AuditRow]
+
+    /// Cheap liveness probe of the backend (used by `/readyz`).
+    func ping() throws
+}

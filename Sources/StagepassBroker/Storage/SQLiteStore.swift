@@ -1,0 +1,448 @@
+import Foundation
+import GRDB
+
+/// The embedded default ``BrokerStore``: SQLite through GRDB.
+///
+/// Files use a `DatabasePool` (WAL journal, concurrent readers); tests use an in-memory `DatabaseQueue`.
+/// Foreign keys are on (GRDB's default) and every table is created by ``SQLiteStore/migrator``.
+/// Related SQLite documentation: <https://www.sqlite.org/wal.html>, <https://www.sqlite.org/foreignkeys.html>
+public final class SQLiteStore: BrokerStore {
+    private let db: any DatabaseWriter
+
+    /// Opens (creating if needed) `path` in WAL mode and runs the migrations.
+    /// - Throws: A GRDB `DatabaseError` whenever an SQLite error occurs.
+    public init(path: String) throws {
+        var config = Configuration()
+        config.foreignKeysEnabled = true
+        config.busyMode = .timeout(5)
+        db = try DatabasePool(path: path, configuration: config)
+        try Self.migrator.migrate(db)
+    }
+
+    /// An in-memory database with the real migrations (tests).
+    public init() throws {
+        var config = Configuration()
+        config.foreignKeysEnabled = true
+        db = try DatabaseQueue(configuration: config)
+        try Self.migrator.migrate(db)
+    }
+
+    /// The schema. Migrations are never changed once shipped; add new ones at the end.
+    public static var migrator: DatabaseMigrator {
+        var m = DatabaseMigrator()
+        m.registerMigration("v1-accounts-factors-sessions-audit") { db in
+            try db.execute(
+                sql: """
+                    CREATE TABLE users (
+                        id TEXT PRIMARY KEY NOT NULL,
+                        name TEXT NOT NULL UNIQUE,
+                        password_hash TEXT NOT NULL,
+                        disabled INTEGER NOT NULL DEFAULT 0,
+                        locked INTEGER NOT NULL DEFAULT 0,
+                        created_at INTEGER NOT NULL
+                    );
+                    CREATE TABLE groups (
+                        name TEXT PRIMARY KEY NOT NULL
+                    );
+                    CREATE TABLE memberships (
+                        user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+                        group_name TEXT NOT NULL REFERENCES groups(name) ON DELETE CASCADE,
+                        PRIMARY KEY (user_id, group_name)
+                    );
+                    CREATE TABLE factors (
+                        id TEXT PRIMARY KEY NOT NULL,
+                        user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+                        kind TEXT NOT NULL CHECK (kind IN ('totp','backup','webauthn')),
+                        state TEXT NOT NULL CHECK (state IN ('pending','active')),
+                        secret_box BLOB,
+                        last_used_step INTEGER,
+                        created_at INTEGER NOT NULL
+                    );
+                    CREATE INDEX factors_user ON factors(user_id);
+                    CREATE TABLE backup_codes (
+                        id INTEGER PRIMARY KEY AUTOINCREMENT,
+                        user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+                        code_hash BLOB NOT NULL,
+                        used_at INTEGER
+                    );
+                    CREATE INDEX backup_codes_user ON backup_codes(user_id);
+                    CREATE TABLE sessions (
+                        id TEXT PRIMARY KEY NOT NULL,
+                        token_hash BLOB NOT NULL UNIQUE,
+                        user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+                        state TEXT NOT NULL CHECK (state IN ('pending','mfa')),
+                        amr TEXT NOT NULL,
+                        auth_time INTEGER NOT NULL,
+                        created_at INTEGER NOT NULL,
+                        idle_expires_at INTEGER NOT NULL,
+                        absolute_expires_at INTEGER NOT NULL
+                    );
+                    CREATE INDEX sessions_user ON sessions(user_id);
+                    CREATE TABLE throttles (
+                        key TEXT PRIMARY KEY NOT NULL,
+                        failures INTEGER NOT NULL,
+                        last_failure_at INTEGER NOT NULL
+                    );
+                    CREATE TABLE audit_log (
+                        seq INTEGER PRIMARY KEY NOT NULL,
+                        time INTEGER NOT NULL,
+                        prev_hash TEXT NOT NULL,
+                        event TEXT NOT NULL,
+                        hash TEXT NOT NULL
+                    );
+                    CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
+                        BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
+                    CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
+                        BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
+                    """)
+        }
+        return m
+    }
+
+    // MARK: users and groups
+
+    public func insertUser(_ user: UserRecord, groups: [String]) throws {
+        try db.write { db in
+            if try Row.fetchOne(db, sql: "SELECT 1 FROM users WHERE name = ?", arguments: [user.name]) != nil {
+                throw StoreError.conflict("user \(user.name) exists")
+            }
+            try db.execute(
+                sql: """
+                    INSERT INTO users (id, name, password_hash, disabled, locked, created_at)
+                    VALUES (?, ?, ?, ?, ?, ?)
+                    """,
+                arguments: [user.id, user.name, user.passwordHash, user.disabled, user.locked, user.createdAt])
+            try Self.writeGroups(db, userId: user.id, groups)
+        }
+    }
+
+    private static func writeGroups(_ db: Database, userId: String, _ groups: [String]) throws {
+        try db.execute(sql: "DELETE FROM memberships WHERE user_id = ?", arguments: [userId])
+        for g in Set(groups) {
+            try db.execute(sql: "INSERT OR IGNORE INTO groups (name) VALUES (?)", arguments: [g])
+            try db.execute(sql: "INSERT INTO memberships (user_id, group_name) VALUES (?, ?)", arguments: [userId, g])
+        }
+    }
+
+    private static func user(_ row: Row) -> UserRecord {
+        UserRecord(
+            id: row["id"], name: row["name"], passwordHash: row["password_hash"], disabled: row["disabled"],
+            locked: row["locked"], createdAt: row["created_at"])
+    }
+
+    public func user(named name: String) throws -> UserRecord? {
+        try db.read { db in
+            try Row.fetchOne(db, sql: "SELECT * FROM users WHERE name = ?", arguments: [name]).map(Self.user)
+        }
+    }
+
+    public func user(id: String) throws -> UserRecord? {
+        try db.read { db in
+            try Row.fetchOne(db, sql: "SELECT * FROM users WHERE id = ?", arguments: [id]).map(Self.user)
+        }
+    }
+
+    public func allUsers() throws -> [UserRecord] {
+        try db.read { db in try Row.fetchAll(db, sql: "SELECT * FROM users ORDER BY name").map(Self.user) }
+    }
+
+    private func updateUser(_ sql: String, _ args: StatementArguments) throws {
+        try db.write { db in
+            try db.execute(sql: sql, arguments: args)
+            if db.changesCount == 0 { throw StoreError.notFound("no such user") }
+        }
+    }
+
+    public func setDisabled(userId: String, _ disabled: Bool) throws {
+        try updateUser("UPDATE users SET disabled = ? WHERE id = ?", [disabled, userId])
+    }
+
+    public func setLocked(userId: String, _ locked: Bool) throws {
+        try updateUser("UPDATE users SET locked = ? WHERE id = ?", [locked, userId])
+    }
+
+    public func setPasswordHash(userId: String, _ hash: String) throws {
+        try updateUser("UPDATE users SET password_hash = ? WHERE id = ?", [hash, userId])
+    }
+
+    public func groups(ofUser userId: String) throws -> [String] {
+        try db.read { db in
+            try String.fetchAll(
+                db, sql: "SELECT group_name FROM memberships WHERE user_id = ? ORDER BY group_name",
+                arguments: [userId])
+        }
+    }
+
+    public func setGroups(userId: String, _ groups: [String]) throws {
+        try db.write { db in
+            guard try Row.fetchOne(db, sql: "SELECT 1 FROM users WHERE id = ?", arguments: [userId]) != nil else {
+                throw StoreError.notFound("no such user")
+            }
+            try Self.writeGroups(db, userId: userId, groups)
+        }
+    }
+
+    public func allGroups() throws -> [String] {
+        try db.read { db in try String.fetchAll(db, sql: "SELECT name FROM groups ORDER BY name") }
+    }
+
+    // MARK: factors
+
+    private static func factor(_ row: Row) -> FactorRecord? {
+        guard let kind = FactorKind(rawValue: row["kind"]), let state = FactorState(rawValue: row["state"]) else {
+            return nil
+        }
+        let box: Data? = row["secret_box"]
+        return FactorRecord(
+            id: row["id"], userId: row["user_id"], kind: kind, state: state, secretBox: box.map { [UInt8]($0) },
+            lastUsedStep: row["last_used_step"], createdAt: row["created_at"])
+    }
+
+    public func insertFactor(_ f: FactorRecord) throws {
+        try db.write { db in
+            try db.execute(
+                sql: """
+                    INSERT INTO factors (id, user_id, kind, state, secret_box, last_used_step, created_at)
+                    VALUES (?, ?, ?, ?, ?, ?, ?)
+                    """,
+                arguments: [
+                    f.id, f.userId, f.kind.rawValue, f.state.rawValue, f.secretBox.map { Data($0) },
+                    f.lastUsedStep, f.createdAt,
+                ])
+        }
+    }
+
+    public func factor(id: String) throws -> FactorRecord? {
+        try db.read { db in
+            try Row.fetchOne(db, sql: "SELECT * FROM factors WHERE id = ?", arguments: [id]).flatMap(Self.factor)
+        }
+    }
+
+    public func factors(ofUser userId: String) throws -> [FactorRecord] {
+        try db.read { db in
+            try Row.fetchAll(
+                db, sql: "SELECT * FROM factors WHERE user_id = ? ORDER BY created_at, id",
+                arguments: [userId]
+            ).compactMap(Self.factor)
+        }
+    }
+
+    public func factors(kind: FactorKind) throws -> [FactorRecord] {
+        try db.read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM factors WHERE kind = ? ORDER BY id", arguments: [kind.rawValue])
+                .compactMap(Self.factor)
+        }
+    }
+
+    public func setFactorState(id: String, _ state: FactorState) throws {
+        try db.write { db in
+            try db.execute(sql: "UPDATE factors SET state = ? WHERE id = ?", arguments: [state.rawValue, id])
+            if db.changesCount == 0 { throw StoreError.notFound("no such factor") }
+        }
+    }
+
+    public func deleteFactor(id: String) throws {
+        try db.write { db in try db.execute(sql: "DELETE FROM factors WHERE id = ?", arguments: [id]) }
+    }
+
+    public func deletePendingFactors(userId: String, kind: FactorKind) throws {
+        try db.write { db in
+            try db.execute(
+                sql: "DELETE FROM factors WHERE user_id = ? AND kind = ? AND state = 'pending'",
+                arguments: [userId, kind.rawValue])
+        }
+    }
+
+    public func replaceSecretBoxes(_ boxes: [String: [UInt8]]) throws {
+        try db.write { db in
+            for (id, box) in boxes {
+                try db.execute(sql: "UPDATE factors SET secret_box = ? WHERE id = ?", arguments: [Data(box), id])
+                if db.changesCount == 0 { throw StoreError.notFound("no such factor \(id)") }
+            }
+        }
+    }
+
+    public func claimTOTPStep(factorId: String, step: Int64) throws -> Bool {
+        try db.write { db in
+            try db.execute(
+                sql: """
+                    UPDATE factors SET last_used_step = ?
+                    WHERE id = ? AND (last_used_step IS NULL OR last_used_step < ?)
+                    """,
+                arguments: [step, factorId, step])
+            return db.changesCount == 1
+        }
+    }
+
+    // MARK: backup codes
+
+    public func replaceBackupCodes(userId: String, hashes: [[UInt8]]) throws {
+        try db.write { db in
+            try db.execute(sql: "DELETE FROM backup_codes WHERE user_id = ?", arguments: [userId])
+            for h in hashes {
+                try db.execute(
+                    sql: "INSERT INTO backup_codes (user_id, code_hash) VALUES (?, ?)",
+                    arguments: [userId, Data(h)])
+            }
+        }
+    }
+
+    public func unusedBackupCodes(userId: String) throws -> [BackupCodeRecord] {
+        try db.read { db in
+            try Row.fetchAll(
+                db, sql: "SELECT * FROM backup_codes WHERE user_id = ? AND used_at IS NULL ORDER BY id",
+                arguments: [userId]
+            ).map { row in
+                let h: Data = row["code_hash"]
+                return BackupCodeRecord(
+                    id: row["id"], userId: row["user_id"], codeHash: [UInt8](h), usedAt: row["used_at"])
+            }
+        }
+    }
+
+    public func consumeBackupCode(id: Int64, at: Int64) throws -> Bool {
+        try db.write { db in
+            try db.execute(
+                sql: "UPDATE backup_codes SET used_at = ? WHERE id = ? AND used_at IS NULL", arguments: [at, id])
+            return db.changesCount == 1
+        }
+    }
+
+    // MARK: sessions
+
+    private static func session(_ row: Row) -> SessionRecord? {
+        guard let state = SessionState(rawValue: row["state"]) else { return nil }
+        let amrJSON: String = row["amr"]
+        let amr = (try? JSONDecoder().decode([String].self, from: Data(amrJSON.utf8))) ?? []
+        let th: Data = row["token_hash"]
+        return SessionRecord(
+            id: row["id"], tokenHash: [UInt8](th), userId: row["user_id"], state: state, amr: amr,
+            authTime: row["auth_time"], createdAt: row["created_at"],
+            idleExpiresAt: row["idle_expires_at"], absoluteExpiresAt: row["absolute_expires_at"])
+    }
+
+    private static func amrJSON(_ amr: [String]) throws -> String {
+        String(decoding: try JSONEncoder().encode(amr), as: UTF8.self)
+    }
+
+    public func insertSession(_ s: SessionRecord) throws {
+        try db.write { db in
+            try db.execute(
+                sql: """
+                    INSERT INTO sessions (id, token_hash, user_id, state, amr, auth_time, created_at,
+                                          idle_expires_at, absolute_expires_at)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    """,
+                arguments: [
+                    s.id, Data(s.tokenHash), s.userId, s.state.rawValue, try Self.amrJSON(s.amr), s.authTime,
+                    s.createdAt, s.idleExpiresAt, s.absoluteExpiresAt,
+                ])
+        }
+    }
+
+    public func session(tokenHash: [UInt8]) throws -> SessionRecord? {
+        try db.read { db in
+            try Row.fetchOne(db, sql: "SELECT * FROM sessions WHERE token_hash = ?", arguments: [Data(tokenHash)])
+                .flatMap(Self.session)
+        }
+    }
+
+    public func session(id: String) throws -> SessionRecord? {
+        try db.read { db in
+            try Row.fetchOne(db, sql: "SELECT * FROM sessions WHERE id = ?", arguments: [id]).flatMap(Self.session)
+        }
+    }
+
+    public func updateSession(_ s: SessionRecord) throws {
+        try db.write { db in
+            try db.execute(
+                sql: """
+                    UPDATE sessions SET token_hash = ?, state = ?, amr = ?, auth_time = ?, idle_expires_at = ?,
+                                        absolute_expires_at = ?
+                    WHERE id = ?
+                    """,
+                arguments: [
+                    Data(s.tokenHash), s.state.rawValue, try Self.amrJSON(s.amr), s.authTime, s.idleExpiresAt,
+                    s.absoluteExpiresAt, s.id,
+                ])
+            if db.changesCount == 0 { throw StoreError.notFound("no such session") }
+        }
+    }
+
+    public func deleteSession(id: String) throws {
+        try db.write { db in try db.execute(sql: "DELETE FROM sessions WHERE id = ?", arguments: [id]) }
+    }
+
+    public func deleteSessions(userId: String) throws {
+        try db.write { db in try db.execute(sql: "DELETE FROM sessions WHERE user_id = ?", arguments: [userId]) }
+    }
+
+    public func deleteExpiredSessions(now: Int64) throws -> Int {
+        try db.write { db in
+            try db.execute(
+                sql: "DELETE FROM sessions WHERE idle_expires_at <= ? OR absolute_expires_at <= ?",
+                arguments: [now, now])
+            return db.changesCount
+        }
+    }
+
+    // MARK: throttling
+
+    public func throttle(key: String) throws -> ThrottleRecord? {
+        try db.read { db in
+            try Row.fetchOne(db, sql: "SELECT * FROM throttles WHERE key = ?", arguments: [key]).map {
+                ThrottleRecord(key: $0["key"], failures: $0["failures"], lastFailureAt: $0["last_failure_at"])
+            }
+        }
+    }
+
+    public func putThrottle(_ r: ThrottleRecord) throws {
+        try db.write { db in
+            try db.execute(
+                sql: """
+                    INSERT INTO throttles (key, failures, last_failure_at) VALUES (?, ?, ?)
+                    ON CONFLICT(key) DO UPDATE SET failures = excluded.failures, last_failure_at = excluded.last_failure_at
+                    """,
+                arguments: [r.key, r.failures, r.lastFailureAt])
+        }
+    }
+
+    public func clearThrottle(key: String) throws {
+        try db.write { db in try db.execute(sql: "DELETE FROM throttles WHERE key = ?", arguments: [key]) }
+    }
+
+    // MARK: audit
+
+    private static func auditRow(_ r: Row) -> AuditRow {
+        AuditRow(seq: r["seq"], time: r["time"], prevHash: r["prev_hash"], event: r["event"], hash: r["hash"])
+    }
+
+    public func appendAudit(time: Int64, event: String, chain: (AuditRow?) throws -> AuditRow) throws -> AuditRow {
+        try db.write { db in
+            let last = try Row.fetchOne(db, sql: "SELECT * FROM audit_log ORDER BY seq DESC LIMIT 1").map(Self.auditRow)
+            let row = try chain(last)
+            try db.execute(
+                sql: "INSERT INTO audit_log (seq, time, prev_hash, event, hash) VALUES (?, ?, ?, ?, ?)",
+                arguments: [row.seq, row.time, row.prevHash, row.event, row.hash])
+            return row
+        }
+    }
+
+    public func auditRows(after seq: Int64, limit: Int) throws -> [AuditRow] {
+        try db.read { db in
+            try Row.fetchAll(
+                db, sql: "SELECT * FROM audit_log WHERE seq > ? ORDER BY seq LIMIT ?", arguments: [seq, limit]
+            )
+            .map(Self.auditRow)
+        }
+    }
+
+    public func ping() throws {
+        _ = try db.read { db in try Int.fetchOne(db, sql: "SELECT 1") }
+    }
+
+    /// Test hook: runs raw SQL (used by tamper tests to bypass the append-only triggers deliberately).
+    package func unsafeExecute(_ sql: String) throws {
+        try db.write { db in try db.execute(sql: sql) }
+    }
+}

@@ -1,0 +1,58 @@
+import Foundation
+import Hummingbird
+import Logging
+import Prometheus
+
+/// The request context: Hummingbird's core storage plus the client address (for per-address throttling).
+public struct BrokerRequestContext: RequestContext {
+    public var coreContext: CoreRequestContextStorage
+    /// The peer's IP address ("unknown" when the transport has none, e.g. router tests). Proxies' forwarding headers
+    /// are not trusted.
+    public let clientAddress: String
+
+    public init(source: ApplicationRequestContextSource) {
+        coreContext = .init(source: source)
+        clientAddress = source.channel.remoteAddress?.ipAddress ?? "unknown"
+    }
+}
+
+/// Turns every error into an RFC 9457 problem, counts requests and logs one line per request.
+///
+/// The log line holds method, path (never the query), status and duration: no header, body, token or code.
+struct ProblemAndMetricsMiddleware: RouterMiddleware {
+    typealias Context = BrokerRequestContext
+    let registry: PrometheusCollectorRegistry
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws
+        -> Response
+    {
+        let start = ContinuousClock.now
+        var response: Response
+        do {
+            response = try await next(request, context)
+        } catch {
+            let problem = Problem.from(error)
+            if problem.status == .internalServerError {
+                context.logger.error("request failed", metadata: ["error_type": "\(type(of: error))"])
+            }
+            response = problem.response()
+        }
+        let endpoint = context.endpointPath ?? "unmatched"
+        registry.makeCounter(
+            name: "stagepass_http_requests_total",
+            labels: [
+                ("method", request.method.rawValue), ("endpoint", endpoint),
+                ("status", String(response.status.code)),
+            ]
+        ).increment()
+        let ms = (ContinuousClock.now - start).components
+        context.logger.info(
+            "request",
+            metadata: [
+                "method": "\(request.method.rawValue)", "path": "\(request.uri.path)",
+                "status": "\(response.status.code)",
+                "ms": "\(ms.seconds * 1000 + ms.attoseconds / 1_000_000_000_000_000)",
+            ])
+        return response
+    }
+}

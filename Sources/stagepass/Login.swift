@@ -1,0 +1,137 @@
+import ArgumentParser
+import Foundation
+import StagepassJOSE
+
+#if canImport(FoundationNetworking)
+    import FoundationNetworking
+#endif
+
+/// The CLI's saved session: `{"broker":…,"token":…}` in a 0600 file.
+struct SessionFile {
+    static func defaultPath() -> String {
+        let env = ProcessInfo.processInfo.environment
+        let base =
+            env["XDG_CONFIG_HOME"].flatMap { $0.isEmpty ? nil : $0 }
+            ?? ((env["HOME"] ?? NSHomeDirectory()) as NSString).appendingPathComponent(".config")
+        return ((base as NSString).appendingPathComponent("stagepass") as NSString).appendingPathComponent(
+            "session.json")
+    }
+
+    /// Writes the file with mode 0600 (its directory 0700), replacing any earlier one.
+    static func write(path: String, broker: String, token: String) throws {
+        let fm = FileManager.default
+        let dir = (path as NSString).deletingLastPathComponent
+        try fm.createDirectory(atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        try? fm.removeItem(atPath: path)
+        let body = JSONValue.object(["broker": .string(broker), "token": .string(token)]).serialized() + "\n"
+        guard fm.createFile(atPath: path, contents: Data(body.utf8), attributes: [.posixPermissions: 0o600]) else {
+            throw ValidationError("cannot write \(path)")
+        }
+    }
+
+    static func read(path: String) throws -> (broker: String, token: String) {
+        guard let data = FileManager.default.contents(atPath: path),
+            let v = try? JSONValue.parse(Array(data)), let b = v["broker"]?.stringValue, let t = v["token"]?.stringValue
+        else { throw ValidationError("no session in \(path); run stagepass login") }
+        return (b, t)
+    }
+}
+
+/// A small JSON-over-HTTP client for the broker API.
+struct BrokerClient {
+    let base: String
+
+    func post(_ path: String, token: String? = nil, body: JSONValue?) async throws -> (Int, JSONValue?) {
+        try await send("POST", path, token: token, body: body)
+    }
+
+    func send(_ method: String, _ path: String, token: String?, body: JSONValue?) async throws -> (Int, JSONValue?) {
+        guard let url = URL(string: base.hasSuffix("/") ? String(base.dropLast()) + path : base + path) else {
+            throw ValidationError("bad broker URL \(base)")
+        }
+        var req = URLRequest(url: url)
+        req.httpMethod = method
+        if let token { req.setValue("Bearer \(token)", forHTTPHeaderField: "Authorization") }
+        if let body {
+            req.setValue("application/json", forHTTPHeaderField: "Content-Type")
+            req.httpBody = Data(body.serialized().utf8)
+        }
+        let (data, response): (Data, URLResponse) = try await withCheckedThrowingContinuation { cont in
+            URLSession.shared.dataTask(with: req) { d, r, e in
+                if let e {
+                    cont.resume(throwing: e)
+                } else if let r {
+                    cont.resume(returning: (d ?? Data(), r))
+                } else {
+                    cont.resume(throwing: ValidationError("no response from \(base)"))
+                }
+            }.resume()
+        }
+        let status = (response as? HTTPURLResponse)?.statusCode ?? 0
+        return (status, data.isEmpty ? nil : try? JSONValue.parse(Array(data)))
+    }
+}
+
+func failProblem(_ status: Int, _ json: JSONValue?) -> ExitCode {
+    let code = json?["code"]?.stringValue ?? "http_\(status)"
+    let detail = json?["detail"]?.stringValue ?? ""
+    FileHandle.standardError.write(Data("error: \(code): \(detail)\n".utf8))
+    return ExitCode(2)
+}
+
+/// `stagepass login`: password, then a TOTP or backup code; saves the MFA session token in a 0600 file.
+struct Login: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Sign in to a broker and save the session token.")
+    @Option(help: "Broker base URL.") var broker: String = "http://127.0.0.1:8080"
+    @Option(help: "User name.") var user: String
+    @Flag(help: "Read the password from the first line of standard input.") var passwordStdin = false
+    @Option(help: "A TOTP code (6 digits) or a backup code (xxxxx-xxxxx); prompted when absent.") var code: String?
+    @Option(help: "Where to save the session token.") var sessionFile: String?
+
+    func run() async throws {
+        let password = passwordStdin ? try readStdinLine() : try promptSecret("Password for \(user): ")
+        let client = BrokerClient(base: broker)
+        let (s1, j1) = try await client.post(
+            "/v1/auth/password",
+            body: .object(["user": .string(user), "password": .string(password)]))
+        guard s1 == 200, var token = j1?["session_token"]?.stringValue else { throw failProblem(s1, j1) }
+        if j1?["needs_factor"]?.boolValue == true {
+            var code = self.code
+            if code == nil {
+                print("Code (TOTP or backup): ", terminator: "")
+                code = readLine(strippingNewline: true)
+            }
+            guard let code, !code.isEmpty else { throw ValidationError("a second-factor code is needed") }
+            let method = code.contains("-") || code.count > 8 ? "backup" : "totp"
+            let (s2, j2) = try await client.post(
+                "/v1/auth/factor", token: token,
+                body: .object(["method": .string(method), "code": .string(code)]))
+            guard s2 == 200, let t = j2?["session_token"]?.stringValue else { throw failProblem(s2, j2) }
+            token = t
+            let amr = j2?["amr"]?.arrayValue?.compactMap(\.stringValue).joined(separator: ",") ?? ""
+            print("signed in as \(user) (amr \(amr))")
+        } else {
+            print("signed in as \(user) (no second factor required by policy)")
+        }
+        let path = sessionFile ?? SessionFile.defaultPath()
+        try SessionFile.write(path: path, broker: broker, token: token)
+        print("session saved to \(path)")
+    }
+}
+
+/// `stagepass logout`: ends the saved session at the broker and deletes the file.
+struct Logout: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "End the saved session.")
+    @Option(help: "The session file.") var sessionFile: String?
+
+    func run() async throws {
+        let path = sessionFile ?? SessionFile.defaultPath()
+        let saved = try SessionFile.read(path: path)
+        let (status, json) = try await BrokerClient(base: saved.broker).post(
+            "/v1/auth/logout", token: saved.token,
+            body: nil)
+        try? FileManager.default.removeItem(atPath: path)
+        guard status == 204 || status == 401 else { throw failProblem(status, json) }
+        print(status == 204 ? "signed out" : "the session had already ended")
+    }
+}

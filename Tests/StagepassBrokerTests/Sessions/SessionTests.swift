@@ -1,0 +1,302 @@
+import StagepassJOSE
+import Testing
+
+@testable import StagepassBroker
+
+/// A broker wired on an in-memory store with the hash-chained audit log and a manual clock.
+struct Broker {
+    let f: Fixture
+    let log: HashChainAuditLog
+    let factors: FactorService
+    let sessions: SessionService
+    let accounts: AccountService
+
+    init(policy: AuthPolicy = .default) throws {
+        f = try Fixture()
+        log = HashChainAuditLog(store: f.store, clock: f.manual.clock)
+        accounts = AccountService(store: f.store, hasher: f.hasher, clock: f.manual.clock, audit: log)
+        factors = FactorService(store: f.store, masterKey: try MasterKey.generate(), clock: f.manual.clock, audit: log)
+        sessions = SessionService(
+            store: f.store, hasher: f.hasher, factors: factors, policy: policy,
+            clock: f.manual.clock, audit: log)
+    }
+
+    /// Adds a user with an active TOTP factor; returns its secret.
+    @discardableResult
+    func user(_ name: String, groups: [String] = [], password: String = "a long enough password") throws -> [UInt8] {
+        try accounts.add(name: name, password: password, groups: groups, actor: "root")
+        let e = try factors.enrolTOTP(userName: name, actor: "root")
+        let secret = Base32.decode(e.secret) ?? []
+        try factors.confirmTOTP(userId: try accounts.get(name).id, code: code(secret), actor: name)
+        f.manual.advance(30)
+        return secret
+    }
+
+    func code(_ secret: [UInt8]) -> String { OTP.totp(secret: secret, unixTime: f.manual.clock.now()) }
+}
+
+@Suite struct SessionTests {
+    @Test func fullSignInGivesMFASessionWithAmrAndAuthTime() async throws {
+        let b = try Broker()
+        let secret = try b.user("alice", groups: ["deploy"])
+        let step1 = try await b.sessions.signIn(name: "alice", password: "a long enough password", address: "10.0.0.1")
+        #expect(step1.needsFactor)
+        #expect(step1.allowedFactors == [.totp])
+        #expect(step1.session.state == .pending)
+        #expect(throws: BrokerError.mfaRequired) { try b.sessions.requireMFA(token: step1.token) }
+        let mfa = try b.sessions.completeFactor(
+            pendingToken: step1.token, proof: .totp(b.code(secret)), address: "10.0.0.1")
+        #expect(mfa.token.hasPrefix("sps_") && mfa.token.count == 4 + 43)
+        let s = try b.sessions.requireMFA(token: mfa.token)
+        #expect(s.amr == ["pwd", "otp"])
+        #expect(s.authTime == b.f.manual.clock.now())
+        #expect(s.groups == ["deploy"])
+        // The pending token no longer works; only the token's hash is stored.
+        #expect(throws: BrokerError.invalidSession) { try b.sessions.authenticate(token: step1.token) }
+        #expect(try b.f.store.session(id: s.id)?.tokenHash == Crypto.sha256(Array(mfa.token.utf8)))
+        let signin = try b.log.events().last
+        #expect(signin?.action == "signin" && signin?.factors == ["pwd", "otp"])
+    }
+
+    @Test func backupCodeSignInIsNamedBkp() async throws {
+        let b = try Broker()
+        try b.user("alice")
+        let codes = try b.factors.regenerateBackupCodes(userName: "alice", actor: "alice")
+        let p = try await b.sessions.signIn(name: "alice", password: "a long enough password", address: "a")
+        let mfa = try b.sessions.completeFactor(pendingToken: p.token, proof: .backupCode(codes[3]), address: "a")
+        #expect(mfa.session.amr == ["pwd", "bkp"])
+        let p2 = try await b.sessions.signIn(name: "alice", password: "a long enough password", address: "a")
+        #expect(throws: BrokerError.invalidFactor) {
+            try b.sessions.completeFactor(pendingToken: p2.token, proof: .backupCode(codes[3]), address: "a")
+        }
+    }
+
+    @Test func replayedTOTPIsRefusedAtSignIn() async throws {
+        let b = try Broker()
+        let secret = try b.user("alice")
+        let code = b.code(secret)
+        let p = try await b.sessions.signIn(name: "alice", password: "a long enough password", address: "a")
+        _ = try b.sessions.completeFactor(pendingToken: p.token, proof: .totp(code), address: "a")
+        let p2 = try await b.sessions.signIn(name: "alice", password: "a long enough password", address: "a")
+        #expect(throws: BrokerError.factorReplay) {
+            try b.sessions.completeFactor(pendingToken: p2.token, proof: .totp(code), address: "a")
+        }
+    }
+
+    @Test func unknownUserAndWrongPasswordAreIndistinguishable() async throws {
+        let b = try Broker()
+        try b.user("alice")
+        var errors: [BrokerError] = []
+        for name in ["alice", "mallory"] {
+            do {
+                _ = try await b.sessions.signIn(name: name, password: "wrong password!!", address: "x")
+            } catch let e as BrokerError { errors.append(e) }
+        }
+        #expect(errors.count == 2)
+        #expect(errors[0] == .invalidCredentials && errors[1] == .invalidCredentials)
+        #expect(errors[0].detail == errors[1].detail)
+        // Both paths counted the same throttle failure.
+        #expect(try b.f.store.throttle(key: "acct:alice")?.failures == 1)
+        #expect(try b.f.store.throttle(key: "acct:mallory")?.failures == 1)
+    }
+
+    @Test func disabledAccountGivesTheSameError() async throws {
+        let b = try Broker()
+        try b.user("alice")
+        try b.accounts.setDisabled("alice", true, actor: "root")
+        await #expect(throws: BrokerError.invalidCredentials) {
+            _ = try await b.sessions.signIn(name: "alice", password: "a long enough password", address: "x")
+        }
+    }
+
+    @Test func passwordThrottlingGrowsAndClearsOnSuccess() async throws {
+        let b = try Broker()
+        try b.user("alice")
+        for _ in 0..<3 {
+            await #expect(throws: BrokerError.invalidCredentials) {
+                _ = try await b.sessions.signIn(name: "alice", password: "wrong password!!", address: "1.2.3.4")
+            }
+        }
+        // Fourth attempt comes too soon: throttled even with the right password, and from another address.
+        do {
+            _ = try await b.sessions.signIn(name: "alice", password: "a long enough password", address: "5.6.7.8")
+            Issue.record("expected throttling")
+        } catch let e as BrokerError {
+            #expect(e == .throttled && e.retryAfter == 2)
+        }
+        b.f.manual.advance(2)
+        await #expect(throws: BrokerError.invalidCredentials) {
+            _ = try await b.sessions.signIn(name: "alice", password: "wrong password!!", address: "1.2.3.4")
+        }
+        b.f.manual.advance(2)
+        do {
+            _ = try await b.sessions.signIn(name: "alice", password: "wrong password!!", address: "9.9.9.9")
+        } catch let e as BrokerError {
+            #expect(e == .throttled && e.retryAfter == 2)  // 4 failures: delay 4 s, 2 s elapsed
+        }
+        b.f.manual.advance(2)
+        let ok = try await b.sessions.signIn(name: "alice", password: "a long enough password", address: "9.9.9.9")
+        #expect(ok.needsFactor)
+        #expect(try b.f.store.throttle(key: "acct:alice") == nil)
+    }
+
+    @Test func perAddressThrottlingAcrossAccounts() async throws {
+        let b = try Broker()
+        for name in ["u1", "u2", "u3"] {
+            await #expect(throws: BrokerError.invalidCredentials) {
+                _ = try await b.sessions.signIn(name: name, password: "wrong password!!", address: "6.6.6.6")
+            }
+        }
+        await #expect(throws: BrokerError.throttled) {
+            _ = try await b.sessions.signIn(name: "u4", password: "wrong password!!", address: "6.6.6.6")
+        }
+    }
+
+    @Test func lockoutAfterFactorFailuresAndAdminUnlock() async throws {
+        var policy = AuthPolicy.default
+        policy.throttle = Throttle.Policy(freeFailures: 100, lockoutAfterFactorFailures: 3)
+        let b = try Broker(policy: policy)
+        let secret = try b.user("alice")
+        let p = try await b.sessions.signIn(name: "alice", password: "a long enough password", address: "a")
+        let wrong = b.code(secret) == "000000" ? "111111" : "000000"
+        for _ in 0..<2 {
+            #expect(throws: BrokerError.invalidFactor) {
+                try b.sessions.completeFactor(pendingToken: p.token, proof: .totp(wrong), address: "a")
+            }
+        }
+        #expect(throws: BrokerError.accountLocked) {
+            try b.sessions.completeFactor(pendingToken: p.token, proof: .totp(wrong), address: "a")
+        }
+        #expect(try b.accounts.get("alice").locked)
+        await #expect(throws: BrokerError.accountLocked) {
+            _ = try await b.sessions.signIn(name: "alice", password: "a long enough password", address: "a")
+        }
+        #expect(try b.log.events().contains { $0.action == "lockout" && $0.subject == "alice" })
+        try b.accounts.unlock("alice", actor: "root")
+        let p2 = try await b.sessions.signIn(name: "alice", password: "a long enough password", address: "a")
+        _ = try b.sessions.completeFactor(pendingToken: p2.token, proof: .totp(b.code(secret)), address: "a")
+    }
+
+    @Test func idleAndAbsoluteExpiryWithInjectedClock() async throws {
+        var policy = AuthPolicy.default
+        policy.idleSeconds = 600
+        policy.absoluteSeconds = 1500
+        let b = try Broker(policy: policy)
+        let secret = try b.user("alice")
+        let p = try await b.sessions.signIn(name: "alice", password: "a long enough password", address: "a")
+        let mfa = try b.sessions.completeFactor(pendingToken: p.token, proof: .totp(b.code(secret)), address: "a")
+        b.f.manual.advance(599)
+        _ = try b.sessions.authenticate(token: mfa.token)  // slides the idle expiry
+        b.f.manual.advance(599)
+        _ = try b.sessions.authenticate(token: mfa.token)
+        b.f.manual.advance(301)  // 1499 s since sign-in: still inside the absolute limit
+        _ = try b.sessions.authenticate(token: mfa.token)
+        b.f.manual.advance(1)
+        #expect(throws: BrokerError.invalidSession) { try b.sessions.authenticate(token: mfa.token) }
+
+        let p2 = try await b.sessions.signIn(name: "alice", password: "a long enough password", address: "a")
+        b.f.manual.advance(30)
+        let mfa2 = try b.sessions.completeFactor(pendingToken: p2.token, proof: .totp(b.code(secret)), address: "a")
+        b.f.manual.advance(600)
+        #expect(throws: BrokerError.invalidSession) { try b.sessions.authenticate(token: mfa2.token) }
+    }
+
+    @Test func pendingSessionExpires() async throws {
+        let b = try Broker()
+        let secret = try b.user("alice")
+        let p = try await b.sessions.signIn(name: "alice", password: "a long enough password", address: "a")
+        b.f.manual.advance(301)
+        #expect(throws: BrokerError.invalidSession) {
+            try b.sessions.completeFactor(pendingToken: p.token, proof: .totp(b.code(secret)), address: "a")
+        }
+    }
+
+    @Test func stepUpRefreshesAuthTimeAndSignOutEnds() async throws {
+        let b = try Broker()
+        let secret = try b.user("alice")
+        let codes = try b.factors.regenerateBackupCodes(userName: "alice", actor: "alice")
+        let p = try await b.sessions.signIn(name: "alice", password: "a long enough password", address: "a")
+        let mfa = try b.sessions.completeFactor(pendingToken: p.token, proof: .totp(b.code(secret)), address: "a")
+        b.f.manual.advance(120)
+        #expect(throws: BrokerError.invalidFactor) {  // the sign-in code, four steps later: outside the window
+            try b.sessions.stepUp(
+                token: mfa.token, proof: .totp(OTP.totp(secret: secret, unixTime: b.f.manual.clock.now() - 120)),
+                address: "a")
+        }
+        let s = try b.sessions.stepUp(token: mfa.token, proof: .backupCode(codes[0]), address: "a")
+        #expect(s.authTime == b.f.manual.clock.now())
+        #expect(s.amr == ["pwd", "otp", "bkp"])
+        let p2 = try await b.sessions.signIn(name: "alice", password: "a long enough password", address: "a")
+        #expect(throws: BrokerError.mfaRequired) {
+            _ = try b.sessions.stepUp(token: p2.token, proof: .backupCode(codes[1]), address: "a")
+        }
+        try b.sessions.signOut(token: mfa.token)
+        #expect(throws: BrokerError.invalidSession) { try b.sessions.authenticate(token: mfa.token) }
+        #expect(throws: BrokerError.invalidSession) { try b.sessions.signOut(token: mfa.token) }
+    }
+
+    @Test func policyExemptionIsExplicitAndFactorsNarrowPerGroup() async throws {
+        let policy = try AuthPolicy.load(
+            yaml: """
+                mfa:
+                  exempt_groups: [robots]
+                  group_factors:
+                    admins: [totp]
+                """)
+        #expect(policy.requiresMFA(groups: []))
+        #expect(policy.requiresMFA(groups: ["robots", "admins"]))
+        #expect(!policy.requiresMFA(groups: ["robots"]))
+        #expect(policy.allowedFactors(groups: ["admins"]) == [.totp])
+        #expect(policy.allowedFactors(groups: ["dev"]) == [.totp, .backup])
+        #expect(throws: BrokerError.invalidRequest) { try AuthPolicy.load(yaml: "mfa: {factors: [sms]}") }
+        #expect(throws: BrokerError.invalidRequest) { try AuthPolicy.load(yaml: "sessions: {idle_seconds: 0}") }
+
+        let b = try Broker(policy: policy)
+        try b.accounts.add(name: "bot", password: "a long enough password", groups: ["robots"], actor: "root")
+        let r = try await b.sessions.signIn(name: "bot", password: "a long enough password", address: "a")
+        #expect(!r.needsFactor && r.session.amr == ["pwd"] && r.session.isMFA)
+
+        try b.user("root", groups: ["admins"])
+        let codes = try b.factors.regenerateBackupCodes(userName: "root", actor: "root")
+        let p = try await b.sessions.signIn(name: "root", password: "a long enough password", address: "a")
+        #expect(p.allowedFactors == [.totp])
+        #expect(throws: BrokerError.factorNotAllowed) {
+            try b.sessions.completeFactor(pendingToken: p.token, proof: .backupCode(codes[0]), address: "a")
+        }
+        #expect(try b.factors.backupCodesLeft(userId: try b.accounts.get("root").id) == 10)
+    }
+}
+
+@Suite struct EnumerationTimingTests {
+    /// With the production Argon2id parameters, an unknown user costs about as much as a wrong password (both run one
+    /// Argon2id verification). Medians of several runs; generous bounds because the machine is shared.
+    @Test func unknownUserTakesAboutAsLongAsWrongPassword() async throws {
+        let store = try SQLiteStore()
+        let clock = ManualClock(1_700_000_000)
+        let hasher = try PasswordHasher(parameters: .owasp)
+        let audit = MemoryAuditSink()
+        let accounts = AccountService(store: store, hasher: hasher, clock: clock.clock, audit: audit)
+        try accounts.add(name: "alice", password: "a long enough password", actor: "root")
+        var policy = AuthPolicy.default
+        policy.throttle.freeFailures = 1000
+        let sessions = SessionService(
+            store: store, hasher: hasher,
+            factors: FactorService(
+                store: store, masterKey: try MasterKey.generate(),
+                clock: clock.clock, audit: audit),
+            policy: policy, clock: clock.clock, audit: audit)
+        func time(_ name: String) async -> Duration {
+            let start = ContinuousClock.now
+            _ = try? await sessions.signIn(name: name, password: "wrong password!!", address: "t")
+            return ContinuousClock.now - start
+        }
+        var known: [Duration] = []
+        var unknown: [Duration] = []
+        for i in 0..<5 {
+            known.append(await time("alice"))
+            unknown.append(await time("nobody\(i)"))
+        }
+        let k = known.sorted()[2], u = unknown.sorted()[2]
+        #expect(u > k / 3 && u < k * 3, "known \(k), unknown \(u)")
+    }
+}

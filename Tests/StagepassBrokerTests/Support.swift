@@ -1,0 +1,27 @@
+import Foundation
+import StagepassJOSE
+
+@testable import StagepassBroker
+
+/// Shared fixtures: one in-memory store with the real migrations, a manual clock and cheap Argon2 parameters.
+struct Fixture {
+    let store: SQLiteStore
+    let manual: ManualClock
+    let audit: MemoryAuditSink
+    let hasher: PasswordHasher
+    let accounts: AccountService
+
+    init(start: Int64 = 1_700_000_000) throws {
+        store = try SQLiteStore()
+        manual = ManualClock(start)
+        audit = MemoryAuditSink()
+        hasher = try PasswordHasher(parameters: .testing)
+        accounts = AccountService(store: store, hasher: hasher, clock: manual.clock, audit: audit)
+    }
+}
+
+/// `<package root>/../shared/vectors/rfc`: the package root is three levels up from this file.
+func vectorsURL(_ name: String) -> URL {
+    URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().appendingPathComponent("shared/vectors/rfc").appendingPathComponent(name)
+}
