@@ -4,6 +4,7 @@ import Hummingbird
 import Logging
 import StagepassBroker
 import StagepassHTTP
+import StagepassJOSE
 
 /// `stagepass serve`: the broker over HTTP. On an empty data directory it first creates the master key and an
 /// `admin` account, and prints the admin's password and TOTP enrolment once.
@@ -14,6 +15,10 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Port to listen on.") var port: Int = 8080
     @Option(help: "Public base URL of the broker.") var issuer: String?
     @Option(help: "Policy YAML file (MFA exemptions, factors, session lifetimes, throttling).") var policy: String?
+    @Option(help: "Signing key store directory.") var keys: String = "Keys"
+    @Option(name: .customLong("passphrase-file"), help: "File holding the key store passphrase (else STAGEPASS_KEY_PASSPHRASE).")
+    var passphraseFile: String?
+    @Flag(name: .customLong("insecure-dev-keys"), help: "Store signing keys unencrypted (development only).") var insecureDevKeys = false
 
     func run() async throws {
         let policy = try self.policy.map { try AuthPolicy.load(file: $0) } ?? .default
@@ -33,9 +38,38 @@ struct Serve: AsyncParsableCommand {
         }
         var logger = Logger(label: "stagepass")
         logger.logLevel = .info
+        let keyStore = try openKeyStore(audit: broker.audit, logger: logger)
         let app = buildApplication(
             broker: broker, configuration: .init(address: .hostname(host, port: port), serverName: "stagepass"),
             options: HTTPOptions(issuer: issuer ?? "http://\(host):\(port)"), logger: logger)
-        try await app.runService()
+        // The rotation schedule runs inside the broker beside the HTTP service.
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { await keyStore.runSchedule(every: .seconds(60)) }
+            group.addTask { try await app.runService() }
+            try await group.next()
+            group.cancelAll()
+        }
+    }
+
+    /// Opens the signing key store, creating its first keys on an empty store. With no passphrase configured, the
+    /// embedded default (first start from a fresh clone) generates one into `<data>/key-passphrase` (mode 0600) and
+    /// says so; `--insecure-dev-keys` stores keys unencrypted instead.
+    func openKeyStore(audit: any AuditSink, logger: Logger) throws -> KeyStore {
+        var file = passphraseFile
+        let env = ProcessInfo.processInfo.environment
+        if file == nil, env["STAGEPASS_KEY_PASSPHRASE"] == nil, !insecureDevKeys {
+            let path = (options.data as NSString).appendingPathComponent("key-passphrase")
+            if !FileManager.default.fileExists(atPath: path) {
+                let secret = Base64URL.encode(try Crypto.randomBytes(32))
+                guard FileManager.default.createFile(atPath: path, contents: Data(secret.utf8), attributes: [.posixPermissions: 0o600]) else {
+                    throw ValidationError("cannot create \(path)")
+                }
+                logger.warning("no key passphrase configured: generated one in \(path) (mode 0600); set STAGEPASS_KEY_PASSPHRASE or --passphrase-file in production")
+            }
+            file = path
+        }
+        let passphrase = try KeyPassphrase.resolve(passphraseFile: file, environment: env, insecureDev: insecureDevKeys)
+        let store = try KeyStore(configuration: KeyStoreConfiguration(directory: keys, passphrase: passphrase, audit: audit, actor: "broker"))
+        return store
     }
 }
