@@ -20,8 +20,8 @@ struct Fixture {
     }
 }
 
-/// `<package root>/../shared/vectors/rfc`: the package root is three levels up from this file.
+/// `<package root>/Specs/vectors/rfc` (a copy of the shared RFC vectors, so a clean clone has them).
 func vectorsURL(_ name: String) -> URL {
     URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-        .deletingLastPathComponent().appendingPathComponent("shared/vectors/rfc").appendingPathComponent(name)
+        .appendingPathComponent("Specs/vectors/rfc").appendingPathComponent(name)
 }
