@@ -24,19 +24,35 @@ struct KeyStoreOptions: ParsableArguments {
     @Flag(help: "Allow UNENCRYPTED key files when no passphrase is configured (development only).")
     var insecureDevKeys = false
 
+    @Option(name: .customLong("data"), help: "The broker's data directory: key actions go to its audit log.")
+    var data: String = "./.stagepass"
+
     /// Opens the store; configuration errors exit 2 with a message, other store errors exit 1.
     func open() throws -> KeyStore {
         try runReportingErrors {
+            let env = ProcessInfo.processInfo.environment
+            // Same default as `serve`: the generated dev passphrase file in the data directory, if there is one.
+            let devFile = (data as NSString).appendingPathComponent("key-passphrase")
+            let file = passphraseFile
+                ?? (env["STAGEPASS_KEY_PASSPHRASE"] == nil && FileManager.default.fileExists(atPath: devFile) ? devFile : nil)
             let passphrase = try KeyPassphrase.resolve(
-                passphraseFile: passphraseFile, environment: ProcessInfo.processInfo.environment,
+                passphraseFile: file, environment: env,
                 insecureDev: insecureDevKeys)
             if !passphrase.encrypts {
                 printError("WARNING: --insecure-dev-keys: private keys in \(directory) are stored UNENCRYPTED. "
                     + "Never use this outside development.")
             }
             let user = ProcessInfo.processInfo.environment["USER"] ?? "unknown"
+            // Every admin key action is an audit record: in the broker's hash-chained log when the data directory
+            // holds a broker database, else in the process log.
+            let audit: any AuditSink
+            if FileManager.default.fileExists(atPath: HumanBroker.databasePath(data)) {
+                audit = try HumanBroker.open(dataDirectory: data).audit
+            } else {
+                audit = LogAuditSink()
+            }
             return try KeyStore(configuration: KeyStoreConfiguration(
-                directory: directory, passphrase: passphrase, audit: LogAuditSink(), actor: "cli:\(user)"))
+                directory: directory, passphrase: passphrase, audit: audit, actor: "cli:\(user)"))
         }
     }
 }
