@@ -109,6 +109,12 @@ func ecdsaRawToDER(_ raw: UnsafeRawBufferPointer) -> [UInt8]? {
     return [0x30, UInt8(content.count)] + content
 }
 
+/// Public form of the raw-to-DER conversion (benchmarks feed OpenSSL the DER it takes). nil when r or s is out of range.
+public func ecdsaSignatureDER(fromRaw raw: [UInt8]) -> [UInt8]? {
+    guard raw.count == 64 else { return nil }
+    return raw.withUnsafeBytes { ecdsaRawToDER($0) }
+}
+
 /// Converts OpenSSL's DER ECDSA signature to raw `r || s`, each left-padded to 32 bytes.
 func ecdsaDERToRaw(_ der: [UInt8]) throws(JOSEError) -> [UInt8] {
     var p: UnsafePointer<UInt8>?

@@ -39,7 +39,7 @@ struct BenchVerify: ParsableCommand {
             let input = Array((parts[0] + "." + parts[1]).utf8)
             let sig = try Base64URL.decode(String(parts[2]))
             // Baseline: OpenSSL EVP verify of the same signature (DER for ECDSA, as OpenSSL takes it).
-            let der: [UInt8]? = a == .ES256 ? ecdsaRawToDERForBench(sig) : nil
+            let der: [UInt8]? = a == .ES256 ? ecdsaSignatureDER(fromRaw: sig) : nil
             let raw = measure(seconds) {
                 if let der { _ = pub.verifyECDSADER(signingInput: input, der: der) } else { _ = pub.verify(a, signingInput: input, signature: sig) }
             }
@@ -86,16 +86,4 @@ func measure(_ seconds: Double, _ body: () -> Void) -> Double {
         t = DispatchTime.now().uptimeNanoseconds
     }
     return Double(n) / (Double(t - start) / 1e9)
-}
-
-/// DER-encodes a raw r||s signature (baseline input for OpenSSL).
-func ecdsaRawToDERForBench(_ raw: [UInt8]) -> [UInt8] {
-    func integer(_ v: ArraySlice<UInt8>) -> [UInt8] {
-        var body = Array(v.drop { $0 == 0 })
-        if body.isEmpty { body = [0] }
-        if body[0] & 0x80 != 0 { body.insert(0, at: 0) }
-        return [0x02, UInt8(body.count)] + body
-    }
-    let content = integer(raw[0..<32]) + integer(raw[32..<64])
-    return [0x30, UInt8(content.count)] + content
 }
