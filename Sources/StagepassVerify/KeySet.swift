@@ -22,6 +22,7 @@ public struct KeySet: Sendable {
 
     public init(jwks: JWKS) {
         var entries = [String: Entry]()
+        var ambiguous = Set<String>()
         var skipped = [(kid: String?, reason: String)]()
         for jwk in jwks.keys {
             guard let kid = jwk.kid else { skipped.append((nil, "no kid")); continue }
@@ -40,7 +41,13 @@ public struct KeySet: Sendable {
             do {
                 let key = try jwk.publicKey()
                 guard key.type == alg.keyType else { skipped.append((kid, "alg \(alg.rawValue) does not fit the key type")); continue }
-                if entries[kid] != nil { skipped.append((kid, "duplicate kid")); entries[kid] = nil; continue }
+                // A kid on more than one usable key is ambiguous: none of them is used, however many there are.
+                if ambiguous.contains(kid) || entries[kid] != nil {
+                    skipped.append((kid, "duplicate kid"))
+                    ambiguous.insert(kid)
+                    entries[kid] = nil
+                    continue
+                }
                 entries[kid] = Entry(kid: kid, alg: alg, key: key)
             } catch {
                 skipped.append((kid, error.detail))

@@ -193,8 +193,9 @@ public final class Verifier: Sendable {
         // Stagepass defines none, so any crit is refused.
         if h.member("crit") != nil { throw VerificationError(.unsupportedCriticalHeader, "crit is not supported") }
         // RFC 8725 §3.10 / RFC 7515 §4.1.2–4.1.6: keys are never taken from the token.
-        for name: StaticString in ["jku", "jwk", "x5u", "x5c"] where h.member(name) != nil {
-            throw VerificationError(.forbiddenHeader, "header \(name) is never followed")
+        // Four direct lookups: no array built on the hot path.
+        if h.member("jku") != nil || h.member("jwk") != nil || h.member("x5u") != nil || h.member("x5c") != nil {
+            throw VerificationError(.forbiddenHeader, "jku, jwk, x5u and x5c headers are never followed")
         }
         // RFC 7515 §4.1.4: kid selects the key; unknown kid is an error, never a fallback.
         guard let kid = h.member("kid")?.string else { throw VerificationError(.unknownKey, "kid missing") }
