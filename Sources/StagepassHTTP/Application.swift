@@ -25,7 +25,7 @@ public struct HTTPOptions: Sendable {
 /// try await app.runService()
 /// ```
 public func buildApplication(
-    broker: HumanBroker, configuration: ApplicationConfiguration = .init(),
+    broker: HumanBroker, tokens: TokenBroker? = nil, configuration: ApplicationConfiguration = .init(),
     options: HTTPOptions = .init(),
     registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry(),
     logger: Logger = Logger(label: "stagepass.http")
@@ -36,6 +36,7 @@ public func buildApplication(
     router.add(middleware: ProblemAndMetricsMiddleware(registry: registry))
     let api = BrokerAPI(broker: broker, options: options, registry: registry)
     api.register(on: router)
+    if let tokens { TokenAPI(tokens: tokens, options: options).register(on: router) }
     return Application(router: router, configuration: configuration, logger: logger)
 }
 
@@ -72,6 +73,14 @@ struct BrokerAPI: Sendable {
         router.post("/v1/factors/totp") { request, context in try await enrolTOTP(request, context) }
         router.post("/v1/factors/totp/confirm") { request, context in try await confirmTOTP(request, context) }
         router.post("/v1/factors/backup-codes") { request, context in try await backupCodes(request, context) }
+        // The verification URI of RFC 8628 §3.2 until the approval pages exist: says how to approve.
+        router.get("/approve") { request, _ in
+            let code = request.uri.queryParameters["code"].map { UserCode.normalize(String($0)) ?? "" } ?? ""
+            let text = "Approve this pipeline run with a fresh second factor:\n\n  stagepass approve \(code.isEmpty ? "CODE" : code)\n\nor deny it with: stagepass deny \(code.isEmpty ? "CODE" : code)\n"
+            return Response(
+                status: .ok, headers: [.contentType: "text/plain; charset=utf-8", .cacheControl: "no-store"],
+                body: .init(byteBuffer: ByteBuffer(string: text)))
+        }
     }
 
     // MARK: handlers

@@ -13,6 +13,10 @@ public struct Problem: Error, Sendable, HTTPResponseError {
     public var title: String
     public var detail: String
     public var retryAfter: Int64?
+    /// Extension members (RFC 9457 §3.2), e.g. `max_age` and `acr_values` of an RFC 9470 step-up demand.
+    public var extra: [String: JSONValue] = [:]
+    /// A `WWW-Authenticate` challenge to send (RFC 9470 §3).
+    public var wwwAuthenticate: String?
 
     public init(code: String, status: HTTPResponse.Status, title: String, detail: String, retryAfter: Int64? = nil) {
         self.code = code
@@ -26,10 +30,12 @@ public struct Problem: Error, Sendable, HTTPResponseError {
     public var type: String { Self.typePrefix + code }
 
     public var json: JSONValue {
-        .object([
+        var o: [String: JSONValue] = [
             "type": .string(type), "title": .string(title), "status": .int(Int64(status.code)),
             "detail": .string(detail), "code": .string(code),
-        ])
+        ]
+        for (k, v) in extra where o[k] == nil { o[k] = v }
+        return .object(o)
     }
 
     public func response(from request: Request, context: some RequestContext) throws -> Response { response() }
@@ -37,6 +43,7 @@ public struct Problem: Error, Sendable, HTTPResponseError {
     func response() -> Response {
         var headers: HTTPFields = [.contentType: "application/problem+json", .cacheControl: "no-store"]
         if let retryAfter { headers[.retryAfter] = String(retryAfter) }
+        if let wwwAuthenticate { headers[.wwwAuthenticate] = wwwAuthenticate }
         return Response(
             status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(string: json.serialized())))
     }
@@ -50,6 +57,7 @@ public struct Problem: Error, Sendable, HTTPResponseError {
         switch error {
         case let p as Problem: return p
         case let e as BrokerError: return from(e)
+        case let e as OAuthError: return from(e)
         case let e as HTTPError:
             switch e.status {
             case .notFound:
@@ -72,6 +80,32 @@ public struct Problem: Error, Sendable, HTTPResponseError {
             }
         default: return internalError
         }
+    }
+
+    /// The human-facing approval, delegation, revocation and admin calls report OAuthErrors as problems; an RFC 9470
+    /// step-up demand is a 401 with `max_age` / `acr_values` members and the matching `WWW-Authenticate` challenge.
+    static func from(_ e: OAuthError) -> Problem {
+        let (status, title): (HTTPResponse.Status, String)
+        switch e.error {
+        case "not_found": (status, title) = (.notFound, "Not found")
+        case "conflict": (status, title) = (.conflict, "Conflict")
+        case "forbidden", "access_denied": (status, title) = (.forbidden, "Forbidden")
+        case "expired_token": (status, title) = (.gone, "Expired")
+        case "invalid_client": (status, title) = (.unauthorized, "Client authentication failed")
+        case "insufficient_user_authentication": (status, title) = (.unauthorized, "Fresh second factor required")
+        default: (status, title) = (.badRequest, "Request refused")
+        }
+        var p = Problem(code: e.error, status: status, title: title, detail: e.errorDescription)
+        if let m = e.maxAge { p.extra["max_age"] = .int(m) }
+        if let a = e.acrValues { p.extra["acr_values"] = .string(a.joined(separator: " ")) }
+        if e.error == "insufficient_user_authentication" {
+            // RFC 9470 §3.
+            var challenge = "Bearer error=\"insufficient_user_authentication\""
+            if let m = e.maxAge { challenge += ", max_age=\(m)" }
+            if let a = e.acrValues { challenge += ", acr_values=\"\(a.joined(separator: " "))\"" }
+            p.wwwAuthenticate = challenge
+        }
+        return p
     }
 
     static let internalError = Problem(

@@ -36,5 +36,8 @@ func runReporting(_ body: () throws -> Void) throws {
     do { try body() } catch let e as BrokerError {
         FileHandle.standardError.write(Data("error: \(e.code): \(e.detail)\n".utf8))
         throw ExitCode(2)
+    } catch let e as StoreError {
+        FileHandle.standardError.write(Data("error: \(e.code): \(e.detail)\n".utf8))
+        throw ExitCode(2)
     }
 }

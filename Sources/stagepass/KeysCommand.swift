@@ -27,6 +27,9 @@ struct KeyStoreOptions: ParsableArguments {
     @Option(name: .customLong("data"), help: "The broker's data directory: key actions go to its audit log.")
     var data: String = "./.stagepass"
 
+    /// The broker (database) of the data directory.
+    func openBroker() throws -> HumanBroker { try HumanBroker.open(dataDirectory: data) }
+
     /// Opens the store; configuration errors exit 2 with a message, other store errors exit 1.
     func open() throws -> KeyStore {
         try runReportingErrors {
@@ -173,8 +176,17 @@ extension KeysCommand {
         func run() async throws {
             let store = try options.open()
             let r = try await runReportingErrors { try await store.compromise(kid: kid) }
-            print("compromised: \(r.kid) (was \(r.previousState.rawValue)); revoke every token with this kid")
+            print("compromised: \(r.kid) (was \(r.previousState.rawValue))")
             print("active:      \(r.activeKid)")
+            // Every token the key signed is revoked in the ledger too; a running broker serves the new status list at
+            // once (it re-signs when the revocation epoch moves).
+            let broker = try options.openBroker()
+            let entry = try broker.audit.entry(
+                AuditEvent(action: "revoke", actor: cliActor(), subject: "kid:" + kid, reason: "key compromised",
+                           details: ["target": "kid:" + kid]))
+            let jtis = try broker.store.revoke(
+                .kid(kid), at: broker.clock.now(), reason: "key compromised", audit: entry)
+            print("revoked:     \(jtis.count) token(s) signed by \(kid)")
         }
     }
 

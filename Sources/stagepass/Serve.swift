@@ -21,8 +21,9 @@ struct Serve: AsyncParsableCommand {
     @Flag(name: .customLong("insecure-dev-keys"), help: "Store signing keys unencrypted (development only).") var insecureDevKeys = false
 
     func run() async throws {
-        let policy = try self.policy.map { try AuthPolicy.load(file: $0) } ?? .default
-        let broker = try options.open(policy: policy)
+        // TEMPORARY until the policy loader lands (policy branch).
+        let accessPolicy = AccessPolicy()
+        let broker = try options.open(policy: accessPolicy.auth)
         if let first = try broker.bootstrapIfEmpty() {
             // Unbuffered: the one-time secrets must reach a redirected log before the server starts.
             func emit(_ s: String) { FileHandle.standardOutput.write(Data((s + "\n").utf8)) }
@@ -39,9 +40,12 @@ struct Serve: AsyncParsableCommand {
         var logger = Logger(label: "stagepass")
         logger.logLevel = .info
         let keyStore = try openKeyStore(audit: broker.audit, logger: logger)
+        let issuerURL = issuer ?? "http://\(host):\(port)"
+        let tokens = TokenBroker(
+            human: broker, keys: keyStore, policy: PolicyHolder(accessPolicy, file: self.policy), issuer: issuerURL)
         let app = buildApplication(
-            broker: broker, configuration: .init(address: .hostname(host, port: port), serverName: "stagepass"),
-            options: HTTPOptions(issuer: issuer ?? "http://\(host):\(port)"), logger: logger)
+            broker: broker, tokens: tokens, configuration: .init(address: .hostname(host, port: port), serverName: "stagepass"),
+            options: HTTPOptions(issuer: issuerURL), logger: logger)
         // The rotation schedule runs inside the broker beside the HTTP service.
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { await keyStore.runSchedule(every: .seconds(60)) }

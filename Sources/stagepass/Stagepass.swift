@@ -16,6 +16,9 @@ struct Stagepass: AsyncParsableCommand {
             KeysCommand.self,
             // issue 4 (humans):
             Serve.self, Users.self, Factors.self, Login.self, Logout.self, Audit.self,
+            // issue 5 (scoped tokens):
+            StepUp.self, TokenCommand.self, Clients.self, RequestCommand.self, ApproveCommand.self, DenyCommand.self,
+            RevokeCommand.self, StatusListCommand.self,
         ]
     )
 

@@ -58,6 +58,19 @@ public final class HashChainAuditLog: AuditSink {
         hex(Crypto.sha256((unhex(prev) ?? []) + Array(record.utf8)))
     }
 
+    /// The chained append of `event`, for a store write that must commit it together with other rows.
+    public func entry(_ event: AuditEvent) throws -> AuditAppend {
+        let json = try Self.canonicalEvent(event)
+        let now = clock.now()
+        return AuditAppend(time: now, event: json) { last in
+            let seq = (last?.seq ?? 0) + 1
+            let prev = last?.hash ?? Self.genesis
+            let hash = Self.chainHash(
+                prev: prev, record: Self.canonicalRecord(seq: seq, time: now, prev: prev, event: json))
+            return AuditRow(seq: seq, time: now, prevHash: prev, event: json, hash: hash)
+        }
+    }
+
     /// Appends one event (``AuditSink``).
     public func record(_ event: AuditEvent) throws {
         let json = try Self.canonicalEvent(event)

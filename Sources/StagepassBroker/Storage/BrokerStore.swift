@@ -162,7 +162,7 @@ public struct StoreError: Error, Sendable, Hashable, CustomStringConvertible {
 /// Operations that guard a security decision are single atomic statements (compare-and-set), never
 /// read-then-write in the caller: ``claimTOTPStep(factorId:step:)``, ``consumeBackupCode(id:at:)``,
 /// ``appendAudit(time:event:chain:)``. Every method throws ``StoreError`` (or the backend's error).
-public protocol BrokerStore: Sendable {
+public protocol BrokerStore: TokenStore {
     // MARK: users and groups
     func insertUser(_ user: UserRecord, groups: [String]) throws
     func user(named name: String) throws -> UserRecord?

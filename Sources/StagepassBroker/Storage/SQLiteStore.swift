@@ -7,7 +7,7 @@ import GRDB
 /// Foreign keys are on (GRDB's default) and every table is created by ``SQLiteStore/migrator``.
 /// Related SQLite documentation: <https://www.sqlite.org/wal.html>, <https://www.sqlite.org/foreignkeys.html>
 public final class SQLiteStore: BrokerStore {
-    private let db: any DatabaseWriter
+    let db: any DatabaseWriter
 
     /// Opens (creating if needed) `path` in WAL mode and runs the migrations.
     /// - Throws: A GRDB `DatabaseError` whenever an SQLite error occurs.
@@ -15,6 +15,9 @@ public final class SQLiteStore: BrokerStore {
         var config = Configuration()
         config.foreignKeysEnabled = true
         config.busyMode = .timeout(5)
+        // A committed transaction survives power loss, not only a crash of this process: every issued token's
+        // ledger row and audit record are on disk before the token is returned (https://www.sqlite.org/pragma.html#pragma_synchronous).
+        config.prepareDatabase { db in try db.execute(sql: "PRAGMA synchronous = FULL") }
         db = try DatabasePool(path: path, configuration: config)
         try Self.migrator.migrate(db)
     }
@@ -96,6 +99,7 @@ public final class SQLiteStore: BrokerStore {
                         BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
                     """)
         }
+        m.registerMigration("v2-clients-tokens-approvals") { db in try Self.migrateTokens(db) }
         return m
     }
 
@@ -418,14 +422,17 @@ public final class SQLiteStore: BrokerStore {
     }
 
     public func appendAudit(time: Int64, event: String, chain: (AuditRow?) throws -> AuditRow) throws -> AuditRow {
-        try db.write { db in
-            let last = try Row.fetchOne(db, sql: "SELECT * FROM audit_log ORDER BY seq DESC LIMIT 1").map(Self.auditRow)
-            let row = try chain(last)
-            try db.execute(
-                sql: "INSERT INTO audit_log (seq, time, prev_hash, event, hash) VALUES (?, ?, ?, ?, ?)",
-                arguments: [row.seq, row.time, row.prevHash, row.event, row.hash])
-            return row
-        }
+        try db.write { db in try Self.appendAudit(db, chain) }
+    }
+
+    /// Appends one chained audit row inside the caller's transaction.
+    static func appendAudit(_ db: Database, _ chain: (AuditRow?) throws -> AuditRow) throws -> AuditRow {
+        let last = try Row.fetchOne(db, sql: "SELECT * FROM audit_log ORDER BY seq DESC LIMIT 1").map(Self.auditRow)
+        let row = try chain(last)
+        try db.execute(
+            sql: "INSERT INTO audit_log (seq, time, prev_hash, event, hash) VALUES (?, ?, ?, ?, ?)",
+            arguments: [row.seq, row.time, row.prevHash, row.event, row.hash])
+        return row
     }
 
     public func auditRows(after seq: Int64, limit: Int) throws -> [AuditRow] {

@@ -1,0 +1,260 @@
+import Foundation
+
+/// A registered pipeline client. Only the SHA-256 of its secret is stored (the secret is 256 random bits, so a
+/// fast hash is enough; it is compared in constant time).
+public struct ClientRecord: Sendable, Hashable {
+    public var name: String
+    public var secretHash: [UInt8]
+    public var createdAt: Int64
+
+    public init(name: String, secretHash: [UInt8], createdAt: Int64) {
+        self.name = name
+        self.secretHash = secretHash
+        self.createdAt = createdAt
+    }
+}
+
+/// One issued token in the ledger. `seq` (assigned on insert, from 1) fixes the token's status-list position:
+/// list `(seq-1) / listSize + 1`, index `(seq-1) % listSize`.
+public struct TokenRecord: Sendable, Hashable {
+    public var seq: Int64
+    public var jti: String
+    public var kid: String
+    public var userId: String
+    public var userName: String
+    public var sessionId: String?
+    public var clientId: String?
+    public var role: String
+    public var stage: String
+    public var audience: String
+    public var requestId: String?
+    public var issuedAt: Int64
+    public var expiresAt: Int64
+    public var revokedAt: Int64?
+    public var revokedReason: String?
+
+    public init(
+        seq: Int64 = 0, jti: String, kid: String, userId: String, userName: String, sessionId: String?,
+        clientId: String?, role: String, stage: String, audience: String, requestId: String?, issuedAt: Int64,
+        expiresAt: Int64, revokedAt: Int64? = nil, revokedReason: String? = nil
+    ) {
+        self.seq = seq
+        self.jti = jti
+        self.kid = kid
+        self.userId = userId
+        self.userName = userName
+        self.sessionId = sessionId
+        self.clientId = clientId
+        self.role = role
+        self.stage = stage
+        self.audience = audience
+        self.requestId = requestId
+        self.issuedAt = issuedAt
+        self.expiresAt = expiresAt
+        self.revokedAt = revokedAt
+        self.revokedReason = revokedReason
+    }
+}
+
+/// The life of a pipeline approval request (RFC 8628 device authorization).
+public enum RequestState: String, Sendable, Hashable, Codable {
+    /// Waiting for approvals.
+    case pending
+    /// Enough approvals; the next poll receives the token.
+    case approved
+    /// A human denied it; polls get `access_denied`.
+    case denied
+    /// The token was handed out (a device code is used once).
+    case issued
+}
+
+/// A pipeline's request for a token, waiting for humans. The device code is stored only as its SHA-256.
+public struct ApprovalRequestRecord: Sendable, Hashable {
+    public var id: String
+    public var deviceCodeHash: [UInt8]
+    public var userCode: String
+    public var clientId: String
+    public var role: String
+    public var stage: String
+    public var audience: String
+    public var runId: String
+    public var commit: String?
+    public var triggeredBy: String?
+    public var createdAt: Int64
+    public var expiresAt: Int64
+    public var state: RequestState
+    /// Current minimum seconds between polls (RFC 8628 §3.5: grows by 5 on every `slow_down`).
+    public var interval: Int64
+    public var lastPollAt: Int64?
+    public var decidedBy: String?
+    public var denyReason: String?
+    public var tokenJti: String?
+
+    public init(
+        id: String, deviceCodeHash: [UInt8], userCode: String, clientId: String, role: String, stage: String,
+        audience: String, runId: String, commit: String?, triggeredBy: String?, createdAt: Int64, expiresAt: Int64,
+        state: RequestState = .pending, interval: Int64, lastPollAt: Int64? = nil, decidedBy: String? = nil,
+        denyReason: String? = nil, tokenJti: String? = nil
+    ) {
+        self.id = id
+        self.deviceCodeHash = deviceCodeHash
+        self.userCode = userCode
+        self.clientId = clientId
+        self.role = role
+        self.stage = stage
+        self.audience = audience
+        self.runId = runId
+        self.commit = commit
+        self.triggeredBy = triggeredBy
+        self.createdAt = createdAt
+        self.expiresAt = expiresAt
+        self.state = state
+        self.interval = interval
+        self.lastPollAt = lastPollAt
+        self.decidedBy = decidedBy
+        self.denyReason = denyReason
+        self.tokenJti = tokenJti
+    }
+}
+
+/// One human's approval of one request (or the delegation that stood in for it). `binding` is the hex SHA-256 of
+/// the request's id, client, role, stage, audience, run id and commit: the approval cannot be moved to another
+/// request. The approver's `amr` and `auth_time` are those of the session that proved the fresh factor.
+public struct ApprovalRecord: Sendable, Hashable {
+    public var id: String
+    public var requestId: String
+    public var userId: String
+    public var userName: String
+    public var sessionId: String?
+    public var amr: [String]
+    public var authTime: Int64
+    public var createdAt: Int64
+    public var binding: String
+    /// Set when a standing delegation approved the run.
+    public var delegationId: String?
+
+    public init(
+        id: String, requestId: String, userId: String, userName: String, sessionId: String?, amr: [String],
+        authTime: Int64, createdAt: Int64, binding: String, delegationId: String? = nil
+    ) {
+        self.id = id
+        self.requestId = requestId
+        self.userId = userId
+        self.userName = userName
+        self.sessionId = sessionId
+        self.amr = amr
+        self.authTime = authTime
+        self.createdAt = createdAt
+        self.binding = binding
+        self.delegationId = delegationId
+    }
+}
+
+/// A standing approval: `userName` lets `clientId` obtain tokens for (role, stage, audience) until `expiresAt`.
+public struct DelegationRecord: Sendable, Hashable {
+    public var id: String
+    public var userId: String
+    public var userName: String
+    public var sessionId: String?
+    public var amr: [String]
+    public var authTime: Int64
+    public var clientId: String
+    public var role: String
+    public var stage: String
+    public var audience: String
+    public var createdAt: Int64
+    public var expiresAt: Int64
+    public var revokedAt: Int64?
+
+    public init(
+        id: String, userId: String, userName: String, sessionId: String?, amr: [String], authTime: Int64,
+        clientId: String, role: String, stage: String, audience: String, createdAt: Int64, expiresAt: Int64,
+        revokedAt: Int64? = nil
+    ) {
+        self.id = id
+        self.userId = userId
+        self.userName = userName
+        self.sessionId = sessionId
+        self.amr = amr
+        self.authTime = authTime
+        self.clientId = clientId
+        self.role = role
+        self.stage = stage
+        self.audience = audience
+        self.createdAt = createdAt
+        self.expiresAt = expiresAt
+        self.revokedAt = revokedAt
+    }
+}
+
+/// Which tokens a revocation covers.
+public enum RevocationTarget: Sendable, Hashable {
+    case jti(String)
+    case session(String)
+    /// Every token of the user issued at or before `issuedBefore`.
+    case user(id: String, issuedBefore: Int64)
+    case kid(String)
+}
+
+/// One audit record to chain inside another write (see ``HashChainAuditLog/entry(_:)``).
+public struct AuditAppend: Sendable {
+    public var time: Int64
+    public var event: String
+    public var chain: @Sendable (AuditRow?) throws -> AuditRow
+
+    public init(time: Int64, event: String, chain: @escaping @Sendable (AuditRow?) throws -> AuditRow) {
+        self.time = time
+        self.event = event
+        self.chain = chain
+    }
+}
+
+/// Storage of pipeline clients, the token ledger, approval requests, approvals and delegations.
+///
+/// Every write that guards a decision is one transaction with a compare-and-set: issuing a token and writing its
+/// audit record commit together (a token is never returned without both), an approved request turns `issued` once,
+/// a request is decided once, one human approves one request once.
+public protocol TokenStore: Sendable {
+    // MARK: clients
+    func insertClient(_ client: ClientRecord) throws
+    func client(named name: String) throws -> ClientRecord?
+    func allClients() throws -> [ClientRecord]
+    func deleteClient(named name: String) throws
+
+    // MARK: ledger
+    /// Inserts the ledger row (assigning `seq`) and appends `audit` in one transaction. With `claimRequest`, the
+    /// request must be `approved` and turns `issued` in the same transaction (else ``StoreError/conflict``).
+    func insertToken(_ token: TokenRecord, audit: AuditAppend, claimRequest: String?) throws -> TokenRecord
+    func token(jti: String) throws -> TokenRecord?
+    /// Marks every matching unrevoked token revoked (and bumps the revocation epoch) with `audit`, in one
+    /// transaction. Returns the jtis revoked.
+    func revoke(_ target: RevocationTarget, at: Int64, reason: String, audit: AuditAppend) throws -> [String]
+    /// The `seq`s of revoked tokens in `range`.
+    func revokedSeqs(in range: ClosedRange<Int64>) throws -> [Int64]
+    /// The highest `seq` issued (0 when none).
+    func lastTokenSeq() throws -> Int64
+    /// A counter bumped by every revocation (status list caches compare it).
+    func revocationEpoch() throws -> Int64
+
+    // MARK: approval requests
+    func insertRequest(_ request: ApprovalRequestRecord, audit: AuditAppend) throws
+    func request(id: String) throws -> ApprovalRequestRecord?
+    func request(userCode: String) throws -> ApprovalRequestRecord?
+    func request(deviceCodeHash: [UInt8]) throws -> ApprovalRequestRecord?
+    func pendingRequests(now: Int64) throws -> [ApprovalRequestRecord]
+    /// Records a poll: `lastPollAt` and `interval`.
+    func notePoll(requestId: String, at: Int64, interval: Int64) throws
+    /// Atomically moves a request from `from` to `to`, with who decided and why; false when it was not in `from`.
+    func transitionRequest(id: String, from: RequestState, to: RequestState, decidedBy: String?, reason: String?,
+                           audit: AuditAppend) throws -> Bool
+
+    // MARK: approvals and delegations
+    /// Inserts an approval of a pending request; ``StoreError/conflict`` if this user already approved it or the
+    /// request is no longer pending. Returns the approvals of the request after the insert.
+    func insertApproval(_ approval: ApprovalRecord, audit: AuditAppend) throws -> [ApprovalRecord]
+    func approvals(requestId: String) throws -> [ApprovalRecord]
+    func insertDelegation(_ delegation: DelegationRecord, audit: AuditAppend) throws
+    /// The newest live delegation for exactly this client, role, stage and audience.
+    func liveDelegation(clientId: String, role: String, stage: String, audience: String, now: Int64) throws
+        -> DelegationRecord?
+}

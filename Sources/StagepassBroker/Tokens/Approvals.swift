@@ -1,0 +1,412 @@
+import Foundation
+import StagepassJOSE
+
+/// What the device authorization endpoint answers (RFC 8628 §3.2).
+public struct DeviceAuthorization: Sendable {
+    public var requestId: String
+    /// The pipeline's secret handle for polling (shown once; stored as SHA-256).
+    public var deviceCode: String
+    /// What the human types or follows: `XXXX-XXXX` from ``UserCode/alphabet``.
+    public var userCode: String
+    public var expiresIn: Int64
+    public var interval: Int64
+    /// True when a standing delegation already approved the run.
+    public var preApproved: Bool
+}
+
+/// A request as shown to a human deciding on it.
+public struct RequestView: Sendable {
+    public var request: ApprovalRequestRecord
+    public var approvals: [ApprovalRecord]
+    public var approversNeeded: Int
+    /// Whether the time to approve has passed.
+    public var expired: Bool
+}
+
+/// RFC 8628 §6.1 user codes: 8 characters from a 20-letter consonant alphabet (no vowels, so no words; no
+/// look-alikes), shown as `XXXX-XXXX`: 20^8 ≈ 2^34.6 codes. With requests living minutes and failed lookups
+/// throttled per user and per address, guessing a live code is impractical (§5.1).
+public enum UserCode {
+    public static let alphabet = Array("BCDFGHJKLMNPQRSTVWXZ")
+
+    static func generate() throws -> String {
+        var out = ""
+        // Rejection sampling: 240 = 12 × 20, so bytes below 240 map uniformly onto the alphabet.
+        while out.count < 8 {
+            for b in try Crypto.randomBytes(16) where b < 240 && out.count < 8 {
+                out.append(alphabet[Int(b) % alphabet.count])
+            }
+        }
+        return String(out.prefix(4)) + "-" + String(out.suffix(4))
+    }
+
+    /// RFC 8628 §6.1: case-insensitive, dashes and spaces ignored. Nil when the input cannot be a user code.
+    public static func normalize(_ s: String) -> String? {
+        let chars = s.uppercased().filter { $0 != "-" && $0 != " " }
+        guard chars.count == 8, chars.allSatisfy({ alphabet.contains($0) }) else { return nil }
+        return String(chars.prefix(4)) + "-" + String(chars.suffix(4))
+    }
+}
+
+
+/// Registered pipeline clients: a name and a secret shown once (only its SHA-256 is stored; the secret carries
+/// 256 random bits, so a fast hash suffices).
+public struct ClientRegistry: Sendable {
+    public let human: HumanBroker
+    public init(human: HumanBroker) { self.human = human }
+
+    /// Registers a client and returns its secret, which is shown once.
+    /// - Throws: ``BrokerError/invalidRequest(_:)`` for a bad name, ``StoreError/conflict`` if it exists.
+    public func add(name: String, actor: String) throws -> String {
+        guard (1...128).contains(name.utf8.count),
+            name.unicodeScalars.allSatisfy({
+                $0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0) || "-_./@".unicodeScalars.contains($0))
+            })
+        else { throw BrokerError.invalidRequest("a client name is 1-128 characters of A-Z a-z 0-9 - _ . / @") }
+        let secret = "spc_" + Base64URL.encode(try Crypto.randomBytes(32))
+        try human.store.insertClient(
+            ClientRecord(name: name, secretHash: Crypto.sha256(Array(secret.utf8)), createdAt: human.clock.now()))
+        try human.audit.record(AuditEvent(action: "client.add", actor: actor, subject: name))
+        return secret
+    }
+
+    public func remove(name: String, actor: String) throws {
+        try human.store.deleteClient(named: name)
+        try human.audit.record(AuditEvent(action: "client.remove", actor: actor, subject: name))
+    }
+
+    public func list() throws -> [ClientRecord] { try human.store.allClients() }
+}
+
+extension TokenBroker {
+    /// The pipeline client registry.
+    public var clients: ClientRegistry { ClientRegistry(human: human) }
+
+    /// RFC 6749 §2.3.1 client authentication. Unknown clients and wrong secrets fail alike, after the same work.
+    func authenticateClient(_ name: String, secret: String) throws -> ClientRecord {
+        let record = try store.client(named: name)
+        let presented = Crypto.sha256(Array(secret.utf8))
+        let expected = record?.secretHash ?? Crypto.sha256(Array("no such client".utf8))
+        guard Crypto.constantTimeEqual(presented, expected), let record else {
+            _ = denied(.invalidClient, action: "client.auth", actor: nil, details: ["client": name])
+            throw OAuthError.invalidClient
+        }
+        return record
+    }
+
+    // MARK: device authorization (RFC 8628 §3.1, §3.2)
+
+    /// A pipeline asks for a token for one run. A live delegation matching (client, role, stage, audience) approves
+    /// it at once; otherwise it waits for humans.
+    public func startRequest(
+        client: String, secret: String, audience: String, role: String, stage: String, runId: String,
+        commit: String?, triggeredBy: String?
+    ) throws -> DeviceAuthorization {
+        let c = try authenticateClient(client, secret: secret)
+        let p = policy.current
+        let now = clock.now()
+        let details = ["client": c.name, "role": role, "stage": stage, "audience": audience, "run_id": runId]
+        func printable(_ s: String, max: Int) -> Bool {
+            (1...max).contains(s.utf8.count) && s.unicodeScalars.allSatisfy { $0.value >= 0x20 && $0.value != 0x7f }
+        }
+        guard printable(runId, max: 200) else { throw OAuthError.invalidRequest("run_id must be 1-200 printable characters") }
+        if let commit, !printable(commit, max: 100) {
+            throw OAuthError.invalidRequest("commit must be 1-100 printable characters")
+        }
+        if let triggeredBy, !printable(triggeredBy, max: 256) {
+            throw OAuthError.invalidRequest("triggered_by must be 1-256 printable characters")
+        }
+        let s: StagePolicy
+        do {
+            try checkPipeline(c.name, role: role, stage: stage, audience: audience, policy: p)
+            guard let r = p.roles[role] else { throw OAuthError.invalidScope("unknown role '\(role)'") }
+            guard let st = p.stages[stage] else { throw OAuthError.invalidScope("unknown stage '\(stage)'") }
+            guard p.audiences[audience] != nil else { throw OAuthError.invalidTarget("unknown audience '\(audience)'") }
+            guard r.stages.contains(stage) else {
+                throw OAuthError.invalidScope("the role '\(role)' cannot reach the stage '\(stage)'")
+            }
+            guard r.audiences.contains(audience) else {
+                throw OAuthError.invalidTarget("the role '\(role)' cannot reach the audience '\(audience)'")
+            }
+            s = st
+        } catch let e as OAuthError {
+            throw denied(e, action: "request.deny", actor: nil, details: details)
+        }
+        let deviceCode = "spd_" + Base64URL.encode(try Crypto.randomBytes(32))
+        let id = "req_" + Base64URL.encode(try Crypto.randomBytes(12))
+        var record = ApprovalRequestRecord(
+            id: id, deviceCodeHash: Crypto.sha256(Array(deviceCode.utf8)), userCode: "", clientId: c.name,
+            role: role, stage: stage, audience: audience, runId: runId, commit: commit, triggeredBy: triggeredBy,
+            createdAt: now, expiresAt: now + p.tokens.requestLifetime, interval: p.tokens.pollInterval)
+        var auditDetails = details
+        auditDetails["request"] = id
+        if let commit { auditDetails["commit"] = commit }
+        if let triggeredBy { auditDetails["triggered_by"] = triggeredBy }
+        // A user code collision is astronomically rare but must not fail the pipeline: draw again.
+        var inserted = false
+        for _ in 0..<5 where !inserted {
+            record.userCode = try UserCode.generate()
+            auditDetails["user_code"] = record.userCode
+            do {
+                try store.insertRequest(
+                    record,
+                    audit: try audit.entry(
+                        AuditEvent(action: "request.start", actor: c.name, subject: c.name, details: auditDetails)))
+                inserted = true
+            } catch let e as StoreError where e == .conflict { continue }
+        }
+        guard inserted else { throw BrokerError.internalError("could not allocate a user code") }
+        var preApproved = false
+        if case .delegated = s.approval, s.approvers == 1,
+            let d = try store.liveDelegation(clientId: c.name, role: role, stage: stage, audience: audience, now: now)
+        {
+            let approval = ApprovalRecord(
+                id: "apr_" + Base64URL.encode(try Crypto.randomBytes(9)), requestId: id, userId: d.userId,
+                userName: d.userName, sessionId: d.sessionId, amr: d.amr, authTime: d.authTime, createdAt: now,
+                binding: Self.binding(record), delegationId: d.id)
+            _ = try store.insertApproval(
+                approval,
+                audit: try audit.entry(
+                    AuditEvent(
+                        action: "request.approve", actor: d.userName, subject: c.name, factors: d.amr,
+                        details: auditDetails.merging(["approval": approval.id, "delegation": d.id]) { a, _ in a })))
+            preApproved = try store.transitionRequest(
+                id: id, from: .pending, to: .approved, decidedBy: d.userName, reason: nil,
+                audit: try audit.entry(
+                    AuditEvent(
+                        action: "request.approved", actor: d.userName, subject: c.name, factors: d.amr,
+                        details: ["request": id, "approvals": approval.id, "delegation": d.id])))
+        }
+        return DeviceAuthorization(
+            requestId: id, deviceCode: deviceCode, userCode: record.userCode, expiresIn: p.tokens.requestLifetime,
+            interval: p.tokens.pollInterval, preApproved: preApproved)
+    }
+
+    /// The approval binding: the hex SHA-256 of everything the human saw.
+    static func binding(_ r: ApprovalRequestRecord) -> String {
+        let fields = [r.id, r.clientId, r.role, r.stage, r.audience, r.runId, r.commit ?? "", r.triggeredBy ?? ""]
+        let joined = fields.map { "\($0.utf8.count):\($0)" }.joined()
+        return Crypto.sha256(Array(joined.utf8)).map { String(format: "%02x", $0) }.joined()
+    }
+
+    // MARK: polling (RFC 8628 §3.4, §3.5)
+
+    /// The pipeline's poll: `authorization_pending`, `slow_down` (and the interval grows by 5 s, §3.5),
+    /// `access_denied`, `expired_token`, or the token once approved (handed out once).
+    public func poll(client: String, secret: String, deviceCode: String) async throws -> IssuedToken {
+        let c = try authenticateClient(client, secret: secret)
+        guard deviceCode.utf8.count <= 128,
+            let r = try store.request(deviceCodeHash: Crypto.sha256(Array(deviceCode.utf8))), r.clientId == c.name
+        else { throw OAuthError.invalidGrant("unknown device_code") }
+        let now = clock.now()
+        switch r.state {
+        case .denied: throw OAuthError.accessDenied("denied by \(r.decidedBy ?? "an approver")" + (r.denyReason.map { ": \($0)" } ?? ""))
+        case .issued: throw OAuthError.invalidGrant("the device_code was already used")
+        case .pending, .approved: break
+        }
+        if now >= r.expiresAt { throw OAuthError.expiredToken }
+        if let last = r.lastPollAt, now - last < r.interval {
+            let slower = r.interval + 5
+            try store.notePoll(requestId: r.id, at: now, interval: slower)
+            throw OAuthError.slowDown(interval: slower)
+        }
+        try store.notePoll(requestId: r.id, at: now, interval: r.interval)
+        guard r.state == .approved else { throw OAuthError.authorizationPending }
+        let p = policy.current
+        guard let s = p.stages[r.stage] else {
+            throw denied(
+                .accessDenied("the stage '\(r.stage)' is no longer in the policy"), action: "token.deny",
+                actor: c.name, details: ["request": r.id])
+        }
+        let approvals = try store.approvals(requestId: r.id)
+        guard let last = approvals.last else { throw OAuthError.authorizationPending }
+        do {
+            return try await issue(
+                Grant(
+                    userId: last.userId, userName: last.userName, sessionId: last.sessionId, amr: last.amr,
+                    authTime: last.authTime, clientId: c.name, role: r.role, stage: r.stage, audience: r.audience,
+                    lifetime: lifetime(stage: s, policy: p, sessionEnds: nil, now: now), runId: r.runId,
+                    commit: r.commit, approvals: approvals.map(\.id), requestId: r.id, via: "device-code"))
+        } catch let e as StoreError where e == .conflict {
+            throw OAuthError.invalidGrant("the device_code was already used")
+        }
+    }
+
+    // MARK: humans deciding
+
+    /// Finds a request by user code for a human, throttling failed lookups per user and per address (RFC 8628 §5.1).
+    func lookup(userCode: String, session: Session, address: String) throws -> ApprovalRequestRecord {
+        let keys = ["usercode:" + session.userId, Throttle.addressKey(address)]
+        try human.sessions.throttle.check(keys)
+        guard let code = UserCode.normalize(userCode), let r = try store.request(userCode: code) else {
+            _ = try human.sessions.throttle.fail(keys)
+            throw OAuthError.notFound("no request with that code")
+        }
+        return r
+    }
+
+    /// The request behind a user code, with its approvals so far.
+    public func view(userCode: String, sessionToken: String, address: String) throws -> RequestView {
+        let s = try human.sessions.requireMFA(token: sessionToken)
+        let r = try lookup(userCode: userCode, session: s, address: address)
+        return try view(r)
+    }
+
+    func view(_ r: ApprovalRequestRecord) throws -> RequestView {
+        let needed = policy.current.stages[r.stage]?.approvers ?? 1
+        return RequestView(
+            request: r, approvals: try store.approvals(requestId: r.id), approversNeeded: needed,
+            expired: clock.now() >= r.expiresAt)
+    }
+
+    /// Pending, unexpired requests the session's user could approve (holds the role).
+    public func pendingRequests(sessionToken: String) throws -> [RequestView] {
+        let s = try human.sessions.requireMFA(token: sessionToken)
+        let p = policy.current
+        return try store.pendingRequests(now: clock.now())
+            .filter { r in p.roles[r.role].map { !$0.groups.isDisjoint(with: s.groups) } ?? false }
+            .map(view)
+    }
+
+    /// Checks that `s` may decide on `r`: the request is pending and unexpired, and the human holds its role.
+    func checkDecider(_ s: Session, _ r: ApprovalRequestRecord, policy p: AccessPolicy) throws(OAuthError)
+        -> StagePolicy
+    {
+        guard r.state == .pending else { throw .conflict("the request is already \(r.state.rawValue)") }
+        guard clock.now() < r.expiresAt else { throw .expiredToken }
+        guard let role = p.roles[r.role], let stage = p.stages[r.stage] else {
+            throw .forbidden("the request's role or stage is no longer in the policy")
+        }
+        guard !role.groups.isDisjoint(with: s.groups) else {
+            throw .forbidden("only holders of the role '\(r.role)' may decide on this request")
+        }
+        return stage
+    }
+
+    public struct ApprovalOutcome: Sendable {
+        public var approval: ApprovalRecord
+        public var approvals: Int
+        public var needed: Int
+        /// True when this approval released the token.
+        public var approved: Bool
+    }
+
+    /// A human approves one run. With `proof`, the factor is verified first (step-up bound to this approval);
+    /// otherwise the session's latest factor must already satisfy the stage. Distinct approvers are counted; the
+    /// run's triggering user cannot approve it when the stage forbids self-approval.
+    public func approve(userCode: String, sessionToken: String, proof: FactorProof?, address: String) throws
+        -> ApprovalOutcome
+    {
+        var s = try human.sessions.requireMFA(token: sessionToken)
+        let r = try lookup(userCode: userCode, session: s, address: address)
+        let p = policy.current
+        var details = [
+            "request": r.id, "client": r.clientId, "role": r.role, "stage": r.stage, "audience": r.audience,
+            "run_id": r.runId,
+        ]
+        do {
+            let stage = try checkDecider(s, r, policy: p)
+            if !stage.allowSelfApproval, let t = r.triggeredBy, t == s.userName {
+                throw OAuthError.forbidden("the user who triggered the run cannot approve it")
+            }
+            if let proof { s = try human.sessions.stepUp(token: sessionToken, proof: proof, address: address) }
+            try requireFresh(amr: s.amr, authTime: s.authTime, stage: stage, now: clock.now())
+            let approval = ApprovalRecord(
+                id: "apr_" + Base64URL.encode(try Crypto.randomBytes(9)), requestId: r.id, userId: s.userId,
+                userName: s.userName, sessionId: s.id, amr: s.amr, authTime: s.authTime, createdAt: clock.now(),
+                binding: Self.binding(r))
+            details["approval"] = approval.id
+            details["binding"] = approval.binding
+            let all: [ApprovalRecord]
+            do {
+                all = try store.insertApproval(
+                    approval,
+                    audit: try audit.entry(
+                        AuditEvent(
+                            action: "request.approve", actor: s.userName, subject: r.clientId, factors: s.amr,
+                            details: details)))
+            } catch let e as StoreError where e == .conflict {
+                throw OAuthError.conflict(e.detail)
+            }
+            var released = false
+            if all.count >= stage.approvers {
+                released = try store.transitionRequest(
+                    id: r.id, from: .pending, to: .approved, decidedBy: s.userName, reason: nil,
+                    audit: try audit.entry(
+                        AuditEvent(
+                            action: "request.approved", actor: s.userName, subject: r.clientId, factors: s.amr,
+                            details: [
+                                "request": r.id, "approvals": all.map(\.id).joined(separator: ","),
+                                "approvers": all.map(\.userName).joined(separator: ","),
+                            ])))
+            }
+            return ApprovalOutcome(approval: approval, approvals: all.count, needed: stage.approvers, approved: released)
+        } catch let e as OAuthError {
+            throw denied(e, action: "request.approve", actor: s.userName, factors: s.amr, details: details)
+        }
+    }
+
+    /// A human denies one run; the pipeline's next poll gets `access_denied`.
+    public func deny(userCode: String, sessionToken: String, reason: String?, address: String) throws {
+        let s = try human.sessions.requireMFA(token: sessionToken)
+        let r = try lookup(userCode: userCode, session: s, address: address)
+        let p = policy.current
+        if let reason, reason.utf8.count > 500 { throw OAuthError.invalidRequest("the reason is longer than 500 bytes") }
+        _ = try checkDecider(s, r, policy: p)
+        let ok = try store.transitionRequest(
+            id: r.id, from: .pending, to: .denied, decidedBy: s.userName, reason: reason,
+            audit: try audit.entry(
+                AuditEvent(
+                    action: "request.deny", actor: s.userName, subject: r.clientId, result: "success",
+                    reason: reason, factors: s.amr,
+                    details: ["request": r.id, "role": r.role, "stage": r.stage, "run_id": r.runId])))
+        guard ok else { throw OAuthError.conflict("the request was decided meanwhile") }
+    }
+
+    // MARK: delegations
+
+    /// A standing approval: `client` may obtain tokens for (role, stage, audience) for `window` seconds, approved
+    /// by the session's human. Only for stages whose approval mode is `delegated`, within its `max_window`, with one
+    /// approver, and with a fresh factor.
+    public func delegate(
+        sessionToken: String, client: String, role: String, stage: String, audience: String, window: Int64
+    ) throws -> DelegationRecord {
+        let s = try human.sessions.requireMFA(token: sessionToken)
+        let p = policy.current
+        let now = clock.now()
+        let details = [
+            "client": client, "role": role, "stage": stage, "audience": audience, "window": String(window),
+        ]
+        do {
+            let (_, st) = try authorize(groups: s.groups, role: role, stage: stage, audience: audience, policy: p)
+            guard case .delegated(let maxWindow) = st.approval else {
+                throw OAuthError.forbidden("the stage '\(stage)' does not allow delegations")
+            }
+            guard st.approvers == 1 else {
+                throw OAuthError.forbidden("the stage '\(stage)' needs \(st.approvers) approvers per run")
+            }
+            guard window > 0, window <= maxWindow else {
+                throw OAuthError.invalidRequest("the window must be 1..\(maxWindow) seconds for '\(stage)'")
+            }
+            try checkPipeline(client, role: role, stage: stage, audience: audience, policy: p)
+            guard try store.client(named: client) != nil else {
+                throw OAuthError.notFound("no registered pipeline client '\(client)'")
+            }
+            try requireFresh(amr: s.amr, authTime: s.authTime, stage: st, now: now)
+            let d = DelegationRecord(
+                id: "dlg_" + Base64URL.encode(try Crypto.randomBytes(9)), userId: s.userId, userName: s.userName,
+                sessionId: s.id, amr: s.amr, authTime: s.authTime, clientId: client, role: role, stage: stage,
+                audience: audience, createdAt: now, expiresAt: now + window)
+            try store.insertDelegation(
+                d,
+                audit: try audit.entry(
+                    AuditEvent(
+                        action: "delegation.grant", actor: s.userName, subject: client, factors: s.amr,
+                        details: details.merging(["delegation": d.id, "expires_at": String(d.expiresAt)]) { a, _ in a }
+                    )))
+            return d
+        } catch let e as OAuthError {
+            throw denied(e, action: "delegation.grant", actor: s.userName, factors: s.amr, details: details)
+        }
+    }
+}

@@ -1,0 +1,161 @@
+import Foundation
+import StagepassJOSE
+
+/// What a revocation request names.
+public enum RevocationRequest: Sendable, Hashable {
+    case jti(String)
+    case session(String)
+    /// Every token of the named user issued up to now.
+    case user(String)
+    /// Every token the key signed; the key is marked compromised (unpublished, replaced) if it is not already.
+    case kid(String)
+}
+
+extension TokenBroker {
+    /// Revokes tokens on behalf of a signed-in human. A user may revoke their own tokens (by jti), their own
+    /// sessions and all their own tokens; everything else (another user's tokens or sessions, a key) needs an
+    /// administrator whose factor is fresh. Revocation takes effect in the served status list at once.
+    /// - Returns: the jtis newly revoked.
+    /// - Throws: ``OAuthError`` (`forbidden`, `insufficient_user_authentication`, `not_found`).
+    public func revoke(_ what: RevocationRequest, sessionToken: String, reason: String?) async throws -> [String] {
+        let s = try human.sessions.requireMFA(token: sessionToken)
+        if let reason, reason.utf8.count > 500 { throw OAuthError.invalidRequest("the reason is longer than 500 bytes") }
+        do {
+            switch what {
+            case .jti(let j):
+                guard let t = try store.token(jti: j) else { throw OAuthError.notFound("no token with that jti") }
+                if t.userId != s.userId { try requireAdmin(s) }
+            case .session(let sid):
+                let owner = try store.session(id: sid)?.userId
+                if sid != s.id && owner != s.userId { try requireAdmin(s) }
+            case .user(let name):
+                if name != s.userName { try requireAdmin(s) }
+            case .kid:
+                try requireAdmin(s)
+            }
+        } catch let e as OAuthError {
+            throw denied(
+                e, action: "revoke", actor: s.userName, factors: s.amr, details: ["target": Self.describe(what)])
+        }
+        return try await revoke(what, actor: s.userName, factors: s.amr, reason: reason)
+    }
+
+    static func describe(_ what: RevocationRequest) -> String {
+        switch what {
+        case .jti(let j): return "jti:" + j
+        case .session(let s): return "session:" + s
+        case .user(let u): return "user:" + u
+        case .kid(let k): return "kid:" + k
+        }
+    }
+
+    /// Revokes without an authorisation check (the caller did it: an admin HTTP call, or a local admin command).
+    public func revoke(_ what: RevocationRequest, actor: String, factors: [String], reason: String?) async throws
+        -> [String]
+    {
+        let now = clock.now()
+        let target: RevocationTarget
+        var details = ["target": Self.describe(what)]
+        switch what {
+        case .jti(let j): target = .jti(j)
+        case .session(let sid):
+            target = .session(sid)
+            // Revoking a session also ends it.
+            try? store.deleteSession(id: sid)
+        case .user(let name):
+            guard let u = try store.user(named: name) else { throw OAuthError.notFound("no such user") }
+            target = .user(id: u.id, issuedBefore: now)
+        case .kid(let kid):
+            target = .kid(kid)
+            // A key still in the keyring is marked compromised first (unpublished at once, replaced if active);
+            // a key already gone only has its ledger rows revoked.
+            if let info = await keys.keys().first(where: { $0.kid == kid }), info.state != .compromised {
+                let r = try await keys.compromise(kid: kid)
+                details["new_active"] = r.activeKid
+            }
+        }
+        let entry = try audit.entry(
+            AuditEvent(
+                action: "revoke", actor: actor, subject: Self.describe(what), reason: reason, factors: factors,
+                details: details))
+        return try store.revoke(target, at: now, reason: reason ?? "revoked by \(actor)", audit: entry)
+    }
+}
+
+/// Serves the Token Status Lists (draft-ietf-oauth-status-list-20): one `statuslist+jwt` per list of
+/// ``TokenBroker/listSize`` one-bit entries, signed with the active key. A list is re-signed when a revocation
+/// happened (the store's revocation epoch moved), when the active key changed, or when half its `ttl` has passed;
+/// otherwise the cached signature is served.
+public actor StatusListPublisher {
+    let store: any BrokerStore
+    let keys: KeyStore
+    let policy: PolicyHolder
+    let issuer: String
+    let clock: BrokerClock
+
+    struct Cached {
+        var jwt: String
+        var iat: Int64
+        var epoch: Int64
+        var kid: String
+    }
+    private var cache: [Int64: Cached] = [:]
+
+    init(store: any BrokerStore, keys: KeyStore, policy: PolicyHolder, issuer: String, clock: BrokerClock) {
+        self.store = store
+        self.keys = keys
+        self.policy = policy
+        self.issuer = issuer
+        self.clock = clock
+    }
+
+    static func uri(issuer: String, _ n: Int64) -> String {
+        (issuer.hasSuffix("/") ? String(issuer.dropLast()) : issuer) + "/v1/statuslists/\(n)"
+    }
+
+    /// How many lists exist (at least one, even before the first token).
+    public func count() throws -> Int64 {
+        let last = try store.lastTokenSeq()
+        return max(1, (last + TokenBroker.listSize - 1) / TokenBroker.listSize)
+    }
+
+    /// The signed list `n`, or nil when there is no such list.
+    public func list(_ n: Int64) async throws -> String? {
+        guard n >= 1, n <= (try count()) else { return nil }
+        let epoch = try store.revocationEpoch()
+        let key = try await keys.signingKey()
+        let now = clock.now()
+        let tokens = policy.current.tokens
+        if let c = cache[n], c.epoch == epoch, c.kid == key.kid, now - c.iat < max(1, tokens.statusListTTL / 2) {
+            return c.jwt
+        }
+        let size = TokenBroker.listSize
+        let first = (n - 1) * size + 1
+        var bytes = [UInt8](repeating: 0, count: Int(size / 8))
+        for seq in try store.revokedSeqs(in: first...(first + size - 1)) {
+            let idx = Int(seq - first)
+            // draft §4.1: entry idx is bit (idx % 8) of byte idx / 8, least significant bit first; 1 = INVALID (§7.1).
+            bytes[idx / 8] |= UInt8(1) << UInt8(idx % 8)
+        }
+        // draft §4.2: lst is the base64url of the ZLIB (RFC 1950) compressed byte array.
+        let lst = Base64URL.encode(try Zlib.compress(bytes))
+        let claims: JSONValue = .object([
+            "sub": .string(Self.uri(issuer: issuer, n)), "iat": .int(now),
+            "exp": .int(now + tokens.statusListLifetime), "ttl": .int(tokens.statusListTTL),
+            "status_list": .object(["bits": .int(1), "lst": .string(lst)]),
+        ])
+        // draft §5.1: typ statuslist+jwt, signed like the tokens (same JWKS).
+        let jwt = try JWS.sign(
+            claims: claims, header: ["typ": .string("statuslist+jwt"), "kid": .string(key.kid)],
+            key: key.privateKey, alg: key.alg)
+        cache[n] = Cached(jwt: jwt, iat: now, epoch: epoch, kid: key.kid)
+        return jwt
+    }
+
+    /// The revoked indices of list `n` (the `stagepass status-list` view, from the store).
+    public func revokedIndices(_ n: Int64) throws -> [Int64] {
+        let size = TokenBroker.listSize
+        let first = (n - 1) * size + 1
+        return try store.revokedSeqs(in: first...(first + size - 1)).map { $0 - first }
+    }
+}

@@ -1,0 +1,263 @@
+import Foundation
+import StagepassJOSE
+
+/// A signed access token as handed out.
+public struct IssuedToken: Sendable {
+    /// The compact JWS (never log it whole).
+    public var accessToken: String
+    public var jti: String
+    public var expiresIn: Int64
+    public var record: TokenRecord
+    /// The status list position written into the token.
+    public var statusURI: String
+    public var statusIndex: Int64
+}
+
+/// The scoped-token core: policy checks, RFC 8693 token exchange, RFC 8628 pipeline approvals, delegations,
+/// revocation and the Token Status List. It holds no HTTP types; StagepassHTTP and the CLI call it.
+///
+/// ```swift
+/// let tokens = TokenBroker(human: broker, keys: keyStore, policy: PolicyHolder(policy), issuer: "https://sp.example")
+/// let t = try await tokens.exchange(sessionToken: s, audience: "deploy-api", role: "deployer", stage: "production")
+/// ```
+public struct TokenBroker: Sendable {
+    public let human: HumanBroker
+    public let keys: KeyStore
+    public let policy: PolicyHolder
+    /// The `iss` of every token; status list URIs and the discovery document hang off it.
+    public let issuer: String
+    public let statusLists: StatusListPublisher
+
+    /// Entries per status list. Token `seq` n sits in list `(n-1)/listSize + 1` at index `(n-1) % listSize`.
+    public static let listSize: Int64 = 1 << 16
+
+    var store: any BrokerStore { human.store }
+    var audit: HashChainAuditLog { human.audit }
+    var clock: BrokerClock { human.clock }
+
+    public init(human: HumanBroker, keys: KeyStore, policy: PolicyHolder, issuer: String) {
+        self.human = human
+        self.keys = keys
+        self.policy = policy
+        self.issuer = issuer
+        statusLists = StatusListPublisher(
+            store: human.store, keys: keys, policy: policy, issuer: issuer, clock: human.clock)
+    }
+
+    /// The URI of status list `n` (the `sub` of the list token and the `uri` tokens carry).
+    public func statusListURI(_ n: Int64) -> String { StatusListPublisher.uri(issuer: issuer, n) }
+
+    // MARK: policy checks
+
+    /// Checks that a holder of `groups` may have `role` for `stage` and `audience`.
+    /// - Throws: `invalid_scope` (unknown role or stage, role not held, stage not reachable by the role),
+    ///   `invalid_target` (unknown audience or one the role may not reach; RFC 8693 §2.2.2).
+    func authorize(groups: [String], role: String, stage: String, audience: String, policy p: AccessPolicy)
+        throws(OAuthError) -> (RolePolicy, StagePolicy)
+    {
+        guard let r = p.roles[role] else { throw .invalidScope("unknown role '\(role)'") }
+        guard let s = p.stages[stage] else { throw .invalidScope("unknown stage '\(stage)'") }
+        guard p.audiences[audience] != nil else { throw .invalidTarget("unknown audience '\(audience)'") }
+        guard !r.groups.isDisjoint(with: groups) else {
+            throw .invalidScope("you do not hold the role '\(role)' (it belongs to groups \(r.groups.sorted()))")
+        }
+        guard r.stages.contains(stage) else {
+            throw .invalidScope("the role '\(role)' cannot reach the stage '\(stage)'")
+        }
+        guard r.audiences.contains(audience) else {
+            throw .invalidTarget("the role '\(role)' cannot reach the audience '\(audience)'")
+        }
+        return (r, s)
+    }
+
+    /// RFC 9470 §3: the session must have used a factor the stage counts, no older than the stage's `mfa_max_age`.
+    func requireFresh(amr: [String], authTime: Int64, stage s: StagePolicy, now: Int64) throws(OAuthError) {
+        let counted = Set(s.factors.map(AMR.value(for:)))
+        guard amr.contains(where: { counted.contains($0) }) else {
+            throw .insufficientUserAuthentication(
+                "the stage '\(s.name)' needs one of the factors \(s.factors.map(\.rawValue).sorted()); step up with one",
+                maxAge: s.mfaMaxAge, acrValues: ACR.values(for: s.factors))
+        }
+        if let maxAge = s.mfaMaxAge, now - authTime > maxAge {
+            throw .insufficientUserAuthentication(
+                "the stage '\(s.name)' needs a second factor proved within \(maxAge) s; step up and retry",
+                maxAge: maxAge, acrValues: ACR.values(for: s.factors))
+        }
+    }
+
+    /// Records a refusal in the audit log and returns the error to throw.
+    func denied(
+        _ e: OAuthError, action: String, actor: String?, factors: [String] = [], details: [String: String]
+    ) -> OAuthError {
+        var d = details
+        d["error"] = e.error
+        try? audit.record(
+            AuditEvent(
+                action: action, actor: actor, subject: actor, result: "denied", reason: e.errorDescription,
+                factors: factors, details: d))
+        return e
+    }
+
+    // MARK: issuing
+
+    struct Grant {
+        var userId: String
+        var userName: String
+        var sessionId: String?
+        var amr: [String]
+        var authTime: Int64
+        var clientId: String?
+        var role: String
+        var stage: String
+        var audience: String
+        var lifetime: Int64
+        var runId: String?
+        var commit: String?
+        var approvals: [String] = []
+        var requestId: String?
+        var via: String
+    }
+
+    /// Signs a token for `g`. The ledger row and the `token.issue` audit record commit in one transaction before the
+    /// token exists; with a request id, the request turns `issued` in that same transaction.
+    func issue(_ g: Grant) async throws -> IssuedToken {
+        let key = try await keys.signingKey()
+        let now = clock.now()
+        let jti = "tok_" + Base64URL.encode(try Crypto.randomBytes(16))
+        let exp = now + g.lifetime
+        var details: [String: String] = [
+            "jti": jti, "kid": key.kid, "role": g.role, "stage": g.stage, "audience": g.audience,
+            "exp": String(exp), "via": g.via,
+        ]
+        if let c = g.clientId { details["client"] = c }
+        if let s = g.sessionId { details["session"] = s }
+        if let r = g.runId { details["run_id"] = r }
+        if let r = g.requestId { details["request"] = r }
+        if !g.approvals.isEmpty { details["approvals"] = g.approvals.joined(separator: ",") }
+        let entry = try audit.entry(
+            AuditEvent(
+                action: "token.issue", actor: g.userName, subject: g.userName, factors: g.amr, details: details))
+        let record = try store.insertToken(
+            TokenRecord(
+                jti: jti, kid: key.kid, userId: g.userId, userName: g.userName, sessionId: g.sessionId,
+                clientId: g.clientId, role: g.role, stage: g.stage, audience: g.audience, requestId: g.requestId,
+                issuedAt: now, expiresAt: exp),
+            audit: entry, claimRequest: g.requestId)
+        let list = (record.seq - 1) / Self.listSize + 1
+        let idx = (record.seq - 1) % Self.listSize
+        let uri = statusListURI(list)
+        // RFC 9068 §2.2 and Specs/token-profile.md §3.
+        var claims: [String: JSONValue] = [
+            "iss": .string(issuer), "sub": .string(g.userName), "aud": .string(g.audience),
+            "iat": .int(now), "nbf": .int(now), "exp": .int(exp), "jti": .string(jti),
+            "role": .string(g.role), "stage": .string(g.stage), "scope": .string("\(g.role):\(g.stage)"),
+            "amr": .array(g.amr.map { .string($0) }), "auth_time": .int(g.authTime),
+            // draft-ietf-oauth-status-list §6.1: the referenced token's status claim.
+            "status": .object(["status_list": .object(["idx": .int(idx), "uri": .string(uri)])]),
+        ]
+        if let s = g.sessionId { claims["sid"] = .string(s) }
+        if let c = g.clientId { claims["client_id"] = .string(c) }
+        if let r = g.runId { claims["run_id"] = .string(r) }
+        if let c = g.commit { claims["commit"] = .string(c) }
+        if !g.approvals.isEmpty { claims["approvals"] = .array(g.approvals.map { .string($0) }) }
+        if let c = g.clientId, g.requestId != nil {
+            // RFC 8693 §4.1: the human (`sub`) approved; the pipeline acts.
+            var act: [String: JSONValue] = ["sub": .string(c)]
+            if let r = g.runId { act["run_id"] = .string(r) }
+            claims["act"] = .object(act)
+        }
+        // RFC 9068 §2.1: typ at+jwt; RFC 7515 §4.1.4: kid names the key (its RFC 7638 thumbprint).
+        let jwt = try JWS.sign(
+            claims: .object(claims), header: ["typ": .string("at+jwt"), "kid": .string(key.kid)],
+            key: key.privateKey, alg: key.alg)
+        return IssuedToken(
+            accessToken: jwt, jti: jti, expiresIn: g.lifetime, record: record, statusURI: uri, statusIndex: idx)
+    }
+
+    /// The lifetime rule: the stage's `max_ttl`, the global cap and (for session-backed tokens) the session's
+    /// remaining life, whichever is least.
+    func lifetime(stage s: StagePolicy, policy p: AccessPolicy, sessionEnds: Int64?, now: Int64) -> Int64 {
+        var l = min(s.maxTTL, p.tokens.maxTTL)
+        if let end = sessionEnds { l = min(l, end - now) }
+        return l
+    }
+
+    // MARK: token exchange (RFC 8693)
+
+    /// RFC 8693 §2.1 token exchange: an MFA-verified session (`subject_token`) for a token scoped to one role,
+    /// stage and audience, optionally naming the pipeline it is for (`client_id` claim).
+    /// - Throws: ``OAuthError`` (`invalid_grant`, `invalid_scope`, `invalid_target`, `unauthorized_client`,
+    ///   `insufficient_user_authentication`); every refusal is audited with its reason.
+    public func exchange(
+        sessionToken: String, audience: String, role: String, stage: String, pipeline: String? = nil
+    ) async throws -> IssuedToken {
+        let session: Session
+        do { session = try human.sessions.requireMFA(token: sessionToken) } catch {
+            // RFC 8693 §2.2.2: an unusable subject_token is invalid_grant (audited without naming anyone).
+            throw denied(
+                .invalidGrant("subject_token is not a live session verified with a second factor"),
+                action: "token.deny", actor: nil, details: ["role": role, "stage": stage, "audience": audience])
+        }
+        let p = policy.current
+        let now = clock.now()
+        var details = ["role": role, "stage": stage, "audience": audience, "session": session.id]
+        if let pipeline { details["client"] = pipeline }
+        do {
+            let (_, s) = try authorize(
+                groups: session.groups, role: role, stage: stage, audience: audience, policy: p)
+            if let pipeline {
+                try checkPipeline(pipeline, role: role, stage: stage, audience: audience, policy: p)
+                guard try store.client(named: pipeline) != nil else {
+                    throw OAuthError.unauthorizedClient("no registered pipeline client '\(pipeline)'")
+                }
+                if case .perRun = s.approval {
+                    throw OAuthError.unauthorizedClient(
+                        "the stage '\(stage)' needs per-run approval for pipelines: use `stagepass request`")
+                }
+            }
+            try requireFresh(amr: session.amr, authTime: session.authTime, stage: s, now: now)
+            let life = lifetime(stage: s, policy: p, sessionEnds: session.absoluteExpiresAt, now: now)
+            guard life > 0 else { throw OAuthError.invalidGrant("the session is about to end; sign in again") }
+            return try await issue(
+                Grant(
+                    userId: session.userId, userName: session.userName, sessionId: session.id, amr: session.amr,
+                    authTime: session.authTime, clientId: pipeline, role: role, stage: stage, audience: audience,
+                    lifetime: life, via: "token-exchange"))
+        } catch let e as OAuthError {
+            throw denied(e, action: "token.deny", actor: session.userName, factors: session.amr, details: details)
+        }
+    }
+
+    /// A pipeline client may only ask for what the policy's `pipelines` entry allows.
+    func checkPipeline(_ name: String, role: String, stage: String, audience: String, policy p: AccessPolicy)
+        throws(OAuthError)
+    {
+        guard let pp = p.pipelines[name] else {
+            throw .unauthorizedClient("the pipeline '\(name)' is not in the policy")
+        }
+        if !pp.roles.isEmpty && !pp.roles.contains(role) {
+            throw .invalidScope("the pipeline '\(name)' may not use the role '\(role)'")
+        }
+        if !pp.stages.isEmpty && !pp.stages.contains(stage) {
+            throw .invalidScope("the pipeline '\(name)' may not reach the stage '\(stage)'")
+        }
+        if !pp.audiences.isEmpty && !pp.audiences.contains(audience) {
+            throw .invalidTarget("the pipeline '\(name)' may not reach the audience '\(audience)'")
+        }
+    }
+
+    // MARK: administrators
+
+    /// Admin actions need a session of an admin group whose factor is fresh (step-up).
+    /// - Throws: `forbidden` (not an admin), `insufficient_user_authentication` (factor too old).
+    public func requireAdmin(_ s: Session) throws(OAuthError) {
+        let p = policy.current
+        guard p.isAdmin(groups: s.groups) else { throw .forbidden("this needs an administrator") }
+        let maxAge = p.tokens.adminMFAMaxAge
+        if clock.now() - s.authTime > maxAge {
+            throw .insufficientUserAuthentication(
+                "administrator actions need a second factor proved within \(maxAge) s; step up and retry",
+                maxAge: maxAge, acrValues: ACR.values(for: p.auth.factors))
+        }
+    }
+}
