@@ -14,15 +14,25 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Address to listen on.") var host: String = "127.0.0.1"
     @Option(help: "Port to listen on.") var port: Int = 8080
     @Option(help: "Public base URL of the broker.") var issuer: String?
-    @Option(help: "Policy YAML file (MFA exemptions, factors, session lifetimes, throttling).") var policy: String?
+    @Option(help: "Policy YAML file (Specs/policy.md; check it with `stagepass policy check`). Default: the shipped example.")
+    var policy: String?
     @Option(help: "Signing key store directory.") var keys: String = "Keys"
     @Option(name: .customLong("passphrase-file"), help: "File holding the key store passphrase (else STAGEPASS_KEY_PASSPHRASE).")
     var passphraseFile: String?
     @Flag(name: .customLong("insecure-dev-keys"), help: "Store signing keys unencrypted (development only).") var insecureDevKeys = false
 
     func run() async throws {
-        // TEMPORARY until the policy loader lands (policy branch).
-        let accessPolicy = AccessPolicy()
+        var logger = Logger(label: "stagepass")
+        logger.logLevel = .info
+        // Validated in full before anything starts: an error prints FILE:LINE: message and exits 1.
+        let accessPolicy: AccessPolicy
+        if let file = self.policy {
+            accessPolicy = try loadPolicyReporting(file: file)
+            logger.info("policy \(file): \(policySummary(accessPolicy))")
+        } else {
+            accessPolicy = try AccessPolicy.example()
+            logger.notice("no --policy given: using the shipped example policy (see `stagepass policy example`)")
+        }
         let broker = try options.open(policy: accessPolicy.auth)
         if let first = try broker.bootstrapIfEmpty() {
             // Unbuffered: the one-time secrets must reach a redirected log before the server starts.
@@ -37,8 +47,6 @@ struct Serve: AsyncParsableCommand {
             emit(first.enrolment.qr.terminal())
             emit("Sign in with: stagepass login --broker http://\(host):\(port) --user \(first.userName)")
         }
-        var logger = Logger(label: "stagepass")
-        logger.logLevel = .info
         let keyStore = try openKeyStore(audit: broker.audit, logger: logger)
         let issuerURL = issuer ?? "http://\(host):\(port)"
         let tokens = TokenBroker(

@@ -19,6 +19,8 @@ struct Stagepass: AsyncParsableCommand {
             // issue 5 (scoped tokens):
             StepUp.self, TokenCommand.self, Clients.self, RequestCommand.self, ApproveCommand.self, DenyCommand.self,
             RevokeCommand.self, StatusListCommand.self,
+            // issue 5 (policy):
+            PolicyCommand.self,
         ]
     )
 

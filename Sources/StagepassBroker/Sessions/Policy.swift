@@ -1,5 +1,4 @@
 import Foundation
-import Yams
 
 /// Authentication methods references written into sessions and tokens (RFC 8176 §2).
 ///
@@ -30,7 +29,8 @@ public enum AMR {
 /// in `exempt_groups` (a user with no group, or with one non-exempt group, must use MFA). The factors that count are
 /// `factors` narrowed by the `group_factors` entry of each of the user's groups (the strictest wins).
 ///
-/// YAML form (`stagepass serve --policy FILE`):
+/// YAML form: the `mfa`, `sessions` and `throttle` sections of the policy file (`stagepass serve --policy FILE`,
+/// `Specs/policy.md`); times are durations (seconds, or `30m`, `12h`, …):
 /// ```yaml
 /// mfa:
 ///   exempt_groups: [robots]
@@ -87,63 +87,21 @@ public struct AuthPolicy: Sendable, Hashable {
         groups.reduce(factors) { acc, g in groupFactors[g].map { acc.intersection($0) } ?? acc }
     }
 
-    private struct File: Decodable {
-        struct MFA: Decodable {
-            var exempt_groups: [String]?
-            var factors: [FactorKind]?
-            var group_factors: [String: [FactorKind]]?
-            var first_enrolment_with_password: Bool?
-        }
-        struct Sessions: Decodable {
-            var idle_seconds: Int64?
-            var absolute_seconds: Int64?
-            var pending_seconds: Int64?
-        }
-        struct ThrottleFile: Decodable {
-            var free_failures: Int?
-            var base_delay_seconds: Int64?
-            var max_delay_seconds: Int64?
-            var lockout_after_factor_failures: Int?
-        }
-        var mfa: MFA?
-        var sessions: Sessions?
-        var throttle: ThrottleFile?
-    }
-
-    /// Parses the YAML form.
-    /// - Throws: ``BrokerError/invalidRequest(_:)`` for malformed YAML, unknown factor kinds or non-positive times.
+    /// Parses the `mfa`, `sessions` and `throttle` sections of a policy document: the `auth` part of
+    /// ``AccessPolicy/load(yaml:source:)``, which validates the whole document (format: `Specs/policy.md`).
+    /// - Throws: ``BrokerError/invalidRequest(_:)`` whose detail is `policy: <source>:<line>: <message>` (the
+    ///   ``PolicyError``), for malformed YAML, unknown keys, unknown factor kinds or non-positive times.
     public static func load(yaml: String) throws -> AuthPolicy {
-        let file: File
-        do { file = try YAMLDecoder().decode(File.self, from: yaml) } catch {
+        do { return try AccessPolicy.load(yaml: yaml).auth } catch let error as PolicyError {
             throw BrokerError.invalidRequest("policy: \(error)")
         }
-        var p = AuthPolicy()
-        if let m = file.mfa {
-            p.exemptGroups = Set(m.exempt_groups ?? [])
-            if let f = m.factors { p.factors = Set(f) }
-            p.groupFactors = (m.group_factors ?? [:]).mapValues { Set($0) }
-            p.firstEnrolmentWithPassword = m.first_enrolment_with_password ?? false
-        }
-        if let s = file.sessions {
-            p.idleSeconds = s.idle_seconds ?? p.idleSeconds
-            p.absoluteSeconds = s.absolute_seconds ?? p.absoluteSeconds
-            p.pendingSeconds = s.pending_seconds ?? p.pendingSeconds
-        }
-        if let t = file.throttle {
-            p.throttle.freeFailures = t.free_failures ?? p.throttle.freeFailures
-            p.throttle.baseDelay = t.base_delay_seconds ?? p.throttle.baseDelay
-            p.throttle.maxDelay = t.max_delay_seconds ?? p.throttle.maxDelay
-            p.throttle.lockoutAfterFactorFailures =
-                t.lockout_after_factor_failures
-                ?? p.throttle.lockoutAfterFactorFailures
-        }
-        guard p.idleSeconds > 0, p.absoluteSeconds > 0, p.pendingSeconds > 0, p.throttle.lockoutAfterFactorFailures > 0
-        else { throw BrokerError.invalidRequest("policy: times and limits must be positive") }
-        return p
     }
 
-    /// Reads and parses a policy file.
+    /// Reads and parses a policy file; see ``load(yaml:)``.
+    /// - Throws: ``BrokerError/invalidRequest(_:)`` naming the file and line.
     public static func load(file: String) throws -> AuthPolicy {
-        try load(yaml: try String(contentsOfFile: file, encoding: .utf8))
+        do { return try AccessPolicy.load(file: file).auth } catch let error as PolicyError {
+            throw BrokerError.invalidRequest("policy: \(error)")
+        }
     }
 }
