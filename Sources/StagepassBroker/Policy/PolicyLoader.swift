@@ -520,10 +520,10 @@ private struct PolicyReader {
                 "tokens.status_list_ttl (\(PolicyDuration.format(t.statusListTTL))) must not exceed "
                     + "tokens.status_list_lifetime (\(PolicyDuration.format(t.statusListLifetime)))")
         }
-        guard t.pollInterval < t.requestLifetime else {
+        guard t.pollInterval <= t.requestLifetime else {
             throw fail(
                 line("poll_interval", or: "request_lifetime"),
-                "tokens.poll_interval (\(PolicyDuration.format(t.pollInterval))) must be shorter than "
+                "tokens.poll_interval (\(PolicyDuration.format(t.pollInterval))) must not exceed "
                     + "tokens.request_lifetime (\(PolicyDuration.format(t.requestLifetime)))")
         }
         return t
