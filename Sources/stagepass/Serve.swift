@@ -47,6 +47,14 @@ struct Serve: AsyncParsableCommand {
             emit(first.enrolment.qr.terminal())
             emit("Sign in with: stagepass login --broker http://\(host):\(port) --user \(first.userName)")
         }
+        // The policy in force is itself an audited decision.
+        try broker.audit.record(
+            AuditEvent(
+                action: "policy.load", actor: "broker", subject: self.policy ?? "<example policy>",
+                details: [
+                    "roles": String(accessPolicy.roles.count), "stages": String(accessPolicy.stages.count),
+                    "audiences": String(accessPolicy.audiences.count), "pipelines": String(accessPolicy.pipelines.count),
+                ]))
         let keyStore = try openKeyStore(audit: broker.audit, logger: logger)
         let issuerURL = issuer ?? "http://\(host):\(port)"
         let tokens = TokenBroker(

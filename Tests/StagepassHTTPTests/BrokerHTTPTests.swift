@@ -295,11 +295,24 @@ final class Seen: @unchecked Sendable {
         let t = try TestBroker()
         let doc = OpenAPIDocument.shared
         #expect(!doc.operations.isEmpty)
-        try await t.app.test(.router) { client in
+        // The token API needs a key store and a policy: a temporary store with its first keys, the example policy.
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("stagepass-http-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let keys = try KeyStore(
+            configuration: KeyStoreConfiguration(
+                directory: dir.path, passphrase: .passphrase("test passphrase"), clock: t.manual.clock))
+        try await keys.rotate()
+        let tokens = TokenBroker(
+            human: t.broker, keys: keys, policy: PolicyHolder(try AccessPolicy.example()), issuer: "http://sp.test")
+        let app = buildApplication(broker: t.broker, tokens: tokens)
+        try await app.test(.router) { client in
             for path in Set(doc.operations.map(\.path)) {
                 let method: HTTPRequest.Method =
                     doc.operations.contains { $0.path == path && $0.method == "get" } ? .get : .post
-                let r = try await client.execute(uri: path, method: method)
+                // Path templates get a sample value: list 1 exists, the user code is well formed.
+                let concrete = path.replacingOccurrences(of: "{n}", with: "1")
+                    .replacingOccurrences(of: "{code}", with: "BCDF-GHJK")
+                let r = try await client.execute(uri: concrete, method: method)
                 #expect(r.status != .notFound, "\(path)")
             }
         }
