@@ -9,7 +9,7 @@ LIB := .build/debug/libStagepassVerifyC.so
 deps:
 	@missing=""; for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then echo "installing:$$missing"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
-	@python3 -c 'import cryptography, joserfc, pytest' 2>/dev/null || python3 -m pip install -q cryptography joserfc pytest
+	@python3 -c 'import cryptography, joserfc, pytest, yaml' 2>/dev/null || python3 -m pip install -q cryptography joserfc pytest pyyaml
 
 serve: deps
 	swift build --product stagepass
