@@ -44,6 +44,12 @@ struct TokenAPI: Sendable {
         router.post("/v1/admin/keys/rotate") { request, context in try await rotate(request, context) }
         router.post("/v1/admin/policy/reload") { request, context in try await reloadPolicy(request, context) }
         router.post("/v1/admin/clients") { request, context in try await addClient(request, context) }
+        router.get("/v1/admin/users") { request, _ in
+            _ = try admin(request)
+            return json(.ok, ["users": .array(try broker.accounts.list().map { .object(userJSON($0)) })])
+        }
+        router.post("/v1/admin/users") { request, context in try await addUser(request, context) }
+        router.post("/v1/admin/users/:name/:action") { request, context in try await changeUser(request, context) }
     }
 
     var base: String { tokens.issuer.hasSuffix("/") ? String(tokens.issuer.dropLast()) : tokens.issuer }
@@ -338,6 +344,47 @@ struct TokenAPI: Sendable {
                 action: "policy.load", actor: s.userName, subject: file, factors: s.amr,
                 details: ["roles": String(p.roles.count), "stages": String(p.stages.count)]))
         return json(.ok, ["roles": .int(Int64(p.roles.count)), "stages": .int(Int64(p.stages.count))])
+    }
+
+    func userJSON(_ u: User) -> [String: JSONValue] {
+        [
+            "name": .string(u.name), "groups": .array(u.groups.map { .string($0) }), "disabled": .bool(u.disabled),
+            "locked": .bool(u.locked),
+        ]
+    }
+
+    /// `{"name","password","groups":[…]}`: user changes are administrator actions (fresh factor).
+    func addUser(_ request: Request, _ context: BrokerRequestContext) async throws -> Response {
+        let s = try admin(request)
+        let body = try await JSONBody(request, options)
+        guard let groups = body.fields["groups"]?.arrayValue?.compactMap(\.stringValue) else {
+            throw Problem.badRequest("field 'groups' must be an array of strings")
+        }
+        let u = try broker.accounts.add(
+            name: try body.string("name", max: 256),
+            password: try body.string("password", max: AccountService.maximumPasswordLength), groups: groups,
+            actor: s.userName)
+        return json(.created, userJSON(u))
+    }
+
+    /// `POST /v1/admin/users/{name}/{disable|enable|unlock|groups}` (`groups` takes `{"groups":[…]}`).
+    func changeUser(_ request: Request, _ context: BrokerRequestContext) async throws -> Response {
+        let s = try admin(request)
+        let name = try context.parameters.require("name")
+        let body = try await JSONBody(request, options, allowEmpty: true)
+        switch try context.parameters.require("action") {
+        case "disable": try broker.accounts.setDisabled(name, true, actor: s.userName)
+        case "enable": try broker.accounts.setDisabled(name, false, actor: s.userName)
+        case "unlock": try broker.accounts.unlock(name, actor: s.userName)
+        case "groups":
+            guard let groups = body.fields["groups"]?.arrayValue?.compactMap(\.stringValue) else {
+                throw Problem.badRequest("field 'groups' must be an array of strings")
+            }
+            try broker.accounts.setGroups(name, groups, actor: s.userName)
+        default:
+            throw Problem(code: "not_found", status: .notFound, title: "Not found", detail: "no such user action")
+        }
+        return json(.ok, userJSON(try broker.accounts.get(name)))
     }
 
     func addClient(_ request: Request, _ context: BrokerRequestContext) async throws -> Response {

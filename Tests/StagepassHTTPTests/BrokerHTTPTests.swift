@@ -312,6 +312,7 @@ final class Seen: @unchecked Sendable {
                 // Path templates get a sample value: list 1 exists, the user code is well formed.
                 let concrete = path.replacingOccurrences(of: "{n}", with: "1")
                     .replacingOccurrences(of: "{code}", with: "BCDF-GHJK")
+                    .replacingOccurrences(of: "{name}", with: "someone").replacingOccurrences(of: "{action}", with: "disable")
                 let r = try await client.execute(uri: concrete, method: method)
                 #expect(r.status != .notFound, "\(path)")
             }
