@@ -1,6 +1,6 @@
 # The two commands of the README: `make serve` and `make test`. Both install missing system packages first.
 SHELL := /bin/bash
-DEBS := libssl-dev libjansson-dev libsqlite3-dev libargon2-dev zlib1g-dev pkg-config openssl gcc zbar-tools
+DEBS := libssl-dev libjansson-dev libsqlite3-dev libargon2-dev zlib1g-dev pkg-config openssl gcc zbar-tools chromium chromium-driver
 BIN := .build/debug/stagepass
 LIB := .build/debug/libStagepassVerifyC.so
 
@@ -9,7 +9,7 @@ LIB := .build/debug/libStagepassVerifyC.so
 deps:
 	@missing=""; for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then echo "installing:$$missing"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
-	@python3 -c 'import cryptography, joserfc, pytest, yaml' 2>/dev/null || python3 -m pip install -q cryptography joserfc pytest pyyaml
+	@python3 -c 'import cryptography, joserfc, pytest, yaml, selenium' 2>/dev/null || python3 -m pip install -q cryptography joserfc pytest pyyaml selenium
 
 serve: deps
 	swift build --product stagepass

@@ -36,7 +36,12 @@ public func buildApplication(
     router.add(middleware: ProblemAndMetricsMiddleware(registry: registry))
     let api = BrokerAPI(broker: broker, options: options, registry: registry)
     api.register(on: router)
-    if let tokens { TokenAPI(tokens: tokens, options: options).register(on: router) }
+    if let tokens {
+        TokenAPI(tokens: tokens, options: options).register(on: router)
+        do { try PagesAPI(tokens: tokens, options: options).register(on: router) } catch {
+            logger.error("the pages could not be set up; the JSON API still runs", metadata: ["error": "\(error)"])
+        }
+    }
     return Application(router: router, configuration: configuration, logger: logger)
 }
 
@@ -73,14 +78,6 @@ struct BrokerAPI: Sendable {
         router.post("/v1/factors/totp") { request, context in try await enrolTOTP(request, context) }
         router.post("/v1/factors/totp/confirm") { request, context in try await confirmTOTP(request, context) }
         router.post("/v1/factors/backup-codes") { request, context in try await backupCodes(request, context) }
-        // The verification URI of RFC 8628 §3.2 until the approval pages exist: says how to approve.
-        router.get("/approve") { request, _ in
-            let code = request.uri.queryParameters["code"].map { UserCode.normalize(String($0)) ?? "" } ?? ""
-            let text = "Approve this pipeline run with a fresh second factor:\n\n  stagepass approve \(code.isEmpty ? "CODE" : code)\n\nor deny it with: stagepass deny \(code.isEmpty ? "CODE" : code)\n"
-            return Response(
-                status: .ok, headers: [.contentType: "text/plain; charset=utf-8", .cacheControl: "no-store"],
-                body: .init(byteBuffer: ByteBuffer(string: text)))
-        }
     }
 
     // MARK: handlers

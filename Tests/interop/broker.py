@@ -82,7 +82,7 @@ class User:
 class Broker:
     """One running broker. Use as a context manager, or call stop()."""
 
-    def __init__(self, bin_path: str, workdir: Path, policy: str, recorder=None):
+    def __init__(self, bin_path: str, workdir: Path, policy: str, recorder=None, host_name: str = "127.0.0.1"):
         self.bin = bin_path
         self.dir = workdir
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -91,7 +91,9 @@ class Broker:
         self.policy_file = self.dir / "policy.yaml"
         self.policy_file.write_text(policy)
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        # Browsers need a host name for WebAuthn (an IP address is not a valid RP ID): the browser tests use
+        # http://localhost:PORT, which is also a secure context.
+        self.url = f"http://{host_name}:{self.port}"
         self.proc: subprocess.Popen | None = None
         self.admin: User | None = None
         self.recorder = recorder  # called with every (method, path template, Response) for the OpenAPI check
@@ -103,7 +105,7 @@ class Broker:
         out = open(self.log, "ab")
         self.proc = subprocess.Popen(
             [self.bin, "serve", "--data", str(self.data), "--keys", str(self.keys), "--port", str(self.port),
-             "--policy", str(self.policy_file)],
+             "--policy", str(self.policy_file), "--issuer", self.url],
             stdout=out, stderr=subprocess.STDOUT, cwd=self.dir, start_new_session=True)
         deadline = time.time() + 60
         while time.time() < deadline:

@@ -368,6 +368,14 @@ extension SQLiteStore {
         }
     }
 
+    private static func delegation(_ r: Row) -> DelegationRecord {
+        DelegationRecord(
+            id: r["id"], userId: r["user_id"], userName: r["user_name"], sessionId: r["session_id"],
+            amr: Self.strings(r["amr"]), authTime: r["auth_time"], clientId: r["client_id"], role: r["role"],
+            stage: r["stage"], audience: r["audience"], createdAt: r["created_at"],
+            expiresAt: r["expires_at"], revokedAt: r["revoked_at"])
+    }
+
     public func liveDelegation(clientId: String, role: String, stage: String, audience: String, now: Int64) throws
         -> DelegationRecord?
     {
@@ -379,13 +387,20 @@ extension SQLiteStore {
                         AND revoked_at IS NULL AND expires_at > ? ORDER BY created_at DESC LIMIT 1
                     """,
                 arguments: [clientId, role, stage, audience, now]
-            ).map { r in
-                DelegationRecord(
-                    id: r["id"], userId: r["user_id"], userName: r["user_name"], sessionId: r["session_id"],
-                    amr: Self.strings(r["amr"]), authTime: r["auth_time"], clientId: r["client_id"], role: r["role"],
-                    stage: r["stage"], audience: r["audience"], createdAt: r["created_at"],
-                    expiresAt: r["expires_at"], revokedAt: r["revoked_at"])
-            }
+            ).map(Self.delegation)
+        }
+    }
+
+    public func liveDelegations(userId: String, now: Int64) throws -> [DelegationRecord] {
+        try db.read { db in
+            try Row.fetchAll(
+                db,
+                sql: """
+                    SELECT * FROM delegations WHERE user_id = ? AND revoked_at IS NULL AND expires_at > ?
+                    ORDER BY created_at DESC
+                    """,
+                arguments: [userId, now]
+            ).map(Self.delegation)
         }
     }
 }

@@ -254,6 +254,8 @@ public protocol TokenStore: Sendable {
     func insertApproval(_ approval: ApprovalRecord, audit: AuditAppend) throws -> [ApprovalRecord]
     func approvals(requestId: String) throws -> [ApprovalRecord]
     func insertDelegation(_ delegation: DelegationRecord, audit: AuditAppend) throws
+    /// Live delegations granted by a user, newest first.
+    func liveDelegations(userId: String, now: Int64) throws -> [DelegationRecord]
     /// The newest live delegation for exactly this client, role, stage and audience.
     func liveDelegation(clientId: String, role: String, stage: String, audience: String, now: Int64) throws
         -> DelegationRecord?

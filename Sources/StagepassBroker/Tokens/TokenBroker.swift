@@ -85,6 +85,24 @@ public struct TokenBroker: Sendable {
         }
     }
 
+    /// Why `session` does not (yet) satisfy `stage`'s factor and freshness rule, or nil when it does (pages use it
+    /// to ask for a fresh factor right where the approval happens).
+    public func freshnessProblem(_ session: Session, stage: String) -> OAuthError? {
+        guard let s = policy.current.stages[stage] else { return .invalidScope("unknown stage '\(stage)'") }
+        do { try requireFresh(amr: session.amr, authTime: session.authTime, stage: s, now: clock.now()) } catch {
+            return error
+        }
+        return nil
+    }
+
+    /// Users other than `excluding` who hold `role` (and so may approve its runs).
+    public func holders(ofRole role: String, excluding: Set<String>) throws -> [String] {
+        guard let r = policy.current.roles[role] else { return [] }
+        return try human.accounts.list()
+            .filter { !$0.disabled && !r.groups.isDisjoint(with: $0.groups) && !excluding.contains($0.name) }
+            .map(\.name)
+    }
+
     /// Records a refusal in the audit log and returns the error to throw.
     func denied(
         _ e: OAuthError, action: String, actor: String?, factors: [String] = [], details: [String: String]
