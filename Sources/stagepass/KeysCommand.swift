@@ -178,8 +178,13 @@ extension KeysCommand {
             let r = try await runReportingErrors { try await store.compromise(kid: kid) }
             print("compromised: \(r.kid) (was \(r.previousState.rawValue))")
             print("active:      \(r.activeKid)")
-            // Every token the key signed is revoked in the ledger too; a running broker serves the new status list at
-            // once (it re-signs when the revocation epoch moves).
+            // Every token the key signed is revoked in the ledger too (when this data directory has a broker
+            // database; none is created here); a running broker serves the new status list at once (it re-signs when
+            // the revocation epoch moves).
+            guard FileManager.default.fileExists(atPath: HumanBroker.databasePath(options.data)) else {
+                print("no broker database in \(options.data): no issued tokens to revoke there")
+                return
+            }
             let broker = try options.openBroker()
             let entry = try broker.audit.entry(
                 AuditEvent(action: "revoke", actor: cliActor(), subject: "kid:" + kid, reason: "key compromised",

@@ -246,7 +246,7 @@ tokens:
   admin_mfa_max_age: 5m
   admin_groups: [admins]
 mfa:
-  factors: [totp, backup]
+  factors: [totp, webauthn, backup]
 audiences:
   deploy-api: {{description: The deploy API}}
   other-api: {{description: Another endpoint}}

@@ -48,11 +48,17 @@ public struct StagePolicy: Sendable, Hashable {
     public var mfaMaxAge: Int64?
     /// The factor kinds whose use counts for this stage (the session's `amr` must contain one of them).
     public var factors: Set<FactorKind>
+    /// The factor kinds that count when a human approves a pipeline run for this stage (default: ``factors``).
+    /// `[webauthn]` makes approvals phishing-resistant (a security key bound to the request).
+    public var approvalFactors: Set<FactorKind>?
     public var approval: ApprovalMode
     /// Distinct humans who must approve a pipeline run (at least 1).
     public var approvers: Int
     /// Whether the human who triggered a run (the request's `triggered_by`) may approve it.
     public var allowSelfApproval: Bool
+
+    /// The factors that count for approving a run.
+    public var factorsForApproval: Set<FactorKind> { approvalFactors ?? factors }
 
     public init(
         name: String, maxTTL: Int64, mfaMaxAge: Int64? = nil, factors: Set<FactorKind> = [.totp, .backup, .webauthn],

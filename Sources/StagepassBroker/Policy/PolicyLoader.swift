@@ -177,7 +177,7 @@ extension AccessPolicy {
         # Sign-in (the same keys as before the policy file existed; defaults shown).
         mfa:
           exempt_groups: []          # a user is exempt only if ALL of their groups are listed
-          factors: [totp, backup]
+          factors: [totp, webauthn, backup]
           first_enrolment_with_password: false
         sessions:
           idle_seconds: 30m
@@ -208,6 +208,7 @@ extension AccessPolicy {
             mfa_max_age: 5m          # a factor proved at most 5 minutes ago
             factors: [totp, webauthn]  # a backup code does not count here
             approval: per_run        # every pipeline run is approved by a human
+            approval_factors: [webauthn]  # ... with a security key: phishing-resistant, bound to that run
             approvers: 1
             allow_self_approval: false  # not by the human who triggered the run
 
@@ -327,7 +328,8 @@ private struct PolicyReader {
     ]
     static let audienceKeys = ["description"]
     static let stageKeys = [
-        "max_ttl", "mfa_max_age", "factors", "approval", "max_window", "approvers", "allow_self_approval",
+        "max_ttl", "mfa_max_age", "factors", "approval_factors", "approval", "max_window", "approvers",
+        "allow_self_approval",
     ]
     static let roleKeys = ["groups", "stages", "audiences"]
     static let pipelineKeys = ["roles", "stages", "audiences"]
@@ -623,6 +625,16 @@ private struct PolicyReader {
                         "\(e.path): none of these factors is enabled in mfa.factors "
                             + "(\(joined(auth.factors.map(\.rawValue)))); no one could reach stage '\(s.key)'")
                 }
+            }
+            if let e = entry("approval_factors") {
+                let kinds = try factors(e)
+                guard !kinds.isDisjoint(with: auth.factors) else {
+                    throw fail(
+                        e.valueLine,
+                        "\(e.path): none of these factors is enabled in mfa.factors "
+                            + "(\(joined(auth.factors.map(\.rawValue)))); no one could approve stage '\(s.key)'")
+                }
+                stage.approvalFactors = kinds
             }
             if let e = entry("approvers") { stage.approvers = try integer(e, atLeast: 1) }
             if let e = entry("allow_self_approval") { stage.allowSelfApproval = try bool(e) }

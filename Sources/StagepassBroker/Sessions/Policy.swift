@@ -60,7 +60,7 @@ public struct AuthPolicy: Sendable, Hashable {
     public var firstEnrolmentWithPassword: Bool
 
     public init(
-        exemptGroups: Set<String> = [], factors: Set<FactorKind> = [.totp, .backup],
+        exemptGroups: Set<String> = [], factors: Set<FactorKind> = [.totp, .webauthn, .backup],
         groupFactors: [String: Set<FactorKind>] = [:], idleSeconds: Int64 = 1800,
         absoluteSeconds: Int64 = 12 * 3600, pendingSeconds: Int64 = 300, throttle: Throttle.Policy = .default,
         firstEnrolmentWithPassword: Bool = false

@@ -310,7 +310,7 @@ extension TokenBroker {
                 throw OAuthError.forbidden("the user who triggered the run cannot approve it")
             }
             if let proof { s = try human.sessions.stepUp(token: sessionToken, proof: proof, address: address) }
-            try requireFresh(amr: s.amr, authTime: s.authTime, stage: stage, now: clock.now())
+            try requireFresh(amr: s.amr, authTime: s.authTime, stage: stage, now: clock.now(), approving: true)
             let approval = ApprovalRecord(
                 id: "apr_" + Base64URL.encode(try Crypto.randomBytes(9)), requestId: r.id, userId: s.userId,
                 userName: s.userName, sessionId: s.id, amr: s.amr, authTime: s.authTime, createdAt: clock.now(),
@@ -392,7 +392,7 @@ extension TokenBroker {
             guard try store.client(named: client) != nil else {
                 throw OAuthError.notFound("no registered pipeline client '\(client)'")
             }
-            try requireFresh(amr: s.amr, authTime: s.authTime, stage: st, now: now)
+            try requireFresh(amr: s.amr, authTime: s.authTime, stage: st, now: now, approving: true)
             let d = DelegationRecord(
                 id: "dlg_" + Base64URL.encode(try Crypto.randomBytes(9)), userId: s.userId, userName: s.userName,
                 sessionId: s.id, amr: s.amr, authTime: s.authTime, clientId: client, role: role, stage: stage,

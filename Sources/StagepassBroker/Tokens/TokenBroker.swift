@@ -71,25 +71,32 @@ public struct TokenBroker: Sendable {
     }
 
     /// RFC 9470 §3: the session must have used a factor the stage counts, no older than the stage's `mfa_max_age`.
-    func requireFresh(amr: [String], authTime: Int64, stage s: StagePolicy, now: Int64) throws(OAuthError) {
-        let counted = Set(s.factors.map(AMR.value(for:)))
+    func requireFresh(
+        amr: [String], authTime: Int64, stage s: StagePolicy, now: Int64, approving: Bool = false
+    ) throws(OAuthError) {
+        let kinds = approving ? s.factorsForApproval : s.factors
+        let what = approving ? "approving runs of the stage" : "the stage"
+        let counted = Set(kinds.map(AMR.value(for:)))
         guard amr.contains(where: { counted.contains($0) }) else {
             throw .insufficientUserAuthentication(
-                "the stage '\(s.name)' needs one of the factors \(s.factors.map(\.rawValue).sorted()); step up with one",
-                maxAge: s.mfaMaxAge, acrValues: ACR.values(for: s.factors))
+                "\(what) '\(s.name)' needs one of the factors \(kinds.map(\.rawValue).sorted()); step up with one",
+                maxAge: s.mfaMaxAge, acrValues: ACR.values(for: kinds))
         }
         if let maxAge = s.mfaMaxAge, now - authTime > maxAge {
             throw .insufficientUserAuthentication(
-                "the stage '\(s.name)' needs a second factor proved within \(maxAge) s; step up and retry",
-                maxAge: maxAge, acrValues: ACR.values(for: s.factors))
+                "\(what) '\(s.name)' needs a second factor proved within \(maxAge) s; step up and retry",
+                maxAge: maxAge, acrValues: ACR.values(for: kinds))
         }
     }
 
     /// Why `session` does not (yet) satisfy `stage`'s factor and freshness rule, or nil when it does (pages use it
     /// to ask for a fresh factor right where the approval happens).
-    public func freshnessProblem(_ session: Session, stage: String) -> OAuthError? {
+    public func freshnessProblem(_ session: Session, stage: String, approving: Bool = false) -> OAuthError? {
         guard let s = policy.current.stages[stage] else { return .invalidScope("unknown stage '\(stage)'") }
-        do { try requireFresh(amr: session.amr, authTime: session.authTime, stage: s, now: clock.now()) } catch {
+        do {
+            try requireFresh(
+                amr: session.amr, authTime: session.authTime, stage: s, now: clock.now(), approving: approving)
+        } catch {
             return error
         }
         return nil

@@ -483,8 +483,8 @@ struct PagesAPI: Sendable {
             "state": v.expired && r.state == .pending ? "expired" : r.state.rawValue, "pending": pending,
             "expiresIn": Self.duration(max(0, r.expiresAt - broker.clock.now())),
         ]
-        if let problem = tokens.freshnessProblem(s, stage: r.stage) {
-            let kinds = stage?.factors ?? []
+        if let problem = tokens.freshnessProblem(s, stage: r.stage, approving: true) {
+            let kinds = stage?.factorsForApproval ?? []
             ctx["fresh"] = false
             ctx["needs"] = problem.errorDescription
             ctx["allowsTotp"] = kinds.contains(.totp)

@@ -27,6 +27,9 @@ struct PolicyTests {
         #expect(production.mfaMaxAge == 300)
         #expect(production.maxTTL == 300)
         #expect(production.approvers >= 1)
+        // Issue 6: production approvals need a phishing-resistant factor (a security key).
+        #expect(production.factorsForApproval == [.webauthn])
+        #expect(p.auth.factors.contains(.webauthn))
         #expect(p.stages["staging"]?.approval == .delegated(maxWindow: 8 * 3600))
         #expect(p.stages["build"]?.approval == .session)
 
@@ -237,8 +240,10 @@ struct PolicyTests {
             says: "must be at least 1"),
         Bad(name: "stage max_ttl over tokens.max_ttl", yaml: "tokens: {max_ttl: 10m}\nstages:\n  p:\n    max_ttl: 1h\n    approval: per_run\n",
             line: 4, says: "exceeds tokens.max_ttl (10m)"),
-        Bad(name: "stage factors outside mfa.factors", yaml: "stages:\n  p:\n    approval: per_run\n    factors: [webauthn]\n", line: 4,
+        Bad(name: "stage factors outside mfa.factors", yaml: "mfa: {factors: [totp]}\nstages:\n  p:\n    approval: per_run\n    factors: [webauthn]\n", line: 5,
             says: "no one could reach stage 'p'"),
+        Bad(name: "approval factors outside mfa.factors", yaml: "mfa: {factors: [totp]}\nstages:\n  p:\n    approval: per_run\n    approval_factors: [webauthn]\n", line: 5,
+            says: "no one could approve stage 'p'"),
         Bad(name: "role naming an unknown stage", yaml: Self.base + "roles:\n  r:\n    groups: [g]\n    stages:\n      - build\n      - prod\n    audiences: [api]\n",
             line: 12, says: "roles.r.stages: unknown stage 'prod' (defined: build, production)"),
         Bad(name: "role naming an unknown audience", yaml: Self.base + "roles:\n  r: {groups: [g], stages: [build], audiences: [web]}\n",

@@ -247,7 +247,7 @@ struct Broker {
         #expect(policy.requiresMFA(groups: ["robots", "admins"]))
         #expect(!policy.requiresMFA(groups: ["robots"]))
         #expect(policy.allowedFactors(groups: ["admins"]) == [.totp])
-        #expect(policy.allowedFactors(groups: ["dev"]) == [.totp, .backup])
+        #expect(policy.allowedFactors(groups: ["dev"]) == [.totp, .webauthn, .backup])
         #expect(throws: BrokerError.invalidRequest) { try AuthPolicy.load(yaml: "mfa: {factors: [sms]}") }
         #expect(throws: BrokerError.invalidRequest) { try AuthPolicy.load(yaml: "sessions: {idle_seconds: 0}") }
 
