@@ -4,11 +4,6 @@
 /// 1 mod 4, and non-canonical trailing bits (so every byte string has exactly one encoding).
 public enum Base64URL {
     private static let alphabet: [UInt8] = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_".utf8)
-    private static let table: [UInt8] = {
-        var t = [UInt8](repeating: 0xFF, count: 256)
-        for (i, c) in alphabet.enumerated() { t[Int(c)] = UInt8(i) }
-        return t
-    }()
 
     /// Encodes bytes as unpadded base64url.
     public static func encode<C: Collection>(_ bytes: C) -> String where C.Element == UInt8 {
@@ -32,41 +27,69 @@ public enum Base64URL {
     /// - Throws: ``JOSEError/invalidBase64URL`` on any character outside the URL-safe alphabet, padding,
     ///   an impossible length or non-zero trailing bits.
     public static func decode(_ string: String) throws(JOSEError) -> [UInt8] {
-        try withBytes(Array(string.utf8)) { buf throws(JOSEError) in try decode(buf) }
+        var s = string
+        let r = s.withUTF8 { buf in
+            Result<[UInt8], JOSEError> { () throws(JOSEError) in try decode(UnsafeRawBufferPointer(buf)) }
+        }
+        return try r.get()
     }
 
     /// Decodes strict unpadded base64url from raw bytes (the verifier's zero-copy path).
     public static func decode(_ input: UnsafeRawBufferPointer) throws(JOSEError) -> [UInt8] {
+        if input.count % 4 == 1 { throw .invalidBase64URL("impossible length") }
+        return try [UInt8](unsafeUninitializedCapacity: decodedCount(input.count)) { (out, n) throws(JOSEError) in
+            n = try decode(input, into: UnsafeMutableRawBufferPointer(out))
+        }
+    }
+
+    /// The number of bytes `count` base64url characters decode to (for a valid length).
+    public static func decodedCount(_ count: Int) -> Int { count / 4 * 3 + max(0, count % 4 - 1) }
+
+    /// Decodes strict unpadded base64url into `out`, which must hold ``decodedCount(_:)`` bytes, and returns the
+    /// number of bytes written. The one decoding loop: no intermediate arrays, no per-byte append.
+    /// - Throws: ``JOSEError/invalidBase64URL`` as ``decode(_:)-(String)``; `out` is then partly written.
+    public static func decode(_ input: UnsafeRawBufferPointer, into out: UnsafeMutableRawBufferPointer) throws(JOSEError) -> Int {
         let n = input.count
         if n % 4 == 1 { throw .invalidBase64URL("impossible length") }
-        var out = [UInt8]()
-        out.reserveCapacity(n * 3 / 4)
-        let r = table.withUnsafeBufferPointer { t in Result<Void, JOSEError> { () throws(JOSEError) in
+        guard n > 0 else { return 0 }
+        guard out.count >= decodedCount(n) else { throw .invalidBase64URL("output buffer too small") }
+        // 256 entries indexed by a byte: never out of range.
+        return try table.withUnsafeBufferPointer { (t) throws(JOSEError) -> Int in
+            var o = 0
             var i = 0
             while i + 4 <= n {
                 let a = t[Int(input[i])], b = t[Int(input[i + 1])], c = t[Int(input[i + 2])], d = t[Int(input[i + 3])]
                 if (a | b | c | d) & 0xC0 != 0 { throw .invalidBase64URL("character outside the base64url alphabet") }
-                out.append((a << 2) | (b >> 4))
-                out.append((b << 4) | (c >> 2))
-                out.append((c << 6) | d)
+                out[o] = (a << 2) | (b >> 4)
+                out[o + 1] = (b << 4) | (c >> 2)
+                out[o + 2] = (c << 6) | d
+                o += 3
                 i += 4
             }
             let rest = n - i
             if rest >= 2 {
                 let a = t[Int(input[i])], b = t[Int(input[i + 1])]
                 if (a | b) & 0xC0 != 0 { throw .invalidBase64URL("character outside the base64url alphabet") }
-                out.append((a << 2) | (b >> 4))
+                out[o] = (a << 2) | (b >> 4)
+                o += 1
                 if rest == 3 {
                     let c = t[Int(input[i + 2])]
                     if c & 0xC0 != 0 { throw .invalidBase64URL("character outside the base64url alphabet") }
-                    out.append((b << 4) | (c >> 2))
+                    out[o] = (b << 4) | (c >> 2)
+                    o += 1
                     if c & 0x03 != 0 { throw .invalidBase64URL("non-canonical trailing bits") }
                 } else if b & 0x0F != 0 {
                     throw .invalidBase64URL("non-canonical trailing bits")
                 }
             }
-        } }
-        try r.get()
-        return out
+            return o
+        }
     }
+
+    /// 6-bit values of the base64url alphabet, 0xFF for every other byte (RFC 4648 §5, Table 2).
+    private static let table: [UInt8] = {
+        var t = [UInt8](repeating: 0xFF, count: 256)
+        for (i, c) in alphabet.enumerated() { t[Int(c)] = UInt8(i) }
+        return t
+    }()
 }

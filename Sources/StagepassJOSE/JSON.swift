@@ -238,7 +238,9 @@ func memcmpBytes(_ a: UnsafeRawPointer?, _ b: UnsafeRawPointer?, _ n: Int) -> Bo
 }
 
 /// `Array.withUnsafeBytes` with a typed-throwing body (the stdlib's is `rethrows`, which erases to `any Error`).
-@inline(__always)
+/// Inlinable so callers in other modules get it specialized (a generic call across modules instantiates
+/// `Result<R, JOSEError>` metadata at run time).
+@inlinable
 public func withBytes<R>(_ bytes: [UInt8], _ body: (UnsafeRawBufferPointer) throws(JOSEError) -> R) throws(JOSEError) -> R {
     let result = bytes.withUnsafeBytes { b in Result<R, JOSEError> { () throws(JOSEError) in try body(b) } }
     return try result.get()

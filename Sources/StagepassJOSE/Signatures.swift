@@ -17,8 +17,11 @@ extension PublicKey {
         guard alg.keyType == key.type else { return false }
         switch alg {
         case .ES256:
-            guard signature.count == 64, let der = ecdsaRawToDER(signature) else { return false }
-            return der.withUnsafeBytes { digestVerify(md: EVP_sha256(), pss: false, input: signingInput, sig: $0) }
+            guard signature.count == 64 else { return false }
+            return withUnsafeTemporaryAllocation(byteCount: maxECDSADERBytes, alignment: 1) { buf in
+                guard let n = ecdsaRawToDER(signature, into: buf) else { return false }
+                return digestVerify(md: EVP_sha256(), pss: false, input: signingInput, sig: UnsafeRawBufferPointer(rebasing: buf[0..<n]))
+            }
         case .EdDSA:
             // RFC 8037 §3.1: Ed25519 signatures are 64 bytes.
             guard signature.count == 64 else { return false }
@@ -90,23 +93,45 @@ private func compareBE(_ a: UnsafeRawBufferPointer, _ b: [UInt8]) -> Int {
     return 0
 }
 
+/// The longest DER `ECDSA-Sig-Value` for P-256: SEQUENCE header (2) + two INTEGERs of at most 2 + 33 bytes.
+let maxECDSADERBytes = 72
+
 /// Converts a raw ES256 signature `r || s` (32 + 32 bytes, RFC 7518 §3.4) to the DER `ECDSA-Sig-Value`
-/// OpenSSL expects. Returns nil unless 1 <= r, s <= n-1 (SEC 1 §4.1.4 step 1).
-func ecdsaRawToDER(_ raw: UnsafeRawBufferPointer) -> [UInt8]? {
+/// OpenSSL expects, written into `out` (at least ``maxECDSADERBytes``). Returns the DER length, or nil unless
+/// 1 <= r, s <= n-1 (SEC 1 §4.1.4 step 1).
+func ecdsaRawToDER(_ raw: UnsafeRawBufferPointer, into out: UnsafeMutableRawBufferPointer) -> Int? {
+    guard raw.count == 64, out.count >= maxECDSADERBytes else { return nil }
     let r = UnsafeRawBufferPointer(rebasing: raw[0..<32])
     let s = UnsafeRawBufferPointer(rebasing: raw[32..<64])
     guard r.contains(where: { $0 != 0 }), s.contains(where: { $0 != 0 }),
           compareBE(r, p256Order) < 0, compareBE(s, p256Order) < 0
     else { return nil }
-    func integer(_ v: UnsafeRawBufferPointer) -> [UInt8] {
+    // INTEGER: minimal big-endian two's complement (X.690 §8.3), so strip leading zeros and add one if the top
+    // bit is set. Both are non-zero here, so at least one content byte remains.
+    func integer(_ v: UnsafeRawBufferPointer, at start: Int) -> Int {
         var i = 0
         while i < v.count - 1 && v[i] == 0 { i += 1 }
-        var body = Array(v[i...])
-        if body[0] & 0x80 != 0 { body.insert(0, at: 0) }
-        return [0x02, UInt8(body.count)] + body
+        let pad = v[i] & 0x80 != 0 ? 1 : 0
+        let len = v.count - i + pad
+        out[start] = 0x02
+        out[start + 1] = UInt8(len)
+        if pad == 1 { out[start + 2] = 0 }
+        UnsafeMutableRawBufferPointer(rebasing: out[(start + 2 + pad)..<(start + 2 + len)]).copyMemory(from: UnsafeRawBufferPointer(rebasing: v[i...]))
+        return 2 + len
     }
-    let content = integer(r) + integer(s)
-    return [0x30, UInt8(content.count)] + content
+    let rLen = integer(r, at: 2)
+    let sLen = integer(s, at: 2 + rLen)
+    out[0] = 0x30
+    out[1] = UInt8(rLen + sLen)
+    return 2 + rLen + sLen
+}
+
+/// Array form of ``ecdsaRawToDER(_:into:)``.
+func ecdsaRawToDER(_ raw: UnsafeRawBufferPointer) -> [UInt8]? {
+    var der = [UInt8](repeating: 0, count: maxECDSADERBytes)
+    guard let n = der.withUnsafeMutableBytes({ ecdsaRawToDER(raw, into: $0) }) else { return nil }
+    der.removeSubrange(n...)
+    return der
 }
 
 /// Public form of the raw-to-DER conversion (benchmarks feed OpenSSL the DER it takes). nil when r or s is out of range.

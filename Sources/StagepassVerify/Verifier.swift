@@ -54,23 +54,75 @@ public struct StatusReference: Sendable, Hashable {
 }
 
 /// A token that passed every check. `payload` is the exact claims JSON that was signed (never re-serialized).
+///
+/// A value type over one immutable box, so copying it (every cache hit returns a copy) retains one object
+/// instead of each of its strings and arrays.
 public struct VerifiedToken: Sendable {
-    public let kid: String
-    public let alg: JWSAlgorithm
-    public let issuer: String
-    public let subject: String
-    public let audiences: [String]
-    public let expiresAt: Int64
-    public let issuedAt: Int64
-    public let notBefore: Int64?
-    public let jti: String
-    public let clientID: String?
-    public let role: String?
-    public let stage: String?
-    public let sessionID: String?
-    public let status: StatusReference?
+    private final class Storage: Sendable {
+        let kid: String
+        let alg: JWSAlgorithm
+        let issuer: String
+        let subject: String
+        let audiences: [String]
+        let expiresAt: Int64
+        let issuedAt: Int64
+        let notBefore: Int64?
+        let jti: String
+        let clientID: String?
+        let role: String?
+        let stage: String?
+        let sessionID: String?
+        let status: StatusReference?
+        let payload: [UInt8]
+
+        init(kid: String, alg: JWSAlgorithm, issuer: String, subject: String, audiences: [String], expiresAt: Int64,
+             issuedAt: Int64, notBefore: Int64?, jti: String, clientID: String?, role: String?, stage: String?,
+             sessionID: String?, status: StatusReference?, payload: [UInt8]) {
+            self.kid = kid
+            self.alg = alg
+            self.issuer = issuer
+            self.subject = subject
+            self.audiences = audiences
+            self.expiresAt = expiresAt
+            self.issuedAt = issuedAt
+            self.notBefore = notBefore
+            self.jti = jti
+            self.clientID = clientID
+            self.role = role
+            self.stage = stage
+            self.sessionID = sessionID
+            self.status = status
+            self.payload = payload
+        }
+    }
+
+    private let storage: Storage
+
+    init(kid: String, alg: JWSAlgorithm, issuer: String, subject: String, audiences: [String], expiresAt: Int64,
+         issuedAt: Int64, notBefore: Int64?, jti: String, clientID: String?, role: String?, stage: String?,
+         sessionID: String?, status: StatusReference?, payload: [UInt8]) {
+        storage = Storage(
+            kid: kid, alg: alg, issuer: issuer, subject: subject, audiences: audiences, expiresAt: expiresAt,
+            issuedAt: issuedAt, notBefore: notBefore, jti: jti, clientID: clientID, role: role, stage: stage,
+            sessionID: sessionID, status: status, payload: payload)
+    }
+
+    public var kid: String { storage.kid }
+    public var alg: JWSAlgorithm { storage.alg }
+    public var issuer: String { storage.issuer }
+    public var subject: String { storage.subject }
+    public var audiences: [String] { storage.audiences }
+    public var expiresAt: Int64 { storage.expiresAt }
+    public var issuedAt: Int64 { storage.issuedAt }
+    public var notBefore: Int64? { storage.notBefore }
+    public var jti: String { storage.jti }
+    public var clientID: String? { storage.clientID }
+    public var role: String? { storage.role }
+    public var stage: String? { storage.stage }
+    public var sessionID: String? { storage.sessionID }
+    public var status: StatusReference? { storage.status }
     /// The claims object as signed (UTF-8 JSON).
-    public let payload: [UInt8]
+    public var payload: [UInt8] { storage.payload }
 
     /// The claims as a JSON tree (parsed on demand).
     public var claims: JSONValue { (try? JSONValue.parse(payload)) ?? .null }
@@ -156,34 +208,71 @@ public final class Verifier: Sendable {
     private func verifyBytes(_ t: UnsafeRawBufferPointer, keySet current: KeySet?, now: Int64) throws(VerificationError) -> VerifiedToken {
         // RFC 8725 §3.11 / RFC 7515 §7.1: exactly three base64url segments, bounded size.
         guard t.count <= Verifier.maxTokenBytes else { throw VerificationError(.malformed, "token larger than \(Verifier.maxTokenBytes) bytes") }
-        var dot1 = -1, dot2 = -1
-        for i in 0..<t.count where t[i] == UInt8(ascii: ".") {
-            if dot1 < 0 { dot1 = i } else if dot2 < 0 { dot2 = i } else { throw VerificationError(.malformed, "more than three segments") }
-        }
+        let dot1 = firstDot(t, from: 0) ?? -1
+        let dot2 = dot1 < 0 ? -1 : firstDot(t, from: dot1 + 1) ?? -1
+        if dot2 >= 0, firstDot(t, from: dot2 + 1) != nil { throw VerificationError(.malformed, "more than three segments") }
         // An empty signature segment is well-formed (RFC 7515 §7.1, alg "none"); it fails at the algorithm or
         // signature check instead.
         guard dot1 > 0, dot2 > dot1 + 1 else { throw VerificationError(.malformed, "not three segments with a header and claims") }
-        let headerBytes: [UInt8], payloadBytes: [UInt8], signature: [UInt8]
-        do {
-            headerBytes = try Base64URL.decode(UnsafeRawBufferPointer(rebasing: t[0..<dot1]))
-            payloadBytes = try Base64URL.decode(UnsafeRawBufferPointer(rebasing: t[(dot1 + 1)..<dot2]))
-            signature = try Base64URL.decode(UnsafeRawBufferPointer(rebasing: t[(dot2 + 1)...]))
-        } catch {
-            throw VerificationError(.malformed, "a segment is not strict base64url")
+        let signingInput = UnsafeRawBufferPointer(rebasing: t[0..<dot2])
+        // Decoded in segment order (header, claims, signature) so the first bad segment is the one reported; header
+        // and signature live in scoped buffers, the claims in the array the verified token keeps.
+        return try withDecodedSegment(UnsafeRawBufferPointer(rebasing: t[0..<dot1])) { header throws(VerificationError) in
+            let payload: [UInt8]
+            do {
+                payload = try Base64URL.decode(UnsafeRawBufferPointer(rebasing: t[(dot1 + 1)..<dot2]))
+            } catch {
+                throw Verifier.badSegment
+            }
+            return try withDecodedSegment(UnsafeRawBufferPointer(rebasing: t[(dot2 + 1)...])) { signature throws(VerificationError) in
+                try StrictJSON.withObject(header, maxDepth: Verifier.maxJSONDepth,
+                                          orThrow: { VerificationError(.malformed, "header: \($0.detail)") }) { h throws(VerificationError) in
+                    try payload.withUnsafeBytes { pb in
+                        Result { () throws(VerificationError) in
+                            try StrictJSON.withObject(pb, maxDepth: Verifier.maxJSONDepth,
+                                                      orThrow: { VerificationError(.malformed, "claims: \($0.detail)") }) { c throws(VerificationError) in
+                                try checkSigned(h, c, payload: payload, signingInput: signingInput, signature: signature,
+                                                keySet: current, now: now)
+                            }
+                        }
+                    }.get()
+                }
+            }
         }
-        let header: StrictJSON, payload: StrictJSON
-        do {
-            header = try withBytes(headerBytes) { b throws(JOSEError) in try StrictJSON(b, maxDepth: Verifier.maxJSONDepth) }
-        } catch {
-            throw VerificationError(.malformed, "header: \(error.detail)")
-        }
-        do {
-            payload = try withBytes(payloadBytes) { b throws(JOSEError) in try StrictJSON(b, maxDepth: Verifier.maxJSONDepth) }
-        } catch {
-            throw VerificationError(.malformed, "claims: \(error.detail)")
-        }
-        let h = header.root
+    }
 
+    private static let badSegment = VerificationError(.malformed, "a segment is not strict base64url")
+
+    /// Decodes one base64url segment into a scoped buffer: on the stack up to 1 KiB (what
+    /// `withUnsafeTemporaryAllocation` keeps there without probing the stack bounds), on the heap beyond.
+    private func withDecodedSegment<R>(
+        _ segment: UnsafeRawBufferPointer, _ body: (UnsafeRawBufferPointer) throws(VerificationError) -> R
+    ) throws(VerificationError) -> R {
+        func decode(into buffer: UnsafeMutableRawBufferPointer) throws(VerificationError) -> R {
+            let n: Int
+            do {
+                n = try Base64URL.decode(segment, into: buffer)
+            } catch {
+                throw Verifier.badSegment
+            }
+            return try body(UnsafeRawBufferPointer(rebasing: buffer[0..<n]))
+        }
+        let count = Base64URL.decodedCount(segment.count)
+        if count <= 1024 {
+            return try withUnsafeTemporaryAllocation(byteCount: count, alignment: 1) { (b) throws(VerificationError) -> R in
+                try decode(into: b)
+            }
+        }
+        let heap = UnsafeMutableRawBufferPointer.allocate(byteCount: count, alignment: 1)
+        defer { heap.deallocate() }
+        return try decode(into: heap)
+    }
+
+    /// Header rules, key selection, signature, then the static claims (everything a cache hit may skip).
+    private func checkSigned(
+        _ h: StrictJSONRef, _ c: StrictJSONRef, payload: [UInt8], signingInput: UnsafeRawBufferPointer,
+        signature: UnsafeRawBufferPointer, keySet current: KeySet?, now: Int64
+    ) throws(VerificationError) -> VerifiedToken {
         // RFC 9068 §2.1 / §4: access tokens carry typ "at+jwt" and verifiers must check it (no other token type
         // can be substituted, RFC 8725 §3.11).
         guard let typ = h.member("typ"), typ.stringEquals("at+jwt") else {
@@ -207,24 +296,24 @@ public final class Verifier: Sendable {
             throw VerificationError(.unsupportedAlgorithm, "alg \(h.member("alg")?.string ?? "(missing)") is not the key's \(entry.alg.rawValue)")
         }
         // RFC 7515 §5.2 step 8: signature over ASCII(header64 '.' payload64).
-        let ok = signature.withUnsafeBytes { s in
-            entry.key.verify(entry.alg, signingInput: UnsafeRawBufferPointer(rebasing: t[0..<dot2]), signature: s)
+        guard entry.key.verify(entry.alg, signingInput: signingInput, signature: signature) else {
+            throw VerificationError(.badSignature, "signature does not verify with kid \(kid)")
         }
-        guard ok else { throw VerificationError(.badSignature, "signature does not verify with kid \(kid)") }
-
-        return try readClaims(payload.root, payloadBytes: payloadBytes, entry: entry)
+        return try readClaims(c, payloadBytes: payload, entry: entry)
     }
 
     /// iss, aud, then the required claims (RFC 7519 §4.1; RFC 9068 §2.2 requires iss, exp, aud, sub, client_id,
     /// iat, jti; Stagepass treats client_id as optional for direct human tokens).
-    private func readClaims(_ c: JSONRef, payloadBytes: [UInt8], entry: KeySet.Entry) throws(VerificationError) -> VerifiedToken {
+    private func readClaims(_ c: StrictJSONRef, payloadBytes: [UInt8], entry: KeySet.Entry) throws(VerificationError) -> VerifiedToken {
         // RFC 7519 §4.1.1: iss must match exactly.
-        if let iss = c.member("iss"), !iss.stringEquals(configuration.issuer) {
+        let iss = c.member("iss")
+        if let iss, !iss.stringEquals(configuration.issuer) {
             throw VerificationError(.wrongIssuer, "iss is not \(configuration.issuer)")
         }
         // RFC 7519 §4.1.3: aud is a string or an array of strings; one of them must be ours.
         var audiences = [String]()
-        if let aud = c.member("aud") {
+        let aud = c.member("aud")
+        if let aud {
             if let s = aud.string {
                 audiences = [s]
             } else if aud.isArray {
@@ -239,8 +328,8 @@ public final class Verifier: Sendable {
                 throw VerificationError(.wrongAudience, "no accepted audience in aud")
             }
         }
-        func int(_ name: StaticString) throws(VerificationError) -> Int64 {
-            guard let v = c.member(name) else { throw VerificationError(.missingClaim, "\(name) is required") }
+        func int(_ name: StaticString, _ member: StrictJSONRef? = nil) throws(VerificationError) -> Int64 {
+            guard let v = member ?? c.member(name) else { throw VerificationError(.missingClaim, "\(name) is required") }
             // RFC 7519 §2 NumericDate; Stagepass requires integer seconds.
             guard let i = v.integer else { throw VerificationError(.missingClaim, "\(name) must be an integer NumericDate") }
             return i
@@ -251,12 +340,12 @@ public final class Verifier: Sendable {
         }
         let exp = try int("exp")
         let iat = try int("iat")
-        guard c.member("iss") != nil else { throw VerificationError(.missingClaim, "iss is required") }
-        guard c.member("aud") != nil else { throw VerificationError(.missingClaim, "aud is required") }
+        guard iss != nil else { throw VerificationError(.missingClaim, "iss is required") }
+        guard aud != nil else { throw VerificationError(.missingClaim, "aud is required") }
         let sub = try str("sub")
         let jti = try str("jti")
         var nbf: Int64?
-        if c.member("nbf") != nil { nbf = try int("nbf") }
+        if let v = c.member("nbf") { nbf = try int("nbf", v) }
         // RFC 7519 §4.1 / OIDC Core §2: auth_time, when present, is a NumericDate.
         if let at = c.member("auth_time"), at.integer == nil { throw VerificationError(.missingClaim, "auth_time must be an integer NumericDate") }
         // The status reference is read here but judged only when a status list is configured (checkStatus):
@@ -339,9 +428,21 @@ public final class Verifier: Sendable {
     }
 }
 
+/// The offset of the first `.` in `t` at or after `from` (memchr: the token is scanned at memory speed).
+private func firstDot(_ t: UnsafeRawBufferPointer, from: Int) -> Int? {
+    guard let base = t.baseAddress, from < t.count else { return nil }
+    guard let hit = memchr(base + from, Int32(UInt8(ascii: ".")), t.count - from) else { return nil }
+    return base.distance(to: UnsafeRawPointer(hit))
+}
+
 /// `*` matches any run of characters (including none); everything else matches itself.
 func globMatch(_ pattern: String, _ text: String) -> Bool {
-    let p = Array(pattern.utf8), s = Array(text.utf8)
+    // Over the UTF-8 bytes in place (no arrays per call).
+    var pattern = pattern, text = text
+    return pattern.withUTF8 { p in text.withUTF8 { s in globMatch(p, s) } }
+}
+
+private func globMatch(_ p: UnsafeBufferPointer<UInt8>, _ s: UnsafeBufferPointer<UInt8>) -> Bool {
     var pi = 0, si = 0, star = -1, mark = 0
     while si < s.count {
         if pi < p.count && p[pi] == UInt8(ascii: "*") {

@@ -48,6 +48,42 @@ struct VerifierBehaviourTests {
         #expect(throws: VerificationError(.unknownKey, "")) { try v.verify(t, at: now) }
     }
 
+    /// A cache hit is only for the byte-identical token. `String` equality is canonical equivalence: U+212A KELVIN
+    /// SIGN equals "K", so a String-keyed cache served a non-ASCII (malformed) twin of a verified token.
+    @Test func cacheHitsOnlyTheByteIdenticalToken() throws {
+        let v = verifier(StaticKeySource(KeySet(jwks: JWKS(keys: [jwk]))))
+        var t = try token()
+        while !t.contains("K") { t = try token() }
+        _ = try v.verify(t, at: now)
+        let k = try #require(t.firstIndex(of: "K"))
+        var twin = t
+        twin.replaceSubrange(k...k, with: "\u{212A}")
+        #expect(twin == t && Array(twin.utf8) != Array(t.utf8))
+        #expect(throws: VerificationError(.malformed, "")) { try v.verify(twin, at: now) }
+        _ = try v.verify(t, at: now)
+    }
+
+    /// Claims or headers outside the plain-JSON subset (non-ASCII, escapes, reals) are read by jansson instead of the
+    /// scanner; the verdict and the claims are the same. A header over 1 KiB is decoded into a heap buffer.
+    @Test func tokensOutsideThePlainSubsetVerifyAlike() throws {
+        let v = verifier(StaticKeySource(KeySet(jwks: JWKS(keys: [jwk]))), maxAge: nil)
+        let t = try token(["name": .string("Zoë\n"), "score": .double(1.5)])
+        let r = try v.verify(t, requirements: .init(roles: ["deployer"], stage: "production", pipeline: "acme/*"), at: now)
+        #expect(r.subject == "alice" && r.claims["name"]?.stringValue == "Zoë\n")
+        let claims: JSONValue = .object([
+            "iss": .string("https://sp"), "aud": .array([.string("x"), .string("deploy-api")]), "sub": .string("bob"),
+            "jti": .string("j1"), "iat": .int(now), "exp": .int(now + 60),
+        ])
+        for extra in [String(repeating: "a", count: 1500), String(repeating: "a", count: 1500) + "\t"] {
+            let big = try JWS.sign(claims: claims, header: ["typ": .string("at+jwt"), "kid": .string(jwk.kid ?? ""), "x": .string(extra)],
+                                   key: key, alg: .ES256)
+            #expect(try v.verify(big, at: now).audiences == ["x", "deploy-api"])
+            var forged = Array(big.utf8)
+            forged[forged.count - 5] = forged[forged.count - 5] == UInt8(ascii: "A") ? UInt8(ascii: "B") : UInt8(ascii: "A")
+            #expect(throws: VerificationError(.badSignature, "")) { try v.verify(String(decoding: forged, as: UTF8.self), at: now) }
+        }
+    }
+
     @Test func concurrentCallersAgree() async throws {
         let v = verifier(StaticKeySource(KeySet(jwks: JWKS(keys: [jwk]))))
         let good = try token(), bad = try token(["iss": .string("https://evil")])
