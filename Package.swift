@@ -34,7 +34,7 @@ let package = Package(
         .target(
             name: "StagepassJOSE",
             dependencies: ["COpenSSL", "CJansson", "CZlib"],
-            swiftSettings: upcoming + [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]
+            swiftSettings: upcoming
         ),
         .target(name: "StagepassVerify", dependencies: ["StagepassJOSE"], swiftSettings: upcoming),
         .target(
