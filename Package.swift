@@ -85,6 +85,7 @@ let package = Package(
         .testTarget(
             name: "StagepassBrokerTests",
             dependencies: ["StagepassBroker", "StagepassJOSE", "StagepassVerify"],
+            exclude: ["WebAuthn/vectors"],  // issue 6: recorded WebAuthn data, read from the source tree by the tests
             swiftSettings: upcoming
         ),
         .testTarget(

@@ -47,6 +47,9 @@ public struct BrokerError: Error, Sendable, Hashable, CustomStringConvertible {
     public static let invalidCredentials = BrokerError(.invalidCredentials, "the user name or password is wrong")
     /// The second-factor code is wrong.
     public static let invalidFactor = BrokerError(.invalidFactor, "the code is wrong")
+    /// A second factor was refused for the reason given (a security key's response that did not verify); the same
+    /// code as ``invalidFactor``.
+    public static func invalidFactor(_ d: String) -> BrokerError { .init(.invalidFactor, d) }
     /// A TOTP code for a time step that was already used (RFC 6238 §5.2).
     public static let factorReplay = BrokerError(.factorReplay, "this code was already used; wait for the next one")
     /// The policy does not accept this factor for this user.

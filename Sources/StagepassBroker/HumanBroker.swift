@@ -1,7 +1,13 @@
 import Foundation
 import StagepassJOSE
 
-/// Everything the human-facing broker needs, wired once: store, audit log, accounts, factors and sessions.
+/// Everything the human-facing broker needs, wired once: store, audit log, accounts, factors, security keys and
+/// sessions.
+///
+/// Security keys (WebAuthn) are scoped to `webAuthn` (RP ID and origins). The default,
+/// ``WebAuthnConfiguration/localDevelopment``, is RP ID `localhost` with origins `http://localhost:8080` and
+/// `http://127.0.0.1:8080`; a deployment passes its own, e.g.
+/// `WebAuthnConfiguration(rpID: "sp.example.com", rpName: "Stagepass", origins: ["https://sp.example.com"])`.
 ///
 /// ```swift
 /// let broker = try HumanBroker.open(dataDirectory: ".stagepass")
@@ -14,12 +20,15 @@ public struct HumanBroker: Sendable {
     public let accounts: AccountService
     public let factors: FactorService
     public let sessions: SessionService
+    /// Security keys: registration, assertions, listing (WebAuthn Level 2).
+    public let webauthn: WebAuthnService
     public let policy: AuthPolicy
     public let clock: BrokerClock
 
     public init(
         store: any BrokerStore, masterKey: MasterKey, policy: AuthPolicy = .default,
-        hasher: PasswordHasher, clock: BrokerClock = .system, issuer: String = "Stagepass"
+        hasher: PasswordHasher, clock: BrokerClock = .system, issuer: String = "Stagepass",
+        webAuthn: WebAuthnConfiguration = .localDevelopment
     ) {
         self.store = store
         self.policy = policy
@@ -27,9 +36,10 @@ public struct HumanBroker: Sendable {
         audit = HashChainAuditLog(store: store, clock: clock)
         accounts = AccountService(store: store, hasher: hasher, clock: clock, audit: audit)
         factors = FactorService(store: store, masterKey: masterKey, clock: clock, audit: audit, issuer: issuer)
+        webauthn = WebAuthnService(store: store, configuration: webAuthn, clock: clock, audit: audit)
         sessions = SessionService(
             store: store, hasher: hasher, factors: factors, policy: policy, clock: clock,
-            audit: audit)
+            audit: audit, webauthn: webauthn)
     }
 
     /// The database file inside a data directory.
@@ -41,11 +51,14 @@ public struct HumanBroker: Sendable {
 
     /// Opens (creating, mode 0700) a data directory: the SQLite database, and the master key from
     /// `STAGEPASS_MASTER_KEY` or `DIR/master.key`, generating the file (mode 0600) on first use.
+    /// - Parameter webAuthn: RP ID and origins for security keys (default ``WebAuthnConfiguration/localDevelopment``:
+    ///   RP ID `localhost`, origins `http://localhost:8080`, `http://127.0.0.1:8080`).
     /// - Throws: ``BrokerError/masterKey(_:)``, or a database error.
     public static func open(
         dataDirectory dir: String, policy: AuthPolicy = .default,
         hasherParameters: PasswordHasher.Parameters = .owasp, clock: BrokerClock = .system,
-        environment: [String: String] = ProcessInfo.processInfo.environment
+        environment: [String: String] = ProcessInfo.processInfo.environment,
+        webAuthn: WebAuthnConfiguration = .localDevelopment
     ) throws -> HumanBroker {
         let fm = FileManager.default
         if !fm.fileExists(atPath: dir) {
@@ -67,7 +80,7 @@ public struct HumanBroker: Sendable {
         let store = try SQLiteStore(path: databasePath(dir))
         return HumanBroker(
             store: store, masterKey: key, policy: policy,
-            hasher: try PasswordHasher(parameters: hasherParameters), clock: clock)
+            hasher: try PasswordHasher(parameters: hasherParameters), clock: clock, webAuthn: webAuthn)
     }
 
     /// What the first start prints, once.

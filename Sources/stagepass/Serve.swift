@@ -19,6 +19,10 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Signing key store directory.") var keys: String = "Keys"
     @Option(name: .customLong("passphrase-file"), help: "File holding the key store passphrase (else STAGEPASS_KEY_PASSPHRASE).")
     var passphraseFile: String?
+    @Option(name: .customLong("rp-id"), help: "WebAuthn RP ID: the host name security keys are bound to (default: the issuer's host; 'localhost' for a loopback IP).")
+    var rpID: String?
+    @Option(name: .customLong("origin"), help: "An origin pages are served from, for WebAuthn (repeatable; default: the issuer's origin, plus its localhost twin on loopback).")
+    var origins: [String] = []
     @Flag(name: .customLong("insecure-dev-keys"), help: "Store signing keys unencrypted (development only).") var insecureDevKeys = false
 
     func run() async throws {
@@ -33,7 +37,10 @@ struct Serve: AsyncParsableCommand {
             accessPolicy = try AccessPolicy.example()
             logger.notice("no --policy given: using the shipped example policy (see `stagepass policy example`)")
         }
-        let broker = try options.open(policy: accessPolicy.auth)
+        let issuerURL = issuer ?? "http://\(host):\(port)"
+        let webAuthn = try webAuthnConfiguration(issuer: issuerURL)
+        logger.info("security keys: RP ID \(webAuthn.rpID), origins \(webAuthn.origins.joined(separator: " "))")
+        let broker = try options.open(policy: accessPolicy.auth, webAuthn: webAuthn)
         if let first = try broker.bootstrapIfEmpty() {
             // Unbuffered: the one-time secrets must reach a redirected log before the server starts.
             func emit(_ s: String) { FileHandle.standardOutput.write(Data((s + "\n").utf8)) }
@@ -56,7 +63,6 @@ struct Serve: AsyncParsableCommand {
                     "audiences": String(accessPolicy.audiences.count), "pipelines": String(accessPolicy.pipelines.count),
                 ]))
         let keyStore = try openKeyStore(audit: broker.audit, logger: logger)
-        let issuerURL = issuer ?? "http://\(host):\(port)"
         let tokens = TokenBroker(
             human: broker, keys: keyStore, policy: PolicyHolder(accessPolicy, file: self.policy), issuer: issuerURL)
         let app = buildApplication(
@@ -69,6 +75,23 @@ struct Serve: AsyncParsableCommand {
             try await group.next()
             group.cancelAll()
         }
+    }
+
+    /// WebAuthn scope (W3C WebAuthn Level 2 §5.1.3, §13.4.9): the RP ID is a registrable host name (never an IP
+    /// address), and the origins are matched exactly. Defaults follow the issuer URL; on a loopback IP the RP ID is
+    /// `localhost` and `http://localhost:PORT` is accepted beside the IP origin.
+    func webAuthnConfiguration(issuer: String) throws -> WebAuthnConfiguration {
+        guard let url = URL(string: issuer), let scheme = url.scheme, let host = url.host else {
+            throw ValidationError("--issuer must be an absolute URL, e.g. https://stagepass.example")
+        }
+        let portPart = url.port.map { ":\($0)" } ?? ""
+        let loopbackIP = host == "127.0.0.1" || host == "::1" || host == "[::1]"
+        var origins = self.origins
+        if origins.isEmpty {
+            origins = ["\(scheme)://\(host.contains(":") ? "[\(host)]" : host)\(portPart)"]
+            if loopbackIP { origins.append("\(scheme)://localhost\(portPart)") }
+        }
+        return WebAuthnConfiguration(rpID: rpID ?? (loopbackIP ? "localhost" : host), rpName: "Stagepass", origins: origins)
     }
 
     /// Opens the signing key store, creating its first keys on an empty store. With no passphrase configured, the

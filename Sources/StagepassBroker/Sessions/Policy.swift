@@ -7,12 +7,17 @@ import Foundation
 /// - `bkp`: a one-time backup code. RFC 8176 registers no value for recovery codes and §2 lets parties agree on
 ///   others; we keep backup codes distinguishable from TOTP (a verifier may refuse them for high-risk stages), rather
 ///   than calling them `otp` (they are not time-based) or `kba` (they are not knowledge questions).
-/// - `hwk`: reserved for WebAuthn (RFC 8176 §2 "proof-of-possession of a hardware-secured key").
+/// - `hwk`: a WebAuthn security key (RFC 8176 §2 "proof-of-possession of a hardware-secured key").
+/// - `user`: added beside `hwk` when the authenticator set the UV flag (WebAuthn Level 2 §6.1). RFC 8176 §2 defines
+///   `user` as a test of user presence; every accepted assertion has UP, but Stagepass writes `user` only when the
+///   authenticator also verified the user (PIN or biometric), so the value never claims more than happened and a
+///   verifier can tell a verified key use from a touch.
 public enum AMR {
     public static let password = "pwd"
     public static let totp = "otp"
     public static let backupCode = "bkp"
     public static let webauthn = "hwk"
+    public static let userPresence = "user"
 
     public static func value(for kind: FactorKind) -> String {
         switch kind {

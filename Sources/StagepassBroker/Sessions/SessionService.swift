@@ -38,19 +38,24 @@ public struct PasswordStepResult: Sendable {
 public enum FactorProof: Sendable {
     case totp(String)
     case backupCode(String)
+    /// A security key's assertion: the credential JSON the page posts after `navigator.credentials.get()` (see
+    /// ``WebAuthnService/finishAssertion(userId:purpose:credentialJSON:)``), answering a challenge from
+    /// ``WebAuthnService/beginAssertion(userId:purpose:)`` for the same purpose.
+    case webauthn(credentialJSON: String)
 
     var kind: FactorKind {
         switch self {
         case .totp: return .totp
         case .backupCode: return .backup
+        case .webauthn: return .webauthn
         }
     }
 }
 
 /// Sign-in, step-up, session lookup and sign-out.
 ///
-/// Password (Argon2id) → a `pending` session that needs a factor → TOTP or backup code → an `mfa` session with a new
-/// 256-bit random token, `amr` and `auth_time` (OpenID Connect Core 1.0 §2). Abuse resistance:
+/// Password (Argon2id) → a `pending` session that needs a factor → TOTP, backup code or security key → an `mfa`
+/// session with a new 256-bit random token, `amr` and `auth_time` (OpenID Connect Core 1.0 §2). Abuse resistance:
 /// - unknown user, wrong password and disabled account give the same ``BrokerError/invalidCredentials`` after the
 ///   same work (an unknown user is verified against ``PasswordHasher/dummyHash``), and the same throttle accounting;
 /// - per-account and per-address throttling with growing delays (``Throttle``);
@@ -70,10 +75,14 @@ public struct SessionService: Sendable {
     public let clock: BrokerClock
     public let audit: any AuditSink
     public let throttle: Throttle
+    /// Verifies security-key proofs (``FactorProof/webauthn(credentialJSON:)``).
+    public let webauthn: WebAuthnService
 
+    /// - Parameter webauthn: the security-key service; nil builds one on the same store, clock and audit sink with
+    ///   ``WebAuthnConfiguration/localDevelopment``.
     public init(
         store: any BrokerStore, hasher: PasswordHasher, factors: FactorService, policy: AuthPolicy = .default,
-        clock: BrokerClock, audit: any AuditSink
+        clock: BrokerClock, audit: any AuditSink, webauthn: WebAuthnService? = nil
     ) {
         self.store = store
         self.hasher = hasher
@@ -82,6 +91,7 @@ public struct SessionService: Sendable {
         self.clock = clock
         self.audit = audit
         self.throttle = Throttle(store: store, clock: clock, policy: policy.throttle)
+        self.webauthn = webauthn ?? WebAuthnService(store: store, clock: clock, audit: audit)
     }
 
     /// The SHA-256 of a bearer token, as stored.
@@ -168,19 +178,23 @@ public struct SessionService: Sendable {
     static func newSessionId() throws -> String { "s_" + Base64URL.encode(try Crypto.randomBytes(12)) }
 
     /// The factor step: turns a pending session into an MFA session with a new token (the pending token stops working).
+    ///
+    /// With a security key the `amr` is `["pwd","hwk"]`, plus `"user"` when the authenticator verified the user; the
+    /// assertion must answer a challenge from ``WebAuthnService/beginAssertion(userId:purpose:)`` with `.signIn`.
     /// - Throws: ``BrokerError/invalidSession``, ``BrokerError/invalidFactor``, ``BrokerError/factorReplay``,
     ///   ``BrokerError/factorNotAllowed(_:)``, ``BrokerError/noFactor(_:)``, ``BrokerError/throttled(retryAfter:)``,
-    ///   ``BrokerError/accountLocked``.
+    ///   ``BrokerError/accountLocked``, ``BrokerError/invalidRequest(_:)``.
     public func completeFactor(pendingToken: String, proof: FactorProof, address: String) throws -> IssuedSession {
         let (rec, user) = try lookup(pendingToken)
         guard rec.state == .pending else { throw BrokerError.invalidSession }
-        try proveFactor(user: user, proof: proof, address: address, action: "signin.factor", sessionId: rec.id)
+        let methods = try proveFactor(
+            user: user, proof: proof, address: address, action: "signin.factor", sessionId: rec.id,
+            purpose: .signIn)
         let now = clock.now()
         let token = try Self.newToken()
-        let method = AMR.value(for: proof.kind)
         let mfa = SessionRecord(
             id: try Self.newSessionId(), tokenHash: Self.tokenHash(token), userId: user.id,
-            state: .mfa, amr: [AMR.password, method], authTime: now, createdAt: now,
+            state: .mfa, amr: [AMR.password] + methods, authTime: now, createdAt: now,
             idleExpiresAt: min(now + policy.idleSeconds, now + policy.absoluteSeconds),
             absoluteExpiresAt: now + policy.absoluteSeconds)
         try store.deleteSession(id: rec.id)
@@ -194,26 +208,36 @@ public struct SessionService: Sendable {
     }
 
     /// Step-up: re-verifies a factor on an MFA session and refreshes `auth_time` (the `amr` gains the method).
-    public func stepUp(token: String, proof: FactorProof, address: String) throws -> Session {
+    ///
+    /// - Parameter purpose: what a security-key assertion must have been made for (ignored for other proofs): the
+    ///   default `.stepUp`, or `.approval(binding:)` when the step-up approves one pipeline request, so that an
+    ///   assertion made for one request is refused for any other.
+    /// - Throws: as ``completeFactor(pendingToken:proof:address:)``, and ``BrokerError/mfaRequired``.
+    public func stepUp(token: String, proof: FactorProof, address: String, purpose: WebAuthnPurpose = .stepUp) throws
+        -> Session
+    {
         let (rec, user) = try lookup(token)
         guard rec.state == .mfa else { throw BrokerError.mfaRequired }
-        try proveFactor(user: user, proof: proof, address: address, action: "stepup", sessionId: rec.id)
+        let methods = try proveFactor(
+            user: user, proof: proof, address: address, action: "stepup", sessionId: rec.id, purpose: purpose)
         var updated = rec
         updated.authTime = clock.now()
-        let method = AMR.value(for: proof.kind)
-        if !updated.amr.contains(method) { updated.amr.append(method) }
+        for method in methods where !updated.amr.contains(method) { updated.amr.append(method) }
         try store.updateSession(updated)
+        var details = ["session": rec.id, "address": address]
+        if let binding = purpose.binding, case .webauthn = proof { details["binding"] = binding }
         try audit.record(
             AuditEvent(
-                action: "stepup", actor: user.name, subject: user.name, factors: [method],
-                details: ["session": rec.id, "address": address]))
+                action: "stepup", actor: user.name, subject: user.name, factors: methods,
+                details: details))
         return session(updated, name: user.name, groups: try store.groups(ofUser: user.id))
     }
 
+    /// Verifies `proof` for `user` with throttling and lockout, and returns the `amr` values it earns.
     private func proveFactor(
         user: UserRecord, proof: FactorProof, address: String, action: String,
-        sessionId: String
-    ) throws {
+        sessionId: String, purpose: WebAuthnPurpose
+    ) throws -> [String] {
         if user.locked { throw BrokerError.accountLocked }
         let keys = [Throttle.factorKey(user.id), Throttle.addressKey(address)]
         try throttle.check(keys)
@@ -222,18 +246,31 @@ public struct SessionService: Sendable {
         guard policy.allowedFactors(groups: groups).contains(proof.kind) else {
             throw BrokerError.factorNotAllowed("the policy does not accept \(proof.kind.rawValue) for this account")
         }
+        var methods = [method]
+        var webauthnReason: String?
         do {
             switch proof {
             case .totp(let code): _ = try factors.verifyTOTP(userId: user.id, code: code, allowPending: true)
             case .backupCode(let code): try factors.useBackupCode(userId: user.id, code: code)
+            case .webauthn(let json):
+                do {
+                    methods = try webauthn.finishAssertion(userId: user.id, purpose: purpose, credentialJSON: json).amr
+                } catch let e as WebAuthnError {
+                    // A refused assertion counts exactly like a wrong TOTP code (brokerError is invalid_factor);
+                    // malformed JSON and "no key registered" do not, like a malformed code and "no TOTP factor".
+                    webauthnReason = e.code
+                    throw e.brokerError
+                }
             }
         } catch let e as BrokerError where e == .invalidFactor || e == .factorReplay {
             let counts = try throttle.fail(keys)
+            var details = ["session": sessionId, "address": address]
+            if let webauthnReason { details["webauthn"] = webauthnReason }
             try audit.record(
                 AuditEvent(
                     action: action, actor: user.name, subject: user.name, result: "failure",
                     reason: e.code, factors: [method],
-                    details: ["session": sessionId, "address": address]))
+                    details: details))
             if let n = counts.first, n >= policy.throttle.lockoutAfterFactorFailures {
                 try store.setLocked(userId: user.id, true)
                 try store.deleteSessions(userId: user.id)
@@ -246,6 +283,7 @@ public struct SessionService: Sendable {
             throw e
         }
         try throttle.succeed([Throttle.factorKey(user.id)])
+        return methods
     }
 
     // MARK: lookup and sign-out

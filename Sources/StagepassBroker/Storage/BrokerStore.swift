@@ -23,7 +23,8 @@ public struct UserRecord: Sendable, Hashable, Codable {
     }
 }
 
-/// Kinds of second factor. `webauthn` is reserved so the schema and policy are ready for it (a later issue).
+/// Kinds of second factor. A `webauthn` factor is a registered security key; its credential lives in
+/// ``WebAuthnStore`` (issue 6).
 public enum FactorKind: String, Sendable, Hashable, Codable, CaseIterable {
     case totp
     case backup
@@ -36,8 +37,9 @@ public enum FactorState: String, Sendable, Hashable, Codable {
     case active
 }
 
-/// A stored second factor. `secretBox` is the AES-256-GCM box of the secret (TOTP seed; WebAuthn public key later),
-/// sealed under the master key with the factor id as additional authenticated data.
+/// A stored second factor. `secretBox` is the AES-256-GCM box of the secret (the TOTP seed), sealed under the master
+/// key with the factor id as additional authenticated data; nil for backup codes and security keys (a `webauthn`
+/// factor's public key is in its ``WebAuthnCredentialRecord``).
 public struct FactorRecord: Sendable, Hashable {
     public var id: String
     public var userId: String
@@ -162,7 +164,7 @@ public struct StoreError: Error, Sendable, Hashable, CustomStringConvertible {
 /// Operations that guard a security decision are single atomic statements (compare-and-set), never
 /// read-then-write in the caller: ``claimTOTPStep(factorId:step:)``, ``consumeBackupCode(id:at:)``,
 /// ``appendAudit(time:event:chain:)``. Every method throws ``StoreError`` (or the backend's error).
-public protocol BrokerStore: TokenStore {
+public protocol BrokerStore: TokenStore, WebAuthnStore {
     // MARK: users and groups
     func insertUser(_ user: UserRecord, groups: [String]) throws
     func user(named name: String) throws -> UserRecord?

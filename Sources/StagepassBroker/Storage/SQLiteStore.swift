@@ -100,6 +100,7 @@ public final class SQLiteStore: BrokerStore {
                     """)
         }
         m.registerMigration("v2-clients-tokens-approvals") { db in try Self.migrateTokens(db) }
+        m.registerMigration("v3-webauthn") { db in try Self.migrateWebAuthn(db) }
         return m
     }
 

@@ -291,9 +291,31 @@ extension TokenBroker {
         public var approved: Bool
     }
 
-    /// A human approves one run. With `proof`, the factor is verified first (step-up bound to this approval);
-    /// otherwise the session's latest factor must already satisfy the stage. Distinct approvers are counted; the
-    /// run's triggering user cannot approve it when the stage forbids self-approval.
+    /// Starts a security-key assertion bound to one request: the challenge covers the request's binding (its id,
+    /// client, role, stage, audience, run id, commit and triggering user), so the resulting assertion is accepted
+    /// only by ``approve(userCode:sessionToken:proof:address:)`` for this same request.
+    /// - Returns: the request options for `navigator.credentials.get()` (``WebAuthnRequestOptions/json``).
+    /// - Throws: ``OAuthError`` (`not_found`, `conflict`, `expired_token`, `forbidden`) when the session's user
+    ///   cannot decide on the request; ``WebAuthnError/noCredentials(_:)`` when they have no security key;
+    ///   ``BrokerError`` for the session.
+    public func beginApprovalAssertion(userCode: String, sessionToken: String, address: String) throws
+        -> WebAuthnRequestOptions
+    {
+        let s = try human.sessions.requireMFA(token: sessionToken)
+        let r = try lookup(userCode: userCode, session: s, address: address)
+        do { _ = try checkDecider(s, r, policy: policy.current) } catch {
+            throw denied(
+                error, action: "request.approve", actor: s.userName, factors: s.amr,
+                details: ["request": r.id, "stage": r.stage, "step": "webauthn.begin"])
+        }
+        return try human.webauthn.beginAssertion(userId: s.userId, purpose: .approval(binding: Self.binding(r)))
+    }
+
+    /// A human approves one run. With `proof`, the factor is verified first (step-up bound to this approval: a
+    /// security-key assertion must answer a challenge from ``beginApprovalAssertion(userCode:sessionToken:address:)``
+    /// for this request), and the factor just proved must be one the stage counts; otherwise the session's latest
+    /// factor must already satisfy the stage. Distinct approvers are counted; the run's triggering user cannot
+    /// approve it when the stage forbids self-approval.
     public func approve(userCode: String, sessionToken: String, proof: FactorProof?, address: String) throws
         -> ApprovalOutcome
     {
@@ -309,8 +331,15 @@ extension TokenBroker {
             if !stage.allowSelfApproval, let t = r.triggeredBy, t == s.userName {
                 throw OAuthError.forbidden("the user who triggered the run cannot approve it")
             }
-            if let proof { s = try human.sessions.stepUp(token: sessionToken, proof: proof, address: address) }
-            try requireFresh(amr: s.amr, authTime: s.authTime, stage: stage, now: clock.now(), approving: true)
+            var proved = s.amr
+            if let proof {
+                s = try human.sessions.stepUp(
+                    token: sessionToken, proof: proof, address: address, purpose: .approval(binding: Self.binding(r)))
+                // The factor presented here is what must count for the stage: a session that once used a security
+                // key and now steps up with TOTP has not proved a phishing-resistant factor for this approval.
+                proved = [AMR.value(for: proof.kind)]
+            }
+            try requireFresh(amr: proved, authTime: s.authTime, stage: stage, now: clock.now(), approving: true)
             let approval = ApprovalRecord(
                 id: "apr_" + Base64URL.encode(try Crypto.randomBytes(9)), requestId: r.id, userId: s.userId,
                 userName: s.userName, sessionId: s.id, amr: s.amr, authTime: s.authTime, createdAt: clock.now(),

@@ -210,6 +210,7 @@ struct PagesAPI: Sendable {
         case let e as OAuthError: return e.errorDescription
         case let e as PageError: return e.message
         case let e as StoreError: return e.detail
+        case let e as WebAuthnError: return message(e.brokerError)
         default: return "Something went wrong; nothing was changed."
         }
     }
@@ -246,7 +247,14 @@ struct PagesAPI: Sendable {
         router.get("/approve") { request, _ in
             try await signedIn(request) { pr, s in
                 let code = request.uri.queryParameters["code"].map(String.init) ?? ""
-                return try approvePage(code, request, pr, s)
+                // After a security-key approval the script lands here with the outcome to show.
+                let notice: String? =
+                    switch request.uri.queryParameters["result"].map(String.init) {
+                    case "approved": "Approved: the pipeline receives its token."
+                    case "recorded": "Your approval is recorded; waiting for more approvers."
+                    default: nil
+                    }
+                return try approvePage(code, request, pr, s, notice: notice)
             }
         }
         router.post("/approve/:code") { request, context in
