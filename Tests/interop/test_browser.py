@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
@@ -122,7 +123,8 @@ def test_security_key_register_sign_in_and_approve_a_production_run(broker, driv
     name.clear()
     name.send_keys("YubiKey test")
     driver.find_element(By.ID, "webauthn-register").click()
-    WebDriverWait(driver, 30).until(lambda d: "YubiKey test" in d.find_element(By.ID, "factor-table").text)
+    WebDriverWait(driver, 30, ignored_exceptions=(StaleElementReferenceException, NoSuchElementException)).until(
+        lambda d: "YubiKey test" in d.find_element(By.ID, "factor-table").text)
     shot(driver, "factors-with-key")
 
     # Sign out, sign in with the key.
@@ -138,14 +140,16 @@ def test_security_key_register_sign_in_and_approve_a_production_run(broker, driv
     # the key right there, and the pipeline then receives its token.
     sign_out(driver)
     sign_in_totp(driver, broker, rel)
-    secret = broker.add_client("acme-browser")
-    d = broker.start_request("acme-browser", secret, "deployer", "production", "run-browser-1", commit="c0ffee",
-                             triggered_by="someone-else").json
+    secret = broker.add_client("acme-web")
+    r = broker.start_request("acme-web", secret, "deployer", "production", "run-browser-1", commit="c0ffee",
+                             triggered_by="someone-else")
+    assert r.status == 200, r.text
+    d = r.json
     driver.get(d["verification_uri_complete"])
     wait_for(driver, By.ID, "request")
     assert driver.find_element(By.ID, "r-run").text == "run-browser-1"
     assert driver.find_element(By.ID, "r-stage").text == "production"
-    assert driver.find_element(By.ID, "r-client").text == "acme-browser"
+    assert driver.find_element(By.ID, "r-client").text == "acme-web"
     assert driver.find_element(By.ID, "r-commit").text == "c0ffee"
     assert "security key" in driver.find_element(By.ID, "needs").text.lower() or "webauthn" in driver.find_element(By.ID, "needs").text
     shot(driver, "approve-needs-key")
@@ -155,8 +159,8 @@ def test_security_key_register_sign_in_and_approve_a_production_run(broker, driv
     shot(driver, "approved")
 
     time.sleep(2.1)
-    t = broker.poll("acme-browser", secret, d["device_code"])
+    t = broker.poll("acme-web", secret, d["device_code"])
     assert t.status == 200, t.text
     c = claims(t.json["access_token"])
-    assert c["sub"] == "keyholder" and c["act"]["sub"] == "acme-browser" and c["act"]["run_id"] == "run-browser-1"
+    assert c["sub"] == "keyholder" and c["act"]["sub"] == "acme-web" and c["act"]["run_id"] == "run-browser-1"
     assert "hwk" in c["amr"]
