@@ -136,16 +136,22 @@ def test_security_key_register_sign_in_and_approve_a_production_run(broker, driv
     assert "hwk" in amr, amr
     shot(driver, "home-after-key")
 
-    # A pipeline asks for a production token; a TOTP-only session is not enough to approve it: the page asks for
-    # the key right there, and the pipeline then receives its token.
+    # A pipeline asks for a production token. The approver follows its link while signed out: sign-in first (with
+    # TOTP only), then the link's approval page. A TOTP-only session is not enough to approve production: the page
+    # asks for the key right there, and the pipeline then receives its token.
     sign_out(driver)
-    sign_in_totp(driver, broker, rel)
     secret = broker.add_client("acme-web")
     r = broker.start_request("acme-web", secret, "deployer", "production", "run-browser-1", commit="c0ffee",
                              triggered_by="someone-else")
     assert r.status == 200, r.text
     d = r.json
     driver.get(d["verification_uri_complete"])
+    wait_for(driver, By.ID, "user").send_keys(rel.name)
+    assert "/signin?next=" in driver.current_url
+    driver.find_element(By.ID, "password").send_keys(rel.password)
+    driver.find_element(By.ID, "signin-submit").click()
+    wait_for(driver, By.ID, "totp-code").send_keys(rel.code())
+    driver.find_element(By.ID, "totp-submit").click()
     wait_for(driver, By.ID, "request")
     assert driver.find_element(By.ID, "r-run").text == "run-browser-1"
     assert driver.find_element(By.ID, "r-stage").text == "production"
