@@ -179,12 +179,18 @@ struct PagesAPI: Sendable {
                 throw PageError(status: .badRequest, message: e.errorDescription)
             }
         }
-        let presented = fields["csrf"] ?? PageSecurity.name("X-CSRF-Token").flatMap { request.headers[$0] } ?? ""
+        try checkCSRF(fields["csrf"], request, pr)
+        return fields
+    }
+
+    /// The CSRF check of every state-changing page call: the form's `csrf` field (else the script's `X-CSRF-Token`
+    /// header) must be the HMAC of this browser's `sp_csrf` cookie, compared in constant time.
+    func checkCSRF(_ field: String?, _ request: Request, _ pr: PageRequest) throws {
+        let presented = field ?? PageSecurity.name("X-CSRF-Token").flatMap { request.headers[$0] } ?? ""
         let expected = security.csrfToken(nonce: pr.nonce)
         guard !pr.newNonce, Crypto.constantTimeEqual(Array(presented.utf8), Array(expected.utf8)) else {
             throw PageError.csrf
         }
-        return fields
     }
 
     func time(_ t: Int64?) -> String {
@@ -244,7 +250,7 @@ struct PagesAPI: Sendable {
             try await signedIn(request) { pr, s in try await removeFactor(request, context, pr, s) }
         }
         router.get("/approvals") { request, _ in try await signedIn(request) { pr, s in try approvalsPage(pr, s) } }
-        router.get("/approve") { request, _ in
+        router.get("/approve") { request, context in
             try await signedIn(request) { pr, s in
                 let code = request.uri.queryParameters["code"].map(String.init) ?? ""
                 // After a security-key approval the script lands here with the outcome to show.
@@ -254,7 +260,7 @@ struct PagesAPI: Sendable {
                     case "recorded": "Your approval is recorded; waiting for more approvers."
                     default: nil
                     }
-                return try approvePage(code, request, pr, s, notice: notice)
+                return try approvePage(code, context.clientAddress, pr, s, notice: notice)
             }
         }
         router.post("/approve/:code") { request, context in
@@ -503,10 +509,11 @@ struct PagesAPI: Sendable {
         return ctx
     }
 
-    func approvePage(_ code: String, _ request: Request, _ pr: PageRequest, _ s: Session, error: String? = nil,
+    /// Failed code lookups are throttled per user and per client address (RFC 8628 §5.1), like the API's.
+    func approvePage(_ code: String, _ address: String, _ pr: PageRequest, _ s: Session, error: String? = nil,
                      notice: String? = nil) throws -> Response {
         do {
-            let v = try tokens.view(userCode: code, sessionToken: pr.sessionToken ?? "", address: "page")
+            let v = try tokens.view(userCode: code, sessionToken: pr.sessionToken ?? "", address: address)
             return render("approve", title: "Approve run \(v.request.runId)", pr, try approveContext(v, s),
                           error: error, notice: notice)
         } catch let e as OAuthError {
@@ -527,13 +534,13 @@ struct PagesAPI: Sendable {
                 userCode: code, sessionToken: pr.sessionToken ?? "", proof: proof, address: context.clientAddress)
             let session = (try? broker.sessions.requireMFA(token: pr.sessionToken ?? "")) ?? s
             return try approvePage(
-                code, request, pr, session,
+                code, context.clientAddress, pr, session,
                 notice: o.approved
                     ? "Approved: the pipeline receives its token."
                     : "Your approval is recorded (\(o.approvals) of \(o.needed)); waiting for more approvers.")
         } catch {
             let session = (try? broker.sessions.requireMFA(token: pr.sessionToken ?? "")) ?? s
-            return try approvePage(code, request, pr, session, error: Self.message(error))
+            return try approvePage(code, context.clientAddress, pr, session, error: Self.message(error))
         }
     }
 
@@ -545,9 +552,9 @@ struct PagesAPI: Sendable {
         let reason = f["reason"].flatMap { $0.isEmpty ? nil : $0 }
         do {
             try tokens.deny(userCode: code, sessionToken: pr.sessionToken ?? "", reason: reason, address: context.clientAddress)
-            return try approvePage(code, request, pr, s, notice: "Denied: the pipeline is told so.")
+            return try approvePage(code, context.clientAddress, pr, s, notice: "Denied: the pipeline is told so.")
         } catch {
-            return try approvePage(code, request, pr, s, error: Self.message(error))
+            return try approvePage(code, context.clientAddress, pr, s, error: Self.message(error))
         }
     }
 

@@ -15,11 +15,7 @@ extension PagesAPI {
         var limited = options
         limited.maxBodyBytes = WebAuthnService.maximumResponseBytes
         let body = try await JSONBody(request, limited, allowEmpty: true)
-        let presented = PageSecurity.name("X-CSRF-Token").flatMap { request.headers[$0] } ?? ""
-        let expected = security.csrfToken(nonce: pr.nonce)
-        guard !pr.newNonce, Crypto.constantTimeEqual(Array(presented.utf8), Array(expected.utf8)) else {
-            throw PageError.csrf
-        }
+        try checkCSRF(nil, request, pr)
         return body
     }
 
