@@ -53,6 +53,7 @@ struct Serve: AsyncParsableCommand {
                 """)
             emit(first.enrolment.qr.terminal())
             emit("Sign in with: stagepass login --broker http://\(host):\(port) --user \(first.userName)")
+            emit("or in a browser: \(issuer ?? "http://\(host == "127.0.0.1" ? "localhost" : host):\(port)")/signin")
         }
         // The policy in force is itself an audited decision.
         try broker.audit.record(
