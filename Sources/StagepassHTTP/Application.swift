@@ -37,7 +37,7 @@ public func buildApplication(
     let api = BrokerAPI(broker: broker, options: options, registry: registry)
     api.register(on: router)
     if let tokens {
-        TokenAPI(tokens: tokens, options: options).register(on: router)
+        TokenAPI(tokens: tokens, options: options, registry: registry).register(on: router)
         do { try PagesAPI(tokens: tokens, options: options).register(on: router) } catch {
             logger.error("the pages could not be set up; the JSON API still runs", metadata: ["error": "\(error)"])
         }

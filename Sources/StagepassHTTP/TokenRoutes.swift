@@ -1,5 +1,6 @@
 import Foundation
 import Hummingbird
+import Prometheus
 import StagepassBroker
 import StagepassJOSE
 
@@ -20,6 +21,7 @@ enum GrantType {
 struct TokenAPI: Sendable {
     let tokens: TokenBroker
     let options: HTTPOptions
+    let registry: PrometheusCollectorRegistry
     var broker: HumanBroker { tokens.human }
 
     func register(on router: Router<BrokerRequestContext>) {
@@ -119,6 +121,12 @@ struct TokenAPI: Sendable {
         return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(string: JSONValue.object(body).serialized())))
     }
 
+    /// `stagepass_token_requests_total{grant,result}`: result is `issued` or the OAuth error code.
+    func count(_ grant: String, _ result: String) {
+        registry.makeCounter(name: "stagepass_token_requests_total", labels: [("grant", grant), ("result", result)])
+            .increment()
+    }
+
     func tokenResponse(_ t: IssuedToken) -> Response {
         // RFC 8693 §2.2.1 (a superset of RFC 6749 §5.1).
         let body: [String: JSONValue] = [
@@ -132,10 +140,12 @@ struct TokenAPI: Sendable {
     }
 
     func token(_ request: Request, _ context: BrokerRequestContext) async throws -> Response {
+        var grant = "unknown"
         do {
             let form = try await FormBody(request, options)
             switch try form.required("grant_type") {
             case GrantType.tokenExchange:
+                grant = "token-exchange"
                 let subject = try form.required("subject_token")
                 // RFC 8693 §2.1: subject_token_type is REQUIRED.
                 guard try form.required("subject_token_type") == GrantType.sessionTokenType else {
@@ -147,16 +157,20 @@ struct TokenAPI: Sendable {
                 let t = try await tokens.exchange(
                     sessionToken: subject, audience: try form.required("audience"), role: try form.required("role"),
                     stage: try form.required("stage"), pipeline: form.fields["pipeline"])
+                count(grant, "issued")
                 return tokenResponse(t)
             case GrantType.deviceCode:
+                grant = "device-code"
                 let (client, secret) = try clientCredentials(request, form)
                 let t = try await tokens.poll(
                     client: client, secret: secret, deviceCode: try form.required("device_code"))
+                count(grant, "issued")
                 return tokenResponse(t)
             case let other:
                 throw OAuthError.unsupportedGrantType("grant_type \(other.prefix(80)) is not supported")
             }
         } catch let e as OAuthError {
+            count(grant, e.error)
             return oauthError(e)
         }
     }

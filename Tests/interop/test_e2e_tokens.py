@@ -96,6 +96,10 @@ def test_roles_groups_stages_and_audiences_are_enforced(broker):
     r = broker.exchange(s, "builder", "build")
     assert r.status == 200
     assert claims(r.json["access_token"])["exp"] - claims(r.json["access_token"])["iat"] == 3600
+    # Refusals and issuances are counted by grant and outcome.
+    metrics = broker.request("GET", "/metrics").text
+    assert 'stagepass_token_requests_total{grant="token-exchange",result="invalid_scope"}' in metrics
+    assert 'stagepass_token_requests_total{grant="token-exchange",result="issued"}' in metrics
     # A repeated parameter is refused (RFC 6749 §3.2).
     r = broker.request("POST", "/v1/token", form=[("grant_type", "x"), ("grant_type", "y")])
     assert r.status == 400 and r.json["error"] == "invalid_request"
