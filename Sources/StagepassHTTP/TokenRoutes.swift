@@ -287,13 +287,8 @@ struct TokenAPI: Sendable {
         guard targets.count == 1, let field = targets.first else {
             throw Problem.badRequest("name exactly one of jti, session, user, kid")
         }
-        let value = try body.string(field, max: 256)
-        let what: RevocationRequest
-        switch field {
-        case "jti": what = .jti(value)
-        case "session": what = .session(value)
-        case "user": what = .user(value)
-        default: what = .kid(value)
+        guard let what = RevocationRequest(kind: field, value: try body.string(field, max: 256)) else {
+            throw Problem.badRequest("name exactly one of jti, session, user, kid")
         }
         let reason = body.fields["reason"] == nil ? nil : try body.string("reason", max: 500)
         let jtis = try await tokens.revoke(what, sessionToken: token, reason: reason)
@@ -324,11 +319,7 @@ struct TokenAPI: Sendable {
             }
             alg = a
         }
-        let r = try await tokens.keys.rotate(alg: alg, force: true)
-        try broker.audit.record(
-            AuditEvent(
-                action: "admin.key.rotate", actor: s.userName, subject: r.activeKid, factors: s.amr,
-                details: ["active": r.activeKid, "next": r.nextKid, "retiring": r.retiringKid ?? ""]))
+        let r = try await tokens.rotateKeys(by: s, alg: alg)
         return json(
             .ok,
             [

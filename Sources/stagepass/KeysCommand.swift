@@ -185,12 +185,8 @@ extension KeysCommand {
                 print("no broker database in \(options.data): no issued tokens to revoke there")
                 return
             }
-            let broker = try options.openBroker()
-            let entry = try broker.audit.entry(
-                AuditEvent(action: "revoke", actor: cliActor(), subject: "kid:" + kid, reason: "key compromised",
-                           details: ["target": "kid:" + kid]))
-            let jtis = try broker.store.revoke(
-                .kid(kid), at: broker.clock.now(), reason: "key compromised", audit: entry)
+            let jtis = try options.openBroker().revokeTokens(
+                .kid(kid), describedAs: "kid:" + kid, actor: cliActor(), factors: [], reason: "key compromised")
             print("revoked:     \(jtis.count) token(s) signed by \(kid)")
         }
     }

@@ -46,10 +46,7 @@ struct BrokerClient {
     }
 
     func send(_ method: String, _ path: String, token: String?, body: JSONValue?) async throws -> (Int, JSONValue?) {
-        guard let url = URL(string: base.hasSuffix("/") ? String(base.dropLast()) + path : base + path) else {
-            throw ValidationError("bad broker URL \(base)")
-        }
-        var req = URLRequest(url: url)
+        var req = URLRequest(url: try url(path))
         req.httpMethod = method
         if let token { req.setValue("Bearer \(token)", forHTTPHeaderField: "Authorization") }
         if let body {
@@ -124,10 +121,9 @@ func formEncode(_ s: String) -> String {
     return out
 }
 
+/// Prints a refusal (``reportRefusal(_:_:)``) and gives the exit code of a broker error.
 func failProblem(_ status: Int, _ json: JSONValue?) -> ExitCode {
-    let code = json?["code"]?.stringValue ?? "http_\(status)"
-    let detail = json?["detail"]?.stringValue ?? ""
-    FileHandle.standardError.write(Data("error: \(code): \(detail)\n".utf8))
+    reportRefusal(status, json)
     return ExitCode(2)
 }
 
@@ -154,10 +150,7 @@ struct Login: AsyncParsableCommand {
                 code = readLine(strippingNewline: true)
             }
             guard let code, !code.isEmpty else { throw ValidationError("a second-factor code is needed") }
-            let method = code.contains("-") || code.count > 8 ? "backup" : "totp"
-            let (s2, j2) = try await client.post(
-                "/v1/auth/factor", token: token,
-                body: .object(["method": .string(method), "code": .string(code)]))
+            let (s2, j2) = try await client.post("/v1/auth/factor", token: token, body: proofJSON(code))
             guard s2 == 200, let t = j2?["session_token"]?.stringValue else { throw failProblem(s2, j2) }
             token = t
             let amr = j2?["amr"]?.arrayValue?.compactMap(\.stringValue).joined(separator: ",") ?? ""

@@ -52,9 +52,9 @@ func promptLine(_ prompt: String) throws -> String {
     return line
 }
 
+/// `{"method":"totp"|"backup","code":…}` for a typed code (the broker's own rule tells the two apart).
 func proofJSON(_ code: String) -> JSONValue {
-    let method = code.contains("-") || code.count > 8 ? "backup" : "totp"
-    return .object(["method": .string(method), "code": .string(code)])
+    .object(["method": .string(FactorProof.code(code).kind.rawValue), "code": .string(code)])
 }
 
 /// `stagepass token`: RFC 8693 token exchange of the saved MFA session; prints only the JWT on stdout.

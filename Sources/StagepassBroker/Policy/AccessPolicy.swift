@@ -164,3 +164,20 @@ public struct AccessPolicy: Sendable, Hashable {
     /// Whether a user in `groups` is an administrator.
     public func isAdmin(groups: [String]) -> Bool { !tokens.adminGroups.isDisjoint(with: groups) }
 }
+
+/// The policy in force, replaceable at run time (`policy reload`) without restarting.
+public final class PolicyHolder: @unchecked Sendable {
+    // Invariant: `value` is only touched under `lock`.
+    private let lock = NSLock()
+    private var value: AccessPolicy
+    /// The file the policy was read from (nil: the shipped example).
+    public let file: String?
+
+    public init(_ policy: AccessPolicy, file: String? = nil) {
+        value = policy
+        self.file = file
+    }
+
+    public var current: AccessPolicy { lock.withLock { value } }
+    public func replace(_ p: AccessPolicy) { lock.withLock { value = p } }
+}

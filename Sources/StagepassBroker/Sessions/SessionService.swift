@@ -43,12 +43,18 @@ public enum FactorProof: Sendable {
     /// ``WebAuthnService/beginAssertion(userId:purpose:)`` for the same purpose.
     case webauthn(credentialJSON: String)
 
-    var kind: FactorKind {
+    public var kind: FactorKind {
         switch self {
         case .totp: return .totp
         case .backupCode: return .backup
         case .webauthn: return .webauthn
         }
+    }
+
+    /// A typed code as people enter it: backup codes are `xxxxx-xxxxx` (or longer than a TOTP code), anything else
+    /// is taken as a TOTP code.
+    public static func code(_ code: String) -> FactorProof {
+        code.contains("-") || code.count > 8 ? .backupCode(code) : .totp(code)
     }
 }
 
@@ -190,19 +196,27 @@ public struct SessionService: Sendable {
         let methods = try proveFactor(
             user: user, proof: proof, address: address, action: "signin.factor", sessionId: rec.id,
             purpose: .signIn)
+        return try promote(rec, user: user, amr: [AMR.password] + methods, details: ["address": address])
+    }
+
+    /// Replaces a pending session by a new MFA session with a new token (the pending token stops working), and
+    /// audits the sign-in with both factors.
+    private func promote(_ pending: SessionRecord, user: UserRecord, amr: [String], details: [String: String])
+        throws -> IssuedSession
+    {
         let now = clock.now()
         let token = try Self.newToken()
         let mfa = SessionRecord(
             id: try Self.newSessionId(), tokenHash: Self.tokenHash(token), userId: user.id,
-            state: .mfa, amr: [AMR.password] + methods, authTime: now, createdAt: now,
+            state: .mfa, amr: amr, authTime: now, createdAt: now,
             idleExpiresAt: min(now + policy.idleSeconds, now + policy.absoluteSeconds),
             absoluteExpiresAt: now + policy.absoluteSeconds)
-        try store.deleteSession(id: rec.id)
+        try store.deleteSession(id: pending.id)
         try store.insertSession(mfa)
         try audit.record(
             AuditEvent(
                 action: "signin", actor: user.name, subject: user.name, factors: mfa.amr,
-                details: ["session": mfa.id, "address": address]))
+                details: details.merging(["session": mfa.id]) { a, _ in a }))
         return IssuedSession(
             token: token, session: session(mfa, name: user.name, groups: try store.groups(ofUser: user.id)))
     }
@@ -310,7 +324,10 @@ public struct SessionService: Sendable {
         if rec.state == .mfa {
             let now = clock.now()
             let next = min(now + policy.idleSeconds, rec.absoluteExpiresAt)
-            if next > rec.idleExpiresAt {
+            // Slide only when it gains a noticeable step (≤ 60 s, a tenth of the idle time): every authenticated
+            // call (token exchange included) would otherwise write the session row. The expiry can only come
+            // earlier than the exact idle rule, never later.
+            if next - rec.idleExpiresAt >= max(1, min(60, policy.idleSeconds / 10)) {
                 rec.idleExpiresAt = next
                 try store.updateSession(rec)
             }
@@ -332,21 +349,9 @@ public struct SessionService: Sendable {
     {
         let (rec, user) = try lookup(pendingToken)
         guard rec.state == .pending else { throw BrokerError.invalidSession }
-        let now = clock.now()
-        let token = try Self.newToken()
-        let mfa = SessionRecord(
-            id: try Self.newSessionId(), tokenHash: Self.tokenHash(token), userId: user.id,
-            state: .mfa, amr: [AMR.password, AMR.value(for: method)], authTime: now, createdAt: now,
-            idleExpiresAt: min(now + policy.idleSeconds, now + policy.absoluteSeconds),
-            absoluteExpiresAt: now + policy.absoluteSeconds)
-        try store.deleteSession(id: rec.id)
-        try store.insertSession(mfa)
-        try audit.record(
-            AuditEvent(
-                action: "signin", actor: user.name, subject: user.name, factors: mfa.amr,
-                details: ["session": mfa.id, "address": address, "via": "enrolment"]))
-        return IssuedSession(
-            token: token, session: session(mfa, name: user.name, groups: try store.groups(ofUser: user.id)))
+        return try promote(
+            rec, user: user, amr: [AMR.password, AMR.value(for: method)],
+            details: ["address": address, "via": "enrolment"])
     }
 
     /// Ends the session of `token`.

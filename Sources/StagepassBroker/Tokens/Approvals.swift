@@ -117,20 +117,11 @@ extension TokenBroker {
             throw OAuthError.invalidRequest("triggered_by must be 1-256 printable characters")
         }
         let s: StagePolicy
-        do {
+        do throws(OAuthError) {
             try checkPipeline(c.name, role: role, stage: stage, audience: audience, policy: p)
-            guard let r = p.roles[role] else { throw OAuthError.invalidScope("unknown role '\(role)'") }
-            guard let st = p.stages[stage] else { throw OAuthError.invalidScope("unknown stage '\(stage)'") }
-            guard p.audiences[audience] != nil else { throw OAuthError.invalidTarget("unknown audience '\(audience)'") }
-            guard r.stages.contains(stage) else {
-                throw OAuthError.invalidScope("the role '\(role)' cannot reach the stage '\(stage)'")
-            }
-            guard r.audiences.contains(audience) else {
-                throw OAuthError.invalidTarget("the role '\(role)' cannot reach the audience '\(audience)'")
-            }
-            s = st
-        } catch let e as OAuthError {
-            throw denied(e, action: "request.deny", actor: nil, details: details)
+            s = try authorize(groups: nil, role: role, stage: stage, audience: audience, policy: p).1
+        } catch {
+            throw denied(error, action: "request.deny", actor: nil, details: details)
         }
         let deviceCode = "spd_" + Base64URL.encode(try Crypto.randomBytes(32))
         let id = "req_" + Base64URL.encode(try Crypto.randomBytes(12))

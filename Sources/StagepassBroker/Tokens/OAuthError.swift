@@ -57,20 +57,3 @@ public enum ACR {
     public static func value(for kind: FactorKind) -> String { "urn:stagepass:acr:" + kind.rawValue }
     public static func values(for kinds: Set<FactorKind>) -> [String] { kinds.map(value(for:)).sorted() }
 }
-
-/// The policy in force, replaceable at run time (`policy reload`) without restarting.
-public final class PolicyHolder: @unchecked Sendable {
-    // Invariant: `value` is only touched under `lock`.
-    private let lock = NSLock()
-    private var value: AccessPolicy
-    /// The file the policy was read from (nil: the shipped example).
-    public let file: String?
-
-    public init(_ policy: AccessPolicy, file: String? = nil) {
-        value = policy
-        self.file = file
-    }
-
-    public var current: AccessPolicy { lock.withLock { value } }
-    public func replace(_ p: AccessPolicy) { lock.withLock { value = p } }
-}

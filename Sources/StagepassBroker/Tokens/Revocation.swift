@@ -9,6 +9,32 @@ public enum RevocationRequest: Sendable, Hashable {
     case user(String)
     /// Every token the key signed; the key is marked compromised (unpublished, replaced) if it is not already.
     case kid(String)
+
+    /// From the `jti` / `session` / `user` / `kid` names the API and the pages use; nil for any other name.
+    public init?(kind: String, value: String) {
+        switch kind {
+        case "jti": self = .jti(value)
+        case "session": self = .session(value)
+        case "user": self = .user(value)
+        case "kid": self = .kid(value)
+        default: return nil
+        }
+    }
+}
+
+extension HumanBroker {
+    /// Marks every matching token revoked in the ledger, with its `revoke` audit record, in one transaction.
+    /// Running brokers serve the new status list at once (the revocation epoch moves). Returns the jtis revoked.
+    public func revokeTokens(
+        _ target: RevocationTarget, describedAs subject: String, actor: String, factors: [String], reason: String?,
+        details: [String: String] = [:]
+    ) throws -> [String] {
+        let entry = try audit.entry(
+            AuditEvent(
+                action: "revoke", actor: actor, subject: subject, reason: reason, factors: factors,
+                details: details.merging(["target": subject]) { a, _ in a }))
+        return try store.revoke(target, at: clock.now(), reason: reason ?? "revoked by \(actor)", audit: entry)
+    }
 }
 
 extension TokenBroker {
@@ -40,6 +66,17 @@ extension TokenBroker {
         return try await revoke(what, actor: s.userName, factors: s.amr, reason: reason)
     }
 
+    /// Rotates the signing keys now on behalf of an administrator whose factor is fresh (API and pages).
+    public func rotateKeys(by admin: Session, alg: JWSAlgorithm? = nil) async throws -> RotationResult {
+        try requireAdmin(admin)
+        let r = try await keys.rotate(alg: alg, force: true)
+        try audit.record(
+            AuditEvent(
+                action: "admin.key.rotate", actor: admin.userName, subject: r.activeKid, factors: admin.amr,
+                details: ["active": r.activeKid, "next": r.nextKid, "retiring": r.retiringKid ?? ""]))
+        return r
+    }
+
     static func describe(_ what: RevocationRequest) -> String {
         switch what {
         case .jti(let j): return "jti:" + j
@@ -55,7 +92,7 @@ extension TokenBroker {
     {
         let now = clock.now()
         let target: RevocationTarget
-        var details = ["target": Self.describe(what)]
+        var details: [String: String] = [:]
         switch what {
         case .jti(let j): target = .jti(j)
         case .session(let sid):
@@ -74,11 +111,8 @@ extension TokenBroker {
                 details["new_active"] = r.activeKid
             }
         }
-        let entry = try audit.entry(
-            AuditEvent(
-                action: "revoke", actor: actor, subject: Self.describe(what), reason: reason, factors: factors,
-                details: details))
-        return try store.revoke(target, at: now, reason: reason ?? "revoked by \(actor)", audit: entry)
+        return try human.revokeTokens(
+            target, describedAs: Self.describe(what), actor: actor, factors: factors, reason: reason, details: details)
     }
 }
 
@@ -129,11 +163,8 @@ public actor StatusListPublisher {
         if let c = cache[n], c.epoch == epoch, c.kid == key.kid, now - c.iat < max(1, tokens.statusListTTL / 2) {
             return c.jwt
         }
-        let size = TokenBroker.listSize
-        let first = (n - 1) * size + 1
-        var bytes = [UInt8](repeating: 0, count: Int(size / 8))
-        for seq in try store.revokedSeqs(in: first...(first + size - 1)) {
-            let idx = Int(seq - first)
+        var bytes = [UInt8](repeating: 0, count: Int(TokenBroker.listSize / 8))
+        for idx in try revokedIndices(n).map(Int.init) {
             // draft §4.1: entry idx is bit (idx % 8) of byte idx / 8, least significant bit first; 1 = INVALID (§7.1).
             bytes[idx / 8] |= UInt8(1) << UInt8(idx % 8)
         }
@@ -154,8 +185,7 @@ public actor StatusListPublisher {
 
     /// The revoked indices of list `n` (the `stagepass status-list` view, from the store).
     public func revokedIndices(_ n: Int64) throws -> [Int64] {
-        let size = TokenBroker.listSize
-        let first = (n - 1) * size + 1
-        return try store.revokedSeqs(in: first...(first + size - 1)).map { $0 - first }
+        let first = (n - 1) * TokenBroker.listSize + 1
+        return try store.revokedSeqs(in: first...(first + TokenBroker.listSize - 1)).map { $0 - first }
     }
 }

@@ -49,16 +49,17 @@ public struct TokenBroker: Sendable {
 
     // MARK: policy checks
 
-    /// Checks that a holder of `groups` may have `role` for `stage` and `audience`.
+    /// Checks that `role` may reach `stage` and `audience` and, with `groups`, that their holder has the role
+    /// (pipeline requests pass nil: the approving humans are checked when they approve).
     /// - Throws: `invalid_scope` (unknown role or stage, role not held, stage not reachable by the role),
     ///   `invalid_target` (unknown audience or one the role may not reach; RFC 8693 §2.2.2).
-    func authorize(groups: [String], role: String, stage: String, audience: String, policy p: AccessPolicy)
+    func authorize(groups: [String]?, role: String, stage: String, audience: String, policy p: AccessPolicy)
         throws(OAuthError) -> (RolePolicy, StagePolicy)
     {
         guard let r = p.roles[role] else { throw .invalidScope("unknown role '\(role)'") }
         guard let s = p.stages[stage] else { throw .invalidScope("unknown stage '\(stage)'") }
         guard p.audiences[audience] != nil else { throw .invalidTarget("unknown audience '\(audience)'") }
-        guard !r.groups.isDisjoint(with: groups) else {
+        if let groups, r.groups.isDisjoint(with: groups) {
             throw .invalidScope("you do not hold the role '\(role)' (it belongs to groups \(r.groups.sorted()))")
         }
         guard r.stages.contains(stage) else {

@@ -195,18 +195,13 @@ struct PagesAPI: Sendable {
 
     func time(_ t: Int64?) -> String {
         guard let t else { return "—" }
-        let f = ISO8601DateFormatter()
-        return f.string(from: Date(timeIntervalSince1970: TimeInterval(t)))
+        return Date(timeIntervalSince1970: TimeInterval(t)).formatted(.iso8601)
     }
 
     static func duration(_ s: Int64) -> String {
         if s >= 3600 { return "\(s / 3600) h \(s % 3600 / 60) min" }
         if s >= 60 { return "\(s / 60) min" + (s % 60 > 0 ? " \(s % 60) s" : "") }
         return "\(s) s"
-    }
-
-    static func proof(_ code: String) -> FactorProof {
-        code.contains("-") || code.count > 8 ? .backupCode(code) : .totp(code)
     }
 
     /// A readable sentence for a broker refusal (the pages never show stack traces or internals).
@@ -457,7 +452,7 @@ struct PagesAPI: Sendable {
         let id = try context.parameters.require("id")
         do {
             _ = try broker.sessions.stepUp(
-                token: pr.sessionToken ?? "", proof: Self.proof(f["code"] ?? ""), address: context.clientAddress)
+                token: pr.sessionToken ?? "", proof: FactorProof.code(f["code"] ?? ""), address: context.clientAddress)
             try broker.factors.remove(userId: s.userId, factorId: id, actor: s.userName)
             return try factorsPage(pr, s, notice: "The factor was removed.")
         } catch let e as BrokerError {
@@ -528,7 +523,7 @@ struct PagesAPI: Sendable {
     {
         let f = try await form(request, pr)
         let code = try context.parameters.require("code")
-        let proof = (f["code"]?.isEmpty == false) ? Self.proof(f["code"] ?? "") : nil
+        let proof = (f["code"]?.isEmpty == false) ? FactorProof.code(f["code"] ?? "") : nil
         do {
             let o = try tokens.approve(
                 userCode: code, sessionToken: pr.sessionToken ?? "", proof: proof, address: context.clientAddress)
@@ -604,7 +599,7 @@ struct PagesAPI: Sendable {
         let next = Self.safeNext(f["next"])
         do {
             _ = try broker.sessions.stepUp(
-                token: pr.sessionToken ?? "", proof: Self.proof(f["code"] ?? ""), address: context.clientAddress)
+                token: pr.sessionToken ?? "", proof: FactorProof.code(f["code"] ?? ""), address: context.clientAddress)
             return redirect(next)
         } catch let e as BrokerError {
             return render("stepup", title: "Confirm", pr, ["next": next, "why": "Try again."], error: Self.message(e),
@@ -625,10 +620,7 @@ struct PagesAPI: Sendable {
     func rotate(_ request: Request, _ pr: PageRequest, _ s: Session) async throws -> Response {
         _ = try await form(request, pr)
         if let step = try freshAdmin(pr, s, next: "/admin/keys") { return step }
-        let r = try await tokens.keys.rotate(alg: nil, force: true)
-        try broker.audit.record(
-            AuditEvent(action: "admin.key.rotate", actor: s.userName, subject: r.activeKid, factors: s.amr,
-                       details: ["active": r.activeKid, "next": r.nextKid, "retiring": r.retiringKid ?? ""]))
+        let r = try await tokens.rotateKeys(by: s)
         return try await keysPage(pr, s, notice: "Rotated: \(r.activeKid) signs now.")
     }
 
@@ -644,14 +636,9 @@ struct PagesAPI: Sendable {
     func revoke(_ request: Request, _ pr: PageRequest, _ s: Session) async throws -> Response {
         let f = try await form(request, pr)
         if let step = try freshAdmin(pr, s, next: "/admin/revocations") { return step }
-        let value = f["value"] ?? ""
-        let what: RevocationRequest
-        switch f["kind"] {
-        case "jti": what = .jti(value)
-        case "session": what = .session(value)
-        case "user": what = .user(value)
-        default: return try await revocationsPage(pr, s, error: "Choose what to revoke.")
-        }
+        // The page revokes tokens, sessions and users; keys are compromised from the keys' own commands.
+        guard let kind = f["kind"], kind != "kid", let what = RevocationRequest(kind: kind, value: f["value"] ?? "")
+        else { return try await revocationsPage(pr, s, error: "Choose what to revoke.") }
         do {
             let jtis = try await tokens.revoke(
                 what, sessionToken: pr.sessionToken ?? "", reason: f["reason"].flatMap { $0.isEmpty ? nil : $0 })
