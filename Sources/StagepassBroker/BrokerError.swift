@@ -14,6 +14,7 @@ public struct BrokerError: Error, Sendable, Hashable, CustomStringConvertible {
         case accountLocked = "account_locked"
         case invalidSession = "invalid_session"
         case mfaRequired = "mfa_required"
+        case stepUpRequired = "step_up_required"
         case notFound = "not_found"
         case conflict
         case masterKey = "master_key"
@@ -66,6 +67,9 @@ public struct BrokerError: Error, Sendable, Hashable, CustomStringConvertible {
     public static let invalidSession = BrokerError(.invalidSession, "the session is missing, expired or ended")
     /// The session has not completed the second factor.
     public static let mfaRequired = BrokerError(.mfaRequired, "this needs a session verified with a second factor")
+    /// The action needs a recent proof of one of the user's active factors (step up first); nothing was changed.
+    public static func stepUpRequired(_ d: String) -> BrokerError { .init(.stepUpRequired, d) }
+    public static let stepUpRequired = BrokerError(.stepUpRequired, "")
     public static func notFound(_ d: String) -> BrokerError { .init(.notFound, d) }
     public static func conflict(_ d: String) -> BrokerError { .init(.conflict, d) }
     /// The master key is missing, malformed, or does not open a stored secret.

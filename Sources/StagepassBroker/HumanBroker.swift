@@ -22,23 +22,38 @@ public struct HumanBroker: Sendable {
     public let sessions: SessionService
     /// Security keys: registration, assertions, listing (WebAuthn Level 2).
     public let webauthn: WebAuthnService
-    public let policy: AuthPolicy
+    /// The one holder of the policy in force (every section); sign-in, throttles, tokens and pages read it per call.
+    public let policies: PolicyHolder
     public let clock: BrokerClock
+
+    /// The authentication sections of the policy in force (`mfa`, `sessions`, `throttle`).
+    public var policy: AuthPolicy { policies.current.auth }
 
     public init(
         store: any BrokerStore, masterKey: MasterKey, policy: AuthPolicy = .default,
         hasher: PasswordHasher, clock: BrokerClock = .system, issuer: String = "Stagepass",
         webAuthn: WebAuthnConfiguration = .localDevelopment
     ) {
+        self.init(
+            store: store, masterKey: masterKey, policies: PolicyHolder(AccessPolicy(auth: policy)), hasher: hasher,
+            clock: clock, issuer: issuer, webAuthn: webAuthn)
+    }
+
+    /// - Parameter policies: the holder of the whole policy; a ``TokenBroker`` built on this broker shares it.
+    public init(
+        store: any BrokerStore, masterKey: MasterKey, policies: PolicyHolder,
+        hasher: PasswordHasher, clock: BrokerClock = .system, issuer: String = "Stagepass",
+        webAuthn: WebAuthnConfiguration = .localDevelopment
+    ) {
         self.store = store
-        self.policy = policy
+        self.policies = policies
         self.clock = clock
         audit = HashChainAuditLog(store: store, clock: clock)
         accounts = AccountService(store: store, hasher: hasher, clock: clock, audit: audit)
         factors = FactorService(store: store, masterKey: masterKey, clock: clock, audit: audit, issuer: issuer)
         webauthn = WebAuthnService(store: store, configuration: webAuthn, clock: clock, audit: audit)
         sessions = SessionService(
-            store: store, hasher: hasher, factors: factors, policy: policy, clock: clock,
+            store: store, hasher: hasher, factors: factors, policies: policies, clock: clock,
             audit: audit, webauthn: webauthn)
     }
 
@@ -55,7 +70,7 @@ public struct HumanBroker: Sendable {
     ///   RP ID `localhost`, origins `http://localhost:8080`, `http://127.0.0.1:8080`).
     /// - Throws: ``BrokerError/masterKey(_:)``, or a database error.
     public static func open(
-        dataDirectory dir: String, policy: AuthPolicy = .default,
+        dataDirectory dir: String, policy: AuthPolicy = .default, policies: PolicyHolder? = nil,
         hasherParameters: PasswordHasher.Parameters = .owasp, clock: BrokerClock = .system,
         environment: [String: String] = ProcessInfo.processInfo.environment,
         webAuthn: WebAuthnConfiguration = .localDevelopment
@@ -79,7 +94,7 @@ public struct HumanBroker: Sendable {
         guard let key else { throw BrokerError.masterKey("no master key") }
         let store = try SQLiteStore(path: databasePath(dir))
         return HumanBroker(
-            store: store, masterKey: key, policy: policy,
+            store: store, masterKey: key, policies: policies ?? PolicyHolder(AccessPolicy(auth: policy)),
             hasher: try PasswordHasher(parameters: hasherParameters), clock: clock, webAuthn: webAuthn)
     }
 

@@ -125,6 +125,7 @@ public struct Problem: Error, Sendable, HTTPResponseError {
         case "account_locked": (status, title) = (.forbidden, "Account locked")
         case "invalid_session": (status, title) = (.unauthorized, "Session invalid")
         case "mfa_required": (status, title) = (.forbidden, "Second factor required")
+        case "step_up_required": (status, title) = (.forbidden, "Fresh factor required")
         case "not_found": (status, title) = (.notFound, "Not found")
         case "conflict": (status, title) = (.conflict, "Conflict")
         default: return internalError

@@ -40,7 +40,8 @@ struct Serve: AsyncParsableCommand {
         let issuerURL = issuer ?? "http://\(host):\(port)"
         let webAuthn = try webAuthnConfiguration(issuer: issuerURL)
         logger.info("security keys: RP ID \(webAuthn.rpID), origins \(webAuthn.origins.joined(separator: " "))")
-        let broker = try options.open(policy: accessPolicy.auth, webAuthn: webAuthn)
+        let policies = PolicyHolder(accessPolicy, file: self.policy)
+        let broker = try HumanBroker.open(dataDirectory: options.data, policies: policies, webAuthn: webAuthn)
         if let first = try broker.bootstrapIfEmpty() {
             // Unbuffered: the one-time secrets must reach a redirected log before the server starts.
             func emit(_ s: String) { FileHandle.standardOutput.write(Data((s + "\n").utf8)) }
@@ -64,8 +65,7 @@ struct Serve: AsyncParsableCommand {
                     "audiences": String(accessPolicy.audiences.count), "pipelines": String(accessPolicy.pipelines.count),
                 ]))
         let keyStore = try openKeyStore(audit: broker.audit, logger: logger)
-        let tokens = TokenBroker(
-            human: broker, keys: keyStore, policy: PolicyHolder(accessPolicy, file: self.policy), issuer: issuerURL)
+        let tokens = TokenBroker(human: broker, keys: keyStore, issuer: issuerURL)
         let app = buildApplication(
             broker: broker, tokens: tokens, configuration: .init(address: .hostname(host, port: port), serverName: "stagepass"),
             options: HTTPOptions(issuer: issuerURL), logger: logger)

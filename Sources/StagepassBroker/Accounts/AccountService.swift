@@ -92,12 +92,24 @@ public struct AccountService: Sendable {
     /// Every user, sorted by name.
     public func list() throws -> [User] { try store.allUsers().map(user) }
 
-    /// Disables (or re-enables) an account and ends its sessions.
+    /// Disables (or re-enables) an account; disabling ends its sessions and its delegations.
     public func setDisabled(_ name: String, _ disabled: Bool, actor: String) throws {
         let u = try get(name)
         try store.setDisabled(userId: u.id, disabled)
         if disabled { try store.deleteSessions(userId: u.id) }
         try audit.record(AuditEvent(action: disabled ? "user.disable" : "user.enable", actor: actor, subject: name))
+        if disabled { try endDelegations(ofUser: u.id, userName: name, reason: "the delegator was disabled", actor: actor) }
+    }
+
+    /// Revokes every live delegation the user granted, with one `delegation.revoke` audit record naming them.
+    func endDelegations(ofUser userId: String, userName: String, reason: String, actor: String) throws {
+        let ids = try store.liveDelegations(userId: userId, now: clock.now()).map(\.id)
+        let revoked = try store.revokeDelegations(ids: ids, at: clock.now(), reason: reason, audit: nil)
+        guard !revoked.isEmpty else { return }
+        try audit.record(
+            AuditEvent(
+                action: "delegation.revoke", actor: actor, subject: userName, reason: reason,
+                details: ["delegations": revoked.joined(separator: ",")]))
     }
 
     /// Clears a factor lockout and the user's throttle counters.
@@ -109,7 +121,8 @@ public struct AccountService: Sendable {
         try audit.record(AuditEvent(action: "user.unlock", actor: actor, subject: name))
     }
 
-    /// Replaces the user's groups.
+    /// Replaces the user's groups. Removing any group ends the user's delegations (a delegation is only as alive
+    /// as the role behind it; approvals are re-checked against the groups when the token is issued).
     public func setGroups(_ name: String, _ groups: [String], actor: String) throws {
         for g in groups where !Self.isValidName(g) { throw BrokerError.invalidRequest("bad group name '\(g)'") }
         let u = try get(name)
@@ -118,6 +131,12 @@ public struct AccountService: Sendable {
             AuditEvent(
                 action: "user.groups", actor: actor, subject: name,
                 details: ["groups": groups.sorted().joined(separator: ",")]))
+        let removed = Set(u.groups).subtracting(groups)
+        if !removed.isEmpty {
+            try endDelegations(
+                ofUser: u.id, userName: name, reason: "the delegator left \(removed.sorted().joined(separator: ","))",
+                actor: actor)
+        }
     }
 
     /// Sets a new password (ends the user's sessions).

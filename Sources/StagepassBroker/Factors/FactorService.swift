@@ -16,6 +16,8 @@ public struct FactorInfo: Sendable, Hashable, Codable {
     public var kind: FactorKind
     public var state: FactorState
     public var createdAt: Int64
+    /// When the factor last proved its user (sign-in, step-up, approval); nil if never.
+    public var lastUsedAt: Int64?
 }
 
 /// Second factors: TOTP (RFC 6238) and one-time backup codes; the model leaves room for WebAuthn.
@@ -52,7 +54,7 @@ public struct FactorService: Sendable {
     /// The user's factors, without secrets.
     public func list(userId: String) throws -> [FactorInfo] {
         try store.factors(ofUser: userId).map {
-            FactorInfo(id: $0.id, kind: $0.kind, state: $0.state, createdAt: $0.createdAt)
+            FactorInfo(id: $0.id, kind: $0.kind, state: $0.state, createdAt: $0.createdAt, lastUsedAt: $0.lastUsedAt)
         }
     }
 
@@ -64,8 +66,11 @@ public struct FactorService: Sendable {
     // MARK: TOTP
 
     /// Starts a TOTP enrolment for `userName`: a new pending factor (replacing any earlier pending TOTP factor).
+    /// A user changing their own factors must be authorised first
+    /// (``SessionService/authorizeFactorChange(token:)``); `authorisedBy` names what authorised it in the audit
+    /// record (an administrator's command passes nil: the actor is the authority).
     /// - Throws: ``BrokerError/notFound(_:)`` for an unknown user.
-    public func enrolTOTP(userName: String, actor: String) throws -> TOTPEnrolment {
+    public func enrolTOTP(userName: String, actor: String, authorisedBy: String? = nil) throws -> TOTPEnrolment {
         let user = try userRecord(userName)
         let secret = try Crypto.randomBytes(20)
         let id = "f_" + Base64URL.encode(try Crypto.randomBytes(12))
@@ -78,7 +83,7 @@ public struct FactorService: Sendable {
         try audit.record(
             AuditEvent(
                 action: "factor.enrol", actor: actor, subject: userName, factors: ["otp"],
-                details: ["factor_id": id, "method": "totp", "state": "pending"]))
+                details: Self.authorised(["factor_id": id, "method": "totp", "state": "pending"], by: authorisedBy)))
         let uri = OTP.otpauthURI(secret: secret, account: userName, issuer: issuer)
         let qr = try QRCode.encode(Array(uri.utf8))
         return TOTPEnrolment(factorId: id, secret: Base32.encode(secret), uri: uri, qr: qr)
@@ -96,18 +101,22 @@ public struct FactorService: Sendable {
     /// Confirms a pending TOTP enrolment with its first correct code, which activates it.
     /// - Throws: ``BrokerError/invalidFactor`` for a wrong code, ``BrokerError/noFactor(_:)`` when nothing is pending.
     @discardableResult
-    public func confirmTOTP(userId: String, code: String, actor: String) throws -> FactorInfo {
+    public func confirmTOTP(userId: String, code: String, actor: String, authorisedBy: String? = nil) throws
+        -> FactorInfo
+    {
         let c = try Self.normalizeTOTP(code)
         let pending = try store.factors(ofUser: userId).filter { $0.kind == .totp && $0.state == .pending }
         guard !pending.isEmpty else { throw BrokerError.noFactor("no TOTP enrolment is waiting for confirmation") }
         let f = try verifyTOTP(candidates: pending, code: c)
         try store.setFactorState(id: f.id, .active)
+        let now = clock.now()
+        try store.touchFactor(id: f.id, at: now)
         let name = try store.user(id: userId)?.name
         try audit.record(
             AuditEvent(
                 action: "factor.confirm", actor: actor, subject: name, factors: ["otp"],
-                details: ["factor_id": f.id, "method": "totp"]))
-        return FactorInfo(id: f.id, kind: .totp, state: .active, createdAt: f.createdAt)
+                details: Self.authorised(["factor_id": f.id, "method": "totp"], by: authorisedBy)))
+        return FactorInfo(id: f.id, kind: .totp, state: .active, createdAt: f.createdAt, lastUsedAt: now)
     }
 
     /// Verifies a TOTP code against the user's TOTP factors (active ones; pending ones too when `allowPending`,
@@ -136,24 +145,31 @@ public struct FactorService: Sendable {
         throw BrokerError.invalidFactor
     }
 
-    /// Removes a factor of the user.
-    public func remove(userId: String, factorId: String, actor: String) throws {
+    /// Removes a factor of the user; proofs made with it stop counting in every session.
+    public func remove(userId: String, factorId: String, actor: String, authorisedBy: String? = nil) throws {
         guard let f = try store.factor(id: factorId), f.userId == userId else {
             throw BrokerError.notFound("no such factor")
         }
         try store.deleteFactor(id: factorId)
         if f.kind == .backup { try store.replaceBackupCodes(userId: userId, hashes: []) }
+        try store.forgetProofs(userId: userId, credentials: [factorId])
         try audit.record(
             AuditEvent(
                 action: "factor.remove", actor: actor, subject: try store.user(id: userId)?.name,
-                details: ["factor_id": factorId, "method": f.kind.rawValue]))
+                details: Self.authorised(["factor_id": factorId, "method": f.kind.rawValue], by: authorisedBy)))
+    }
+
+    static func authorised(_ details: [String: String], by: String?) -> [String: String] {
+        var d = details
+        if let by { d["authorised_by"] = by }
+        return d
     }
 
     // MARK: backup codes
 
     /// Generates a fresh set of ``backupCodeCount`` one-time codes (`xxxxx-xxxxx`, 50 random bits each), replacing
     /// and invalidating any earlier set. The codes are returned once; only their hashes are stored.
-    public func regenerateBackupCodes(userName: String, actor: String) throws -> [String] {
+    public func regenerateBackupCodes(userName: String, actor: String, authorisedBy: String? = nil) throws -> [String] {
         let user = try userRecord(userName)
         var codes: [String] = []
         for _ in 0..<Self.backupCodeCount {
@@ -162,7 +178,9 @@ public struct FactorService: Sendable {
             codes.append(String(ten.prefix(5)) + "-" + String(ten.suffix(5)))
         }
         try store.replaceBackupCodes(userId: user.id, hashes: codes.map { Self.backupHash(userId: user.id, $0) })
-        for f in try store.factors(ofUser: user.id) where f.kind == .backup { try store.deleteFactor(id: f.id) }
+        let old = try store.factors(ofUser: user.id).filter { $0.kind == .backup }.map(\.id)
+        for id in old { try store.deleteFactor(id: id) }
+        try store.forgetProofs(userId: user.id, credentials: Set(old))
         let id = "f_" + Base64URL.encode(try Crypto.randomBytes(12))
         try store.insertFactor(
             FactorRecord(
@@ -171,7 +189,8 @@ public struct FactorService: Sendable {
         try audit.record(
             AuditEvent(
                 action: "factor.enrol", actor: actor, subject: userName, factors: ["bkp"],
-                details: ["factor_id": id, "method": "backup", "count": String(codes.count)]))
+                details: Self.authorised(
+                    ["factor_id": id, "method": "backup", "count": String(codes.count)], by: authorisedBy)))
         return codes
     }
 
@@ -182,14 +201,18 @@ public struct FactorService: Sendable {
     }
 
     /// Uses one backup code: compares against every unused code in constant time, then consumes the match atomically.
+    /// - Returns: the id of the user's (active) backup-code factor.
     /// - Throws: ``BrokerError/invalidFactor`` for an unknown or already used code, ``BrokerError/noFactor(_:)``.
-    public func useBackupCode(userId: String, code: String) throws {
+    @discardableResult
+    public func useBackupCode(userId: String, code: String) throws -> String {
         let trimmed = code.filter { $0 != " " }
         guard (10...11).contains(trimmed.utf8.count) else {
             throw BrokerError.invalidRequest("a backup code is xxxxx-xxxxx")
         }
         let unused = try store.unusedBackupCodes(userId: userId)
-        guard try store.factors(ofUser: userId).contains(where: { $0.kind == .backup }) else {
+        guard
+            let factor = try store.factors(ofUser: userId).first(where: { $0.kind == .backup && $0.state == .active })
+        else {
             throw BrokerError.noFactor("no backup codes were generated")
         }
         let h = Self.backupHash(userId: userId, trimmed)
@@ -198,6 +221,7 @@ public struct FactorService: Sendable {
         guard let match, try store.consumeBackupCode(id: match, at: clock.now()) else {
             throw BrokerError.invalidFactor
         }
+        return factor.id
     }
 
     /// Unused backup codes left.

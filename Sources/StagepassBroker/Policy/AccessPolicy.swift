@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 /// How pipeline requests for a stage are authorised (the stage's `approval` member).
 public enum ApprovalMode: Sendable, Hashable {
@@ -142,12 +143,15 @@ public struct AccessPolicy: Sendable, Hashable {
     public var stages: [String: StagePolicy]
     public var audiences: [String: AudiencePolicy]
     public var pipelines: [String: PipelinePolicy]
+    /// CI identities mapped to users (`identities`), keyed by the normalised identity (``Identity/normalize(_:)``).
+    public var identities: [String: String]
 
     public init(
         auth: AuthPolicy = .default, tokens: TokenSettings = .init(), roles: [String: RolePolicy] = [:],
         stages: [String: StagePolicy] = [:], audiences: [String: AudiencePolicy] = [:],
-        pipelines: [String: PipelinePolicy] = [:]
+        pipelines: [String: PipelinePolicy] = [:], identities: [String: String] = [:]
     ) {
+        self.identities = identities
         self.auth = auth
         self.tokens = tokens
         self.roles = roles
@@ -165,19 +169,27 @@ public struct AccessPolicy: Sendable, Hashable {
     public func isAdmin(groups: [String]) -> Bool { !tokens.adminGroups.isDisjoint(with: groups) }
 }
 
-/// The policy in force, replaceable at run time (`policy reload`) without restarting.
-public final class PolicyHolder: @unchecked Sendable {
-    // Invariant: `value` is only touched under `lock`.
-    private let lock = NSLock()
-    private var value: AccessPolicy
+/// The policy in force, replaceable at run time (`policy reload`) without restarting. It is the one owner of the
+/// policy: sign-in, throttles, token exchange, approvals and pages all read ``current`` per call, so a reload applies
+/// every section at once.
+public final class PolicyHolder: Sendable {
+    private let value: Mutex<AccessPolicy>
     /// The file the policy was read from (nil: the shipped example).
     public let file: String?
 
     public init(_ policy: AccessPolicy, file: String? = nil) {
-        value = policy
+        value = Mutex(policy)
         self.file = file
     }
 
-    public var current: AccessPolicy { lock.withLock { value } }
-    public func replace(_ p: AccessPolicy) { lock.withLock { value = p } }
+    public var current: AccessPolicy { value.withLock { $0 } }
+    public func replace(_ p: AccessPolicy) { value.withLock { $0 = p } }
+}
+
+/// Who is who across systems: user names and CI identities are compared after one normalisation.
+public enum Identity {
+    /// Unicode NFC, surrounding white space removed, lower case: `" Rita"`, `"rita "` and `"RITA"` are one person.
+    public static func normalize(_ s: String) -> String {
+        s.precomposedStringWithCanonicalMapping.trimmingCharacters(in: .whitespacesAndNewlines).lowercased()
+    }
 }

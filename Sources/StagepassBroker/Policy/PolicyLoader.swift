@@ -316,15 +316,20 @@ private struct PolicyReader {
         let line: Int
     }
 
-    static let sections = ["tokens", "mfa", "sessions", "throttle", "audiences", "stages", "roles", "pipelines"]
+    static let sections = [
+        "tokens", "mfa", "sessions", "throttle", "audiences", "stages", "roles", "pipelines", "identities",
+    ]
     static let tokenKeys = [
         "max_ttl", "status_list_ttl", "status_list_lifetime", "request_lifetime", "poll_interval", "admin_mfa_max_age",
         "admin_groups",
     ]
-    static let mfaKeys = ["exempt_groups", "factors", "group_factors", "first_enrolment_with_password"]
+    static let mfaKeys = [
+        "exempt_groups", "factors", "group_factors", "first_enrolment_with_password", "factor_change_max_age",
+    ]
     static let sessionKeys = ["idle_seconds", "absolute_seconds", "pending_seconds"]
     static let throttleKeys = [
         "free_failures", "base_delay_seconds", "max_delay_seconds", "lockout_after_factor_failures",
+        "max_concurrent_per_account", "max_concurrent_per_address",
     ]
     static let audienceKeys = ["description"]
     static let stageKeys = [
@@ -495,7 +500,30 @@ private struct PolicyReader {
         if let s = section("stages") { policy.stages = try stages(s, tokens: policy.tokens, auth: policy.auth) }
         if let s = section("roles") { policy.roles = try roles(s, policy: policy) }
         if let s = section("pipelines") { policy.pipelines = try pipelines(s, policy: policy) }
+        if let s = section("identities") { policy.identities = try identities(s) }
         return policy
+    }
+
+    /// `identities`: CI identities (what pipelines send as `triggered_by`, e.g. a GitHub login) mapped to user
+    /// names. Keys are compared normalised (``Identity/normalize(_:)``), so two keys that normalise alike are an
+    /// error.
+    func identities(_ section: Entry) throws -> [String: String] {
+        var result: [String: String] = [:]
+        for e in try entries(section.value, path: "identities", line: section.line, allowed: nil) {
+            let key = Identity.normalize(e.key)
+            guard !key.isEmpty, key.utf8.count <= 256 else {
+                throw fail(e.line, "identities: an identity is 1-256 characters")
+            }
+            let user = try string(e)
+            guard AccountService.isValidName(user) else {
+                throw fail(e.valueLine, "\(e.path): '\(user)' is not a user name (a-z 0-9 . _ -)")
+            }
+            guard result[key] == nil else {
+                throw fail(e.line, "identities: '\(e.key)' is listed twice (identities are compared case-insensitively)")
+            }
+            result[key] = user
+        }
+        return result
     }
 
     func tokens(_ section: Entry) throws -> TokenSettings {
@@ -545,6 +573,7 @@ private struct PolicyReader {
                         groupFactors.append((g, try factors(g)))
                     }
                 case "first_enrolment_with_password": p.firstEnrolmentWithPassword = try bool(e)
+                case "factor_change_max_age": p.factorChangeMaxAge = try duration(e)
                 default: break
                 }
             }
@@ -576,6 +605,8 @@ private struct PolicyReader {
                 case "base_delay_seconds": p.throttle.baseDelay = try duration(e)
                 case "max_delay_seconds": p.throttle.maxDelay = try duration(e)
                 case "lockout_after_factor_failures": p.throttle.lockoutAfterFactorFailures = try integer(e, atLeast: 1)
+                case "max_concurrent_per_account": p.throttle.maxConcurrentPerAccount = try integer(e, atLeast: 1)
+                case "max_concurrent_per_address": p.throttle.maxConcurrentPerAddress = try integer(e, atLeast: 1)
                 default: break
                 }
             }

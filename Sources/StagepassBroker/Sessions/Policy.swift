@@ -63,13 +63,17 @@ public struct AuthPolicy: Sendable, Hashable {
     /// Off by default: then only an admin (`stagepass factors totp-enrol NAME`) starts a first enrolment, and the
     /// password alone never leads to an MFA session. Turning it on is trust-on-first-use of the password.
     public var firstEnrolmentWithPassword: Bool
+    /// Enrolling, regenerating or removing a factor needs a proof of an existing active factor at most this many
+    /// seconds old (`mfa.factor_change_max_age`, default 5 minutes).
+    public var factorChangeMaxAge: Int64
 
     public init(
         exemptGroups: Set<String> = [], factors: Set<FactorKind> = [.totp, .webauthn, .backup],
         groupFactors: [String: Set<FactorKind>] = [:], idleSeconds: Int64 = 1800,
         absoluteSeconds: Int64 = 12 * 3600, pendingSeconds: Int64 = 300, throttle: Throttle.Policy = .default,
-        firstEnrolmentWithPassword: Bool = false
+        firstEnrolmentWithPassword: Bool = false, factorChangeMaxAge: Int64 = 300
     ) {
+        self.factorChangeMaxAge = factorChangeMaxAge
         self.exemptGroups = exemptGroups
         self.factors = factors
         self.groupFactors = groupFactors

@@ -14,8 +14,56 @@ public struct Session: Sendable, Hashable, Codable {
     public var createdAt: Int64
     public var idleExpiresAt: Int64
     public var absoluteExpiresAt: Int64
+    /// The latest proof of each method in this session (``SessionRecord/proofs``).
+    public var proofs: [String: FactorStamp]
     /// True once the second factor was proved (or the policy exempts the user).
     public var isMFA: Bool { state == .mfa }
+
+    /// The most recent proof in this session of one of `kinds`, or nil when none of them was proved.
+    public func freshestProof(of kinds: Set<FactorKind>) -> FreshProof? {
+        kinds.compactMap { kind -> FreshProof? in
+            guard let stamp = proofs[AMR.value(for: kind)] else { return nil }
+            return FreshProof(kind: kind, at: stamp.at, credential: stamp.credential)
+        }.max { ($0.at, $0.kind.rawValue) < ($1.at, $1.kind.rawValue) }
+    }
+}
+
+/// The proof that satisfied a freshness rule: which factor kind, when, and which credential.
+public struct FreshProof: Sendable, Hashable {
+    public var kind: FactorKind
+    public var at: Int64
+    public var credential: String?
+    /// The ``AMR`` value of the method.
+    public var method: String { AMR.value(for: kind) }
+    /// `method:credential`, as audit records name the factor that authorised something.
+    public var label: String { credential.map { "\(method):\($0)" } ?? method }
+
+    public init(kind: FactorKind, at: Int64, credential: String?) {
+        self.kind = kind
+        self.at = at
+        self.credential = credential
+    }
+}
+
+/// A factor just verified: what it earns and which credential proved it. Nothing is recorded in the session until
+/// ``SessionService/record(_:in:address:details:)``.
+public struct ProvedFactor: Sendable, Hashable {
+    public var kind: FactorKind
+    /// The ``AMR`` values it earns (`hwk` plus `user` for a user-verifying security key).
+    public var methods: [String]
+    /// The factor id.
+    public var credential: String
+    public var at: Int64
+    public var fresh: FreshProof { FreshProof(kind: kind, at: at, credential: credential) }
+}
+
+/// What authorised a factor change: a fresh proof of an existing active factor, or the first-enrolment rule.
+public struct FactorChangeGrant: Sendable {
+    public var session: Session
+    /// The proof that authorised it; nil for a first enrolment with the password alone.
+    public var proof: FreshProof?
+    /// For the audit record: `otp:f_…`, `hwk:f_…`, or `password (first enrolment)`.
+    public var authorisedBy: String { proof?.label ?? "password (first enrolment)" }
 }
 
 /// A freshly issued session and its bearer token. The token is shown once; only its SHA-256 is stored.
@@ -61,11 +109,17 @@ public enum FactorProof: Sendable {
 /// Sign-in, step-up, session lookup and sign-out.
 ///
 /// Password (Argon2id) → a `pending` session that needs a factor → TOTP, backup code or security key → an `mfa`
-/// session with a new 256-bit random token, `amr` and `auth_time` (OpenID Connect Core 1.0 §2). Abuse resistance:
-/// - unknown user, wrong password and disabled account give the same ``BrokerError/invalidCredentials`` after the
-///   same work (an unknown user is verified against ``PasswordHasher/dummyHash``), and the same throttle accounting;
-/// - per-account and per-address throttling with growing delays (``Throttle``);
+/// session with a new 256-bit random token, `amr` and `auth_time` (OpenID Connect Core 1.0 §2). The session keeps the
+/// latest proof of each method (``SessionRecord/proofs``): freshness rules read the method they count, never a
+/// union. Abuse resistance:
+/// - unknown user, wrong password, disabled account and locked account give the same
+///   ``BrokerError/invalidCredentials`` after the same work (an unknown user is verified against
+///   ``PasswordHasher/dummyHash``), and the same throttle accounting;
+/// - every password or factor attempt is reserved in the store before any work (``Throttle/reserve(_:)``), and at
+///   most a few run at once per account and per address (``InFlightLimiter``);
 /// - after ``Throttle/Policy/lockoutAfterFactorFailures`` factor failures the account is locked until an admin unlock;
+/// - only active factors prove anything (a pending TOTP factor is accepted at sign-in only as the first factor of a
+///   user who has none, which is how an administrator-started first enrolment is completed);
 /// - tokens are compared by their SHA-256 in constant time.
 ///
 /// ```swift
@@ -77,12 +131,16 @@ public struct SessionService: Sendable {
     public let store: any BrokerStore
     public let hasher: PasswordHasher
     public let factors: FactorService
-    public let policy: AuthPolicy
     public let clock: BrokerClock
     public let audit: any AuditSink
     public let throttle: Throttle
     /// Verifies security-key proofs (``FactorProof/webauthn(credentialJSON:)``).
     public let webauthn: WebAuthnService
+    /// The one policy holder; read per call, so a reload applies at once.
+    let policies: PolicyHolder
+
+    /// The authentication policy in force.
+    public var policy: AuthPolicy { policies.current.auth }
 
     /// - Parameter webauthn: the security-key service; nil builds one on the same store, clock and audit sink with
     ///   ``WebAuthnConfiguration/localDevelopment``.
@@ -90,13 +148,24 @@ public struct SessionService: Sendable {
         store: any BrokerStore, hasher: PasswordHasher, factors: FactorService, policy: AuthPolicy = .default,
         clock: BrokerClock, audit: any AuditSink, webauthn: WebAuthnService? = nil
     ) {
+        self.init(
+            store: store, hasher: hasher, factors: factors, policies: PolicyHolder(AccessPolicy(auth: policy)),
+            clock: clock, audit: audit, webauthn: webauthn)
+    }
+
+    init(
+        store: any BrokerStore, hasher: PasswordHasher, factors: FactorService, policies: PolicyHolder,
+        clock: BrokerClock, audit: any AuditSink, webauthn: WebAuthnService?
+    ) {
         self.store = store
         self.hasher = hasher
         self.factors = factors
-        self.policy = policy
+        self.policies = policies
         self.clock = clock
         self.audit = audit
-        self.throttle = Throttle(store: store, clock: clock, policy: policy.throttle)
+        self.throttle = Throttle(store: store, clock: clock, inFlight: InFlightLimiter()) {
+            policies.current.auth.throttle
+        }
         self.webauthn = webauthn ?? WebAuthnService(store: store, clock: clock, audit: audit)
     }
 
@@ -110,74 +179,77 @@ public struct SessionService: Sendable {
     /// The password step.
     /// - Parameters:
     ///   - address: the client address, for per-address throttling.
-    /// - Throws: ``BrokerError/invalidCredentials``, ``BrokerError/throttled(retryAfter:)``,
-    ///   ``BrokerError/accountLocked``, ``BrokerError/invalidRequest(_:)``.
+    /// - Throws: ``BrokerError/invalidCredentials`` (also for a disabled or locked account: no oracle),
+    ///   ``BrokerError/throttled(retryAfter:)``, ``BrokerError/invalidRequest(_:)``.
     public func signIn(name: String, password: String, address: String) async throws -> PasswordStepResult {
         guard !name.isEmpty, name.utf8.count <= 256, !password.isEmpty,
             password.utf8.count <= AccountService.maximumPasswordLength
         else { throw BrokerError.invalidRequest("user and password are required and bounded in length") }
-        let keys = [Throttle.accountKey(name), Throttle.addressKey(address)]
+        let account = Throttle.accountKey(name)
+        let addressKey = Throttle.addressKey(address)
         _ = try store.deleteExpiredSessions(now: clock.now())  // opportunistic sweep
-        do { try throttle.check(keys) } catch {
-            try audit.record(
-                AuditEvent(
-                    action: "signin.password", subject: name, result: "denied",
-                    reason: "throttled", factors: [AMR.password], details: ["address": address]))
-            throw error
+        return try await throttle.limitingConcurrency(account: account, address: addressKey) {
+            do { try throttle.reserve([account, addressKey]) } catch {
+                try audit.record(
+                    AuditEvent(
+                        action: "signin.password", subject: name, result: "denied",
+                        reason: "throttled", factors: [AMR.password], details: ["address": address]))
+                throw error
+            }
+            let user = try store.user(named: name)
+            let ok = await hasher.verifyOffPool(password, against: user?.passwordHash ?? hasher.dummyHash)
+            guard let user, ok, !user.disabled, !user.locked else {
+                let reason =
+                    user == nil ? "unknown_user" : !ok ? "bad_password" : user?.disabled == true ? "disabled" : "locked"
+                try audit.record(
+                    AuditEvent(
+                        action: "signin.password", subject: name, result: "failure", reason: reason,
+                        factors: [AMR.password], details: ["address": address]))
+                throw BrokerError.invalidCredentials
+            }
+            try throttle.succeeded(account: account, address: addressKey)
+            if hasher.needsRehash(user.passwordHash), let fresh = try? await hasher.hashOffPool(password) {
+                try store.setPasswordHash(userId: user.id, fresh)
+            }
+            return try startSession(user: user, address: address)
         }
-        let user = try store.user(named: name)
-        let ok = await hasher.verifyOffPool(password, against: user?.passwordHash ?? hasher.dummyHash)
-        guard let user, ok, !user.disabled else {
-            try throttle.fail(keys)
-            let reason = user == nil ? "unknown_user" : (ok ? "disabled" : "bad_password")
-            try audit.record(
-                AuditEvent(
-                    action: "signin.password", subject: name, result: "failure", reason: reason,
-                    factors: [AMR.password], details: ["address": address]))
-            throw BrokerError.invalidCredentials
-        }
-        if user.locked {
-            try audit.record(
-                AuditEvent(
-                    action: "signin.password", subject: name, result: "denied", reason: "locked",
-                    factors: [AMR.password], details: ["address": address]))
-            throw BrokerError.accountLocked
-        }
-        try throttle.succeed([Throttle.accountKey(name)])
-        if hasher.needsRehash(user.passwordHash), let fresh = try? await hasher.hashOffPool(password) {
-            try store.setPasswordHash(userId: user.id, fresh)
-        }
+    }
+
+    /// After a correct password: an MFA session for an exempt user, else a pending session that needs a factor.
+    private func startSession(user: UserRecord, address: String) throws -> PasswordStepResult {
+        let p = policy
         let groups = try store.groups(ofUser: user.id)
         let now = clock.now()
         let token = try Self.newToken()
-        if !policy.requiresMFA(groups: groups) {
+        let passwordProof = [AMR.password: FactorStamp(at: now, credential: nil)]
+        if !p.requiresMFA(groups: groups) {
             let rec = SessionRecord(
                 id: try Self.newSessionId(), tokenHash: Self.tokenHash(token), userId: user.id,
                 state: .mfa, amr: [AMR.password], authTime: now, createdAt: now,
-                idleExpiresAt: min(now + policy.idleSeconds, now + policy.absoluteSeconds),
-                absoluteExpiresAt: now + policy.absoluteSeconds)
+                idleExpiresAt: min(now + p.idleSeconds, now + p.absoluteSeconds),
+                absoluteExpiresAt: now + p.absoluteSeconds, proofs: passwordProof)
             try store.insertSession(rec)
             try audit.record(
                 AuditEvent(
-                    action: "signin", actor: name, subject: name, factors: [AMR.password],
+                    action: "signin", actor: user.name, subject: user.name, factors: [AMR.password],
                     details: ["session": rec.id, "address": address, "mfa": "exempt"]))
             return PasswordStepResult(
-                token: token, session: session(rec, name: name, groups: groups), needsFactor: false,
+                token: token, session: session(rec, name: user.name, groups: groups), needsFactor: false,
                 allowedFactors: [])
         }
         let rec = SessionRecord(
             id: try Self.newSessionId(), tokenHash: Self.tokenHash(token), userId: user.id,
             state: .pending, amr: [AMR.password], authTime: now, createdAt: now,
-            idleExpiresAt: now + policy.pendingSeconds, absoluteExpiresAt: now + policy.pendingSeconds)
+            idleExpiresAt: now + p.pendingSeconds, absoluteExpiresAt: now + p.pendingSeconds, proofs: passwordProof)
         try store.insertSession(rec)
         try audit.record(
             AuditEvent(
-                action: "signin.password", subject: name, factors: [AMR.password],
+                action: "signin.password", subject: user.name, factors: [AMR.password],
                 details: ["session": rec.id, "address": address, "next": "factor"]))
         let usable = Set(try store.factors(ofUser: user.id).map(\.kind))
-        let allowed = policy.allowedFactors(groups: groups).intersection(usable)
+        let allowed = p.allowedFactors(groups: groups).intersection(usable)
         return PasswordStepResult(
-            token: token, session: session(rec, name: name, groups: groups), needsFactor: true,
+            token: token, session: session(rec, name: user.name, groups: groups), needsFactor: true,
             allowedFactors: allowed.sorted { $0.rawValue < $1.rawValue })
     }
 
@@ -187,30 +259,38 @@ public struct SessionService: Sendable {
     ///
     /// With a security key the `amr` is `["pwd","hwk"]`, plus `"user"` when the authenticator verified the user; the
     /// assertion must answer a challenge from ``WebAuthnService/beginAssertion(userId:purpose:)`` with `.signIn`.
+    /// Only active factors count, except a pending TOTP factor of a user who has no active factor at all (the
+    /// administrator-started first enrolment, completed by its first correct code).
     /// - Throws: ``BrokerError/invalidSession``, ``BrokerError/invalidFactor``, ``BrokerError/factorReplay``,
     ///   ``BrokerError/factorNotAllowed(_:)``, ``BrokerError/noFactor(_:)``, ``BrokerError/throttled(retryAfter:)``,
     ///   ``BrokerError/accountLocked``, ``BrokerError/invalidRequest(_:)``.
     public func completeFactor(pendingToken: String, proof: FactorProof, address: String) throws -> IssuedSession {
         let (rec, user) = try lookup(pendingToken)
         guard rec.state == .pending else { throw BrokerError.invalidSession }
-        let methods = try proveFactor(
+        let firstFactor = !(try factors.hasActiveFactor(userId: user.id, kinds: Set(FactorKind.allCases)))
+        let proved = try prove(
             user: user, proof: proof, address: address, action: "signin.factor", sessionId: rec.id,
-            purpose: .signIn)
-        return try promote(rec, user: user, amr: [AMR.password] + methods, details: ["address": address])
+            purpose: .signIn, allowPending: firstFactor)
+        var proofs = rec.proofs
+        proofs[AMR.value(for: proved.kind)] = FactorStamp(at: proved.at, credential: proved.credential)
+        return try promote(
+            rec, user: user, amr: [AMR.password] + proved.methods, proofs: proofs, details: ["address": address])
     }
 
     /// Replaces a pending session by a new MFA session with a new token (the pending token stops working), and
     /// audits the sign-in with both factors.
-    private func promote(_ pending: SessionRecord, user: UserRecord, amr: [String], details: [String: String])
-        throws -> IssuedSession
-    {
+    private func promote(
+        _ pending: SessionRecord, user: UserRecord, amr: [String], proofs: [String: FactorStamp],
+        details: [String: String]
+    ) throws -> IssuedSession {
+        let p = policy
         let now = clock.now()
         let token = try Self.newToken()
         let mfa = SessionRecord(
             id: try Self.newSessionId(), tokenHash: Self.tokenHash(token), userId: user.id,
             state: .mfa, amr: amr, authTime: now, createdAt: now,
-            idleExpiresAt: min(now + policy.idleSeconds, now + policy.absoluteSeconds),
-            absoluteExpiresAt: now + policy.absoluteSeconds)
+            idleExpiresAt: min(now + p.idleSeconds, now + p.absoluteSeconds),
+            absoluteExpiresAt: now + p.absoluteSeconds, proofs: proofs)
         try store.deleteSession(id: pending.id)
         try store.insertSession(mfa)
         try audit.record(
@@ -221,83 +301,156 @@ public struct SessionService: Sendable {
             token: token, session: session(mfa, name: user.name, groups: try store.groups(ofUser: user.id)))
     }
 
-    /// Step-up: re-verifies a factor on an MFA session and refreshes `auth_time` (the `amr` gains the method).
+    /// Step-up: verifies an active factor on an MFA session and records the proof of that method (its time and
+    /// credential); the `amr` gains the method. A failed attempt records nothing.
     ///
-    /// - Parameter purpose: what a security-key assertion must have been made for (ignored for other proofs): the
-    ///   default `.stepUp`, or `.approval(binding:)` when the step-up approves one pipeline request, so that an
-    ///   assertion made for one request is refused for any other.
+    /// - Parameter purpose: what a security-key assertion must have been made for (ignored for other proofs).
     /// - Throws: as ``completeFactor(pendingToken:proof:address:)``, and ``BrokerError/mfaRequired``.
     public func stepUp(token: String, proof: FactorProof, address: String, purpose: WebAuthnPurpose = .stepUp) throws
         -> Session
     {
-        let (rec, user) = try lookup(token)
-        guard rec.state == .mfa else { throw BrokerError.mfaRequired }
-        let methods = try proveFactor(
-            user: user, proof: proof, address: address, action: "stepup", sessionId: rec.id, purpose: purpose)
-        var updated = rec
-        updated.authTime = clock.now()
-        for method in methods where !updated.amr.contains(method) { updated.amr.append(method) }
-        try store.updateSession(updated)
-        var details = ["session": rec.id, "address": address]
-        if let binding = purpose.binding, case .webauthn = proof { details["binding"] = binding }
-        try audit.record(
-            AuditEvent(
-                action: "stepup", actor: user.name, subject: user.name, factors: methods,
-                details: details))
-        return session(updated, name: user.name, groups: try store.groups(ofUser: user.id))
+        let (s, proved) = try verify(token: token, proof: proof, address: address, purpose: purpose)
+        return try record(proved, in: s, address: address)
     }
 
-    /// Verifies `proof` for `user` with throttling and lockout, and returns the `amr` values it earns.
-    private func proveFactor(
+    /// Verifies a factor for an MFA session without recording it in the session: the caller decides, once the
+    /// action the proof is for has been accepted, whether to ``record(_:in:address:details:)`` it. Only active
+    /// factors are accepted.
+    /// - Returns: the session (as it was) and the verified factor.
+    public func verify(token: String, proof: FactorProof, address: String, purpose: WebAuthnPurpose = .stepUp) throws
+        -> (Session, ProvedFactor)
+    {
+        let (rec, user) = try lookup(token)
+        guard rec.state == .mfa else { throw BrokerError.mfaRequired }
+        let proved = try prove(
+            user: user, proof: proof, address: address, action: "stepup", sessionId: rec.id, purpose: purpose,
+            allowPending: false)
+        return (session(rec, name: user.name, groups: try store.groups(ofUser: user.id)), proved)
+    }
+
+    /// Records a verified factor in the session: the proof of its method, `auth_time`, and the method in `amr`.
+    public func record(_ proved: ProvedFactor, in s: Session, address: String, details: [String: String] = [:]) throws
+        -> Session
+    {
+        guard var rec = try store.session(id: s.id), rec.userId == s.userId, rec.state == .mfa else {
+            throw BrokerError.invalidSession
+        }
+        rec.authTime = max(rec.authTime, proved.at)
+        rec.proofs[AMR.value(for: proved.kind)] = FactorStamp(at: proved.at, credential: proved.credential)
+        for method in proved.methods where !rec.amr.contains(method) { rec.amr.append(method) }
+        try store.updateSession(rec)
+        try audit.record(
+            AuditEvent(
+                action: "stepup", actor: s.userName, subject: s.userName, factors: proved.methods,
+                details: details.merging(["session": rec.id, "address": address, "factor_id": proved.credential]) {
+                    a, _ in a
+                }))
+        return session(rec, name: s.userName, groups: try store.groups(ofUser: rec.userId))
+    }
+
+    /// Verifies `proof` for `user` with throttling (reserved before the work) and lockout.
+    private func prove(
         user: UserRecord, proof: FactorProof, address: String, action: String,
-        sessionId: String, purpose: WebAuthnPurpose
-    ) throws -> [String] {
+        sessionId: String, purpose: WebAuthnPurpose, allowPending: Bool
+    ) throws -> ProvedFactor {
         if user.locked { throw BrokerError.accountLocked }
-        let keys = [Throttle.factorKey(user.id), Throttle.addressKey(address)]
-        try throttle.check(keys)
         let groups = try store.groups(ofUser: user.id)
         let method = AMR.value(for: proof.kind)
         guard policy.allowedFactors(groups: groups).contains(proof.kind) else {
             throw BrokerError.factorNotAllowed("the policy does not accept \(proof.kind.rawValue) for this account")
         }
-        var methods = [method]
-        var webauthnReason: String?
-        do {
-            switch proof {
-            case .totp(let code): _ = try factors.verifyTOTP(userId: user.id, code: code, allowPending: true)
-            case .backupCode(let code): try factors.useBackupCode(userId: user.id, code: code)
-            case .webauthn(let json):
-                do {
-                    methods = try webauthn.finishAssertion(userId: user.id, purpose: purpose, credentialJSON: json).amr
-                } catch let e as WebAuthnError {
-                    // A refused assertion counts exactly like a wrong TOTP code (brokerError is invalid_factor);
-                    // malformed JSON and "no key registered" do not, like a malformed code and "no TOTP factor".
-                    webauthnReason = e.code
-                    throw e.brokerError
+        let factorKey = Throttle.factorKey(user.id)
+        let addressKey = Throttle.addressKey(address)
+        return try throttle.limitingConcurrency(account: factorKey, address: addressKey) {
+            let counts = try throttle.reserve([factorKey, addressKey])
+            var methods = [method]
+            let credential: String
+            var webauthnReason: String?
+            do {
+                switch proof {
+                case .totp(let code):
+                    credential = try factors.verifyTOTP(userId: user.id, code: code, allowPending: allowPending).id
+                case .backupCode(let code):
+                    credential = try factors.useBackupCode(userId: user.id, code: code)
+                case .webauthn(let json):
+                    do {
+                        let r = try webauthn.finishAssertion(userId: user.id, purpose: purpose, credentialJSON: json)
+                        methods = r.amr
+                        credential = r.factorId
+                    } catch let e as WebAuthnError {
+                        // A refused assertion counts exactly like a wrong TOTP code (brokerError is invalid_factor);
+                        // malformed JSON and "no key registered" do not, like a malformed code and "no TOTP factor".
+                        webauthnReason = e.code
+                        throw e.brokerError
+                    }
                 }
-            }
-        } catch let e as BrokerError where e == .invalidFactor || e == .factorReplay {
-            let counts = try throttle.fail(keys)
-            var details = ["session": sessionId, "address": address]
-            if let webauthnReason { details["webauthn"] = webauthnReason }
-            try audit.record(
-                AuditEvent(
-                    action: action, actor: user.name, subject: user.name, result: "failure",
-                    reason: e.code, factors: [method],
-                    details: details))
-            if let n = counts.first, n >= policy.throttle.lockoutAfterFactorFailures {
-                try store.setLocked(userId: user.id, true)
-                try store.deleteSessions(userId: user.id)
+            } catch let e as BrokerError where e == .invalidFactor || e == .factorReplay {
+                var details = ["session": sessionId, "address": address]
+                if let webauthnReason { details["webauthn"] = webauthnReason }
                 try audit.record(
                     AuditEvent(
-                        action: "lockout", subject: user.name, result: "success",
-                        reason: "\(n) factor failures", factors: [method]))
-                throw BrokerError.accountLocked
+                        action: action, actor: user.name, subject: user.name, result: "failure",
+                        reason: e.code, factors: [method], details: details))
+                if let n = counts.first, n >= policy.throttle.lockoutAfterFactorFailures {
+                    try store.setLocked(userId: user.id, true)
+                    try store.deleteSessions(userId: user.id)
+                    try audit.record(
+                        AuditEvent(
+                            action: "lockout", subject: user.name, result: "success",
+                            reason: "\(n) factor failures", factors: [method]))
+                    throw BrokerError.accountLocked
+                }
+                throw e
+            } catch {
+                // Malformed input or a missing factor proved nothing and guessed nothing: give the attempt back.
+                try store.refundAttempt(key: factorKey)
+                try store.refundAttempt(key: addressKey)
+                throw error
             }
-            throw e
+            try throttle.succeeded(account: factorKey, address: addressKey)
+            let now = clock.now()
+            try store.touchFactor(id: credential, at: now)
+            return ProvedFactor(kind: proof.kind, methods: methods, credential: credential, at: now)
         }
-        try throttle.succeed([Throttle.factorKey(user.id)])
-        return methods
+    }
+
+    // MARK: factor changes
+
+    /// Authorises a change to the session user's factors (enrol TOTP, confirm it, regenerate backup codes, register
+    /// or remove a security key): the session must hold a proof of one of the user's *active* factors, made within
+    /// `mfa.factor_change_max_age`, with that very factor (a removed factor's proofs are forgotten). A user with no
+    /// active factor may enrol only when `mfa.first_enrolment_with_password` is on; otherwise an administrator starts
+    /// the first enrolment (`stagepass factors totp-enrol NAME`).
+    /// - Throws: ``BrokerError/invalidSession``, ``BrokerError/mfaRequired``, ``BrokerError/stepUpRequired(_:)``.
+    public func authorizeFactorChange(token: String) throws -> FactorChangeGrant {
+        let (rec, user) = try lookup(token)
+        let s = session(rec, name: user.name, groups: try store.groups(ofUser: user.id))
+        let p = policy
+        let active = try store.factors(ofUser: user.id).filter { $0.state == .active }
+        if active.isEmpty {
+            guard p.firstEnrolmentWithPassword else {
+                throw BrokerError.stepUpRequired(
+                    "you have no active factor: an administrator starts your first enrolment "
+                        + "(stagepass factors totp-enrol \(user.name))")
+            }
+            return FactorChangeGrant(session: s, proof: nil)
+        }
+        guard rec.state == .mfa else { throw BrokerError.mfaRequired }
+        let now = clock.now()
+        let activeIds = Set(active.map(\.id))
+        let usable = s.proofs.compactMap { method, stamp -> FreshProof? in
+            guard let credential = stamp.credential, activeIds.contains(credential),
+                let kind = FactorKind.allCases.first(where: { AMR.value(for: $0) == method }),
+                now - stamp.at <= p.factorChangeMaxAge
+            else { return nil }
+            return FreshProof(kind: kind, at: stamp.at, credential: credential)
+        }
+        guard let proof = usable.max(by: { $0.at < $1.at }) else {
+            throw BrokerError.stepUpRequired(
+                "changing factors needs one of your active factors proved within \(p.factorChangeMaxAge) s: "
+                    + "step up, then retry")
+        }
+        return FactorChangeGrant(session: s, proof: proof)
     }
 
     // MARK: lookup and sign-out
@@ -313,7 +466,9 @@ public struct SessionService: Sendable {
             try store.deleteSession(id: rec.id)
             throw BrokerError.invalidSession
         }
-        guard let user = try store.user(id: rec.userId), !user.disabled else { throw BrokerError.invalidSession }
+        guard let user = try store.user(id: rec.userId), !user.disabled, !user.locked else {
+            throw BrokerError.invalidSession
+        }
         return (rec, user)
     }
 
@@ -322,12 +477,13 @@ public struct SessionService: Sendable {
     public func authenticate(token: String) throws -> Session {
         var (rec, user) = try lookup(token)
         if rec.state == .mfa {
+            let p = policy
             let now = clock.now()
-            let next = min(now + policy.idleSeconds, rec.absoluteExpiresAt)
+            let next = min(now + p.idleSeconds, rec.absoluteExpiresAt)
             // Slide only when it gains a noticeable step (≤ 60 s, a tenth of the idle time): every authenticated
             // call (token exchange included) would otherwise write the session row. The expiry can only come
             // earlier than the exact idle rule, never later.
-            if next - rec.idleExpiresAt >= max(1, min(60, policy.idleSeconds / 10)) {
+            if next - rec.idleExpiresAt >= max(1, min(60, p.idleSeconds / 10)) {
                 rec.idleExpiresAt = next
                 try store.updateSession(rec)
             }
@@ -343,14 +499,26 @@ public struct SessionService: Sendable {
         return s
     }
 
+    /// Whether the session `id` of user `userId` is still alive (exists, unexpired, its user enabled and unlocked).
+    public func isAlive(sessionId id: String, userId: String) throws -> Bool {
+        guard let rec = try store.session(id: id), rec.userId == userId, rec.state == .mfa else { return false }
+        let now = clock.now()
+        guard now < rec.idleExpiresAt, now < rec.absoluteExpiresAt else { return false }
+        guard let user = try store.user(id: userId) else { return false }
+        return !user.disabled && !user.locked
+    }
+
     /// Upgrades a pending session to MFA after a first TOTP enrolment was confirmed in it (self-service enrolment by a
-    /// user who had no factor yet). Returns the new token.
-    public func upgradeAfterEnrolment(pendingToken: String, method: FactorKind, address: String) throws -> IssuedSession
+    /// user who had no factor yet, `first_enrolment_with_password`). Returns the new token.
+    public func upgradeAfterEnrolment(pendingToken: String, factor: FactorInfo, address: String) throws
+        -> IssuedSession
     {
         let (rec, user) = try lookup(pendingToken)
         guard rec.state == .pending else { throw BrokerError.invalidSession }
+        var proofs = rec.proofs
+        proofs[AMR.value(for: factor.kind)] = FactorStamp(at: clock.now(), credential: factor.id)
         return try promote(
-            rec, user: user, amr: [AMR.password, AMR.value(for: method)],
+            rec, user: user, amr: [AMR.password, AMR.value(for: factor.kind)], proofs: proofs,
             details: ["address": address, "via": "enrolment"])
     }
 
@@ -374,6 +542,20 @@ public struct SessionService: Sendable {
         Session(
             id: r.id, userId: r.userId, userName: name, groups: groups, state: r.state, amr: r.amr,
             authTime: r.authTime, createdAt: r.createdAt, idleExpiresAt: r.idleExpiresAt,
-            absoluteExpiresAt: r.absoluteExpiresAt)
+            absoluteExpiresAt: r.absoluteExpiresAt, proofs: r.proofs)
+    }
+}
+
+extension BrokerStore {
+    /// Forgets every proof made with `credential` in the user's sessions (the factor was removed or replaced): a
+    /// proof is only as good as the factor behind it.
+    func forgetProofs(userId: String, credentials: Set<String>) throws {
+        guard !credentials.isEmpty else { return }
+        for var rec in try sessions(userId: userId) {
+            let stale = rec.proofs.filter { $0.value.credential.map(credentials.contains) ?? false }.map(\.key)
+            guard !stale.isEmpty else { continue }
+            for method in stale { rec.proofs[method] = nil }
+            try updateSession(rec)
+        }
     }
 }

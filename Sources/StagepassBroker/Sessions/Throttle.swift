@@ -1,9 +1,17 @@
+import Synchronization
+
 /// Throttling with growing delays (OWASP Authentication Cheat Sheet, "Protect against automated attacks").
 ///
 /// Each key (`acct:NAME` per account name, known or not; `addr:IP` per client address; `factor:USERID` per user's
-/// second factor) counts recent failures. The first ``Policy/freeFailures`` are free; after that the next attempt is
-/// refused until `baseDelay · 2^(failures − freeFailures)` seconds (capped at ``Policy/maxDelay``) have passed since the
-/// last failure. Failures older than ``Policy/window`` are forgotten. A success clears the key.
+/// second factor) counts recent attempts. Every attempt is **reserved before any password or factor work**
+/// (``reserve(_:)``: one atomic store operation that checks and counts), so a burst of concurrent attempts is
+/// evaluated at most ``Policy/freeFailures`` times before the delay applies. A success gives its reservation back
+/// (``succeeded(account:address:)``); a failure keeps it. The first ``Policy/freeFailures`` attempts are free; after
+/// that the next one is refused until `baseDelay · 2^(n − freeFailures)` seconds (capped at ``Policy/maxDelay``) have
+/// passed since the last one. Counts older than ``Policy/window`` are forgotten.
+///
+/// On top of the counts, ``InFlightLimiter`` caps how many attempts per account and per address run at once in this
+/// process (``Policy/maxConcurrentPerAccount``, ``Policy/maxConcurrentPerAddress``).
 public struct Throttle: Sendable {
     public struct Policy: Sendable, Hashable {
         public var freeFailures: Int
@@ -12,67 +20,126 @@ public struct Throttle: Sendable {
         public var window: Int64
         /// Factor failures (for one user) after which the account is locked until an admin unlocks it.
         public var lockoutAfterFactorFailures: Int
+        /// Password or factor attempts for one account evaluated at the same time; more are refused at once.
+        public var maxConcurrentPerAccount: Int
+        /// Password or factor attempts from one client address evaluated at the same time.
+        public var maxConcurrentPerAddress: Int
+
         public init(
             freeFailures: Int = 3, baseDelay: Int64 = 2, maxDelay: Int64 = 900, window: Int64 = 3600,
-            lockoutAfterFactorFailures: Int = 10
+            lockoutAfterFactorFailures: Int = 10, maxConcurrentPerAccount: Int = 2, maxConcurrentPerAddress: Int = 8
         ) {
             self.freeFailures = freeFailures
             self.baseDelay = baseDelay
             self.maxDelay = maxDelay
             self.window = window
             self.lockoutAfterFactorFailures = lockoutAfterFactorFailures
+            self.maxConcurrentPerAccount = maxConcurrentPerAccount
+            self.maxConcurrentPerAddress = maxConcurrentPerAddress
         }
         public static let `default` = Policy()
     }
 
     public let store: any BrokerStore
     public let clock: BrokerClock
-    public let policy: Policy
+    /// Read on every call, so a policy reload applies at once.
+    let currentPolicy: @Sendable () -> Policy
+    /// Attempts in flight in this process.
+    let inFlight: InFlightLimiter
+
+    public var policy: Policy { currentPolicy() }
 
     public init(store: any BrokerStore, clock: BrokerClock, policy: Policy = .default) {
+        self.init(store: store, clock: clock, inFlight: InFlightLimiter()) { policy }
+    }
+
+    init(store: any BrokerStore, clock: BrokerClock, inFlight: InFlightLimiter, policy: @escaping @Sendable () -> Policy)
+    {
         self.store = store
         self.clock = clock
-        self.policy = policy
+        self.inFlight = inFlight
+        self.currentPolicy = policy
     }
 
     public static func accountKey(_ name: String) -> String { "acct:" + name }
     public static func addressKey(_ address: String) -> String { "addr:" + address }
     public static func factorKey(_ userId: String) -> String { "factor:" + userId }
 
-    /// Delay required after `failures` failures.
-    public func delay(after failures: Int) -> Int64 {
+    /// Delay required after `failures` counted attempts.
+    public func delay(after failures: Int) -> Int64 { Self.delay(after: failures, policy: policy) }
+
+    static func delay(after failures: Int, policy: Policy) -> Int64 {
         guard failures >= policy.freeFailures else { return 0 }
         let exp = min(failures - policy.freeFailures, 30)
         let d = policy.baseDelay.multipliedReportingOverflow(by: Int64(1) << Int64(exp))
         return d.overflow ? policy.maxDelay : min(d.partialValue, policy.maxDelay)
     }
 
-    /// Throws ``BrokerError/throttled(retryAfter:)`` if any key is still waiting out its delay.
-    public func check(_ keys: [String]) throws {
-        let now = clock.now()
-        var wait: Int64 = 0
-        for key in keys {
-            guard let r = try store.throttle(key: key), now - r.lastFailureAt < policy.window else { continue }
-            let until = r.lastFailureAt + delay(after: r.failures)
-            if until > now { wait = max(wait, until - now) }
-        }
-        if wait > 0 { throw BrokerError.throttled(retryAfter: wait) }
-    }
-
-    /// Counts one failure on each key; returns the new failure counts.
+    /// Reserves one attempt on every key, atomically (see ``BrokerStore/reserveAttempt(keys:now:window:delay:)``).
+    /// - Returns: the counts after this attempt, in key order.
+    /// - Throws: ``BrokerError/throttled(retryAfter:)`` when a key still waits; nothing is counted then.
     @discardableResult
-    public func fail(_ keys: [String]) throws -> [Int] {
-        let now = clock.now()
-        return try keys.map { key in
-            var failures = 1
-            if let r = try store.throttle(key: key), now - r.lastFailureAt < policy.window { failures = r.failures + 1 }
-            try store.putThrottle(ThrottleRecord(key: key, failures: failures, lastFailureAt: now))
-            return failures
+    public func reserve(_ keys: [String]) throws -> [Int] {
+        let p = policy
+        switch try store.reserveAttempt(keys: keys, now: clock.now(), window: p.window, delay: { Self.delay(after: $0, policy: p) }) {
+        case .reserved(let counts): return counts
+        case .throttled(let wait): throw BrokerError.throttled(retryAfter: wait)
         }
     }
 
-    /// Clears the keys after a success.
-    public func succeed(_ keys: [String]) throws {
-        for k in keys { try store.clearThrottle(key: k) }
+    /// After a success: clears the per-account (or per-factor) key and gives back the address key's reservation, so
+    /// that people behind one address do not lock each other out by signing in.
+    public func succeeded(account: String, address: String) throws {
+        try store.clearThrottle(key: account)
+        try store.refundAttempt(key: address)
     }
+
+    /// Runs `body` while holding an in-flight slot for the account and the address.
+    /// - Throws: ``BrokerError/throttled(retryAfter:)`` (1 s) when either already has its maximum in flight.
+    public func limitingConcurrency<T>(account: String, address: String, _ body: () async throws -> T) async throws
+        -> T
+    {
+        let p = policy
+        let slots = [(account, p.maxConcurrentPerAccount), (address, p.maxConcurrentPerAddress)]
+        guard inFlight.acquire(slots) else { throw BrokerError.throttled(retryAfter: 1) }
+        defer { inFlight.release(slots.map(\.0)) }
+        return try await body()
+    }
+
+    /// The synchronous form of ``limitingConcurrency(account:address:_:)``.
+    public func limitingConcurrency<T>(account: String, address: String, _ body: () throws -> T) throws -> T {
+        let p = policy
+        let slots = [(account, p.maxConcurrentPerAccount), (address, p.maxConcurrentPerAddress)]
+        guard inFlight.acquire(slots) else { throw BrokerError.throttled(retryAfter: 1) }
+        defer { inFlight.release(slots.map(\.0)) }
+        return try body()
+    }
+}
+
+/// Counts attempts in flight per key in this process; all or none of a set of slots is taken.
+public final class InFlightLimiter: Sendable {
+    private let counts = Mutex<[String: Int]>([:])
+
+    public init() {}
+
+    /// Takes one slot on each key if every key is below its limit; false (and nothing taken) otherwise.
+    func acquire(_ slots: [(key: String, limit: Int)]) -> Bool {
+        counts.withLock { c in
+            guard slots.allSatisfy({ c[$0.key, default: 0] < $0.limit }) else { return false }
+            for s in slots { c[s.key, default: 0] += 1 }
+            return true
+        }
+    }
+
+    func release(_ keys: [String]) {
+        counts.withLock { c in
+            for k in keys {
+                let n = c[k, default: 0] - 1
+                c[k] = n > 0 ? n : nil
+            }
+        }
+    }
+
+    /// Attempts in flight for `key` (tests).
+    public func inFlight(_ key: String) -> Int { counts.withLock { $0[key, default: 0] } }
 }

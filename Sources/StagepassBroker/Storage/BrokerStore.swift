@@ -24,7 +24,7 @@ public struct UserRecord: Sendable, Hashable, Codable {
 }
 
 /// Kinds of second factor. A `webauthn` factor is a registered security key; its credential lives in
-/// ``WebAuthnStore`` (issue 6).
+/// ``WebAuthnStore``.
 public enum FactorKind: String, Sendable, Hashable, Codable, CaseIterable {
     case totp
     case backup
@@ -49,10 +49,12 @@ public struct FactorRecord: Sendable, Hashable {
     /// The last TOTP time step accepted (RFC 6238 §5.2: a code is accepted once).
     public var lastUsedStep: Int64?
     public var createdAt: Int64
+    /// When the factor last proved its user (sign-in, step-up or approval), unix seconds; nil if never.
+    public var lastUsedAt: Int64?
 
     public init(
         id: String, userId: String, kind: FactorKind, state: FactorState, secretBox: [UInt8]?,
-        lastUsedStep: Int64? = nil, createdAt: Int64
+        lastUsedStep: Int64? = nil, createdAt: Int64, lastUsedAt: Int64? = nil
     ) {
         self.id = id
         self.userId = userId
@@ -61,6 +63,7 @@ public struct FactorRecord: Sendable, Hashable {
         self.secretBox = secretBox
         self.lastUsedStep = lastUsedStep
         self.createdAt = createdAt
+        self.lastUsedAt = lastUsedAt
     }
 }
 
@@ -78,23 +81,39 @@ public enum SessionState: String, Sendable, Hashable, Codable {
     case mfa
 }
 
+/// One factor method's latest proof in a session: when, and with which credential (the factor id).
+public struct FactorStamp: Sendable, Hashable, Codable {
+    /// Unix seconds of the proof.
+    public var at: Int64
+    /// The factor that was proved (its id); nil for the password.
+    public var credential: String?
+
+    public init(at: Int64, credential: String?) {
+        self.at = at
+        self.credential = credential
+    }
+}
+
 /// A stored session. The bearer token itself is never stored, only its SHA-256.
 public struct SessionRecord: Sendable, Hashable {
     public var id: String
     public var tokenHash: [UInt8]
     public var userId: String
     public var state: SessionState
-    /// Authentication methods references (RFC 8176 §2 values, see ``AMR``).
+    /// Authentication methods references (RFC 8176 §2 values, see ``AMR``): every method proved in this session.
     public var amr: [String]
     /// When the user last proved a factor (OpenID Connect Core §2 `auth_time`), unix seconds.
     public var authTime: Int64
     public var createdAt: Int64
     public var idleExpiresAt: Int64
     public var absoluteExpiresAt: Int64
+    /// The latest proof of each method in this session, keyed by its ``AMR`` value (`pwd`, `otp`, `bkp`, `hwk`).
+    /// Freshness rules read these, never `authTime`: a fresh proof of one method says nothing about another.
+    public var proofs: [String: FactorStamp]
 
     public init(
         id: String, tokenHash: [UInt8], userId: String, state: SessionState, amr: [String], authTime: Int64,
-        createdAt: Int64, idleExpiresAt: Int64, absoluteExpiresAt: Int64
+        createdAt: Int64, idleExpiresAt: Int64, absoluteExpiresAt: Int64, proofs: [String: FactorStamp] = [:]
     ) {
         self.id = id
         self.tokenHash = tokenHash
@@ -105,6 +124,7 @@ public struct SessionRecord: Sendable, Hashable {
         self.createdAt = createdAt
         self.idleExpiresAt = idleExpiresAt
         self.absoluteExpiresAt = absoluteExpiresAt
+        self.proofs = proofs
     }
 }
 
@@ -119,6 +139,14 @@ public struct ThrottleRecord: Sendable, Hashable {
         self.failures = failures
         self.lastFailureAt = lastFailureAt
     }
+}
+
+/// The outcome of ``BrokerStore/reserveAttempt(keys:now:window:delay:)``.
+public enum ThrottleReservation: Sendable, Hashable {
+    /// The attempt may go ahead; the counts after it, in key order.
+    case reserved(counts: [Int])
+    /// Some key is still waiting; nothing was counted.
+    case throttled(retryAfter: Int64)
 }
 
 /// One chained audit record as stored (see ``HashChainAuditLog``).
@@ -190,6 +218,8 @@ public protocol BrokerStore: TokenStore, WebAuthnStore {
     func replaceSecretBoxes(_ boxes: [String: [UInt8]]) throws
     /// Atomically records `step` as used if it is newer than the last used step; false means replay (RFC 6238 §5.2).
     func claimTOTPStep(factorId: String, step: Int64) throws -> Bool
+    /// Records that a factor just proved its user (``FactorRecord/lastUsedAt``).
+    func touchFactor(id: String, at: Int64) throws
 
     // MARK: backup codes
     /// Replaces the user's whole set of backup codes (regeneration invalidates the old set).
@@ -205,12 +235,23 @@ public protocol BrokerStore: TokenStore, WebAuthnStore {
     func updateSession(_ session: SessionRecord) throws
     func deleteSession(id: String) throws
     func deleteSessions(userId: String) throws
+    /// Every session of a user (any state, expired ones included until swept).
+    func sessions(userId: String) throws -> [SessionRecord]
     func deleteExpiredSessions(now: Int64) throws -> Int
 
     // MARK: throttling
     func throttle(key: String) throws -> ThrottleRecord?
     func putThrottle(_ record: ThrottleRecord) throws
     func clearThrottle(key: String) throws
+    /// Reserves one attempt on every key, atomically, before any password or factor work: in one write transaction,
+    /// if any key still waits out its delay nothing is written and ``ThrottleReservation/throttled(retryAfter:)`` is
+    /// returned; otherwise every key's count grows by one (restarting at 1 past `window`) and the new counts are
+    /// returned. `delay(n)` is the wait required after `n` counted attempts. Concurrent callers are serialised by
+    /// the transaction, so no more attempts than allowed are ever evaluated.
+    func reserveAttempt(keys: [String], now: Int64, window: Int64, delay: (Int) -> Int64) throws
+        -> ThrottleReservation
+    /// Gives back one reserved attempt on `key` (a success that should not count against a shared key).
+    func refundAttempt(key: String) throws
 
     // MARK: audit
     /// Appends one record in a transaction: `chain` receives the previous record (nil for the first) and builds

@@ -373,34 +373,62 @@ extension SQLiteStore {
             id: r["id"], userId: r["user_id"], userName: r["user_name"], sessionId: r["session_id"],
             amr: Self.strings(r["amr"]), authTime: r["auth_time"], clientId: r["client_id"], role: r["role"],
             stage: r["stage"], audience: r["audience"], createdAt: r["created_at"],
-            expiresAt: r["expires_at"], revokedAt: r["revoked_at"])
+            expiresAt: r["expires_at"], revokedAt: r["revoked_at"], revokedReason: r["revoked_reason"])
     }
 
-    public func liveDelegation(clientId: String, role: String, stage: String, audience: String, now: Int64) throws
-        -> DelegationRecord?
+    private func liveDelegations(where condition: String, _ args: StatementArguments, now: Int64) throws
+        -> [DelegationRecord]
     {
-        try db.read { db in
-            try Row.fetchOne(
+        let clause = condition.isEmpty ? "" : "\(condition) AND "
+        return try db.read { db in
+            try Row.fetchAll(
                 db,
                 sql: """
-                    SELECT * FROM delegations WHERE client_id = ? AND role = ? AND stage = ? AND audience = ?
-                        AND revoked_at IS NULL AND expires_at > ? ORDER BY created_at DESC LIMIT 1
+                    SELECT * FROM delegations WHERE \(clause)revoked_at IS NULL AND expires_at > ?
+                    ORDER BY created_at DESC, rowid DESC
                     """,
-                arguments: [clientId, role, stage, audience, now]
+                arguments: args + [now]
             ).map(Self.delegation)
+        }
+    }
+
+    public func liveDelegations(clientId: String, role: String, stage: String, audience: String, now: Int64) throws
+        -> [DelegationRecord]
+    {
+        try liveDelegations(
+            where: "client_id = ? AND role = ? AND stage = ? AND audience = ?", [clientId, role, stage, audience],
+            now: now)
+    }
+
+    public func liveDelegations(sessionId: String, now: Int64) throws -> [DelegationRecord] {
+        try liveDelegations(where: "session_id = ?", [sessionId], now: now)
+    }
+
+    public func liveDelegations(now: Int64) throws -> [DelegationRecord] {
+        try liveDelegations(where: "", [], now: now)
+    }
+
+    public func delegation(id: String) throws -> DelegationRecord? {
+        try db.read { db in
+            try Row.fetchOne(db, sql: "SELECT * FROM delegations WHERE id = ?", arguments: [id]).map(Self.delegation)
+        }
+    }
+
+    public func revokeDelegations(ids: [String], at: Int64, reason: String, audit: AuditAppend?) throws -> [String] {
+        try db.write { db in
+            var revoked: [String] = []
+            for id in ids {
+                try db.execute(
+                    sql: "UPDATE delegations SET revoked_at = ?, revoked_reason = ? WHERE id = ? AND revoked_at IS NULL",
+                    arguments: [at, reason, id])
+                if db.changesCount == 1 { revoked.append(id) }
+            }
+            if !revoked.isEmpty, let audit { _ = try Self.appendAudit(db, audit.chain) }
+            return revoked
         }
     }
 
     public func liveDelegations(userId: String, now: Int64) throws -> [DelegationRecord] {
-        try db.read { db in
-            try Row.fetchAll(
-                db,
-                sql: """
-                    SELECT * FROM delegations WHERE user_id = ? AND revoked_at IS NULL AND expires_at > ?
-                    ORDER BY created_at DESC
-                    """,
-                arguments: [userId, now]
-            ).map(Self.delegation)
-        }
+        try liveDelegations(where: "user_id = ?", [userId], now: now)
     }
 }

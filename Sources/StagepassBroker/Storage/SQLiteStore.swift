@@ -101,6 +101,16 @@ public final class SQLiteStore: BrokerStore {
         }
         m.registerMigration("v2-clients-tokens-approvals") { db in try Self.migrateTokens(db) }
         m.registerMigration("v3-webauthn") { db in try Self.migrateWebAuthn(db) }
+        m.registerMigration("v4-factor-proofs") { db in
+            try db.execute(
+                sql: """
+                    ALTER TABLE sessions ADD COLUMN proofs TEXT NOT NULL DEFAULT '{}';
+                    ALTER TABLE factors ADD COLUMN last_used_at INTEGER;
+                    ALTER TABLE delegations ADD COLUMN revoked_reason TEXT;
+                    CREATE INDEX delegations_user ON delegations(user_id);
+                    CREATE INDEX delegations_session ON delegations(session_id);
+                    """)
+        }
         return m
     }
 
@@ -200,7 +210,7 @@ public final class SQLiteStore: BrokerStore {
         let box: Data? = row["secret_box"]
         return FactorRecord(
             id: row["id"], userId: row["user_id"], kind: kind, state: state, secretBox: box.map { [UInt8]($0) },
-            lastUsedStep: row["last_used_step"], createdAt: row["created_at"])
+            lastUsedStep: row["last_used_step"], createdAt: row["created_at"], lastUsedAt: row["last_used_at"])
     }
 
     public func insertFactor(_ f: FactorRecord) throws {
@@ -279,6 +289,12 @@ public final class SQLiteStore: BrokerStore {
         }
     }
 
+    public func touchFactor(id: String, at: Int64) throws {
+        try db.write { db in
+            try db.execute(sql: "UPDATE factors SET last_used_at = ? WHERE id = ?", arguments: [at, id])
+        }
+    }
+
     // MARK: backup codes
 
     public func replaceBackupCodes(userId: String, hashes: [[UInt8]]) throws {
@@ -320,14 +336,24 @@ public final class SQLiteStore: BrokerStore {
         let amrJSON: String = row["amr"]
         let amr = (try? JSONDecoder().decode([String].self, from: Data(amrJSON.utf8))) ?? []
         let th: Data = row["token_hash"]
+        let proofsJSON: String = row["proofs"]
+        // An unreadable proofs column proves nothing (fail closed): the session keeps working, but no freshness
+        // rule is satisfied until a new proof.
+        let proofs = (try? JSONDecoder().decode([String: FactorStamp].self, from: Data(proofsJSON.utf8))) ?? [:]
         return SessionRecord(
             id: row["id"], tokenHash: [UInt8](th), userId: row["user_id"], state: state, amr: amr,
             authTime: row["auth_time"], createdAt: row["created_at"],
-            idleExpiresAt: row["idle_expires_at"], absoluteExpiresAt: row["absolute_expires_at"])
+            idleExpiresAt: row["idle_expires_at"], absoluteExpiresAt: row["absolute_expires_at"], proofs: proofs)
     }
 
     private static func amrJSON(_ amr: [String]) throws -> String {
         String(decoding: try JSONEncoder().encode(amr), as: UTF8.self)
+    }
+
+    private static func proofsJSON(_ proofs: [String: FactorStamp]) throws -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = .sortedKeys
+        return String(decoding: try encoder.encode(proofs), as: UTF8.self)
     }
 
     public func insertSession(_ s: SessionRecord) throws {
@@ -335,12 +361,12 @@ public final class SQLiteStore: BrokerStore {
             try db.execute(
                 sql: """
                     INSERT INTO sessions (id, token_hash, user_id, state, amr, auth_time, created_at,
-                                          idle_expires_at, absolute_expires_at)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                                          idle_expires_at, absolute_expires_at, proofs)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                     """,
                 arguments: [
                     s.id, Data(s.tokenHash), s.userId, s.state.rawValue, try Self.amrJSON(s.amr), s.authTime,
-                    s.createdAt, s.idleExpiresAt, s.absoluteExpiresAt,
+                    s.createdAt, s.idleExpiresAt, s.absoluteExpiresAt, try Self.proofsJSON(s.proofs),
                 ])
         }
     }
@@ -363,12 +389,12 @@ public final class SQLiteStore: BrokerStore {
             try db.execute(
                 sql: """
                     UPDATE sessions SET token_hash = ?, state = ?, amr = ?, auth_time = ?, idle_expires_at = ?,
-                                        absolute_expires_at = ?
+                                        absolute_expires_at = ?, proofs = ?
                     WHERE id = ?
                     """,
                 arguments: [
                     Data(s.tokenHash), s.state.rawValue, try Self.amrJSON(s.amr), s.authTime, s.idleExpiresAt,
-                    s.absoluteExpiresAt, s.id,
+                    s.absoluteExpiresAt, try Self.proofsJSON(s.proofs), s.id,
                 ])
             if db.changesCount == 0 { throw StoreError.notFound("no such session") }
         }
@@ -380,6 +406,13 @@ public final class SQLiteStore: BrokerStore {
 
     public func deleteSessions(userId: String) throws {
         try db.write { db in try db.execute(sql: "DELETE FROM sessions WHERE user_id = ?", arguments: [userId]) }
+    }
+
+    public func sessions(userId: String) throws -> [SessionRecord] {
+        try db.read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM sessions WHERE user_id = ? ORDER BY created_at", arguments: [userId])
+                .compactMap(Self.session)
+        }
     }
 
     public func deleteExpiredSessions(now: Int64) throws -> Int {
@@ -414,6 +447,52 @@ public final class SQLiteStore: BrokerStore {
 
     public func clearThrottle(key: String) throws {
         try db.write { db in try db.execute(sql: "DELETE FROM throttles WHERE key = ?", arguments: [key]) }
+    }
+
+    public func reserveAttempt(keys: [String], now: Int64, window: Int64, delay: (Int) -> Int64) throws
+        -> ThrottleReservation
+    {
+        // One write transaction: SQLite runs one writer at a time, so the check and the count cannot interleave
+        // with another reservation (https://www.sqlite.org/lang_transaction.html).
+        try db.write { db in
+            var current: [Int] = []
+            var wait: Int64 = 0
+            for key in keys {
+                let row = try Row.fetchOne(
+                    db, sql: "SELECT failures, last_failure_at FROM throttles WHERE key = ?", arguments: [key])
+                guard let row else {
+                    current.append(0)
+                    continue
+                }
+                let failures: Int = row["failures"]
+                let last: Int64 = row["last_failure_at"]
+                guard now - last < window else {
+                    current.append(0)
+                    continue
+                }
+                current.append(failures)
+                let until = last + delay(failures)
+                if until > now { wait = max(wait, until - now) }
+            }
+            if wait > 0 { return .throttled(retryAfter: wait) }
+            for (key, n) in zip(keys, current) {
+                try db.execute(
+                    sql: """
+                        INSERT INTO throttles (key, failures, last_failure_at) VALUES (?, ?, ?)
+                        ON CONFLICT(key) DO UPDATE SET failures = excluded.failures,
+                                                       last_failure_at = excluded.last_failure_at
+                        """,
+                    arguments: [key, n + 1, now])
+            }
+            return .reserved(counts: current.map { $0 + 1 })
+        }
+    }
+
+    public func refundAttempt(key: String) throws {
+        try db.write { db in
+            try db.execute(
+                sql: "UPDATE throttles SET failures = MAX(failures - 1, 0) WHERE key = ?", arguments: [key])
+        }
     }
 
     // MARK: audit

@@ -165,12 +165,15 @@ public struct DelegationRecord: Sendable, Hashable {
     public var createdAt: Int64
     public var expiresAt: Int64
     public var revokedAt: Int64?
+    /// Why it was revoked (who revoked it, or the event that ended it: the delegator disabled, regrouped, revoked).
+    public var revokedReason: String?
 
     public init(
         id: String, userId: String, userName: String, sessionId: String?, amr: [String], authTime: Int64,
         clientId: String, role: String, stage: String, audience: String, createdAt: Int64, expiresAt: Int64,
-        revokedAt: Int64? = nil
+        revokedAt: Int64? = nil, revokedReason: String? = nil
     ) {
+        self.revokedReason = revokedReason
         self.id = id
         self.userId = userId
         self.userName = userName
@@ -256,7 +259,15 @@ public protocol TokenStore: Sendable {
     func insertDelegation(_ delegation: DelegationRecord, audit: AuditAppend) throws
     /// Live delegations granted by a user, newest first.
     func liveDelegations(userId: String, now: Int64) throws -> [DelegationRecord]
-    /// The newest live delegation for exactly this client, role, stage and audience.
-    func liveDelegation(clientId: String, role: String, stage: String, audience: String, now: Int64) throws
-        -> DelegationRecord?
+    /// Live delegations granted from one session, newest first.
+    func liveDelegations(sessionId: String, now: Int64) throws -> [DelegationRecord]
+    /// Every live delegation, newest first (administrators' view).
+    func liveDelegations(now: Int64) throws -> [DelegationRecord]
+    /// The live delegations for exactly this client, role, stage and audience, newest first.
+    func liveDelegations(clientId: String, role: String, stage: String, audience: String, now: Int64) throws
+        -> [DelegationRecord]
+    func delegation(id: String) throws -> DelegationRecord?
+    /// Revokes those of `ids` that are not revoked yet, and appends `audit` (if given) when at least one was, in one
+    /// transaction. Returns the ids revoked now.
+    func revokeDelegations(ids: [String], at: Int64, reason: String, audit: AuditAppend?) throws -> [String]
 }

@@ -117,9 +117,11 @@ extension TokenBroker {
             throw OAuthError.invalidRequest("triggered_by must be 1-256 printable characters")
         }
         let s: StagePolicy
+        var triggers: Set<String> = []
         do throws(OAuthError) {
             try checkPipeline(c.name, role: role, stage: stage, audience: audience, policy: p)
             s = try authorize(groups: nil, role: role, stage: stage, audience: audience, policy: p).1
+            if !s.allowSelfApproval { triggers = try triggeringUsers(triggeredBy, stage: s, policy: p) }
         } catch {
             throw denied(error, action: "request.deny", actor: nil, details: details)
         }
@@ -149,7 +151,12 @@ extension TokenBroker {
         guard inserted else { throw BrokerError.internalError("could not allocate a user code") }
         var preApproved = false
         if case .delegated = s.approval, s.approvers == 1,
-            let d = try store.liveDelegation(clientId: c.name, role: role, stage: stage, audience: audience, now: now)
+            let d = try store.liveDelegations(clientId: c.name, role: role, stage: stage, audience: audience, now: now)
+                .first(where: { d in
+                    // The delegator must still stand behind it, and may not approve a run they triggered.
+                    (try? standing(userId: d.userId, role: role, sessionId: nil, policy: p)) == .some(nil)
+                        && !triggers.contains(Identity.normalize(d.userName))
+                })
         {
             let approval = ApprovalRecord(
                 id: "apr_" + Base64URL.encode(try Crypto.randomBytes(9)), requestId: id, userId: d.userId,
@@ -211,6 +218,27 @@ extension TokenBroker {
         }
         let approvals = try store.approvals(requestId: r.id)
         guard let last = approvals.last else { throw OAuthError.authorizationPending }
+        // An approval is only as alive as the human behind it: re-checked now, at issuance.
+        for a in approvals {
+            let reason: String?
+            if let did = a.delegationId {
+                if let d = try store.delegation(id: did), d.revokedAt == nil {
+                    reason = try standing(userId: d.userId, role: r.role, sessionId: nil, policy: p)
+                } else {
+                    reason = "the delegation \(did) was revoked"
+                }
+            } else {
+                reason = try standing(userId: a.userId, role: r.role, sessionId: a.sessionId, policy: p)
+            }
+            guard let reason else { continue }
+            _ = try store.transitionRequest(
+                id: r.id, from: .approved, to: .denied, decidedBy: "stagepass", reason: reason,
+                audit: try audit.entry(
+                    AuditEvent(
+                        action: "request.withdrawn", actor: a.userName, subject: c.name, result: "denied",
+                        reason: reason, details: ["request": r.id, "approval": a.id, "run_id": r.runId])))
+            throw OAuthError.accessDenied("the approval no longer stands: \(reason)")
+        }
         do {
             return try await issue(
                 Grant(
@@ -225,14 +253,15 @@ extension TokenBroker {
 
     // MARK: humans deciding
 
-    /// Finds a request by user code for a human, throttling failed lookups per user and per address (RFC 8628 §5.1).
+    /// Finds a request by user code for a human, throttling failed lookups per user and per address (RFC 8628 §5.1):
+    /// the attempt is reserved before the lookup and given back when the code named a request.
     func lookup(userCode: String, session: Session, address: String) throws -> ApprovalRequestRecord {
         let keys = ["usercode:" + session.userId, Throttle.addressKey(address)]
-        try human.sessions.throttle.check(keys)
+        try human.sessions.throttle.reserve(keys)
         guard let code = UserCode.normalize(userCode), let r = try store.request(userCode: code) else {
-            _ = try human.sessions.throttle.fail(keys)
             throw OAuthError.notFound("no request with that code")
         }
+        for k in keys { try store.refundAttempt(key: k) }
         return r
     }
 
@@ -250,16 +279,19 @@ extension TokenBroker {
             expired: clock.now() >= r.expiresAt)
     }
 
-    /// Pending, unexpired requests the session's user could approve (holds the role).
+    /// Pending, unexpired requests the session's user may approve: they hold the role, did not trigger the run
+    /// where the stage forbids self-approval, and have not approved it yet.
     public func pendingRequests(sessionToken: String) throws -> [RequestView] {
         let s = try human.sessions.requireMFA(token: sessionToken)
         let p = policy.current
         return try store.pendingRequests(now: clock.now())
-            .filter { r in p.roles[r.role].map { !$0.groups.isDisjoint(with: s.groups) } ?? false }
+            .filter { r in (try? checkDecider(s, r, policy: p)) != nil }
             .map(view)
+            .filter { v in !v.approvals.contains { $0.userId == s.userId } }
     }
 
-    /// Checks that `s` may decide on `r`: the request is pending and unexpired, and the human holds its role.
+    /// Checks that `s` may decide on `r`: the request is pending and unexpired, the human holds its role, and (where
+    /// the stage forbids self-approval) is not the user who triggered the run.
     func checkDecider(_ s: Session, _ r: ApprovalRequestRecord, policy p: AccessPolicy) throws(OAuthError)
         -> StagePolicy
     {
@@ -271,7 +303,50 @@ extension TokenBroker {
         guard !role.groups.isDisjoint(with: s.groups) else {
             throw .forbidden("only holders of the role '\(r.role)' may decide on this request")
         }
+        if !stage.allowSelfApproval {
+            let triggers = try triggeringUsers(r.triggeredBy, stage: stage, policy: p)
+            guard !triggers.contains(Identity.normalize(s.userName)) else {
+                throw .forbidden("the user who triggered the run cannot approve it")
+            }
+        }
         return stage
+    }
+
+    /// The users (normalised names) a run's `triggered_by` names: the user of that name, and the user the policy's
+    /// `identities` maps it to. For a stage that forbids self-approval, a run whose trigger is missing or names
+    /// nobody cannot be decided, and is refused.
+    func triggeringUsers(_ triggeredBy: String?, stage: StagePolicy, policy p: AccessPolicy) throws(OAuthError)
+        -> Set<String>
+    {
+        guard let triggeredBy else {
+            throw .invalidRequest(
+                "the stage '\(stage.name)' forbids self-approval: the request must name its trigger (triggered_by)")
+        }
+        let key = Identity.normalize(triggeredBy)
+        var users: Set<String> = []
+        if (try? store.user(named: key)) != nil { users.insert(key) }
+        if let mapped = p.identities[key] { users.insert(Identity.normalize(mapped)) }
+        guard !users.isEmpty else {
+            throw .invalidRequest(
+                "the stage '\(stage.name)' forbids self-approval, but triggered_by '\(triggeredBy.prefix(80))' names "
+                    + "no user and no entry of the policy's identities")
+        }
+        return users
+    }
+
+    /// Why the human behind an approval or delegation no longer stands behind it (disabled, locked, gone, no longer
+    /// holding the role, or, for a session-bound approval, the session ended), or nil when they still do.
+    func standing(userId: String, role: String, sessionId: String?, policy p: AccessPolicy) throws -> String? {
+        guard let u = try store.user(id: userId) else { return "the approver's account no longer exists" }
+        if u.disabled { return "\(u.name) was disabled" }
+        if u.locked { return "\(u.name) is locked" }
+        guard let r = p.roles[role], !r.groups.isDisjoint(with: try store.groups(ofUser: userId)) else {
+            return "\(u.name) no longer holds the role '\(role)'"
+        }
+        if let sessionId, !(try human.sessions.isAlive(sessionId: sessionId, userId: userId)) {
+            return "the session \(u.name) approved from has ended"
+        }
+        return nil
     }
 
     public struct ApprovalOutcome: Sendable {
@@ -302,11 +377,12 @@ extension TokenBroker {
         return try human.webauthn.beginAssertion(userId: s.userId, purpose: .approval(binding: Self.binding(r)))
     }
 
-    /// A human approves one run. With `proof`, the factor is verified first (step-up bound to this approval: a
-    /// security-key assertion must answer a challenge from ``beginApprovalAssertion(userCode:sessionToken:address:)``
-    /// for this request), and the factor just proved must be one the stage counts; otherwise the session's latest
-    /// factor must already satisfy the stage. Distinct approvers are counted; the run's triggering user cannot
-    /// approve it when the stage forbids self-approval.
+    /// A human approves one run. With `proof`, the factor is verified for this approval (a security-key assertion
+    /// must answer a challenge from ``beginApprovalAssertion(userCode:sessionToken:address:)`` for this request) and
+    /// must be a kind the stage counts for approvals; it is checked before anything is verified or consumed, and the
+    /// proof is recorded in the session only once the approval is stored. Without `proof`, the session must already
+    /// hold a fresh enough proof of a counted kind. Distinct approvers are counted; the run's triggering user cannot
+    /// approve it when the stage forbids self-approval. A refused attempt changes nothing in the session.
     public func approve(userCode: String, sessionToken: String, proof: FactorProof?, address: String) throws
         -> ApprovalOutcome
     {
@@ -319,34 +395,48 @@ extension TokenBroker {
         ]
         do {
             let stage = try checkDecider(s, r, policy: p)
-            if !stage.allowSelfApproval, let t = r.triggeredBy, t == s.userName {
-                throw OAuthError.forbidden("the user who triggered the run cannot approve it")
+            if try store.approvals(requestId: r.id).contains(where: { $0.userId == s.userId }) {
+                throw OAuthError.conflict("\(s.userName) already approved this request")
             }
-            var proved = s.amr
+            let fresh: FreshProof
+            var proved: ProvedFactor?
+            var amr = s.amr
             if let proof {
-                s = try human.sessions.stepUp(
+                let kinds = stage.factorsForApproval
+                guard kinds.contains(proof.kind) else {
+                    throw OAuthError.insufficientUserAuthentication(
+                        "approving runs of the stage '\(stage.name)' needs one of the factors "
+                            + "\(kinds.map(\.rawValue).sorted()), not \(proof.kind.rawValue)",
+                        maxAge: stage.mfaMaxAge, acrValues: ACR.values(for: kinds))
+                }
+                let verified = try human.sessions.verify(
                     token: sessionToken, proof: proof, address: address, purpose: .approval(binding: Self.binding(r)))
-                // The factor presented here is what must count for the stage: a session that once used a security
-                // key and now steps up with TOTP has not proved a phishing-resistant factor for this approval.
-                proved = [AMR.value(for: proof.kind)]
+                fresh = verified.1.fresh
+                proved = verified.1
+                for m in verified.1.methods where !amr.contains(m) { amr.append(m) }
+            } else {
+                fresh = try requireFresh(s, stage: stage, now: clock.now(), approving: true)
             }
-            try requireFresh(amr: proved, authTime: s.authTime, stage: stage, now: clock.now(), approving: true)
             let approval = ApprovalRecord(
                 id: "apr_" + Base64URL.encode(try Crypto.randomBytes(9)), requestId: r.id, userId: s.userId,
-                userName: s.userName, sessionId: s.id, amr: s.amr, authTime: s.authTime, createdAt: clock.now(),
+                userName: s.userName, sessionId: s.id, amr: amr, authTime: fresh.at, createdAt: clock.now(),
                 binding: Self.binding(r))
             details["approval"] = approval.id
             details["binding"] = approval.binding
+            details["fresh_factor"] = fresh.label
             let all: [ApprovalRecord]
             do {
                 all = try store.insertApproval(
                     approval,
                     audit: try audit.entry(
                         AuditEvent(
-                            action: "request.approve", actor: s.userName, subject: r.clientId, factors: s.amr,
+                            action: "request.approve", actor: s.userName, subject: r.clientId, factors: amr,
                             details: details)))
             } catch let e as StoreError where e == .conflict {
                 throw OAuthError.conflict(e.detail)
+            }
+            if let proved {
+                s = try human.sessions.record(proved, in: s, address: address, details: ["binding": approval.binding])
             }
             var released = false
             if all.count >= stage.approvers {
@@ -412,21 +502,85 @@ extension TokenBroker {
             guard try store.client(named: client) != nil else {
                 throw OAuthError.notFound("no registered pipeline client '\(client)'")
             }
-            try requireFresh(amr: s.amr, authTime: s.authTime, stage: st, now: now, approving: true)
+            let fresh = try requireFresh(s, stage: st, now: now, approving: true)
             let d = DelegationRecord(
                 id: "dlg_" + Base64URL.encode(try Crypto.randomBytes(9)), userId: s.userId, userName: s.userName,
-                sessionId: s.id, amr: s.amr, authTime: s.authTime, clientId: client, role: role, stage: stage,
+                sessionId: s.id, amr: s.amr, authTime: fresh.at, clientId: client, role: role, stage: stage,
                 audience: audience, createdAt: now, expiresAt: now + window)
             try store.insertDelegation(
                 d,
                 audit: try audit.entry(
                     AuditEvent(
                         action: "delegation.grant", actor: s.userName, subject: client, factors: s.amr,
-                        details: details.merging(["delegation": d.id, "expires_at": String(d.expiresAt)]) { a, _ in a }
+                        details: details.merging([
+                            "delegation": d.id, "expires_at": String(d.expiresAt), "fresh_factor": fresh.label,
+                        ]) { a, _ in a }
                     )))
             return d
         } catch let e as OAuthError {
             throw denied(e, action: "delegation.grant", actor: s.userName, factors: s.amr, details: details)
         }
+    }
+
+    /// Live delegations: the session user's own, or (with `all`, for an administrator with a fresh factor) everyone's.
+    /// - Throws: ``BrokerError`` for the session; ``OAuthError`` `forbidden` / `insufficient_user_authentication`.
+    public func delegations(sessionToken: String, all: Bool = false) throws -> [DelegationRecord] {
+        let s = try human.sessions.requireMFA(token: sessionToken)
+        if all {
+            try requireAdmin(s)
+            return try store.liveDelegations(now: clock.now())
+        }
+        return try store.liveDelegations(userId: s.userId, now: clock.now())
+    }
+
+    /// Revokes one delegation: its delegator may, and so may an administrator with a fresh factor. Audited.
+    /// - Returns: false when it was already revoked or expired.
+    /// - Throws: ``OAuthError`` `not_found`, `forbidden`, `insufficient_user_authentication`.
+    @discardableResult
+    public func revokeDelegation(id: String, sessionToken: String, reason: String?) throws -> Bool {
+        let s = try human.sessions.requireMFA(token: sessionToken)
+        if let reason, reason.utf8.count > 500 { throw OAuthError.invalidRequest("the reason is longer than 500 bytes") }
+        do {
+            guard let d = try store.delegation(id: id) else { throw OAuthError.notFound("no such delegation") }
+            if d.userId != s.userId {
+                // Not found rather than forbidden for non-admins: delegation ids of others are not disclosed.
+                guard policy.current.isAdmin(groups: s.groups) else { throw OAuthError.notFound("no such delegation") }
+                try requireAdmin(s)
+            }
+            let why = reason ?? "revoked by \(s.userName)"
+            let revoked = try store.revokeDelegations(
+                ids: [d.id], at: clock.now(), reason: why,
+                audit: try audit.entry(
+                    AuditEvent(
+                        action: "delegation.revoke", actor: s.userName, subject: d.clientId, reason: why,
+                        factors: s.amr,
+                        details: [
+                            "delegation": d.id, "delegator": d.userName, "role": d.role, "stage": d.stage,
+                            "audience": d.audience,
+                        ])))
+            return !revoked.isEmpty
+        } catch let e as OAuthError {
+            throw denied(e, action: "delegation.revoke", actor: s.userName, factors: s.amr, details: ["delegation": id])
+        }
+    }
+
+    /// Ends the live delegations granted by a user (`userId`) or from one session (`sessionId`), with one audit
+    /// record naming them. Returns the ids revoked.
+    @discardableResult
+    func endDelegations(userId: String? = nil, sessionId: String? = nil, reason: String, actor: String) throws
+        -> [String]
+    {
+        let now = clock.now()
+        var live: [DelegationRecord] = []
+        if let userId { live += try store.liveDelegations(userId: userId, now: now) }
+        if let sessionId { live += try store.liveDelegations(sessionId: sessionId, now: now) }
+        let ids = Array(Set(live.map(\.id))).sorted()
+        guard !ids.isEmpty else { return [] }
+        return try store.revokeDelegations(
+            ids: ids, at: now, reason: reason,
+            audit: try audit.entry(
+                AuditEvent(
+                    action: "delegation.revoke", actor: actor, subject: live.first?.userName, reason: reason,
+                    details: ["delegations": ids.joined(separator: ",")])))
     }
 }

@@ -97,11 +97,18 @@ extension TokenBroker {
         case .jti(let j): target = .jti(j)
         case .session(let sid):
             target = .session(sid)
-            // Revoking a session also ends it.
-            try? store.deleteSession(id: sid)
+            // Revoking a session also ends it, and the delegations granted from it.
+            try store.deleteSession(id: sid)
+            let ended = try endDelegations(sessionId: sid, reason: "its session was revoked", actor: actor)
+            if !ended.isEmpty { details["delegations"] = ended.joined(separator: ",") }
         case .user(let name):
             guard let u = try store.user(named: name) else { throw OAuthError.notFound("no such user") }
             target = .user(id: u.id, issuedBefore: now)
+            // A compromised account must stop minting at once: every session and every delegation ends too.
+            try store.deleteSessions(userId: u.id)
+            let ended = try endDelegations(userId: u.id, reason: "the delegator was revoked", actor: actor)
+            if !ended.isEmpty { details["delegations"] = ended.joined(separator: ",") }
+            details["sessions"] = "ended"
         case .kid(let kid):
             target = .kid(kid)
             // A key still in the keyring is marked compromised first (unpublished at once, replaced if active);

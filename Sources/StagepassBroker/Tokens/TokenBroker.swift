@@ -17,13 +17,14 @@ public struct IssuedToken: Sendable {
 /// revocation and the Token Status List. It holds no HTTP types; StagepassHTTP and the CLI call it.
 ///
 /// ```swift
-/// let tokens = TokenBroker(human: broker, keys: keyStore, policy: PolicyHolder(policy), issuer: "https://sp.example")
+/// let tokens = TokenBroker(human: broker, keys: keyStore, issuer: "https://sp.example")
 /// let t = try await tokens.exchange(sessionToken: s, audience: "deploy-api", role: "deployer", stage: "production")
 /// ```
 public struct TokenBroker: Sendable {
     public let human: HumanBroker
     public let keys: KeyStore
-    public let policy: PolicyHolder
+    /// The policy in force: the human broker's holder, so one reload applies to sign-in and tokens alike.
+    public var policy: PolicyHolder { human.policies }
     /// The `iss` of every token; status list URIs and the discovery document hang off it.
     public let issuer: String
     public let statusLists: StatusListPublisher
@@ -35,13 +36,12 @@ public struct TokenBroker: Sendable {
     var audit: HashChainAuditLog { human.audit }
     var clock: BrokerClock { human.clock }
 
-    public init(human: HumanBroker, keys: KeyStore, policy: PolicyHolder, issuer: String) {
+    public init(human: HumanBroker, keys: KeyStore, issuer: String) {
         self.human = human
         self.keys = keys
-        self.policy = policy
         self.issuer = issuer
         statusLists = StatusListPublisher(
-            store: human.store, keys: keys, policy: policy, issuer: issuer, clock: human.clock)
+            store: human.store, keys: keys, policy: human.policies, issuer: issuer, clock: human.clock)
     }
 
     /// The URI of status list `n` (the `sub` of the list token and the `uri` tokens carry).
@@ -71,33 +71,42 @@ public struct TokenBroker: Sendable {
         return (r, s)
     }
 
-    /// RFC 9470 §3: the session must have used a factor the stage counts, no older than the stage's `mfa_max_age`.
-    func requireFresh(
-        amr: [String], authTime: Int64, stage s: StagePolicy, now: Int64, approving: Bool = false
-    ) throws(OAuthError) {
+    /// RFC 9470 §3: the session must hold a proof of a factor the stage counts, itself no older than the stage's
+    /// `mfa_max_age`. Freshness is per factor: a fresh proof of a method the stage does not count proves nothing
+    /// for it, and an old proof of a counted method is not refreshed by a fresh proof of another.
+    /// - Returns: the proof that satisfied the rule (its time is the token's `auth_time`).
+    func requireFresh(_ session: Session, stage s: StagePolicy, now: Int64, approving: Bool = false)
+        throws(OAuthError) -> FreshProof
+    {
         let kinds = approving ? s.factorsForApproval : s.factors
         let what = approving ? "approving runs of the stage" : "the stage"
-        let counted = Set(kinds.map(AMR.value(for:)))
-        guard amr.contains(where: { counted.contains($0) }) else {
+        return try Self.requireFresh(
+            session, kinds: kinds, maxAge: s.mfaMaxAge, now: now, what: "\(what) '\(s.name)'")
+    }
+
+    /// The freshness rule: the most recent proof of one of `kinds`, at most `maxAge` seconds old.
+    static func requireFresh(_ session: Session, kinds: Set<FactorKind>, maxAge: Int64?, now: Int64, what: String)
+        throws(OAuthError) -> FreshProof
+    {
+        guard let proof = session.freshestProof(of: kinds) else {
             throw .insufficientUserAuthentication(
-                "\(what) '\(s.name)' needs one of the factors \(kinds.map(\.rawValue).sorted()); step up with one",
-                maxAge: s.mfaMaxAge, acrValues: ACR.values(for: kinds))
-        }
-        if let maxAge = s.mfaMaxAge, now - authTime > maxAge {
-            throw .insufficientUserAuthentication(
-                "\(what) '\(s.name)' needs a second factor proved within \(maxAge) s; step up and retry",
+                "\(what) needs one of the factors \(kinds.map(\.rawValue).sorted()); step up with one",
                 maxAge: maxAge, acrValues: ACR.values(for: kinds))
         }
+        if let maxAge, now - proof.at > maxAge {
+            throw .insufficientUserAuthentication(
+                "\(what) needs one of the factors \(kinds.map(\.rawValue).sorted()) proved within \(maxAge) s; "
+                    + "step up with one and retry",
+                maxAge: maxAge, acrValues: ACR.values(for: kinds))
+        }
+        return proof
     }
 
     /// Why `session` does not (yet) satisfy `stage`'s factor and freshness rule, or nil when it does (pages use it
     /// to ask for a fresh factor right where the approval happens).
     public func freshnessProblem(_ session: Session, stage: String, approving: Bool = false) -> OAuthError? {
         guard let s = policy.current.stages[stage] else { return .invalidScope("unknown stage '\(stage)'") }
-        do {
-            try requireFresh(
-                amr: session.amr, authTime: session.authTime, stage: s, now: clock.now(), approving: approving)
-        } catch {
+        do { _ = try requireFresh(session, stage: s, now: clock.now(), approving: approving) } catch {
             return error
         }
         return nil
@@ -141,6 +150,10 @@ public struct TokenBroker: Sendable {
         var commit: String?
         var approvals: [String] = []
         var requestId: String?
+        /// The delegation a direct exchange named a pipeline under (the token then carries `act`).
+        var delegationId: String?
+        /// The proof that satisfied the freshness rule (audited as `fresh_factor`).
+        var freshFactor: String?
         var via: String
     }
 
@@ -160,6 +173,8 @@ public struct TokenBroker: Sendable {
         if let r = g.runId { details["run_id"] = r }
         if let r = g.requestId { details["request"] = r }
         if !g.approvals.isEmpty { details["approvals"] = g.approvals.joined(separator: ",") }
+        if let d = g.delegationId { details["delegation"] = d }
+        if let f = g.freshFactor { details["fresh_factor"] = f }
         let entry = try audit.entry(
             AuditEvent(
                 action: "token.issue", actor: g.userName, subject: g.userName, factors: g.amr, details: details))
@@ -186,7 +201,7 @@ public struct TokenBroker: Sendable {
         if let r = g.runId { claims["run_id"] = .string(r) }
         if let c = g.commit { claims["commit"] = .string(c) }
         if !g.approvals.isEmpty { claims["approvals"] = .array(g.approvals.map { .string($0) }) }
-        if let c = g.clientId, g.requestId != nil {
+        if let c = g.clientId, g.requestId != nil || g.delegationId != nil {
             // RFC 8693 §4.1: the human (`sub`) approved; the pipeline acts.
             var act: [String: JSONValue] = ["sub": .string(c)]
             if let r = g.runId { act["run_id"] = .string(r) }
@@ -211,7 +226,9 @@ public struct TokenBroker: Sendable {
     // MARK: token exchange (RFC 8693)
 
     /// RFC 8693 §2.1 token exchange: an MFA-verified session (`subject_token`) for a token scoped to one role,
-    /// stage and audience, optionally naming the pipeline it is for (`client_id` claim).
+    /// stage and audience, optionally naming the pipeline it is for (`client_id` claim). On a `delegated` stage a
+    /// pipeline may be named only under a live delegation from this human for exactly that pipeline, role, stage and
+    /// audience; the token then names the pipeline as the actor (`act`, RFC 8693 §4.1).
     /// - Throws: ``OAuthError`` (`invalid_grant`, `invalid_scope`, `invalid_target`, `unauthorized_client`,
     ///   `insufficient_user_authentication`); every refusal is audited with its reason.
     public func exchange(
@@ -231,24 +248,36 @@ public struct TokenBroker: Sendable {
         do {
             let (_, s) = try authorize(
                 groups: session.groups, role: role, stage: stage, audience: audience, policy: p)
+            var delegation: DelegationRecord?
             if let pipeline {
                 try checkPipeline(pipeline, role: role, stage: stage, audience: audience, policy: p)
                 guard try store.client(named: pipeline) != nil else {
                     throw OAuthError.unauthorizedClient("no registered pipeline client '\(pipeline)'")
                 }
-                if case .perRun = s.approval {
+                switch s.approval {
+                case .perRun:
                     throw OAuthError.unauthorizedClient(
                         "the stage '\(stage)' needs per-run approval for pipelines: use `stagepass request`")
+                case .delegated:
+                    delegation = try store.liveDelegations(
+                        clientId: pipeline, role: role, stage: stage, audience: audience, now: now
+                    ).first { $0.userId == session.userId }
+                    guard delegation != nil else {
+                        throw OAuthError.unauthorizedClient(
+                            "the stage '\(stage)' is delegated: name the pipeline '\(pipeline)' only under a live "
+                                + "delegation of yours for it (stagepass delegations grant)")
+                    }
+                case .session: break
                 }
             }
-            try requireFresh(amr: session.amr, authTime: session.authTime, stage: s, now: now)
+            let fresh = try requireFresh(session, stage: s, now: now)
             let life = lifetime(stage: s, policy: p, sessionEnds: session.absoluteExpiresAt, now: now)
             guard life > 0 else { throw OAuthError.invalidGrant("the session is about to end; sign in again") }
             return try await issue(
                 Grant(
                     userId: session.userId, userName: session.userName, sessionId: session.id, amr: session.amr,
-                    authTime: session.authTime, clientId: pipeline, role: role, stage: stage, audience: audience,
-                    lifetime: life, via: "token-exchange"))
+                    authTime: fresh.at, clientId: pipeline, role: role, stage: stage, audience: audience,
+                    lifetime: life, delegationId: delegation?.id, freshFactor: fresh.label, via: "token-exchange"))
         } catch let e as OAuthError {
             throw denied(e, action: "token.deny", actor: session.userName, factors: session.amr, details: details)
         }
@@ -274,16 +303,16 @@ public struct TokenBroker: Sendable {
 
     // MARK: administrators
 
-    /// Admin actions need a session of an admin group whose factor is fresh (step-up).
-    /// - Throws: `forbidden` (not an admin), `insufficient_user_authentication` (factor too old).
-    public func requireAdmin(_ s: Session) throws(OAuthError) {
+    /// Admin actions need a session of an admin group holding a proof of one of the user's allowed factors made
+    /// within `admin_mfa_max_age` (step-up).
+    /// - Returns: the proof that satisfied the rule.
+    /// - Throws: `forbidden` (not an admin), `insufficient_user_authentication` (no such proof, or too old).
+    @discardableResult
+    public func requireAdmin(_ s: Session) throws(OAuthError) -> FreshProof {
         let p = policy.current
         guard p.isAdmin(groups: s.groups) else { throw .forbidden("this needs an administrator") }
-        let maxAge = p.tokens.adminMFAMaxAge
-        if clock.now() - s.authTime > maxAge {
-            throw .insufficientUserAuthentication(
-                "administrator actions need a second factor proved within \(maxAge) s; step up and retry",
-                maxAge: maxAge, acrValues: ACR.values(for: p.auth.factors))
-        }
+        return try Self.requireFresh(
+            s, kinds: p.auth.allowedFactors(groups: s.groups), maxAge: p.tokens.adminMFAMaxAge, now: clock.now(),
+            what: "administrator actions")
     }
 }

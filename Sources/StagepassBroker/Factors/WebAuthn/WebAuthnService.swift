@@ -158,8 +158,8 @@ public struct WebAuthnService: Sendable {
     /// - Returns: the stored key.
     /// - Throws: ``WebAuthnError`` naming the failed check (audited as `factor.enrol` / `failure`).
     @discardableResult
-    public func finishRegistration(userId: String, name: String, credentialJSON: String) throws
-        -> WebAuthnCredentialInfo
+    public func finishRegistration(userId: String, name: String, credentialJSON: String, authorisedBy: String? = nil)
+        throws -> WebAuthnCredentialInfo
     {
         let userName = try store.user(id: userId)?.name
         do {
@@ -224,12 +224,13 @@ public struct WebAuthnService: Sendable {
                 AuditEvent(
                     action: "factor.enrol", actor: userName, subject: userName,
                     factors: Self.factors(userVerified: authData.userVerified),
-                    details: [
-                        "factor_id": factorId, "method": "webauthn", "name": keyName,
-                        "alg": attested.publicKey.algorithm.name, "attestation": attestation,
-                        "aaguid": WebAuthnCredentialInfo.uuid(attested.aaguid),
-                        "user_verified": String(authData.userVerified),
-                    ]))
+                    details: FactorService.authorised(
+                        [
+                            "factor_id": factorId, "method": "webauthn", "name": keyName,
+                            "alg": attested.publicKey.algorithm.name, "attestation": attestation,
+                            "aaguid": WebAuthnCredentialInfo.uuid(attested.aaguid),
+                            "user_verified": String(authData.userVerified),
+                        ], by: authorisedBy)))
             return WebAuthnCredentialInfo(record)
         } catch let e as WebAuthnError {
             try audit.record(
@@ -407,16 +408,18 @@ public struct WebAuthnService: Sendable {
     /// Removes one of the user's keys (the factor row and, by cascade, the credential). The caller decides what
     /// fresh factor that needs (the pages ask for a step-up).
     /// - Throws: ``WebAuthnError/notFound(_:)``.
-    public func remove(userId: String, factorId: String, actor: String? = nil) throws {
+    public func remove(userId: String, factorId: String, actor: String? = nil, authorisedBy: String? = nil) throws {
         guard let c = try store.webAuthnCredential(factorId: factorId), c.userId == userId else {
             throw WebAuthnError.notFound("no such security key")
         }
         try store.deleteFactor(id: factorId)
+        try store.forgetProofs(userId: userId, credentials: [factorId])
         let userName = try store.user(id: userId)?.name
         try audit.record(
             AuditEvent(
                 action: "factor.remove", actor: actor ?? userName, subject: userName,
-                details: ["factor_id": factorId, "method": "webauthn", "name": c.name]))
+                details: FactorService.authorised(
+                    ["factor_id": factorId, "method": "webauthn", "name": c.name], by: authorisedBy)))
     }
 
     // MARK: helpers
