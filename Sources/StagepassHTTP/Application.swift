@@ -132,26 +132,25 @@ struct BrokerAPI: Sendable {
         out["groups"] = .array(s.groups.map { .string($0) })
         out["factors"] = .array(
             try broker.factors.list(userId: s.userId).map {
-                .object(["id": .string($0.id), "kind": .string($0.kind.rawValue), "state": .string($0.state.rawValue)])
+                .object([
+                    "id": .string($0.id), "kind": .string($0.kind.rawValue), "state": .string($0.state.rawValue),
+                    "created_at": .int($0.createdAt), "last_used_at": $0.lastUsedAt.map { .int($0) } ?? .null,
+                ])
             })
         return json(.ok, out)
     }
 
-    /// Enrolment needs an MFA session, or (only when the policy allows `first_enrolment_with_password`) a pending
-    /// session of a user who has no active factor yet.
-    private func enrolmentSession(_ token: String) throws -> Session {
-        let s = try broker.sessions.authenticate(token: token)
-        if s.isMFA { return s }
-        guard broker.policy.firstEnrolmentWithPassword else { throw BrokerError.mfaRequired }
-        let hasFactor = try broker.factors.hasActiveFactor(userId: s.userId, kinds: Set(FactorKind.allCases))
-        if hasFactor { throw BrokerError.mfaRequired }
-        return s
+    /// Factor changes need a fresh proof of an active factor (or, for a user with none, the first-enrolment rule):
+    /// ``SessionService/authorizeFactorChange(token:)``.
+    private func factorChange(_ token: String) throws -> FactorChangeGrant {
+        try broker.sessions.authorizeFactorChange(token: token)
     }
 
     func enrolTOTP(_ request: Request, _ context: BrokerRequestContext) async throws -> Response {
-        let s = try enrolmentSession(try bearer(request))
+        let grant = try factorChange(try bearer(request))
+        let s = grant.session
         _ = try await JSONBody(request, options, allowEmpty: true)
-        let e = try broker.factors.enrolTOTP(userName: s.userName, actor: s.userName)
+        let e = try broker.factors.enrolTOTP(userName: s.userName, actor: s.userName, authorisedBy: grant.authorisedBy)
         return json(
             .created,
             [
@@ -162,24 +161,27 @@ struct BrokerAPI: Sendable {
 
     func confirmTOTP(_ request: Request, _ context: BrokerRequestContext) async throws -> Response {
         let token = try bearer(request)
-        let s = try enrolmentSession(token)
+        let grant = try factorChange(token)
+        let s = grant.session
         let body = try await JSONBody(request, options)
         let code = try body.string("code", max: 16)
-        let f = try broker.factors.confirmTOTP(userId: s.userId, code: code, actor: s.userName)
+        let f = try broker.factors.confirmTOTP(
+            userId: s.userId, code: code, actor: s.userName, authorisedBy: grant.authorisedBy)
         var out: [String: JSONValue] = ["factor_id": .string(f.id), "state": .string(f.state.rawValue)]
         if !s.isMFA {
             let upgraded = try broker.sessions.upgradeAfterEnrolment(
-                pendingToken: token, method: .totp,
-                address: context.clientAddress)
+                pendingToken: token, factor: f, address: context.clientAddress)
             out["session"] = .object(sessionJSON(upgraded.session, token: upgraded.token))
         }
         return json(.ok, out)
     }
 
     func backupCodes(_ request: Request, _ context: BrokerRequestContext) async throws -> Response {
-        let s = try broker.sessions.requireMFA(token: try bearer(request))
+        let grant = try factorChange(try bearer(request))
+        guard grant.session.isMFA else { throw BrokerError.mfaRequired }
         _ = try await JSONBody(request, options, allowEmpty: true)
-        let codes = try broker.factors.regenerateBackupCodes(userName: s.userName, actor: s.userName)
+        let codes = try broker.factors.regenerateBackupCodes(
+            userName: grant.session.userName, actor: grant.session.userName, authorisedBy: grant.authorisedBy)
         return json(.created, ["codes": .array(codes.map { .string($0) })])
     }
 
@@ -195,6 +197,8 @@ struct BrokerAPI: Sendable {
             "session_id": .string(s.id), "state": .string(s.state.rawValue), "amr": .array(s.amr.map { .string($0) }),
             "auth_time": .int(s.authTime), "idle_expires_at": .int(s.idleExpiresAt),
             "absolute_expires_at": .int(s.absoluteExpiresAt),
+            // When each method was last proved in this session: what per-factor freshness rules read.
+            "proofs": .object(s.proofs.mapValues { .int($0.at) }),
         ]
         if let token { out["session_token"] = .string(token) }
         return out

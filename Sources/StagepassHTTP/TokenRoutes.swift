@@ -42,6 +42,19 @@ struct TokenAPI: Sendable {
         router.post("/v1/approvals/:code/approve") { request, context in try await approve(request, context) }
         router.post("/v1/approvals/:code/deny") { request, context in try await deny(request, context) }
         router.post("/v1/delegations") { request, context in try await delegate(request, context) }
+        router.get("/v1/delegations") { request, _ in
+            let all = request.uri.queryParameters["all"].map { $0 == "true" || $0 == "1" } ?? false
+            let list = try tokens.delegations(sessionToken: try bearer(request), all: all)
+            return json(.ok, ["delegations": .array(list.map { .object(delegationJSON($0)) })])
+        }
+        router.post("/v1/delegations/:id/revoke") { request, context in
+            let id = try context.parameters.require("id")
+            let token = try bearer(request)
+            let body = try await JSONBody(request, options, allowEmpty: true)
+            let reason = body.fields["reason"] == nil ? nil : try body.string("reason", max: 500)
+            let revoked = try tokens.revokeDelegation(id: id, sessionToken: token, reason: reason)
+            return json(.ok, ["delegation_id": .string(id), "revoked": .bool(revoked)])
+        }
         router.post("/v1/revocations") { request, context in try await revoke(request, context) }
         router.post("/v1/admin/keys/rotate") { request, context in try await rotate(request, context) }
         router.post("/v1/admin/policy/reload") { request, context in try await reloadPolicy(request, context) }
@@ -236,6 +249,11 @@ struct TokenAPI: Sendable {
         ]
         if let c = r.commit { o["commit"] = .string(c) }
         if let t = r.triggeredBy { o["triggered_by"] = .string(t) }
+        if let stage = tokens.policy.current.stages[r.stage] {
+            o["approval_factors"] = .array(stage.factorsForApproval.map(\.rawValue).sorted().map { .string($0) })
+        }
+        // The page that can approve with any factor, security keys included.
+        o["approve_url"] = .string(base + "/approve?code=" + r.userCode)
         return o
     }
 
@@ -271,12 +289,15 @@ struct TokenAPI: Sendable {
         let d = try tokens.delegate(
             sessionToken: token, client: try body.string("client", max: 128), role: try body.string("role", max: 128),
             stage: try body.string("stage", max: 128), audience: try body.string("audience", max: 256), window: window)
-        return json(
-            .created,
-            [
-                "delegation_id": .string(d.id), "client": .string(d.clientId), "role": .string(d.role),
-                "stage": .string(d.stage), "audience": .string(d.audience), "expires_at": .int(d.expiresAt),
-            ])
+        return json(.created, delegationJSON(d))
+    }
+
+    func delegationJSON(_ d: DelegationRecord) -> [String: JSONValue] {
+        [
+            "delegation_id": .string(d.id), "delegator": .string(d.userName), "client": .string(d.clientId),
+            "role": .string(d.role), "stage": .string(d.stage), "audience": .string(d.audience),
+            "created_at": .int(d.createdAt), "expires_at": .int(d.expiresAt),
+        ]
     }
 
     /// `{"jti"|"session"|"user"|"kid": …, "reason"?: …}`: exactly one target.
@@ -328,6 +349,9 @@ struct TokenAPI: Sendable {
             ])
     }
 
+    /// Re-reads the policy file and applies every section at once (the broker has one policy holder that sign-in,
+    /// throttles, token rules and pages read per call), or refuses with the reason and changes nothing. The audit
+    /// record names the sections that changed.
     func reloadPolicy(_ request: Request, _ context: BrokerRequestContext) async throws -> Response {
         let s = try admin(request)
         guard let file = tokens.policy.file else {
@@ -340,15 +364,25 @@ struct TokenAPI: Sendable {
             try broker.audit.record(
                 AuditEvent(
                     action: "policy.load", actor: s.userName, subject: file, result: "failure",
-                    reason: "\(error)", factors: s.amr))
+                    reason: "\(error)", factors: s.amr, details: ["applied": "none"]))
             throw Problem.badRequest("the policy file is invalid; the running policy is unchanged: \(error)")
         }
+        let old = tokens.policy.current
+        let changed = PolicySections.changed(from: old, to: p)
         tokens.policy.replace(p)
         try broker.audit.record(
             AuditEvent(
                 action: "policy.load", actor: s.userName, subject: file, factors: s.amr,
-                details: ["roles": String(p.roles.count), "stages": String(p.stages.count)]))
-        return json(.ok, ["roles": .int(Int64(p.roles.count)), "stages": .int(Int64(p.stages.count))])
+                details: [
+                    "roles": String(p.roles.count), "stages": String(p.stages.count), "applied": "all",
+                    "changed": changed.isEmpty ? "none" : changed.joined(separator: ","),
+                ]))
+        return json(
+            .ok,
+            [
+                "roles": .int(Int64(p.roles.count)), "stages": .int(Int64(p.stages.count)),
+                "changed": .array(changed.map { .string($0) }),
+            ])
     }
 
     func userJSON(_ u: User) -> [String: JSONValue] {
@@ -436,5 +470,32 @@ struct FormBody {
         guard let v = fields[key], !v.isEmpty else { throw OAuthError.invalidRequest("missing parameter \(key)") }
         guard v.utf8.count <= 4096 else { throw OAuthError.invalidRequest("parameter \(key) is too long") }
         return v
+    }
+}
+
+/// The sections of a policy file, for saying what a reload changed.
+enum PolicySections {
+    static func changed(from a: AccessPolicy, to b: AccessPolicy) -> [String] {
+        var out: [String] = []
+        if a.tokens != b.tokens { out.append("tokens") }
+        if a.auth.exemptGroups != b.auth.exemptGroups || a.auth.factors != b.auth.factors
+            || a.auth.groupFactors != b.auth.groupFactors
+            || a.auth.firstEnrolmentWithPassword != b.auth.firstEnrolmentWithPassword
+            || a.auth.factorChangeMaxAge != b.auth.factorChangeMaxAge
+        {
+            out.append("mfa")
+        }
+        if a.auth.idleSeconds != b.auth.idleSeconds || a.auth.absoluteSeconds != b.auth.absoluteSeconds
+            || a.auth.pendingSeconds != b.auth.pendingSeconds
+        {
+            out.append("sessions")
+        }
+        if a.auth.throttle != b.auth.throttle { out.append("throttle") }
+        if a.audiences != b.audiences { out.append("audiences") }
+        if a.stages != b.stages { out.append("stages") }
+        if a.roles != b.roles { out.append("roles") }
+        if a.pipelines != b.pipelines { out.append("pipelines") }
+        if a.identities != b.identities { out.append("identities") }
+        return out
     }
 }

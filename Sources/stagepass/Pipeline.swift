@@ -24,8 +24,20 @@ func reportRefusal(_ status: Int, _ json: JSONValue?) {
     if code == "insufficient_user_authentication" {
         let age = json?["max_age"]?.intValue.map { "within \($0) s" } ?? ""
         let acr = json?["acr_values"]?.stringValue ?? ""
-        printError("  a fresh second factor is needed \(age) (accepted: \(acr)); run: stagepass step-up")
+        if needsSecurityKeyOnly(acr) {
+            // The CLI cannot prove a security key: only a browser can.
+            printError("  a security key proved \(age) is needed; the CLI cannot prove one: use the pages")
+        } else {
+            printError("  a fresh second factor is needed \(age) (accepted: \(acr)); run: stagepass step-up")
+        }
     }
+}
+
+/// Whether an RFC 9470 `acr_values` list accepts only a security key (nothing the CLI can prove).
+func needsSecurityKeyOnly(_ acrValues: String) -> Bool {
+    let accepted = Set(acrValues.split(separator: " ").map(String.init))
+    let typed: Set<String> = [ACR.value(for: .totp), ACR.value(for: .backup)]
+    return !accepted.isEmpty && accepted.isDisjoint(with: typed)
 }
 
 /// `stagepass step-up`: proves a second factor again on the saved session (refreshes auth_time).
@@ -179,10 +191,12 @@ struct ApproveCommand: AsyncParsableCommand {
             throw ExitCode(1)
         }
         printError(describeRequest(r))
+        let page = r["approve_url"]?.stringValue ?? client.base + "/approve?code=" + formEncode(userCode)
         var body: JSONValue? = code.map(proofJSON)
         var (status, json) = try await client.post(path + "/approve", token: token, body: body)
+        let keyOnly = needsSecurityKeyOnly(json?["acr_values"]?.stringValue ?? "")
         if status == 401, json?["code"]?.stringValue == "insufficient_user_authentication", code == nil,
-            isatty(0) == 1
+            !keyOnly, isatty(0) == 1
         {
             reportRefusal(status, json)
             body = proofJSON(try promptLine("Code (TOTP or backup): "))
@@ -190,6 +204,9 @@ struct ApproveCommand: AsyncParsableCommand {
         }
         guard status == 200 else {
             reportRefusal(status, json)
+            if status == 401, needsSecurityKeyOnly(json?["acr_values"]?.stringValue ?? "") {
+                printError("  approving this run needs your security key: open \(page)")
+            }
             throw ExitCode(1)
         }
         let n = json?["approvals"]?.intValue ?? 0
@@ -233,11 +250,14 @@ struct RevokeCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "revoke",
         abstract: "Revoke tokens: one token, a session, all of a user's tokens, or every token of a key.",
-        discussion: "Your own tokens and sessions need your session; anything else needs an administrator with a fresh factor (stagepass step-up).")
+        discussion: """
+            Your own tokens and sessions need your session; anything else needs an administrator with a fresh factor             (stagepass step-up). Revoking a session also ends it and the delegations granted from it. Revoking a user             revokes every token issued to them until now, ends all of their sessions at once (a compromised account             stops minting), and ends every delegation they granted; approvals they gave stop counting.
+            """)
     @OptionGroup var session: SessionOptions
     @Option(help: "A token id.") var jti: String?
     @Option(name: .customLong("session"), help: "A session id (sid).") var sid: String?
-    @Option(help: "A user name: every token issued to them until now.") var user: String?
+    @Option(help: "A user name: every token issued to them until now, all their sessions and delegations.")
+    var user: String?
     @Option(help: "A signing key id: marks the key compromised and revokes every token it signed.") var kid: String?
     @Option(help: "Why (recorded in the audit log).") var reason: String?
 

@@ -9,17 +9,17 @@ struct Stagepass: AsyncParsableCommand {
         commandName: "stagepass",
         abstract: "MFA-backed, short-lived, stage-scoped tokens for CI/CD pipelines.",
         subcommands: [
-            // One line per command group; keep this list sorted by issue to ease merges.
-            // issue 2 (verifier):
+            // One line per command group.
+            // Deploy endpoints: the offline verifier.
             VerifyCommand.self, BenchCommand.self, DevSignCommand.self, DevJWKSCommand.self,
-            // issue 3 (keys):
+            // Signing keys.
             KeysCommand.self,
-            // issue 4 (humans):
+            // The broker and its humans.
             Serve.self, Users.self, Factors.self, Login.self, Logout.self, Audit.self,
-            // issue 5 (scoped tokens):
+            // Scoped tokens, approvals, delegations, revocation.
             StepUp.self, TokenCommand.self, Clients.self, RequestCommand.self, ApproveCommand.self, DenyCommand.self,
-            RevokeCommand.self, StatusListCommand.self,
-            // issue 5 (policy):
+            DelegationsCommand.self, RevokeCommand.self, StatusListCommand.self,
+            // Policy.
             PolicyCommand.self,
         ]
     )

@@ -219,7 +219,7 @@ final class Seen: @unchecked Sendable {
                 body: #"{"user":"bob","password":"a long enough password"}"#)
             let pending = try #require(p.json?["session_token"]?.stringValue)
             let e = try await t.call(client, .post, "/v1/factors/totp", token: pending)
-            #expect(e.status == 403 && e.json?["code"]?.stringValue == "mfa_required")
+            #expect(e.status == 403 && e.json?["code"]?.stringValue == "step_up_required")
         }
         #expect(try t.broker.factors.list(userId: try t.broker.accounts.get("bob").id).isEmpty)
     }
@@ -302,8 +302,8 @@ final class Seen: @unchecked Sendable {
             configuration: KeyStoreConfiguration(
                 directory: dir.path, passphrase: .passphrase("test passphrase"), clock: t.manual.clock))
         try await keys.rotate()
-        let tokens = TokenBroker(
-            human: t.broker, keys: keys, policy: PolicyHolder(try AccessPolicy.example()), issuer: "http://sp.test")
+        t.broker.policies.replace(try AccessPolicy.example())
+        let tokens = TokenBroker(human: t.broker, keys: keys, issuer: "http://sp.test")
         let app = buildApplication(broker: t.broker, tokens: tokens)
         try await app.test(.router) { client in
             for path in Set(doc.operations.map(\.path)) {

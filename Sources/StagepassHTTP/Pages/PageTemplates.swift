@@ -100,11 +100,11 @@ enum PageTemplates {
     static let factors = """
         <h1>Your factors</h1>
         <table id="factor-table">
-          <thead><tr><th>Kind</th><th>Name</th><th>State</th><th>Added</th><th>Remove (needs a code or key)</th></tr></thead>
+          <thead><tr><th>Kind</th><th>Name</th><th>State</th><th>Added</th><th>Last used</th><th>Remove (needs a code or key)</th></tr></thead>
           <tbody>
           {{#factors}}
           <tr>
-            <td>{{kind}}</td><td>{{label}}</td><td>{{state}}</td><td>{{created}}</td>
+            <td>{{kind}}</td><td>{{label}}</td><td>{{state}}</td><td>{{created}}</td><td class="last-used">{{lastUsed}}</td>
             <td>
               <form method="post" action="/factors/{{id}}/remove" class="inline">
                 <input type="hidden" name="csrf" value="{{csrf}}">
@@ -116,7 +116,8 @@ enum PageTemplates {
           {{/factors}}
           </tbody>
         </table>
-        <p>Backup codes left: {{backupLeft}}</p>
+        <p>Backup codes left: {{backupLeft}}{{#backupLastUsed}} (last used {{backupLastUsed}}){{/backupLastUsed}}</p>
+        <p class="muted" id="change-rule">Adding or removing a factor needs one of your active factors proved in the last {{changeWindow}}; you will be asked to confirm first.</p>
 
         <section class="card">
           <h2>Security keys (FIDO2 / WebAuthn)</h2>
@@ -148,10 +149,10 @@ enum PageTemplates {
 
         <section class="card">
           <h2>Backup codes</h2>
-          {{#codes.0}}
+          {{#hasCodes}}
           <p>Write these down now; they are shown once and each works once.</p>
           <ul class="codes" id="backup-codes">{{#codes}}<li><code>{{.}}</code></li>{{/codes}}</ul>
-          {{/codes.0}}
+          {{/hasCodes}}
           <form method="post" action="/factors/backup-codes">
             <input type="hidden" name="csrf" value="{{csrf}}">
             <button type="submit">Generate new backup codes (the old ones stop working)</button>
@@ -161,8 +162,8 @@ enum PageTemplates {
 
     static let approvals = """
         <h1>Pending approvals</h1>
-        {{^requests}}<p id="no-requests">Nothing is waiting for you.</p>{{/requests}}
-        {{#requests.0}}
+        {{^hasRequests}}<p id="no-requests">Nothing is waiting for you.</p>{{/hasRequests}}
+        {{#hasRequests}}
         <table id="requests">
           <thead><tr><th>Code</th><th>Pipeline</th><th>Run</th><th>Role @ stage</th><th>Audience</th><th>Approvals</th></tr></thead>
           <tbody>
@@ -171,7 +172,7 @@ enum PageTemplates {
           {{/requests}}
           </tbody>
         </table>
-        {{/requests.0}}
+        {{/hasRequests}}
         <form method="get" action="/approve" class="card">
           <label>Code from a pipeline <input name="code" placeholder="BCDF-GHJK" maxlength="16" required></label>
           <button type="submit">Open</button>
@@ -189,7 +190,7 @@ enum PageTemplates {
           <dt>Stage</dt><dd id="r-stage">{{stage}}</dd>
           <dt>Audience</dt><dd id="r-audience">{{audience}}</dd>
           <dt>Token lifetime</dt><dd id="r-lifetime">{{lifetime}}</dd>
-          <dt>Approvals</dt><dd id="r-approvals">{{count}} of {{needed}}{{#approvers.0}}: {{#approvers}}{{.}} {{/approvers}}{{/approvers.0}}</dd>
+          <dt>Approvals</dt><dd id="r-approvals">{{count}} of {{needed}}{{#hasApprovers}}: {{#approvers}}{{.}} {{/approvers}}{{/hasApprovers}}</dd>
           <dt>Who else may approve</dt><dd id="r-others">{{others}}</dd>
           <dt>State</dt><dd id="r-state">{{state}}</dd>
           <dt>Code</dt><dd><code>{{userCode}}</code> (expires in {{expiresIn}})</dd>
@@ -239,10 +240,17 @@ enum PageTemplates {
           <label>Hours <input name="hours" type="number" min="1" max="720" value="8" required></label>
           <button type="submit">Delegate</button>
         </form>
+        {{^hasItems}}<p id="no-delegations">You have no live delegation.</p>{{/hasItems}}
+        {{#hasItems}}
         <table id="delegations">
-          <thead><tr><th>Pipeline</th><th>Role @ stage</th><th>Audience</th><th>Until</th></tr></thead>
-          <tbody>{{#items}}<tr><td>{{client}}</td><td>{{role}} @ {{stage}}</td><td>{{audience}}</td><td>{{until}}</td></tr>{{/items}}</tbody>
+          <thead><tr><th>Pipeline</th><th>Role @ stage</th><th>Audience</th><th>Until</th><th></th></tr></thead>
+          <tbody>{{#items}}<tr><td>{{client}}</td><td>{{role}} @ {{stage}}</td><td>{{audience}}</td><td>{{until}}</td>
+            <td><form method="post" action="/delegations/{{id}}/revoke" class="inline">
+              <input type="hidden" name="csrf" value="{{csrf}}">
+              <button type="submit" class="deny" id="revoke-{{id}}">Revoke</button>
+            </form></td></tr>{{/items}}</tbody>
         </table>
+        {{/hasItems}}
         """
 
     static let keys = """

@@ -6,20 +6,25 @@ import StagepassJOSE
 
 /// Cookies, CSRF tokens and the security headers of the pages.
 ///
-/// - The session lives in the `sp_session` cookie (`HttpOnly; SameSite=Strict; Path=/`, plus `Secure` unless the
-///   broker runs in development mode on plain-HTTP loopback); the password-only step in `sp_pending` (5 minutes).
-/// - CSRF: a random `sp_csrf` cookie, and every form (and every script POST, in `X-CSRF-Token`) carries
-///   HMAC-SHA-256(per-process key, cookie). A planted cookie is useless without the key; a cross-site form has
-///   neither (and SameSite=Strict keeps the session cookie off it anyway).
+/// - The session lives in the `sp_session` cookie (`HttpOnly; SameSite=Strict; Path=/`), the password-only step in
+///   `sp_pending` (5 minutes). Served over HTTPS, every cookie is `Secure` and named with the `__Host-` prefix
+///   (RFC 6265bis §4.1.3.2: Secure, `Path=/`, no `Domain`), so a sibling domain cannot plant or shadow it; plain
+///   HTTP is only for development on loopback, where browsers refuse the prefix.
+/// - CSRF: every form (and every script POST, in `X-CSRF-Token`) carries HMAC-SHA-256(per-process key, binding),
+///   where the binding is the signed-in session's id, else the pending sign-in session's id, else (only for the
+///   sign-in form) a random `sp_csrf` cookie. A cookie an attacker plants can then at most forge a sign-in form, never
+///   an action of a signed-in user: the session id is known only to the broker.
 /// - Every page carries a strict Content-Security-Policy (no inline script or style), `X-Frame-Options: DENY`,
 ///   `nosniff`, `no-referrer` and `no-store`.
 struct PageSecurity: Sendable {
     let key: [UInt8]
     let secureCookies: Bool
 
-    static let session = "sp_session"
-    static let pending = "sp_pending"
-    static let csrfCookie = "sp_csrf"
+    /// `__Host-` when served over HTTPS.
+    var cookiePrefix: String { secureCookies ? "__Host-" : "" }
+    var sessionCookie: String { cookiePrefix + "sp_session" }
+    var pendingCookie: String { cookiePrefix + "sp_pending" }
+    var csrfCookie: String { cookiePrefix + "sp_csrf" }
     static let csp =
         "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
         + "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
@@ -33,8 +38,9 @@ struct PageSecurity: Sendable {
         secureCookies = !devLoopback
     }
 
-    func csrfToken(nonce: String) -> String {
-        Base64URL.encode(Crypto.hmac(.sha256, key: key, data: Array(nonce.utf8)))
+    /// The CSRF token for a binding (see the type's documentation).
+    func csrfToken(binding: String) throws -> String {
+        Base64URL.encode(try Crypto.hmac(.sha256, key: key, data: Array(("stagepass-csrf\u{0}" + binding).utf8)))
     }
 
     func setCookie(_ name: String, _ value: String, maxAge: Int? = nil) -> String {
@@ -76,7 +82,8 @@ struct PageError: Error {
     static let csrf = PageError(status: .forbidden, message: "The form expired or did not come from this site; reload the page and try again.")
 }
 
-/// Per-request rendering state: the CSRF nonce (new ones are set as a cookie) and the signed-in session.
+/// Per-request rendering state: the signed-in (or signing-in) session, the CSRF binding, and a new nonce cookie
+/// when the browser has none.
 struct PageRequest {
     let request: Request
     let cookies: [String: String]
@@ -84,22 +91,37 @@ struct PageRequest {
     let newNonce: Bool
     var session: Session?
     var sessionToken: String?
+    /// The pending sign-in session (password proved, factor not yet) and its token.
+    var pending: (session: Session, token: String)?
 
-    init(_ request: Request, broker: HumanBroker) throws {
+    init(_ request: Request, broker: HumanBroker, security: PageSecurity) throws {
         self.request = request
         cookies = PageSecurity.cookies(request)
-        if let n = cookies[PageSecurity.csrfCookie], n.utf8.count == 43 {
+        if let n = cookies[security.csrfCookie], n.utf8.count == 43 {
             nonce = n
             newNonce = false
         } else {
             nonce = Base64URL.encode(try Crypto.randomBytes(32))
             newNonce = true
         }
-        if let t = cookies[PageSecurity.session], let s = try? broker.sessions.requireMFA(token: t) {
+        if let t = cookies[security.sessionCookie], let s = try? broker.sessions.requireMFA(token: t) {
             session = s
             sessionToken = t
         }
+        if let t = cookies[security.pendingCookie], let s = try? broker.sessions.authenticate(token: t), !s.isMFA {
+            pending = (s, t)
+        }
     }
+
+    /// What this request's CSRF token is bound to: the session, else the pending sign-in, else the nonce cookie.
+    var csrfBinding: String? {
+        if let session { return "session:" + session.id }
+        if let pending { return "pending:" + pending.session.id }
+        return newNonce ? nil : "nonce:" + nonce
+    }
+
+    /// The binding a page rendered now uses (a new nonce cookie goes out with it).
+    var renderBinding: String { csrfBinding ?? "nonce:" + nonce }
 }
 
 /// The server-rendered pages for people: sign-in, factors, approvals, delegations and the admin pages.
@@ -126,7 +148,7 @@ struct PagesAPI: Sendable {
         notice: String? = nil, status: HTTPResponse.Status = .ok, cookies: [String] = []
     ) -> Response {
         var c = ctx
-        let csrf = security.csrfToken(nonce: pr.nonce)
+        let csrf = (try? security.csrfToken(binding: pr.renderBinding)) ?? ""
         c["csrf"] = csrf
         let body = library.render(c, withTemplate: template) ?? ""
         var layout: [String: Any] = ["title": title, "csrf": csrf, "body": body]
@@ -138,8 +160,8 @@ struct PagesAPI: Sendable {
         let html = library.render(layout, withTemplate: "layout") ?? ""
         var headers: HTTPFields = [.contentType: "text/html; charset=utf-8"]
         PageSecurity.headers(&headers)
-        if pr.newNonce {
-            headers.append(PageSecurity.Field(name: .setCookie, value: security.setCookie(PageSecurity.csrfCookie, pr.nonce)))
+        if pr.newNonce && pr.csrfBinding == nil {
+            headers.append(PageSecurity.Field(name: .setCookie, value: security.setCookie(security.csrfCookie, pr.nonce)))
         }
         for cookie in cookies { headers.append(PageSecurity.Field(name: .setCookie, value: cookie)) }
         return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(string: html)))
@@ -152,9 +174,13 @@ struct PagesAPI: Sendable {
         return Response(status: .seeOther, headers: headers)
     }
 
-    /// Only same-site paths are followed after sign-in (no open redirect).
+    /// Only same-site absolute paths of safe characters are followed after sign-in (no open redirect): a leading
+    /// `/`, then only RFC 3986 unreserved, sub-delims, `:`, `@`, `/`, `?` and `%`, and never `//` (a browser drops
+    /// tabs and newlines and reads `/\t/evil.example` or `/\\evil.example` as another host). Anything else is `/`.
     static func safeNext(_ s: String?) -> String {
-        guard let s, s.hasPrefix("/"), !s.hasPrefix("//"), !s.contains("\\"), s.utf8.count < 512 else { return "/" }
+        guard let s, s.utf8.count < 512, s.utf8.first == UInt8(ascii: "/"), !s.contains("//") else { return "/" }
+        let allowed = Set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~!$&'()*+,;=:@/?%".utf8)
+        guard s.utf8.allSatisfy({ allowed.contains($0) }) else { return "/" }
         return s
     }
 
@@ -184,13 +210,14 @@ struct PagesAPI: Sendable {
     }
 
     /// The CSRF check of every state-changing page call: the form's `csrf` field (else the script's `X-CSRF-Token`
-    /// header) must be the HMAC of this browser's `sp_csrf` cookie, compared in constant time.
+    /// header) must be the HMAC of this request's binding (session, pending sign-in, or nonce cookie), compared in
+    /// constant time. No binding, or an empty token, never passes.
     func checkCSRF(_ field: String?, _ request: Request, _ pr: PageRequest) throws {
         let presented = field ?? PageSecurity.name("X-CSRF-Token").flatMap { request.headers[$0] } ?? ""
-        let expected = security.csrfToken(nonce: pr.nonce)
-        guard !pr.newNonce, Crypto.constantTimeEqual(Array(presented.utf8), Array(expected.utf8)) else {
-            throw PageError.csrf
-        }
+        guard let binding = pr.csrfBinding, !presented.isEmpty,
+            let expected = try? security.csrfToken(binding: binding),
+            Crypto.constantTimeEqual(Array(presented.utf8), Array(expected.utf8))
+        else { throw PageError.csrf }
     }
 
     func time(_ t: Int64?) -> String {
@@ -222,7 +249,7 @@ struct PagesAPI: Sendable {
         router.get("/static/app.css") { _, _ in asset(PageTemplates.css, "text/css; charset=utf-8") }
         router.get("/static/app.js") { _, _ in asset(PageTemplates.script, "text/javascript; charset=utf-8") }
         router.get("/signin") { request, _ in
-            let pr = try PageRequest(request, broker: broker)
+            let pr = try PageRequest(request, broker: broker, security: security)
             let next = Self.safeNext(request.uri.queryParameters["next"].map(String.init))
             return render("signin", title: "Sign in", pr, ["next": next])
         }
@@ -233,7 +260,7 @@ struct PagesAPI: Sendable {
             try await guarded(request) { pr in
                 _ = try await form(request, pr)
                 if let t = pr.sessionToken { try? broker.sessions.signOut(token: t) }
-                return redirect("/signin", cookies: [security.setCookie(PageSecurity.session, "", maxAge: 0)])
+                return redirect("/signin", cookies: [security.setCookie(security.sessionCookie, "", maxAge: 0)])
             }
         }
         router.get("/") { request, _ in try await signedIn(request) { pr, s in try home(pr, s) } }
@@ -266,6 +293,9 @@ struct PagesAPI: Sendable {
         }
         router.get("/delegations") { request, _ in try await signedIn(request) { pr, s in try delegationsPage(pr, s) } }
         router.post("/delegations") { request, _ in try await signedIn(request) { pr, s in try await delegate(request, pr, s) } }
+        router.post("/delegations/:id/revoke") { request, context in
+            try await signedIn(request) { pr, s in try await revokeDelegation(request, context, pr, s) }
+        }
         router.get("/stepup") { request, _ in
             try await signedIn(request) { pr, s in
                 let next = Self.safeNext(request.uri.queryParameters["next"].map(String.init))
@@ -291,7 +321,7 @@ struct PagesAPI: Sendable {
 
     /// Runs a page handler; a refusal becomes a page with the message (JSON for script calls).
     func guarded(_ request: Request, _ body: (PageRequest) async throws -> Response) async throws -> Response {
-        let pr = try PageRequest(request, broker: broker)
+        let pr = try PageRequest(request, broker: broker, security: security)
         do { return try await body(pr) } catch let e as PageError {
             if request.headers[.contentType]?.hasPrefix("application/json") == true {
                 return json(e.status, ["detail": .string(e.message)])
@@ -336,19 +366,16 @@ struct PagesAPI: Sendable {
             if r.needsFactor {
                 return redirect(
                     "/signin/factor?next=" + (next.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? "/"),
-                    cookies: [security.setCookie(PageSecurity.pending, r.token, maxAge: Int(broker.policy.pendingSeconds))])
+                    cookies: [security.setCookie(security.pendingCookie, r.token, maxAge: Int(broker.policy.pendingSeconds))])
             }
-            return redirect(next, cookies: [security.setCookie(PageSecurity.session, r.token)])
+            return redirect(next, cookies: [security.setCookie(security.sessionCookie, r.token)])
         } catch let e as BrokerError {
             return render("signin", title: "Sign in", pr, ["next": next], error: Self.message(e), status: .unauthorized)
         }
     }
 
     func pendingSession(_ pr: PageRequest) -> (Session, String)? {
-        guard let t = pr.cookies[PageSecurity.pending], let s = try? broker.sessions.authenticate(token: t),
-            !s.isMFA
-        else { return nil }
-        return (s, t)
+        pr.pending.map { ($0.session, $0.token) }
     }
 
     func factorContext(_ s: Session, next: String) throws -> [String: Any] {
@@ -379,8 +406,8 @@ struct PagesAPI: Sendable {
             return redirect(
                 next,
                 cookies: [
-                    security.setCookie(PageSecurity.session, issued.token),
-                    security.setCookie(PageSecurity.pending, "", maxAge: 0),
+                    security.setCookie(security.sessionCookie, issued.token),
+                    security.setCookie(security.pendingCookie, "", maxAge: 0),
                 ])
         } catch let e as BrokerError {
             return render("factor", title: "Second factor", pr, try factorContext(s, next: next), error: Self.message(e),
@@ -407,9 +434,12 @@ struct PagesAPI: Sendable {
         let list = try broker.factors.list(userId: s.userId)
         let names = (try? webauthnNames(s.userId)) ?? [:]
         return [
+            "changeWindow": Self.duration(broker.policy.factorChangeMaxAge),
+            "backupLastUsed": list.first { $0.kind == .backup }?.lastUsedAt.map { time($0) } ?? false,
             "factors": list.filter { $0.kind != .backup }.map { f -> [String: Any] in
                 ["id": f.id, "kind": f.kind == .webauthn ? "security key" : "authenticator app",
-                 "label": names[f.id] ?? "", "state": f.state.rawValue, "created": time(f.createdAt)]
+                 "label": names[f.id] ?? "", "state": f.state.rawValue, "created": time(f.createdAt),
+                 "lastUsed": f.lastUsedAt.map { time($0) } ?? "never"]
             },
             "backupLeft": try broker.factors.backupCodesLeft(userId: s.userId),
         ]
@@ -421,17 +451,42 @@ struct PagesAPI: Sendable {
                notice: notice)
     }
 
+    /// Factor changes need a fresh proof of an active factor: otherwise the step-up page, which returns here.
+    enum FactorChange {
+        case granted(FactorChangeGrant)
+        case stepUp(Response)
+    }
+
+    func factorChange(_ pr: PageRequest, _ s: Session) throws -> FactorChange {
+        do { return .granted(try broker.sessions.authorizeFactorChange(token: pr.sessionToken ?? "")) } catch let e
+            as BrokerError where e == .stepUpRequired
+        {
+            return .stepUp(try stepUpPage(pr, s, next: "/factors", why: e.detail))
+        }
+    }
+
     func enrolTOTP(_ request: Request, _ pr: PageRequest, _ s: Session) async throws -> Response {
         _ = try await form(request, pr)
-        let e = try broker.factors.enrolTOTP(userName: s.userName, actor: s.userName)
+        let grant: FactorChangeGrant
+        switch try factorChange(pr, s) {
+        case .granted(let g): grant = g
+        case .stepUp(let page): return page
+        }
+        let e = try broker.factors.enrolTOTP(userName: s.userName, actor: s.userName, authorisedBy: grant.authorisedBy)
         let svg = Data(e.qr.svg().utf8).base64EncodedString()
         return try factorsPage(pr, s, extra: ["enrolment": ["qr": "data:image/svg+xml;base64," + svg, "secret": e.secret]])
     }
 
     func confirmTOTP(_ request: Request, _ pr: PageRequest, _ s: Session) async throws -> Response {
         let f = try await form(request, pr)
+        let grant: FactorChangeGrant
+        switch try factorChange(pr, s) {
+        case .granted(let g): grant = g
+        case .stepUp(let page): return page
+        }
         do {
-            _ = try broker.factors.confirmTOTP(userId: s.userId, code: f["code"] ?? "", actor: s.userName)
+            _ = try broker.factors.confirmTOTP(
+                userId: s.userId, code: f["code"] ?? "", actor: s.userName, authorisedBy: grant.authorisedBy)
             return try factorsPage(pr, s, notice: "The authenticator app is active.")
         } catch let e as BrokerError {
             return try factorsPage(pr, s, error: Self.message(e))
@@ -440,11 +495,17 @@ struct PagesAPI: Sendable {
 
     func backupCodes(_ request: Request, _ pr: PageRequest, _ s: Session) async throws -> Response {
         _ = try await form(request, pr)
-        let codes = try broker.factors.regenerateBackupCodes(userName: s.userName, actor: s.userName)
-        return try factorsPage(pr, s, extra: ["codes": codes])
+        let grant: FactorChangeGrant
+        switch try factorChange(pr, s) {
+        case .granted(let g): grant = g
+        case .stepUp(let page): return page
+        }
+        let codes = try broker.factors.regenerateBackupCodes(
+            userName: s.userName, actor: s.userName, authorisedBy: grant.authorisedBy)
+        return try factorsPage(pr, s, extra: ["codes": codes, "hasCodes": !codes.isEmpty])
     }
 
-    /// Removing a factor is a step-up action: the form carries a code, proved first.
+    /// Removing a factor is a step-up action: the form carries a code, proved first; then the change rule applies.
     func removeFactor(_ request: Request, _ context: BrokerRequestContext, _ pr: PageRequest, _ s: Session) async throws
         -> Response
     {
@@ -453,7 +514,8 @@ struct PagesAPI: Sendable {
         do {
             _ = try broker.sessions.stepUp(
                 token: pr.sessionToken ?? "", proof: FactorProof.code(f["code"] ?? ""), address: context.clientAddress)
-            try broker.factors.remove(userId: s.userId, factorId: id, actor: s.userName)
+            let grant = try broker.sessions.authorizeFactorChange(token: pr.sessionToken ?? "")
+            try broker.factors.remove(userId: s.userId, factorId: id, actor: s.userName, authorisedBy: grant.authorisedBy)
             return try factorsPage(pr, s, notice: "The factor was removed.")
         } catch let e as BrokerError {
             return try factorsPage(pr, s, error: Self.message(e))
@@ -467,6 +529,7 @@ struct PagesAPI: Sendable {
         return render(
             "approvals", title: "Approvals", pr,
             [
+                "hasRequests": !views.isEmpty,
                 "requests": views.map { v -> [String: Any] in
                     ["userCode": v.request.userCode, "client": v.request.clientId, "runId": v.request.runId,
                      "role": v.request.role, "stage": v.request.stage, "audience": v.request.audience,
@@ -488,6 +551,7 @@ struct PagesAPI: Sendable {
             "triggeredBy": r.triggeredBy ?? "—", "role": r.role, "stage": r.stage, "audience": r.audience,
             "lifetime": Self.duration(min(stage?.maxTTL ?? p.tokens.maxTTL, p.tokens.maxTTL)),
             "count": v.approvals.count, "needed": v.approversNeeded, "approvers": v.approvals.map(\.userName),
+            "hasApprovers": !v.approvals.isEmpty,
             "others": others.isEmpty ? "nobody else" : others.joined(separator: ", "),
             "state": v.expired && r.state == .pending ? "expired" : r.state.rawValue, "pending": pending,
             "expiresIn": Self.duration(max(0, r.expiresAt - broker.clock.now())),
@@ -561,13 +625,28 @@ struct PagesAPI: Sendable {
             if case .delegated(let w) = st.approval { return "\(st.name): up to \(Self.duration(w))" }
             return nil
         }.sorted()
-        let items = try broker.store.liveDelegations(userId: s.userId, now: broker.clock.now()).map {
-            ["client": $0.clientId, "role": $0.role, "stage": $0.stage, "audience": $0.audience, "until": time($0.expiresAt)]
+        let items = try tokens.delegations(sessionToken: pr.sessionToken ?? "").map {
+            ["id": $0.id, "client": $0.clientId, "role": $0.role, "stage": $0.stage, "audience": $0.audience,
+             "until": time($0.expiresAt)]
         }
         return render(
             "delegations", title: "Delegations", pr,
-            ["delegable": delegable.isEmpty ? "no stage allows it" : delegable.joined(separator: "; "), "items": items],
+            ["delegable": delegable.isEmpty ? "no stage allows it" : delegable.joined(separator: "; "), "items": items,
+             "hasItems": !items.isEmpty],
             error: error, notice: notice)
+    }
+
+    func revokeDelegation(_ request: Request, _ context: BrokerRequestContext, _ pr: PageRequest, _ s: Session)
+        async throws -> Response
+    {
+        _ = try await form(request, pr)
+        let id = try context.parameters.require("id")
+        do {
+            let revoked = try tokens.revokeDelegation(id: id, sessionToken: pr.sessionToken ?? "", reason: nil)
+            return try delegationsPage(pr, s, notice: revoked ? "The delegation was revoked." : "It had already ended.")
+        } catch {
+            return try delegationsPage(pr, s, error: Self.message(error))
+        }
     }
 
     func delegate(_ request: Request, _ pr: PageRequest, _ s: Session) async throws -> Response {

@@ -37,7 +37,7 @@ extension PagesAPI {
 
     /// Script calls report refusals as `{"detail": …}` with the matching status (the script shows the detail).
     func scripted(_ request: Request, _ body: (PageRequest) async throws -> Response) async throws -> Response {
-        let pr = try PageRequest(request, broker: broker)
+        let pr = try PageRequest(request, broker: broker, security: security)
         do { return try await body(pr) } catch {
             let status: HTTPResponse.Status
             switch error {
@@ -59,6 +59,8 @@ extension PagesAPI {
             try await scripted(request) { pr in
                 guard let s = pr.session else { throw PageError(status: .unauthorized, message: "sign in first") }
                 _ = try await scriptBody(request, pr)
+                // Registering a key is a factor change: a fresh proof of an active factor first.
+                _ = try broker.sessions.authorizeFactorChange(token: pr.sessionToken ?? "")
                 let o = try broker.webauthn.beginRegistration(userId: s.userId, userName: s.userName)
                 return scriptJSON(["publicKey": o.json])
             }
@@ -68,8 +70,10 @@ extension PagesAPI {
                 guard let s = pr.session else { throw PageError(status: .unauthorized, message: "sign in first") }
                 let body = try await scriptBody(request, pr)
                 let name = body.fields["name"]?.stringValue.flatMap { $0.isEmpty ? nil : $0 } ?? "Security key"
+                let grant = try broker.sessions.authorizeFactorChange(token: pr.sessionToken ?? "")
                 _ = try broker.webauthn.finishRegistration(
-                    userId: s.userId, name: String(name.prefix(64)), credentialJSON: try credential(body))
+                    userId: s.userId, name: String(name.prefix(64)), credentialJSON: try credential(body),
+                    authorisedBy: grant.authorisedBy)
                 return scriptJSON(["redirect": .string("/factors")])
             }
         }
@@ -91,8 +95,8 @@ extension PagesAPI {
                 return scriptJSON(
                     ["redirect": .string(Self.safeNext(body.fields["next"]?.stringValue))],
                     cookies: [
-                        security.setCookie(PageSecurity.session, issued.token),
-                        security.setCookie(PageSecurity.pending, "", maxAge: 0),
+                        security.setCookie(security.sessionCookie, issued.token),
+                        security.setCookie(security.pendingCookie, "", maxAge: 0),
                     ])
             }
         }

@@ -168,7 +168,8 @@ struct Broker {
             try b.sessions.completeFactor(pendingToken: p.token, proof: .totp(wrong), address: "a")
         }
         #expect(try b.accounts.get("alice").locked)
-        await #expect(throws: BrokerError.accountLocked) {
+        // The locked state answers exactly like a wrong password: no oracle for the right one.
+        await #expect(throws: BrokerError.invalidCredentials) {
             _ = try await b.sessions.signIn(name: "alice", password: "a long enough password", address: "a")
         }
         #expect(try b.log.events().contains { $0.action == "lockout" && $0.subject == "alice" })

@@ -42,11 +42,11 @@ final class TokenHarness: @unchecked Sendable {
         tmp = try TempDir()
         manual = ManualClock(1_700_000_000)
         human = HumanBroker(
-            store: try SQLiteStore(), masterKey: try MasterKey.generate(), policy: policy.auth,
+            store: try SQLiteStore(), masterKey: try MasterKey.generate(), policies: PolicyHolder(policy),
             hasher: try PasswordHasher(parameters: .testing), clock: manual.clock)
         keys = try makeStore(tmp.keys, clock: manual)
         try await keys.rotate()
-        tokens = TokenBroker(human: human, keys: keys, policy: PolicyHolder(policy), issuer: issuer)
+        tokens = TokenBroker(human: human, keys: keys, issuer: issuer)
     }
 
     /// Adds a user with an active TOTP factor.
@@ -206,9 +206,22 @@ func oauthCode(_ body: () async throws -> Void) async -> String? {
                     sessionToken: s, audience: "deploy-api", role: "deployer", stage: "production",
                     pipeline: "acme-web")
             } == "unauthorized_client")
+        // A delegated stage names a pipeline only under a live delegation of this human for it.
+        #expect(
+            await oauthCode {
+                _ = try await h.tokens.exchange(
+                    sessionToken: s, audience: "deploy-api", role: "deployer", stage: "staging", pipeline: "acme-web")
+            } == "unauthorized_client")
+        let d = try h.tokens.delegate(
+            sessionToken: s, client: "acme-web", role: "deployer", stage: "staging", audience: "deploy-api",
+            window: 3600)
         let t = try await h.tokens.exchange(
             sessionToken: s, audience: "deploy-api", role: "deployer", stage: "staging", pipeline: "acme-web")
-        #expect(try await h.verifier().verify(t.accessToken).claims["client_id"]?.stringValue == "acme-web")
+        let claims = try await h.verifier().verify(t.accessToken).claims
+        #expect(claims["client_id"]?.stringValue == "acme-web")
+        #expect(claims["act"]?["sub"]?.stringValue == "acme-web")
+        let issued = try #require(try h.auditEvents.last { $0.action == "token.issue" })
+        #expect(issued.details["delegation"] == d.id)
     }
 }
 
@@ -216,6 +229,7 @@ func oauthCode(_ body: () async throws -> Void) async -> String? {
     @Test func approvedRunGetsATokenWithActAndTheCodeIsUsedOnce() async throws {
         let h = try await TokenHarness()
         try h.user("rita", ["release-managers"])
+        try h.user("root", ["developers"])
         let secret = try h.tokens.clients.add(name: "acme-web", actor: "root")
         #expect(
             await oauthCode {
@@ -225,7 +239,7 @@ func oauthCode(_ body: () async throws -> Void) async -> String? {
             } == "invalid_client")
         let d = try h.tokens.startRequest(
             client: "acme-web", secret: secret, audience: "deploy-api", role: "deployer", stage: "production",
-            runId: "run-4711", commit: "5d41402a", triggeredBy: "dana")
+            runId: "run-4711", commit: "5d41402a", triggeredBy: "root")
         #expect(UserCode.normalize(d.userCode.lowercased().replacingOccurrences(of: "-", with: "")) == d.userCode)
         #expect(
             await oauthCode {
@@ -295,12 +309,13 @@ func oauthCode(_ body: () async throws -> Void) async -> String? {
     @Test func staleApproverMustStepUpInTheApproval() async throws {
         let h = try await TokenHarness()
         try h.user("rita", ["release-managers"])
+        try h.user("dana", ["developers"])
         let secret = try h.tokens.clients.add(name: "acme-web", actor: "root")
         let s = try await h.signIn("rita")
         h.manual.advance(400)
         let d = try h.tokens.startRequest(
             client: "acme-web", secret: secret, audience: "deploy-api", role: "deployer", stage: "production",
-            runId: "r3", commit: nil, triggeredBy: nil)
+            runId: "r3", commit: nil, triggeredBy: "dana")
         #expect(
             await oauthCode { _ = try h.tokens.approve(userCode: d.userCode, sessionToken: s, proof: nil, address: "t") }
                 == "insufficient_user_authentication")
@@ -316,7 +331,7 @@ func oauthCode(_ body: () async throws -> Void) async -> String? {
         let secret = try h.tokens.clients.add(name: "acme-web", actor: "root")
         let d1 = try h.tokens.startRequest(
             client: "acme-web", secret: secret, audience: "deploy-api", role: "deployer", stage: "production",
-            runId: "r4", commit: nil, triggeredBy: nil)
+            runId: "r4", commit: nil, triggeredBy: "dana")
         let dana = try await h.signIn("dana")
         #expect(
             await oauthCode { try h.tokens.deny(userCode: d1.userCode, sessionToken: dana, reason: nil, address: "t") }
@@ -328,7 +343,7 @@ func oauthCode(_ body: () async throws -> Void) async -> String? {
                 == "access_denied")
         let d2 = try h.tokens.startRequest(
             client: "acme-web", secret: secret, audience: "deploy-api", role: "deployer", stage: "production",
-            runId: "r5", commit: nil, triggeredBy: nil)
+            runId: "r5", commit: nil, triggeredBy: "dana")
         h.manual.advance(601)
         #expect(
             await oauthCode { _ = try await h.tokens.poll(client: "acme-web", secret: secret, deviceCode: d2.deviceCode) }

@@ -100,19 +100,20 @@ import Testing
     }
 }
 
-/// Approvals with a security key bound to the request (issue 6 item 6).
+/// Approvals with a security key bound to the request.
 @Suite struct WebAuthnApprovalTests {
     static func policy(productionFactors: Set<FactorKind> = [.totp, .webauthn]) -> AccessPolicy {
         var p = examplePolicy()
         p.auth = AuthPolicy(factors: [.totp, .backup, .webauthn])
         p.stages["production"]?.factors = productionFactors
+        p.identities = ["ci-bot": "dana"]  // the runs below are triggered by a CI identity that maps to dana
         return p
     }
 
     func start(_ h: TokenHarness, _ secret: String, run: String) throws -> DeviceAuthorization {
         try h.tokens.startRequest(
             client: "acme-web", secret: secret, audience: "deploy-api", role: "deployer", stage: "production",
-            runId: run, commit: "abc123", triggeredBy: nil)
+            runId: run, commit: "abc123", triggeredBy: "ci-bot")
     }
 
     @Test func anAssertionForOneRequestCannotApproveAnother() async throws {
