@@ -272,4 +272,9 @@ roles:
   deployer: {{groups: [release-managers], stages: [staging, production, release], audiences: [deploy-api]}}
 pipelines:
   acme-web: {{}}
+# CI identities (triggered_by) mapped to users: a stage that forbids self-approval refuses unknown triggers.
+identities:
+  someone-else: someone
+  ci-bot: ci
+  trig: trig-user
 """

@@ -107,7 +107,7 @@ def test_totp_sign_in_and_a_wrong_code(broker, driver):
     checks = {
         "/factors": ("factor-table", "authenticator app"),
         "/approvals": ("no-requests", "Nothing is waiting"),
-        "/delegations": ("delegations", ""),
+        "/delegations": ("no-delegations", "no live delegation"),
         "/admin/keys": ("keys", "active"),
         "/admin/revocations": ("revoke", ""),
         "/admin/audit": ("audit", "signin"),

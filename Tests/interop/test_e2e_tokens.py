@@ -62,6 +62,12 @@ def test_production_needs_a_fresh_totp_then_lives_five_minutes(broker):
     assert r.status == 400 and r.json["error"] == "insufficient_user_authentication", r.text
     assert r.json["max_age"] == 300
     assert "urn:stagepass:acr:totp" in r.json["acr_values"].split()
+    # The administrator-started TOTP enrolment is still pending (she signed in with a backup code): a pending
+    # factor proves nothing until confirmed, which the fresh backup-code proof authorises.
+    r = broker.request("POST", "/v1/auth/step-up", json_body={"method": "totp", "code": rita.code()}, token=session)
+    assert r.status == 409 and r.json["code"] == "no_factor", r.text
+    r = broker.request("POST", "/v1/factors/totp/confirm", json_body={"code": rita.code()}, token=session)
+    assert r.status == 200 and r.json["state"] == "active", r.text
     broker.step_up(session, rita)
     r = broker.exchange(session, "deployer", "production")
     assert r.status == 200, r.text
@@ -176,7 +182,8 @@ def test_denied_request_ends_in_access_denied(broker, client, tmp_path):
     boss = broker.add_user("boss", ["release-managers"])
     proc = subprocess.Popen(
         [broker.bin, "request", "--broker", broker.url, "--client", name, "--client-secret-env", "SP_SECRET",
-         "--audience", "deploy-api", "--role", "deployer", "--stage", "production", "--run-id", "gh-1002"],
+         "--audience", "deploy-api", "--role", "deployer", "--stage", "production", "--run-id", "gh-1002",
+         "--triggered-by", "ci-bot"],
         env={**os.environ, "SP_SECRET": secret}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         code = read_code(proc)
@@ -191,7 +198,7 @@ def test_denied_request_ends_in_access_denied(broker, client, tmp_path):
 
 def test_polling_too_fast_gets_slow_down(broker, client):
     name, secret = client
-    d = broker.start_request(name, secret, "deployer", "production", "run-fast").json
+    d = broker.start_request(name, secret, "deployer", "production", "run-fast", triggered_by="ci-bot").json
     assert broker.poll(name, secret, d["device_code"]).json["error"] == "authorization_pending"
     r = broker.poll(name, secret, d["device_code"])
     assert r.status == 400 and r.json["error"] == "slow_down"
@@ -203,7 +210,7 @@ def test_unanswered_request_expires(tmp_path):
     with Broker(str(stagepass_bin_path()), tmp_path / "short", policy(request_lifetime="2s"),
                 recorder=openapi_check.check) as b:
         secret = b.add_client("acme-web")
-        d = b.start_request("acme-web", secret, "deployer", "production", "run-late")
+        d = b.start_request("acme-web", secret, "deployer", "production", "run-late", triggered_by="ci-bot")
         assert d.json["expires_in"] == 2
         time.sleep(3)
         r = b.poll("acme-web", secret, d.json["device_code"])
