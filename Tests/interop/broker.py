@@ -72,11 +72,17 @@ class User:
         self.backup_codes: list[str] = []
 
     def code(self) -> str:
-        """A TOTP code for a time step this user has not used yet (a code is accepted once, RFC 6238 §5.2)."""
-        while int(time.time() // 30) <= self.last_step:
+        """A TOTP code for a time step this user has not used yet (a code is accepted once, RFC 6238 §5.2). The
+        broker accepts the current step and its neighbours (§5.2 drift window), so two codes are available at once:
+        the current step's and the next one's; only a third waits for the clock."""
+        while True:
+            now = int(time.time() // 30)
+            step = max(self.last_step + 1, now)
+            if step <= now + 1:
+                break
             time.sleep(0.2)
-        self.last_step = int(time.time() // 30)
-        return totp(self.secret)
+        self.last_step = step
+        return totp(self.secret, at=step * 30)
 
 
 class Broker:
