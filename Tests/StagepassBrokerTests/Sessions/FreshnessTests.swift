@@ -1,0 +1,70 @@
+import Foundation
+import StagepassJOSE
+import Testing
+
+@testable import StagepassBroker
+
+/// Per-factor freshness, factor lifecycle and throttle reservations at the service level.
+@Suite struct FreshnessTests {
+    @Test func freshestProofReadsOnlyTheCountedMethods() {
+        let s = Session(
+            id: "s", userId: "u", userName: "u", groups: [], state: .mfa, amr: ["pwd", "otp", "bkp"], authTime: 900,
+            createdAt: 0, idleExpiresAt: 2000, absoluteExpiresAt: 2000,
+            proofs: [
+                "pwd": FactorStamp(at: 100, credential: nil), "otp": FactorStamp(at: 100, credential: "f_t"),
+                "bkp": FactorStamp(at: 900, credential: "f_b"),
+            ])
+        #expect(s.freshestProof(of: [.totp, .webauthn])?.at == 100)
+        #expect(s.freshestProof(of: [.totp, .backup])?.kind == .backup)
+        #expect(s.freshestProof(of: [.webauthn]) == nil)
+    }
+
+    @Test func aFactorChangeNeedsAFreshProofOfAnActiveFactor() async throws {
+        let b = try Broker()
+        let secret = try b.user("alice")
+        let p = try await b.sessions.signIn(name: "alice", password: "a long enough password", address: "a")
+        let s = try b.sessions.completeFactor(pendingToken: p.token, proof: .totp(b.code(secret)), address: "a")
+        let grant = try b.sessions.authorizeFactorChange(token: s.token)
+        #expect(grant.proof?.kind == .totp && grant.authorisedBy.hasPrefix("otp:f_"))
+        b.f.manual.advance(301)
+        #expect(throws: BrokerError.stepUpRequired) { try b.sessions.authorizeFactorChange(token: s.token) }
+        // A removed factor's proof no longer authorises anything, even when fresh.
+        b.f.manual.advance(30)
+        _ = try b.sessions.stepUp(token: s.token, proof: .totp(b.code(secret)), address: "a")
+        let id = try #require(try b.factors.list(userId: s.session.userId).first?.id)
+        try b.factors.remove(userId: s.session.userId, factorId: id, actor: "alice")
+        let after = try b.sessions.authenticate(token: s.token)
+        #expect(after.proofs["otp"] == nil)
+    }
+
+    @Test func stepUpRejectsAPendingFactor() async throws {
+        let b = try Broker()
+        let secret = try b.user("bob")
+        let p = try await b.sessions.signIn(name: "bob", password: "a long enough password", address: "a")
+        let s = try b.sessions.completeFactor(pendingToken: p.token, proof: .totp(b.code(secret)), address: "a")
+        let pending = try b.factors.enrolTOTP(userName: "bob", actor: "bob")
+        b.f.manual.advance(30)
+        let code = OTP.totp(secret: Base32.decode(pending.secret) ?? [], unixTime: b.f.manual.clock.now())
+        #expect(throws: BrokerError.invalidFactor) {
+            _ = try b.sessions.stepUp(token: s.token, proof: .totp(code), address: "a")
+        }
+        #expect(try b.factors.list(userId: s.session.userId).filter { $0.state == .pending }.count == 1)
+    }
+
+    /// Concurrent reservations on one key: exactly `freeFailures` go through, the rest are throttled, whatever the
+    /// interleaving.
+    @Test func reservationsHoldUnderConcurrency() async throws {
+        let f = try Fixture()
+        let throttle = Throttle(store: f.store, clock: f.manual.clock, policy: .init(freeFailures: 3))
+        let granted = await withTaskGroup(of: Bool.self) { group in
+            for _ in 0..<64 {
+                group.addTask { (try? throttle.reserve(["acct:x", "addr:y"])) != nil }
+            }
+            var n = 0
+            for await ok in group where ok { n += 1 }
+            return n
+        }
+        #expect(granted == 3)
+        #expect(try f.store.throttle(key: "acct:x")?.failures == 3)
+    }
+}
