@@ -85,7 +85,7 @@ let package = Package(
         .testTarget(
             name: "StagepassBrokerTests",
             dependencies: ["StagepassBroker", "StagepassJOSE", "StagepassVerify"],
-            exclude: ["WebAuthn/vectors"],  // issue 6: recorded WebAuthn data, read from the source tree by the tests
+            exclude: ["WebAuthn/vectors"],  // recorded WebAuthn data, read from the source tree by the tests
             swiftSettings: upcoming
         ),
         .testTarget(
@@ -93,7 +93,7 @@ let package = Package(
             dependencies: [
                 "StagepassHTTP", "StagepassBroker", "StagepassVerify",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
-                .product(name: "Yams", package: "Yams"),  // issue 4: reads Specs/openapi.yaml in the conformance test
+                .product(name: "Yams", package: "Yams"),  // reads Specs/openapi.yaml in the conformance test
             ],
             swiftSettings: upcoming
         ),

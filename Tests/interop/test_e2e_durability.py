@@ -1,6 +1,6 @@
 """End-to-end: killing the broker with SIGKILL in the middle of a burst of issuances loses no audit record of any
-token that was returned, and the audit chain verifies after the restart (issue 5: "a token is returned only after
-its audit record and ledger row are durable")."""
+token that was returned, and the audit chain verifies after the restart (a token is returned only after its audit
+record and ledger row are durable)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""End-to-end: scoped tokens from a real broker (issue 5).
+"""End-to-end: scoped tokens from a real broker.
 
 Each module starts `stagepass serve` on a free loopback port with a policy written here, and stops it by PID.
 Every response is checked against Specs/openapi.yaml as it arrives.

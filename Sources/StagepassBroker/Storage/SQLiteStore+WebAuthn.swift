@@ -2,7 +2,7 @@ import Foundation
 import GRDB
 
 extension SQLiteStore {
-    /// Migration `v3-webauthn`: security keys and their challenges (issue 6).
+    /// Migration `v3-webauthn`: security keys and their challenges.
     static func migrateWebAuthn(_ db: Database) throws {
         try db.execute(
             sql: """
