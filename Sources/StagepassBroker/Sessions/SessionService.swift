@@ -189,7 +189,8 @@ public struct SessionService: Sendable {
         let addressKey = Throttle.addressKey(address)
         _ = try store.deleteExpiredSessions(now: clock.now())  // opportunistic sweep
         return try await throttle.limitingConcurrency(account: account, address: addressKey) {
-            do { try throttle.reserve([account, addressKey]) } catch {
+            let ticket: Throttle.Ticket
+            do { ticket = try throttle.reserve([account, addressKey]) } catch {
                 try audit.record(
                     AuditEvent(
                         action: "signin.password", subject: name, result: "denied",
@@ -207,7 +208,7 @@ public struct SessionService: Sendable {
                         factors: [AMR.password], details: ["address": address]))
                 throw BrokerError.invalidCredentials
             }
-            try throttle.succeeded(account: account, address: addressKey)
+            try throttle.succeeded(ticket)
             if hasher.needsRehash(user.passwordHash), let fresh = try? await hasher.hashOffPool(password) {
                 try store.setPasswordHash(userId: user.id, fresh)
             }
@@ -362,7 +363,7 @@ public struct SessionService: Sendable {
         let factorKey = Throttle.factorKey(user.id)
         let addressKey = Throttle.addressKey(address)
         return try throttle.limitingConcurrency(account: factorKey, address: addressKey) {
-            let counts = try throttle.reserve([factorKey, addressKey])
+            let ticket = try throttle.reserve([factorKey, addressKey])
             var methods = [method]
             let credential: String
             var webauthnReason: String?
@@ -391,7 +392,7 @@ public struct SessionService: Sendable {
                     AuditEvent(
                         action: action, actor: user.name, subject: user.name, result: "failure",
                         reason: e.code, factors: [method], details: details))
-                if let n = counts.first, n >= policy.throttle.lockoutAfterFactorFailures {
+                if let n = ticket.counts.first, n >= policy.throttle.lockoutAfterFactorFailures {
                     try store.setLocked(userId: user.id, true)
                     try store.deleteSessions(userId: user.id)
                     try audit.record(
@@ -403,11 +404,10 @@ public struct SessionService: Sendable {
                 throw e
             } catch {
                 // Malformed input or a missing factor proved nothing and guessed nothing: give the attempt back.
-                try store.refundAttempt(key: factorKey)
-                try store.refundAttempt(key: addressKey)
+                try throttle.refund(ticket)
                 throw error
             }
-            try throttle.succeeded(account: factorKey, address: addressKey)
+            try throttle.succeeded(ticket)
             let now = clock.now()
             try store.touchFactor(id: credential, at: now)
             return ProvedFactor(kind: proof.kind, methods: methods, credential: credential, at: now)

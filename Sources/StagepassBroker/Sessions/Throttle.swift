@@ -75,23 +75,44 @@ public struct Throttle: Sendable {
         return d.overflow ? policy.maxDelay : min(d.partialValue, policy.maxDelay)
     }
 
+    /// One reserved attempt: what ``reserve(_:)`` counted, so that it can be given back.
+    public struct Ticket: Sendable {
+        public let keys: [String]
+        /// The counts after this attempt, in key order.
+        public let counts: [Int]
+        let previous: [Int64?]
+        let at: Int64
+    }
+
     /// Reserves one attempt on every key, atomically (see ``BrokerStore/reserveAttempt(keys:now:window:delay:)``).
-    /// - Returns: the counts after this attempt, in key order.
     /// - Throws: ``BrokerError/throttled(retryAfter:)`` when a key still waits; nothing is counted then.
     @discardableResult
-    public func reserve(_ keys: [String]) throws -> [Int] {
+    public func reserve(_ keys: [String]) throws -> Ticket {
         let p = policy
-        switch try store.reserveAttempt(keys: keys, now: clock.now(), window: p.window, delay: { Self.delay(after: $0, policy: p) }) {
-        case .reserved(let counts): return counts
+        let now = clock.now()
+        switch try store.reserveAttempt(keys: keys, now: now, window: p.window, delay: { Self.delay(after: $0, policy: p) })
+        {
+        case .reserved(let counts, let previous): return Ticket(keys: keys, counts: counts, previous: previous, at: now)
         case .throttled(let wait): throw BrokerError.throttled(retryAfter: wait)
         }
     }
 
-    /// After a success: clears the per-account (or per-factor) key and gives back the address key's reservation, so
-    /// that people behind one address do not lock each other out by signing in.
-    public func succeeded(account: String, address: String) throws {
-        try store.clearThrottle(key: account)
-        try store.refundAttempt(key: address)
+    /// Gives back the attempt on every key of the ticket (input that proved and guessed nothing, or a success on a
+    /// shared key), leaving no trace of it.
+    public func refund(_ ticket: Ticket) throws {
+        for (key, previous) in zip(ticket.keys, ticket.previous) {
+            try store.refundAttempt(key: key, reservedAt: ticket.at, previous: previous)
+        }
+    }
+
+    /// After a success: clears the per-account (or per-factor) key — the first of the ticket — and gives back the
+    /// others' reservations, so that people behind one address do not slow each other down by signing in.
+    public func succeeded(_ ticket: Ticket) throws {
+        guard let first = ticket.keys.first else { return }
+        try store.clearThrottle(key: first)
+        for (key, previous) in zip(ticket.keys, ticket.previous).dropFirst() {
+            try store.refundAttempt(key: key, reservedAt: ticket.at, previous: previous)
+        }
     }
 
     /// Runs `body` while holding an in-flight slot for the account and the address.

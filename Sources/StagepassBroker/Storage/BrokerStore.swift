@@ -143,8 +143,9 @@ public struct ThrottleRecord: Sendable, Hashable {
 
 /// The outcome of ``BrokerStore/reserveAttempt(keys:now:window:delay:)``.
 public enum ThrottleReservation: Sendable, Hashable {
-    /// The attempt may go ahead; the counts after it, in key order.
-    case reserved(counts: [Int])
+    /// The attempt may go ahead: the counts after it and each key's previous last-attempt time (nil when the key had
+    /// no live count), in key order.
+    case reserved(counts: [Int], previous: [Int64?])
     /// Some key is still waiting; nothing was counted.
     case throttled(retryAfter: Int64)
 }
@@ -250,8 +251,10 @@ public protocol BrokerStore: TokenStore, WebAuthnStore {
     /// the transaction, so no more attempts than allowed are ever evaluated.
     func reserveAttempt(keys: [String], now: Int64, window: Int64, delay: (Int) -> Int64) throws
         -> ThrottleReservation
-    /// Gives back one reserved attempt on `key` (a success that should not count against a shared key).
-    func refundAttempt(key: String) throws
+    /// Gives back one attempt reserved at `reservedAt` on `key` (a success, or input that proved nothing): the count
+    /// drops by one and, unless another attempt was reserved since, the last attempt time goes back to `previous`
+    /// (nil: there was none), so a success does not extend anyone's delay.
+    func refundAttempt(key: String, reservedAt: Int64, previous: Int64?) throws
 
     // MARK: audit
     /// Appends one record in a transaction: `chain` receives the previous record (nil for the first) and builds

@@ -456,21 +456,25 @@ public final class SQLiteStore: BrokerStore {
         // with another reservation (https://www.sqlite.org/lang_transaction.html).
         try db.write { db in
             var current: [Int] = []
+            var previous: [Int64?] = []
             var wait: Int64 = 0
             for key in keys {
                 let row = try Row.fetchOne(
                     db, sql: "SELECT failures, last_failure_at FROM throttles WHERE key = ?", arguments: [key])
                 guard let row else {
                     current.append(0)
+                    previous.append(nil)
                     continue
                 }
                 let failures: Int = row["failures"]
                 let last: Int64 = row["last_failure_at"]
                 guard now - last < window else {
                     current.append(0)
+                    previous.append(nil)
                     continue
                 }
                 current.append(failures)
+                previous.append(last)
                 let until = last + delay(failures)
                 if until > now { wait = max(wait, until - now) }
             }
@@ -484,14 +488,20 @@ public final class SQLiteStore: BrokerStore {
                         """,
                     arguments: [key, n + 1, now])
             }
-            return .reserved(counts: current.map { $0 + 1 })
+            return .reserved(counts: current.map { $0 + 1 }, previous: previous)
         }
     }
 
-    public func refundAttempt(key: String) throws {
+    public func refundAttempt(key: String, reservedAt: Int64, previous: Int64?) throws {
         try db.write { db in
             try db.execute(
-                sql: "UPDATE throttles SET failures = MAX(failures - 1, 0) WHERE key = ?", arguments: [key])
+                sql: """
+                    UPDATE throttles SET failures = MAX(failures - 1, 0),
+                        last_failure_at = CASE WHEN last_failure_at = ? THEN ? ELSE last_failure_at END
+                    WHERE key = ?
+                    """,
+                arguments: [reservedAt, previous ?? 0, key])
+            try db.execute(sql: "DELETE FROM throttles WHERE key = ? AND failures = 0", arguments: [key])
         }
     }
 

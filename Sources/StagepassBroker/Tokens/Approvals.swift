@@ -257,11 +257,11 @@ extension TokenBroker {
     /// the attempt is reserved before the lookup and given back when the code named a request.
     func lookup(userCode: String, session: Session, address: String) throws -> ApprovalRequestRecord {
         let keys = ["usercode:" + session.userId, Throttle.addressKey(address)]
-        try human.sessions.throttle.reserve(keys)
+        let ticket = try human.sessions.throttle.reserve(keys)
         guard let code = UserCode.normalize(userCode), let r = try store.request(userCode: code) else {
             throw OAuthError.notFound("no request with that code")
         }
-        for k in keys { try store.refundAttempt(key: k) }
+        try human.sessions.throttle.refund(ticket)
         return r
     }
 

@@ -67,4 +67,22 @@ import Testing
         #expect(granted == 3)
         #expect(try f.store.throttle(key: "acct:x")?.failures == 3)
     }
+
+    /// A success gives its reservation back without a trace: the shared address key keeps its count and its last
+    /// failure time, so signing in does not extend anyone's delay.
+    @Test func aSuccessGivesItsReservationBack() throws {
+        let f = try Fixture()
+        let t = Throttle(store: f.store, clock: f.manual.clock, policy: .init(freeFailures: 3))
+        _ = try t.reserve(["acct:a", "addr:x"])  // a failure: kept
+        f.manual.advance(10)
+        let ok = try t.reserve(["acct:b", "addr:x"])
+        #expect(ok.counts == [1, 2])
+        try t.succeeded(ok)
+        #expect(try f.store.throttle(key: "acct:b") == nil)
+        let addr = try #require(try f.store.throttle(key: "addr:x"))
+        #expect(addr.failures == 1 && addr.lastFailureAt == 1_700_000_000)
+        let fresh = try t.reserve(["acct:c", "addr:y"])
+        try t.refund(fresh)
+        #expect(try f.store.throttle(key: "addr:y") == nil)
+    }
 }
