@@ -73,8 +73,14 @@ struct Serve: AsyncParsableCommand {
             broker: broker, tokens: tokens, configuration: .init(address: .hostname(host, port: port), serverName: "stagepass"),
             options: HTTPOptions(issuer: issuerURL), logger: logger)
         // `stagepass keys …` finds this broker through a note in the key store and waits until it publishes a change.
-        let note = try RunningBrokers.announce(directory: keys, url: RunningBrokers.loopbackURL(host: host, port: port))
-        defer { RunningBrokers.withdraw(note) }
+        var note: String?
+        do {
+            note = try RunningBrokers.announce(directory: keys, url: RunningBrokers.loopbackURL(host: host, port: port))
+        } catch {
+            // Not fatal: the broker still re-reads a changed keyring before each request; only the CLI cannot wait.
+            logger.warning("cannot announce this broker in \(keys); key commands will not wait for it: \(error)")
+        }
+        defer { if let note { RunningBrokers.withdraw(note) } }
         // The rotation schedule runs inside the broker beside the HTTP service.
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { await keyStore.runSchedule(every: .seconds(60)) }

@@ -14,6 +14,7 @@ import pytest
 import openapi_check
 from broker import Broker, policy
 from conftest import stagepass_bin_path
+from test_pages import Browserish, sign_in as page_sign_in
 
 
 @pytest.fixture(scope="module")
@@ -106,6 +107,22 @@ def test_admin_rotation_honours_the_pre_publication_guard_unless_forced(broker):
     assert admin[-1]["result"] == "success" and admin[-1]["details"]["forced"] == "true"
     store = [e for e in events if e["action"] == "key.rotate"]
     assert store[-1]["details"]["forced"] == "true"
+
+
+def test_keys_page_rotation_honours_the_guard_unless_forced(broker):
+    c = Browserish(broker.url)
+    page_sign_in(broker, c, broker.add_user("pageadmin", ["admins"]))
+    status, _, html = c.get("/admin/keys")
+    assert status == 200 and 'name="force"' in html
+    before = published(broker)
+    status, _, html = c.post("/admin/keys/rotate", {"csrf": c.csrf(html)})
+    assert status == 200 and "pre-publication window" in html and "Rotated" not in html, html
+    assert published(broker) == before
+    status, _, html = c.post("/admin/keys/rotate", {"csrf": c.csrf(html), "force": "1"})
+    assert status == 200 and "Rotated" in html, html
+    assert published(broker) != before
+    forced = [e for e in audit_events(broker) if e["action"] == "admin.key.rotate" and e["actor"] == "pageadmin"]
+    assert [e["result"] for e in forced] == ["denied", "success"] and forced[-1]["details"]["forced"] == "true"
 
 
 def test_every_secret_file_is_private(broker):
