@@ -73,7 +73,9 @@ struct KeyStoreOptions: ParsableArguments {
 ///
 /// Prints one line per broker; a broker that does not confirm within the timeout is reported on stderr and the command
 /// exits 1 (the change itself is committed on disk).
-func confirmWithRunningBrokers(_ options: KeyStoreOptions, published: Set<String>, unpublished: Set<String>) async throws {
+func confirmWithRunningBrokers(_ options: KeyStoreOptions, published: Set<String>, unpublished: Set<String>)
+    async throws
+{
     let brokers = RunningBrokers.list(directory: options.directory)
     guard !brokers.isEmpty else {
         print("broker:      no running broker uses \(options.directory)")
@@ -112,9 +114,9 @@ func confirmWithRunningBrokers(_ options: KeyStoreOptions, published: Set<String
         } else {
             unconfirmed += 1
             printError(
-                "stagepass keys: WARNING: the running broker pid \(b.pid) at \(b.url) did not confirm the change within "
-                    + "\(options.brokerTimeout) s: \(lastProblem). The change is committed on disk; the broker re-reads "
-                    + "the keyring before its next signing or JWKS request.")
+                "stagepass keys: WARNING: the running broker pid \(b.pid) at \(b.url) did not confirm the change "
+                    + "within \(options.brokerTimeout) s: \(lastProblem). The change is committed on disk; the broker "
+                    + "re-reads the keyring before its next signing or JWKS request.")
         }
     }
     if unconfirmed > 0 { throw ExitCode(1) }

@@ -194,9 +194,9 @@ struct Login: AsyncParsableCommand {
             // Nobody would hold this session: end it at the broker.
             let (status, _) = (try? await client.post("/v1/auth/logout", token: token, body: nil)) ?? (0, nil)
             let ended = status == 204 || status == 401
-            throw ValidationError(
-                "\(error); "
-                    + (ended ? "the new session was signed out" : "the new session could NOT be signed out (it expires by itself)"))
+            let outcome =
+                ended ? "the new session was signed out" : "the new session could NOT be signed out (it expires by itself)"
+            throw ValidationError("\(error); \(outcome)")
         }
         print("session saved to \(path)")
     }

@@ -18,8 +18,8 @@ public struct RunningBroker: Sendable, Hashable {
 /// How a running broker tells the key commands that it uses a key store, so `stagepass keys rotate|import|compromise`
 /// can wait until that broker publishes the change (Keys/README.md "A running broker").
 ///
-/// Each broker writes `<keys>/.broker-<pid>.json` (`{"pid":…,"url":…}`, mode 0600) when it starts and removes it when
-/// it stops. A note whose process is gone (e.g. killed) is ignored and removed by the next reader. The note carries
+/// Each broker writes `<keys>/.broker-<pid>.json` (`{"pid":…,"url":…}`, mode 0600) when it starts and removes it
+/// when it stops. A note whose process is gone (e.g. killed) is ignored and removed by the next reader. The note carries
 /// no secret: only where the public JWKS is served.
 public enum RunningBrokers {
     static let prefix = ".broker-"
@@ -68,7 +68,9 @@ public enum RunningBrokers {
         switch host {
         case "0.0.0.0", "": return "http://127.0.0.1:\(port)"
         case "::", "[::]": return "http://[::1]:\(port)"
-        default: return host.contains(":") && !host.hasPrefix("[") ? "http://[\(host)]:\(port)" : "http://\(host):\(port)"
+        default:
+            let bare = host.contains(":") && !host.hasPrefix("[")
+            return bare ? "http://[\(host)]:\(port)" : "http://\(host):\(port)"
         }
     }
 }

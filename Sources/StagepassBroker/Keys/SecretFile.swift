@@ -72,8 +72,8 @@ public enum SecretFile {
     /// The mode of a directory holding secret files.
     public static let directoryMode: mode_t = 0o700
 
-    /// Writes `bytes` to `path` with mode 0600, durably: temp file (0600 from creation) → write → fsync → rename (or,
-    /// with `replace: false`, link, which fails if `path` exists) → fsync of the directory.
+    /// Writes `bytes` to `path` with mode 0600, durably: temp file (0600 from creation) → write → fsync → rename
+    /// (or, with `replace: false`, link, which fails if `path` exists) → fsync of the directory.
     ///
     /// A relative `path` is relative to the current directory (a bare file name included).
     /// - Parameters:
@@ -158,8 +158,9 @@ public enum SecretFile {
 
     /// Creates `directory` (and missing parents) with mode 0700; an existing directory that group or others can use
     /// is tightened to 0700 when this user owns it.
-    /// - Throws: ``SecretFileError``: `insecure_permissions` for an open directory owned by someone else,
-    ///   `not_a_regular_file` when the path is not a directory, `io_failure`.
+    /// - Throws: ``SecretFileError``: `insecure_permissions` for an open directory owned by someone else or a shared
+    ///   one (writable by others, or sticky like `/tmp`), `not_a_regular_file` when the path is not a directory,
+    ///   `io_failure`.
     public static func ensurePrivateDirectory(_ directory: String) throws {
         var st = stat()
         if stat(directory, &st) != 0 {
@@ -179,10 +180,17 @@ public enum SecretFile {
             guard mkdir(directory, directoryMode) == 0 || errno == EEXIST else {
                 throw SecretFileError.ioFailure("cannot create \(directory): \(errnoText())")
             }
-            guard stat(directory, &st) == 0 else { throw SecretFileError.ioFailure("stat \(directory): \(errnoText())") }
+            guard stat(directory, &st) == 0 else {
+                throw SecretFileError.ioFailure("stat \(directory): \(errnoText())")
+            }
         }
         guard st.st_mode & S_IFMT == S_IFDIR else {
             throw SecretFileError.notARegularFile("\(directory) is not a directory")
+        }
+        // A shared directory (world-writable or sticky, like /tmp) is never taken over and tightened.
+        guard st.st_mode & (0o002 | mode_t(S_ISVTX)) == 0 else {
+            throw SecretFileError.insecurePermissions(
+                "\(directory) is shared (writable by others or sticky); give the broker a directory of its own")
         }
         try tighten(directory, mode: st.st_mode, owner: st.st_uid, to: directoryMode)
     }
@@ -201,7 +209,9 @@ public enum SecretFile {
         defer { close(fd) }
         var st = stat()
         guard fstat(fd, &st) == 0 else { throw SecretFileError.ioFailure("stat \(path): \(errnoText())") }
-        guard st.st_mode & S_IFMT == S_IFREG else { throw SecretFileError.notARegularFile("\(path) is not a regular file") }
+        guard st.st_mode & S_IFMT == S_IFREG else {
+            throw SecretFileError.notARegularFile("\(path) is not a regular file")
+        }
         if st.st_mode & 0o077 != 0 {
             guard st.st_uid == geteuid() else {
                 throw SecretFileError.insecurePermissions(
@@ -219,7 +229,9 @@ public enum SecretFile {
             if errno == ENOENT { return }
             throw SecretFileError.ioFailure("stat \(path): \(errnoText())")
         }
-        guard st.st_mode & S_IFMT == S_IFREG else { throw SecretFileError.notARegularFile("\(path) is not a regular file") }
+        guard st.st_mode & S_IFMT == S_IFREG else {
+            throw SecretFileError.notARegularFile("\(path) is not a regular file")
+        }
         try tighten(path, mode: st.st_mode, owner: st.st_uid, to: fileMode)
     }
 

@@ -526,9 +526,9 @@ private struct PolicyReader {
         guard t.statusListLifetime <= cover else {
             throw fail(
                 line("status_list_lifetime", or: "status_list_lifetime"),
-                "tokens.status_list_lifetime (\(PolicyDuration.format(t.statusListLifetime))) exceeds what the key "
-                    + "schedule covers (\(PolicyDuration.format(cover)): a key stays published for at most one rotation "
-                    + "period after it stops signing); lower it")
+                "tokens.status_list_lifetime (\(PolicyDuration.format(t.statusListLifetime))) exceeds what the "
+                    + "key schedule covers (\(PolicyDuration.format(cover)): a key stays published for at most one "
+                    + "rotation period after it stops signing); lower it")
         }
         guard t.pollInterval <= t.requestLifetime else {
             throw fail(

@@ -71,6 +71,11 @@ struct SecretFileTests {
         #expect(chmod(open, 0o755) == 0)
         try SecretFile.ensurePrivateDirectory(open)
         #expect(try modeOf(open) == 0o700)
+        // A shared directory such as /tmp is refused, never tightened.
+        let shared = dir.path + "/shared"
+        #expect(mkdir(shared, 0o700) == 0 && chmod(shared, 0o1777) == 0)
+        #expect(throws: SecretFileError.insecurePermissions) { try SecretFile.ensurePrivateDirectory(shared) }
+        #expect(try modeOf(shared) == 0o1777)
     }
 
     @Test func privateFileIsCreated0600WithoutTouchingContent() throws {
