@@ -64,8 +64,9 @@ public struct HumanBroker: Sendable {
     /// The master key file inside a data directory (used when `STAGEPASS_MASTER_KEY` is not set).
     public static func masterKeyPath(_ dir: String) -> String { (dir as NSString).appendingPathComponent("master.key") }
 
-    /// Opens (creating, mode 0700) a data directory: the SQLite database, and the master key from
-    /// `STAGEPASS_MASTER_KEY` or `DIR/master.key`, generating the file (mode 0600) on first use.
+    /// Opens (creating, mode 0700; an existing one of this user is tightened to 0700) a data directory: the SQLite
+    /// database (mode 0600), and the master key from `STAGEPASS_MASTER_KEY` or `DIR/master.key`, generating the file
+    /// (mode 0600 from creation, ``SecretFile``) on first use; a key file others can read is refused.
     /// - Parameter webAuthn: RP ID and origins for security keys (default ``WebAuthnConfiguration/localDevelopment``:
     ///   RP ID `localhost`, origins `http://localhost:8080`, `http://127.0.0.1:8080`).
     /// - Throws: ``BrokerError/masterKey(_:)``, or a database error.
@@ -75,20 +76,18 @@ public struct HumanBroker: Sendable {
         environment: [String: String] = ProcessInfo.processInfo.environment,
         webAuthn: WebAuthnConfiguration = .localDevelopment
     ) throws -> HumanBroker {
-        let fm = FileManager.default
-        if !fm.fileExists(atPath: dir) {
-            try fm.createDirectory(
-                atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        do { try SecretFile.ensurePrivateDirectory(dir) } catch let e as SecretFileError {
+            throw BrokerError.masterKey("data directory: \(e.detail)")
         }
         let keyFile = masterKeyPath(dir)
         var key = try MasterKey.load(environment: environment, keyFile: keyFile)
         if key == nil {
             let fresh = try MasterKey.generate()
-            guard
-                fm.createFile(
-                    atPath: keyFile, contents: Data((fresh.base64url + "\n").utf8),
-                    attributes: [.posixPermissions: 0o600])
-            else { throw BrokerError.masterKey("cannot write \(keyFile)") }
+            do {
+                try SecretFile.write(Array((fresh.base64url + "\n").utf8), to: keyFile, replace: false)
+            } catch let e as SecretFileError {
+                throw BrokerError.masterKey("cannot write \(keyFile): \(e.detail)")
+            }
             key = fresh
         }
         guard let key else { throw BrokerError.masterKey("no master key") }

@@ -340,7 +340,22 @@ struct TokenAPI: Sendable {
             }
             alg = a
         }
-        let r = try await tokens.rotateKeys(by: s, alg: alg)
+        // `{"force": true}` promotes a next key published for less than the pre-publication window.
+        var force = false
+        if let f = body.fields["force"] {
+            guard let b = f.boolValue else { throw Problem.badRequest("force must be true or false") }
+            force = b
+        }
+        let r: RotationResult
+        do {
+            r = try await tokens.rotateKeys(by: s, alg: alg, force: force)
+        } catch let e as KeyStoreError where e == .nextNotPrePublished {
+            var p = Problem(
+                code: e.code, status: .conflict, title: "Rotation not yet safe", detail: e.detail,
+                retryAfter: e.safeAfter.map { max(1, $0 - broker.clock.now()) })
+            if let t = e.safeAfter { p.extra["safe_after"] = .int(t) }
+            throw p
+        }
         return json(
             .ok,
             [

@@ -65,11 +65,11 @@ struct Factors: ParsableCommand {
                 let newKey = try MasterKey.generate()
                 let path = HumanBroker.masterKeyPath(options.data)
                 let staged = path + ".new"
-                guard
-                    FileManager.default.createFile(
-                        atPath: staged, contents: Data((newKey.base64url + "\n").utf8),
-                        attributes: [.posixPermissions: 0o600])
-                else { throw BrokerError.masterKey("cannot write \(staged)") }
+                do {
+                    try SecretFile.write(Array((newKey.base64url + "\n").utf8), to: staged)
+                } catch let e as SecretFileError {
+                    throw BrokerError.masterKey("cannot write \(staged): \(e.detail)")
+                }
                 let n = try broker.factors.rotateMasterKey(to: newKey, actor: cliActor())
                 // rename(2) is atomic: DIR/master.key is always either the old key or the new one. Should this
                 // fail after the database commit, DIR/master.key.new holds the key that now opens the secrets.

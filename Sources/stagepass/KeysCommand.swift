@@ -4,6 +4,10 @@ import Logging
 import StagepassBroker
 import StagepassJOSE
 
+#if canImport(FoundationNetworking)
+    import FoundationNetworking
+#endif
+
 /// `stagepass keys …`: the signing-key store (Keys/README.md).
 struct KeysCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -26,6 +30,9 @@ struct KeyStoreOptions: ParsableArguments {
 
     @Option(name: .customLong("data"), help: "The broker's data directory: key actions go to its audit log.")
     var data: String = "./.stagepass"
+
+    @Option(help: "Seconds to wait for each running broker of this key store to publish a change.")
+    var brokerTimeout: Double = 10
 
     /// The broker (database) of the data directory.
     func openBroker() throws -> HumanBroker { try HumanBroker.open(dataDirectory: data) }
@@ -58,6 +65,61 @@ struct KeyStoreOptions: ParsableArguments {
                 directory: directory, passphrase: passphrase, audit: audit, actor: "cli:\(user)"))
         }
     }
+}
+
+/// Waits until every running broker of the key store (``RunningBrokers``) publishes a change: its JWKS lists every
+/// kid of `published` and none of `unpublished`. A broker re-reads a changed keyring before each signing and JWKS
+/// request, so its JWKS showing the change means it also signs accordingly.
+///
+/// Prints one line per broker; a broker that does not confirm within the timeout is reported on stderr and the command
+/// exits 1 (the change itself is committed on disk).
+func confirmWithRunningBrokers(_ options: KeyStoreOptions, published: Set<String>, unpublished: Set<String>)
+    async throws
+{
+    let brokers = RunningBrokers.list(directory: options.directory)
+    guard !brokers.isEmpty else {
+        print("broker:      no running broker uses \(options.directory)")
+        return
+    }
+    var unconfirmed = 0
+    for b in brokers {
+        let deadline = Date().addingTimeInterval(max(0.1, options.brokerTimeout))
+        var lastProblem = "no answer"
+        var confirmed = false
+        while !confirmed {
+            do {
+                let client = BrokerClient(base: b.url)
+                var req = URLRequest(url: try client.url("/.well-known/jwks.json"))
+                req.cachePolicy = .reloadIgnoringLocalCacheData
+                req.timeoutInterval = max(0.5, min(2, deadline.timeIntervalSinceNow))
+                let (status, data) = try await client.perform(req)
+                if status == 200, let doc = try? JSONValue.parse(Array(data)), let keys = doc["keys"]?.arrayValue {
+                    let kids = Set(keys.compactMap { $0["kid"]?.stringValue })
+                    if published.isSubset(of: kids) && unpublished.isDisjoint(with: kids) {
+                        confirmed = true
+                        break
+                    }
+                    lastProblem = "its JWKS does not show the change yet (does it serve --keys \(options.directory)?)"
+                } else {
+                    lastProblem = "its JWKS answered HTTP \(status)"
+                }
+            } catch {
+                lastProblem = "unreachable (\(error.localizedDescription))"
+            }
+            if Date() >= deadline { break }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        if confirmed {
+            print("broker:      pid \(b.pid) at \(b.url) confirmed: it publishes and signs with the new keyring")
+        } else {
+            unconfirmed += 1
+            printError(
+                "stagepass keys: WARNING: the running broker pid \(b.pid) at \(b.url) did not confirm the change "
+                    + "within \(options.brokerTimeout) s: \(lastProblem). The change is committed on disk; the broker "
+                    + "re-reads the keyring before its next signing or JWKS request.")
+        }
+    }
+    if unconfirmed > 0 { throw ExitCode(1) }
 }
 
 /// Prints to standard error.
@@ -138,6 +200,7 @@ extension KeysCommand {
             print("active:   \(r.activeKid)")
             if let retiring = r.retiringKid { print("retiring: \(retiring)") }
             print("next:     \(r.nextKid)")
+            try await confirmWithRunningBrokers(options, published: [r.activeKid, r.nextKid], unpublished: [])
         }
     }
 
@@ -162,6 +225,7 @@ extension KeysCommand {
                 try await store.importKey(pem: String(decoding: data, as: UTF8.self), alg: algorithm)
             }
             print("imported: \(kid)")
+            try await confirmWithRunningBrokers(options, published: [kid], unpublished: [])
         }
     }
 
@@ -181,13 +245,16 @@ extension KeysCommand {
             // Every token the key signed is revoked in the ledger too (when this data directory has a broker
             // database; none is created here); a running broker serves the new status list at once (it re-signs when
             // the revocation epoch moves).
-            guard FileManager.default.fileExists(atPath: HumanBroker.databasePath(options.data)) else {
+            if FileManager.default.fileExists(atPath: HumanBroker.databasePath(options.data)) {
+                let jtis = try options.openBroker().revokeTokens(
+                    .kid(kid), describedAs: "kid:" + kid, actor: cliActor(), factors: [], reason: "key compromised")
+                print("revoked:     \(jtis.count) token(s) signed by \(kid)")
+            } else {
                 print("no broker database in \(options.data): no issued tokens to revoke there")
-                return
             }
-            let jtis = try options.openBroker().revokeTokens(
-                .kid(kid), describedAs: "kid:" + kid, actor: cliActor(), factors: [], reason: "key compromised")
-            print("revoked:     \(jtis.count) token(s) signed by \(kid)")
+            // Returns only once every running broker of this store has stopped publishing and signing with the key.
+            try await confirmWithRunningBrokers(
+                options, published: Set([r.activeKid] + (r.nextKid.map { [$0] } ?? [])), unpublished: [r.kid])
         }
     }
 

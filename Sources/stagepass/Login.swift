@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import StagepassBroker
 import StagepassJOSE
 
 #if canImport(FoundationNetworking)
@@ -17,21 +18,47 @@ struct SessionFile {
             "session.json")
     }
 
-    /// Writes the file with mode 0600 (its directory 0700), replacing any earlier one.
-    static func write(path: String, broker: String, token: String) throws {
-        let fm = FileManager.default
+    /// The absolute path of a session file: a relative path (a bare file name included) is resolved against the
+    /// current directory.
+    static func resolve(_ path: String) -> String {
+        if path.hasPrefix("/") { return path }
+        return (FileManager.default.currentDirectoryPath as NSString).appendingPathComponent(path)
+    }
+
+    /// Checks, before signing in, that the session file can be written: its directory exists (a missing one is
+    /// created mode 0700) and this user can create files in it, and the path is not a directory.
+    static func checkWritable(path: String) throws {
         let dir = (path as NSString).deletingLastPathComponent
-        try fm.createDirectory(atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-        try? fm.removeItem(atPath: path)
-        let body = JSONValue.object(["broker": .string(broker), "token": .string(token)]).serialized() + "\n"
-        guard fm.createFile(atPath: path, contents: Data(body.utf8), attributes: [.posixPermissions: 0o600]) else {
-            throw ValidationError("cannot write \(path)")
+        var isDir: ObjCBool = false
+        if !FileManager.default.fileExists(atPath: dir, isDirectory: &isDir) {
+            do { try SecretFile.ensurePrivateDirectory(dir) } catch {
+                throw ValidationError("cannot create the session file's directory \(dir): \(error)")
+            }
+        } else if !isDir.boolValue {
+            throw ValidationError("cannot save the session in \(path): \(dir) is not a directory")
+        }
+        if FileManager.default.fileExists(atPath: path, isDirectory: &isDir), isDir.boolValue {
+            throw ValidationError("cannot save the session in \(path): it is a directory")
+        }
+        guard access(dir, W_OK | X_OK) == 0 else {
+            throw ValidationError("cannot save the session in \(path): \(dir) is not writable")
         }
     }
 
+    /// Writes the file with mode 0600 from its first byte (``SecretFile``), replacing any earlier one.
+    static func write(path: String, broker: String, token: String) throws {
+        let body = JSONValue.object(["broker": .string(broker), "token": .string(token)]).serialized() + "\n"
+        do { try SecretFile.write(Array(body.utf8), to: path) } catch {
+            throw ValidationError("cannot write \(path): \(error)")
+        }
+    }
+
+    /// Reads a saved session; a file that group or others can read is refused (``SecretFile/read(_:)``).
     static func read(path: String) throws -> (broker: String, token: String) {
-        guard let data = FileManager.default.contents(atPath: path),
-            let v = try? JSONValue.parse(Array(data)), let b = v["broker"]?.stringValue, let t = v["token"]?.stringValue
+        let bytes: [UInt8]?
+        do { bytes = try SecretFile.read(path) } catch { throw ValidationError("refusing the session file: \(error)") }
+        guard let bytes, let v = try? JSONValue.parse(bytes), let b = v["broker"]?.stringValue,
+            let t = v["token"]?.stringValue
         else { throw ValidationError("no session in \(path); run stagepass login") }
         return (b, t)
     }
@@ -137,6 +164,9 @@ struct Login: AsyncParsableCommand {
     @Option(help: "Where to save the session token.") var sessionFile: String?
 
     func run() async throws {
+        // Where the session goes is settled before signing in, so a failure to save leaves no live session behind.
+        let path = SessionFile.resolve(sessionFile ?? SessionFile.defaultPath())
+        try SessionFile.checkWritable(path: path)
         let password = passwordStdin ? try readStdinLine() : try promptSecret("Password for \(user): ")
         let client = BrokerClient(base: broker)
         let (s1, j1) = try await client.post(
@@ -158,8 +188,16 @@ struct Login: AsyncParsableCommand {
         } else {
             print("signed in as \(user) (no second factor required by policy)")
         }
-        let path = sessionFile ?? SessionFile.defaultPath()
-        try SessionFile.write(path: path, broker: broker, token: token)
+        do {
+            try SessionFile.write(path: path, broker: broker, token: token)
+        } catch {
+            // Nobody would hold this session: end it at the broker.
+            let (status, _) = (try? await client.post("/v1/auth/logout", token: token, body: nil)) ?? (0, nil)
+            let ended = status == 204 || status == 401
+            let outcome =
+                ended ? "the new session was signed out" : "the new session could NOT be signed out (it expires by itself)"
+            throw ValidationError("\(error); \(outcome)")
+        }
         print("session saved to \(path)")
     }
 }

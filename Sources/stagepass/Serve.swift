@@ -64,11 +64,23 @@ struct Serve: AsyncParsableCommand {
                     "roles": String(accessPolicy.roles.count), "stages": String(accessPolicy.stages.count),
                     "audiences": String(accessPolicy.audiences.count), "pipelines": String(accessPolicy.pipelines.count),
                 ]))
-        let keyStore = try openKeyStore(audit: broker.audit, logger: logger)
+        // The retiring window covers the longest token any stage can issue and the status lists (Specs/policy.md).
+        let schedule = try KeySchedule.standard(covering: accessPolicy.longestSignedLifetime)
+        let keyStore = try openKeyStore(audit: broker.audit, logger: logger, schedule: schedule)
+        logger.info("key schedule: a demoted key stays published \(schedule.retiringPeriod) s")
         let tokens = TokenBroker(human: broker, keys: keyStore, issuer: issuerURL)
         let app = buildApplication(
             broker: broker, tokens: tokens, configuration: .init(address: .hostname(host, port: port), serverName: "stagepass"),
             options: HTTPOptions(issuer: issuerURL), logger: logger)
+        // `stagepass keys …` finds this broker through a note in the key store and waits until it publishes a change.
+        var note: String?
+        do {
+            note = try RunningBrokers.announce(directory: keys, url: RunningBrokers.loopbackURL(host: host, port: port))
+        } catch {
+            // Not fatal: the broker still re-reads a changed keyring before each request; only the CLI cannot wait.
+            logger.warning("cannot announce this broker in \(keys); key commands will not wait for it: \(error)")
+        }
+        defer { if let note { RunningBrokers.withdraw(note) } }
         // The rotation schedule runs inside the broker beside the HTTP service.
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { await keyStore.runSchedule(every: .seconds(60)) }
@@ -98,22 +110,25 @@ struct Serve: AsyncParsableCommand {
     /// Opens the signing key store, creating its first keys on an empty store. With no passphrase configured, the
     /// embedded default (first start from a fresh clone) generates one into `<data>/key-passphrase` (mode 0600) and
     /// says so; `--insecure-dev-keys` stores keys unencrypted instead.
-    func openKeyStore(audit: any AuditSink, logger: Logger) throws -> KeyStore {
+    func openKeyStore(audit: any AuditSink, logger: Logger, schedule: KeySchedule) throws -> KeyStore {
         var file = passphraseFile
         let env = ProcessInfo.processInfo.environment
         if file == nil, env["STAGEPASS_KEY_PASSPHRASE"] == nil, !insecureDevKeys {
             let path = (options.data as NSString).appendingPathComponent("key-passphrase")
             if !FileManager.default.fileExists(atPath: path) {
                 let secret = Base64URL.encode(try Crypto.randomBytes(32))
-                guard FileManager.default.createFile(atPath: path, contents: Data(secret.utf8), attributes: [.posixPermissions: 0o600]) else {
-                    throw ValidationError("cannot create \(path)")
+                do {
+                    // Mode 0600 from the first byte; never replaces a passphrase another process just wrote.
+                    try SecretFile.write(Array(secret.utf8), to: path, replace: false)
+                } catch let e as SecretFileError {
+                    throw ValidationError("cannot create \(path): \(e.detail)")
                 }
                 logger.warning("no key passphrase configured: generated one in \(path) (mode 0600); set STAGEPASS_KEY_PASSPHRASE or --passphrase-file in production")
             }
             file = path
         }
         let passphrase = try KeyPassphrase.resolve(passphraseFile: file, environment: env, insecureDev: insecureDevKeys)
-        let store = try KeyStore(configuration: KeyStoreConfiguration(directory: keys, passphrase: passphrase, audit: audit, actor: "broker"))
+        let store = try KeyStore(configuration: KeyStoreConfiguration(directory: keys, passphrase: passphrase, schedule: schedule, audit: audit, actor: "broker"))
         return store
     }
 }

@@ -33,15 +33,22 @@ public struct MasterKey: Sendable {
     public var fingerprint: String { Crypto.sha256(bytes).prefix(4).map { String(format: "%02x", $0) }.joined() }
 
     /// `STAGEPASS_MASTER_KEY` if set, else the file at `keyFile` if it exists, else nil.
-    /// - Throws: ``BrokerError/masterKey(_:)`` when the value found is malformed.
+    ///
+    /// The file is read through ``SecretFile/read(_:)``: one that group or others can access is refused, never used.
+    /// - Throws: ``BrokerError/masterKey(_:)`` when the value found is malformed, or the file is readable by others
+    ///   (the detail names the `chmod 600` to run) or unreadable.
     public static func load(
         environment: [String: String] = ProcessInfo.processInfo.environment,
         keyFile: String?
     ) throws -> MasterKey? {
         if let env = environment["STAGEPASS_MASTER_KEY"], !env.isEmpty { return try MasterKey(base64url: env) }
-        guard let keyFile, FileManager.default.fileExists(atPath: keyFile) else { return nil }
-        let text = try String(contentsOfFile: keyFile, encoding: .utf8)
-        return try MasterKey(base64url: text)
+        guard let keyFile else { return nil }
+        let bytes: [UInt8]?
+        do { bytes = try SecretFile.read(keyFile) } catch let e as SecretFileError {
+            throw BrokerError.masterKey("refusing the master key file: \(e.detail)")
+        }
+        guard let bytes else { return nil }
+        return try MasterKey(base64url: String(decoding: bytes, as: UTF8.self))
     }
 
     func seal(_ secret: [UInt8], factorId: String) throws -> [UInt8] {

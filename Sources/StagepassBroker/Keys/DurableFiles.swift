@@ -33,33 +33,16 @@ public enum CrashPoint {
 
 /// Crash-safe file primitives: every write is temp file → fsync → rename → fsync(directory).
 enum DurableFiles {
-    /// Writes `bytes` to `directory/name` atomically with `mode`, durable once this returns.
+    /// Writes `bytes` to `directory/name` atomically with mode 0600 from the first byte (``SecretFile``), durable once
+    /// this returns.
     ///
     /// `stepPrefix` names the crash points (`<prefix>-temp-written`, `<prefix>-renamed`, `<prefix>-committed`).
-    static func write(_ bytes: [UInt8], to name: String, in directory: String, mode: mode_t,
-                      stepPrefix: String) throws {
-        let temp = "\(directory)/.\(name).tmp"
-        let final = "\(directory)/\(name)"
-        _ = unlink(temp)
-        let fd = open(temp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode)
-        guard fd >= 0 else { throw KeyStoreError.ioFailure("cannot create \(temp): \(errnoText())") }
-        var ok = false
-        defer {
-            if !ok { _ = unlink(temp) }
-        }
+    static func write(_ bytes: [UInt8], to name: String, in directory: String, stepPrefix: String) throws {
         do {
-            defer { close(fd) }
-            // The mode given to open() is filtered by the umask; set it exactly.
-            guard fchmod(fd, mode) == 0 else { throw KeyStoreError.ioFailure("chmod \(temp): \(errnoText())") }
-            try writeAll(fd, bytes, path: temp)
-            guard fsync(fd) == 0 else { throw KeyStoreError.ioFailure("fsync \(temp): \(errnoText())") }
+            try SecretFile.write(bytes, to: "\(directory)/\(name)", replace: true, stepPrefix: stepPrefix)
+        } catch let e as SecretFileError {
+            throw KeyStoreError.ioFailure(e.detail)
         }
-        CrashPoint.reach("\(stepPrefix)-temp-written")
-        guard rename(temp, final) == 0 else { throw KeyStoreError.ioFailure("rename to \(final): \(errnoText())") }
-        ok = true
-        CrashPoint.reach("\(stepPrefix)-renamed")
-        try syncDirectory(directory)
-        CrashPoint.reach("\(stepPrefix)-committed")
     }
 
     /// Overwrites a file's bytes with zeros, fsyncs, unlinks it and fsyncs the directory.
@@ -166,17 +149,18 @@ enum DurableFiles {
     static func errnoText() -> String { String(cString: strerror(errno)) }
 }
 
-/// An exclusive advisory lock (`flock`) on `<dir>/.lock`, so the broker's schedule and an admin's CLI never
-/// interleave their read-modify-write of the keyring.
+/// An advisory lock (`flock`) on `<dir>/.lock`, so the broker's schedule and an admin's CLI never interleave their
+/// read-modify-write of the keyring (exclusive), and a reader never sees a change half done (shared: the keyring of a
+/// change names key files that are already there, and the files it drops are destroyed only after it is written).
 final class DirectoryLock {
     private let fd: Int32
 
-    /// Takes the lock, waiting for another holder.
-    init(directory: String) throws {
+    /// Takes the lock (exclusive, or `shared` for a reader), waiting for another holder.
+    init(directory: String, shared: Bool = false) throws {
         let path = "\(directory)/.lock"
         let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw KeyStoreError.ioFailure("cannot open \(path): \(DurableFiles.errnoText())") }
-        while flock(fd, LOCK_EX) != 0 {
+        while flock(fd, shared ? LOCK_SH : LOCK_EX) != 0 {
             if errno == EINTR { continue }
             close(fd)
             throw KeyStoreError.locked("cannot lock \(path): \(DurableFiles.errnoText())")
@@ -187,6 +171,49 @@ final class DirectoryLock {
     deinit {
         _ = flock(fd, LOCK_UN)
         close(fd)
+    }
+}
+
+/// What `stat(2)` says about a file, enough to notice that it was replaced or changed: device, inode, size,
+/// modification and status-change times (nanoseconds).
+struct FileStamp: Sendable, Hashable {
+    var device: UInt64
+    var inode: UInt64
+    var size: Int64
+    var modified: Int64
+    var modifiedNanos: Int64
+    var changed: Int64
+    var changedNanos: Int64
+
+    /// The stamp of `path`; nil when it does not exist.
+    static func of(_ path: String) throws -> FileStamp? {
+        var st = stat()
+        if stat(path, &st) != 0 {
+            if errno == ENOENT { return nil }
+            throw KeyStoreError.ioFailure("stat \(path): \(DurableFiles.errnoText())")
+        }
+        #if canImport(Darwin)
+        return FileStamp(
+            device: UInt64(st.st_dev), inode: UInt64(st.st_ino), size: Int64(st.st_size),
+            modified: Int64(st.st_mtimespec.tv_sec), modifiedNanos: Int64(st.st_mtimespec.tv_nsec),
+            changed: Int64(st.st_ctimespec.tv_sec), changedNanos: Int64(st.st_ctimespec.tv_nsec))
+        #else
+        return FileStamp(
+            device: UInt64(st.st_dev), inode: UInt64(st.st_ino), size: Int64(st.st_size),
+            modified: Int64(st.st_mtim.tv_sec), modifiedNanos: Int64(st.st_mtim.tv_nsec),
+            changed: Int64(st.st_ctim.tv_sec), changedNanos: Int64(st.st_ctim.tv_nsec))
+        #endif
+    }
+
+    /// The real time now, in seconds (file times are real time, whatever clock the store was given).
+    static func wallClock() -> Double { Date().timeIntervalSince1970 }
+
+    /// True when a later change within the same file-system timestamp tick (coarse on most kernels) could leave this
+    /// stamp equal: the file was modified or changed within two seconds of `readAt`, the moment its bytes were read.
+    /// (The same reasoning as Git's "racily clean" index entries.)
+    func isRacy(readAt: Double) -> Bool {
+        let latest = max(Double(modified) + Double(modifiedNanos) / 1e9, Double(changed) + Double(changedNanos) / 1e9)
+        return latest >= readAt - 2
     }
 }
 

@@ -36,14 +36,15 @@ public struct KeyPassphrase: Sendable, CustomStringConvertible {
         -> KeyPassphrase
     {
         if let passphraseFile {
-            guard let mode = try? DurableFiles.mode(passphraseFile) else {
-                throw KeyStoreError.unreadablePassphraseFile("cannot read passphrase file \(passphraseFile)")
+            let read: [UInt8]?
+            do {
+                read = try SecretFile.read(passphraseFile)
+            } catch let e as SecretFileError where e == .insecurePermissions {
+                throw KeyStoreError.insecurePermissions("passphrase file \(e.detail)")
+            } catch {
+                throw KeyStoreError.unreadablePassphraseFile("cannot read passphrase file \(passphraseFile): \(error)")
             }
-            if mode & 0o077 != 0 {
-                throw KeyStoreError.insecurePermissions(
-                    "passphrase file \(passphraseFile) has mode \(String(mode, radix: 8)); it must be 0600 or stricter")
-            }
-            guard let bytes = try? DurableFiles.read(passphraseFile) else {
+            guard let bytes = read else {
                 throw KeyStoreError.unreadablePassphraseFile("cannot read passphrase file \(passphraseFile)")
             }
             var text = String(decoding: bytes, as: UTF8.self)

@@ -35,11 +35,16 @@ public struct KeyRecord: Sendable, Hashable, Codable {
     public var retiringSince: Int64?
     /// When the key became `retired` or `compromised`.
     public var retired: Int64?
+    /// For a `retiring` key: the earliest time it may be retired, fixed when it was demoted (its tokens' longest
+    /// lifetime then, plus leeway). The schedule retires it after this and after `retiringSince` + the current
+    /// window, whichever is later, so a broker restarted with shorter lifetimes never unpublishes it early.
+    public var retireAfter: Int64?
     /// `generated` or `imported`.
     public var origin: String
 
     public init(kid: String, alg: String, state: KeyState, created: Int64, activated: Int64? = nil,
-                retiringSince: Int64? = nil, retired: Int64? = nil, origin: String) {
+                retiringSince: Int64? = nil, retired: Int64? = nil, retireAfter: Int64? = nil, origin: String) {
+        self.retireAfter = retireAfter
         self.kid = kid
         self.alg = alg
         self.state = state

@@ -15,7 +15,8 @@ public struct KeySchedule: Sendable, Hashable {
     public let rotationPeriod: Int64
     /// The minimum time a `next` key is published before it may become `active`.
     public let prePublication: Int64
-    /// The longest lifetime of any token the broker signs (the global cap).
+    /// The longest lifetime of anything the broker signs: the longest token any stage can issue, and the status
+    /// lists (``AccessPolicy/longestSignedLifetime``). A demoted key stays published this long plus ``leeway``.
     public let maxTokenLifetime: Int64
     /// Clock-skew allowance verifiers apply to `exp`.
     public let leeway: Int64
@@ -26,7 +27,8 @@ public struct KeySchedule: Sendable, Hashable {
     /// Creates a schedule.
     /// - Throws: ``KeyStoreError/invalidSchedule`` when a value is not positive, when `prePublication` exceeds
     ///   `rotationPeriod` (a scheduled rotation would have to promote a key published too briefly), or when
-    ///   `prePublication` is under 2 seconds (no max-age could be strictly shorter).
+    ///   `prePublication` is under 2 seconds (no max-age could be strictly shorter), or when `maxTokenLifetime` exceeds
+    ///   `rotationPeriod` (``longestCoverableLifetime``).
     public init(rotationPeriod: Int64, prePublication: Int64, maxTokenLifetime: Int64, leeway: Int64) throws {
         guard rotationPeriod > 0, prePublication > 0, maxTokenLifetime > 0, leeway >= 0 else {
             throw KeyStoreError.invalidSchedule("periods must be positive and leeway non-negative")
@@ -37,6 +39,11 @@ public struct KeySchedule: Sendable, Hashable {
         }
         guard prePublication >= 2 else {
             throw KeyStoreError.invalidSchedule("prePublication must be at least 2 s so the JWKS max-age can be shorter")
+        }
+        guard maxTokenLifetime <= rotationPeriod else {
+            throw KeyStoreError.invalidSchedule(
+                "tokens living \(maxTokenLifetime) s exceed what the key schedule covers (\(rotationPeriod) s): a key "
+                    + "stays published after it stops signing for at most one rotation period")
         }
         self.rotationPeriod = rotationPeriod
         self.prePublication = prePublication
@@ -51,6 +58,22 @@ public struct KeySchedule: Sendable, Hashable {
         else { preconditionFailure("the standard key schedule is valid") }
         return s
     }()
+
+    /// The standard rotation timing, with the retiring window sized for signed objects living `lifetime` seconds
+    /// (``AccessPolicy/longestSignedLifetime`` of the policy in force).
+    /// - Throws: ``KeyStoreError/invalidSchedule`` when `lifetime` is not positive or exceeds
+    ///   ``longestCoverableLifetime`` of the standard schedule (7 days).
+    public static func standard(covering lifetime: Int64) throws -> KeySchedule {
+        let s = standard
+        return try KeySchedule(
+            rotationPeriod: s.rotationPeriod, prePublication: s.prePublication, maxTokenLifetime: lifetime,
+            leeway: s.leeway)
+    }
+
+    /// The longest lifetime a token may have under this schedule: one rotation period. A key stops signing at a
+    /// rotation and stays published (`retiring`) until its last token has expired, so at most one retiring key is
+    /// published beside the active and next ones, and a demoted key is unpublished within one rotation period.
+    public var longestCoverableLifetime: Int64 { rotationPeriod }
 
     /// The `Cache-Control: max-age` (seconds) to serve with the JWKS: a quarter of the pre-publication window,
     /// at most ``jwksMaxAgeCap``, at least 1, and always strictly shorter than ``prePublication``.

@@ -76,6 +76,17 @@ public actor KeyStore {
     private var privateKeys: [String: PrivateKey]
     private var publicJWKs: [String: JWK] = [:]
     private var loadedKeyringBytes: [UInt8]?
+    /// What the keyring file looked like (stat) just before it was last read; nil: absent, or unknown after a failed
+    /// reload (the next check reads the file again).
+    private var keyringStamp: FileStamp?
+    /// Whether `keyringStamp` is recent enough that a change within the same file-system timestamp tick could leave it
+    /// unchanged; while true, each check compares the file's bytes as well.
+    private var stampIsRacy = true
+    /// False after a failed reload: nothing signs or is published until a reload succeeds (fail closed).
+    private var stampValid = false
+    /// The longest lifetime of anything signed with this store since it was opened (at least the schedule's
+    /// ``KeySchedule/maxTokenLifetime``); a demoted key stays published this long plus leeway.
+    private var coveredLifetime: Int64
 
     static let keyringFileName = "keyring.json"
 
@@ -85,6 +96,7 @@ public actor KeyStore {
     ///   `wrong_passphrase`, `corrupt_key_file`, `unsupported_key`, `io_failure`.
     public init(configuration: KeyStoreConfiguration) throws {
         self.configuration = configuration
+        coveredLifetime = configuration.schedule.maxTokenLifetime
         if !configuration.passphrase.encrypts {
             configuration.logger.critical(
                 "INSECURE: signing keys in \(configuration.directory) are stored UNENCRYPTED (--insecure-dev-keys). Never use this outside development.")
@@ -93,6 +105,9 @@ public actor KeyStore {
         ring = loaded.ring
         privateKeys = loaded.keys
         loadedKeyringBytes = loaded.bytes
+        keyringStamp = loaded.stamp
+        stampIsRacy = loaded.racy
+        stampValid = true
     }
 
     // MARK: Reading
@@ -105,6 +120,8 @@ public actor KeyStore {
 
     /// Every key in the keyring with planned times filled in, in keyring order (oldest first).
     public func keys() -> [KeyInfo] {
+        // A failed re-read keeps the last view for listing; signing and the JWKS fail closed instead.
+        try? refreshFromDisk()
         let s = configuration.schedule
         let active = ring.active.first
         return ring.keys.map { r in
@@ -117,7 +134,7 @@ public actor KeyStore {
             case .active:
                 info.retires = (r.activated ?? r.created) + s.rotationPeriod
             case .retiring:
-                info.retires = (r.retiringSince ?? r.created) + s.retiringPeriod
+                info.retires = retireTime(r)
             case .retired, .compromised:
                 info.retires = r.retired
             }
@@ -129,6 +146,7 @@ public actor KeyStore {
     /// RFC 7638 §3 thumbprint), `alg` and `use: "sig"`. Retired and compromised keys never appear.
     /// - Throws: ``KeyStoreError/cryptoFailure`` if a public key cannot be exported.
     public func jwks() throws -> JWKS {
+        try refreshFromDisk()
         let order: [KeyState] = [.active, .next, .retiring]
         var out: [JWK] = []
         for state in order {
@@ -142,6 +160,7 @@ public actor KeyStore {
     /// The active key: the only key that signs.
     /// - Throws: ``KeyStoreError/notInitialized`` for an empty store, ``KeyStoreError/noActiveKey`` otherwise.
     public func signingKey() throws -> SigningKey {
+        try refreshFromDisk()
         guard isInitialized else { throw KeyStoreError.notInitialized("no keyring in \(configuration.directory)") }
         guard let r = ring.active.first, let alg = r.algorithm, let key = privateKeys[r.kid] else {
             throw KeyStoreError.noActiveKey("the keyring has no usable active key")
@@ -149,11 +168,78 @@ public actor KeyStore {
         return SigningKey(kid: r.kid, alg: alg, privateKey: key)
     }
 
-    /// Re-reads the keyring and keys from disk (another process, e.g. the CLI, may have changed them).
-    /// - Throws: as ``init(configuration:)``; the store keeps its previous state on failure.
+    /// The active key, for signing something that lives `lifetime` seconds (a token, a status list): the retiring
+    /// window of every key grows to cover it, so the key stays published until that object has expired.
+    /// - Throws: ``KeyStoreError/invalidSchedule`` when `lifetime` exceeds
+    ///   ``KeySchedule/longestCoverableLifetime`` (nothing is signed); otherwise as ``signingKey()``.
+    public func signingKey(coveringLifetime lifetime: Int64) throws -> SigningKey {
+        try cover(lifetime: lifetime)
+        return try signingKey()
+    }
+
+    /// Makes the retiring window cover objects signed to live `lifetime` seconds (e.g. after a policy reload raised
+    /// a stage's `max_ttl`). The window never shrinks while the store is open.
+    /// - Throws: ``KeyStoreError/invalidSchedule`` when `lifetime` exceeds ``KeySchedule/longestCoverableLifetime``.
+    public func cover(lifetime: Int64) throws {
+        let s = configuration.schedule
+        guard lifetime <= s.longestCoverableLifetime else {
+            throw KeyStoreError.invalidSchedule(
+                "refusing to sign something living \(lifetime) s: the key schedule covers at most "
+                    + "\(s.longestCoverableLifetime) s (one rotation period)")
+        }
+        coveredLifetime = max(coveredLifetime, lifetime)
+    }
+
+    /// How long a demoted key stays published now: the longest lifetime covered, plus leeway.
+    public var retiringPeriod: Int64 { coveredLifetime + configuration.schedule.leeway }
+
+    /// When a `retiring` key may be retired: after its recorded ``KeyRecord/retireAfter`` and after
+    /// `retiringSince` + the current ``retiringPeriod``, whichever is later.
+    private func retireTime(_ r: KeyRecord) -> Int64 {
+        max(r.retireAfter ?? 0, (r.retiringSince ?? r.created) + retiringPeriod)
+    }
+
+    /// Re-reads the keyring and keys from disk (another process, e.g. the CLI, may have changed them), under a shared
+    /// lock of the store directory so a concurrent change is seen whole.
+    /// - Throws: as ``init(configuration:)``; on failure the store signs nothing and publishes nothing until a
+    ///   re-read succeeds.
     public func reload() throws {
-        let loaded = try Self.load(configuration)
-        install(loaded)
+        do {
+            // No directory yet: nothing to lock, and nothing to read.
+            let lock =
+                FileManager.default.fileExists(atPath: configuration.directory)
+                ? try DirectoryLock(directory: configuration.directory, shared: true) : nil
+            defer { withExtendedLifetime(lock) {} }
+            install(try Self.load(configuration))
+        } catch {
+            stampValid = false
+            throw error
+        }
+    }
+
+    /// Notices a keyring another process changed, cheaply: one `stat` of the keyring file, compared with the one taken
+    /// when it was last read (device, inode, size, modification and change times; every write is a rename, so a new
+    /// inode). Only when that stat is younger than two seconds at the time of the read (a second change within the
+    /// same timestamp tick could then keep it equal) are the bytes compared as well. A changed keyring is re-read
+    /// before this returns.
+    ///
+    /// Called at the start of every signing and JWKS request, so a key compromised or rotated by the CLI never signs
+    /// or is published again once the change is on disk.
+    /// - Throws: as ``reload()``; the store then fails closed.
+    public func refreshFromDisk() throws {
+        let path = "\(configuration.directory)/\(Self.keyringFileName)"
+        let stamp = try FileStamp.of(path)
+        if stampValid, stamp == keyringStamp, !stampIsRacy { return }
+        if stampValid {
+            let readAt = FileStamp.wallClock()
+            let bytes = try DurableFiles.read(path)
+            if bytes == loadedKeyringBytes {
+                keyringStamp = stamp
+                stampIsRacy = stamp?.isRacy(readAt: readAt) ?? false
+                return
+            }
+        }
+        try reload()
     }
 
     // MARK: Actions
@@ -276,7 +362,7 @@ public actor KeyStore {
     /// - Throws: I/O, crypto and audit errors (the broker logs them and tries again on the next tick).
     @discardableResult
     public func tick(now: Int64) throws -> TickResult {
-        try reloadIfChanged()
+        try refreshFromDisk()
         guard isDue(ring, now: now) else { return TickResult() }
         return try mutate { ring, plan in
             var result = TickResult()
@@ -284,10 +370,9 @@ public actor KeyStore {
                 result.rotation = try rotateLocked(&ring, &plan, now: now, alg: nil, force: false)
                 return result
             }
-            let s = configuration.schedule
             for i in ring.keys.indices where ring.keys[i].state == .retiring {
                 let since = ring.keys[i].retiringSince ?? ring.keys[i].created
-                if now > since + s.retiringPeriod {
+                if now > retireTime(ring.keys[i]) {
                     ring.keys[i].state = .retired
                     ring.keys[i].retired = now
                     result.retired.append(ring.keys[i].kid)
@@ -326,8 +411,7 @@ public actor KeyStore {
     private func isDue(_ ring: Keyring, now: Int64) -> Bool {
         if ring.keys.isEmpty { return true }
         if ring.next == nil { return true }
-        let s = configuration.schedule
-        if ring.keys.contains(where: { $0.state == .retiring && now > ($0.retiringSince ?? $0.created) + s.retiringPeriod }) {
+        if ring.keys.contains(where: { $0.state == .retiring && now > retireTime($0) }) {
             return true
         }
         return rotationDue(ring, now: now)
@@ -347,11 +431,12 @@ public actor KeyStore {
         if let n = ring.keys.lastIndex(where: { $0.state == .next }) {
             let age = now - ring.keys[n].created
             if oldActive != nil, !force, age < s.prePublication {
+                let safeAfter = ring.keys[n].created + s.prePublication
                 throw KeyStoreError.nextNotPrePublished(
                     "next key \(ring.keys[n].kid) has been published for \(age) s; the pre-publication window is "
                         + "\(s.prePublication) s (verifiers may cache the JWKS for \(s.jwksMaxAge) s). Rotate after "
-                        + "\(Date(timeIntervalSince1970: TimeInterval(ring.keys[n].created + s.prePublication)).ISO8601Format()) "
-                        + "or force it (--force)")
+                        + "\(Date(timeIntervalSince1970: TimeInterval(safeAfter)).ISO8601Format()) "
+                        + "or force it (--force)", safeAfter: safeAfter)
             }
             ring.keys[n].state = .active
             ring.keys[n].activated = now
@@ -364,6 +449,7 @@ public actor KeyStore {
         if let o = oldActive {
             ring.keys[o].state = .retiring
             ring.keys[o].retiringSince = now
+            ring.keys[o].retireAfter = now + retiringPeriod
             retiringKid = ring.keys[o].kid
         }
         let promotedAlg = ring.index(of: promotedKid).flatMap { ring.keys[$0].algorithm }
@@ -431,12 +517,15 @@ public actor KeyStore {
         if newRing != loaded.ring {
             // 1. New key files first: a crash after this leaves only orphans the old keyring does not name.
             for (name, bytes) in plan.files {
-                try DurableFiles.write(bytes, to: name, in: dir, mode: 0o600, stepPrefix: "key")
+                try DurableFiles.write(bytes, to: name, in: dir, stepPrefix: "key")
             }
             // 2. The keyring: the single atomic switch from the old state to the new one.
             let bytes = try Self.encode(newRing)
-            try DurableFiles.write(bytes, to: Self.keyringFileName, in: dir, mode: 0o600, stepPrefix: "keyring")
+            try DurableFiles.write(bytes, to: Self.keyringFileName, in: dir, stepPrefix: "keyring")
             loadedKeyringBytes = bytes
+            keyringStamp = try FileStamp.of("\(dir)/\(Self.keyringFileName)")
+            stampIsRacy = true
+            stampValid = true
             ring = newRing
             for (kid, key) in plan.keys { privateKeys[kid] = key }
             for r in newRing.keys where !r.state.isPublished {
@@ -475,15 +564,13 @@ public actor KeyStore {
         }
     }
 
-    private func reloadIfChanged() throws {
-        let bytes = try DurableFiles.read("\(configuration.directory)/\(Self.keyringFileName)")
-        if bytes != loadedKeyringBytes { try reload() }
-    }
-
     private func install(_ loaded: Loaded) {
         ring = loaded.ring
         privateKeys = loaded.keys
         loadedKeyringBytes = loaded.bytes
+        keyringStamp = loaded.stamp
+        stampIsRacy = loaded.racy
+        stampValid = true
         publicJWKs = publicJWKs.filter { loaded.keys[$0.key] != nil }
     }
 
@@ -493,13 +580,19 @@ public actor KeyStore {
         var ring: Keyring
         var keys: [String: PrivateKey]
         var bytes: [UInt8]?
+        /// The keyring file's stat taken just before its bytes were read.
+        var stamp: FileStamp?
+        var racy: Bool
     }
 
     /// Reads and checks the keyring and every published key; never writes.
     static func load(_ c: KeyStoreConfiguration) throws -> Loaded {
         let dir = c.directory
-        guard let bytes = try DurableFiles.read("\(dir)/\(keyringFileName)") else {
-            return Loaded(ring: Keyring(), keys: [:], bytes: nil)
+        let path = "\(dir)/\(keyringFileName)"
+        let stamp = try FileStamp.of(path)
+        let readAt = FileStamp.wallClock()
+        guard let bytes = try DurableFiles.read(path) else {
+            return Loaded(ring: Keyring(), keys: [:], bytes: nil, stamp: nil, racy: false)
         }
         let ring: Keyring
         do {
@@ -544,7 +637,8 @@ public actor KeyStore {
             }
             keys[r.kid] = key
         }
-        return Loaded(ring: ring, keys: keys, bytes: bytes)
+        return Loaded(
+            ring: ring, keys: keys, bytes: bytes, stamp: stamp, racy: stamp?.isRacy(readAt: readAt) ?? true)
     }
 
     /// Parses a private key PEM, mapping JOSE errors to store errors; refuses truncated PEMs before OpenSSL sees them.

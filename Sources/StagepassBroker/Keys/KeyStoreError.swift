@@ -31,10 +31,14 @@ public struct KeyStoreError: Error, Sendable, Hashable, CustomStringConvertible 
     private let _code: Code
     /// Human-readable context (paths, kids, counts); never key material or the passphrase.
     public let detail: String
+    /// For `next_not_pre_published`: the unix time from which the rotation is safe (the `next` key has then been
+    /// published for the whole pre-publication window). Not part of `==`.
+    public let safeAfter: Int64?
 
-    private init(_ code: Code, _ detail: String) {
+    private init(_ code: Code, _ detail: String, safeAfter: Int64? = nil) {
         self._code = code
         self.detail = detail
+        self.safeAfter = safeAfter
     }
 
     /// The stable machine-readable code, e.g. `wrong_passphrase`.
@@ -81,7 +85,9 @@ public struct KeyStoreError: Error, Sendable, Hashable, CustomStringConvertible 
     /// The action does not apply to the key in its current state.
     public static func invalidState(_ d: String) -> KeyStoreError { .init(.invalidState, d) }
     /// Promoting the `next` key now would let it sign before every verifier could have fetched it.
-    public static func nextNotPrePublished(_ d: String) -> KeyStoreError { .init(.nextNotPrePublished, d) }
+    public static func nextNotPrePublished(_ d: String, safeAfter: Int64? = nil) -> KeyStoreError {
+        .init(.nextNotPrePublished, d, safeAfter: safeAfter)
+    }
     /// The imported key is already in the keyring.
     public static func duplicateKey(_ d: String) -> KeyStoreError { .init(.duplicateKey, d) }
     /// The imported key is of a type, size or algorithm Stagepass does not sign with.

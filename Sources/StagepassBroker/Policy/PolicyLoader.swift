@@ -550,6 +550,14 @@ private struct PolicyReader {
                 "tokens.status_list_ttl (\(PolicyDuration.format(t.statusListTTL))) must not exceed "
                     + "tokens.status_list_lifetime (\(PolicyDuration.format(t.statusListLifetime)))")
         }
+        let cover = KeySchedule.standard.longestCoverableLifetime
+        guard t.statusListLifetime <= cover else {
+            throw fail(
+                line("status_list_lifetime", or: "status_list_lifetime"),
+                "tokens.status_list_lifetime (\(PolicyDuration.format(t.statusListLifetime))) exceeds what the "
+                    + "key schedule covers (\(PolicyDuration.format(cover)): a key stays published for at most one "
+                    + "rotation period after it stops signing); lower it")
+        }
         guard t.pollInterval <= t.requestLifetime else {
             throw fail(
                 line("poll_interval", or: "request_lifetime"),
@@ -646,6 +654,17 @@ private struct PolicyReader {
                         "\(e.path) (\(PolicyDuration.format(stage.maxTTL))) exceeds tokens.max_ttl "
                             + "(\(PolicyDuration.format(tokens.maxTTL))); raise tokens.max_ttl or lower this")
                 }
+            }
+            // The key that signs a token stays published until the token expires: no stage may issue tokens that
+            // live longer than the key schedule covers.
+            let cover = KeySchedule.standard.longestCoverableLifetime
+            if stage.maxTTL > cover {
+                let what = entry("max_ttl").map { "\($0.path) (\(PolicyDuration.format(stage.maxTTL)))" }
+                    ?? "\(s.path) takes tokens.max_ttl (\(PolicyDuration.format(stage.maxTTL))), which"
+                throw fail(
+                    entry("max_ttl")?.valueLine ?? s.line,
+                    "\(what) exceeds what the key schedule covers (\(PolicyDuration.format(cover)): a key stays "
+                        + "published for at most one rotation period after it stops signing); lower it")
             }
             if let e = entry("mfa_max_age") { stage.mfaMaxAge = try duration(e) }
             if let e = entry("factors") {

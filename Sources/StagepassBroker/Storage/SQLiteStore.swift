@@ -10,8 +10,16 @@ public final class SQLiteStore: BrokerStore {
     let db: any DatabaseWriter
 
     /// Opens (creating if needed) `path` in WAL mode and runs the migrations.
-    /// - Throws: A GRDB `DatabaseError` whenever an SQLite error occurs.
+    ///
+    /// The database holds password hashes, sealed factor secrets and session hashes: the file is created mode 0600
+    /// before SQLite opens it (SQLite gives its `-wal` and `-shm` files the database file's mode), and an existing
+    /// file, `-wal` or `-shm` that group or others can use is tightened to 0600 (``SecretFile``).
+    /// - Throws: A GRDB `DatabaseError` whenever an SQLite error occurs; ``SecretFileError`` when the file's mode
+    ///   cannot be made 0600.
     public init(path: String) throws {
+        try SecretFile.ensurePrivateFile(path)
+        try SecretFile.tightenIfPresent(path + "-wal")
+        try SecretFile.tightenIfPresent(path + "-shm")
         var config = Configuration()
         config.foreignKeysEnabled = true
         config.busyMode = .timeout(5)

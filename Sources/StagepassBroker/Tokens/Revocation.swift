@@ -67,13 +67,33 @@ extension TokenBroker {
     }
 
     /// Rotates the signing keys now on behalf of an administrator whose factor is fresh (API and pages).
-    public func rotateKeys(by admin: Session, alg: JWSAlgorithm? = nil) async throws -> RotationResult {
+    ///
+    /// The pre-publication guard holds as for `stagepass keys rotate`: a `next` key published for less than the
+    /// window is promoted only with `force` (verifiers whose cached JWKS predates it then reject its tokens, failing
+    /// closed, for up to the JWKS max-age); a forced rotation is audited with `forced = "true"`, a refused one as a
+    /// failure.
+    /// - Throws: ``KeyStoreError/nextNotPrePublished`` (its ``KeyStoreError/safeAfter`` says from when the rotation
+    ///   is safe) without `force`; ``OAuthError`` when `admin` is not a fresh administrator.
+    public func rotateKeys(by admin: Session, alg: JWSAlgorithm? = nil, force: Bool = false) async throws
+        -> RotationResult
+    {
         try requireAdmin(admin)
-        let r = try await keys.rotate(alg: alg, force: true)
+        let r: RotationResult
+        do {
+            r = try await keys.rotate(alg: alg, force: force)
+        } catch let e as KeyStoreError where e == .nextNotPrePublished {
+            try? audit.record(
+                AuditEvent(
+                    action: "admin.key.rotate", actor: admin.userName, subject: "keys", result: "denied",
+                    reason: e.detail, factors: admin.amr, details: ["safe_after": e.safeAfter.map(String.init) ?? ""]))
+            throw e
+        }
+        var details = ["active": r.activeKid, "next": r.nextKid, "retiring": r.retiringKid ?? ""]
+        if force { details["forced"] = "true" }
         try audit.record(
             AuditEvent(
                 action: "admin.key.rotate", actor: admin.userName, subject: r.activeKid, factors: admin.amr,
-                details: ["active": r.activeKid, "next": r.nextKid, "retiring": r.retiringKid ?? ""]))
+                details: details))
         return r
     }
 
@@ -164,9 +184,10 @@ public actor StatusListPublisher {
     public func list(_ n: Int64) async throws -> String? {
         guard n >= 1, n <= (try count()) else { return nil }
         let epoch = try store.revocationEpoch()
-        let key = try await keys.signingKey()
-        let now = clock.now()
         let tokens = policy.current.tokens
+        // The key must stay published until this list expires.
+        let key = try await keys.signingKey(coveringLifetime: tokens.statusListLifetime)
+        let now = clock.now()
         if let c = cache[n], c.epoch == epoch, c.kid == key.kid, now - c.iat < max(1, tokens.statusListTTL / 2) {
             return c.jwt
         }

@@ -160,7 +160,8 @@ public struct TokenBroker: Sendable {
     /// Signs a token for `g`. The ledger row and the `token.issue` audit record commit in one transaction before the
     /// token exists; with a request id, the request turns `issued` in that same transaction.
     func issue(_ g: Grant) async throws -> IssuedToken {
-        let key = try await keys.signingKey()
+        // The key stays published (retiring) until this token has expired, plus leeway.
+        let key = try await keys.signingKey(coveringLifetime: g.lifetime)
         let now = clock.now()
         let jti = "tok_" + Base64URL.encode(try Crypto.randomBytes(16))
         let exp = now + g.lifetime

@@ -261,6 +261,8 @@ enum PageTemplates {
         </table>
         <form method="post" action="/admin/keys/rotate" class="card">
           <input type="hidden" name="csrf" value="{{csrf}}">
+          <label><input type="checkbox" name="force" value="1" id="force"> Force: promote a next key published for
+            less than the pre-publication window (verifiers with an older cached JWKS reject its tokens for a while)</label>
           <button type="submit" id="rotate">Rotate now</button>
         </form>
         """

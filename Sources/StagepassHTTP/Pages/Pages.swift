@@ -697,10 +697,14 @@ struct PagesAPI: Sendable {
     }
 
     func rotate(_ request: Request, _ pr: PageRequest, _ s: Session) async throws -> Response {
-        _ = try await form(request, pr)
+        let f = try await form(request, pr)
         if let step = try freshAdmin(pr, s, next: "/admin/keys") { return step }
-        let r = try await tokens.rotateKeys(by: s)
-        return try await keysPage(pr, s, notice: "Rotated: \(r.activeKid) signs now.")
+        do {
+            let r = try await tokens.rotateKeys(by: s, force: f["force"] == "1")
+            return try await keysPage(pr, s, notice: "Rotated: \(r.activeKid) signs now.")
+        } catch let e as KeyStoreError where e == .nextNotPrePublished {
+            return try await keysPage(pr, s, error: e.detail)
+        }
     }
 
     func revocationsPage(_ pr: PageRequest, _ s: Session, error: String? = nil, notice: String? = nil) async throws
