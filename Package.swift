@@ -98,6 +98,8 @@ let package = Package(
                 "StagepassHTTP", "StagepassBroker", "StagepassVerify",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "Yams", package: "Yams"),  // reads Specs/openapi.yaml in the conformance test
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: upcoming
         ),

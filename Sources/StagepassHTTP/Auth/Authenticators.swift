@@ -43,9 +43,10 @@ struct BearerTokenAuthenticator: Authenticator {
 struct BearerSessionAuthenticator: Authenticator {
     let sessions: SessionService
 
-    func authenticate(request: Request, context: Context) throws -> Session? {
+    func authenticate(request: Request, context: Context) async throws -> Session? {
         guard let token = context.identity.sessionToken else { return nil }
-        return try sessions.authenticate(token: token)
+        let sessions = self.sessions
+        return try await offload { try sessions.authenticate(token: token) }
     }
 
     func store(_ identity: Session, in context: inout Context) { context.identity.session = identity }
@@ -57,9 +58,10 @@ struct BearerSessionAuthenticator: Authenticator {
 struct FactorChangeAuthenticator: Authenticator {
     let sessions: SessionService
 
-    func authenticate(request: Request, context: Context) throws -> FactorChangeGrant? {
+    func authenticate(request: Request, context: Context) async throws -> FactorChangeGrant? {
         guard let token = context.identity.sessionToken else { return nil }
-        return try sessions.authorizeFactorChange(token: token)
+        let sessions = self.sessions
+        return try await offload { try sessions.authorizeFactorChange(token: token) }
     }
 
     func store(_ identity: FactorChangeGrant, in context: inout Context) {
@@ -82,10 +84,11 @@ struct AdminAuthorizer: RouterMiddleware {
         guard context.identity.session != nil else { return try await next(request, context) }
         let s = try context.requireSession()
         do { _ = try tokens.requireAdmin(s) } catch {
-            try? tokens.human.audit.record(
-                AuditEvent(
-                    action: "admin", actor: s.userName, subject: request.uri.path, result: "denied",
-                    reason: error.errorDescription, factors: s.amr))
+            let audit = tokens.human.audit
+            let event = AuditEvent(
+                action: "admin", actor: s.userName, subject: request.uri.path, result: "denied",
+                reason: error.errorDescription, factors: s.amr)
+            _ = try? await offload { try audit.record(event) }
             throw error
         }
         var context = context

@@ -9,8 +9,9 @@ struct PageSessionAuthenticator: Authenticator {
     let broker: HumanBroker
     let security: PageSecurity
 
-    func authenticate(request: Request, context: Context) throws -> PageRequest? {
-        try PageRequest(request, broker: broker, security: security)
+    func authenticate(request: Request, context: Context) async throws -> PageRequest? {
+        let (cookies, broker, security) = (request.cookies, self.broker, self.security)
+        return try await offload { try PageRequest(cookies: cookies, broker: broker, security: security) }
     }
 
     func store(_ identity: PageRequest, in context: inout Context) {

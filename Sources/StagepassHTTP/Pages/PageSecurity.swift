@@ -100,8 +100,7 @@ struct PageRequest: Sendable {
         var token: String
     }
 
-    init(_ request: Request, broker: HumanBroker, security: PageSecurity) throws {
-        let cookies = request.cookies
+    init(cookies: Cookies, broker: HumanBroker, security: PageSecurity) throws {
         if let n = cookies[security.csrfCookie]?.value, n.utf8.count == 43 {
             nonce = n
             newNonce = false

@@ -20,7 +20,8 @@ struct AdminRoutes: Sendable {
         routes.post("/v1/admin/clients") { request, context in try await addClient(request, context) }
         routes.get("/v1/admin/users") { _, context in
             _ = try context.requireAdmin()
-            return json(.ok, ["users": .array(try broker.accounts.list().map { .object(userJSON($0)) })])
+            let users = try await offload { try broker.accounts.list() }
+            return json(.ok, ["users": .array(users.map { .object(userJSON($0)) })])
         }
         routes.post("/v1/admin/users") { request, context in try await addUser(request, context) }
         routes.post("/v1/admin/users/:name/:action") { request, context in try await changeUser(request, context) }
@@ -129,10 +130,11 @@ struct AdminRoutes: Sendable {
         guard let groups = body.fields["groups"]?.arrayValue?.compactMap(\.stringValue) else {
             throw Problem.badRequest("field 'groups' must be an array of strings")
         }
-        let u = try broker.accounts.add(
-            name: try body.string("name", max: 256),
-            password: try body.string("password", max: AccountService.maximumPasswordLength), groups: groups,
-            actor: s.userName)
+        let name = try body.string("name", max: 256)
+        let password = try body.string("password", max: AccountService.maximumPasswordLength)
+        let u = try await offload {
+            try broker.accounts.add(name: name, password: password, groups: groups, actor: s.userName)
+        }
         return json(.created, userJSON(u))
     }
 
@@ -141,26 +143,28 @@ struct AdminRoutes: Sendable {
         let s = try context.requireAdmin()
         let name = try context.parameters.require("name")
         let body = try await JSONBody(request, options, allowEmpty: true)
+        let accounts = broker.accounts
         switch try context.parameters.require("action") {
-        case "disable": try broker.accounts.setDisabled(name, true, actor: s.userName)
-        case "enable": try broker.accounts.setDisabled(name, false, actor: s.userName)
-        case "unlock": try broker.accounts.unlock(name, actor: s.userName)
+        case "disable": try await offload { try accounts.setDisabled(name, true, actor: s.userName) }
+        case "enable": try await offload { try accounts.setDisabled(name, false, actor: s.userName) }
+        case "unlock": try await offload { try accounts.unlock(name, actor: s.userName) }
         case "groups":
             guard let groups = body.fields["groups"]?.arrayValue?.compactMap(\.stringValue) else {
                 throw Problem.badRequest("field 'groups' must be an array of strings")
             }
-            try broker.accounts.setGroups(name, groups, actor: s.userName)
+            try await offload { try accounts.setGroups(name, groups, actor: s.userName) }
         default:
             throw Problem(code: "not_found", status: .notFound, title: "Not found", detail: "no such user action")
         }
-        return json(.ok, userJSON(try broker.accounts.get(name)))
+        return json(.ok, userJSON(try await offload { try accounts.get(name) }))
     }
 
     func addClient(_ request: Request, _ context: StagepassRequestContext) async throws -> Response {
         let s = try context.requireAdmin()
         let body = try await JSONBody(request, options)
         let name = try body.string("name", max: 128)
-        let secret = try tokens.clients.add(name: name, actor: s.userName)
+        let clients = tokens.clients
+        let secret = try await offload { try clients.add(name: name, actor: s.userName) }
         return json(.created, ["name": .string(name), "client_secret": .string(secret)])
     }
 }

@@ -16,12 +16,13 @@ struct AuthRoutes: Sendable {
         routes.post("/v1/auth/factor") { request, context in try await factor(request, context) }
         routes.post("/v1/auth/step-up") { request, context in try await stepUp(request, context) }
         routes.post("/v1/auth/logout") { _, context in
-            try broker.sessions.signOut(token: try context.requireSessionToken())
+            let token = try context.requireSessionToken()
+            try await offload { try broker.sessions.signOut(token: token) }
             return Response(status: .noContent, headers: [.cacheControl: "no-store"])
         }
         // Only `/v1/me` resolves the session itself; the calls above hand the token to the broker.
         routes.add(middleware: BearerSessionAuthenticator(sessions: broker.sessions))
-        routes.get("/v1/me") { _, context in try me(context) }
+        routes.get("/v1/me") { _, context in try await me(context) }
         return routes
     }
 
@@ -51,8 +52,10 @@ struct AuthRoutes: Sendable {
         let body = try await JSONBody(request, options)
         let proof = try body.proof()
         do {
-            let s = try broker.sessions.completeFactor(
-                pendingToken: token, proof: proof, address: context.clientAddress)
+            let address = context.clientAddress
+            let s = try await offload {
+                try broker.sessions.completeFactor(pendingToken: token, proof: proof, address: address)
+            }
             count("factor", "success")
             return json(.ok, sessionJSON(s.session, token: s.token))
         } catch {
@@ -64,17 +67,19 @@ struct AuthRoutes: Sendable {
     func stepUp(_ request: Request, _ context: StagepassRequestContext) async throws -> Response {
         let token = try context.requireSessionToken()
         let body = try await JSONBody(request, options)
-        let s = try broker.sessions.stepUp(token: token, proof: try body.proof(), address: context.clientAddress)
+        let (proof, address) = (try body.proof(), context.clientAddress)
+        let s = try await offload { try broker.sessions.stepUp(token: token, proof: proof, address: address) }
         return json(.ok, sessionJSON(s, token: nil))
     }
 
-    func me(_ context: StagepassRequestContext) throws -> Response {
+    func me(_ context: StagepassRequestContext) async throws -> Response {
         let s = try context.requireSession()
+        let factors = try await offload { try broker.factors.list(userId: s.userId) }
         var out = sessionJSON(s, token: nil)
         out["user"] = .string(s.userName)
         out["groups"] = .array(s.groups.map { .string($0) })
         out["factors"] = .array(
-            try broker.factors.list(userId: s.userId).map {
+            factors.map {
                 .object([
                     "id": .string($0.id), "kind": .string($0.kind.rawValue), "state": .string($0.state.rawValue),
                     "created_at": .int($0.createdAt), "last_used_at": $0.lastUsedAt.map { .int($0) } ?? .null,

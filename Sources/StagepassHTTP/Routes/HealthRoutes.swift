@@ -13,7 +13,7 @@ struct HealthRoutes: Sendable {
         routes.get("/healthz") { _, _ in json(.ok, ["status": .string("ok")]) }
         routes.get("/readyz") { _, _ in
             do {
-                try broker.store.ping()
+                try await offload { try broker.store.ping() }
                 return json(.ok, ["status": .string("ready")])
             } catch {
                 return json(.serviceUnavailable, ["status": .string("unavailable")])

@@ -89,11 +89,14 @@ struct TokenEndpointRoutes: Sendable {
         do {
             let form = try await FormBody(request, options)
             let client = try context.requireClient(form: form)
-            let d = try tokens.startRequest(
-                client: client.id, secret: client.secret, audience: try form.required("audience"),
-                role: try form.required("role"), stage: try form.required("stage"),
-                runId: try form.required("run_id"), commit: form.fields["commit"],
-                triggeredBy: form.fields["triggered_by"])
+            let (audience, role) = (try form.required("audience"), try form.required("role"))
+            let (stage, runId) = (try form.required("stage"), try form.required("run_id"))
+            let (commit, triggeredBy) = (form.fields["commit"], form.fields["triggered_by"])
+            let d = try await offload {
+                try tokens.startRequest(
+                    client: client.id, secret: client.secret, audience: audience, role: role, stage: stage,
+                    runId: runId, commit: commit, triggeredBy: triggeredBy)
+            }
             let verify = tokens.baseURL + "/approve"
             let body: [String: JSONValue] = [
                 "device_code": .string(d.deviceCode), "user_code": .string(d.userCode),
