@@ -3,7 +3,9 @@
 /// The codes are part of the HTTP contract: StagepassHTTP turns each into an RFC 9457 problem whose `type` ends in
 /// the code. `detail` is safe to show to the caller: it never names whether an account exists, nor any secret.
 public struct BrokerError: Error, Sendable, Hashable, CustomStringConvertible {
-    private enum Code: String, Sendable, CaseIterable {
+    /// The closed set of error kinds. A front end maps errors by switching over it exhaustively, so a new kind is a
+    /// compile error there until it has a status, never a silent 500.
+    public enum Kind: String, Sendable, Hashable, CaseIterable {
         case invalidRequest = "invalid_request"
         case invalidCredentials = "invalid_credentials"
         case invalidFactor = "invalid_factor"
@@ -21,6 +23,7 @@ public struct BrokerError: Error, Sendable, Hashable, CustomStringConvertible {
         case internalError = "internal"
     }
 
+    private typealias Code = Kind
     private let _code: Code
     /// A message for the caller, without secrets.
     public let detail: String
@@ -35,6 +38,8 @@ public struct BrokerError: Error, Sendable, Hashable, CustomStringConvertible {
 
     /// The stable code (`invalid_credentials`, `throttled`, …).
     public var code: String { _code.rawValue }
+    /// The error's kind; its raw value is ``code``.
+    public var kind: Kind { _code }
     public var description: String { "\(code): \(detail)" }
     public static func == (l: BrokerError, r: BrokerError) -> Bool { l._code == r._code }
     public func hash(into h: inout Hasher) { h.combine(_code) }

@@ -3,25 +3,16 @@ import Hummingbird
 import Logging
 import Prometheus
 
-/// The request context: Hummingbird's core storage plus the client address (for per-address throttling).
-public struct BrokerRequestContext: RequestContext {
-    public var coreContext: CoreRequestContextStorage
-    /// The peer's IP address ("unknown" when the transport has none, e.g. router tests). Proxies' forwarding headers
-    /// are not trusted.
-    public let clientAddress: String
-
-    public init(source: ApplicationRequestContextSource) {
-        coreContext = .init(source: source)
-        clientAddress = source.channel.remoteAddress?.ipAddress ?? "unknown"
-    }
-}
-
 /// Turns every error into an RFC 9457 problem, counts requests and logs one line per request.
 ///
 /// The log line holds method, path (never the query), status and duration: no header, body, token or code.
 struct ProblemAndMetricsMiddleware: RouterMiddleware {
-    typealias Context = BrokerRequestContext
+    typealias Context = StagepassRequestContext
     let registry: PrometheusCollectorRegistry
+
+    init(registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()) {
+        self.registry = registry
+    }
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws
         -> Response

@@ -85,20 +85,11 @@ public struct Problem: Error, Sendable, HTTPResponseError {
     /// The human-facing approval, delegation, revocation and admin calls report OAuthErrors as problems; an RFC 9470
     /// step-up demand is a 401 with `max_age` / `acr_values` members and the matching `WWW-Authenticate` challenge.
     static func from(_ e: OAuthError) -> Problem {
-        let (status, title): (HTTPResponse.Status, String)
-        switch e.error {
-        case "not_found": (status, title) = (.notFound, "Not found")
-        case "conflict": (status, title) = (.conflict, "Conflict")
-        case "forbidden", "access_denied": (status, title) = (.forbidden, "Forbidden")
-        case "expired_token": (status, title) = (.gone, "Expired")
-        case "invalid_client": (status, title) = (.unauthorized, "Client authentication failed")
-        case "insufficient_user_authentication": (status, title) = (.unauthorized, "Fresh second factor required")
-        default: (status, title) = (.badRequest, "Request refused")
-        }
+        let (status, title) = statusAndTitle(e.kind)
         var p = Problem(code: e.error, status: status, title: title, detail: e.errorDescription)
         if let m = e.maxAge { p.extra["max_age"] = .int(m) }
         if let a = e.acrValues { p.extra["acr_values"] = .string(a.joined(separator: " ")) }
-        if e.error == "insufficient_user_authentication" {
+        if e.kind == .insufficientUserAuthentication {
             // RFC 9470 §3.
             var challenge = "Bearer error=\"insufficient_user_authentication\""
             if let m = e.maxAge { challenge += ", max_age=\(m)" }
@@ -108,28 +99,79 @@ public struct Problem: Error, Sendable, HTTPResponseError {
         return p
     }
 
+    /// The status and title of an OAuth error reported as a problem. Exhaustive: a new kind does not compile until
+    /// it has a status here.
+    static func statusAndTitle(_ kind: OAuthError.Kind) -> (HTTPResponse.Status, String) {
+        switch kind {
+        case .notFound: (.notFound, "Not found")
+        case .conflict: (.conflict, "Conflict")
+        case .forbidden, .accessDenied: (.forbidden, "Forbidden")
+        case .expiredToken: (.gone, "Expired")
+        case .invalidClient: (.unauthorized, "Client authentication failed")
+        case .insufficientUserAuthentication: (.unauthorized, "Fresh second factor required")
+        case .invalidRequest, .invalidGrant, .unauthorizedClient, .unsupportedGrantType, .invalidScope,
+            .invalidTarget, .authorizationPending, .slowDown:
+            (.badRequest, "Request refused")
+        }
+    }
+
     static let internalError = Problem(
         code: "internal", status: .internalServerError, title: "Internal error",
         detail: "the broker could not complete the request")
 
     static func from(_ e: BrokerError) -> Problem {
-        let (status, title): (HTTPResponse.Status, String)
-        switch e.code {
-        case "invalid_request": (status, title) = (.badRequest, "Invalid request")
-        case "invalid_credentials": (status, title) = (.unauthorized, "Sign-in failed")
-        case "invalid_factor": (status, title) = (.unauthorized, "Second factor rejected")
-        case "factor_replay": (status, title) = (.unauthorized, "Code already used")
-        case "factor_not_allowed": (status, title) = (.forbidden, "Factor not accepted by policy")
-        case "no_factor": (status, title) = (.conflict, "No such factor")
-        case "throttled": (status, title) = (.tooManyRequests, "Too many attempts")
-        case "account_locked": (status, title) = (.forbidden, "Account locked")
-        case "invalid_session": (status, title) = (.unauthorized, "Session invalid")
-        case "mfa_required": (status, title) = (.forbidden, "Second factor required")
-        case "step_up_required": (status, title) = (.forbidden, "Fresh factor required")
-        case "not_found": (status, title) = (.notFound, "Not found")
-        case "conflict": (status, title) = (.conflict, "Conflict")
-        default: return internalError
-        }
+        guard let (status, title) = statusAndTitle(e.kind) else { return internalError }
         return Problem(code: e.code, status: status, title: title, detail: e.detail, retryAfter: e.retryAfter)
+    }
+
+    /// The status and title of a broker error; nil for the kinds that are the broker's own failure (a bare 500
+    /// without internals). Exhaustive: a new kind does not compile until it is placed here.
+    static func statusAndTitle(_ kind: BrokerError.Kind) -> (HTTPResponse.Status, String)? {
+        switch kind {
+        case .invalidRequest: (.badRequest, "Invalid request")
+        case .invalidCredentials: (.unauthorized, "Sign-in failed")
+        case .invalidFactor: (.unauthorized, "Second factor rejected")
+        case .factorReplay: (.unauthorized, "Code already used")
+        case .factorNotAllowed: (.forbidden, "Factor not accepted by policy")
+        case .noFactor: (.conflict, "No such factor")
+        case .throttled: (.tooManyRequests, "Too many attempts")
+        case .accountLocked: (.forbidden, "Account locked")
+        case .invalidSession: (.unauthorized, "Session invalid")
+        case .mfaRequired: (.forbidden, "Second factor required")
+        case .stepUpRequired: (.forbidden, "Fresh factor required")
+        case .notFound: (.notFound, "Not found")
+        case .conflict: (.conflict, "Conflict")
+        case .masterKey, .internalError: nil
+        }
+    }
+}
+
+extension OAuthError {
+    /// The HTTP status of this error on the OAuth endpoints (RFC 6749 §5.2): 401 for `invalid_client` (with a
+    /// `WWW-Authenticate` challenge), else 400. Exhaustive, like the problem mapping.
+    var tokenEndpointStatus: HTTPResponse.Status {
+        switch kind {
+        case .invalidClient: .unauthorized
+        case .invalidRequest, .invalidGrant, .unauthorizedClient, .unsupportedGrantType, .invalidScope,
+            .invalidTarget, .authorizationPending, .slowDown, .accessDenied, .expiredToken,
+            .insufficientUserAuthentication, .notFound, .conflict, .forbidden:
+            .badRequest
+        }
+    }
+
+    /// RFC 6749 §5.2 / RFC 8693 §2.2.2 / RFC 8628 §3.5 error response (RFC 9470 members when they apply).
+    var tokenEndpointResponse: Response {
+        var body: [String: JSONValue] = ["error": .string(error), "error_description": .string(errorDescription)]
+        if let m = maxAge { body["max_age"] = .int(m) }
+        if let a = acrValues { body["acr_values"] = .string(a.joined(separator: " ")) }
+        var headers: HTTPFields = [.contentType: "application/json", .cacheControl: "no-store"]
+        let status = tokenEndpointStatus
+        if status == .unauthorized {
+            // RFC 6749 §5.2: 401 with a challenge when the client authenticated with the Authorization header.
+            headers[.wwwAuthenticate] = "Basic realm=\"stagepass\""
+        }
+        return Response(
+            status: status, headers: headers,
+            body: .init(byteBuffer: ByteBuffer(string: JSONValue.object(body).serialized())))
     }
 }

@@ -40,54 +40,15 @@ struct Serve: AsyncParsableCommand {
         let issuerURL = issuer ?? "http://\(host):\(port)"
         let webAuthn = try webAuthnConfiguration(issuer: issuerURL)
         logger.info("security keys: RP ID \(webAuthn.rpID), origins \(webAuthn.origins.joined(separator: " "))")
-        let policies = PolicyHolder(accessPolicy, file: self.policy)
-        let broker = try HumanBroker.open(dataDirectory: options.data, policies: policies, webAuthn: webAuthn)
-        if let first = try broker.bootstrapIfEmpty() {
-            // Unbuffered: the one-time secrets must reach a redirected log before the server starts.
-            func emit(_ s: String) { FileHandle.standardOutput.write(Data((s + "\n").utf8)) }
-            emit(
-                """
-                First start: created the account '\(first.userName)' (group admins). This is shown ONCE.
-                  password:    \(first.password)
-                  TOTP secret: \(first.enrolment.secret)
-                  TOTP URI:    \(first.enrolment.uri)
-                """)
-            emit(first.enrolment.qr.terminal())
-            emit("Sign in with: stagepass login --broker http://\(host):\(port) --user \(first.userName)")
-            emit("or in a browser: \(issuer ?? "http://\(host == "127.0.0.1" ? "localhost" : host):\(port)")/signin")
-        }
-        // The policy in force is itself an audited decision.
-        try broker.audit.record(
-            AuditEvent(
-                action: "policy.load", actor: "broker", subject: self.policy ?? "<example policy>",
-                details: [
-                    "roles": String(accessPolicy.roles.count), "stages": String(accessPolicy.stages.count),
-                    "audiences": String(accessPolicy.audiences.count), "pipelines": String(accessPolicy.pipelines.count),
-                ]))
-        // The retiring window covers the longest token any stage can issue and the status lists (Specs/policy.md).
-        let schedule = try KeySchedule.standard(covering: accessPolicy.longestSignedLifetime)
-        let keyStore = try openKeyStore(audit: broker.audit, logger: logger, schedule: schedule)
-        logger.info("key schedule: a demoted key stays published \(schedule.retiringPeriod) s")
-        let tokens = TokenBroker(human: broker, keys: keyStore, issuer: issuerURL)
-        let app = buildApplication(
-            broker: broker, tokens: tokens, configuration: .init(address: .hostname(host, port: port), serverName: "stagepass"),
-            options: HTTPOptions(issuer: issuerURL), logger: logger)
-        // `stagepass keys …` finds this broker through a note in the key store and waits until it publishes a change.
-        var note: String?
-        do {
-            note = try RunningBrokers.announce(directory: keys, url: RunningBrokers.loopbackURL(host: host, port: port))
-        } catch {
-            // Not fatal: the broker still re-reads a changed keyring before each request; only the CLI cannot wait.
-            logger.warning("cannot announce this broker in \(keys); key commands will not wait for it: \(error)")
-        }
-        defer { if let note { RunningBrokers.withdraw(note) } }
-        // The rotation schedule runs inside the broker beside the HTTP service.
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { await keyStore.runSchedule(every: .seconds(60)) }
-            group.addTask { try await app.runService() }
-            try await group.next()
-            group.cancelAll()
-        }
+        let (passphraseFile, insecureDevKeys, data, log) = (self.passphraseFile, self.insecureDevKeys, options.data, logger)
+        let configuration = StagepassServerConfiguration(
+            host: host, port: port, issuer: issuer, dataDirectory: options.data, policy: accessPolicy,
+            policyFile: self.policy, keysDirectory: keys,
+            passphrase: {
+                try Self.keyPassphrase(
+                    passphraseFile: passphraseFile, insecureDevKeys: insecureDevKeys, data: data, logger: log)
+            }, webAuthn: webAuthn, logger: logger)
+        try await StagepassServer(configuration: configuration).run()
     }
 
     /// WebAuthn scope (W3C WebAuthn Level 2 §5.1.3, §13.4.9): the RP ID is a registrable host name (never an IP
@@ -107,14 +68,16 @@ struct Serve: AsyncParsableCommand {
         return WebAuthnConfiguration(rpID: rpID ?? (loopbackIP ? "localhost" : host), rpName: "Stagepass", origins: origins)
     }
 
-    /// Opens the signing key store, creating its first keys on an empty store. With no passphrase configured, the
-    /// embedded default (first start from a fresh clone) generates one into `<data>/key-passphrase` (mode 0600) and
-    /// says so; `--insecure-dev-keys` stores keys unencrypted instead.
-    func openKeyStore(audit: any AuditSink, logger: Logger, schedule: KeySchedule) throws -> KeyStore {
+    /// The signing key store's passphrase, resolved when the server opens the store. With no passphrase configured,
+    /// the embedded default (first start from a fresh clone) generates one into `<data>/key-passphrase` (mode 0600)
+    /// and says so; `--insecure-dev-keys` stores keys unencrypted instead.
+    static func keyPassphrase(passphraseFile: String?, insecureDevKeys: Bool, data: String, logger: Logger) throws
+        -> KeyPassphrase
+    {
         var file = passphraseFile
         let env = ProcessInfo.processInfo.environment
         if file == nil, env["STAGEPASS_KEY_PASSPHRASE"] == nil, !insecureDevKeys {
-            let path = (options.data as NSString).appendingPathComponent("key-passphrase")
+            let path = (data as NSString).appendingPathComponent("key-passphrase")
             if !FileManager.default.fileExists(atPath: path) {
                 let secret = Base64URL.encode(try Crypto.randomBytes(32))
                 do {
@@ -127,8 +90,6 @@ struct Serve: AsyncParsableCommand {
             }
             file = path
         }
-        let passphrase = try KeyPassphrase.resolve(passphraseFile: file, environment: env, insecureDev: insecureDevKeys)
-        let store = try KeyStore(configuration: KeyStoreConfiguration(directory: keys, passphrase: passphrase, schedule: schedule, audit: audit, actor: "broker"))
-        return store
+        return try KeyPassphrase.resolve(passphraseFile: file, environment: env, insecureDev: insecureDevKeys)
     }
 }

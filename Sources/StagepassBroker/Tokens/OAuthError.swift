@@ -9,45 +9,73 @@ import Foundation
 /// `not_found`, `conflict` and `forbidden` for the human-facing approval and revocation calls. `description` is safe
 /// to show: it names no secret and never whether an account exists.
 public struct OAuthError: Error, Sendable, Hashable, CustomStringConvertible {
-    public let error: String
+    /// The closed set of error codes. A front end maps errors by switching over it exhaustively, so a new code is a
+    /// compile error there until it has a status and body, never a silent 500.
+    public enum Kind: String, Sendable, Hashable, CaseIterable {
+        // RFC 6749 §5.2
+        case invalidRequest = "invalid_request"
+        case invalidClient = "invalid_client"
+        case invalidGrant = "invalid_grant"
+        case unauthorizedClient = "unauthorized_client"
+        case unsupportedGrantType = "unsupported_grant_type"
+        case invalidScope = "invalid_scope"
+        // RFC 8693 §2.2.2
+        case invalidTarget = "invalid_target"
+        // RFC 8628 §3.5
+        case authorizationPending = "authorization_pending"
+        case slowDown = "slow_down"
+        case accessDenied = "access_denied"
+        case expiredToken = "expired_token"
+        // RFC 9470 §3
+        case insufficientUserAuthentication = "insufficient_user_authentication"
+        // The human-facing approval, delegation, revocation and admin calls.
+        case notFound = "not_found"
+        case conflict
+        case forbidden
+    }
+
+    /// The error's kind; its raw value is ``error``.
+    public let kind: Kind
     public let errorDescription: String
     /// RFC 9470 §3: the largest acceptable age of the user's authentication, seconds.
     public var maxAge: Int64?
     /// RFC 9470 §3: the acceptable authentication context classes (see ``ACR``).
     public var acrValues: [String]?
 
-    public init(_ error: String, _ description: String, maxAge: Int64? = nil, acrValues: [String]? = nil) {
-        self.error = error
+    public init(_ kind: Kind, _ description: String, maxAge: Int64? = nil, acrValues: [String]? = nil) {
+        self.kind = kind
         self.errorDescription = description
         self.maxAge = maxAge
         self.acrValues = acrValues
     }
 
+    /// The OAuth error code (`invalid_request`, `authorization_pending`, …).
+    public var error: String { kind.rawValue }
     public var description: String { "\(error): \(errorDescription)" }
 
-    public static func invalidRequest(_ d: String) -> OAuthError { .init("invalid_request", d) }
+    public static func invalidRequest(_ d: String) -> OAuthError { .init(.invalidRequest, d) }
     /// RFC 6749 §5.2: client authentication failed (unknown client, wrong secret): one error for both.
-    public static let invalidClient = OAuthError("invalid_client", "client authentication failed")
-    public static func invalidGrant(_ d: String) -> OAuthError { .init("invalid_grant", d) }
-    public static func unauthorizedClient(_ d: String) -> OAuthError { .init("unauthorized_client", d) }
-    public static func unsupportedGrantType(_ d: String) -> OAuthError { .init("unsupported_grant_type", d) }
-    public static func invalidScope(_ d: String) -> OAuthError { .init("invalid_scope", d) }
-    public static func invalidTarget(_ d: String) -> OAuthError { .init("invalid_target", d) }
+    public static let invalidClient = OAuthError(.invalidClient, "client authentication failed")
+    public static func invalidGrant(_ d: String) -> OAuthError { .init(.invalidGrant, d) }
+    public static func unauthorizedClient(_ d: String) -> OAuthError { .init(.unauthorizedClient, d) }
+    public static func unsupportedGrantType(_ d: String) -> OAuthError { .init(.unsupportedGrantType, d) }
+    public static func invalidScope(_ d: String) -> OAuthError { .init(.invalidScope, d) }
+    public static func invalidTarget(_ d: String) -> OAuthError { .init(.invalidTarget, d) }
     public static let authorizationPending = OAuthError(
-        "authorization_pending", "the request has not been approved yet")
+        .authorizationPending, "the request has not been approved yet")
     public static func slowDown(interval: Int64) -> OAuthError {
-        .init("slow_down", "polling too fast; wait at least \(interval) s between polls")
+        .init(.slowDown, "polling too fast; wait at least \(interval) s between polls")
     }
-    public static func accessDenied(_ d: String) -> OAuthError { .init("access_denied", d) }
-    public static let expiredToken = OAuthError("expired_token", "the request expired before it was approved")
-    public static func notFound(_ d: String) -> OAuthError { .init("not_found", d) }
-    public static func conflict(_ d: String) -> OAuthError { .init("conflict", d) }
-    public static func forbidden(_ d: String) -> OAuthError { .init("forbidden", d) }
+    public static func accessDenied(_ d: String) -> OAuthError { .init(.accessDenied, d) }
+    public static let expiredToken = OAuthError(.expiredToken, "the request expired before it was approved")
+    public static func notFound(_ d: String) -> OAuthError { .init(.notFound, d) }
+    public static func conflict(_ d: String) -> OAuthError { .init(.conflict, d) }
+    public static func forbidden(_ d: String) -> OAuthError { .init(.forbidden, d) }
     /// RFC 9470 §3.
     public static func insufficientUserAuthentication(_ d: String, maxAge: Int64?, acrValues: [String])
         -> OAuthError
     {
-        .init("insufficient_user_authentication", d, maxAge: maxAge, acrValues: acrValues)
+        .init(.insufficientUserAuthentication, d, maxAge: maxAge, acrValues: acrValues)
     }
 }
 

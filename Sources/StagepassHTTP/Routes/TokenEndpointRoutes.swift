@@ -1,0 +1,115 @@
+import Hummingbird
+import Prometheus
+import StagepassBroker
+import StagepassJOSE
+
+/// Grant and token type URIs.
+enum GrantType {
+    /// RFC 8693 §2.1.
+    static let tokenExchange = "urn:ietf:params:oauth:grant-type:token-exchange"
+    /// RFC 8628 §3.4.
+    static let deviceCode = "urn:ietf:params:oauth:grant-type:device_code"
+    /// RFC 8693 §3: the issued token is an access token.
+    static let accessTokenType = "urn:ietf:params:oauth:token-type:access_token"
+    /// The `subject_token_type` of a Stagepass session token (RFC 8693 §3 allows other URIs).
+    static let sessionTokenType = "urn:stagepass:params:oauth:token-type:session"
+}
+
+/// The OAuth endpoints: the token endpoint (RFC 8693 exchange and RFC 8628 device grant) and device authorization.
+/// Errors are RFC 6749 §5.2 bodies, not problems.
+struct TokenEndpointRoutes: Sendable {
+    let tokens: TokenBroker
+    let options: HTTPOptions
+    let registry: PrometheusCollectorRegistry
+
+    var routes: RouteCollection<StagepassRequestContext> {
+        let routes = RouteCollection(context: StagepassRequestContext.self)
+        routes.add(middleware: ClientCredentialsAuthenticator())
+        routes.post("/v1/token") { request, context in try await token(request, context) }
+        routes.post("/v1/device_authorization") { request, context in try await deviceAuthorization(request, context) }
+        return routes
+    }
+
+    /// `stagepass_token_requests_total{grant,result}`: result is `issued` or the OAuth error code.
+    func count(_ grant: String, _ result: String) {
+        registry.makeCounter(name: "stagepass_token_requests_total", labels: [("grant", grant), ("result", result)])
+            .increment()
+    }
+
+    func tokenResponse(_ t: IssuedToken) -> Response {
+        // RFC 8693 §2.2.1 (a superset of RFC 6749 §5.1).
+        let body: [String: JSONValue] = [
+            "access_token": .string(t.accessToken), "issued_token_type": .string(GrantType.accessTokenType),
+            "token_type": .string("Bearer"), "expires_in": .int(t.expiresIn),
+            "scope": .string("\(t.record.role):\(t.record.stage)"),
+        ]
+        return Response(
+            status: .ok, headers: [.contentType: "application/json", .cacheControl: "no-store"],
+            body: .init(byteBuffer: ByteBuffer(string: JSONValue.object(body).serialized())))
+    }
+
+    func token(_ request: Request, _ context: StagepassRequestContext) async throws -> Response {
+        var grant = "unknown"
+        do {
+            let form = try await FormBody(request, options)
+            switch try form.required("grant_type") {
+            case GrantType.tokenExchange:
+                grant = "token-exchange"
+                let subject = try form.required("subject_token")
+                // RFC 8693 §2.1: subject_token_type is REQUIRED.
+                guard try form.required("subject_token_type") == GrantType.sessionTokenType else {
+                    throw OAuthError.invalidRequest("subject_token_type must be \(GrantType.sessionTokenType)")
+                }
+                if let rt = form.fields["requested_token_type"], rt != GrantType.accessTokenType {
+                    throw OAuthError.invalidRequest("only \(GrantType.accessTokenType) can be issued")
+                }
+                let t = try await tokens.exchange(
+                    sessionToken: subject, audience: try form.required("audience"), role: try form.required("role"),
+                    stage: try form.required("stage"), pipeline: form.fields["pipeline"])
+                count(grant, "issued")
+                return tokenResponse(t)
+            case GrantType.deviceCode:
+                grant = "device-code"
+                let client = try context.requireClient(form: form)
+                let t = try await tokens.poll(
+                    client: client.id, secret: client.secret, deviceCode: try form.required("device_code"))
+                count(grant, "issued")
+                return tokenResponse(t)
+            case let other:
+                throw OAuthError.unsupportedGrantType("grant_type \(other.prefix(80)) is not supported")
+            }
+        } catch let e as OAuthError {
+            count(grant, e.error)
+            return e.tokenEndpointResponse
+        }
+    }
+
+    /// RFC 8628 §3.1 / §3.2.
+    func deviceAuthorization(_ request: Request, _ context: StagepassRequestContext) async throws -> Response {
+        do {
+            let form = try await FormBody(request, options)
+            let client = try context.requireClient(form: form)
+            let (audience, role) = (try form.required("audience"), try form.required("role"))
+            let (stage, runId) = (try form.required("stage"), try form.required("run_id"))
+            let (commit, triggeredBy) = (form.fields["commit"], form.fields["triggered_by"])
+            let d = try await offload {
+                try tokens.startRequest(
+                    client: client.id, secret: client.secret, audience: audience, role: role, stage: stage,
+                    runId: runId, commit: commit, triggeredBy: triggeredBy)
+            }
+            let verify = tokens.baseURL + "/approve"
+            let body: [String: JSONValue] = [
+                "device_code": .string(d.deviceCode), "user_code": .string(d.userCode),
+                "verification_uri": .string(verify),
+                "verification_uri_complete": .string(verify + "?code=" + d.userCode),
+                "expires_in": .int(d.expiresIn), "interval": .int(d.interval), "request_id": .string(d.requestId),
+                "pre_approved": .bool(d.preApproved),
+            ]
+            return Response(
+                status: .ok, headers: [.contentType: "application/json", .cacheControl: "no-store"],
+                body: .init(byteBuffer: ByteBuffer(string: JSONValue.object(body).serialized())))
+        } catch let e as OAuthError {
+            return e.tokenEndpointResponse
+        }
+    }
+}

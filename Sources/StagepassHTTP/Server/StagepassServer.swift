@@ -1,0 +1,131 @@
+import Foundation
+import Hummingbird
+import Logging
+import ServiceLifecycle
+import StagepassBroker
+import UnixSignals
+
+/// What `stagepass serve` runs: where to listen, which data, policy, keys and WebAuthn scope.
+public struct StagepassServerConfiguration: Sendable {
+    public var host: String
+    public var port: Int
+    /// The public base URL as configured (`--issuer`); nil means `http://HOST:PORT`.
+    public var issuer: String?
+    /// The data directory (master key, database).
+    public var dataDirectory: String
+    /// The validated access policy, and the file it came from (nil: the shipped example).
+    public var policy: AccessPolicy
+    public var policyFile: String?
+    /// The signing key store directory.
+    public var keysDirectory: String
+    /// Resolves the key store passphrase when the key store is opened, after the first-start bootstrap.
+    public var passphrase: @Sendable () throws -> KeyPassphrase
+    public var webAuthn: WebAuthnConfiguration
+    /// How often the key schedule checks whether a key is due to move on.
+    public var keyScheduleInterval: Duration = .seconds(60)
+    public var logger: Logger
+
+    public init(
+        host: String, port: Int, issuer: String?, dataDirectory: String, policy: AccessPolicy, policyFile: String?,
+        keysDirectory: String, passphrase: @escaping @Sendable () throws -> KeyPassphrase,
+        webAuthn: WebAuthnConfiguration, logger: Logger
+    ) {
+        self.host = host
+        self.port = port
+        self.issuer = issuer
+        self.dataDirectory = dataDirectory
+        self.policy = policy
+        self.policyFile = policyFile
+        self.keysDirectory = keysDirectory
+        self.passphrase = passphrase
+        self.webAuthn = webAuthn
+        self.logger = logger
+    }
+
+    /// The issuer URL tokens and documents name.
+    public var issuerURL: String { issuer ?? "http://\(host):\(port)" }
+}
+
+/// The broker as a server: opens the broker and its key store, builds the application, and runs it beside the key
+/// schedule and the status-list refresh in one `ServiceGroup`. SIGTERM and SIGINT shut it down gracefully: the HTTP
+/// server stops accepting and drains its requests first, then the background services stop.
+///
+/// ```swift
+/// try await StagepassServer(configuration: configuration).run()
+/// ```
+public struct StagepassServer: Sendable {
+    public let configuration: StagepassServerConfiguration
+
+    public init(configuration: StagepassServerConfiguration) {
+        self.configuration = configuration
+    }
+
+    /// Runs until a shutdown signal. On an empty data directory it first creates the master key and an `admin`
+    /// account and prints the admin's password and TOTP enrolment once, on standard output.
+    public func run() async throws {
+        let c = configuration
+        let logger = c.logger
+        let policies = PolicyHolder(c.policy, file: c.policyFile)
+        let broker = try HumanBroker.open(dataDirectory: c.dataDirectory, policies: policies, webAuthn: c.webAuthn)
+        if let first = try broker.bootstrapIfEmpty() { announceFirstStart(first) }
+        // The policy in force is itself an audited decision.
+        try broker.audit.record(
+            AuditEvent(
+                action: "policy.load", actor: "broker", subject: c.policyFile ?? "<example policy>",
+                details: [
+                    "roles": String(c.policy.roles.count), "stages": String(c.policy.stages.count),
+                    "audiences": String(c.policy.audiences.count), "pipelines": String(c.policy.pipelines.count),
+                ]))
+        // The retiring window covers the longest token any stage can issue and the status lists (Specs/policy.md).
+        let schedule = try KeySchedule.standard(covering: c.policy.longestSignedLifetime)
+        let keyStore = try KeyStore(
+            configuration: KeyStoreConfiguration(
+                directory: c.keysDirectory, passphrase: try c.passphrase(), schedule: schedule, audit: broker.audit,
+                actor: "broker"))
+        logger.info("key schedule: a demoted key stays published \(schedule.retiringPeriod) s")
+        let tokens = TokenBroker(human: broker, keys: keyStore, issuer: c.issuerURL)
+        let app = buildApplication(
+            broker: broker, tokens: tokens,
+            configuration: .init(address: .hostname(c.host, port: c.port), serverName: "stagepass"),
+            options: HTTPOptions(issuer: c.issuerURL), logger: logger)
+        // `stagepass keys …` finds this broker through a note in the key store and waits until it publishes a change.
+        var note: String?
+        do {
+            note = try RunningBrokers.announce(
+                directory: c.keysDirectory, url: RunningBrokers.loopbackURL(host: c.host, port: c.port))
+        } catch {
+            // Not fatal: the broker still re-reads a changed keyring before each request; only the CLI cannot wait.
+            logger.warning(
+                "cannot announce this broker in \(c.keysDirectory); key commands will not wait for it: \(error)")
+        }
+        defer { if let note { RunningBrokers.withdraw(note) } }
+        // Graceful shutdown runs in reverse order: the HTTP server (last) drains first.
+        let group = ServiceGroup(
+            configuration: .init(
+                services: [
+                    .init(service: KeyScheduleService(keys: keyStore, interval: c.keyScheduleInterval)),
+                    .init(service: StatusListRefreshService(tokens: tokens, logger: logger)),
+                    .init(service: app),
+                ],
+                gracefulShutdownSignals: [.sigterm, .sigint],
+                logger: logger))
+        try await group.run()
+    }
+
+    /// The one-time first-start output. Unbuffered: the secrets must reach a redirected log before the server starts.
+    func announceFirstStart(_ first: HumanBroker.Bootstrap) {
+        let c = configuration
+        func emit(_ s: String) { FileHandle.standardOutput.write(Data((s + "\n").utf8)) }
+        emit(
+            """
+            First start: created the account '\(first.userName)' (group admins). This is shown ONCE.
+              password:    \(first.password)
+              TOTP secret: \(first.enrolment.secret)
+              TOTP URI:    \(first.enrolment.uri)
+            """)
+        emit(first.enrolment.qr.terminal())
+        emit("Sign in with: stagepass login --broker http://\(c.host):\(c.port) --user \(first.userName)")
+        emit(
+            "or in a browser: \(c.issuer ?? "http://\(c.host == "127.0.0.1" ? "localhost" : c.host):\(c.port)")/signin")
+    }
+}
