@@ -24,13 +24,13 @@ struct KeysCrashTests {
         try KeyStore(configuration: KeyStoreConfiguration(directory: dir.keys, passphrase: .passphrase(Self.passphrase)))
     }
 
-    /// Runs `stagepass ARGS --data DIR/data` in `dir`, with the store passphrase in the environment.
+    /// Runs `stagepass keys VERB --data DIR/data ARGS…` in `dir`, with the store passphrase in the environment.
     func cli(_ dir: TempDir, _ args: [String], crashAt: String? = nil) throws -> (status: Int32, stderr: String) {
         let bin = stagepassBinary()
         try #require(FileManager.default.isExecutableFile(atPath: bin), "build the CLI first (swift build): \(bin)")
         var env = ["STAGEPASS_KEY_PASSPHRASE": Self.passphrase]
         if let crashAt { env["STAGEPASS_CRASH_AT"] = crashAt }
-        return try run(bin, args + ["--data", dir.data], environment: env, in: dir.path)
+        return try run(bin, Array(args.prefix(2)) + ["--data", dir.data] + args.dropFirst(2), environment: env, in: dir.path)
     }
 
     @Test(arguments: rotationSteps)
@@ -61,7 +61,8 @@ struct KeysCrashTests {
     @Test(arguments: destroySteps)
     func compromiseKilledWhileDestroyingLeavesALoadableKeyring(step: String) async throws {
         let (dir, before) = try await prepared()
-        let crashed = try cli(dir, ["keys", "compromise", before.activeKid, "--keys", dir.keys], crashAt: step)
+        // A kid is base64url and may begin with "-": after `--` it is never read as an option.
+        let crashed = try cli(dir, ["keys", "compromise", "--keys", dir.keys, "--", before.activeKid], crashAt: step)
         #expect(crashed.status == 137, "the process died at \(step): \(crashed.stderr)")
 
         let store = try reopen(dir)
