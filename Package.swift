@@ -103,6 +103,34 @@ let package = Package(
             ],
             swiftSettings: upcoming
         ),
+        .testTarget(
+            name: "StagepassCLITests",
+            dependencies: [
+                "stagepass",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: upcoming
+        ),
+        // The C ABI as a C program sees it: the shipped header as a module, its functions called from the tests.
+        .target(
+            name: "StagepassVerifyCHeader",
+            dependencies: ["StagepassVerifyC"],
+            path: "Tests/StagepassVerifyCHeader"
+        ),
+        .testTarget(
+            name: "StagepassVerifyCTests",
+            dependencies: ["StagepassVerifyCHeader"],
+            swiftSettings: upcoming
+        ),
+        .testTarget(
+            name: "StagepassVerifyFetchTests",
+            dependencies: [
+                "StagepassVerifyFetch", "StagepassVerify",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+            ],
+            swiftSettings: upcoming
+        ),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -2,7 +2,8 @@ import ArgumentParser
 import Foundation
 
 /// The `stagepass` command: broker, admin tools, pipeline client and the offline verifier in one binary.
-/// Logic lives in the libraries; each noun/verb is one file here.
+/// Logic lives in the libraries. Here: one file per command group in `Commands/`, the broker API client and the saved
+/// session in `Client/`, shared option groups in `Options/`, output and prompt helpers in `Support/`.
 @main
 struct Stagepass: AsyncParsableCommand {
     static let configuration = CommandConfiguration(

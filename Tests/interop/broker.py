@@ -23,7 +23,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from conftest import REPO
+from conftest import REPO, cli_environment
 
 TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
 DEVICE_CODE = "urn:ietf:params:oauth:grant-type:device_code"
@@ -112,7 +112,7 @@ class Broker:
         self.proc = subprocess.Popen(
             [self.bin, "serve", "--data", str(self.data), "--keys", str(self.keys), "--port", str(self.port),
              "--policy", str(self.policy_file), "--issuer", self.url],
-            stdout=out, stderr=subprocess.STDOUT, cwd=self.dir, start_new_session=True)
+            stdout=out, stderr=subprocess.STDOUT, cwd=self.dir, env=self.environment(), start_new_session=True)
         deadline = time.time() + 60
         while time.time() < deadline:
             if self.proc.poll() is not None:
@@ -154,10 +154,15 @@ class Broker:
 
     # CLI on the same data directory
 
+    def environment(self, extra: dict | None = None) -> dict:
+        """The environment of every `stagepass` process of this broker: nothing from the caller's that the CLI reads;
+        HOME is the broker's directory."""
+        return cli_environment(self.dir, extra)
+
     def cli(self, *args: str, stdin: str | None = None, check: bool = True, env: dict | None = None,
             timeout: float = 60) -> subprocess.CompletedProcess:
         proc = subprocess.run([self.bin, *args], input=stdin, capture_output=True, text=True, cwd=self.dir,
-                              env={**os.environ, **(env or {})}, timeout=timeout)
+                              env=self.environment(env), timeout=timeout)
         if check:
             assert proc.returncode == 0, f"stagepass {' '.join(args)} → {proc.returncode}\n{proc.stderr}"
         return proc

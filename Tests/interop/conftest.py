@@ -51,7 +51,7 @@ def required_path(var: str, what: str, hint: str) -> Path:
     path = Path(value)
     if not path.is_file():
         pytest.fail(f"{var}={value} does not name an existing file ({what}).", pytrace=False)
-    return path
+    return path.resolve()  # the programs under test run in their own directories
 
 
 def verify_lib_path() -> Path:
@@ -69,6 +69,20 @@ def stagepass_bin_path() -> Path:
 
 
 HANG_SECONDS = int(os.environ.get("STAGEPASS_HANG_SECONDS", "120"))
+
+# What a `stagepass` process reads from its environment besides its flags: the STAGEPASS_* settings (key passphrase,
+# master key, crash points), where the saved session lives, and the CI variables `stagepass request` falls back on.
+CLI_ENVIRONMENT_INPUTS = ("HOME", "XDG_CONFIG_HOME", "GITHUB_ACTOR", "GITLAB_USER_LOGIN", "BUILD_USER_ID")
+
+
+def cli_environment(home: Path, extra: dict | None = None) -> dict:
+    """The environment for a `stagepass` process under test: the caller's without anything the CLI reads (so a
+    developer's shell or CI settings cannot change a result), HOME pointing into the test's own directory, then
+    `extra`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STAGEPASS_") and k not in CLI_ENVIRONMENT_INPUTS}
+    env["HOME"] = str(home)
+    env.update(extra or {})
+    return env
 
 
 @pytest.fixture

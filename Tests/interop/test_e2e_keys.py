@@ -51,7 +51,8 @@ def test_cli_compromise_reaches_the_running_broker_before_it_returns(broker):
     old = kid_of(r.json["access_token"])
     assert old in published(broker)
 
-    out = broker.cli("keys", "compromise", old, "--keys", str(broker.keys), "--data", str(broker.data))
+    # A kid is base64url and may begin with "-": after `--` it is never read as an option.
+    out = broker.cli("keys", "compromise", "--keys", str(broker.keys), "--data", str(broker.data), "--", old)
     assert f"pid {broker.proc.pid}" in out.stdout and "confirmed" in out.stdout, out.stdout + out.stderr
 
     # No waiting: the broker no longer publishes the key, and signs with the new active one.

@@ -7,7 +7,6 @@ Every response is checked against Specs/openapi.yaml as it arrives.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import time
 
@@ -159,7 +158,8 @@ def test_pipeline_request_approved_with_the_cli(broker, client, tmp_path):
         [broker.bin, "request", "--broker", broker.url, "--client", name, "--client-secret-env", "SP_SECRET",
          "--audience", "deploy-api", "--role", "deployer", "--stage", "production", "--run-id", "gh-1001",
          "--commit", "deadbeef", "--triggered-by", "someone-else"],
-        env={**os.environ, "SP_SECRET": secret}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        env=broker.environment({"SP_SECRET": secret}), cwd=broker.dir, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True)
     try:
         code = read_code(proc)
         sf = broker.session_file(approver, tmp_path / "session.json")
@@ -184,7 +184,8 @@ def test_denied_request_ends_in_access_denied(broker, client, tmp_path):
         [broker.bin, "request", "--broker", broker.url, "--client", name, "--client-secret-env", "SP_SECRET",
          "--audience", "deploy-api", "--role", "deployer", "--stage", "production", "--run-id", "gh-1002",
          "--triggered-by", "ci-bot"],
-        env={**os.environ, "SP_SECRET": secret}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        env=broker.environment({"SP_SECRET": secret}), cwd=broker.dir, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True)
     try:
         code = read_code(proc)
         sf = broker.session_file(boss, tmp_path / "boss.json")

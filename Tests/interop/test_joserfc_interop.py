@@ -14,11 +14,12 @@ import base64
 import json
 import shutil
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
-from conftest import stagepass_bin_path
+from conftest import cli_environment, stagepass_bin_path
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
@@ -80,7 +81,10 @@ def claims_for(jti: str, **changes) -> dict:
 
 
 def run(args: list[str], stdin: str | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(args, input=stdin, capture_output=True, text=True, timeout=120)
+    """Runs a program (the CLI, openssl) outside the checkout, with nothing from the caller's environment it reads."""
+    scratch = Path(tempfile.gettempdir())
+    return subprocess.run(args, input=stdin, capture_output=True, text=True, timeout=120, cwd=scratch,
+                          env=cli_environment(scratch))
 
 
 def assert_rejected(proc: subprocess.CompletedProcess, code: str) -> dict:

@@ -16,6 +16,9 @@ final class TempDir {
     /// The key store directory inside (created by the store itself).
     var keys: String { path + "/Keys" }
 
+    /// A broker data directory inside (none exists until something creates it).
+    var data: String { path + "/data" }
+
     deinit { try? FileManager.default.removeItem(atPath: path) }
 }
 
@@ -59,16 +62,24 @@ func signToken(_ store: KeyStore, now: Int64, lifetime: Int64) async throws -> S
 }
 
 /// Runs a program; returns its exit status and standard error.
+///
+/// The program sees none of the caller's variables `stagepass` reads (every `STAGEPASS_*` setting, and where the
+/// saved session lives), only `environment`. With `directory`, it runs there with HOME there too, so defaults such as
+/// `./.stagepass` and `Keys` resolve inside the test's own directory, never in the checkout.
 @discardableResult
-func run(_ executable: String, _ arguments: [String], environment: [String: String] = [:]) throws
-    -> (status: Int32, stderr: String)
+func run(_ executable: String, _ arguments: [String], environment: [String: String] = [:], in directory: String? = nil)
+    throws -> (status: Int32, stderr: String)
 {
     let p = Process()
     p.executableURL = URL(fileURLWithPath: executable)
     p.arguments = arguments
-    var env = ProcessInfo.processInfo.environment
-    env["STAGEPASS_CRASH_AT"] = nil
-    env["STAGEPASS_KEY_PASSPHRASE"] = nil
+    var env = ProcessInfo.processInfo.environment.filter { key, _ in
+        !key.hasPrefix("STAGEPASS_") && key != "XDG_CONFIG_HOME"
+    }
+    if let directory {
+        p.currentDirectoryURL = URL(fileURLWithPath: directory)
+        env["HOME"] = directory
+    }
     for (k, v) in environment { env[k] = v }
     p.environment = env
     let err = Pipe()

@@ -24,18 +24,19 @@ struct KeysCrashTests {
         try KeyStore(configuration: KeyStoreConfiguration(directory: dir.keys, passphrase: .passphrase(Self.passphrase)))
     }
 
-    func cli(_ args: [String], crashAt: String? = nil) throws -> (status: Int32, stderr: String) {
+    /// Runs `stagepass keys VERB --data DIR/data ARGS…` in `dir`, with the store passphrase in the environment.
+    func cli(_ dir: TempDir, _ args: [String], crashAt: String? = nil) throws -> (status: Int32, stderr: String) {
         let bin = stagepassBinary()
         try #require(FileManager.default.isExecutableFile(atPath: bin), "build the CLI first (swift build): \(bin)")
         var env = ["STAGEPASS_KEY_PASSPHRASE": Self.passphrase]
         if let crashAt { env["STAGEPASS_CRASH_AT"] = crashAt }
-        return try run(bin, args, environment: env)
+        return try run(bin, Array(args.prefix(2)) + ["--data", dir.data] + args.dropFirst(2), environment: env, in: dir.path)
     }
 
     @Test(arguments: rotationSteps)
     func rotationKilledAtStepLeavesALoadableKeyring(step: String) async throws {
         let (dir, before) = try await prepared()
-        let crashed = try cli(["keys", "rotate", "--keys", dir.keys], crashAt: step)
+        let crashed = try cli(dir, ["keys", "rotate", "--keys", dir.keys], crashAt: step)
         #expect(crashed.status == 137, "the process died at \(step): \(crashed.stderr)")
 
         let store = try reopen(dir)
@@ -47,7 +48,7 @@ struct KeysCrashTests {
         #expect(try await store.jwks().keys.contains { $0.kid == active })
 
         // The next run repairs leftovers (temp files, orphaned key files) and works.
-        let again = try cli(["keys", "rotate", "--force", "--keys", dir.keys])
+        let again = try cli(dir, ["keys", "rotate", "--force", "--keys", dir.keys])
         #expect(again.status == 0, "\(again.stderr)")
         let repaired = try reopen(dir)
         #expect(await repaired.keys().filter { $0.state == .active }.count == 1)
@@ -60,7 +61,8 @@ struct KeysCrashTests {
     @Test(arguments: destroySteps)
     func compromiseKilledWhileDestroyingLeavesALoadableKeyring(step: String) async throws {
         let (dir, before) = try await prepared()
-        let crashed = try cli(["keys", "compromise", before.activeKid, "--keys", dir.keys], crashAt: step)
+        // A kid is base64url and may begin with "-": after `--` it is never read as an option.
+        let crashed = try cli(dir, ["keys", "compromise", "--keys", dir.keys, "--", before.activeKid], crashAt: step)
         #expect(crashed.status == 137, "the process died at \(step): \(crashed.stderr)")
 
         let store = try reopen(dir)
@@ -68,7 +70,7 @@ struct KeysCrashTests {
         #expect(try await store.signingKey().kid == before.nextKid)
         #expect(try await !store.jwks().keys.contains { $0.kid == before.activeKid }, "unpublished at once")
 
-        let again = try cli(["keys", "rotate", "--force", "--keys", dir.keys])
+        let again = try cli(dir, ["keys", "rotate", "--force", "--keys", dir.keys])
         #expect(again.status == 0, "\(again.stderr)")
         #expect(!FileManager.default.fileExists(atPath: "\(dir.keys)/\(before.activeKid).pem"), "destroyed on repair")
     }
@@ -78,10 +80,12 @@ struct KeysCrashTests {
         let dir = try TempDir()
         let bin = stagepassBinary()
         try #require(FileManager.default.isExecutableFile(atPath: bin))
-        let noPass = try run(bin, ["keys", "list", "--keys", dir.keys])
+        // No passphrase anywhere: not in the environment, and no generated one in the data directory. The CLI runs in
+        // the test's directory, so a `./.stagepass/key-passphrase` that `serve` left in the checkout does not count.
+        let noPass = try run(bin, ["keys", "list", "--keys", dir.keys, "--data", dir.data], in: dir.path)
         #expect(noPass.status == 2)
         #expect(noPass.stderr.contains("STAGEPASS_KEY_PASSPHRASE"))
-        let badAlg = try cli(["keys", "rotate", "--alg", "HS256", "--keys", dir.keys])
+        let badAlg = try cli(dir, ["keys", "rotate", "--alg", "HS256", "--keys", dir.keys])
         #expect(badAlg.status == 2)
         #expect(badAlg.stderr.contains("unknown algorithm"))
     }

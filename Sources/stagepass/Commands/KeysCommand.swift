@@ -122,11 +122,6 @@ func confirmWithRunningBrokers(_ options: KeyStoreOptions, published: Set<String
     if unconfirmed > 0 { throw ExitCode(1) }
 }
 
-/// Prints to standard error.
-func printError(_ text: String) {
-    FileHandle.standardError.write(Data((text + "\n").utf8))
-}
-
 /// Runs `body`, turning a ``KeyStoreError`` into a message on stderr and exit status 2 (configuration) or 1.
 func runReportingErrors<T>(_ body: () throws -> T) throws -> T {
     do {
@@ -270,11 +265,4 @@ extension KeysCommand {
             print(doc)
         }
     }
-}
-
-/// `2026-01-27T10:00:00Z`.
-func formatTime(_ t: Int64) -> String {
-    let f = ISO8601DateFormatter()
-    f.timeZone = TimeZone(identifier: "UTC")
-    return f.string(from: Date(timeIntervalSince1970: TimeInterval(t)))
 }

@@ -1,0 +1,12 @@
+/* Compiled as C against the shipped header: the stable result codes a deployed C caller depends on
+ * (Specs/token-profile.md, "Error codes") keep their values. */
+#include "StagepassVerifyCHeader.h"
+
+_Static_assert(STAGEPASS_OK == 0, "success is 0");
+_Static_assert(STAGEPASS_MALFORMED == 1, "token verdicts start at 1");
+_Static_assert(STAGEPASS_BAD_SIGNATURE == 7, "stable code");
+_Static_assert(STAGEPASS_EXPIRED == 11, "stable code");
+_Static_assert(STAGEPASS_STATUS_UNAVAILABLE == 19, "token verdicts end at 19");
+_Static_assert(STAGEPASS_ERR_INVALID_ARGUMENT == 100, "call errors start at 100");
+_Static_assert(STAGEPASS_ERR_BAD_STATUS_LIST == 103, "stable code");
+
