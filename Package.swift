@@ -52,6 +52,8 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Yams", package: "Yams"),
             ],
+            // Compiled into the module (no resource bundle to find at run time): `AccessPolicy.exampleYAML`.
+            resources: [.embedInCode("Resources/example-policy.yaml")],
             swiftSettings: upcoming
         ),
         .target(
