@@ -30,6 +30,7 @@ let package = Package(
         .systemLibrary(name: "CJansson", pkgConfig: "jansson", providers: [.apt(["libjansson-dev"])]),
         .systemLibrary(name: "CArgon2", pkgConfig: "libargon2", providers: [.apt(["libargon2-dev"])]),
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
+        .systemLibrary(name: "CQRencode", pkgConfig: "libqrencode", providers: [.apt(["libqrencode-dev"])]),
 
         .target(
             name: "StagepassJOSE",
@@ -47,7 +48,7 @@ let package = Package(
         .target(
             name: "StagepassBroker",
             dependencies: [
-                "StagepassJOSE", "StagepassVerify", "CArgon2",
+                "StagepassJOSE", "StagepassVerify", "CArgon2", "CQRencode",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Yams", package: "Yams"),
