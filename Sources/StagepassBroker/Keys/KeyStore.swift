@@ -72,6 +72,10 @@ public actor KeyStore {
     /// The configuration the store was opened with.
     public nonisolated let configuration: KeyStoreConfiguration
 
+    /// Every method runs on ``BrokerExecutor/keys``, off the cooperative pool: key generation (an RSA key takes
+    /// tens to hundreds of milliseconds) and keyring writes (fsync) block their thread.
+    public nonisolated var unownedExecutor: UnownedSerialExecutor { BrokerExecutor.keys.asUnownedSerialExecutor() }
+
     private var ring: Keyring
     private var privateKeys: [String: PrivateKey]
     private var publicJWKs: [String: JWK] = [:]
