@@ -56,7 +56,7 @@ let package = Package(
             ],
             // Compiled into the module (no resource bundle to find at run time): `AccessPolicy.exampleYAML`.
             resources: [.embedInCode("Resources/example-policy.yaml")],
-            swiftSettings: upcoming
+            swiftSettings: upcoming + [.enableUpcomingFeature("InternalImportsByDefault")]
         ),
         .target(
             name: "StagepassHTTP",

@@ -1,6 +1,6 @@
 import Foundation
-import Logging
-import StagepassJOSE
+public import Logging
+public import StagepassJOSE
 
 /// Everything a ``KeyStore`` needs: where the keys live, how they are protected, the schedule, and its collaborators.
 public struct KeyStoreConfiguration: Sendable {
