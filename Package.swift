@@ -1,4 +1,5 @@
-// swift-tools-version:6.1
+// swift-tools-version:6.3
+// 6.3: StagepassVerifyC exports its C functions with `@c`, which needs the Swift 6.3 compiler.
 import PackageDescription
 
 let upcoming: [SwiftSetting] = [
@@ -6,9 +7,10 @@ let upcoming: [SwiftSetting] = [
     .enableUpcomingFeature("MemberImportVisibility"),
 ]
 
+// No `platforms`: Stagepass is built and run on Linux only (system libraries from Debian packages, see the Makefile);
+// SwiftPM has no Linux version to declare.
 let package = Package(
     name: "stagepass",
-    platforms: [.macOS(.v15)],
     products: [
         .executable(name: "stagepass", targets: ["stagepass"]),
         .library(name: "StagepassVerify", targets: ["StagepassVerify"]),
@@ -19,7 +21,6 @@ let package = Package(
         .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
-        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
         .package(url: "https://github.com/hummingbird-project/swift-mustache.git", from: "2.1.1"),
@@ -31,6 +32,7 @@ let package = Package(
         .systemLibrary(name: "CJansson", pkgConfig: "jansson", providers: [.apt(["libjansson-dev"])]),
         .systemLibrary(name: "CArgon2", pkgConfig: "libargon2", providers: [.apt(["libargon2-dev"])]),
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
+        .systemLibrary(name: "CQRencode", pkgConfig: "libqrencode", providers: [.apt(["libqrencode-dev"])]),
 
         .target(
             name: "StagepassJOSE",
@@ -48,12 +50,14 @@ let package = Package(
         .target(
             name: "StagepassBroker",
             dependencies: [
-                "StagepassJOSE", "StagepassVerify", "CArgon2",
+                "StagepassJOSE", "StagepassVerify", "CArgon2", "CQRencode",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Yams", package: "Yams"),
             ],
-            swiftSettings: upcoming
+            // Compiled into the module (no resource bundle to find at run time): `AccessPolicy.exampleYAML`.
+            resources: [.embedInCode("Resources/example-policy.yaml")],
+            swiftSettings: upcoming + [.enableUpcomingFeature("InternalImportsByDefault")]
         ),
         .target(
             name: "StagepassHTTP",
@@ -61,7 +65,6 @@ let package = Package(
                 "StagepassBroker", "StagepassJOSE",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
-                .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "Mustache", package: "swift-mustache"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -75,6 +78,7 @@ let package = Package(
             dependencies: [
                 "StagepassJOSE", "StagepassVerify", "StagepassVerifyFetch", "StagepassBroker", "StagepassHTTP",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: upcoming

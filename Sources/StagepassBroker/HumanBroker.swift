@@ -1,4 +1,4 @@
-import Foundation
+public import Foundation
 import StagepassJOSE
 
 /// Everything the human-facing broker needs, wired once: store, audit log, accounts, factors, security keys and

@@ -1,5 +1,4 @@
 import CArgon2
-import Dispatch
 import StagepassJOSE
 
 /// Argon2id password hashing through the reference library (RFC 9106), stored as a PHC string
@@ -67,20 +66,16 @@ public struct PasswordHasher: Sendable {
         return rc == ARGON2_OK.rawValue
     }
 
-    /// Runs ``verify(_:against:)`` on a Dispatch thread, off the Swift cooperative pool (it takes tens of ms).
+    /// Runs ``verify(_:against:)`` on ``BrokerExecutor/passwords``, off the Swift cooperative pool (it takes tens
+    /// of ms).
     public func verifyOffPool(_ password: String, against phc: String) async -> Bool {
-        await withCheckedContinuation { cont in
-            DispatchQueue.global(qos: .userInitiated).async {
-                cont.resume(returning: self.verify(password, against: phc))
-            }
-        }
+        // `verify` does not throw; `run` only rethrows what its work throws.
+        (try? await BrokerExecutor.passwords.run { self.verify(password, against: phc) }) ?? false
     }
 
-    /// Runs ``hash(_:)`` off the Swift cooperative pool.
+    /// Runs ``hash(_:)`` on ``BrokerExecutor/passwords``, off the Swift cooperative pool.
     public func hashOffPool(_ password: String) async throws -> String {
-        try await withCheckedThrowingContinuation { cont in
-            DispatchQueue.global(qos: .userInitiated).async { cont.resume(with: Result { try self.hash(password) }) }
-        }
+        try await BrokerExecutor.passwords.run { try self.hash(password) }
     }
 
     /// True when `phc` was made with weaker parameters than ``parameters`` (rehash after the next good sign-in).

@@ -1,4 +1,4 @@
-import Foundation
+public import Foundation
 import StagepassJOSE
 
 /// The 256-bit key that seals factor secrets at rest (AES-256-GCM, NIST SP 800-38D; aad = the factor id).

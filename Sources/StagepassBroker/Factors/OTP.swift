@@ -1,4 +1,4 @@
-import StagepassJOSE
+public import StagepassJOSE
 
 /// RFC 4648 §6 base32 (the alphabet authenticator apps use for TOTP secrets), unpadded on output.
 public enum Base32 {

@@ -1,4 +1,4 @@
-import StagepassJOSE
+public import StagepassJOSE
 
 /// The lifecycle state of a signing key (DESIGN.md "Rotate keys").
 ///

@@ -1,6 +1,6 @@
 import Foundation
-import Logging
-import StagepassJOSE
+public import Logging
+public import StagepassJOSE
 
 /// Everything a ``KeyStore`` needs: where the keys live, how they are protected, the schedule, and its collaborators.
 public struct KeyStoreConfiguration: Sendable {
@@ -71,6 +71,10 @@ public struct TickResult: Sendable, Hashable {
 public actor KeyStore {
     /// The configuration the store was opened with.
     public nonisolated let configuration: KeyStoreConfiguration
+
+    /// Every method runs on ``BrokerExecutor/keys``, off the cooperative pool: key generation (an RSA key takes
+    /// tens to hundreds of milliseconds) and keyring writes (fsync) block their thread.
+    public nonisolated var unownedExecutor: UnownedSerialExecutor { BrokerExecutor.keys.asUnownedSerialExecutor() }
 
     private var ring: Keyring
     private var privateKeys: [String: PrivateKey]

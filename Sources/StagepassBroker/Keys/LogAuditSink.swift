@@ -1,4 +1,4 @@
-import Logging
+public import Logging
 
 /// An audit sink that writes each event as one structured log line: the hook point the CLI uses until the
 /// hash-chained audit log exists. Events carry no secrets (see ``AuditEvent``).

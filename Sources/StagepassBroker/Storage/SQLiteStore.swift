@@ -1,5 +1,5 @@
 import Foundation
-import GRDB
+public import GRDB
 
 /// The embedded default ``BrokerStore``: SQLite through GRDB.
 ///

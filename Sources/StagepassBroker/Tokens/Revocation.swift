@@ -1,5 +1,5 @@
 import Foundation
-import StagepassJOSE
+public import StagepassJOSE
 
 /// What a revocation request names.
 public enum RevocationRequest: Sendable, Hashable {

@@ -179,12 +179,14 @@ public struct TokenBroker: Sendable {
         let entry = try audit.entry(
             AuditEvent(
                 action: "token.issue", actor: g.userName, subject: g.userName, factors: g.amr, details: details))
-        let record = try store.insertToken(
-            TokenRecord(
-                jti: jti, kid: key.kid, userId: g.userId, userName: g.userName, sessionId: g.sessionId,
-                clientId: g.clientId, role: g.role, stage: g.stage, audience: g.audience, requestId: g.requestId,
-                issuedAt: now, expiresAt: exp),
-            audit: entry, claimRequest: g.requestId)
+        let row = TokenRecord(
+            jti: jti, kid: key.kid, userId: g.userId, userName: g.userName, sessionId: g.sessionId,
+            clientId: g.clientId, role: g.role, stage: g.stage, audience: g.audience, requestId: g.requestId,
+            issuedAt: now, expiresAt: exp)
+        let store = store
+        let record = try await BrokerExecutor.storage.run {
+            try store.insertToken(row, audit: entry, claimRequest: g.requestId)
+        }
         let list = (record.seq - 1) / Self.listSize + 1
         let idx = (record.seq - 1) % Self.listSize
         let uri = statusListURI(list)

@@ -4,18 +4,6 @@ import Testing
 @testable import StagepassBroker
 
 @Suite struct QRCodeTests {
-    /// The §7.5.2 generator for 7 EC codewords is x^7 + 87x^6 + 229x^5 + 146x^4 + 149x^3 + 238x^2 + 102x + 21
-    /// (α exponents 87, 229, 146, 149, 238, 102, 21 in Annex A), i.e. coefficients 127,122,154,164,11,68,117.
-    @Test func reedSolomonGenerator() {
-        #expect(QRCode.rsDivisor(7) == [127, 122, 154, 164, 11, 68, 117])
-    }
-
-    /// ISO/IEC 18004 Annex I example ("01234567", 1-M): the 10 EC codewords of the data codewords.
-    @Test func reedSolomonAnnexIExample() {
-        let data: [UInt8] = [16, 32, 12, 86, 97, 128, 236, 17, 236, 17, 236, 17, 236, 17, 236, 17]
-        #expect(QRCode.rsRemainder(data, QRCode.rsDivisor(10)) == [165, 36, 212, 193, 237, 54, 199, 135, 44, 85])
-    }
-
     @Test func otpauthURIFitsAndHasFunctionPatterns() throws {
         let uri =
             "otpauth://totp/Stagepass:alice?secret=GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ&issuer=Stagepass"
@@ -36,6 +24,42 @@ import Testing
         let qr = try QRCode.encode(Array(repeating: UInt8(ascii: "a"), count: 150))
         #expect(qr.version >= 7)
         #expect(throws: QRCode.EncodeError.tooLong) { try QRCode.encode(Array(repeating: 0, count: 400)) }
+    }
+
+    /// Level M while it fits version 10 (213 bytes in byte mode), then L (up to 271 bytes at 10-L), then refused.
+    @Test func fallsBackToLevelLThenRefuses() throws {
+        let m = try QRCode.encode(Array(repeating: UInt8(ascii: "a"), count: 213))
+        #expect(m.errorCorrection == .medium && m.version == 10)
+        let l = try QRCode.encode(Array(repeating: UInt8(ascii: "a"), count: 214))
+        #expect(l.errorCorrection == .low && l.version == 9)  // 9-L holds 230 bytes
+        #expect(try QRCode.encode(Array(repeating: 1, count: 10), minimumErrorCorrection: .low).errorCorrection == .low)
+        #expect(throws: QRCode.EncodeError.tooLong) { try QRCode.encode(Array(repeating: 0, count: 272)) }
+        // Beyond what libqrencode can hold at all (version 40-L): refused before the call.
+        #expect(throws: QRCode.EncodeError.tooLong) { try QRCode.encode(Array(repeating: 0, count: 10_000)) }
+    }
+
+    /// The wrapper owns the libqrencode symbol: the modules are a `width × width` copy, and the symbol is freed
+    /// (`QRcode_free`) exactly once when the wrapper goes away.
+    @Test func symbolIsCopiedOutAndFreedOnce() throws {
+        final class Counter { var frees = 0 }
+        let counter = Counter()
+        var modules: [[Bool]] = []
+        do {
+            let symbol = try QRencodeSymbol(encoding: Array("stagepass".utf8), level: .medium) { counter.frees += 1 }
+            #expect(symbol.version == 1 && symbol.width == 21)
+            modules = symbol.modules()
+            #expect(counter.frees == 0)
+        }
+        #expect(counter.frees == 1)
+        #expect(modules.count == 21 && modules.allSatisfy { $0.count == 21 })
+        // The copy outlives the symbol and still holds the finder patterns.
+        #expect(modules[0][0] && modules[6][6] && !modules[7][7] && modules[0][20] && modules[20][0])
+    }
+
+    /// Every byte value survives (byte mode), including NUL, which libqrencode's string API would stop at.
+    @Test func binaryDataWithNulEncodes() throws {
+        let qr = try QRCode.encode([0, 1, 2, 0, 255])
+        #expect(qr.version == 1 && qr.size == 21)
     }
 
     /// Decodes the generated code with zbarimg (Debian `zbar-tools`, installed by `make test`): an independent

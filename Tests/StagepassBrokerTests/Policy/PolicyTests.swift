@@ -8,7 +8,7 @@ import Testing
 struct PolicyTests {
     // MARK: The shipped example
 
-    @Test func exampleHasTheIssuesProperties() throws {
+    @Test func exampleHasTheDocumentedProperties() throws {
         let p = try AccessPolicy.example()
         #expect(p.audiences.keys.sorted() == ["deploy-api"])
         #expect(p.stages.keys.sorted() == ["build", "production", "staging"])
@@ -27,7 +27,7 @@ struct PolicyTests {
         #expect(production.mfaMaxAge == 300)
         #expect(production.maxTTL == 300)
         #expect(production.approvers >= 1)
-        // Issue 6: production approvals need a phishing-resistant factor (a security key).
+        // Production approvals need a phishing-resistant factor (a security key).
         #expect(production.factorsForApproval == [.webauthn])
         #expect(p.auth.factors.contains(.webauthn))
         #expect(p.stages["staging"]?.approval == .delegated(maxWindow: 8 * 3600))
@@ -44,6 +44,15 @@ struct PolicyTests {
         // Specs/policy.md embeds the example verbatim; keep them in step.
         let spec = try String(contentsOf: Self.repoRoot.appendingPathComponent("Specs/policy.md"), encoding: .utf8)
         #expect(spec.contains(AccessPolicy.exampleYAML.trimmingCharacters(in: .newlines)))
+    }
+
+    @Test func exampleIsTheShippedResourceFile() throws {
+        // Compiled into the module from Sources/StagepassBroker/Resources, byte for byte.
+        let path = "Sources/StagepassBroker/Resources/example-policy.yaml"
+        let file = try String(contentsOf: Self.repoRoot.appendingPathComponent(path), encoding: .utf8)
+        #expect(AccessPolicy.exampleYAML == file)
+        #expect(AccessPolicy.exampleYAML.hasPrefix("# Stagepass example policy"))
+        #expect(try AccessPolicy.load(yaml: file) == AccessPolicy.example())
     }
 
     static let repoRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()

@@ -182,7 +182,7 @@ import Testing
                 == .unknownChallenge)
     }
 
-    /// Issue 6: "An assertion made for one approval request, replayed against another, is refused."
+    /// "An assertion made for one approval request, replayed against another, is refused."
     @Test func anAssertionForApprovalAIsRefusedForApprovalB() throws {
         let h = try WebAuthnHarness()
         let (uid, key, _) = try setUp(.es256, h)

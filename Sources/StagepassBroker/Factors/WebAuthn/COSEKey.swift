@@ -1,4 +1,4 @@
-import StagepassJOSE
+public import StagepassJOSE
 
 /// The COSE algorithms Stagepass accepts for security keys (RFC 9053 §2.1, §2.2; IANA "COSE Algorithms").
 /// Deliberately closed, like ``JWSAlgorithm``: anything else is refused at registration.

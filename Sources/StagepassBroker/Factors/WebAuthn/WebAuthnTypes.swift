@@ -1,4 +1,4 @@
-import StagepassJOSE
+public import StagepassJOSE
 
 /// Where WebAuthn ceremonies are valid: the Relying Party ID, its display name and the exact origins pages are
 /// served from (WebAuthn Level 2 §5.1.4.1 / §13.4.9).

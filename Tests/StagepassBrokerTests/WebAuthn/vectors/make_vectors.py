@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Records WebAuthn Level 2 registration and assertion data for the broker's tests (issue 6).
+"""Records WebAuthn Level 2 registration and assertion data for the broker's tests.
 
 An implementation independent of the Swift code under test: keys and signatures from pyca/cryptography (OpenSSL
 underneath, but driven through a different API), and a minimal CBOR encoder written here (RFC 8949, shortest
