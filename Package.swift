@@ -70,7 +70,24 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             ],
-            resources: [.copy("Templates")],
+            // Compiled into the binary: the pages need no resource bundle beside it.
+            resources: [
+                .embedInCode("Templates/app.css"),
+                .embedInCode("Templates/app.js"),
+                .embedInCode("Templates/approvals.mustache"),
+                .embedInCode("Templates/approve.mustache"),
+                .embedInCode("Templates/audit.mustache"),
+                .embedInCode("Templates/delegations.mustache"),
+                .embedInCode("Templates/factor.mustache"),
+                .embedInCode("Templates/factors.mustache"),
+                .embedInCode("Templates/home.mustache"),
+                .embedInCode("Templates/keys.mustache"),
+                .embedInCode("Templates/layout.mustache"),
+                .embedInCode("Templates/message.mustache"),
+                .embedInCode("Templates/revocations.mustache"),
+                .embedInCode("Templates/signin.mustache"),
+                .embedInCode("Templates/stepup.mustache"),
+            ],
             swiftSettings: upcoming
         ),
         .executableTarget(

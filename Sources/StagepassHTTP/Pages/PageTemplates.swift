@@ -1,4 +1,3 @@
-import Foundation
 
 /// The pages' Mustache templates, CSS and JavaScript: resource files in `Templates/` (no build step, no CDN).
 /// `{{x}}` escapes HTML; `{{{body}}}` only ever receives another rendered template.
@@ -18,7 +17,27 @@ struct PageTemplates: Sendable {
     /// `X-CSRF-Token`; the server answers `{"redirect": …}` or a refusal with `detail`.
     let script: String
 
-    /// Reads the resource files shipped with the module.
+    /// The resource files, compiled into the module (`.embedInCode`): a `stagepass` binary copied on its own still
+    /// serves its pages.
+    static let files: [String: [UInt8]] = [
+        "app.css": PackageResources.app_css,
+        "app.js": PackageResources.app_js,
+        "approvals.mustache": PackageResources.approvals_mustache,
+        "approve.mustache": PackageResources.approve_mustache,
+        "audit.mustache": PackageResources.audit_mustache,
+        "delegations.mustache": PackageResources.delegations_mustache,
+        "factor.mustache": PackageResources.factor_mustache,
+        "factors.mustache": PackageResources.factors_mustache,
+        "home.mustache": PackageResources.home_mustache,
+        "keys.mustache": PackageResources.keys_mustache,
+        "layout.mustache": PackageResources.layout_mustache,
+        "message.mustache": PackageResources.message_mustache,
+        "revocations.mustache": PackageResources.revocations_mustache,
+        "signin.mustache": PackageResources.signin_mustache,
+        "stepup.mustache": PackageResources.stepup_mustache,
+    ]
+
+    /// Decodes the embedded resource files.
     /// - Throws: ``PageTemplateError`` when a file is missing or not UTF-8.
     init() throws {
         var templates: [String: String] = [:]
@@ -29,9 +48,9 @@ struct PageTemplates: Sendable {
     }
 
     static func read(_ name: String, _ ext: String) throws -> String {
-        guard let url = Bundle.module.url(forResource: name, withExtension: ext, subdirectory: "Templates"),
-            let data = try? Data(contentsOf: url), var text = String(data: data, encoding: .utf8)
-        else { throw PageTemplateError(file: "\(name).\(ext)") }
+        guard let bytes = files["\(name).\(ext)"], var text = String(validating: bytes, as: UTF8.self) else {
+            throw PageTemplateError(file: "\(name).\(ext)")
+        }
         // The files end with a newline; the rendered text does not.
         if text.hasSuffix("\n") { text.removeLast() }
         return text
