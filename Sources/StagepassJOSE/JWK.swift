@@ -114,7 +114,7 @@ public struct JWK: Sendable, Hashable {
             JSONValue.writeString(value, into: &canonical)
         }
         canonical += "}"
-        return Base64URL.encode(Crypto.sha256(Array(canonical.utf8)))
+        return Base64URL.encode(try Crypto.sha256(Array(canonical.utf8)))
     }
 
     /// The public key as an OpenSSL key.
