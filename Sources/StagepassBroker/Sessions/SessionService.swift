@@ -101,7 +101,7 @@ public struct SessionService: Sendable {
     }
 
     /// The SHA-256 of a bearer token, as stored.
-    public static func tokenHash(_ token: String) -> [UInt8] { Crypto.sha256(Array(token.utf8)) }
+    public static func tokenHash(_ token: String) throws -> [UInt8] { try Crypto.sha256(Array(token.utf8)) }
 
     static func newToken() throws -> String { "sps_" + Base64URL.encode(try Crypto.randomBytes(32)) }
 
@@ -152,7 +152,7 @@ public struct SessionService: Sendable {
         let token = try Self.newToken()
         if !policy.requiresMFA(groups: groups) {
             let rec = SessionRecord(
-                id: try Self.newSessionId(), tokenHash: Self.tokenHash(token), userId: user.id,
+                id: try Self.newSessionId(), tokenHash: try Self.tokenHash(token), userId: user.id,
                 state: .mfa, amr: [AMR.password], authTime: now, createdAt: now,
                 idleExpiresAt: min(now + policy.idleSeconds, now + policy.absoluteSeconds),
                 absoluteExpiresAt: now + policy.absoluteSeconds)
@@ -166,7 +166,7 @@ public struct SessionService: Sendable {
                 allowedFactors: [])
         }
         let rec = SessionRecord(
-            id: try Self.newSessionId(), tokenHash: Self.tokenHash(token), userId: user.id,
+            id: try Self.newSessionId(), tokenHash: try Self.tokenHash(token), userId: user.id,
             state: .pending, amr: [AMR.password], authTime: now, createdAt: now,
             idleExpiresAt: now + policy.pendingSeconds, absoluteExpiresAt: now + policy.pendingSeconds)
         try store.insertSession(rec)
@@ -207,7 +207,7 @@ public struct SessionService: Sendable {
         let now = clock.now()
         let token = try Self.newToken()
         let mfa = SessionRecord(
-            id: try Self.newSessionId(), tokenHash: Self.tokenHash(token), userId: user.id,
+            id: try Self.newSessionId(), tokenHash: try Self.tokenHash(token), userId: user.id,
             state: .mfa, amr: amr, authTime: now, createdAt: now,
             idleExpiresAt: min(now + policy.idleSeconds, now + policy.absoluteSeconds),
             absoluteExpiresAt: now + policy.absoluteSeconds)
@@ -304,7 +304,7 @@ public struct SessionService: Sendable {
 
     private func lookup(_ token: String) throws -> (SessionRecord, UserRecord) {
         guard token.utf8.count <= 128 else { throw BrokerError.invalidSession }
-        let h = Self.tokenHash(token)
+        let h = try Self.tokenHash(token)
         guard let rec = try store.session(tokenHash: h), Crypto.constantTimeEqual(rec.tokenHash, h) else {
             throw BrokerError.invalidSession
         }

@@ -33,8 +33,8 @@ struct PageSecurity: Sendable {
         secureCookies = !devLoopback
     }
 
-    func csrfToken(nonce: String) -> String {
-        Base64URL.encode(Crypto.hmac(.sha256, key: key, data: Array(nonce.utf8)))
+    func csrfToken(nonce: String) throws -> String {
+        Base64URL.encode(try Crypto.hmac(.sha256, key: key, data: Array(nonce.utf8)))
     }
 
     func setCookie(_ name: String, _ value: String, maxAge: Int? = nil) -> String {
@@ -126,7 +126,8 @@ struct PagesAPI: Sendable {
         notice: String? = nil, status: HTTPResponse.Status = .ok, cookies: [String] = []
     ) -> Response {
         var c = ctx
-        let csrf = security.csrfToken(nonce: pr.nonce)
+        // No token (HMAC failed) renders an empty one, which checkCSRF never accepts: forms fail closed.
+        let csrf = (try? security.csrfToken(nonce: pr.nonce)) ?? ""
         c["csrf"] = csrf
         let body = library.render(c, withTemplate: template) ?? ""
         var layout: [String: Any] = ["title": title, "csrf": csrf, "body": body]
@@ -187,7 +188,7 @@ struct PagesAPI: Sendable {
     /// header) must be the HMAC of this browser's `sp_csrf` cookie, compared in constant time.
     func checkCSRF(_ field: String?, _ request: Request, _ pr: PageRequest) throws {
         let presented = field ?? PageSecurity.name("X-CSRF-Token").flatMap { request.headers[$0] } ?? ""
-        let expected = security.csrfToken(nonce: pr.nonce)
+        let expected = try security.csrfToken(nonce: pr.nonce)
         guard !pr.newNonce, Crypto.constantTimeEqual(Array(presented.utf8), Array(expected.utf8)) else {
             throw PageError.csrf
         }
