@@ -50,7 +50,7 @@ private struct HOTPFile: Decodable {
         #expect(Base32.decode("MZX!") == nil)
     }
 
-    @Test func windowAcceptsOneStepOfDrift() {
+    @Test func windowAcceptsOneStepOfDrift() throws {
         let s = Array("12345678901234567890".utf8)
         let t: Int64 = 1_700_000_010
         let prev = try OTP.totp(secret: s, unixTime: t - 30)
