@@ -52,3 +52,21 @@ target statuslist -- StagepassVerify StagepassJOSE
 # The broker's WebAuthn decoders, compiled into the target itself (read-only use of the broker sources).
 target cbor Sources/StagepassBroker/Factors/WebAuthn/{CBOR,COSEKey,WebAuthnError}.swift \
     Sources/StagepassBroker/BrokerError.swift -- StagepassJOSE
+
+# The policy loader needs the rest of the broker (Yams, GRDB, Logging): the broker's sources are compiled with
+# instrumentation into the target, against the dependencies of the ordinary debug build (not instrumented).
+D=.build/debug
+CK=.build/checkouts
+if [[ ! -d $D/GRDB.build || ! -d $D/Yams.build || ! -d $D/CYaml.build || ! -d $D/Logging.build ]]; then
+    swift build --target StagepassBroker >&2
+fi
+exe="$OUT/fuzz-policy"
+broker=$(find Sources/StagepassBroker -name '*.swift')
+if [[ ! -f "$exe" ]] || [[ -n "$(find $broker Fuzz/Sources/policy.swift Fuzz/Sources/common.swift "$OUT/libStagepassVerify.a" -newer "$exe")" ]]; then
+    quiet "$SWIFTC" "${COMMON[@]}" -module-name FuzzPolicy -I "$D/Modules" -I Sources/CArgon2 \
+        -I "$CK/GRDB.swift/Sources/GRDBSQLite" -I "$CK/Yams/Sources/CYaml/include" \
+        Fuzz/Sources/policy.swift Fuzz/Sources/common.swift $broker \
+        "$D"/GRDB.build/*.o "$D"/Logging.build/*.o "$D"/Yams.build/*.o $(find "$D/CYaml.build" -name '*.o') \
+        -L "$OUT" -lStagepassVerify -lStagepassJOSE -lcrypto -ljansson -lz -largon2 -lsqlite3 -o "$exe"
+fi
+echo "$exe"
