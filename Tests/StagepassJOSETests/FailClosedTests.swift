@@ -34,4 +34,11 @@ struct FailClosedTests {
         #expect(throws: JOSEError.cryptoFailure("")) { try check(false, "test") }
         #expect(throws: Never.self) { try check(true, "test") }
     }
+
+    /// RFC 7638 §3.2 needs every required member: a JWK without `y` has no thumbprint (it is not hashed with "").
+    @Test func thumbprintNeedsEveryRequiredMember() {
+        #expect(throws: JOSEError.self) {
+            try JWK(jsonString: #"{"kty":"EC","crv":"P-256","x":"0ODLOlP4YfFNwmFT-Os7ayjhP0opwzUm7ya55sLLUNI"}"#).thumbprint()
+        }
+    }
 }
