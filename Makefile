@@ -4,7 +4,10 @@ DEBS := libssl-dev libjansson-dev libsqlite3-dev libargon2-dev zlib1g-dev libqre
 BIN := .build/debug/stagepass
 LIB := .build/debug/libStagepassVerifyC.so
 
-.PHONY: deps serve test
+.PHONY: deps serve test fuzz
+
+FUZZ_SECONDS ?= 60
+FUZZ_SMOKE_SECONDS ?= 3
 
 deps:
 	@missing=""; for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -20,3 +23,10 @@ test: deps
 	swift build --build-tests
 	swift test --skip-build
 	STAGEPASS_BIN=$(abspath $(BIN)) STAGEPASS_VERIFY_LIB=$(abspath $(LIB)) python3 -m pytest -q Tests/interop
+	Fuzz/build.sh >/dev/null && Fuzz/run.sh $(FUZZ_SMOKE_SECONDS)
+
+# libFuzzer targets (Fuzz/README.md), one after another for FUZZ_SECONDS each: make fuzz FUZZ_SECONDS=600
+fuzz: deps
+	swift build --target StagepassBroker
+	Fuzz/build.sh
+	nice Fuzz/run.sh $(FUZZ_SECONDS)

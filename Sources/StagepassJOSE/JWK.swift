@@ -110,11 +110,12 @@ public struct JWK: Sendable, Hashable {
             if i > 0 { canonical += "," }
             JSONValue.writeString(m, into: &canonical)
             canonical += ":"
-            let value = m == "kty" ? kty : (params[m] ?? "")
+            // A missing required member is an error, never hashed as "" (two different keys must not share a kid).
+            guard let value = m == "kty" ? kty : params[m], !value.isEmpty else { throw .invalidKey("thumbprint needs \(m)") }
             JSONValue.writeString(value, into: &canonical)
         }
         canonical += "}"
-        return Base64URL.encode(Crypto.sha256(Array(canonical.utf8)))
+        return Base64URL.encode(try Crypto.sha256(Array(canonical.utf8)))
     }
 
     /// The public key as an OpenSSL key.

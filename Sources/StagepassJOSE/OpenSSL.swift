@@ -44,7 +44,8 @@ public enum Crypto {
     }
 
     /// A message digest (EVP_Digest).
-    public static func hash<C: Collection>(_ digest: Digest, _ data: C) -> [UInt8] where C.Element == UInt8 {
+    /// - Throws: ``JOSEError/cryptoFailure`` when OpenSSL cannot compute it (never an empty or partial digest).
+    public static func hash<C: Collection>(_ digest: Digest, _ data: C) throws(JOSEError) -> [UInt8] where C.Element == UInt8 {
         var out = [UInt8](repeating: 0, count: 64)
         var len: UInt32 = 0
         let bytes = Array(data)
@@ -53,16 +54,21 @@ public enum Crypto {
                 EVP_Digest(b.baseAddress, b.count, o.baseAddress?.assumingMemoryBound(to: UInt8.self), &len, md(digest), nil)
             }
         }
-        // EVP_Digest cannot fail for these built-in digests short of memory exhaustion.
-        if ok != 1 { ERR_clear_error(); return [] }
+        try check(ok == 1 && len > 0 && Int(len) <= out.count, "EVP_Digest")
         return Array(out.prefix(Int(len)))
     }
 
     /// SHA-256 of `data`.
-    public static func sha256<C: Collection>(_ data: C) -> [UInt8] where C.Element == UInt8 { hash(.sha256, data) }
+    /// - Throws: ``JOSEError/cryptoFailure`` when OpenSSL fails.
+    public static func sha256<C: Collection>(_ data: C) throws(JOSEError) -> [UInt8] where C.Element == UInt8 {
+        try hash(.sha256, data)
+    }
 
     /// HMAC (RFC 2104) with the given digest; HMAC-SHA-1 is what RFC 4226 §5.2 / RFC 6238 §1.2 use.
-    public static func hmac(_ digest: Digest, key: [UInt8], data: [UInt8]) -> [UInt8] {
+    /// - Throws: ``JOSEError/invalidKey`` for an empty key (an unset secret must never produce a usable MAC),
+    ///   ``JOSEError/cryptoFailure`` when OpenSSL fails. Never returns an empty MAC.
+    public static func hmac(_ digest: Digest, key: [UInt8], data: [UInt8]) throws(JOSEError) -> [UInt8] {
+        guard !key.isEmpty else { throw .invalidKey("HMAC key is empty") }
         var out = [UInt8](repeating: 0, count: 64)
         var len: UInt32 = 0
         let r = key.withUnsafeBytes { k in
@@ -73,15 +79,16 @@ public enum Crypto {
                 }
             }
         }
-        if r == nil { ERR_clear_error(); return [] }
+        try check(r != nil && len > 0 && Int(len) <= out.count, "HMAC")
         return Array(out.prefix(Int(len)))
     }
 
     /// Constant-time equality (CRYPTO_memcmp) for secrets: MACs, hashed tokens, codes.
-    /// Lengths are compared first; the length of a secret is not itself secret here.
+    ///
+    /// Fails closed: false when either side is empty (an unset or failed secret never matches anything, not even
+    /// another empty one) and when the lengths differ. The length of a secret is not itself secret here.
     public static func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
-        guard a.count == b.count else { return false }
-        if a.isEmpty { return true }
+        guard !a.isEmpty, !b.isEmpty, a.count == b.count else { return false }
         return a.withUnsafeBytes { x in b.withUnsafeBytes { y in CRYPTO_memcmp(x.baseAddress, y.baseAddress, a.count) == 0 } }
     }
 }

@@ -6,22 +6,34 @@ let p256Order: [UInt8] = [
     0xBC, 0xE6, 0xFA, 0xAD, 0xA7, 0x17, 0x9E, 0x84, 0xF3, 0xB9, 0xCA, 0xC2, 0xFC, 0x63, 0x25, 0x51,
 ]
 
+/// ⌊n/2⌋ for the P-256 order: the largest `s` of a low-S signature, big-endian.
+let p256HalfOrder: [UInt8] = [
+    0x7F, 0xFF, 0xFF, 0xFF, 0x80, 0x00, 0x00, 0x00, 0x7F, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
+    0xDE, 0x73, 0x7D, 0x56, 0xD3, 0x8B, 0xCF, 0x42, 0x79, 0xDC, 0xE5, 0x61, 0x7E, 0x31, 0x92, 0xA8,
+]
+
 extension PublicKey {
     /// Verifies a JWS signature over `signingInput` (RFC 7515 §5.2 step 8) with `alg`.
     ///
     /// The key's type must match `alg` (a P-256 key never verifies an RS256 signature). For ES256 the signature
     /// must be the raw 64-byte `r || s` of RFC 7518 §3.4, with r and s in 1…n-1; it is converted to DER here for
     /// OpenSSL. A DER signature (the classic interop mistake) is refused by its length.
+    ///
+    /// ES256 accepts **low-S only** (s ≤ n/2). ECDSA signatures are malleable: if (r, s) is valid so is (r, n − s)
+    /// (SEC 1 §4.1.4 accepts both), so without this rule one token would have two spellings, and token caches,
+    /// ledgers and hashes of tokens all assume one. RFC 7518 §3.4 fixes the encoding (R ‖ S, 32 octets each) but not
+    /// which of the two s values; Stagepass signers always emit the low one (``PrivateKey/sign(_:signingInput:)``),
+    /// as Bitcoin's BIP 62/BIP 146 and Ethereum's EIP-2 do for secp256k1. The generic primitive that accepts both is
+    /// ``verifyECDSARaw(signingInput:signature:)``.
     /// - Returns: true only if the signature is valid.
     public func verify(_ alg: JWSAlgorithm, signingInput: UnsafeRawBufferPointer, signature: UnsafeRawBufferPointer) -> Bool {
         guard alg.keyType == key.type else { return false }
         switch alg {
         case .ES256:
             guard signature.count == 64 else { return false }
-            return withUnsafeTemporaryAllocation(byteCount: maxECDSADERBytes, alignment: 1) { buf in
-                guard let n = ecdsaRawToDER(signature, into: buf) else { return false }
-                return digestVerify(md: EVP_sha256(), pss: false, input: signingInput, sig: UnsafeRawBufferPointer(rebasing: buf[0..<n]))
-            }
+            // Low-S rule (see above): the high-S twin of a valid signature is refused before OpenSSL sees it.
+            guard ecdsaIsLowS(signature) else { return false }
+            return verifyECDSARaw(signingInput: signingInput, signature: signature)
         case .EdDSA:
             // RFC 8037 §3.1: Ed25519 signatures are 64 bytes.
             guard signature.count == 64 else { return false }
@@ -30,6 +42,22 @@ extension PublicKey {
             guard signature.count == (key.bits + 7) / 8 else { return false }
             return digestVerify(md: EVP_sha256(), pss: alg == .PS256, input: signingInput, sig: signature)
         }
+    }
+
+    /// Generic ECDSA P-256 / SHA-256 over a raw `r || s` signature (IEEE P1363 form), accepting high and low s alike
+    /// (SEC 1 §4.1.4). Not the JWS rule: tokens go through ``verify(_:signingInput:signature:)``, which also requires
+    /// low-S. Kept for primitive-level test vectors (Wycheproof P1363) and for callers that verify other formats.
+    public func verifyECDSARaw(signingInput: UnsafeRawBufferPointer, signature: UnsafeRawBufferPointer) -> Bool {
+        guard key.type == .ecP256, signature.count == 64 else { return false }
+        return withUnsafeTemporaryAllocation(byteCount: maxECDSADERBytes, alignment: 1) { buf in
+            guard let n = ecdsaRawToDER(signature, into: buf) else { return false }
+            return digestVerify(md: EVP_sha256(), pss: false, input: signingInput, sig: UnsafeRawBufferPointer(rebasing: buf[0..<n]))
+        }
+    }
+
+    /// Array form of ``verifyECDSARaw(signingInput:signature:)``.
+    public func verifyECDSARaw(signingInput: [UInt8], signature: [UInt8]) -> Bool {
+        signingInput.withUnsafeBytes { i in signature.withUnsafeBytes { s in verifyECDSARaw(signingInput: i, signature: s) } }
     }
 
     /// Convenience over arrays.
@@ -82,7 +110,8 @@ extension PrivateKey {
         var sig = [UInt8](repeating: 0, count: len)
         try check(EVP_DigestSign(ctx, &sig, &len, signingInput, signingInput.count) == 1, "DigestSign")
         sig.removeSubrange(len...)
-        if alg == .ES256 { return try ecdsaDERToRaw(sig) }
+        // Low-S normalisation: OpenSSL returns either twin; Stagepass emits only s ≤ n/2 (see PublicKey.verify).
+        if alg == .ES256 { return ecdsaNormalizedLowS(try ecdsaDERToRaw(sig)) }
         return sig
     }
 }
@@ -91,6 +120,31 @@ extension PrivateKey {
 private func compareBE(_ a: UnsafeRawBufferPointer, _ b: [UInt8]) -> Int {
     for i in 0..<a.count where a[i] != b[i] { return a[i] < b[i] ? -1 : 1 }
     return 0
+}
+
+/// Whether the `s` half of a raw 64-byte ES256 signature is at most ⌊n/2⌋ (the low-S form).
+func ecdsaIsLowS(_ raw: UnsafeRawBufferPointer) -> Bool {
+    guard raw.count == 64 else { return false }
+    return compareBE(UnsafeRawBufferPointer(rebasing: raw[32..<64]), p256HalfOrder) <= 0
+}
+
+/// Array form of ``ecdsaIsLowS(_:)``.
+public func ecdsaSignatureIsLowS(_ raw: [UInt8]) -> Bool { raw.withUnsafeBytes { ecdsaIsLowS($0) } }
+
+/// Returns `r || s` with s replaced by n − s when s > ⌊n/2⌋; (r, n − s) verifies wherever (r, s) does
+/// (SEC 1 §4.1.4: only x(R) enters the check, and negating s negates R). Other lengths are returned unchanged.
+public func ecdsaNormalizedLowS(_ raw: [UInt8]) -> [UInt8] {
+    guard raw.count == 64, !ecdsaSignatureIsLowS(raw) else { return raw }
+    var out = raw
+    // out[32..<64] = n - s, big-endian schoolbook subtraction (n > s here, so no final borrow).
+    var borrow = 0
+    for i in stride(from: 31, through: 0, by: -1) {
+        var d = Int(p256Order[i]) - Int(raw[32 + i]) - borrow
+        borrow = d < 0 ? 1 : 0
+        if d < 0 { d += 256 }
+        out[32 + i] = UInt8(d)
+    }
+    return out
 }
 
 /// The longest DER `ECDSA-Sig-Value` for P-256: SEQUENCE header (2) + two INTEGERs of at most 2 + 33 bytes.

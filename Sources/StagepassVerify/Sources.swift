@@ -79,8 +79,10 @@ public struct StatusListDocument: Sendable, Hashable {
     }
 }
 
-/// Where a verifier gets status lists. The verifier verifies each document's signature against its own key set
-/// and matches it to a token by the list's `sub` (= the `uri` tokens carry).
+/// Where a verifier gets status lists, polled on each verification. Every document not offered before goes through
+/// the verifier's ``StatusListHolder`` (verified against the verifier's own key set, one list per `sub`, never
+/// replaced by an older one); tokens are matched to lists by the list's `sub` (= the `uri` tokens carry).
+/// `documents(now:)` must return at once: a source that fetches does so in the background.
 public protocol StatusListSource: Sendable {
     func documents(now: Int64) -> [StatusListDocument]
 }
@@ -90,7 +92,8 @@ public final class StaticStatusListSource: StatusListSource {
     private let docs: Mutex<[StatusListDocument]>
     public init(_ docs: [StatusListDocument] = []) { self.docs = Mutex(docs) }
     public func documents(now: Int64) -> [StatusListDocument] { docs.withLock { $0 } }
-    /// Installs or replaces lists (all lists are replaced at once).
+    /// Replaces the documents offered (each is then installed under the holder's rules: an older list for a `sub`
+    /// does not replace a newer one).
     public func replace(_ new: [StatusListDocument]) { docs.withLock { $0 = new } }
 }
 

@@ -149,25 +149,50 @@ public final class Verifier: Sendable {
     public static let maxJSONDepth = 16
 
     public let configuration: VerifierConfiguration
-    /// Whether a status list source is configured (revocation is checked).
-    public var checksStatus: Bool { statusLists != nil }
+    /// Whether revocation is checked: a status list source was configured, or a list was offered through
+    /// ``installStatusList(_:fetchedAt:maxAge:)`` (successfully or not: a refused list fails closed).
+    public var checksStatus: Bool { statusOn.load(ordering: .acquiring) }
+    /// The verifier's status lists (one per `sub`, each verified before it was installed).
+    public let statusListHolder: StatusListHolder
     private let keys: any KeySource
-    private let statusLists: (any StatusListSource)?
+    private let statusSource: (any StatusListSource)?
+    private let statusOn: Atomic<Bool>
     private let cache: TokenCache
-    private let parsedLists = Mutex<[String: ParsedStatusList]>([:])
     private let now: @Sendable () -> Int64
 
     /// - Parameters:
     ///   - keys: the JWKS source (memory, file, or URL via StagepassVerifyFetch).
-    ///   - statusLists: status list source; nil disables revocation checks (the `status` claim is then ignored).
+    ///   - statusLists: status list source, polled on each verification (a document not seen before is verified and
+    ///     installed into ``statusListHolder``); nil leaves revocation checks off until a list is installed.
     ///   - clock: unix seconds; defaults to the system clock.
     public init(configuration: VerifierConfiguration, keys: any KeySource, statusLists: (any StatusListSource)? = nil,
                 clock: (@Sendable () -> Int64)? = nil) {
         self.configuration = configuration
         self.keys = keys
-        self.statusLists = statusLists
+        self.statusSource = statusLists
+        self.statusListHolder = StatusListHolder()
+        self.statusOn = Atomic(statusLists != nil)
         self.cache = TokenCache(capacity: configuration.cacheCapacity)
         self.now = clock ?? { systemNow() }
+    }
+
+    /// Verifies a status list token against the verifier's current keys and installs it (``StatusListHolder``
+    /// rules: a list replaces the one with the same `sub` only if it is not older). Turns status checking on, even
+    /// when the list is refused: from then on a token whose list is missing, expired or too old is
+    /// `status_unavailable`, never `ok`.
+    /// - Parameters:
+    ///   - jwt: the compact `statuslist+jwt`.
+    ///   - fetchedAt: when it was obtained (unix seconds); nil = now. The list is judged as of this time (expired,
+    ///     issued in the future); every verification judges its `exp` and age again.
+    ///   - maxAge: fail-closed age limit for this copy (the stricter of this and ``VerifierConfiguration/statusMaxAge``).
+    /// - Returns: what is installed for the list's `sub`.
+    /// - Throws: ``StatusListError`` when the document is unusable or older than the installed list.
+    @discardableResult
+    public func installStatusList(_ jwt: String, fetchedAt: Int64? = nil, maxAge: Int64? = nil) throws(StatusListError) -> StatusListInfo {
+        statusOn.store(true, ordering: .releasing)
+        let now = fetchedAt ?? self.now()
+        return try statusListHolder.install(jwt, fetchedAt: now, maxAge: maxAge, keys: keys.current(now: now),
+                                            now: now, leeway: configuration.leeway)
     }
 
     /// Verifies a compact JWS access token.
@@ -391,40 +416,36 @@ public final class Verifier: Sendable {
     }
 
     private func checkStatus(_ t: VerifiedToken, keySet: KeySet?, now: Int64) throws(VerificationError) {
-        guard let source = statusLists else { return }
-        guard let ref = t.status else { throw VerificationError(.statusUnavailable, "token has no usable status claim") }
-        let docs = source.documents(now: now)
-        var found: (ParsedStatusList, StatusListDocument)?
-        for doc in docs {
-            guard let list = parsedList(doc, keySet: keySet, now: now) else { continue }
-            if list.uri == ref.uri { found = (list, doc); break }
+        guard statusOn.load(ordering: .acquiring) else { return }
+        // A polled source (file, URL cache, static): documents not offered before are verified and installed now;
+        // a refused or older one changes nothing (StatusListHolder rules).
+        if let source = statusSource {
+            for doc in source.documents(now: now) where !statusListHolder.hasSeen(doc.jwt) {
+                _ = try? statusListHolder.install(doc.jwt, fetchedAt: doc.fetchedAt, maxAge: doc.maxAge, keys: keySet, now: now,
+                                                  leeway: configuration.leeway)
+            }
         }
-        guard let (list, doc) = found else { throw VerificationError(.statusUnavailable, "no verified status list for \(ref.uri)") }
+        // draft-ietf-oauth-status-list-20 §6.1/§6.2: status.status_list.{idx, uri}.
+        guard let ref = t.status else { throw VerificationError(.statusUnavailable, "token has no usable status claim") }
+        guard let installed = statusListHolder.installed(for: ref.uri) else {
+            throw VerificationError(.statusUnavailable, "no verified status list for \(ref.uri)")
+        }
+        let list = installed.list
+        // The signing key may since have been withdrawn: only trust the list while its key is still present.
+        guard let ks = keySet, ks[list.kid] != nil else {
+            throw VerificationError(.statusUnavailable, "the status list's key is no longer in the key set")
+        }
+        // RFC 7519 §4.1.4 applied to the list (draft §5.1 exp): on or after exp + leeway it is expired.
         if let exp = list.exp, now >= sat(exp, configuration.leeway) { throw VerificationError(.statusUnavailable, "status list expired") }
-        let limits = [configuration.statusMaxAge, doc.maxAge].compactMap { $0 }
+        let limits = [configuration.statusMaxAge, installed.maxAge].compactMap { $0 }.filter { $0 > 0 }
         // The list's age counts from when it was issued (its iat) or fetched, whichever is older.
-        if let maxAge = limits.min(), now.subtractingReportingOverflow(min(list.iat, doc.fetchedAt)).partialValue > maxAge {
+        if let maxAge = limits.min(), now.subtractingReportingOverflow(min(list.iat, installed.fetchedAt)).partialValue > maxAge {
             throw VerificationError(.statusUnavailable, "status list older than \(maxAge) s")
         }
         // draft-ietf-oauth-status-list §4.1: entry idx occupies `bits` bits starting at bit idx*bits, LSB first.
         guard let value = list.value(at: ref.index) else { throw VerificationError(.statusUnavailable, "status index out of range") }
         // §7.1: 0x00 VALID; anything else (0x01 INVALID, 0x02 SUSPENDED, …) is not accepted.
         if value != 0 { throw VerificationError(.revoked, "token is revoked (status \(value))") }
-    }
-
-    /// Verifies and parses a status list document once per distinct JWT (and key set), then serves it from memory.
-    private func parsedList(_ doc: StatusListDocument, keySet: KeySet?, now: Int64) -> ParsedStatusList? {
-        if let hit = parsedLists.withLock({ $0[doc.jwt] }) {
-            // The signing key may since have been withdrawn: only trust the list while its key is still present.
-            guard let ks = keySet, ks[hit.kid] != nil else { return nil }
-            return hit
-        }
-        guard let ks = keySet, let parsed = try? ParsedStatusList(jwt: doc.jwt, keySet: ks) else { return nil }
-        parsedLists.withLock { lists in
-            if lists.count > 64 { lists.removeAll() }
-            lists[doc.jwt] = parsed
-        }
-        return parsed
     }
 }
 

@@ -1,29 +1,20 @@
 import StagepassJOSE
 import StagepassVerify
-import Synchronization
 
 // The C ABI of the verifier (include/stagepass_verify.h). Unsafe pointer handling stays in this file: every
 // pointer from C is checked for NULL, read within the length given, and never retained past the call.
 // No Swift error crosses the boundary: every outcome is an Int32 result code.
 
-/// The object behind an opaque `stagepass_verifier *`.
+/// The object behind an opaque `stagepass_verifier *`: one verifier, its replaceable key set, and (inside the
+/// verifier) its ``StatusListHolder``. Status checking is off until the first `stagepass_verifier_set_status_list`
+/// call, then on for good (as the header documents).
 final class VerifierHandle: Sendable {
     let keys: StaticKeySource
-    let lists = StaticStatusListSource()
-    let configuration: VerifierConfiguration
-    /// Without status checks until the first list is installed, then with them (as the header documents).
-    let verifier: Mutex<Verifier>
+    let verifier: Verifier
 
     init(configuration: VerifierConfiguration, keys: KeySet) {
-        self.configuration = configuration
         self.keys = StaticKeySource(keys)
-        self.verifier = Mutex(Verifier(configuration: configuration, keys: self.keys))
-    }
-
-    func enableStatusChecks() {
-        verifier.withLock { v in
-            if !v.checksStatus { v = Verifier(configuration: configuration, keys: keys, statusLists: lists) }
-        }
+        self.verifier = Verifier(configuration: configuration, keys: self.keys)
     }
 }
 
@@ -33,6 +24,7 @@ private enum Result: Int32 {
     case bufferTooSmall = 101
     case badJWKS = 102
     case badStatusList = 103
+    case staleStatusList = 104
 }
 
 private func string(_ p: UnsafePointer<CChar>?) -> String? {
@@ -71,6 +63,7 @@ private nonisolated(unsafe) let resultNames: [Int32: UnsafePointer<CChar>] = {
     names[101] = makeCString("buffer_too_small")
     names[102] = makeCString("bad_jwks")
     names[103] = makeCString("bad_status_list")
+    names[104] = makeCString("stale_status_list")
     return names
 }()
 
@@ -115,16 +108,27 @@ public func stagepass_verifier_set_jwks(_ v: OpaquePointer?, _ jwksJSON: UnsafeP
 
 @c(stagepass_verifier_set_status_list)
 public func stagepass_verifier_set_status_list(_ v: OpaquePointer?, _ jwt: UnsafePointer<CChar>?, _ fetchedAt: Int64, _ maxAge: Int64) -> Int32 {
-    guard let h = handle(v), let text = string(jwt), text.split(separator: ".", omittingEmptySubsequences: false).count == 3 else {
+    guard let h = handle(v) else { return Result.invalidArgument.rawValue }
+    guard let text = string(jwt) else {
+        // Fail closed: a call without a document still turns status checking on (no list → status_unavailable).
+        _ = try? h.verifier.installStatusList("", fetchedAt: fetchedAt == 0 ? cNow() : fetchedAt)
         return Result.invalidArgument.rawValue
     }
-    let at = fetchedAt == 0 ? cNow() : fetchedAt
-    var docs = h.lists.documents(now: at)
-    docs.append(StatusListDocument(jwt: text, fetchedAt: at, maxAge: maxAge > 0 ? maxAge : nil))
-    h.lists.replace(Array(docs.suffix(16)))
-    h.enableStatusChecks()
-    return Result.ok.rawValue
+    // Surrounding whitespace (a trailing newline from an HTTP body or a file) is not part of the compact JWS.
+    let bytes = Array(text.utf8)
+    let start = bytes.firstIndex { !isSpace($0) } ?? bytes.count
+    let end = (bytes.lastIndex { !isSpace($0) } ?? -1) + 1
+    let trimmed = start < end ? String(decoding: bytes[start..<end], as: UTF8.self) : ""
+    do {
+        // The list is judged as of fetched_at (expiry, iat in the future); verification re-checks exp and age.
+        try h.verifier.installStatusList(trimmed, fetchedAt: fetchedAt == 0 ? cNow() : fetchedAt, maxAge: maxAge > 0 ? maxAge : nil)
+        return Result.ok.rawValue
+    } catch {
+        return error.code == .superseded ? Result.staleStatusList.rawValue : Result.badStatusList.rawValue
+    }
 }
+
+private func isSpace(_ b: UInt8) -> Bool { b == 0x20 || b == 0x09 || b == 0x0A || b == 0x0D }
 
 @c(stagepass_verify)
 public func stagepass_verify(_ v: OpaquePointer?, _ token: UnsafePointer<CChar>?, _ tokenLen: Int,
@@ -141,8 +145,7 @@ public func stagepass_verify(_ v: OpaquePointer?, _ token: UnsafePointer<CChar>?
     let roles = string(role).map { $0.split(separator: ",").map(String.init) } ?? []
     let req = Requirements(roles: roles, stage: string(stage), pipeline: string(pipeline))
     do {
-        let verifier = h.verifier.withLock { $0 }
-        let t = try verifier.verify(text, requirements: req, at: now == 0 ? nil : now)
+        let t = try h.verifier.verify(text, requirements: req, at: now == 0 ? nil : now)
         return copyOut(t.payload, claimsOut, claimsCap, claimsLen) ? Result.ok.rawValue : Result.bufferTooSmall.rawValue
     } catch {
         _ = copyOut(Array(error.detail.utf8.prefix(max(0, detailCap - 1))), detailOut, detailCap, nil)

@@ -5,37 +5,31 @@ import FoundationNetworking
 import StagepassVerify
 import Synchronization
 
-/// HTTP(S) sources for the verifier, kept out of the Foundation-free core: the JWKS and status lists fetched from
-/// the broker, cached per `Cache-Control: max-age`, refreshed in the background, and re-fetched at most once per
-/// `minRefetchInterval` when a token names an unknown kid.
-public enum HTTPFetch {
-    /// Fetches `url` synchronously. Returns the body and the `max-age` of its Cache-Control (if any).
-    /// - Throws: `URLError` or ``FetchError``.
-    public static func get(_ url: URL, timeout: TimeInterval = 10) throws -> (body: [UInt8], maxAge: Int64?) {
+/// Fetches one document over HTTP(S). The seam the sources use (tests supply their own).
+public protocol HTTPGetting: Sendable {
+    /// The body and the `max-age` of the response's Cache-Control (if any).
+    /// - Throws: on a transport error or a status other than 200.
+    func get(_ url: URL) async throws -> (body: [UInt8], maxAge: Int64?)
+}
+
+/// ``HTTPGetting`` over URLSession (asynchronous: nothing blocks a thread while a request is in flight).
+public struct URLSessionGetter: HTTPGetting {
+    public let timeout: TimeInterval
+    public init(timeout: TimeInterval = 10) { self.timeout = timeout }
+
+    public func get(_ url: URL) async throws -> (body: [UInt8], maxAge: Int64?) {
         var request = URLRequest(url: url, cachePolicy: .reloadIgnoringLocalCacheData, timeoutInterval: timeout)
         request.setValue("application/json, application/statuslist+jwt", forHTTPHeaderField: "Accept")
-        let box = Mutex<Result<(Data, HTTPURLResponse), any Error>?>(nil)
-        let done = DispatchSemaphore(value: 0)
-        let task = URLSession.shared.dataTask(with: request) { data, response, error in
-            if let error {
-                box.withLock { $0 = .failure(error) }
-            } else if let http = response as? HTTPURLResponse, let data {
-                box.withLock { $0 = .success((data, http)) }
-            } else {
-                box.withLock { $0 = .failure(FetchError(message: "no HTTP response")) }
-            }
-            done.signal()
-        }
-        task.resume()
-        done.wait()
-        guard let result = box.withLock({ $0 }) else { throw FetchError(message: "no result") }
-        let (data, response) = try result.get()
-        guard response.statusCode == 200 else { throw FetchError(message: "HTTP \(response.statusCode) from \(url)") }
-        return ([UInt8](data), maxAge(response.value(forHTTPHeaderField: "Cache-Control")))
+        let (data, response) = try await URLSession.shared.data(for: request)
+        guard let http = response as? HTTPURLResponse else { throw FetchError(message: "no HTTP response from \(url)") }
+        guard http.statusCode == 200 else { throw FetchError(message: "HTTP \(http.statusCode) from \(url)") }
+        return ([UInt8](data), HTTPFetch.maxAge(http.value(forHTTPHeaderField: "Cache-Control")))
     }
+}
 
+public enum HTTPFetch {
     /// `max-age` from a Cache-Control header (RFC 9111 §5.2.2.1); `no-store`/`no-cache` mean 0.
-    static func maxAge(_ header: String?) -> Int64? {
+    public static func maxAge(_ header: String?) -> Int64? {
         guard let header else { return nil }
         var age: Int64?
         for part in header.split(separator: ",") {
@@ -45,6 +39,37 @@ public enum HTTPFetch {
         }
         return age
     }
+
+    /// Seconds until a status list is fetched again: the shorter of the list's `ttl` (draft-ietf-oauth-status-list
+    /// §5.1: how long a consumer may cache it) and the response's Cache-Control max-age (RFC 9111 §5.2.2.1), else
+    /// `fallback`; never below `floor` (a `max-age=0` server is not polled in a busy loop) nor above `ceiling`.
+    public static func statusListRefresh(ttl: Int64?, maxAge: Int64?, fallback: Int64 = 60, floor: Int64 = 1,
+                                         ceiling: Int64 = 3600) -> Int64 {
+        let candidates = [ttl, maxAge].compactMap { $0 }
+        let chosen = candidates.min() ?? fallback
+        return min(max(chosen, floor), ceiling)
+    }
+
+    /// The `ttl` claim of a status list token, read without verifying it: only a refresh-scheduling hint (the
+    /// verifier verifies the list before using it, and its max age fails closed whatever this says).
+    static func unverifiedTTL(_ jwt: String) -> Int64? {
+        let parts = jwt.split(separator: ".", omittingEmptySubsequences: false)
+        guard parts.count == 3, let payload = try? Base64URLLite.decode(String(parts[1])),
+              let obj = try? JSONSerialization.jsonObject(with: Data(payload)) as? [String: Any],
+              let ttl = obj["ttl"] as? Int, ttl > 0
+        else { return nil }
+        return Int64(ttl)
+    }
+}
+
+/// base64url without padding (RFC 7515 §2), enough to read a `ttl` hint.
+enum Base64URLLite {
+    static func decode(_ s: String) throws -> [UInt8] {
+        var t = s.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
+        while t.count % 4 != 0 { t += "=" }
+        guard let d = Data(base64Encoded: t) else { throw FetchError(message: "not base64url") }
+        return [UInt8](d)
+    }
 }
 
 public struct FetchError: Error, CustomStringConvertible {
@@ -52,104 +77,137 @@ public struct FetchError: Error, CustomStringConvertible {
     public var description: String { message }
 }
 
-/// A JWKS served over HTTP(S).
+/// A JWKS served over HTTP(S), kept fresh by a background loop (``run()``), never fetched inside a verification.
+///
+/// - ``current(now:)`` returns the last good key set at once (nil before the first fetch: tokens are then
+///   `unknown_key`).
+/// - ``refreshForUnknownKey(now:)`` never waits: it asks the loop for an early re-fetch, at most one per
+///   ``minRefetchInterval`` (30 s by default), and returns nil; the token that named the unknown kid is
+///   `unknown_key`, later ones see the new set.
+/// - ``run()`` fetches now and then again when the response's Cache-Control max-age (default 300 s) has passed, or
+///   early on request; it returns when its task is cancelled. Run it in the application's task group or
+///   ServiceGroup (structured concurrency: no detached tasks or threads).
 public final class URLKeySource: KeySource {
     private struct State {
-        var keys: KeySet
-        var fetchedAt: Int64
-        var maxAge: Int64
-        var refreshing = false
+        var keys: KeySet?
         var lastUnknownKidFetch: Int64 = .min
     }
     public let url: URL
     public let minRefetchInterval: Int64
-    private let state: Mutex<State>
-    private static let defaultMaxAge: Int64 = 300
+    public static let defaultMaxAge: Int64 = 300
+    private let getter: any HTTPGetting
+    private let state = Mutex(State())
+    private let wake: AsyncStream<Void>
+    private let wakeContinuation: AsyncStream<Void>.Continuation
 
-    /// Fetches the JWKS once now.
-    /// - Parameter minRefetchInterval: at most one fetch per this many seconds because of an unknown kid.
-    /// - Throws: when the first fetch fails or is not a JWKS (a configuration error).
-    public init(url: URL, minRefetchInterval: Int64 = 30, now: Int64 = Int64(Date().timeIntervalSince1970)) throws {
+    /// Creates the source without fetching (call ``refresh()`` or ``run()``).
+    public init(url: URL, minRefetchInterval: Int64 = 30, getter: any HTTPGetting = URLSessionGetter()) {
         self.url = url
         self.minRefetchInterval = minRefetchInterval
-        let (body, maxAge) = try HTTPFetch.get(url)
-        let keys = try KeySet(jwksJSON: body)
-        state = Mutex(State(keys: keys, fetchedAt: now, maxAge: maxAge ?? URLKeySource.defaultMaxAge))
+        self.getter = getter
+        (wake, wakeContinuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
     }
 
-    public func current(now: Int64) -> KeySet? {
-        let (keys, stale) = state.withLock { s -> (KeySet, Bool) in
-            let stale = now - s.fetchedAt >= s.maxAge && !s.refreshing
-            if stale { s.refreshing = true }
-            return (s.keys, stale)
-        }
-        if stale {
-            // Background refresh: callers keep the cached set meanwhile.
-            Thread.detachNewThread { [self] in _ = self.fetch(now: now) }
-        }
-        return keys
-    }
+    public func current(now: Int64) -> KeySet? { state.withLock { $0.keys } }
 
     public func refreshForUnknownKey(now: Int64) -> KeySet? {
         let allowed = state.withLock { s -> Bool in
-            guard now - s.lastUnknownKidFetch >= minRefetchInterval else { return false }
+            guard now.subtractingReportingOverflow(s.lastUnknownKidFetch).partialValue >= minRefetchInterval
+                || s.lastUnknownKidFetch == .min
+            else { return false }
             s.lastUnknownKidFetch = now
             return true
         }
-        return allowed ? fetch(now: now) : nil
+        if allowed { wakeContinuation.yield() }
+        return nil
     }
 
-    private func fetch(now: Int64) -> KeySet? {
-        let fetched = try? HTTPFetch.get(url)
-        return state.withLock { s in
-            s.refreshing = false
-            guard let fetched, let keys = try? KeySet(jwksJSON: fetched.body) else { return nil }
-            s.keys = keys
-            s.fetchedAt = now
-            s.maxAge = fetched.maxAge ?? URLKeySource.defaultMaxAge
-            return keys
+    /// Fetches once now and installs the key set if it parses (a bad document keeps the last good set).
+    /// - Returns: the max-age to wait before the next fetch.
+    /// - Throws: ``FetchError`` / URL errors / ``JOSEError``-derived errors when the fetch or the document fails.
+    @discardableResult
+    public func refresh() async throws -> Int64 {
+        let (body, maxAge) = try await getter.get(url)
+        let keys = try KeySet(jwksJSON: body)
+        state.withLock { $0.keys = keys }
+        return maxAge ?? URLKeySource.defaultMaxAge
+    }
+
+    /// The refresh loop (see the type's documentation). Errors are retried after at most 30 s.
+    public func run() async {
+        await withTaskGroup(of: Void.self) { group in
+            let (timer, tick) = AsyncStream.makeStream(of: Int64.self, bufferingPolicy: .bufferingNewest(1))
+            // Child 1: sleeps the scheduled interval, then asks for a fetch.
+            group.addTask {
+                for await seconds in timer {
+                    try? await Task.sleep(for: .seconds(max(1, seconds)))
+                    if Task.isCancelled { return }
+                    self.wakeContinuation.yield()
+                }
+            }
+            // Child 2: performs every fetch (one at a time), scheduling the next.
+            group.addTask {
+                tick.yield((try? await self.refresh()).map { max(1, $0) } ?? 30)
+                for await _ in self.wake {
+                    if Task.isCancelled { break }
+                    let next = (try? await self.refresh()).map { max(1, $0) } ?? 30
+                    tick.yield(next)
+                }
+                tick.finish()
+            }
+            await withTaskCancellationHandler {
+                await group.waitForAll()
+            } onCancel: {
+                self.wakeContinuation.finish()
+                tick.finish()
+            }
         }
     }
 }
 
-/// A status list token served over HTTP(S); re-fetched when its Cache-Control max-age (or the list's `ttl`,
-/// whichever the server gave) has passed. A failed fetch keeps the old document, whose age then grows until the
-/// verifier's fail-closed `statusMaxAge` rejects tokens.
+/// A status list token served over HTTP(S), kept by a background loop (``run()``) and handed to the verifier's
+/// ``StatusListHolder`` through ``documents(now:)`` (which never fetches).
+///
+/// Re-fetched after the shorter of the list's `ttl` claim and the response's Cache-Control max-age
+/// (``HTTPFetch/statusListRefresh(ttl:maxAge:fallback:floor:ceiling:)``); a failed fetch is retried after at most
+/// 30 s and keeps the old document, whose age then grows until the verifier's fail-closed status max age rejects
+/// tokens. Before the first successful fetch there is no document: a verifier with this source configured answers
+/// `status_unavailable`.
 public final class URLStatusListSource: StatusListSource {
-    private struct State {
-        var doc: StatusListDocument?
-        var maxAge: Int64
-        var refreshing = false
-    }
     public let url: URL
-    private let state: Mutex<State>
+    private let getter: any HTTPGetting
+    private let clock: @Sendable () -> Int64
+    private let doc = Mutex<StatusListDocument?>(nil)
+    private let maxAge: Int64?
 
-    /// Fetches once now. - Throws: when the first fetch fails (a configuration error).
-    public init(url: URL, now: Int64 = Int64(Date().timeIntervalSince1970)) throws {
+    /// Creates the source without fetching (call ``refresh()`` or ``run()``).
+    /// - Parameter maxAge: a fail-closed age limit attached to each fetched document.
+    public init(url: URL, maxAge: Int64? = nil, getter: any HTTPGetting = URLSessionGetter(),
+                clock: (@Sendable () -> Int64)? = nil) {
         self.url = url
-        let (body, maxAge) = try HTTPFetch.get(url)
-        let jwt = String(decoding: body, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
-        state = Mutex(State(doc: StatusListDocument(jwt: jwt, fetchedAt: now), maxAge: maxAge ?? 60))
+        self.maxAge = maxAge
+        self.getter = getter
+        self.clock = clock ?? { Int64(Date().timeIntervalSince1970) }
     }
 
-    public func documents(now: Int64) -> [StatusListDocument] {
-        let (doc, stale) = state.withLock { s -> (StatusListDocument?, Bool) in
-            let stale = !s.refreshing && (s.doc.map { now - $0.fetchedAt >= s.maxAge } ?? true)
-            if stale { s.refreshing = true }
-            return (s.doc, stale)
+    public func documents(now: Int64) -> [StatusListDocument] { doc.withLock { $0.map { [$0] } ?? [] } }
+
+    /// Fetches once now and keeps the body as the current document (the verifier verifies it).
+    /// - Returns: seconds until the next fetch is due.
+    /// - Throws: ``FetchError`` or URL errors.
+    @discardableResult
+    public func refresh() async throws -> Int64 {
+        let (body, cacheMaxAge) = try await getter.get(url)
+        let jwt = String(decoding: body, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        doc.withLock { $0 = StatusListDocument(jwt: jwt, fetchedAt: clock(), maxAge: maxAge) }
+        return HTTPFetch.statusListRefresh(ttl: HTTPFetch.unverifiedTTL(jwt), maxAge: cacheMaxAge)
+    }
+
+    /// Fetches now, then whenever the previous document is due (see the type's documentation), until cancelled.
+    public func run() async {
+        while !Task.isCancelled {
+            let next = (try? await refresh()) ?? 30
+            do { try await Task.sleep(for: .seconds(next)) } catch { return }
         }
-        if stale {
-            Thread.detachNewThread { [self] in
-                let fetched = try? HTTPFetch.get(url)
-                state.withLock { s in
-                    s.refreshing = false
-                    guard let fetched else { return }
-                    let jwt = String(decoding: fetched.body, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
-                    s.doc = StatusListDocument(jwt: jwt, fetchedAt: Int64(Date().timeIntervalSince1970))
-                    s.maxAge = fetched.maxAge ?? 60
-                }
-            }
-        }
-        return doc.map { [$0] } ?? []
     }
 }

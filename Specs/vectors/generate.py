@@ -260,6 +260,8 @@ class Key:
         if alg == "ES256":
             der = k.sign(data, ec.ECDSA(hashes.SHA256(), deterministic_signing=True))  # RFC 6979
             r, s = decode_dss_signature(der)
+            if s > P256_N // 2:  # low-S (token-profile.md §4.1): (r, n - s) is the same signature's other spelling
+                s = P256_N - s
             return r.to_bytes(32, "big") + s.to_bytes(32, "big")  # RFC 7518 §3.4: R || S, 32 octets each
         if alg == "EdDSA":
             return k.sign(data)
@@ -457,6 +459,14 @@ def status_list(
     return tok
 
 
+def status_list_raw_claims(**changes) -> str:
+    """A list signed by the main key whose claims carry `changes` as given (e.g. a non-integer exp)."""
+    c = {"sub": SL1, "iat": NOW - 60, "iss": ISS, "exp": NOW + 3600, "ttl": 300,
+         "status_list": {"bits": 1, "lst": b64u(zlib.compress(status_bytes(REVOKED_1), 9))}}
+    c.update(changes)
+    return compact({"alg": K_ES.alg, "kid": K_ES.kid, "typ": "statuslist+jwt"}, c, K_ES)
+
+
 # ---------------------------------------------------------------------------------------------
 # Cases
 # ---------------------------------------------------------------------------------------------
@@ -466,7 +476,7 @@ CASES: list[dict] = []
 
 def case(cid: str, description: str, tok: str, expected: str, *, jwks: dict | None = None, config: dict | None = None,
          requirements: dict | None = None, status_lists: list[str] | None = None, status_max_age: int | None = None,
-         now: int = NOW) -> None:
+         status_list_results: list[str] | None = None, now: int = NOW) -> None:
     assert all(c["id"] != cid for c in CASES), cid
     c = {
         "id": cid,
@@ -482,9 +492,21 @@ def case(cid: str, description: str, tok: str, expected: str, *, jwks: dict | No
         c["status_lists"] = status_lists
     if status_max_age is not None:
         c["status_max_age"] = status_max_age
+    if status_lists is not None and status_list_results is None:
+        status_list_results = REFUSED_LISTS.get(cid, ["ok"] * len(status_lists))
+    if status_list_results is not None:
+        assert status_lists is not None and len(status_list_results) == len(status_lists), cid
+        assert set(status_list_results) <= {"ok", "bad_status_list", "stale_status_list"}, cid
+        c["status_list_results"] = status_list_results
     c["expected"] = expected
     CASES.append(c)
 
+
+# Existing single-list cases whose list is unusable: installing it returns bad_status_list (token-profile.md §6.4).
+REFUSED_LISTS = {cid: ["bad_status_list"] for cid in (
+    "status-list-expired", "status-list-expired-at-leeway-boundary", "status-list-without-iat",
+    "status-list-unknown-key", "status-list-bad-signature", "status-list-wrong-typ", "status-list-bits-3",
+    "status-list-bad-zlib")}
 
 REQ_ALL = {"roles": ["deployer"], "stage": "production", "pipeline": "acme/*"}
 
@@ -729,6 +751,11 @@ def build_cases() -> None:
     case("es256-truncated", "ES256 signature truncated to 63 bytes", with_sig(base, raw[:63]), "bad_signature")
     case("es256-extended", "ES256 signature with a 65th byte appended", with_sig(base, raw + b"\x00"), "bad_signature")
     case("es256-flipped-bit", "ES256 signature with one bit flipped", with_sig(base, flip_bit(raw)), "bad_signature")
+    assert s_ <= P256_N // 2
+    case("es256-high-s", "the high-S twin (r, n - s) of a valid ES256 signature: valid for generic ECDSA, refused by "
+         "the low-S rule (one spelling per token)", with_sig(base, raw[:32] + (P256_N - s_).to_bytes(32, "big")),
+         "bad_signature")
+    case("es256-low-s-base", "the low-S original of es256-high-s", base, "ok")
     case("es256-empty-signature", "ES256 header with an empty signature segment", with_sig(base, b""), "bad_signature")
     case("es256-wrong-key-same-kid", "signed by another P-256 key but carrying the trusted kid",
          compact(header_for(K_ES), claims("es256-wrong-key-same-kid"), K_ES_OTHER), "bad_signature")
@@ -919,6 +946,45 @@ def build_cases() -> None:
          status_lists=[status_list(bits=3)])
     case("status-list-bad-zlib", "lst is not zlib data", token("status-list-bad-zlib"), "status_unavailable",
          status_lists=[status_list(lst=b64u(status_bytes(REVOKED_1)))])
+    # Installing: one list per sub, replaced only by a list that is not older; unusable documents change nothing.
+    sl_old = status_list(iat=NOW - 600, revoked=REVOKED_1 - {5})
+    sl_new = status_list(iat=NOW - 60)
+    case("status-list-newer-replaces-older", "list with iat now-600 (idx 5 valid), then one with iat now-60 (idx 5 "
+         "revoked): the newer list is used", token("status-list-newer-replaces-older", status=st(5)), "revoked",
+         status_lists=[sl_old, sl_new], status_list_results=["ok", "ok"])
+    case("status-list-older-does-not-replace-newer", "list with iat now-60 (idx 5 revoked), then an older copy (iat "
+         "now-600, idx 5 valid): refused as stale, the newer list stays",
+         token("status-list-older-does-not-replace-newer", status=st(5)), "revoked",
+         status_lists=[sl_new, sl_old], status_list_results=["ok", "stale_status_list"])
+    case("status-list-older-then-valid-index", "after a stale install the newer list still answers: idx 7 is 0",
+         token("status-list-older-then-valid-index", status=st(7)), "ok",
+         status_lists=[sl_new, sl_old], status_list_results=["ok", "stale_status_list"])
+    case("status-list-unusable-http-error-page", "an HTTP error page installed as the list: refused, status checking "
+         "on, no list", token("status-list-unusable-http-error-page"), "status_unavailable",
+         status_lists=["<html><body><h1>502 Bad Gateway</h1></body></html>"], status_list_results=["bad_status_list"])
+    case("status-list-unusable-a-b-c", "\"a.b.c\" installed as the list: refused", token("status-list-unusable-a-b-c"),
+         "status_unavailable", status_lists=["a.b.c"], status_list_results=["bad_status_list"])
+    case("status-list-unusable-does-not-replace", "a usable list (idx 5 revoked), then a newer list with a bad "
+         "signature that would clear it: refused, the usable list stays",
+         token("status-list-unusable-does-not-replace", status=st(5)), "revoked",
+         status_lists=[sl_new, status_list(iat=NOW - 10, revoked=set(), tamper=True)],
+         status_list_results=["ok", "bad_status_list"])
+    case("status-list-unusable-expired-does-not-replace", "a usable list, then a newer but expired one: refused",
+         token("status-list-unusable-expired-does-not-replace", status=st(5)), "revoked",
+         status_lists=[sl_new, status_list(iat=NOW - 50, exp=NOW - 40, revoked=set())],
+         status_list_results=["ok", "bad_status_list"])
+    sl_high = status_list(iat=NOW - 30)
+    hs_raw = sig_of(sl_high)
+    sl_high = with_sig(sl_high, hs_raw[:32] + (P256_N - int.from_bytes(hs_raw[32:], "big")).to_bytes(32, "big"))
+    case("status-list-high-s", "a list whose ES256 signature is the high-S twin of a valid one: refused",
+         token("status-list-high-s"), "status_unavailable", status_lists=[sl_high],
+         status_list_results=["bad_status_list"])
+    case("status-list-future-iat", "a list issued 10 minutes in the future: refused",
+         token("status-list-future-iat"), "status_unavailable", status_lists=[status_list(iat=NOW + 600)],
+         status_list_results=["bad_status_list"])
+    case("status-list-exp-string", "a list whose exp is a string: refused (a malformed exp is not \"no expiry\")",
+         token("status-list-exp-string"), "status_unavailable",
+         status_lists=[status_list_raw_claims(exp="never")], status_list_results=["bad_status_list"])
     case("status-claim-missing", "a list is installed but the token has no status claim",
          token("status-claim-missing", status=DELETE), "status_unavailable", status_lists=[sl1])
     case("status-other-uri", "the token references a list that is not installed",

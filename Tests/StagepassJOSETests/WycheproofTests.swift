@@ -39,9 +39,34 @@ struct WycheproofTests {
         #expect(checked >= minimum)
     }
 
-    @Test func ecdsaP256P1363() throws {
-        // The JWS encoding (RFC 7518 §3.4): raw r||s.
-        try run("ecdsa_secp256r1_sha256_p1363_test.json", minimum: 200) { k, t in k.verify(.ES256, signingInput: t.msg, signature: t.sig) }
+    /// The generic ECDSA primitive over raw r||s (P1363, the JWS encoding of RFC 7518 §3.4): every Wycheproof
+    /// `valid` case verifies, high-S ones included, and every `invalid` one is refused.
+    @Test func ecdsaP256P1363Primitive() throws {
+        try run("ecdsa_secp256r1_sha256_p1363_test.json", minimum: 200) { k, t in k.verifyECDSARaw(signingInput: t.msg, signature: t.sig) }
+    }
+
+    /// The JWS verifier is the primitive plus the low-S rule (token-profile.md §4.1): a Wycheproof `valid` case
+    /// verifies exactly when its s ≤ n/2, and its low-S twin (r, n − s) of a high-S case verifies; every `invalid`
+    /// case is refused. This is a deliberate difference from generic ECDSA, not a Wycheproof failure.
+    @Test func ecdsaP256P1363JWSLowSOnly() throws {
+        var highS = 0, lowS = 0
+        for (g, tests) in try groups("ecdsa_secp256r1_sha256_p1363_test.json") {
+            guard let key = try? PublicKey(spkiPEM: try #require(g["publicKeyPem"] as? String)) else { continue }
+            for t in tests {
+                let jws = key.verify(.ES256, signingInput: t.msg, signature: t.sig)
+                if t.result == "invalid" { #expect(!jws, "tc \(t.id) must be refused") }
+                guard t.result == "valid", t.sig.count == 64 else { continue }
+                if ecdsaSignatureIsLowS(t.sig) {
+                    lowS += 1
+                    #expect(jws, "tc \(t.id) (low-S) must verify")
+                } else {
+                    highS += 1
+                    #expect(!jws, "tc \(t.id) (high-S) must be refused by the JWS verifier")
+                    #expect(key.verify(.ES256, signingInput: t.msg, signature: ecdsaNormalizedLowS(t.sig)), "tc \(t.id) low-S twin")
+                }
+            }
+        }
+        #expect(highS > 10 && lowS > 10)
     }
 
     @Test func ecdsaP256DER() throws {

@@ -51,19 +51,12 @@ struct HTTPSourcesTests {
         return Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)))
     }
 
-    /// Runs the blocking fetch code on its own thread, so the cooperative pool stays free to run the server.
-    static func offPool<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
-        try await withCheckedThrowingContinuation { continuation in
-            Thread.detachNewThread { continuation.resume(with: Result { try body() }) }
-        }
-    }
-
     @Test func fetchReturnsTheBodyAndItsMaxAge() async throws {
         let v = try Self.vector()
         try await Self.application(jwks: v.jwks).test(.live) { client in
             let port = try #require(client.port)
             let url = try #require(URL(string: "http://127.0.0.1:\(port)/jwks.json"))
-            let (body, maxAge) = try await Self.offPool { try HTTPFetch.get(url) }
+            let (body, maxAge) = try await URLSessionGetter().get(url)
             #expect(String(decoding: body, as: UTF8.self) == v.jwks)
             #expect(maxAge == 120)
         }
@@ -74,7 +67,9 @@ struct HTTPSourcesTests {
         try await Self.application(jwks: v.jwks).test(.live) { client in
             let port = try #require(client.port)
             let url = try #require(URL(string: "http://127.0.0.1:\(port)/jwks.json"))
-            let source = try await Self.offPool { try URLKeySource(url: url, now: v.now) }
+            let source = URLKeySource(url: url)
+            #expect(source.current(now: v.now) == nil, "nothing is fetched until refresh() or run()")
+            #expect(try await source.refresh() == 120)
             #expect(source.current(now: v.now)?[v.kid] != nil, "the served key is in the fetched set")
             let verifier = Verifier(
                 configuration: VerifierConfiguration(issuer: v.issuer, audiences: [v.audience], cacheCapacity: 0),
@@ -85,14 +80,14 @@ struct HTTPSourcesTests {
         }
     }
 
-    @Test func aFailedFirstFetchIsAnError() async throws {
+    @Test func aFailedFetchIsAnErrorAndInstallsNothing() async throws {
         let v = try Self.vector()
         try await Self.application(jwks: v.jwks).test(.live) { client in
             let port = try #require(client.port)
             let url = try #require(URL(string: "http://127.0.0.1:\(port)/missing"))
-            await #expect(throws: FetchError.self) {
-                _ = try await Self.offPool { try URLKeySource(url: url) }
-            }
+            let source = URLKeySource(url: url)
+            await #expect(throws: FetchError.self) { try await source.refresh() }
+            #expect(source.current(now: v.now) == nil)
         }
     }
 }

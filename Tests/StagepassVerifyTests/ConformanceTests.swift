@@ -19,6 +19,7 @@ struct ConformanceTests {
         let now: Int64
         let requirements: Requirements
         let statusLists: [String]?
+        let statusListResults: [String]?
         let statusMaxAge: Int64?
         let expected: String
         var testDescription: String { id }
@@ -38,7 +39,8 @@ struct ConformanceTests {
                 maxLifetime: (config["max_lifetime"] as? NSNumber)?.int64Value ?? 3600, now: now,
                 requirements: Requirements(roles: req["roles"] as? [String] ?? [], stage: req["stage"] as? String,
                                            pipeline: req["pipeline"] as? String),
-                statusLists: c["status_lists"] as? [String], statusMaxAge: (c["status_max_age"] as? NSNumber)?.int64Value,
+                statusLists: c["status_lists"] as? [String], statusListResults: c["status_list_results"] as? [String],
+                statusMaxAge: (c["status_max_age"] as? NSNumber)?.int64Value,
                 expected: expected)
         }
     }()
@@ -54,10 +56,20 @@ struct ConformanceTests {
     @Test(arguments: ConformanceTests.vectors)
     func vector(_ v: Vector) throws {
         let keys = KeySet(jwks: (try? JWKS(json: v.jwks)) ?? JWKS(keys: []))
-        let lists = v.statusLists.map { StaticStatusListSource($0.map { StatusListDocument(jwt: $0, fetchedAt: v.now, maxAge: v.statusMaxAge) }) }
         let verifier = Verifier(
             configuration: VerifierConfiguration(issuer: v.issuer, audiences: v.audiences, leeway: v.leeway, maxLifetime: v.maxLifetime),
-            keys: StaticKeySource(keys), statusLists: lists)
+            keys: StaticKeySource(keys), clock: { v.now })
+        // Each list goes through the one install path (StatusListHolder); its outcome is part of the vector.
+        for (i, jwt) in (v.statusLists ?? []).enumerated() {
+            let outcome: String
+            do {
+                try verifier.installStatusList(jwt, fetchedAt: v.now, maxAge: v.statusMaxAge)
+                outcome = "ok"
+            } catch {
+                outcome = error.code == .superseded ? "stale_status_list" : "bad_status_list"
+            }
+            #expect(outcome == v.statusListResults?[i], "\(v.id): list \(i) \(outcome)")
+        }
         // Twice: the second call takes the cached path and must reach the same verdict.
         for _ in 0..<2 {
             do {

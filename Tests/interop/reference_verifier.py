@@ -240,6 +240,8 @@ def signature_ok(key: Key, signing_input: bytes, sig: bytes) -> bool:
             r, s = int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:], "big")
             if not (1 <= r < P256_N and 1 <= s < P256_N):
                 return False
+            if s > P256_N // 2:  # token-profile.md §4.1: low-S only, (r, n - s) is refused
+                return False
             key.public.verify(encode_dss_signature(r, s), signing_input, ec.ECDSA(hashes.SHA256()))
         elif key.alg == "EdDSA":
             key.public.verify(sig, signing_input)
@@ -317,17 +319,20 @@ class StatusList:
         return (self.data[off // 8] >> (off % 8)) & ((1 << self.bits) - 1)
 
 
-def parse_status_list(jwt: str, keys: dict[str, Key], fetched_at: int, max_age: int) -> StatusList:
-    """Raises _Bad or Reject when the list is unusable."""
+def parse_status_list(jwt: str, keys: dict[str, Key], fetched_at: int, max_age: int, now: int,
+                      leeway: int) -> StatusList:
+    """Raises _Bad or Reject when the list is unusable (token-profile.md §6.4), judged as of `now`."""
+    if jwt.count(".") != 2:
+        raise _Bad("not a compact JWS")
     p = parse_compact(jwt, None)
     check_header_and_signature(p, keys, "statuslist+jwt")
     c = p.payload
     sub, iat, exp, ttl, sl = c.get("sub"), c.get("iat"), c.get("exp"), c.get("ttl"), c.get("status_list")
     if not isinstance(sub, str) or not is_int(iat):
         raise _Bad("sub and iat are required")
-    if exp is not None and not is_int(exp):
+    if "exp" in c and not is_int(exp):
         raise _Bad("exp must be an integer")
-    if ttl is not None and (not is_int(ttl) or ttl <= 0):
+    if "ttl" in c and (not is_int(ttl) or ttl <= 0):
         raise _Bad("ttl must be a positive integer")
     bits = sl.get("bits") if isinstance(sl, dict) else None
     if not is_int(bits) or bits not in (1, 2, 4, 8):
@@ -342,6 +347,10 @@ def parse_status_list(jwt: str, keys: dict[str, Key], fetched_at: int, max_age: 
         raise _Bad("lst is not zlib") from None
     if not d.eof or d.unused_data or len(data) > MAX_STATUS_LIST_BYTES:
         raise _Bad("lst truncated, trailing data or too large")
+    if exp is not None and now >= exp + leeway:
+        raise _Bad("expired")
+    if now + leeway < iat:
+        raise _Bad("issued in the future")
     return StatusList(sub, iat, exp, ttl, bits, data, fetched_at, max_age)
 
 
@@ -365,16 +374,20 @@ class Verifier:
         if self.max_lifetime is None or self.max_lifetime <= 0:
             self.max_lifetime = DEFAULT_MAX_LIFETIME
 
-    def set_status_list(self, jwt: str, fetched_at: int, max_age: int) -> bool:
-        """Installs a list; returns False (and keeps any list already installed) when it is unusable.
+    def set_status_list(self, jwt: str, fetched_at: int, max_age: int) -> str:
+        """Installs a list (token-profile.md §6.4) judged as of fetched_at; returns "ok", "bad_status_list" (unusable:
+        nothing changes) or "stale_status_list" (older iat than the installed list with the same sub, which stays).
         Either way the verifier now checks status."""
         self.status_checking = True
         try:
-            sl = parse_status_list(jwt, self.keys, fetched_at, max_age)
+            sl = parse_status_list(jwt.strip(" \t\r\n"), self.keys, fetched_at, max_age, fetched_at, self.leeway)
         except (_Bad, Reject):
-            return False
+            return "bad_status_list"
+        old = self.lists.get(sl.uri)
+        if old is not None and sl.iat < old.iat:
+            return "stale_status_list"
         self.lists[sl.uri] = sl
-        return True
+        return "ok"
 
     def verify(self, token: str, now: int, roles: list[str] | None = None, stage: str | None = None,
                pipeline: str | None = None) -> dict:
@@ -469,8 +482,9 @@ def run_case(case: dict) -> str:
     cfg = case["config"]
     v = Verifier(cfg["issuer"], list(cfg["audiences"]), case["jwks"], cfg.get("leeway", DEFAULT_LEEWAY),
                  cfg.get("max_lifetime", DEFAULT_MAX_LIFETIME))
-    for sl in case.get("status_lists", []):
-        v.set_status_list(sl, case["now"], case.get("status_max_age", 0))
+    results = [v.set_status_list(sl, case["now"], case.get("status_max_age", 0)) for sl in case.get("status_lists", [])]
+    if "status_list_results" in case:
+        assert results == case["status_list_results"], (case["id"], results)
     req = case.get("requirements", {})
     try:
         v.verify(case["token"], case["now"], req.get("roles"), req.get("stage"), req.get("pipeline"))

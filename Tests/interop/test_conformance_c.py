@@ -23,6 +23,7 @@ IDS = [c["id"] for c in CASES]
 STAGEPASS_OK = 0
 STAGEPASS_ERR_BUFFER_TOO_SMALL = 101
 STAGEPASS_ERR_BAD_STATUS_LIST = 103
+STAGEPASS_ERR_STALE_STATUS_LIST = 104
 
 
 class VerifyLib:
@@ -106,10 +107,10 @@ def payload_of(token: str) -> dict:
 def run_case(lib: VerifyLib, case: dict):
     h = lib.new(case["config"], case["jwks"])
     try:
-        for sl in case.get("status_lists", []):
+        for i, sl in enumerate(case.get("status_lists", [])):
             rc = lib.lib.stagepass_verifier_set_status_list(h, sl.encode(), case["now"], case.get("status_max_age", 0))
-            # An unusable list may be refused; the token's verdict (status_unavailable) is what counts.
-            assert rc in (STAGEPASS_OK, STAGEPASS_ERR_BAD_STATUS_LIST), f"set_status_list returned {rc}"
+            # Each install's result is part of the vector: ok, bad_status_list (unusable) or stale_status_list.
+            assert lib.name(rc) == case["status_list_results"][i], f"{case['id']}: list {i}: {lib.name(rc)}"
         return lib.verify(h, case["token"], case["now"], case.get("requirements"))
     finally:
         lib.free(h)
@@ -119,6 +120,8 @@ def test_result_names(lib):
     assert lib.name(0) == "ok"
     assert [lib.name(i) for i in range(1, 20)] == list(CODES)
     assert lib.name(20) == "unknown"
+    assert [lib.name(i) for i in range(100, 105)] == [
+        "invalid_argument", "buffer_too_small", "bad_jwks", "bad_status_list", "stale_status_list"]
     assert lib.name(-1) == "unknown"
 
 
@@ -198,3 +201,19 @@ def test_concurrent_calls_on_one_handle(lib):
     finally:
         lib.free(h)
     assert not failures, failures[:10]
+
+
+def test_status_list_install_rules(lib):
+    """A NULL document still turns status checking on; whitespace around a list is ignored; the same list twice is ok."""
+    revoked = next(c for c in CASES if c["id"] == "status-revoked")
+    now, sl = revoked["now"], revoked["status_lists"][0]
+    h = lib.new(revoked["config"], revoked["jwks"])
+    try:
+        assert lib.name(lib.verify(h, revoked["token"], now)[0]) == "ok"  # no list offered yet: status not checked
+        assert lib.lib.stagepass_verifier_set_status_list(h, None, now, 0) == 100  # invalid_argument
+        assert lib.name(lib.verify(h, revoked["token"], now)[0]) == "status_unavailable"  # but checking is on
+        assert lib.lib.stagepass_verifier_set_status_list(h, (sl + "\r\n").encode(), now, 0) == STAGEPASS_OK
+        assert lib.lib.stagepass_verifier_set_status_list(h, sl.encode(), now, 0) == STAGEPASS_OK
+        assert lib.name(lib.verify(h, revoked["token"], now)[0]) == "revoked"
+    finally:
+        lib.free(h)

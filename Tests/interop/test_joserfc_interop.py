@@ -125,9 +125,31 @@ def python_keys(tmp_path_factory) -> dict:
     return {"keys": keys, "jwks_path": str(path)}
 
 
+P256_N = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+
+
+def low_s(token: str) -> str:
+    """Stagepass accepts ES256 in low-S form only (token-profile.md §4.1). joserfc, like most generic signers, emits
+    either twin at random, so a producer outside Stagepass normalises: s > n/2 becomes n - s (the same signature)."""
+    h, p, sig = token.split(".")
+    raw = b64u_decode(sig)
+    s = int.from_bytes(raw[32:], "big")
+    if len(raw) == 64 and s > P256_N // 2:
+        raw = raw[:32] + (P256_N - s).to_bytes(32, "big")
+    return f"{h}.{p}.{b64u(raw)}"
+
+
+def high_s(token: str) -> str:
+    """The other spelling (r, n - s) of a low-S ES256 token."""
+    h, p, sig = token.split(".")
+    raw = b64u_decode(sig)
+    return f"{h}.{p}.{b64u(raw[:32] + (P256_N - int.from_bytes(raw[32:], 'big')).to_bytes(32, 'big'))}"
+
+
 def sign_joserfc(alg: str, key, claims: dict) -> str:
     header = {"alg": alg, "kid": key.thumbprint(), "typ": "at+jwt"}
-    return jws.serialize_compact(header, json.dumps(claims), key, algorithms=[alg], registry=registry(alg))
+    token = jws.serialize_compact(header, json.dumps(claims), key, algorithms=[alg], registry=registry(alg))
+    return low_s(token) if alg == "ES256" else token
 
 
 def verify_args(cli: str, jwks_path: str, *extra: str, audience: str = AUD) -> list[str]:
@@ -151,10 +173,24 @@ def test_cryptography_es256_token_verifies_in_stagepass(cli, python_keys):
     header = {"alg": "ES256", "kid": key.thumbprint(), "typ": "at+jwt"}
     signing_input = f"{b64u(json.dumps(header).encode())}.{b64u(json.dumps(claims).encode())}"
     r, s = decode_dss_signature(priv.sign(signing_input.encode(), ec.ECDSA(hashes.SHA256())))
+    s = min(s, P256_N - s)  # low-S (token-profile.md §4.1)
     token = f"{signing_input}.{b64u(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"
     proc = run(verify_args(cli, python_keys["jwks_path"], token))
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout) == claims
+    # The other spelling of the same signature is refused: one token, one spelling.
+    assert_rejected(run(verify_args(cli, python_keys["jwks_path"], high_s(token))), "bad_signature")
+
+
+def test_high_s_twin_of_a_joserfc_token_is_bad_signature(cli, python_keys):
+    key = python_keys["keys"]["ES256"]
+    token = sign_joserfc("ES256", key, claims_for("high-s"))
+    twin = high_s(token)
+    # joserfc (generic ECDSA) accepts both spellings; Stagepass accepts exactly one.
+    keyset = KeySet.import_key_set({"keys": [{**key.as_dict(private=False), "kid": key.thumbprint()}]})
+    jws.deserialize_compact(twin, keyset, algorithms=["ES256"], registry=registry("ES256"))
+    assert run(verify_args(cli, python_keys["jwks_path"], token)).returncode == 0
+    assert_rejected(run(verify_args(cli, python_keys["jwks_path"], twin)), "bad_signature")
 
 
 def test_token_from_stdin(cli, python_keys):
@@ -228,7 +264,7 @@ def test_status_list_file(cli, python_keys, tmp_path):
                      "status_list": {"bits": 1, "lst": b64u(zlib.compress(bytes(bits), 9))}}
     header = {"alg": "ES256", "kid": key.thumbprint(), "typ": "statuslist+jwt"}
     path = tmp_path / "statuslist.jwt"
-    path.write_text(jws.serialize_compact(header, json.dumps(status_claims), key, algorithms=["ES256"]) + "\n")
+    path.write_text(low_s(jws.serialize_compact(header, json.dumps(status_claims), key, algorithms=["ES256"])) + "\n")
     jwks_path = python_keys["jwks_path"]
 
     good = sign_joserfc("ES256", key, claims_for("status-good", status={"status_list": {"idx": 4, "uri": SL_URI}}))

@@ -43,12 +43,25 @@ def test_document_shape():
     assert len(ids) == len(set(ids)), "case ids must be unique"
     assert len(ids) >= 60
     allowed = {"id", "description", "token", "jwks", "config", "now", "requirements", "status_lists",
-               "status_max_age", "expected"}
+               "status_max_age", "status_list_results", "expected"}
     for c in doc["cases"]:
         assert set(c) <= allowed, c["id"]
         assert c["expected"] == "ok" or c["expected"] in CODES, c["id"]
         assert set(c["config"]) == {"issuer", "audiences", "leeway", "max_lifetime"}, c["id"]
         assert set(c.get("requirements", {})) <= {"roles", "stage", "pipeline"}, c["id"]
+        if "status_lists" in c:
+            assert len(c["status_list_results"]) == len(c["status_lists"]), c["id"]
+            assert set(c["status_list_results"]) <= {"ok", "bad_status_list", "stale_status_list"}, c["id"]
+
+
+def test_status_list_install_cases_exist():
+    """Installing: a newer list replaces an older one, an older one never replaces a newer, unusable ones are refused."""
+    by_id = {c["id"]: c for c in CASES}
+    assert by_id["status-list-newer-replaces-older"]["status_list_results"] == ["ok", "ok"]
+    assert by_id["status-list-older-does-not-replace-newer"]["status_list_results"] == ["ok", "stale_status_list"]
+    for cid in ("status-list-unusable-http-error-page", "status-list-unusable-a-b-c"):
+        assert by_id[cid]["status_list_results"] == ["bad_status_list"] and by_id[cid]["expected"] == "status_unavailable"
+    assert by_id["status-list-unusable-does-not-replace"]["status_list_results"] == ["ok", "bad_status_list"]
 
 
 def test_every_code_is_covered():
@@ -93,11 +106,33 @@ def _joserfc_accepts(case) -> bool:
         return False
 
 
+# The high-S twin of a valid ES256 signature: generic ECDSA (joserfc, via `cryptography`) accepts it; the Stagepass
+# profile refuses it (token-profile.md §4.1, low-S only), so here joserfc must *accept* it (proving the twin is a
+# valid ECDSA signature and the refusal comes from the low-S rule alone).
+HIGH_S = {"es256-high-s"}
+
+
 @pytest.mark.parametrize("case", [c for c in CASES if c["expected"] in ("ok", "bad_signature")],
                          ids=[c["id"] for c in CASES if c["expected"] in ("ok", "bad_signature")])
 def test_joserfc_agrees_on_signatures(case):
     warnings.simplefilter("ignore")
+    if case["id"] in HIGH_S:
+        assert _joserfc_accepts(case) and case["expected"] == "bad_signature"
+        return
     assert _joserfc_accepts(case) == (case["expected"] == "ok")
+
+
+def test_every_ok_es256_signature_is_low_s():
+    checked = 0
+    for c in CASES:
+        if c["expected"] != "ok":
+            continue
+        header = json.loads(rv.b64u_decode(c["token"].split(".")[0]))
+        if header.get("alg") == "ES256":
+            checked += 1
+            sig = rv.b64u_decode(c["token"].split(".")[2])
+            assert int.from_bytes(sig[32:], "big") <= rv.P256_N // 2, c["id"]
+    assert checked > 20
 
 
 def _jansson():

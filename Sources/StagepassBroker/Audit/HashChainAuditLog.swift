@@ -54,8 +54,8 @@ public final class HashChainAuditLog: AuditSink {
         return out
     }
 
-    static func chainHash(prev: String, record: String) -> String {
-        hex(Crypto.sha256((unhex(prev) ?? []) + Array(record.utf8)))
+    static func chainHash(prev: String, record: String) throws -> String {
+        hex(try Crypto.sha256((unhex(prev) ?? []) + Array(record.utf8)))
     }
 
     /// The chained append of `event`, for a store write that must commit it together with other rows.
@@ -65,7 +65,7 @@ public final class HashChainAuditLog: AuditSink {
         return AuditAppend(time: now, event: json) { last in
             let seq = (last?.seq ?? 0) + 1
             let prev = last?.hash ?? Self.genesis
-            let hash = Self.chainHash(
+            let hash = try Self.chainHash(
                 prev: prev, record: Self.canonicalRecord(seq: seq, time: now, prev: prev, event: json))
             return AuditRow(seq: seq, time: now, prevHash: prev, event: json, hash: hash)
         }
@@ -78,7 +78,7 @@ public final class HashChainAuditLog: AuditSink {
         _ = try store.appendAudit(time: now, event: json) { last in
             let seq = (last?.seq ?? 0) + 1
             let prev = last?.hash ?? Self.genesis
-            let hash = Self.chainHash(
+            let hash = try Self.chainHash(
                 prev: prev, record: Self.canonicalRecord(seq: seq, time: now, prev: prev, event: json))
             return AuditRow(seq: seq, time: now, prevHash: prev, event: json, hash: hash)
         }
@@ -103,7 +103,7 @@ public final class HashChainAuditLog: AuditSink {
                 if r.prevHash != prev {
                     return AuditVerification(count: count, firstBadSeq: r.seq, reason: "previous hash does not match")
                 }
-                let h = Self.chainHash(
+                let h = try Self.chainHash(
                     prev: r.prevHash,
                     record: Self.canonicalRecord(seq: r.seq, time: r.time, prev: r.prevHash, event: r.event))
                 if h != r.hash {

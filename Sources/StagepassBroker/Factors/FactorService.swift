@@ -177,7 +177,7 @@ public struct FactorService: Sendable {
             let ten = String(s.prefix(10))
             codes.append(String(ten.prefix(5)) + "-" + String(ten.suffix(5)))
         }
-        try store.replaceBackupCodes(userId: user.id, hashes: codes.map { Self.backupHash(userId: user.id, $0) })
+        try store.replaceBackupCodes(userId: user.id, hashes: codes.map { try Self.backupHash(userId: user.id, $0) })
         let old = try store.factors(ofUser: user.id).filter { $0.kind == .backup }.map(\.id)
         for id in old { try store.deleteFactor(id: id) }
         try store.forgetProofs(userId: user.id, credentials: Set(old))
@@ -195,9 +195,9 @@ public struct FactorService: Sendable {
     }
 
     /// SHA-256 over a domain tag, the user id and the normalised code (lower case, no dashes or spaces).
-    static func backupHash(userId: String, _ code: String) -> [UInt8] {
+    static func backupHash(userId: String, _ code: String) throws -> [UInt8] {
         let normal = String(code.lowercased().filter { $0 != "-" && $0 != " " })
-        return Crypto.sha256(Array("stagepass-backup-code\u{0}\(userId)\u{0}\(normal)".utf8))
+        return try Crypto.sha256(Array("stagepass-backup-code\u{0}\(userId)\u{0}\(normal)".utf8))
     }
 
     /// Uses one backup code: compares against every unused code in constant time, then consumes the match atomically.
@@ -215,7 +215,7 @@ public struct FactorService: Sendable {
         else {
             throw BrokerError.noFactor("no backup codes were generated")
         }
-        let h = Self.backupHash(userId: userId, trimmed)
+        let h = try Self.backupHash(userId: userId, trimmed)
         var match: Int64?
         for r in unused where Crypto.constantTimeEqual(r.codeHash, h) && match == nil { match = r.id }
         guard let match, try store.consumeBackupCode(id: match, at: clock.now()) else {

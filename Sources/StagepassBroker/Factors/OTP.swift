@@ -50,14 +50,14 @@ public enum Base32 {
 public enum OTP {
     /// HOTP value: HMAC over the 8-byte big-endian counter (RFC 4226 §5.2), dynamic truncation (§5.3: offset = low
     /// nibble of the last MAC byte, 31-bit big-endian value), then `mod 10^digits`, zero-padded.
-    public static func hotp(secret: [UInt8], counter: UInt64, digits: Int = 6, digest: Crypto.Digest = .sha1) -> String
+    public static func hotp(secret: [UInt8], counter: UInt64, digits: Int = 6, digest: Crypto.Digest = .sha1) throws -> String
     {
         var msg = [UInt8](repeating: 0, count: 8)
         for i in 0..<8 { msg[i] = UInt8(truncatingIfNeeded: counter >> UInt64(56 - 8 * i)) }
-        let mac = Crypto.hmac(digest, key: secret, data: msg)
-        guard let last = mac.last else { return "" }
+        let mac = try Crypto.hmac(digest, key: secret, data: msg)
+        // Fail closed: a MAC too short to truncate is an error, never an empty (matchable) code.
+        guard let last = mac.last, Int(last & 0x0F) + 3 < mac.count else { throw JOSEError.cryptoFailure("HMAC too short for HOTP") }
         let offset = Int(last & 0x0F)
-        guard offset + 3 < mac.count else { return "" }
         let binary =
             (UInt32(mac[offset] & 0x7F) << 24) | (UInt32(mac[offset + 1]) << 16)
             | (UInt32(mac[offset + 2]) << 8) | UInt32(mac[offset + 3])
@@ -77,8 +77,8 @@ public enum OTP {
     public static func totp(
         secret: [UInt8], unixTime: Int64, period: Int64 = 30, digits: Int = 6,
         digest: Crypto.Digest = .sha1
-    ) -> String {
-        hotp(
+    ) throws -> String {
+        try hotp(
             secret: secret, counter: UInt64(max(0, timeStep(unixTime, period: period))), digits: digits, digest: digest)
     }
 
@@ -92,7 +92,9 @@ public enum OTP {
         let given = Array(code.utf8)
         var found: Int64?
         for step in (now - window)...(now + window) where step >= 0 {
-            let expected = Array(hotp(secret: secret, counter: UInt64(step), digits: digits).utf8)
+            // Fail closed: a step whose code cannot be computed matches nothing.
+            guard let code = try? hotp(secret: secret, counter: UInt64(step), digits: digits) else { continue }
+            let expected = Array(code.utf8)
             if Crypto.constantTimeEqual(expected, given), found == nil { found = step }
         }
         return found

@@ -170,7 +170,7 @@ public struct SessionService: Sendable {
     }
 
     /// The SHA-256 of a bearer token, as stored.
-    public static func tokenHash(_ token: String) -> [UInt8] { Crypto.sha256(Array(token.utf8)) }
+    public static func tokenHash(_ token: String) throws -> [UInt8] { try Crypto.sha256(Array(token.utf8)) }
 
     static func newToken() throws -> String { "sps_" + Base64URL.encode(try Crypto.randomBytes(32)) }
 
@@ -225,7 +225,7 @@ public struct SessionService: Sendable {
         let passwordProof = [AMR.password: FactorStamp(at: now, credential: nil)]
         if !p.requiresMFA(groups: groups) {
             let rec = SessionRecord(
-                id: try Self.newSessionId(), tokenHash: Self.tokenHash(token), userId: user.id,
+                id: try Self.newSessionId(), tokenHash: try Self.tokenHash(token), userId: user.id,
                 state: .mfa, amr: [AMR.password], authTime: now, createdAt: now,
                 idleExpiresAt: min(now + p.idleSeconds, now + p.absoluteSeconds),
                 absoluteExpiresAt: now + p.absoluteSeconds, proofs: passwordProof)
@@ -239,7 +239,7 @@ public struct SessionService: Sendable {
                 allowedFactors: [])
         }
         let rec = SessionRecord(
-            id: try Self.newSessionId(), tokenHash: Self.tokenHash(token), userId: user.id,
+            id: try Self.newSessionId(), tokenHash: try Self.tokenHash(token), userId: user.id,
             state: .pending, amr: [AMR.password], authTime: now, createdAt: now,
             idleExpiresAt: now + p.pendingSeconds, absoluteExpiresAt: now + p.pendingSeconds, proofs: passwordProof)
         try store.insertSession(rec)
@@ -288,7 +288,7 @@ public struct SessionService: Sendable {
         let now = clock.now()
         let token = try Self.newToken()
         let mfa = SessionRecord(
-            id: try Self.newSessionId(), tokenHash: Self.tokenHash(token), userId: user.id,
+            id: try Self.newSessionId(), tokenHash: try Self.tokenHash(token), userId: user.id,
             state: .mfa, amr: amr, authTime: now, createdAt: now,
             idleExpiresAt: min(now + p.idleSeconds, now + p.absoluteSeconds),
             absoluteExpiresAt: now + p.absoluteSeconds, proofs: proofs)
@@ -457,7 +457,7 @@ public struct SessionService: Sendable {
 
     private func lookup(_ token: String) throws -> (SessionRecord, UserRecord) {
         guard token.utf8.count <= 128 else { throw BrokerError.invalidSession }
-        let h = Self.tokenHash(token)
+        let h = try Self.tokenHash(token)
         guard let rec = try store.session(tokenHash: h), Crypto.constantTimeEqual(rec.tokenHash, h) else {
             throw BrokerError.invalidSession
         }

@@ -65,7 +65,7 @@ public struct ClientRegistry: Sendable {
         else { throw BrokerError.invalidRequest("a client name is 1-128 characters of A-Z a-z 0-9 - _ . / @") }
         let secret = "spc_" + Base64URL.encode(try Crypto.randomBytes(32))
         try human.store.insertClient(
-            ClientRecord(name: name, secretHash: Crypto.sha256(Array(secret.utf8)), createdAt: human.clock.now()))
+            ClientRecord(name: name, secretHash: try Crypto.sha256(Array(secret.utf8)), createdAt: human.clock.now()))
         try human.audit.record(AuditEvent(action: "client.add", actor: actor, subject: name))
         return secret
     }
@@ -85,8 +85,9 @@ extension TokenBroker {
     /// RFC 6749 §2.3.1 client authentication. Unknown clients and wrong secrets fail alike, after the same work.
     func authenticateClient(_ name: String, secret: String) throws -> ClientRecord {
         let record = try store.client(named: name)
-        let presented = Crypto.sha256(Array(secret.utf8))
-        let expected = record?.secretHash ?? Crypto.sha256(Array("no such client".utf8))
+        let presented = try Crypto.sha256(Array(secret.utf8))
+        let fallback = try Crypto.sha256(Array("no such client".utf8))
+        let expected = record?.secretHash ?? fallback
         guard Crypto.constantTimeEqual(presented, expected), let record else {
             _ = denied(.invalidClient, action: "client.auth", actor: nil, details: ["client": name])
             throw OAuthError.invalidClient
@@ -128,7 +129,7 @@ extension TokenBroker {
         let deviceCode = "spd_" + Base64URL.encode(try Crypto.randomBytes(32))
         let id = "req_" + Base64URL.encode(try Crypto.randomBytes(12))
         var record = ApprovalRequestRecord(
-            id: id, deviceCodeHash: Crypto.sha256(Array(deviceCode.utf8)), userCode: "", clientId: c.name,
+            id: id, deviceCodeHash: try Crypto.sha256(Array(deviceCode.utf8)), userCode: "", clientId: c.name,
             role: role, stage: stage, audience: audience, runId: runId, commit: commit, triggeredBy: triggeredBy,
             createdAt: now, expiresAt: now + p.tokens.requestLifetime, interval: p.tokens.pollInterval)
         var auditDetails = details
@@ -161,7 +162,7 @@ extension TokenBroker {
             let approval = ApprovalRecord(
                 id: "apr_" + Base64URL.encode(try Crypto.randomBytes(9)), requestId: id, userId: d.userId,
                 userName: d.userName, sessionId: d.sessionId, amr: d.amr, authTime: d.authTime, createdAt: now,
-                binding: Self.binding(record), delegationId: d.id)
+                binding: try Self.binding(record), delegationId: d.id)
             _ = try store.insertApproval(
                 approval,
                 audit: try audit.entry(
@@ -181,10 +182,10 @@ extension TokenBroker {
     }
 
     /// The approval binding: the hex SHA-256 of everything the human saw.
-    static func binding(_ r: ApprovalRequestRecord) -> String {
+    static func binding(_ r: ApprovalRequestRecord) throws -> String {
         let fields = [r.id, r.clientId, r.role, r.stage, r.audience, r.runId, r.commit ?? "", r.triggeredBy ?? ""]
         let joined = fields.map { "\($0.utf8.count):\($0)" }.joined()
-        return Crypto.sha256(Array(joined.utf8)).map { String(format: "%02x", $0) }.joined()
+        return try Crypto.sha256(Array(joined.utf8)).map { String(format: "%02x", $0) }.joined()
     }
 
     // MARK: polling (RFC 8628 §3.4, §3.5)
@@ -194,7 +195,7 @@ extension TokenBroker {
     public func poll(client: String, secret: String, deviceCode: String) async throws -> IssuedToken {
         let c = try authenticateClient(client, secret: secret)
         guard deviceCode.utf8.count <= 128,
-            let r = try store.request(deviceCodeHash: Crypto.sha256(Array(deviceCode.utf8))), r.clientId == c.name
+            let r = try store.request(deviceCodeHash: try Crypto.sha256(Array(deviceCode.utf8))), r.clientId == c.name
         else { throw OAuthError.invalidGrant("unknown device_code") }
         let now = clock.now()
         switch r.state {
@@ -374,7 +375,7 @@ extension TokenBroker {
                 error, action: "request.approve", actor: s.userName, factors: s.amr,
                 details: ["request": r.id, "stage": r.stage, "step": "webauthn.begin"])
         }
-        return try human.webauthn.beginAssertion(userId: s.userId, purpose: .approval(binding: Self.binding(r)))
+        return try human.webauthn.beginAssertion(userId: s.userId, purpose: .approval(binding: try Self.binding(r)))
     }
 
     /// A human approves one run. With `proof`, the factor is verified for this approval (a security-key assertion
@@ -410,7 +411,7 @@ extension TokenBroker {
                         maxAge: stage.mfaMaxAge, acrValues: ACR.values(for: kinds))
                 }
                 let verified = try human.sessions.verify(
-                    token: sessionToken, proof: proof, address: address, purpose: .approval(binding: Self.binding(r)))
+                    token: sessionToken, proof: proof, address: address, purpose: .approval(binding: try Self.binding(r)))
                 fresh = verified.1.fresh
                 proved = verified.1
                 for m in verified.1.methods where !amr.contains(m) { amr.append(m) }
@@ -420,7 +421,7 @@ extension TokenBroker {
             let approval = ApprovalRecord(
                 id: "apr_" + Base64URL.encode(try Crypto.randomBytes(9)), requestId: r.id, userId: s.userId,
                 userName: s.userName, sessionId: s.id, amr: amr, authTime: fresh.at, createdAt: clock.now(),
-                binding: Self.binding(r))
+                binding: try Self.binding(r))
             details["approval"] = approval.id
             details["binding"] = approval.binding
             details["fresh_factor"] = fresh.label

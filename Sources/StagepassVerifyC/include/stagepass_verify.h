@@ -48,6 +48,7 @@ enum stagepass_result {
     STAGEPASS_ERR_BUFFER_TOO_SMALL = 101,
     STAGEPASS_ERR_BAD_JWKS = 102,
     STAGEPASS_ERR_BAD_STATUS_LIST = 103,
+    STAGEPASS_ERR_STALE_STATUS_LIST = 104,
 };
 
 typedef struct stagepass_verifier stagepass_verifier;
@@ -65,10 +66,21 @@ stagepass_verifier *stagepass_verifier_new(const char *issuer, const char *audie
 /* Replace the key set (e.g. after the caller re-fetched /.well-known/jwks.json). */
 int stagepass_verifier_set_jwks(stagepass_verifier *verifier, const char *jwks_json);
 
-/* Install a status list: the compact `statuslist+jwt` as served at its uri, verified against the current JWKS.
- * fetched_at: when the caller obtained it (unix seconds, 0 = now); max_age_seconds: fail-closed age limit
- * (tokens are rejected with STAGEPASS_STATUS_UNAVAILABLE once the list is older; <= 0 means the list's own ttl/exp only).
- * Once any status list is installed, every token must reference an installed list. */
+/* Install a status list: the compact `statuslist+jwt` as served at its uri (surrounding whitespace ignored),
+ * verified before it is installed: signature against the current JWKS (same rules as tokens, ES256 low-S only),
+ * typ "statuslist+jwt", string sub, integer iat not in the future, integer exp (if any) not passed, positive ttl
+ * (if any), a decodable list. fetched_at: when the caller obtained it (unix seconds, 0 = now); the list is judged
+ * as of then. max_age_seconds: fail-closed age limit (tokens get STAGEPASS_STATUS_UNAVAILABLE once the list is
+ * older; <= 0 means the list's own exp only).
+ * The verifier holds one list per sub: a list replaces the installed one with the same sub only if its iat is not
+ * smaller. Returns
+ *   STAGEPASS_OK                     installed (or the same document again);
+ *   STAGEPASS_ERR_BAD_STATUS_LIST    unusable (not a JWS, e.g. an HTTP error page or "a.b.c"; bad signature;
+ *                                    unknown kid; wrong typ; expired; malformed claims): nothing changed;
+ *   STAGEPASS_ERR_STALE_STATUS_LIST  usable but older than the installed list with the same sub, which is kept;
+ *   STAGEPASS_ERR_INVALID_ARGUMENT   verifier or status_list_jwt is NULL.
+ * Whatever it returns, from the first call on status checking is on: every token must reference an installed,
+ * unexpired list that is not older than max_age, or it is STAGEPASS_STATUS_UNAVAILABLE (never STAGEPASS_OK). */
 int stagepass_verifier_set_status_list(stagepass_verifier *verifier, const char *status_list_jwt,
                                        int64_t fetched_at, int64_t max_age_seconds);
 

@@ -77,7 +77,7 @@ struct Factors: ParsableCommand {
                     throw BrokerError.masterKey(
                         "secrets re-encrypted, but moving \(staged) to \(path) failed: move it by hand")
                 }
-                print("re-encrypted \(n) secrets; new key \(newKey.fingerprint)")
+                print("re-encrypted \(n) secrets; new key \(try newKey.fingerprint)")
             }
         }
     }

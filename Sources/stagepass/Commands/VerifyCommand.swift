@@ -6,7 +6,7 @@ import StagepassVerifyFetch
 
 /// `stagepass verify`: the offline check deploy scripts depend on (Specs/token-profile.md, "CLI").
 /// Exit 0: claims JSON on stdout. Exit 1: `{"error":…,"detail":…}` on stderr. Exit 2: usage/configuration error.
-struct VerifyCommand: ParsableCommand {
+struct VerifyCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "verify",
         abstract: "Verify a Stagepass token offline against a JWKS (and optionally a status list).")
@@ -31,12 +31,12 @@ struct VerifyCommand: ParsableCommand {
         guard !audience.isEmpty else { throw ValidationError("--audience is required") }
     }
 
-    func run() throws {
+    func run() async throws {
         let keys: any KeySource
         let lists: (any StatusListSource)?
         do {
-            keys = try makeKeySource(jwks)
-            lists = try statusList.map(makeStatusSource)
+            keys = try await makeKeySource(jwks)
+            if let statusList { lists = try await makeStatusSource(statusList) } else { lists = nil }
         } catch {
             FileHandle.standardError.write(Data("stagepass verify: \(error)\n".utf8))
             throw ExitCode(2)
@@ -65,18 +65,25 @@ struct VerifyCommand: ParsableCommand {
 
 func isURL(_ s: String) -> Bool { s.hasPrefix("https://") || s.hasPrefix("http://") }
 
-func makeKeySource(_ location: String) throws -> any KeySource {
+/// A file source, or a URL source fetched once now (configuration time: `verify()` itself never fetches).
+func makeKeySource(_ location: String) async throws -> any KeySource {
     if isURL(location) {
         guard let url = URL(string: location) else { throw ValidationError("bad URL \(location)") }
-        return try URLKeySource(url: url)
+        let source = URLKeySource(url: url)
+        try await source.refresh()
+        return source
     }
     return try FileKeySource(path: location)
 }
 
-func makeStatusSource(_ location: String) throws -> any StatusListSource {
+/// A file source, or a URL source fetched once now; either way the verifier installs the list through its
+/// StatusListHolder (verified, newest per sub).
+func makeStatusSource(_ location: String) async throws -> any StatusListSource {
     if isURL(location) {
         guard let url = URL(string: location) else { throw ValidationError("bad URL \(location)") }
-        return try URLStatusListSource(url: url)
+        let source = URLStatusListSource(url: url)
+        try await source.refresh()
+        return source
     }
     return try FileStatusListSource(path: location)
 }

@@ -32,7 +32,7 @@ struct Broker {
         return secret
     }
 
-    func code(_ secret: [UInt8]) -> String { OTP.totp(secret: secret, unixTime: f.manual.clock.now()) }
+    func code(_ secret: [UInt8]) -> String { (try? OTP.totp(secret: secret, unixTime: f.manual.clock.now())) ?? "no-code" }
 }
 
 @Suite struct SessionTests {
@@ -53,7 +53,7 @@ struct Broker {
         #expect(s.groups == ["deploy"])
         // The pending token no longer works; only the token's hash is stored.
         #expect(throws: BrokerError.invalidSession) { try b.sessions.authenticate(token: step1.token) }
-        #expect(try b.f.store.session(id: s.id)?.tokenHash == Crypto.sha256(Array(mfa.token.utf8)))
+        #expect(try b.f.store.session(id: s.id)?.tokenHash == (try Crypto.sha256(Array(mfa.token.utf8))))
         let signin = try b.log.events().last
         #expect(signin?.action == "signin" && signin?.factors == ["pwd", "otp"])
     }
@@ -221,7 +221,7 @@ struct Broker {
         b.f.manual.advance(120)
         #expect(throws: BrokerError.invalidFactor) {  // the sign-in code, four steps later: outside the window
             try b.sessions.stepUp(
-                token: mfa.token, proof: .totp(OTP.totp(secret: secret, unixTime: b.f.manual.clock.now() - 120)),
+                token: mfa.token, proof: .totp(try OTP.totp(secret: secret, unixTime: b.f.manual.clock.now() - 120)),
                 address: "a")
         }
         let s = try b.sessions.stepUp(token: mfa.token, proof: .backupCode(codes[0]), address: "a")

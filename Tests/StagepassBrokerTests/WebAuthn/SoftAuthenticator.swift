@@ -114,7 +114,7 @@ final class SoftAuthenticator: @unchecked Sendable {
         if attested { flags |= 0x40 }
         if k.extensions != nil { flags |= 0x80 }
         let count = k.counter ?? signCount
-        var out = Crypto.sha256(Array((k.rpID ?? rpID).utf8)) + [flags]
+        var out = try Crypto.sha256(Array((k.rpID ?? rpID).utf8)) + [flags]
         out += [UInt8(count >> 24), UInt8((count >> 16) & 0xFF), UInt8((count >> 8) & 0xFF), UInt8(count & 0xFF)]
         if attested {
             out += aaguid + [UInt8(credentialId.count >> 8), UInt8(credentialId.count & 0xFF)] + credentialId
@@ -139,7 +139,7 @@ final class SoftAuthenticator: @unchecked Sendable {
     ) throws -> String {
         let cdj = clientData(type: "webauthn.create", challenge: challenge, k: k)
         let ad = try authData(attested: true, k: k)
-        let signed = ad + Crypto.sha256(cdj)
+        let signed = try ad + Crypto.sha256(cdj)
         let stmt: CBOR
         var fmt = "packed"
         switch attestation {

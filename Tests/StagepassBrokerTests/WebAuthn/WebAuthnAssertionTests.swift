@@ -93,9 +93,9 @@ import Testing
         #expect(try attempt(challenge: try Crypto.randomBytes(32)) == .unknownChallenge)
         #expect(try attempt(purpose: .signIn, finishAs: .stepUp) == .challengeMismatch)
         // Authenticator data: too short, extension flag with garbage CBOR, attested data in an assertion.
-        let short = Crypto.sha256(Array("localhost".utf8)) + [0x05]
+        let short = try Crypto.sha256(Array("localhost".utf8)) + [0x05]
         #expect(try attempt(authenticatorData: short) == .invalidAuthenticatorData)
-        let base = Crypto.sha256(Array("localhost".utf8)) + [0x85, 0, 0, 0, 50]
+        let base = try Crypto.sha256(Array("localhost".utf8)) + [0x85, 0, 0, 0, 50]
         #expect(try attempt(authenticatorData: base + [0xBF, 0x01, 0x02, 0xFF]) == .malformedCBOR)
         #expect(try attempt(authenticatorData: base + [0xA1, 0x61, 0x61]) == .malformedCBOR)
         #expect(try attempt(authenticatorData: base + [0xA0, 0x00]) == .invalidAuthenticatorData)

@@ -36,7 +36,7 @@ import Testing
             // The broker issued this challenge (the script derives it the way WebAuthnService does).
             try human.store.insertWebAuthnChallenge(
                 WebAuthnChallengeRecord(
-                    challengeHash: Crypto.sha256(challenge), userId: userId, purpose: purpose,
+                    challengeHash: try Crypto.sha256(challenge), userId: userId, purpose: purpose,
                     binding: c["binding"]?.stringValue, createdAt: time, expiresAt: time + 300))
             let json = try #require(c["credential"]).serialized()
             var got = "ok"

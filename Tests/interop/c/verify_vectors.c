@@ -6,7 +6,8 @@
  *   out/verify_vectors [Specs/vectors/conformance.json]
  *
  * Per case: stagepass_verifier_new(issuer, audiences joined by ',', jwks, leeway, max_lifetime); each status
- * list installed with fetched_at = now and max_age = status_max_age (0 when absent); stagepass_verify with the
+ * list installed with fetched_at = now and max_age = status_max_age (0 when absent), its result name compared
+ * with status_list_results; stagepass_verify with the
  * case's requirements (roles joined by ',') and now. The verdict's stagepass_result_name must equal `expected`.
  * Prints one line per mismatch and a summary; exits 0 only if every case matched.
  */
@@ -77,12 +78,16 @@ static int run_case(const json_t *c) {
     int ok = 1;
     json_int_t max_age = optional_integer(c, "status_max_age", 0);
     const json_t *lists = json_object_get(c, "status_lists");
+    const json_t *results = json_object_get(c, "status_list_results");
     size_t i;
     json_t *list;
     json_array_foreach(lists, i, list) {
         int rc = stagepass_verifier_set_status_list(verifier, json_string_value(list), now, max_age);
-        if (rc != STAGEPASS_OK && rc != STAGEPASS_ERR_BAD_STATUS_LIST) {
-            printf("FAIL %s: stagepass_verifier_set_status_list returned %d (%s)\n", id, rc, stagepass_result_name(rc));
+        /* Each install's result is part of the vector: "ok", "bad_status_list" or "stale_status_list". */
+        const char *want = json_string_value(json_array_get(results, i));
+        if (!want || strcmp(stagepass_result_name(rc), want) != 0) {
+            printf("FAIL %s: stagepass_verifier_set_status_list(list %zu) returned %d (%s), expected %s\n", id, i, rc,
+                   stagepass_result_name(rc), want ? want : "(missing)");
             ok = 0;
         }
     }

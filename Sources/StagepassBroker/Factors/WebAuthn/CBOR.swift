@@ -260,7 +260,11 @@ public enum CBORDecoder {
             case 1:
                 return .negative(try argument(info, at: offset))
             case 2, 3:
-                let n = try fitting(try argument(info, at: offset), minimumSize: 1, at: offset)
+                // The argument is read first: `fitting` must see what remains *after* the head (written inline,
+                // `self` was captured before `argument` consumed the head's bytes, and a length 1–8 bytes too long
+                // passed and trapped on the slice).
+                let length = try argument(info, at: offset)
+                let n = try fitting(length, minimumSize: 1, at: offset)
                 let slice = Array(bytes[position..<(position + n)])
                 position += n
                 if major == 2 { return .bytes(slice) }
@@ -268,14 +272,16 @@ public enum CBORDecoder {
                 return .text(s)
             case 4:
                 guard depth <= CBORDecoder.maximumDepth else { throw .tooDeep(at: offset) }
-                let n = try fitting(try argument(info, at: offset), minimumSize: 1, at: offset)
+                let count = try argument(info, at: offset)
+                let n = try fitting(count, minimumSize: 1, at: offset)
                 var items: [CBOR] = []
                 items.reserveCapacity(n)
                 for _ in 0..<n { items.append(try item(depth: depth + 1)) }
                 return .array(items)
             case 5:
                 guard depth <= CBORDecoder.maximumDepth else { throw .tooDeep(at: offset) }
-                let n = try fitting(try argument(info, at: offset), minimumSize: 2, at: offset)
+                let count = try argument(info, at: offset)
+                let n = try fitting(count, minimumSize: 2, at: offset)
                 var entries: [CBORMapEntry] = []
                 entries.reserveCapacity(n)
                 var seen = Set<CBOR>()

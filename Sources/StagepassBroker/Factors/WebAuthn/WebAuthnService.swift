@@ -78,10 +78,10 @@ public struct WebAuthnService: Sendable {
     }
 
     /// The last 16 bytes of a challenge: SHA-256 over a domain tag, the user and the scope (with its binding).
-    static func challengeTail(userId: String, scope: Scope) -> [UInt8] {
+    static func challengeTail(userId: String, scope: Scope) throws -> [UInt8] {
         let fields = ["stagepass-webauthn-challenge-v1", userId, scope.storedName, scope.binding ?? ""]
         let joined = fields.map { "\($0.utf8.count):\($0)" }.joined()
-        return Array(Crypto.sha256(Array(joined.utf8)).prefix(16))
+        return Array(try Crypto.sha256(Array(joined.utf8)).prefix(16))
     }
 
     /// Issues and stores a challenge: 16 random bytes ‖ ``challengeTail(userId:scope:)`` (32 bytes in all, §13.4.3
@@ -93,7 +93,7 @@ public struct WebAuthnService: Sendable {
         let expiresAt = now + configuration.challengeLifetime
         try store.insertWebAuthnChallenge(
             WebAuthnChallengeRecord(
-                challengeHash: Crypto.sha256(challenge), userId: userId, purpose: scope.storedName,
+                challengeHash: try Crypto.sha256(challenge), userId: userId, purpose: scope.storedName,
                 binding: scope.binding, createdAt: now, expiresAt: expiresAt))
         return (challenge, expiresAt)
     }
@@ -102,7 +102,7 @@ public struct WebAuthnService: Sendable {
     /// still valid (§7.1 step 8, §7.2 step 12). The stored hash is compared in constant time, and the derived tail
     /// again, so an assertion for approval A can never pass as one for approval B.
     private func consumeChallenge(_ challenge: [UInt8], userId: String, scope: Scope) throws {
-        let hash = Crypto.sha256(challenge)
+        let hash = try Crypto.sha256(challenge)
         guard challenge.count == 32, let record = try store.consumeWebAuthnChallenge(hash: hash),
             Crypto.constantTimeEqual(record.challengeHash, hash)
         else {
@@ -118,7 +118,7 @@ public struct WebAuthnService: Sendable {
             throw WebAuthnError.challengeMismatch(
                 "the challenge was issued for a \(record.purpose) ceremony, not \(scope.label)")
         }
-        let expectedTail = Self.challengeTail(userId: userId, scope: scope)
+        let expectedTail = try Self.challengeTail(userId: userId, scope: scope)
         guard record.binding == scope.binding, Crypto.constantTimeEqual(Array(challenge.suffix(16)), expectedTail)
         else {
             throw WebAuthnError.challengeMismatch("the assertion was made for a different approval request")
@@ -168,7 +168,7 @@ public struct WebAuthnService: Sendable {
             let client = try ClientData(credential.clientDataJSON)
             try consumeChallenge(client.challenge, userId: userId, scope: .registration)
             try client.check(type: "webauthn.create", origins: configuration.origins)  // §7.1 steps 7, 9, 10
-            let clientDataHash = Crypto.sha256(credential.clientDataJSON)  // §7.1 step 11
+            let clientDataHash = try Crypto.sha256(credential.clientDataJSON)  // §7.1 step 11
             // §7.1 step 12: decode the attestation object (§6.5.4).
             let object: CBOR
             do throws(CBORError) { object = try CBORDecoder.decode(credential.attestationObject) } catch {
@@ -284,7 +284,7 @@ public struct WebAuthnService: Sendable {
 
     /// §7.1 steps 13–15 and §7.2 steps 15–17: RP ID hash, UP, and UV when required.
     private func checkAuthenticatorData(_ authData: AuthenticatorData) throws {
-        let expected = Crypto.sha256(Array(configuration.rpID.utf8))
+        let expected = try Crypto.sha256(Array(configuration.rpID.utf8))
         guard Crypto.constantTimeEqual(authData.rpIdHash, expected) else {
             throw WebAuthnError.rpIdMismatch(
                 "the authenticator data is scoped to another RP ID (expected SHA-256 of '\(configuration.rpID)')")
@@ -349,7 +349,7 @@ public struct WebAuthnService: Sendable {
             }
             try checkAuthenticatorData(authData)  // §7.2 steps 15–17
             // §7.2 steps 19–20: the signature over authData ‖ SHA-256(clientDataJSON).
-            let clientDataHash = Crypto.sha256(credential.clientDataJSON)
+            let clientDataHash = try Crypto.sha256(credential.clientDataJSON)
             guard key.verify(signature: credential.signature, over: authData.raw + clientDataHash) else {
                 throw WebAuthnError.invalidSignature("the signature does not verify with the registered key")
             }
