@@ -11,7 +11,8 @@ public func fuzzBase64URL(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
     let viaBytes = try? Base64URL.decode(input)
     var viaInto: [UInt8]?
     var out = [UInt8](repeating: 0, count: Base64URL.decodedCount(size) + 1)
-    if let n = try? out.withUnsafeMutableBytes({ (o) throws(JOSEError) -> Int in try Base64URL.decode(input, into: o) }) {
+    if let n = try? out.withUnsafeMutableBytes({ (o) throws(JOSEError) -> Int in try Base64URL.decode(input, into: o) })
+    {
         viaInto = Array(out.prefix(n))
     }
     check(viaBytes == viaInto, "decode(bytes) and decode(into:) disagree")

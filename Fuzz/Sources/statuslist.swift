@@ -3,10 +3,12 @@
 // status_list.bits/lst, ZLIB with a size bound), the bounded ZLIB inflater itself, and the whole install path
 // (compact JWS, header rules, signature) of StatusListHolder. Every status value read is within 0..<2^bits.
 import StagepassJOSE
+
 @testable import StagepassVerify
 
 private let keySet: KeySet = {
-    let jwks = #"{"keys":[{"kty":"EC","crv":"P-256","x":"0ODLOlP4YfFNwmFT-Os7ayjhP0opwzUm7ya55sLLUNI","y":"o2iJktJ-T12VTJFJ-mmm6QH0-MhSunv5RMFTT7WBgrg","kid":"dZ-kZ6UVdjpdyrwQa4s4Ass57FDjdXMhQVkR2rIVQPY","alg":"ES256","use":"sig"}]}"#
+    let jwks =
+        #"{"keys":[{"kty":"EC","crv":"P-256","x":"0ODLOlP4YfFNwmFT-Os7ayjhP0opwzUm7ya55sLLUNI","y":"o2iJktJ-T12VTJFJ-mmm6QH0-MhSunv5RMFTT7WBgrg","kid":"dZ-kZ6UVdjpdyrwQa4s4Ass57FDjdXMhQVkR2rIVQPY","alg":"ES256","use":"sig"}]}"#
     return (try? KeySet(jwksJSON: Array(jwks.utf8))) ?? KeySet(jwks: JWKS(keys: []))
 }()
 
@@ -21,7 +23,10 @@ public func fuzzStatusList(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
         for idx in [0, 1, 7, 8, entries - 1, entries, entries + 1, Int.max / 2, Int.max, -1] {
             let v = list.value(at: idx)
             if idx >= 0 && idx < entries {
-                guard let v else { check(false, "an index inside the list has no value"); return 0 }
+                guard let v else {
+                    check(false, "an index inside the list has no value")
+                    return 0
+                }
                 check(Int(v) < 1 << list.bits, "status value wider than bits")
             } else {
                 check(v == nil, "an index outside the list has a value")

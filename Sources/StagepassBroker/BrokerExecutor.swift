@@ -28,10 +28,14 @@ public final class BrokerExecutor: SerialExecutor {
     /// Database calls of the broker's services (the store is synchronous until storage becomes async): one lane per
     /// core, at least two.
     public static let storage = BrokerExecutor(
-        label: "stagepass.broker.storage", lanes: max(2, ProcessInfo.processInfo.activeProcessorCount))
+        label: "stagepass.broker.storage",
+        lanes: max(2, ProcessInfo.processInfo.activeProcessorCount)
+    )
     /// Password hashing and verification (Argon2id, tens of milliseconds each): one lane per core.
     public static let passwords = BrokerExecutor(
-        label: "stagepass.broker.passwords", lanes: ProcessInfo.processInfo.activeProcessorCount)
+        label: "stagepass.broker.passwords",
+        lanes: ProcessInfo.processInfo.activeProcessorCount
+    )
     /// ``KeyStore``'s executor: key generation, signing-key lookups, keyring and key-file writes.
     public static let keys = BrokerExecutor(label: "stagepass.broker.keys")
 

@@ -30,19 +30,33 @@ public struct HumanBroker: Sendable {
     public var policy: AuthPolicy { policies.current.auth }
 
     public init(
-        store: any BrokerStore, masterKey: MasterKey, policy: AuthPolicy = .default,
-        hasher: PasswordHasher, clock: BrokerClock = .system, issuer: String = "Stagepass",
+        store: any BrokerStore,
+        masterKey: MasterKey,
+        policy: AuthPolicy = .default,
+        hasher: PasswordHasher,
+        clock: BrokerClock = .system,
+        issuer: String = "Stagepass",
         webAuthn: WebAuthnConfiguration = .localDevelopment
     ) {
         self.init(
-            store: store, masterKey: masterKey, policies: PolicyHolder(AccessPolicy(auth: policy)), hasher: hasher,
-            clock: clock, issuer: issuer, webAuthn: webAuthn)
+            store: store,
+            masterKey: masterKey,
+            policies: PolicyHolder(AccessPolicy(auth: policy)),
+            hasher: hasher,
+            clock: clock,
+            issuer: issuer,
+            webAuthn: webAuthn
+        )
     }
 
     /// - Parameter policies: the holder of the whole policy; a ``TokenBroker`` built on this broker shares it.
     public init(
-        store: any BrokerStore, masterKey: MasterKey, policies: PolicyHolder,
-        hasher: PasswordHasher, clock: BrokerClock = .system, issuer: String = "Stagepass",
+        store: any BrokerStore,
+        masterKey: MasterKey,
+        policies: PolicyHolder,
+        hasher: PasswordHasher,
+        clock: BrokerClock = .system,
+        issuer: String = "Stagepass",
         webAuthn: WebAuthnConfiguration = .localDevelopment
     ) {
         self.store = store
@@ -53,8 +67,14 @@ public struct HumanBroker: Sendable {
         factors = FactorService(store: store, masterKey: masterKey, clock: clock, audit: audit, issuer: issuer)
         webauthn = WebAuthnService(store: store, configuration: webAuthn, clock: clock, audit: audit)
         sessions = SessionService(
-            store: store, hasher: hasher, factors: factors, policies: policies, clock: clock,
-            audit: audit, webauthn: webauthn)
+            store: store,
+            hasher: hasher,
+            factors: factors,
+            policies: policies,
+            clock: clock,
+            audit: audit,
+            webauthn: webauthn
+        )
     }
 
     /// The database file inside a data directory.
@@ -71,8 +91,11 @@ public struct HumanBroker: Sendable {
     ///   RP ID `localhost`, origins `http://localhost:8080`, `http://127.0.0.1:8080`).
     /// - Throws: ``BrokerError/masterKey(_:)``, or a database error.
     public static func open(
-        dataDirectory dir: String, policy: AuthPolicy = .default, policies: PolicyHolder? = nil,
-        hasherParameters: PasswordHasher.Parameters = .owasp, clock: BrokerClock = .system,
+        dataDirectory dir: String,
+        policy: AuthPolicy = .default,
+        policies: PolicyHolder? = nil,
+        hasherParameters: PasswordHasher.Parameters = .owasp,
+        clock: BrokerClock = .system,
         environment: [String: String] = ProcessInfo.processInfo.environment,
         webAuthn: WebAuthnConfiguration = .localDevelopment
     ) throws -> HumanBroker {
@@ -93,8 +116,13 @@ public struct HumanBroker: Sendable {
         guard let key else { throw BrokerError.masterKey("no master key") }
         let store = try SQLiteStore(path: databasePath(dir))
         return HumanBroker(
-            store: store, masterKey: key, policies: policies ?? PolicyHolder(AccessPolicy(auth: policy)),
-            hasher: try PasswordHasher(parameters: hasherParameters), clock: clock, webAuthn: webAuthn)
+            store: store,
+            masterKey: key,
+            policies: policies ?? PolicyHolder(AccessPolicy(auth: policy)),
+            hasher: try PasswordHasher(parameters: hasherParameters),
+            clock: clock,
+            webAuthn: webAuthn
+        )
     }
 
     /// What the first start prints, once.

@@ -41,8 +41,15 @@ public struct AuditEvent: Sendable, Codable, Hashable {
     public var factors: [String]
     public var details: [String: String]
 
-    public init(action: String, actor: String? = nil, subject: String? = nil, result: String = "success",
-                reason: String? = nil, factors: [String] = [], details: [String: String] = [:]) {
+    public init(
+        action: String,
+        actor: String? = nil,
+        subject: String? = nil,
+        result: String = "success",
+        reason: String? = nil,
+        factors: [String] = [],
+        details: [String: String] = [:]
+    ) {
         self.action = action
         self.actor = actor
         self.subject = subject

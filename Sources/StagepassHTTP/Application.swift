@@ -25,7 +25,9 @@ public struct HTTPOptions: Sendable {
 /// try await app.runService()
 /// ```
 public func buildApplication(
-    broker: HumanBroker, tokens: TokenBroker? = nil, configuration: ApplicationConfiguration = .init(),
+    broker: HumanBroker,
+    tokens: TokenBroker? = nil,
+    configuration: ApplicationConfiguration = .init(),
     options: HTTPOptions = .init(),
     registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry(),
     logger: Logger = Logger(label: "stagepass.http")
@@ -38,7 +40,10 @@ public func buildApplication(
 
 /// The router: one route collection per area, behind the problem and metrics middleware.
 func buildRouter(
-    broker: HumanBroker, tokens: TokenBroker?, options: HTTPOptions, registry: PrometheusCollectorRegistry,
+    broker: HumanBroker,
+    tokens: TokenBroker?,
+    options: HTTPOptions,
+    registry: PrometheusCollectorRegistry,
     logger: Logger
 ) -> Router<StagepassRequestContext> {
     let router = Router(context: StagepassRequestContext.self)

@@ -6,8 +6,10 @@ import StagepassJOSE
 /// A JSON response that is never cached.
 func json(_ status: HTTPResponse.Status, _ object: [String: JSONValue]) -> Response {
     Response(
-        status: status, headers: [.contentType: "application/json", .cacheControl: "no-store"],
-        body: .init(byteBuffer: ByteBuffer(string: JSONValue.object(object).serialized())))
+        status: status,
+        headers: [.contentType: "application/json", .cacheControl: "no-store"],
+        body: .init(byteBuffer: ByteBuffer(string: JSONValue.object(object).serialized()))
+    )
 }
 
 /// A request body parsed as one strict JSON object, with typed field accessors that fail as 400 problems.
@@ -19,8 +21,11 @@ struct JSONBody: Sendable {
         let buffer: ByteBuffer
         do { buffer = try await request.collectBody(upTo: options.maxBodyBytes) } catch {
             throw Problem(
-                code: "payload_too_large", status: .contentTooLarge, title: "Payload too large",
-                detail: "the request body is larger than \(options.maxBodyBytes) bytes")
+                code: "payload_too_large",
+                status: .contentTooLarge,
+                title: "Payload too large",
+                detail: "the request body is larger than \(options.maxBodyBytes) bytes"
+            )
         }
         if buffer.readableBytes == 0 && allowEmpty {
             fields = [:]
@@ -28,8 +33,11 @@ struct JSONBody: Sendable {
         }
         if let ct = request.headers[.contentType], !ct.lowercased().hasPrefix("application/json") {
             throw Problem(
-                code: "unsupported_media_type", status: .unsupportedMediaType, title: "Unsupported media type",
-                detail: "send application/json")
+                code: "unsupported_media_type",
+                status: .unsupportedMediaType,
+                title: "Unsupported media type",
+                detail: "send application/json"
+            )
         }
         let bytes = Array(buffer.readableBytesView)
         guard let value = try? JSONValue.parse(bytes, maxDepth: 8), let obj = value.objectValue else {

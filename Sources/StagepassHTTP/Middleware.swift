@@ -14,7 +14,11 @@ struct ProblemAndMetricsMiddleware: RouterMiddleware {
         self.registry = registry
     }
 
-    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws
+    func handle(
+        _ request: Request,
+        context: Context,
+        next: (Request, Context) async throws -> Response
+    ) async throws
         -> Response
     {
         let start = ContinuousClock.now
@@ -43,7 +47,8 @@ struct ProblemAndMetricsMiddleware: RouterMiddleware {
                 "method": "\(request.method.rawValue)", "path": "\(request.uri.path)",
                 "status": "\(response.status.code)",
                 "ms": "\(ms.seconds * 1000 + ms.attoseconds / 1_000_000_000_000_000)",
-            ])
+            ]
+        )
         return response
     }
 }

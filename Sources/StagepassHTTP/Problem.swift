@@ -45,7 +45,10 @@ public struct Problem: Error, Sendable, HTTPResponseError {
         if let retryAfter { headers[.retryAfter] = String(retryAfter) }
         if let wwwAuthenticate { headers[.wwwAuthenticate] = wwwAuthenticate }
         return Response(
-            status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(string: json.serialized())))
+            status: status,
+            headers: headers,
+            body: .init(byteBuffer: ByteBuffer(string: json.serialized()))
+        )
     }
 
     static func badRequest(_ detail: String) -> Problem {
@@ -64,17 +67,26 @@ public struct Problem: Error, Sendable, HTTPResponseError {
                 return Problem(code: "not_found", status: .notFound, title: "Not found", detail: "no such resource")
             case .methodNotAllowed:
                 return Problem(
-                    code: "method_not_allowed", status: .methodNotAllowed, title: "Method not allowed",
-                    detail: "this resource does not accept that method")
+                    code: "method_not_allowed",
+                    status: .methodNotAllowed,
+                    title: "Method not allowed",
+                    detail: "this resource does not accept that method"
+                )
             case .contentTooLarge:
                 return Problem(
-                    code: "payload_too_large", status: .contentTooLarge, title: "Payload too large",
-                    detail: "the request body is larger than allowed")
+                    code: "payload_too_large",
+                    status: .contentTooLarge,
+                    title: "Payload too large",
+                    detail: "the request body is larger than allowed"
+                )
             default:
                 if (400..<500).contains(e.status.code) {
                     return Problem(
-                        code: "invalid_request", status: e.status, title: "Invalid request",
-                        detail: e.status.reasonPhrase)
+                        code: "invalid_request",
+                        status: e.status,
+                        title: "Invalid request",
+                        detail: e.status.reasonPhrase
+                    )
                 }
                 return internalError
             }
@@ -116,8 +128,11 @@ public struct Problem: Error, Sendable, HTTPResponseError {
     }
 
     static let internalError = Problem(
-        code: "internal", status: .internalServerError, title: "Internal error",
-        detail: "the broker could not complete the request")
+        code: "internal",
+        status: .internalServerError,
+        title: "Internal error",
+        detail: "the broker could not complete the request"
+    )
 
     static func from(_ e: BrokerError) -> Problem {
         guard let (status, title) = statusAndTitle(e.kind) else { return internalError }
@@ -171,7 +186,9 @@ extension OAuthError {
             headers[.wwwAuthenticate] = "Basic realm=\"stagepass\""
         }
         return Response(
-            status: status, headers: headers,
-            body: .init(byteBuffer: ByteBuffer(string: JSONValue.object(body).serialized())))
+            status: status,
+            headers: headers,
+            body: .init(byteBuffer: ByteBuffer(string: JSONValue.object(body).serialized()))
+        )
     }
 }

@@ -15,7 +15,9 @@ public enum JWSAlgorithm: String, Sendable, Hashable, CaseIterable {
     /// Parses an `alg` value; refuses everything outside the allow-list.
     /// - Throws: ``JOSEError/unsupportedAlgorithm``.
     public init(name: String) throws(JOSEError) {
-        guard let a = JWSAlgorithm(rawValue: name) else { throw .unsupportedAlgorithm("algorithm \(name) is not accepted") }
+        guard let a = JWSAlgorithm(rawValue: name) else {
+            throw .unsupportedAlgorithm("algorithm \(name) is not accepted")
+        }
         self = a
     }
 

@@ -3,7 +3,9 @@
 /// Decoding refuses padding, whitespace, characters of the standard alphabet (`+`, `/`), a length of
 /// 1 mod 4, and non-canonical trailing bits (so every byte string has exactly one encoding).
 public enum Base64URL {
-    private static let alphabet: [UInt8] = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_".utf8)
+    private static let alphabet: [UInt8] = Array(
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_".utf8
+    )
 
     /// Encodes bytes as unpadded base64url.
     public static func encode<C: Collection>(_ bytes: C) -> String where C.Element == UInt8 {
@@ -48,7 +50,10 @@ public enum Base64URL {
     /// Decodes strict unpadded base64url into `out`, which must hold ``decodedCount(_:)`` bytes, and returns the
     /// number of bytes written. The one decoding loop: no intermediate arrays, no per-byte append.
     /// - Throws: ``JOSEError/invalidBase64URL`` as ``decode(_:)-(String)``; `out` is then partly written.
-    public static func decode(_ input: UnsafeRawBufferPointer, into out: UnsafeMutableRawBufferPointer) throws(JOSEError) -> Int {
+    public static func decode(
+        _ input: UnsafeRawBufferPointer,
+        into out: UnsafeMutableRawBufferPointer
+    ) throws(JOSEError) -> Int {
         let n = input.count
         if n % 4 == 1 { throw .invalidBase64URL("impossible length") }
         guard n > 0 else { return 0 }
@@ -58,7 +63,10 @@ public enum Base64URL {
             var o = 0
             var i = 0
             while i + 4 <= n {
-                let a = t[Int(input[i])], b = t[Int(input[i + 1])], c = t[Int(input[i + 2])], d = t[Int(input[i + 3])]
+                let a = t[Int(input[i])]
+                let b = t[Int(input[i + 1])]
+                let c = t[Int(input[i + 2])]
+                let d = t[Int(input[i + 3])]
                 if (a | b | c | d) & 0xC0 != 0 { throw .invalidBase64URL("character outside the base64url alphabet") }
                 out[o] = (a << 2) | (b >> 4)
                 out[o + 1] = (b << 4) | (c >> 2)
@@ -68,7 +76,8 @@ public enum Base64URL {
             }
             let rest = n - i
             if rest >= 2 {
-                let a = t[Int(input[i])], b = t[Int(input[i + 1])]
+                let a = t[Int(input[i])]
+                let b = t[Int(input[i + 1])]
                 if (a | b) & 0xC0 != 0 { throw .invalidBase64URL("character outside the base64url alphabet") }
                 out[o] = (a << 2) | (b >> 4)
                 o += 1

@@ -31,7 +31,9 @@ public struct JOSEError: Error, Sendable, Hashable, CustomStringConvertible {
     public static func == (lhs: JOSEError, rhs: JOSEError) -> Bool { lhs._code == rhs._code }
     public func hash(into hasher: inout Hasher) { hasher.combine(_code) }
 
-    public static func invalidBase64URL(_ d: String = "not strict base64url") -> JOSEError { .init(.invalidBase64URL, d) }
+    public static func invalidBase64URL(_ d: String = "not strict base64url") -> JOSEError {
+        .init(.invalidBase64URL, d)
+    }
     public static func invalidJSON(_ d: String) -> JOSEError { .init(.invalidJSON, d) }
     public static func invalidKey(_ d: String) -> JOSEError { .init(.invalidKey, d) }
     public static func weakKey(_ d: String) -> JOSEError { .init(.weakKey, d) }

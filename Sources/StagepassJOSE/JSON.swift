@@ -14,7 +14,9 @@ public enum JSONValue: Sendable, Hashable {
     /// Parses strict JSON (see ``StrictJSON/parse(_:)``) into a tree.
     /// - Throws: ``JOSEError/invalidJSON``.
     public static func parse(_ bytes: [UInt8], maxDepth: Int = 64) throws(JOSEError) -> JSONValue {
-        let doc = try withBytes(bytes) { buf throws(JOSEError) in try StrictJSON(buf, maxDepth: maxDepth, requireObject: false) }
+        let doc = try withBytes(bytes) { buf throws(JOSEError) in
+            try StrictJSON(buf, maxDepth: maxDepth, requireObject: false)
+        }
         return doc.root.value
     }
 
@@ -126,7 +128,13 @@ public final class StrictJSON {
         var escaped = false
         for b in bytes {
             if inString {
-                if escaped { escaped = false } else if b == UInt8(ascii: "\\") { escaped = true } else if b == UInt8(ascii: "\"") { inString = false }
+                if escaped {
+                    escaped = false
+                } else if b == UInt8(ascii: "\\") {
+                    escaped = true
+                } else if b == UInt8(ascii: "\"") {
+                    inString = false
+                }
                 continue
             }
             switch b {
@@ -159,9 +167,11 @@ public struct JSONRef {
 
     /// The member `key`, with the key given as a static C string (no Swift String bridging on the hot path).
     public func member(_ key: StaticString) -> JSONRef? {
-        guard let p = key.withUTF8Buffer({ b in
-            b.baseAddress.flatMap { json_object_get(ptr, UnsafeRawPointer($0).assumingMemoryBound(to: CChar.self)) }
-        }) else { return nil }
+        guard
+            let p = key.withUTF8Buffer({ b in
+                b.baseAddress.flatMap { json_object_get(ptr, UnsafeRawPointer($0).assumingMemoryBound(to: CChar.self)) }
+            })
+        else { return nil }
         return JSONRef(p)
     }
 
@@ -195,7 +205,9 @@ public struct JSONRef {
         var it = json_object_iter(ptr)
         while let i = it {
             if let k = CJansson_iter_key(i) {
-                out.append(String(decoding: UnsafeRawBufferPointer(start: k, count: CJansson_iter_key_len(i)), as: UTF8.self))
+                out.append(
+                    String(decoding: UnsafeRawBufferPointer(start: k, count: CJansson_iter_key_len(i)), as: UTF8.self)
+                )
             }
             it = json_object_iter_next(ptr, i)
         }
@@ -210,7 +222,10 @@ public struct JSONRef {
             var it = json_object_iter(ptr)
             while let i = it {
                 if let k = CJansson_iter_key(i), let v = json_object_iter_value(i) {
-                    let key = String(decoding: UnsafeRawBufferPointer(start: k, count: CJansson_iter_key_len(i)), as: UTF8.self)
+                    let key = String(
+                        decoding: UnsafeRawBufferPointer(start: k, count: CJansson_iter_key_len(i)),
+                        as: UTF8.self
+                    )
                     o[key] = JSONRef(v).value
                 }
                 it = json_object_iter_next(ptr, i)
@@ -241,7 +256,10 @@ func memcmpBytes(_ a: UnsafeRawPointer?, _ b: UnsafeRawPointer?, _ n: Int) -> Bo
 /// Inlinable so callers in other modules get it specialized (a generic call across modules instantiates
 /// `Result<R, JOSEError>` metadata at run time).
 @inlinable
-public func withBytes<R>(_ bytes: [UInt8], _ body: (UnsafeRawBufferPointer) throws(JOSEError) -> R) throws(JOSEError) -> R {
+public func withBytes<R>(
+    _ bytes: [UInt8],
+    _ body: (UnsafeRawBufferPointer) throws(JOSEError) -> R
+) throws(JOSEError) -> R {
     let result = bytes.withUnsafeBytes { b in Result<R, JOSEError> { () throws(JOSEError) in try body(b) } }
     return try result.get()
 }

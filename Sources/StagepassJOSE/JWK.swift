@@ -58,8 +58,10 @@ public struct JWK: Sendable, Hashable {
         switch publicKey.type {
         case .ecP256:
             kty = "EC"
-            params = ["crv": "P-256", "x": Base64URL.encode(try bnParam(pkey, OSSL_PKEY_PARAM_EC_PUB_X, pad: 32)),
-                      "y": Base64URL.encode(try bnParam(pkey, OSSL_PKEY_PARAM_EC_PUB_Y, pad: 32))]
+            params = [
+                "crv": "P-256", "x": Base64URL.encode(try bnParam(pkey, OSSL_PKEY_PARAM_EC_PUB_X, pad: 32)),
+                "y": Base64URL.encode(try bnParam(pkey, OSSL_PKEY_PARAM_EC_PUB_Y, pad: 32)),
+            ]
         case .ed25519:
             kty = "OKP"
             var raw = [UInt8](repeating: 0, count: 32)
@@ -68,8 +70,10 @@ public struct JWK: Sendable, Hashable {
             params = ["crv": "Ed25519", "x": Base64URL.encode(raw)]
         case .rsa:
             kty = "RSA"
-            params = ["n": Base64URL.encode(try bnParam(pkey, OSSL_PKEY_PARAM_RSA_N, pad: 0)),
-                      "e": Base64URL.encode(try bnParam(pkey, OSSL_PKEY_PARAM_RSA_E, pad: 0))]
+            params = [
+                "n": Base64URL.encode(try bnParam(pkey, OSSL_PKEY_PARAM_RSA_N, pad: 0)),
+                "e": Base64URL.encode(try bnParam(pkey, OSSL_PKEY_PARAM_RSA_E, pad: 0)),
+            ]
         }
         self.alg = alg?.rawValue
         self.use = use
@@ -111,7 +115,9 @@ public struct JWK: Sendable, Hashable {
             JSONValue.writeString(m, into: &canonical)
             canonical += ":"
             // A missing required member is an error, never hashed as "" (two different keys must not share a kid).
-            guard let value = m == "kty" ? kty : params[m], !value.isEmpty else { throw .invalidKey("thumbprint needs \(m)") }
+            guard let value = m == "kty" ? kty : params[m], !value.isEmpty else {
+                throw .invalidKey("thumbprint needs \(m)")
+            }
             JSONValue.writeString(value, into: &canonical)
         }
         canonical += "}"
@@ -142,7 +148,8 @@ public struct JWK: Sendable, Hashable {
             guard params["crv"] == "Ed25519" else { throw .invalidKey("only the Ed25519 OKP curve is supported") }
             let raw = try b64(includePrivate ? "d" : "x")
             guard raw.count == 32 else { throw .invalidKey("Ed25519 keys are 32 bytes") }
-            let pkey = includePrivate
+            let pkey =
+                includePrivate
                 ? EVP_PKEY_new_raw_private_key(EVP_PKEY_ED25519, nil, raw, 32)
                 : EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519, nil, raw, 32)
             guard let pkey else { throw .invalidKey("Ed25519 key rejected: \(drainOpenSSLErrors())") }
@@ -155,7 +162,8 @@ public struct JWK: Sendable, Hashable {
             return k
         case "EC":
             guard params["crv"] == "P-256" else { throw .invalidKey("only the P-256 EC curve is supported") }
-            let x = try b64("x"), y = try b64("y")
+            let x = try b64("x")
+            let y = try b64("y")
             guard x.count == 32, y.count == 32 else { throw .invalidKey("P-256 coordinates are 32 bytes") }
             return try fromData("EC", includePrivate: includePrivate) { b throws(JOSEError) in
                 try b.pushUTF8(OSSL_PKEY_PARAM_GROUP_NAME, "prime256v1")
@@ -167,7 +175,8 @@ public struct JWK: Sendable, Hashable {
                 }
             }
         case "RSA":
-            let n = try b64("n"), e = try b64("e")
+            let n = try b64("n")
+            let e = try b64("e")
             guard let first = n.first, first != 0 else { throw .invalidKey("RSA modulus has a leading zero octet") }
             return try fromData("RSA", includePrivate: includePrivate) { b throws(JOSEError) in
                 try b.pushBN(OSSL_PKEY_PARAM_RSA_N, n)
@@ -224,7 +233,15 @@ private struct ParamBuilder {
 
     func pushUTF8(_ name: String, _ value: String) throws(JOSEError) {
         let buf = arena.keep(Array(value.utf8))
-        try check(OSSL_PARAM_BLD_push_utf8_string(bld, key(name), buf.baseAddress?.assumingMemoryBound(to: CChar.self), value.utf8.count) == 1, "push \(name)")
+        try check(
+            OSSL_PARAM_BLD_push_utf8_string(
+                bld,
+                key(name),
+                buf.baseAddress?.assumingMemoryBound(to: CChar.self),
+                value.utf8.count
+            ) == 1,
+            "push \(name)"
+        )
     }
 
     func pushOctets(_ name: String, _ bytes: [UInt8]) throws(JOSEError) {
@@ -239,14 +256,20 @@ private struct ParamBuilder {
     }
 }
 
-private func fromData(_ type: String, includePrivate: Bool, _ fill: (ParamBuilder) throws(JOSEError) -> Void) throws(JOSEError) -> EVPKey {
+private func fromData(
+    _ type: String,
+    includePrivate: Bool,
+    _ fill: (ParamBuilder) throws(JOSEError) -> Void
+) throws(JOSEError) -> EVPKey {
     guard let bld = OSSL_PARAM_BLD_new() else { throw .cryptoFailure("OSSL_PARAM_BLD_new") }
     defer { OSSL_PARAM_BLD_free(bld) }
     let arena = BNArena()
     try fill(ParamBuilder(bld: bld, arena: arena))
     guard let params = OSSL_PARAM_BLD_to_param(bld) else { throw .cryptoFailure("OSSL_PARAM_BLD_to_param") }
     defer { OSSL_PARAM_free(params) }
-    guard let ctx = EVP_PKEY_CTX_new_from_name(nil, type, nil) else { throw .cryptoFailure("EVP_PKEY_CTX_new_from_name") }
+    guard let ctx = EVP_PKEY_CTX_new_from_name(nil, type, nil) else {
+        throw .cryptoFailure("EVP_PKEY_CTX_new_from_name")
+    }
     defer { EVP_PKEY_CTX_free(ctx) }
     try check(EVP_PKEY_fromdata_init(ctx) == 1, "fromdata_init")
     var pkey: OpaquePointer?
@@ -258,9 +281,13 @@ private func fromData(_ type: String, includePrivate: Bool, _ fill: (ParamBuilde
     let key = try EVPKey(taking: pkey)
     if type == "EC" {
         // Make sure the public point is on the curve (invalid-curve attacks; RFC 8725 §3.4).
-        guard let vctx = EVP_PKEY_CTX_new_from_pkey(nil, key.pkey, nil) else { throw .cryptoFailure("CTX_new_from_pkey") }
+        guard let vctx = EVP_PKEY_CTX_new_from_pkey(nil, key.pkey, nil) else {
+            throw .cryptoFailure("CTX_new_from_pkey")
+        }
         defer { EVP_PKEY_CTX_free(vctx) }
-        guard EVP_PKEY_public_check(vctx) == 1 else { throw .invalidKey("the EC point is not on P-256: \(drainOpenSSLErrors())") }
+        guard EVP_PKEY_public_check(vctx) == 1 else {
+            throw .invalidKey("the EC point is not on P-256: \(drainOpenSSLErrors())")
+        }
     }
     return key
 }

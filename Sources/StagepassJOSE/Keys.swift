@@ -20,7 +20,10 @@ final class EVPKey: @unchecked Sendable {
         } else if id == EVP_PKEY_RSA {
             // Check before `type` is set: once every property is initialised, a throw runs deinit (which frees).
             let bits = EVP_PKEY_get_bits(pkey)
-            if bits < minimumRSABits { EVP_PKEY_free(pkey); throw .weakKey("RSA keys must have at least \(minimumRSABits) bits, this one has \(bits)") }
+            if bits < minimumRSABits {
+                EVP_PKEY_free(pkey)
+                throw .weakKey("RSA keys must have at least \(minimumRSABits) bits, this one has \(bits)")
+            }
             type = .rsa
         } else if id == EVP_PKEY_EC {
             var name = [CChar](repeating: 0, count: 64)
@@ -86,7 +89,9 @@ public struct PrivateKey: Sendable {
             name = "RSA"
             if rsaBits < minimumRSABits { throw .weakKey("RSA keys must have at least \(minimumRSABits) bits") }
         }
-        guard let ctx = EVP_PKEY_CTX_new_from_name(nil, name, nil) else { throw .cryptoFailure("EVP_PKEY_CTX_new_from_name: \(drainOpenSSLErrors())") }
+        guard let ctx = EVP_PKEY_CTX_new_from_name(nil, name, nil) else {
+            throw .cryptoFailure("EVP_PKEY_CTX_new_from_name: \(drainOpenSSLErrors())")
+        }
         defer { EVP_PKEY_CTX_free(ctx) }
         try check(EVP_PKEY_keygen_init(ctx) == 1, "keygen_init")
         switch alg.keyType {
@@ -120,11 +125,16 @@ public struct PrivateKey: Sendable {
             // PEM-layer errors (no END line, bad base64) mean a damaged file, not a wrong passphrase.
             let code = ERR_peek_error()
             let why = drainOpenSSLErrors()
-            if !pem.contains("-----END ") || (ERR_GET_LIB(code) == ERR_LIB_PEM && ERR_GET_REASON(code) != PEM_R_BAD_DECRYPT
-                                                && ERR_GET_REASON(code) != PEM_R_BAD_PASSWORD_READ) {
+            if !pem.contains("-----END ")
+                || (ERR_GET_LIB(code) == ERR_LIB_PEM && ERR_GET_REASON(code) != PEM_R_BAD_DECRYPT
+                    && ERR_GET_REASON(code) != PEM_R_BAD_PASSWORD_READ)
+            {
                 throw .invalidPEM("damaged PEM: \(why)")
             }
-            if encrypted { throw passphrase == nil ? .wrongPassphrase("this key is encrypted and no passphrase was given") : .wrongPassphrase() }
+            if encrypted {
+                throw passphrase == nil
+                    ? .wrongPassphrase("this key is encrypted and no passphrase was given") : .wrongPassphrase()
+            }
             throw .invalidPEM("not a private key PEM: \(why)")
         }
         self.key = try EVPKey(taking: pkey)
@@ -137,9 +147,17 @@ public struct PrivateKey: Sendable {
             if let passphrase {
                 let bytes = Array(passphrase.utf8)
                 return bytes.withUnsafeBufferPointer { p in
-                    PEM_write_bio_PKCS8PrivateKey(bio, key.pkey, EVP_aes_256_cbc(),
-                                                  UnsafeRawPointer(p.baseAddress).map { UnsafeMutablePointer(mutating: $0.assumingMemoryBound(to: CChar.self)) },
-                                                  Int32(p.count), nil, nil) == 1
+                    PEM_write_bio_PKCS8PrivateKey(
+                        bio,
+                        key.pkey,
+                        EVP_aes_256_cbc(),
+                        UnsafeRawPointer(p.baseAddress).map {
+                            UnsafeMutablePointer(mutating: $0.assumingMemoryBound(to: CChar.self))
+                        },
+                        Int32(p.count),
+                        nil,
+                        nil
+                    ) == 1
                 }
             }
             return PEM_write_bio_PKCS8PrivateKey(bio, key.pkey, nil, nil, 0, nil, nil) == 1

@@ -27,7 +27,9 @@ public enum Crypto {
     public static func randomBytes(_ count: Int) throws(JOSEError) -> [UInt8] {
         var out = [UInt8](repeating: 0, count: count)
         guard count > 0 else { return out }
-        let ok = out.withUnsafeMutableBytes { RAND_bytes($0.baseAddress?.assumingMemoryBound(to: UInt8.self), Int32(count)) }
+        let ok = out.withUnsafeMutableBytes {
+            RAND_bytes($0.baseAddress?.assumingMemoryBound(to: UInt8.self), Int32(count))
+        }
         try check(ok == 1, "RAND_bytes")
         return out
     }
@@ -45,13 +47,21 @@ public enum Crypto {
 
     /// A message digest (EVP_Digest).
     /// - Throws: ``JOSEError/cryptoFailure`` when OpenSSL cannot compute it (never an empty or partial digest).
-    public static func hash<C: Collection>(_ digest: Digest, _ data: C) throws(JOSEError) -> [UInt8] where C.Element == UInt8 {
+    public static func hash<C: Collection>(_ digest: Digest, _ data: C) throws(JOSEError) -> [UInt8]
+    where C.Element == UInt8 {
         var out = [UInt8](repeating: 0, count: 64)
         var len: UInt32 = 0
         let bytes = Array(data)
         let ok = bytes.withUnsafeBytes { b in
             out.withUnsafeMutableBytes { o in
-                EVP_Digest(b.baseAddress, b.count, o.baseAddress?.assumingMemoryBound(to: UInt8.self), &len, md(digest), nil)
+                EVP_Digest(
+                    b.baseAddress,
+                    b.count,
+                    o.baseAddress?.assumingMemoryBound(to: UInt8.self),
+                    &len,
+                    md(digest),
+                    nil
+                )
             }
         }
         try check(ok == 1 && len > 0 && Int(len) <= out.count, "EVP_Digest")
@@ -74,8 +84,15 @@ public enum Crypto {
         let r = key.withUnsafeBytes { k in
             data.withUnsafeBytes { d in
                 out.withUnsafeMutableBytes { o in
-                    HMAC(md(digest), k.baseAddress, Int32(k.count), d.baseAddress?.assumingMemoryBound(to: UInt8.self), d.count,
-                         o.baseAddress?.assumingMemoryBound(to: UInt8.self), &len)
+                    HMAC(
+                        md(digest),
+                        k.baseAddress,
+                        Int32(k.count),
+                        d.baseAddress?.assumingMemoryBound(to: UInt8.self),
+                        d.count,
+                        o.baseAddress?.assumingMemoryBound(to: UInt8.self),
+                        &len
+                    )
                 }
             }
         }
@@ -89,7 +106,9 @@ public enum Crypto {
     /// another empty one) and when the lengths differ. The length of a secret is not itself secret here.
     public static func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
         guard !a.isEmpty, !b.isEmpty, a.count == b.count else { return false }
-        return a.withUnsafeBytes { x in b.withUnsafeBytes { y in CRYPTO_memcmp(x.baseAddress, y.baseAddress, a.count) == 0 } }
+        return a.withUnsafeBytes { x in
+            b.withUnsafeBytes { y in CRYPTO_memcmp(x.baseAddress, y.baseAddress, a.count) == 0 }
+        }
     }
 }
 
@@ -145,7 +164,9 @@ public enum AESGCM {
         }
         try check(EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, 16, &tag) == 1, "SET_TAG")
         var fin: Int32 = 0
-        let ok = pt.withUnsafeMutableBufferPointer { p in EVP_DecryptFinal_ex(ctx, p.baseAddress.map { $0 + Int(n) }, &fin) }
+        let ok = pt.withUnsafeMutableBufferPointer { p in
+            EVP_DecryptFinal_ex(ctx, p.baseAddress.map { $0 + Int(n) }, &fin)
+        }
         if ok != 1 {
             ERR_clear_error()
             throw .invalidSignature("authentication tag does not verify")

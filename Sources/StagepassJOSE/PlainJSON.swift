@@ -45,11 +45,16 @@ package enum PlainJSON {
     /// - warning: Do not escape the ``PlainJSONRef`` from the closure: it points into `bytes` and a scoped tape.
     @inlinable
     package static func withDocument<R, E: Error>(
-        _ bytes: UnsafeRawBufferPointer, maxDepth: Int, _ body: (PlainJSONRef?) throws(E) -> R
+        _ bytes: UnsafeRawBufferPointer,
+        maxDepth: Int,
+        _ body: (PlainJSONRef?) throws(E) -> R
     ) throws(E) -> R {
-        guard let base = bytes.baseAddress, bytes.count > 0, bytes.count < PlainJSONRef.maxOffset else { return try body(nil) }
+        guard let base = bytes.baseAddress, bytes.count > 0, bytes.count < PlainJSONRef.maxOffset else {
+            return try body(nil)
+        }
         let p = base.assumingMemoryBound(to: UInt8.self)
-        let onStack: Result<R, E>? = withUnsafeTemporaryAllocation(of: UInt64.self, capacity: stackTapeCapacity) { tape in
+        let onStack: Result<R, E>? = withUnsafeTemporaryAllocation(of: UInt64.self, capacity: stackTapeCapacity) {
+            tape in
             guard let t = tape.baseAddress else { return nil }
             switch scan(p, bytes.count, tape, maxDepth: maxDepth) {
             case .ok: return Result { () throws(E) in try body(PlainJSONRef(p, UnsafePointer(t), 0)) }
@@ -61,20 +66,33 @@ package enum PlainJSON {
         // A document holds at most one tape entry per byte; rare enough to allocate.
         let tape = UnsafeMutableBufferPointer<UInt64>.allocate(capacity: bytes.count + 1)
         defer { tape.deallocate() }
-        guard let t = tape.baseAddress, case .ok = scan(p, bytes.count, tape, maxDepth: maxDepth) else { return try body(nil) }
+        guard let t = tape.baseAddress, case .ok = scan(p, bytes.count, tape, maxDepth: maxDepth) else {
+            return try body(nil)
+        }
         return try body(PlainJSONRef(p, UnsafePointer(t), 0))
     }
 
     /// Scans a whole document onto `tape` (non-generic: the one compiled copy of the scanner).
     @usableFromInline
-    static func scan(_ p: UnsafePointer<UInt8>, _ n: Int, _ tape: UnsafeMutableBufferPointer<UInt64>, maxDepth: Int) -> Outcome {
+    static func scan(
+        _ p: UnsafePointer<UInt8>,
+        _ n: Int,
+        _ tape: UnsafeMutableBufferPointer<UInt64>,
+        maxDepth: Int
+    ) -> Outcome {
         var s = Scanner(p, n, tape, maxDepth: maxDepth)
         return s.document()
     }
 
     // Tape entry: kind (4 bits) | start (20) | length (20) | next (20). `start`/`length` locate a string's content or
     // an integer's digits; `next` is, for an object or array, the index of the entry after its last descendant.
-    enum Kind: UInt64 { case object = 1, array, string, integer, literal }
+    enum Kind: UInt64 {
+        case object = 1
+        case array
+        case string
+        case integer
+        case literal
+    }
 
     @usableFromInline enum Outcome { case ok, decline, tapeFull }
 
@@ -114,7 +132,10 @@ package enum PlainJSON {
         }
 
         @inline(__always) mutating func push(_ kind: Kind, _ start: Int, _ length: Int) -> Int? {
-            guard used < tape.count else { full = true; return nil }
+            guard used < tape.count else {
+                full = true
+                return nil
+            }
             tape[used] = kind.rawValue | UInt64(start) << 4 | UInt64(length) << 24
             used += 1
             return used - 1
@@ -296,7 +317,8 @@ package struct PlainJSONRef: JSONReading {
         guard isObject else { return nil }
         return key.withUTF8Buffer { kb -> PlainJSONRef? in
             guard let kp = kb.baseAddress else { return nil }
-            let kn = kb.count, end = after(index)
+            let kn = kb.count
+            let end = after(index)
             var k = index + 1
             while k < end {
                 if length(k) == kn && bytesEqual(p + start(k), kp, kn) { return PlainJSONRef(p, tape, k + 1) }
@@ -313,7 +335,8 @@ package struct PlainJSONRef: JSONReading {
 
     package func stringEquals(_ other: String) -> Bool {
         guard kind(index) == PlainJSON.Kind.string.rawValue else { return false }
-        let n = length(index), s = p + start(index)
+        let n = length(index)
+        let s = p + start(index)
         var o = other
         return o.withUTF8 { ob in ob.count == n && (n == 0 || ob.baseAddress.map { bytesEqual(s, $0, n) } == true) }
     }
@@ -336,7 +359,8 @@ package struct PlainJSONRef: JSONReading {
     package var count: Int {
         guard isObject || isArray else { return 0 }
         let end = after(index)
-        var k = index + 1, c = 0
+        var k = index + 1
+        var c = 0
         while k < end {
             k = isObject ? after(k + 1) : after(k)
             c += 1
@@ -347,7 +371,8 @@ package struct PlainJSONRef: JSONReading {
     package subscript(position: Int) -> PlainJSONRef? {
         guard isArray, position >= 0 else { return nil }
         let end = after(index)
-        var k = index + 1, c = 0
+        var k = index + 1
+        var c = 0
         while k < end {
             if c == position { return PlainJSONRef(p, tape, k) }
             k = after(k)
@@ -469,7 +494,9 @@ extension StrictJSON {
     /// - warning: Do not escape the ``StrictJSONRef`` from the closure.
     @inlinable
     package static func withObject<R, E: Error>(
-        _ bytes: UnsafeRawBufferPointer, maxDepth: Int, orThrow wrap: (JOSEError) -> E,
+        _ bytes: UnsafeRawBufferPointer,
+        maxDepth: Int,
+        orThrow wrap: (JOSEError) -> E,
         _ body: (StrictJSONRef) throws(E) -> R
     ) throws(E) -> R {
         try PlainJSON.withDocument(bytes, maxDepth: maxDepth) { (plain) throws(E) -> R in

@@ -26,7 +26,11 @@ extension PublicKey {
     /// as Bitcoin's BIP 62/BIP 146 and Ethereum's EIP-2 do for secp256k1. The generic primitive that accepts both is
     /// ``verifyECDSARaw(signingInput:signature:)``.
     /// - Returns: true only if the signature is valid.
-    public func verify(_ alg: JWSAlgorithm, signingInput: UnsafeRawBufferPointer, signature: UnsafeRawBufferPointer) -> Bool {
+    public func verify(
+        _ alg: JWSAlgorithm,
+        signingInput: UnsafeRawBufferPointer,
+        signature: UnsafeRawBufferPointer
+    ) -> Bool {
         guard alg.keyType == key.type else { return false }
         switch alg {
         case .ES256:
@@ -51,40 +55,67 @@ extension PublicKey {
         guard key.type == .ecP256, signature.count == 64 else { return false }
         return withUnsafeTemporaryAllocation(byteCount: maxECDSADERBytes, alignment: 1) { buf in
             guard let n = ecdsaRawToDER(signature, into: buf) else { return false }
-            return digestVerify(md: EVP_sha256(), pss: false, input: signingInput, sig: UnsafeRawBufferPointer(rebasing: buf[0..<n]))
+            return digestVerify(
+                md: EVP_sha256(),
+                pss: false,
+                input: signingInput,
+                sig: UnsafeRawBufferPointer(rebasing: buf[0..<n])
+            )
         }
     }
 
     /// Array form of ``verifyECDSARaw(signingInput:signature:)``.
     public func verifyECDSARaw(signingInput: [UInt8], signature: [UInt8]) -> Bool {
-        signingInput.withUnsafeBytes { i in signature.withUnsafeBytes { s in verifyECDSARaw(signingInput: i, signature: s) } }
+        signingInput.withUnsafeBytes { i in
+            signature.withUnsafeBytes { s in verifyECDSARaw(signingInput: i, signature: s) }
+        }
     }
 
     /// Convenience over arrays.
     public func verify(_ alg: JWSAlgorithm, signingInput: [UInt8], signature: [UInt8]) -> Bool {
-        signingInput.withUnsafeBytes { i in signature.withUnsafeBytes { s in verify(alg, signingInput: i, signature: s) } }
+        signingInput.withUnsafeBytes { i in
+            signature.withUnsafeBytes { s in verify(alg, signingInput: i, signature: s) }
+        }
     }
 
     /// Verifies a DER-encoded ECDSA signature (for test vectors that use DER, e.g. Wycheproof's ASN.1 files).
     public func verifyECDSADER(signingInput: [UInt8], der: [UInt8]) -> Bool {
         guard key.type == .ecP256 else { return false }
-        return signingInput.withUnsafeBytes { i in der.withUnsafeBytes { digestVerify(md: EVP_sha256(), pss: false, input: i, sig: $0) } }
+        return signingInput.withUnsafeBytes { i in
+            der.withUnsafeBytes { digestVerify(md: EVP_sha256(), pss: false, input: i, sig: $0) }
+        }
     }
 
-    private func digestVerify(md: OpaquePointer?, pss: Bool, input: UnsafeRawBufferPointer, sig: UnsafeRawBufferPointer) -> Bool {
+    private func digestVerify(
+        md: OpaquePointer?,
+        pss: Bool,
+        input: UnsafeRawBufferPointer,
+        sig: UnsafeRawBufferPointer
+    ) -> Bool {
         guard let ctx = EVP_MD_CTX_new() else { return false }
         defer { EVP_MD_CTX_free(ctx) }
         var pctx: OpaquePointer?
-        guard EVP_DigestVerifyInit(ctx, &pctx, md, nil, key.pkey) == 1 else { ERR_clear_error(); return false }
+        guard EVP_DigestVerifyInit(ctx, &pctx, md, nil, key.pkey) == 1 else {
+            ERR_clear_error()
+            return false
+        }
         if pss {
             // RFC 7518 §3.5: MGF1 with SHA-256 and a salt as long as the hash (32 bytes).
             guard EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PSS_PADDING) == 1,
-                  EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, 32) == 1,
-                  EVP_PKEY_CTX_set_rsa_mgf1_md(pctx, EVP_sha256()) == 1
-            else { ERR_clear_error(); return false }
+                EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, 32) == 1,
+                EVP_PKEY_CTX_set_rsa_mgf1_md(pctx, EVP_sha256()) == 1
+            else {
+                ERR_clear_error()
+                return false
+            }
         }
-        let r = EVP_DigestVerify(ctx, sig.baseAddress?.assumingMemoryBound(to: UInt8.self), sig.count,
-                                 input.baseAddress?.assumingMemoryBound(to: UInt8.self), input.count)
+        let r = EVP_DigestVerify(
+            ctx,
+            sig.baseAddress?.assumingMemoryBound(to: UInt8.self),
+            sig.count,
+            input.baseAddress?.assumingMemoryBound(to: UInt8.self),
+            input.count
+        )
         if r != 1 { ERR_clear_error() }
         return r == 1
     }
@@ -94,16 +125,21 @@ extension PrivateKey {
     /// Signs `signingInput` with `alg` and returns the JWS signature bytes (raw `r || s` for ES256).
     /// - Throws: ``JOSEError/unsupportedAlgorithm`` when `alg` does not fit the key, ``JOSEError/cryptoFailure``.
     public func sign(_ alg: JWSAlgorithm, signingInput: [UInt8]) throws(JOSEError) -> [UInt8] {
-        guard alg.keyType == key.type else { throw .unsupportedAlgorithm("\(alg.rawValue) cannot be used with a \(key.type.rawValue) key") }
+        guard alg.keyType == key.type else {
+            throw .unsupportedAlgorithm("\(alg.rawValue) cannot be used with a \(key.type.rawValue) key")
+        }
         guard let ctx = EVP_MD_CTX_new() else { throw .cryptoFailure("EVP_MD_CTX_new") }
         defer { EVP_MD_CTX_free(ctx) }
         var pctx: OpaquePointer?
         let md: OpaquePointer? = alg == .EdDSA ? nil : EVP_sha256()
         try check(EVP_DigestSignInit(ctx, &pctx, md, nil, key.pkey) == 1, "DigestSignInit")
         if alg == .PS256 {
-            try check(EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PSS_PADDING) == 1
-                      && EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, 32) == 1
-                      && EVP_PKEY_CTX_set_rsa_mgf1_md(pctx, EVP_sha256()) == 1, "PSS parameters")
+            try check(
+                EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PSS_PADDING) == 1
+                    && EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, 32) == 1
+                    && EVP_PKEY_CTX_set_rsa_mgf1_md(pctx, EVP_sha256()) == 1,
+                "PSS parameters"
+            )
         }
         var len = 0
         try check(EVP_DigestSign(ctx, nil, &len, signingInput, signingInput.count) == 1, "DigestSign(size)")
@@ -158,7 +194,7 @@ func ecdsaRawToDER(_ raw: UnsafeRawBufferPointer, into out: UnsafeMutableRawBuff
     let r = UnsafeRawBufferPointer(rebasing: raw[0..<32])
     let s = UnsafeRawBufferPointer(rebasing: raw[32..<64])
     guard r.contains(where: { $0 != 0 }), s.contains(where: { $0 != 0 }),
-          compareBE(r, p256Order) < 0, compareBE(s, p256Order) < 0
+        compareBE(r, p256Order) < 0, compareBE(s, p256Order) < 0
     else { return nil }
     // INTEGER: minimal big-endian two's complement (X.690 §8.3), so strip leading zeros and add one if the top
     // bit is set. Both are non-zero here, so at least one content byte remains.
@@ -170,7 +206,9 @@ func ecdsaRawToDER(_ raw: UnsafeRawBufferPointer, into out: UnsafeMutableRawBuff
         out[start] = 0x02
         out[start + 1] = UInt8(len)
         if pad == 1 { out[start + 2] = 0 }
-        UnsafeMutableRawBufferPointer(rebasing: out[(start + 2 + pad)..<(start + 2 + len)]).copyMemory(from: UnsafeRawBufferPointer(rebasing: v[i...]))
+        UnsafeMutableRawBufferPointer(rebasing: out[(start + 2 + pad)..<(start + 2 + len)]).copyMemory(
+            from: UnsafeRawBufferPointer(rebasing: v[i...])
+        )
         return 2 + len
     }
     let rLen = integer(r, at: 2)

@@ -25,22 +25,35 @@ public struct KeySet: Sendable {
         var ambiguous = Set<String>()
         var skipped = [(kid: String?, reason: String)]()
         for jwk in jwks.keys {
-            guard let kid = jwk.kid else { skipped.append((nil, "no kid")); continue }
-            if let use = jwk.use, use != "sig" { skipped.append((kid, "use is \(use)")); continue }
+            guard let kid = jwk.kid else {
+                skipped.append((nil, "no kid"))
+                continue
+            }
+            if let use = jwk.use, use != "sig" {
+                skipped.append((kid, "use is \(use)"))
+                continue
+            }
             let alg: JWSAlgorithm
             if let name = jwk.alg {
-                guard let a = JWSAlgorithm(rawValue: name) else { skipped.append((kid, "alg \(name) not accepted")); continue }
+                guard let a = JWSAlgorithm(rawValue: name) else {
+                    skipped.append((kid, "alg \(name) not accepted"))
+                    continue
+                }
                 alg = a
             } else if jwk.kty == "EC" {
                 alg = .ES256
             } else if jwk.kty == "OKP" {
                 alg = .EdDSA
             } else {
-                skipped.append((kid, "RSA key without alg")); continue
+                skipped.append((kid, "RSA key without alg"))
+                continue
             }
             do {
                 let key = try jwk.publicKey()
-                guard key.type == alg.keyType else { skipped.append((kid, "alg \(alg.rawValue) does not fit the key type")); continue }
+                guard key.type == alg.keyType else {
+                    skipped.append((kid, "alg \(alg.rawValue) does not fit the key type"))
+                    continue
+                }
                 // A kid on more than one usable key is ambiguous: none of them is used, however many there are.
                 if ambiguous.contains(kid) || entries[kid] != nil {
                     skipped.append((kid, "duplicate kid"))

@@ -1,10 +1,11 @@
+import StagepassJOSE
+import Synchronization
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
-import Synchronization
-import StagepassJOSE
 
 /// Where a verifier gets its keys. Implementations must be thread-safe and fast on ``current(now:)``
 /// (it is called on every verification).

@@ -22,11 +22,15 @@ struct ParsedStatusList: Sendable {
     /// no crit/jku/jwk/x5u/x5c, ES256 low-S) and decodes its claims.
     /// - Throws: ``StatusListError`` naming the first failed check.
     init(jwt: String, keySet: KeySet) throws(StatusListError) {
-        guard jwt.utf8.count <= ParsedStatusList.maxTokenBytes else { throw StatusListError(.malformed, "status list token too large") }
+        guard jwt.utf8.count <= ParsedStatusList.maxTokenBytes else {
+            throw StatusListError(.malformed, "status list token too large")
+        }
         // RFC 7515 §7.1: three base64url segments.
         let parts = jwt.split(separator: ".", omittingEmptySubsequences: false)
         guard parts.count == 3 else { throw StatusListError(.malformed, "a status list token has three segments") }
-        let headerBytes: [UInt8], payloadBytes: [UInt8], sig: [UInt8]
+        let headerBytes: [UInt8]
+        let payloadBytes: [UInt8]
+        let sig: [UInt8]
         do {
             headerBytes = try Base64URL.decode(String(parts[0]))
             payloadBytes = try Base64URL.decode(String(parts[1]))
@@ -42,13 +46,20 @@ struct ParsedStatusList: Sendable {
         }
         let h = header.root
         // draft-ietf-oauth-status-list-20 §5.1: typ MUST be statuslist+jwt.
-        guard h.member("typ")?.stringEquals("statuslist+jwt") == true else { throw StatusListError(.wrongType, "typ is not statuslist+jwt") }
+        guard h.member("typ")?.stringEquals("statuslist+jwt") == true else {
+            throw StatusListError(.wrongType, "typ is not statuslist+jwt")
+        }
         // RFC 7515 §4.1.11 (crit) and RFC 8725 §3.10 (keys are never taken from the document).
-        guard h.member("crit") == nil, h.member("jku") == nil, h.member("jwk") == nil, h.member("x5u") == nil, h.member("x5c") == nil
+        guard h.member("crit") == nil, h.member("jku") == nil, h.member("jwk") == nil, h.member("x5u") == nil,
+            h.member("x5c") == nil
         else { throw StatusListError(.forbiddenHeader, "crit, jku, jwk, x5u and x5c are refused") }
         // RFC 7515 §4.1.4: kid selects the key; RFC 8725 §3.1: the key fixes the algorithm.
-        guard let kid = h.member("kid")?.string, let entry = keySet[kid] else { throw StatusListError(.unknownKey, "kid is not in the key set") }
-        guard h.member("alg")?.stringEquals(entry.alg.rawValue) == true else { throw StatusListError(.unknownKey, "alg is not the key's") }
+        guard let kid = h.member("kid")?.string, let entry = keySet[kid] else {
+            throw StatusListError(.unknownKey, "kid is not in the key set")
+        }
+        guard h.member("alg")?.stringEquals(entry.alg.rawValue) == true else {
+            throw StatusListError(.unknownKey, "alg is not the key's")
+        }
         // RFC 7515 §5.2 step 8: signature over ASCII(header64 '.' payload64).
         let input = Array((parts[0] + "." + parts[1]).utf8)
         guard entry.key.verify(entry.alg, signingInput: input, signature: sig) else {
@@ -68,9 +79,13 @@ struct ParsedStatusList: Sendable {
         }
         let c = payload.root
         // draft §5.1: sub MUST equal the uri of the referenced tokens' status claim.
-        guard let sub = c.member("sub")?.string else { throw StatusListError(.malformed, "status list has no string sub") }
+        guard let sub = c.member("sub")?.string else {
+            throw StatusListError(.malformed, "status list has no string sub")
+        }
         // draft §5.1: iat is REQUIRED (RFC 7519 §2 NumericDate; Stagepass requires integer seconds).
-        guard let iat = c.member("iat")?.integer else { throw StatusListError(.malformed, "status list has no integer iat") }
+        guard let iat = c.member("iat")?.integer else {
+            throw StatusListError(.malformed, "status list has no integer iat")
+        }
         // draft §5.1: exp is OPTIONAL, but when present it must be a NumericDate: a malformed exp must not read as
         // "no expiry".
         var exp: Int64?
@@ -86,7 +101,7 @@ struct ParsedStatusList: Sendable {
         }
         // draft §4.2: status_list = {bits: 1|2|4|8, lst: base64url(ZLIB(bytes))}.
         guard let sl = c.member("status_list"), let bits = sl.member("bits")?.integer, [1, 2, 4, 8].contains(bits),
-              let lst = sl.member("lst")?.string
+            let lst = sl.member("lst")?.string
         else { throw StatusListError(.malformed, "status_list needs bits (1, 2, 4 or 8) and lst") }
         do {
             let compressed = try Base64URL.decode(lst)
@@ -153,7 +168,14 @@ public final class StatusListHolder: Sendable {
         let maxAge: Int64?
 
         var info: StatusListInfo {
-            StatusListInfo(uri: list.uri, issuedAt: list.iat, expiresAt: list.exp, ttl: list.ttl, fetchedAt: fetchedAt, maxAge: maxAge)
+            StatusListInfo(
+                uri: list.uri,
+                issuedAt: list.iat,
+                expiresAt: list.exp,
+                ttl: list.ttl,
+                fetchedAt: fetchedAt,
+                maxAge: maxAge
+            )
         }
     }
 
@@ -182,10 +204,23 @@ public final class StatusListHolder: Sendable {
     /// - Returns: what is now installed for the list's `sub`.
     /// - Throws: ``StatusListError`` when the document is unusable or older than the installed one.
     @discardableResult
-    public func install(_ jwt: String, fetchedAt: Int64, maxAge: Int64? = nil, keys: KeySet?, now: Int64,
-                        leeway: Int64 = 30) throws(StatusListError) -> StatusListInfo {
+    public func install(
+        _ jwt: String,
+        fetchedAt: Int64,
+        maxAge: Int64? = nil,
+        keys: KeySet?,
+        now: Int64,
+        leeway: Int64 = 30
+    ) throws(StatusListError) -> StatusListInfo {
         do {
-            let info = try verifyAndInstall(jwt, fetchedAt: fetchedAt, maxAge: maxAge, keys: keys, now: now, leeway: leeway)
+            let info = try verifyAndInstall(
+                jwt,
+                fetchedAt: fetchedAt,
+                maxAge: maxAge,
+                keys: keys,
+                now: now,
+                leeway: leeway
+            )
             remember(jwt)
             return info
         } catch {
@@ -203,23 +238,43 @@ public final class StatusListHolder: Sendable {
         }
     }
 
-    private func verifyAndInstall(_ jwt: String, fetchedAt: Int64, maxAge: Int64?, keys: KeySet?, now: Int64,
-                                  leeway: Int64) throws(StatusListError) -> StatusListInfo {
+    private func verifyAndInstall(
+        _ jwt: String,
+        fetchedAt: Int64,
+        maxAge: Int64?,
+        keys: KeySet?,
+        now: Int64,
+        leeway: Int64
+    ) throws(StatusListError) -> StatusListInfo {
         guard let keys else { throw StatusListError(.unknownKey, "no key set to verify the status list with") }
         let list = try ParsedStatusList(jwt: jwt, keySet: keys)
         // RFC 7519 §4.1.4 (applied to the list, draft §5.1): refuse on or after exp + leeway.
-        if let exp = list.exp, now >= sat(exp, leeway) { throw StatusListError(.expired, "status list expired at \(exp)") }
+        if let exp = list.exp, now >= sat(exp, leeway) {
+            throw StatusListError(.expired, "status list expired at \(exp)")
+        }
         // RFC 7519 §4.1.6: an iat in the future means a bad clock or a forged list.
-        if sat(now, leeway) < list.iat { throw StatusListError(.issuedInFuture, "status list issued at \(list.iat), in the future") }
+        if sat(now, leeway) < list.iat {
+            throw StatusListError(.issuedInFuture, "status list issued at \(list.iat), in the future")
+        }
         let new = Installed(list: list, jwt: jwt, fetchedAt: fetchedAt, maxAge: maxAge)
         let result = state.withLock { s -> Result<StatusListInfo, StatusListError> in
             if let old = s.lists[list.uri] {
                 if list.iat < old.list.iat {
-                    return .failure(StatusListError(.superseded, "status list issued at \(list.iat) is older than the installed one (\(old.list.iat))"))
+                    return .failure(
+                        StatusListError(
+                            .superseded,
+                            "status list issued at \(list.iat) is older than the installed one (\(old.list.iat))"
+                        )
+                    )
                 }
                 // The same document again: keep the earlier fetch time (the age rule counts from the older one).
                 if old.jwt == jwt {
-                    let kept = Installed(list: old.list, jwt: jwt, fetchedAt: min(old.fetchedAt, fetchedAt), maxAge: maxAge)
+                    let kept = Installed(
+                        list: old.list,
+                        jwt: jwt,
+                        fetchedAt: min(old.fetchedAt, fetchedAt),
+                        maxAge: maxAge
+                    )
                     s.lists[list.uri] = kept
                     return .success(kept.info)
                 }

@@ -1,9 +1,10 @@
+import Synchronization
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
-import Synchronization
 
 /// A bounded map from token text to its verified form, so a token presented again skips parsing and the
 /// signature (time, requirements and status are still checked on every call). FIFO eviction.
@@ -69,7 +70,8 @@ final class TokenCache: Sendable {
         }
 
         static func == (a: Key, b: Key) -> Bool {
-            var x = a.text, y = b.text
+            var x = a.text
+            var y = b.text
             return x.withUTF8 { xb in
                 y.withUTF8 { yb in
                     guard xb.count == yb.count else { return false }

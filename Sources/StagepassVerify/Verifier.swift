@@ -1,5 +1,5 @@
-import Synchronization
 import StagepassJOSE
+import Synchronization
 
 /// What a verifier accepts, fixed when it is created (go-oidc / go-jose `Expected` style: safe defaults).
 public struct VerifierConfiguration: Sendable {
@@ -17,8 +17,14 @@ public struct VerifierConfiguration: Sendable {
     /// Verified tokens kept so a repeated token costs a hash lookup (0 disables the cache).
     public var cacheCapacity: Int
 
-    public init(issuer: String, audiences: [String], leeway: Int64 = 30, maxLifetime: Int64 = 3600,
-                statusMaxAge: Int64? = nil, cacheCapacity: Int = 16384) {
+    public init(
+        issuer: String,
+        audiences: [String],
+        leeway: Int64 = 30,
+        maxLifetime: Int64 = 3600,
+        statusMaxAge: Int64? = nil,
+        cacheCapacity: Int = 16384
+    ) {
         self.issuer = issuer
         self.audiences = audiences
         self.leeway = leeway
@@ -75,9 +81,23 @@ public struct VerifiedToken: Sendable {
         let status: StatusReference?
         let payload: [UInt8]
 
-        init(kid: String, alg: JWSAlgorithm, issuer: String, subject: String, audiences: [String], expiresAt: Int64,
-             issuedAt: Int64, notBefore: Int64?, jti: String, clientID: String?, role: String?, stage: String?,
-             sessionID: String?, status: StatusReference?, payload: [UInt8]) {
+        init(
+            kid: String,
+            alg: JWSAlgorithm,
+            issuer: String,
+            subject: String,
+            audiences: [String],
+            expiresAt: Int64,
+            issuedAt: Int64,
+            notBefore: Int64?,
+            jti: String,
+            clientID: String?,
+            role: String?,
+            stage: String?,
+            sessionID: String?,
+            status: StatusReference?,
+            payload: [UInt8]
+        ) {
             self.kid = kid
             self.alg = alg
             self.issuer = issuer
@@ -98,13 +118,40 @@ public struct VerifiedToken: Sendable {
 
     private let storage: Storage
 
-    init(kid: String, alg: JWSAlgorithm, issuer: String, subject: String, audiences: [String], expiresAt: Int64,
-         issuedAt: Int64, notBefore: Int64?, jti: String, clientID: String?, role: String?, stage: String?,
-         sessionID: String?, status: StatusReference?, payload: [UInt8]) {
+    init(
+        kid: String,
+        alg: JWSAlgorithm,
+        issuer: String,
+        subject: String,
+        audiences: [String],
+        expiresAt: Int64,
+        issuedAt: Int64,
+        notBefore: Int64?,
+        jti: String,
+        clientID: String?,
+        role: String?,
+        stage: String?,
+        sessionID: String?,
+        status: StatusReference?,
+        payload: [UInt8]
+    ) {
         storage = Storage(
-            kid: kid, alg: alg, issuer: issuer, subject: subject, audiences: audiences, expiresAt: expiresAt,
-            issuedAt: issuedAt, notBefore: notBefore, jti: jti, clientID: clientID, role: role, stage: stage,
-            sessionID: sessionID, status: status, payload: payload)
+            kid: kid,
+            alg: alg,
+            issuer: issuer,
+            subject: subject,
+            audiences: audiences,
+            expiresAt: expiresAt,
+            issuedAt: issuedAt,
+            notBefore: notBefore,
+            jti: jti,
+            clientID: clientID,
+            role: role,
+            stage: stage,
+            sessionID: sessionID,
+            status: status,
+            payload: payload
+        )
     }
 
     public var kid: String { storage.kid }
@@ -165,8 +212,12 @@ public final class Verifier: Sendable {
     ///   - statusLists: status list source, polled on each verification (a document not seen before is verified and
     ///     installed into ``statusListHolder``); nil leaves revocation checks off until a list is installed.
     ///   - clock: unix seconds; defaults to the system clock.
-    public init(configuration: VerifierConfiguration, keys: any KeySource, statusLists: (any StatusListSource)? = nil,
-                clock: (@Sendable () -> Int64)? = nil) {
+    public init(
+        configuration: VerifierConfiguration,
+        keys: any KeySource,
+        statusLists: (any StatusListSource)? = nil,
+        clock: (@Sendable () -> Int64)? = nil
+    ) {
         self.configuration = configuration
         self.keys = keys
         self.statusSource = statusLists
@@ -188,11 +239,21 @@ public final class Verifier: Sendable {
     /// - Returns: what is installed for the list's `sub`.
     /// - Throws: ``StatusListError`` when the document is unusable or older than the installed list.
     @discardableResult
-    public func installStatusList(_ jwt: String, fetchedAt: Int64? = nil, maxAge: Int64? = nil) throws(StatusListError) -> StatusListInfo {
+    public func installStatusList(
+        _ jwt: String,
+        fetchedAt: Int64? = nil,
+        maxAge: Int64? = nil
+    ) throws(StatusListError) -> StatusListInfo {
         statusOn.store(true, ordering: .releasing)
         let now = fetchedAt ?? self.now()
-        return try statusListHolder.install(jwt, fetchedAt: now, maxAge: maxAge, keys: keys.current(now: now),
-                                            now: now, leeway: configuration.leeway)
+        return try statusListHolder.install(
+            jwt,
+            fetchedAt: now,
+            maxAge: maxAge,
+            keys: keys.current(now: now),
+            now: now,
+            leeway: configuration.leeway
+        )
     }
 
     /// Verifies a compact JWS access token.
@@ -202,7 +263,11 @@ public final class Verifier: Sendable {
     ///   - at: the time to verify at (unix seconds); nil = the verifier's clock.
     /// - Returns: the verified token.
     /// - Throws: ``VerificationError`` naming the first failed check.
-    public func verify(_ token: String, requirements: Requirements = .none, at: Int64? = nil) throws(VerificationError) -> VerifiedToken {
+    public func verify(
+        _ token: String,
+        requirements: Requirements = .none,
+        at: Int64? = nil
+    ) throws(VerificationError) -> VerifiedToken {
         let now = at ?? self.now()
         let keySet = keys.current(now: now)
         let verified: VerifiedToken
@@ -220,7 +285,11 @@ public final class Verifier: Sendable {
 
     // MARK: - Parsing, header, signature, static claims (cached)
 
-    private func verifyUncached(_ token: String, keySet current: KeySet?, now: Int64) throws(VerificationError) -> VerifiedToken {
+    private func verifyUncached(
+        _ token: String,
+        keySet current: KeySet?,
+        now: Int64
+    ) throws(VerificationError) -> VerifiedToken {
         var token = token
         let r = token.withUTF8 { buf in
             Result<VerifiedToken, VerificationError> { () throws(VerificationError) in
@@ -230,34 +299,59 @@ public final class Verifier: Sendable {
         return try r.get()
     }
 
-    private func verifyBytes(_ t: UnsafeRawBufferPointer, keySet current: KeySet?, now: Int64) throws(VerificationError) -> VerifiedToken {
+    private func verifyBytes(
+        _ t: UnsafeRawBufferPointer,
+        keySet current: KeySet?,
+        now: Int64
+    ) throws(VerificationError) -> VerifiedToken {
         // RFC 8725 §3.11 / RFC 7515 §7.1: exactly three base64url segments, bounded size.
-        guard t.count <= Verifier.maxTokenBytes else { throw VerificationError(.malformed, "token larger than \(Verifier.maxTokenBytes) bytes") }
+        guard t.count <= Verifier.maxTokenBytes else {
+            throw VerificationError(.malformed, "token larger than \(Verifier.maxTokenBytes) bytes")
+        }
         let dot1 = firstDot(t, from: 0) ?? -1
         let dot2 = dot1 < 0 ? -1 : firstDot(t, from: dot1 + 1) ?? -1
-        if dot2 >= 0, firstDot(t, from: dot2 + 1) != nil { throw VerificationError(.malformed, "more than three segments") }
+        if dot2 >= 0, firstDot(t, from: dot2 + 1) != nil {
+            throw VerificationError(.malformed, "more than three segments")
+        }
         // An empty signature segment is well-formed (RFC 7515 §7.1, alg "none"); it fails at the algorithm or
         // signature check instead.
-        guard dot1 > 0, dot2 > dot1 + 1 else { throw VerificationError(.malformed, "not three segments with a header and claims") }
+        guard dot1 > 0, dot2 > dot1 + 1 else {
+            throw VerificationError(.malformed, "not three segments with a header and claims")
+        }
         let signingInput = UnsafeRawBufferPointer(rebasing: t[0..<dot2])
         // Decoded in segment order (header, claims, signature) so the first bad segment is the one reported; header
         // and signature live in scoped buffers, the claims in the array the verified token keeps.
-        return try withDecodedSegment(UnsafeRawBufferPointer(rebasing: t[0..<dot1])) { header throws(VerificationError) in
+        return try withDecodedSegment(UnsafeRawBufferPointer(rebasing: t[0..<dot1])) {
+            header throws(VerificationError) in
             let payload: [UInt8]
             do {
                 payload = try Base64URL.decode(UnsafeRawBufferPointer(rebasing: t[(dot1 + 1)..<dot2]))
             } catch {
                 throw Verifier.badSegment
             }
-            return try withDecodedSegment(UnsafeRawBufferPointer(rebasing: t[(dot2 + 1)...])) { signature throws(VerificationError) in
-                try StrictJSON.withObject(header, maxDepth: Verifier.maxJSONDepth,
-                                          orThrow: { VerificationError(.malformed, "header: \($0.detail)") }) { h throws(VerificationError) in
+            return try withDecodedSegment(UnsafeRawBufferPointer(rebasing: t[(dot2 + 1)...])) {
+                signature throws(VerificationError) in
+                try StrictJSON.withObject(
+                    header,
+                    maxDepth: Verifier.maxJSONDepth,
+                    orThrow: { VerificationError(.malformed, "header: \($0.detail)") }
+                ) { h throws(VerificationError) in
                     try payload.withUnsafeBytes { pb in
                         Result { () throws(VerificationError) in
-                            try StrictJSON.withObject(pb, maxDepth: Verifier.maxJSONDepth,
-                                                      orThrow: { VerificationError(.malformed, "claims: \($0.detail)") }) { c throws(VerificationError) in
-                                try checkSigned(h, c, payload: payload, signingInput: signingInput, signature: signature,
-                                                keySet: current, now: now)
+                            try StrictJSON.withObject(
+                                pb,
+                                maxDepth: Verifier.maxJSONDepth,
+                                orThrow: { VerificationError(.malformed, "claims: \($0.detail)") }
+                            ) { c throws(VerificationError) in
+                                try checkSigned(
+                                    h,
+                                    c,
+                                    payload: payload,
+                                    signingInput: signingInput,
+                                    signature: signature,
+                                    keySet: current,
+                                    now: now
+                                )
                             }
                         }
                     }.get()
@@ -271,7 +365,8 @@ public final class Verifier: Sendable {
     /// Decodes one base64url segment into a scoped buffer: on the stack up to 1 KiB (what
     /// `withUnsafeTemporaryAllocation` keeps there without probing the stack bounds), on the heap beyond.
     private func withDecodedSegment<R>(
-        _ segment: UnsafeRawBufferPointer, _ body: (UnsafeRawBufferPointer) throws(VerificationError) -> R
+        _ segment: UnsafeRawBufferPointer,
+        _ body: (UnsafeRawBufferPointer) throws(VerificationError) -> R
     ) throws(VerificationError) -> R {
         func decode(into buffer: UnsafeMutableRawBufferPointer) throws(VerificationError) -> R {
             let n: Int
@@ -284,7 +379,8 @@ public final class Verifier: Sendable {
         }
         let count = Base64URL.decodedCount(segment.count)
         if count <= 1024 {
-            return try withUnsafeTemporaryAllocation(byteCount: count, alignment: 1) { (b) throws(VerificationError) -> R in
+            return try withUnsafeTemporaryAllocation(byteCount: count, alignment: 1) {
+                (b) throws(VerificationError) -> R in
                 try decode(into: b)
             }
         }
@@ -295,8 +391,13 @@ public final class Verifier: Sendable {
 
     /// Header rules, key selection, signature, then the static claims (everything a cache hit may skip).
     private func checkSigned(
-        _ h: StrictJSONRef, _ c: StrictJSONRef, payload: [UInt8], signingInput: UnsafeRawBufferPointer,
-        signature: UnsafeRawBufferPointer, keySet current: KeySet?, now: Int64
+        _ h: StrictJSONRef,
+        _ c: StrictJSONRef,
+        payload: [UInt8],
+        signingInput: UnsafeRawBufferPointer,
+        signature: UnsafeRawBufferPointer,
+        keySet current: KeySet?,
+        now: Int64
     ) throws(VerificationError) -> VerifiedToken {
         // RFC 9068 §2.1 / §4: access tokens carry typ "at+jwt" and verifiers must check it (no other token type
         // can be substituted, RFC 8725 §3.11).
@@ -318,7 +419,10 @@ public final class Verifier: Sendable {
         guard let entry else { throw VerificationError(.unknownKey, "kid \(kid) is not in the key set") }
         // RFC 8725 §3.1: the key fixes the algorithm; the header must agree. none/HS* are never on the list.
         guard let alg = h.member("alg"), alg.stringEquals(entry.alg.rawValue) else {
-            throw VerificationError(.unsupportedAlgorithm, "alg \(h.member("alg")?.string ?? "(missing)") is not the key's \(entry.alg.rawValue)")
+            throw VerificationError(
+                .unsupportedAlgorithm,
+                "alg \(h.member("alg")?.string ?? "(missing)") is not the key's \(entry.alg.rawValue)"
+            )
         }
         // RFC 7515 §5.2 step 8: signature over ASCII(header64 '.' payload64).
         guard entry.key.verify(entry.alg, signingInput: signingInput, signature: signature) else {
@@ -329,7 +433,11 @@ public final class Verifier: Sendable {
 
     /// iss, aud, then the required claims (RFC 7519 §4.1; RFC 9068 §2.2 requires iss, exp, aud, sub, client_id,
     /// iat, jti; Stagepass treats client_id as optional for direct human tokens).
-    private func readClaims(_ c: StrictJSONRef, payloadBytes: [UInt8], entry: KeySet.Entry) throws(VerificationError) -> VerifiedToken {
+    private func readClaims(
+        _ c: StrictJSONRef,
+        payloadBytes: [UInt8],
+        entry: KeySet.Entry
+    ) throws(VerificationError) -> VerifiedToken {
         // RFC 7519 §4.1.1: iss must match exactly.
         let iss = c.member("iss")
         if let iss, !iss.stringEquals(configuration.issuer) {
@@ -343,7 +451,9 @@ public final class Verifier: Sendable {
                 audiences = [s]
             } else if aud.isArray {
                 for i in 0..<aud.count {
-                    guard let s = aud[i]?.string else { throw VerificationError(.wrongAudience, "aud array holds a non-string") }
+                    guard let s = aud[i]?.string else {
+                        throw VerificationError(.wrongAudience, "aud array holds a non-string")
+                    }
                     audiences.append(s)
                 }
             } else {
@@ -354,13 +464,19 @@ public final class Verifier: Sendable {
             }
         }
         func int(_ name: StaticString, _ member: StrictJSONRef? = nil) throws(VerificationError) -> Int64 {
-            guard let v = member ?? c.member(name) else { throw VerificationError(.missingClaim, "\(name) is required") }
+            guard let v = member ?? c.member(name) else {
+                throw VerificationError(.missingClaim, "\(name) is required")
+            }
             // RFC 7519 §2 NumericDate; Stagepass requires integer seconds.
-            guard let i = v.integer else { throw VerificationError(.missingClaim, "\(name) must be an integer NumericDate") }
+            guard let i = v.integer else {
+                throw VerificationError(.missingClaim, "\(name) must be an integer NumericDate")
+            }
             return i
         }
         func str(_ name: StaticString) throws(VerificationError) -> String {
-            guard let v = c.member(name)?.string else { throw VerificationError(.missingClaim, "\(name) is required and must be a string") }
+            guard let v = c.member(name)?.string else {
+                throw VerificationError(.missingClaim, "\(name) is required and must be a string")
+            }
             return v
         }
         let exp = try int("exp")
@@ -372,19 +488,35 @@ public final class Verifier: Sendable {
         var nbf: Int64?
         if let v = c.member("nbf") { nbf = try int("nbf", v) }
         // RFC 7519 §4.1 / OIDC Core §2: auth_time, when present, is a NumericDate.
-        if let at = c.member("auth_time"), at.integer == nil { throw VerificationError(.missingClaim, "auth_time must be an integer NumericDate") }
+        if let at = c.member("auth_time"), at.integer == nil {
+            throw VerificationError(.missingClaim, "auth_time must be an integer NumericDate")
+        }
         // The status reference is read here but judged only when a status list is configured (checkStatus):
         // an unusable reference is then `status_unavailable`.
         var status: StatusReference?
-        if let sl = c.member("status")?.member("status_list"), let idx = sl.member("idx")?.integer, idx >= 0, idx <= Int64(Int32.max),
-           let uri = sl.member("uri")?.string {
+        if let sl = c.member("status")?.member("status_list"), let idx = sl.member("idx")?.integer, idx >= 0,
+            idx <= Int64(Int32.max),
+            let uri = sl.member("uri")?.string
+        {
             status = StatusReference(uri: uri, index: Int(idx))
         }
         return VerifiedToken(
-            kid: entry.kid, alg: entry.alg, issuer: configuration.issuer, subject: sub, audiences: audiences,
-            expiresAt: exp, issuedAt: iat, notBefore: nbf, jti: jti,
-            clientID: c.member("client_id")?.string, role: c.member("role")?.string, stage: c.member("stage")?.string,
-            sessionID: c.member("sid")?.string, status: status, payload: payloadBytes)
+            kid: entry.kid,
+            alg: entry.alg,
+            issuer: configuration.issuer,
+            subject: sub,
+            audiences: audiences,
+            expiresAt: exp,
+            issuedAt: iat,
+            notBefore: nbf,
+            jti: jti,
+            clientID: c.member("client_id")?.string,
+            role: c.member("role")?.string,
+            stage: c.member("stage")?.string,
+            sessionID: c.member("sid")?.string,
+            status: status,
+            payload: payloadBytes
+        )
     }
 
     // MARK: - Checks repeated on every call (also on a cache hit)
@@ -394,9 +526,13 @@ public final class Verifier: Sendable {
         // RFC 7519 §4.1.4: the current time must be before exp (plus leeway).
         if now >= sat(t.expiresAt, leeway) { throw VerificationError(.expired, "expired at \(t.expiresAt)") }
         // RFC 7519 §4.1.5
-        if let nbf = t.notBefore, sat(now, leeway) < nbf { throw VerificationError(.notYetValid, "not valid before \(nbf)") }
+        if let nbf = t.notBefore, sat(now, leeway) < nbf {
+            throw VerificationError(.notYetValid, "not valid before \(nbf)")
+        }
         // RFC 7519 §4.1.6: an iat in the future means a bad clock or a forged token.
-        if sat(now, leeway) < t.issuedAt { throw VerificationError(.issuedInFuture, "issued at \(t.issuedAt), in the future") }
+        if sat(now, leeway) < t.issuedAt {
+            throw VerificationError(.issuedInFuture, "issued at \(t.issuedAt), in the future")
+        }
         let (lifetime, overflow) = t.expiresAt.subtractingReportingOverflow(t.issuedAt)
         if overflow || lifetime > configuration.maxLifetime {
             throw VerificationError(.lifetimeExceeded, "lifetime exceeds \(configuration.maxLifetime) s")
@@ -405,7 +541,9 @@ public final class Verifier: Sendable {
 
     private func checkRequirements(_ t: VerifiedToken, _ r: Requirements) throws(VerificationError) {
         if !r.roles.isEmpty {
-            guard let role = t.role, r.roles.contains(role) else { throw VerificationError(.roleMismatch, "role is not one of \(r.roles)") }
+            guard let role = t.role, r.roles.contains(role) else {
+                throw VerificationError(.roleMismatch, "role is not one of \(r.roles)")
+            }
         }
         if let stage = r.stage, t.stage != stage { throw VerificationError(.stageMismatch, "stage is not \(stage)") }
         if let pattern = r.pipeline {
@@ -421,12 +559,20 @@ public final class Verifier: Sendable {
         // a refused or older one changes nothing (StatusListHolder rules).
         if let source = statusSource {
             for doc in source.documents(now: now) where !statusListHolder.hasSeen(doc.jwt) {
-                _ = try? statusListHolder.install(doc.jwt, fetchedAt: doc.fetchedAt, maxAge: doc.maxAge, keys: keySet, now: now,
-                                                  leeway: configuration.leeway)
+                _ = try? statusListHolder.install(
+                    doc.jwt,
+                    fetchedAt: doc.fetchedAt,
+                    maxAge: doc.maxAge,
+                    keys: keySet,
+                    now: now,
+                    leeway: configuration.leeway
+                )
             }
         }
         // draft-ietf-oauth-status-list-20 §6.1/§6.2: status.status_list.{idx, uri}.
-        guard let ref = t.status else { throw VerificationError(.statusUnavailable, "token has no usable status claim") }
+        guard let ref = t.status else {
+            throw VerificationError(.statusUnavailable, "token has no usable status claim")
+        }
         guard let installed = statusListHolder.installed(for: ref.uri) else {
             throw VerificationError(.statusUnavailable, "no verified status list for \(ref.uri)")
         }
@@ -436,14 +582,20 @@ public final class Verifier: Sendable {
             throw VerificationError(.statusUnavailable, "the status list's key is no longer in the key set")
         }
         // RFC 7519 §4.1.4 applied to the list (draft §5.1 exp): on or after exp + leeway it is expired.
-        if let exp = list.exp, now >= sat(exp, configuration.leeway) { throw VerificationError(.statusUnavailable, "status list expired") }
+        if let exp = list.exp, now >= sat(exp, configuration.leeway) {
+            throw VerificationError(.statusUnavailable, "status list expired")
+        }
         let limits = [configuration.statusMaxAge, installed.maxAge].compactMap { $0 }.filter { $0 > 0 }
         // The list's age counts from when it was issued (its iat) or fetched, whichever is older.
-        if let maxAge = limits.min(), now.subtractingReportingOverflow(min(list.iat, installed.fetchedAt)).partialValue > maxAge {
+        if let maxAge = limits.min(),
+            now.subtractingReportingOverflow(min(list.iat, installed.fetchedAt)).partialValue > maxAge
+        {
             throw VerificationError(.statusUnavailable, "status list older than \(maxAge) s")
         }
         // draft-ietf-oauth-status-list §4.1: entry idx occupies `bits` bits starting at bit idx*bits, LSB first.
-        guard let value = list.value(at: ref.index) else { throw VerificationError(.statusUnavailable, "status index out of range") }
+        guard let value = list.value(at: ref.index) else {
+            throw VerificationError(.statusUnavailable, "status index out of range")
+        }
         // §7.1: 0x00 VALID; anything else (0x01 INVALID, 0x02 SUSPENDED, …) is not accepted.
         if value != 0 { throw VerificationError(.revoked, "token is revoked (status \(value))") }
     }
@@ -459,19 +611,28 @@ private func firstDot(_ t: UnsafeRawBufferPointer, from: Int) -> Int? {
 /// `*` matches any run of characters (including none); everything else matches itself.
 func globMatch(_ pattern: String, _ text: String) -> Bool {
     // Over the UTF-8 bytes in place (no arrays per call).
-    var pattern = pattern, text = text
+    var pattern = pattern
+    var text = text
     return pattern.withUTF8 { p in text.withUTF8 { s in globMatch(p, s) } }
 }
 
 private func globMatch(_ p: UnsafeBufferPointer<UInt8>, _ s: UnsafeBufferPointer<UInt8>) -> Bool {
-    var pi = 0, si = 0, star = -1, mark = 0
+    var pi = 0
+    var si = 0
+    var star = -1
+    var mark = 0
     while si < s.count {
         if pi < p.count && p[pi] == UInt8(ascii: "*") {
-            star = pi; mark = si; pi += 1
+            star = pi
+            mark = si
+            pi += 1
         } else if pi < p.count && p[pi] == s[si] {
-            pi += 1; si += 1
+            pi += 1
+            si += 1
         } else if star >= 0 {
-            pi = star + 1; mark += 1; si = mark
+            pi = star + 1
+            mark += 1
+            si = mark
         } else {
             return false
         }

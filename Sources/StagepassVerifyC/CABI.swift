@@ -38,7 +38,12 @@ private func handle(_ p: OpaquePointer?) -> VerifierHandle? {
 }
 
 /// Copies `text` plus a NUL into `out` if it fits; always reports the needed length.
-private func copyOut(_ text: [UInt8], _ out: UnsafeMutablePointer<CChar>?, _ cap: Int, _ len: UnsafeMutablePointer<Int>?) -> Bool {
+private func copyOut(
+    _ text: [UInt8],
+    _ out: UnsafeMutablePointer<CChar>?,
+    _ cap: Int,
+    _ len: UnsafeMutablePointer<Int>?
+) -> Bool {
     len?.pointee = text.count
     guard let out else { return true }
     guard cap > text.count else { return false }
@@ -76,8 +81,14 @@ private func makeCString(_ s: String) -> UnsafePointer<CChar> {
 }
 
 @c(stagepass_verifier_new)
-public func stagepass_verifier_new(_ issuer: UnsafePointer<CChar>?, _ audiences: UnsafePointer<CChar>?, _ jwksJSON: UnsafePointer<CChar>?,
-                                   _ leeway: Int64, _ maxLifetime: Int64, _ result: UnsafeMutablePointer<Int32>?) -> OpaquePointer? {
+public func stagepass_verifier_new(
+    _ issuer: UnsafePointer<CChar>?,
+    _ audiences: UnsafePointer<CChar>?,
+    _ jwksJSON: UnsafePointer<CChar>?,
+    _ leeway: Int64,
+    _ maxLifetime: Int64,
+    _ result: UnsafeMutablePointer<Int32>?
+) -> OpaquePointer? {
     guard let iss = string(issuer), let aud = string(audiences), let jwks = string(jwksJSON) else {
         result?.pointee = Result.invalidArgument.rawValue
         return nil
@@ -91,8 +102,12 @@ public func stagepass_verifier_new(_ issuer: UnsafePointer<CChar>?, _ audiences:
         result?.pointee = Result.badJWKS.rawValue
         return nil
     }
-    let config = VerifierConfiguration(issuer: iss, audiences: auds, leeway: leeway < 0 ? 30 : leeway,
-                                       maxLifetime: maxLifetime <= 0 ? 3600 : maxLifetime)
+    let config = VerifierConfiguration(
+        issuer: iss,
+        audiences: auds,
+        leeway: leeway < 0 ? 30 : leeway,
+        maxLifetime: maxLifetime <= 0 ? 3600 : maxLifetime
+    )
     let h = VerifierHandle(configuration: config, keys: keys)
     result?.pointee = Result.ok.rawValue
     return OpaquePointer(Unmanaged.passRetained(h).toOpaque())
@@ -107,7 +122,12 @@ public func stagepass_verifier_set_jwks(_ v: OpaquePointer?, _ jwksJSON: UnsafeP
 }
 
 @c(stagepass_verifier_set_status_list)
-public func stagepass_verifier_set_status_list(_ v: OpaquePointer?, _ jwt: UnsafePointer<CChar>?, _ fetchedAt: Int64, _ maxAge: Int64) -> Int32 {
+public func stagepass_verifier_set_status_list(
+    _ v: OpaquePointer?,
+    _ jwt: UnsafePointer<CChar>?,
+    _ fetchedAt: Int64,
+    _ maxAge: Int64
+) -> Int32 {
     guard let h = handle(v) else { return Result.invalidArgument.rawValue }
     guard let text = string(jwt) else {
         // Fail closed: a call without a document still turns status checking on (no list → status_unavailable).
@@ -121,7 +141,11 @@ public func stagepass_verifier_set_status_list(_ v: OpaquePointer?, _ jwt: Unsaf
     let trimmed = start < end ? String(decoding: bytes[start..<end], as: UTF8.self) : ""
     do {
         // The list is judged as of fetched_at (expiry, iat in the future); verification re-checks exp and age.
-        try h.verifier.installStatusList(trimmed, fetchedAt: fetchedAt == 0 ? cNow() : fetchedAt, maxAge: maxAge > 0 ? maxAge : nil)
+        try h.verifier.installStatusList(
+            trimmed,
+            fetchedAt: fetchedAt == 0 ? cNow() : fetchedAt,
+            maxAge: maxAge > 0 ? maxAge : nil
+        )
         return Result.ok.rawValue
     } catch {
         return error.code == .superseded ? Result.staleStatusList.rawValue : Result.badStatusList.rawValue
@@ -131,10 +155,20 @@ public func stagepass_verifier_set_status_list(_ v: OpaquePointer?, _ jwt: Unsaf
 private func isSpace(_ b: UInt8) -> Bool { b == 0x20 || b == 0x09 || b == 0x0A || b == 0x0D }
 
 @c(stagepass_verify)
-public func stagepass_verify(_ v: OpaquePointer?, _ token: UnsafePointer<CChar>?, _ tokenLen: Int,
-                             _ role: UnsafePointer<CChar>?, _ stage: UnsafePointer<CChar>?, _ pipeline: UnsafePointer<CChar>?, _ now: Int64,
-                             _ claimsOut: UnsafeMutablePointer<CChar>?, _ claimsCap: Int, _ claimsLen: UnsafeMutablePointer<Int>?,
-                             _ detailOut: UnsafeMutablePointer<CChar>?, _ detailCap: Int) -> Int32 {
+public func stagepass_verify(
+    _ v: OpaquePointer?,
+    _ token: UnsafePointer<CChar>?,
+    _ tokenLen: Int,
+    _ role: UnsafePointer<CChar>?,
+    _ stage: UnsafePointer<CChar>?,
+    _ pipeline: UnsafePointer<CChar>?,
+    _ now: Int64,
+    _ claimsOut: UnsafeMutablePointer<CChar>?,
+    _ claimsCap: Int,
+    _ claimsLen: UnsafeMutablePointer<Int>?,
+    _ detailOut: UnsafeMutablePointer<CChar>?,
+    _ detailCap: Int
+) -> Int32 {
     guard let h = handle(v), let token, tokenLen >= 0 else { return Result.invalidArgument.rawValue }
     let text = String(decoding: UnsafeRawBufferPointer(start: token, count: tokenLen), as: UTF8.self)
     // Invalid UTF-8 would be repaired by String(decoding:); refuse it instead so the bytes verified are the bytes sent.

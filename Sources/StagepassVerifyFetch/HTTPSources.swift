@@ -1,9 +1,10 @@
 import Foundation
+import StagepassVerify
+import Synchronization
+
 #if canImport(FoundationNetworking)
 import FoundationNetworking
 #endif
-import StagepassVerify
-import Synchronization
 
 /// Fetches one document over HTTP(S). The seam the sources use (tests supply their own).
 public protocol HTTPGetting: Sendable {
@@ -43,8 +44,13 @@ public enum HTTPFetch {
     /// Seconds until a status list is fetched again: the shorter of the list's `ttl` (draft-ietf-oauth-status-list
     /// §5.1: how long a consumer may cache it) and the response's Cache-Control max-age (RFC 9111 §5.2.2.1), else
     /// `fallback`; never below `floor` (a `max-age=0` server is not polled in a busy loop) nor above `ceiling`.
-    public static func statusListRefresh(ttl: Int64?, maxAge: Int64?, fallback: Int64 = 60, floor: Int64 = 1,
-                                         ceiling: Int64 = 3600) -> Int64 {
+    public static func statusListRefresh(
+        ttl: Int64?,
+        maxAge: Int64?,
+        fallback: Int64 = 60,
+        floor: Int64 = 1,
+        ceiling: Int64 = 3600
+    ) -> Int64 {
         let candidates = [ttl, maxAge].compactMap { $0 }
         let chosen = candidates.min() ?? fallback
         return min(max(chosen, floor), ceiling)
@@ -55,8 +61,8 @@ public enum HTTPFetch {
     static func unverifiedTTL(_ jwt: String) -> Int64? {
         let parts = jwt.split(separator: ".", omittingEmptySubsequences: false)
         guard parts.count == 3, let payload = try? Base64URLLite.decode(String(parts[1])),
-              let obj = try? JSONSerialization.jsonObject(with: Data(payload)) as? [String: Any],
-              let ttl = obj["ttl"] as? Int, ttl > 0
+            let obj = try? JSONSerialization.jsonObject(with: Data(payload)) as? [String: Any],
+            let ttl = obj["ttl"] as? Int, ttl > 0
         else { return nil }
         return Int64(ttl)
     }
@@ -112,8 +118,9 @@ public final class URLKeySource: KeySource {
 
     public func refreshForUnknownKey(now: Int64) -> KeySet? {
         let allowed = state.withLock { s -> Bool in
-            guard now.subtractingReportingOverflow(s.lastUnknownKidFetch).partialValue >= minRefetchInterval
-                || s.lastUnknownKidFetch == .min
+            guard
+                now.subtractingReportingOverflow(s.lastUnknownKidFetch).partialValue >= minRefetchInterval
+                    || s.lastUnknownKidFetch == .min
             else { return false }
             s.lastUnknownKidFetch = now
             return true
@@ -182,8 +189,12 @@ public final class URLStatusListSource: StatusListSource {
 
     /// Creates the source without fetching (call ``refresh()`` or ``run()``).
     /// - Parameter maxAge: a fail-closed age limit attached to each fetched document.
-    public init(url: URL, maxAge: Int64? = nil, getter: any HTTPGetting = URLSessionGetter(),
-                clock: (@Sendable () -> Int64)? = nil) {
+    public init(
+        url: URL,
+        maxAge: Int64? = nil,
+        getter: any HTTPGetting = URLSessionGetter(),
+        clock: (@Sendable () -> Int64)? = nil
+    ) {
         self.url = url
         self.maxAge = maxAge
         self.getter = getter

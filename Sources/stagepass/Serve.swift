@@ -14,16 +14,31 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Address to listen on.") var host: String = "127.0.0.1"
     @Option(help: "Port to listen on.") var port: Int = 8080
     @Option(help: "Public base URL of the broker.") var issuer: String?
-    @Option(help: "Policy YAML file (Specs/policy.md; check it with `stagepass policy check`). Default: the shipped example.")
+    @Option(
+        help:
+            "Policy YAML file (Specs/policy.md; check it with `stagepass policy check`). Default: the shipped example."
+    )
     var policy: String?
     @Option(help: "Signing key store directory.") var keys: String = "Keys"
-    @Option(name: .customLong("passphrase-file"), help: "File holding the key store passphrase (else STAGEPASS_KEY_PASSPHRASE).")
+    @Option(
+        name: .customLong("passphrase-file"),
+        help: "File holding the key store passphrase (else STAGEPASS_KEY_PASSPHRASE)."
+    )
     var passphraseFile: String?
-    @Option(name: .customLong("rp-id"), help: "WebAuthn RP ID: the host name security keys are bound to (default: the issuer's host; 'localhost' for a loopback IP).")
+    @Option(
+        name: .customLong("rp-id"),
+        help:
+            "WebAuthn RP ID: the host name security keys are bound to (default: the issuer's host; 'localhost' for a loopback IP)."
+    )
     var rpID: String?
-    @Option(name: .customLong("origin"), help: "An origin pages are served from, for WebAuthn (repeatable; default: the issuer's origin, plus its localhost twin on loopback).")
+    @Option(
+        name: .customLong("origin"),
+        help:
+            "An origin pages are served from, for WebAuthn (repeatable; default: the issuer's origin, plus its localhost twin on loopback)."
+    )
     var origins: [String] = []
-    @Flag(name: .customLong("insecure-dev-keys"), help: "Store signing keys unencrypted (development only).") var insecureDevKeys = false
+    @Flag(name: .customLong("insecure-dev-keys"), help: "Store signing keys unencrypted (development only).")
+    var insecureDevKeys = false
 
     func run() async throws {
         var logger = Logger(label: "stagepass")
@@ -40,14 +55,28 @@ struct Serve: AsyncParsableCommand {
         let issuerURL = issuer ?? "http://\(host):\(port)"
         let webAuthn = try webAuthnConfiguration(issuer: issuerURL)
         logger.info("security keys: RP ID \(webAuthn.rpID), origins \(webAuthn.origins.joined(separator: " "))")
-        let (passphraseFile, insecureDevKeys, data, log) = (self.passphraseFile, self.insecureDevKeys, options.data, logger)
+        let (passphraseFile, insecureDevKeys, data, log) = (
+            self.passphraseFile, self.insecureDevKeys, options.data, logger
+        )
         let configuration = StagepassServerConfiguration(
-            host: host, port: port, issuer: issuer, dataDirectory: options.data, policy: accessPolicy,
-            policyFile: self.policy, keysDirectory: keys,
+            host: host,
+            port: port,
+            issuer: issuer,
+            dataDirectory: options.data,
+            policy: accessPolicy,
+            policyFile: self.policy,
+            keysDirectory: keys,
             passphrase: {
                 try Self.keyPassphrase(
-                    passphraseFile: passphraseFile, insecureDevKeys: insecureDevKeys, data: data, logger: log)
-            }, webAuthn: webAuthn, logger: logger)
+                    passphraseFile: passphraseFile,
+                    insecureDevKeys: insecureDevKeys,
+                    data: data,
+                    logger: log
+                )
+            },
+            webAuthn: webAuthn,
+            logger: logger
+        )
         try await StagepassServer(configuration: configuration).run()
     }
 
@@ -65,13 +94,22 @@ struct Serve: AsyncParsableCommand {
             origins = ["\(scheme)://\(host.contains(":") ? "[\(host)]" : host)\(portPart)"]
             if loopbackIP { origins.append("\(scheme)://localhost\(portPart)") }
         }
-        return WebAuthnConfiguration(rpID: rpID ?? (loopbackIP ? "localhost" : host), rpName: "Stagepass", origins: origins)
+        return WebAuthnConfiguration(
+            rpID: rpID ?? (loopbackIP ? "localhost" : host),
+            rpName: "Stagepass",
+            origins: origins
+        )
     }
 
     /// The signing key store's passphrase, resolved when the server opens the store. With no passphrase configured,
     /// the embedded default (first start from a fresh clone) generates one into `<data>/key-passphrase` (mode 0600)
     /// and says so; `--insecure-dev-keys` stores keys unencrypted instead.
-    static func keyPassphrase(passphraseFile: String?, insecureDevKeys: Bool, data: String, logger: Logger) throws
+    static func keyPassphrase(
+        passphraseFile: String?,
+        insecureDevKeys: Bool,
+        data: String,
+        logger: Logger
+    ) throws
         -> KeyPassphrase
     {
         var file = passphraseFile
@@ -86,7 +124,9 @@ struct Serve: AsyncParsableCommand {
                 } catch let e as SecretFileError {
                     throw ValidationError("cannot create \(path): \(e.detail)")
                 }
-                logger.warning("no key passphrase configured: generated one in \(path) (mode 0600); set STAGEPASS_KEY_PASSPHRASE or --passphrase-file in production")
+                logger.warning(
+                    "no key passphrase configured: generated one in \(path) (mode 0600); set STAGEPASS_KEY_PASSPHRASE or --passphrase-file in production"
+                )
             }
             file = path
         }

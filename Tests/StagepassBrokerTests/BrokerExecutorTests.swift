@@ -51,9 +51,16 @@ import Testing
     /// Two jobs that each wait for the other finish only if two lanes run them at the same time.
     @Test func lanesRunSideBySide() async throws {
         let executor = BrokerExecutor(label: "test.lanes", lanes: 2)
-        let a = DispatchSemaphore(value: 0), b = DispatchSemaphore(value: 0)
-        async let first = executor.run { a.signal(); return b.wait(timeout: .now() + 10) == .success }
-        async let second = executor.run { b.signal(); return a.wait(timeout: .now() + 10) == .success }
+        let a = DispatchSemaphore(value: 0)
+        let b = DispatchSemaphore(value: 0)
+        async let first = executor.run {
+            a.signal()
+            return b.wait(timeout: .now() + 10) == .success
+        }
+        async let second = executor.run {
+            b.signal()
+            return a.wait(timeout: .now() + 10) == .success
+        }
         #expect(try await [first, second] == [true, true])
         #expect(try await BrokerExecutor.storage.run { BrokerExecutor.storage.isCurrent })
     }

@@ -10,7 +10,11 @@ import Testing
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let clock = ManualClock(1_700_000_000)
         let broker = try HumanBroker.open(
-            dataDirectory: dir, hasherParameters: .testing, clock: clock.clock, environment: [:])
+            dataDirectory: dir,
+            hasherParameters: .testing,
+            clock: clock.clock,
+            environment: [:]
+        )
         let first = try #require(try broker.bootstrapIfEmpty())
         #expect(first.userName == "admin")
         #expect(try broker.bootstrapIfEmpty() == nil)
@@ -21,14 +25,19 @@ import Testing
 
         // Reopen: the same master key opens the seed; the first correct code activates the admin's factor.
         let again = try HumanBroker.open(
-            dataDirectory: dir, hasherParameters: .testing, clock: clock.clock, environment: [:])
+            dataDirectory: dir,
+            hasherParameters: .testing,
+            clock: clock.clock,
+            environment: [:]
+        )
         let p = try await again.sessions.signIn(name: "admin", password: first.password, address: "t")
         #expect(p.needsFactor && p.allowedFactors == [.totp])
         let secret = try #require(Base32.decode(first.enrolment.secret))
         let s = try again.sessions.completeFactor(
             pendingToken: p.token,
             proof: .totp(try OTP.totp(secret: secret, unixTime: clock.clock.now())),
-            address: "t")
+            address: "t"
+        )
         #expect(s.session.amr == ["pwd", "otp"] && s.session.groups == ["admins"])
         #expect(try again.factors.list(userId: s.session.userId).map(\.state) == [.active])
         #expect(try again.audit.verify().isIntact)
@@ -39,8 +48,10 @@ import Testing
         defer { try? FileManager.default.removeItem(atPath: dir) }
         #expect(throws: BrokerError.masterKey) {
             try HumanBroker.open(
-                dataDirectory: dir, hasherParameters: .testing,
-                environment: ["STAGEPASS_MASTER_KEY": "too-short"])
+                dataDirectory: dir,
+                hasherParameters: .testing,
+                environment: ["STAGEPASS_MASTER_KEY": "too-short"]
+            )
         }
         #expect(!FileManager.default.fileExists(atPath: HumanBroker.masterKeyPath(dir)))
     }

@@ -72,7 +72,9 @@ struct ExitStatusTests {
         #expect(r.status == 2)
         #expect(r.stderr.contains("name exactly one of --jti, --session, --user, --kid"))
         let v = try runCLI(
-            ["verify", "--jwks", "j.json", "--issuer", "i", "--audience", "a", "--leeway=-1", "tok"], in: scratch)
+            ["verify", "--jwks", "j.json", "--issuer", "i", "--audience", "a", "--leeway=-1", "tok"],
+            in: scratch
+        )
         #expect(v.status == 2)
         #expect(v.stderr.contains("--leeway must be >= 0"))
     }

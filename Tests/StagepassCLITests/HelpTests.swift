@@ -58,7 +58,11 @@ struct DumpedCommand {
             }
             out.append(
                 DumpedCommand(
-                    names: names, shouldDisplay: command["shouldDisplay"] as? Bool ?? true, shownArguments: shown))
+                    names: names,
+                    shouldDisplay: command["shouldDisplay"] as? Bool ?? true,
+                    shownArguments: shown
+                )
+            )
         }
         for sub in command["subcommands"] as? [[String: Any]] ?? [] {
             out += walk(sub, prefix: names)
@@ -132,19 +136,39 @@ struct HelpTests {
 
     /// The flags a deploy script or an operator types, named explicitly (the dump above would follow a rename).
     @Test(arguments: [
-        (["verify"], ["--jwks", "--issuer", "--audience", "--role", "--stage", "--pipeline", "--status-list",
-                      "--status-max-age", "--leeway", "--max-lifetime", "--now", "<token>"]),
+        (
+            ["verify"],
+            [
+                "--jwks", "--issuer", "--audience", "--role", "--stage", "--pipeline", "--status-list",
+                "--status-max-age", "--leeway", "--max-lifetime", "--now", "<token>",
+            ]
+        ),
         (["revoke"], ["--jti", "--session", "--user", "--kid", "--reason", "--broker", "--session-file"]),
-        (["request"], ["--broker", "--client", "--client-secret-env", "--audience", "--role", "--stage", "--run-id",
-                       "--commit", "--triggered-by", "--timeout"]),
+        (
+            ["request"],
+            [
+                "--broker", "--client", "--client-secret-env", "--audience", "--role", "--stage", "--run-id",
+                "--commit", "--triggered-by", "--timeout",
+            ]
+        ),
         (["token"], ["--audience", "--role", "--stage", "--pipeline", "--broker", "--session-file"]),
         (["login"], ["--broker", "--user", "--password-stdin", "--code", "--session-file"]),
         (["approve"], ["<user-code>", "--code", "--broker", "--session-file"]),
         (["deny"], ["<user-code>", "--reason"]),
-        (["keys", "rotate"], ["--keys", "--passphrase-file", "--insecure-dev-keys", "--data", "--broker-timeout",
-                              "--alg", "--force"]),
-        (["serve"], ["--data", "--host", "--port", "--issuer", "--policy", "--keys", "--passphrase-file", "--rp-id",
-                     "--origin", "--insecure-dev-keys"]),
+        (
+            ["keys", "rotate"],
+            [
+                "--keys", "--passphrase-file", "--insecure-dev-keys", "--data", "--broker-timeout",
+                "--alg", "--force",
+            ]
+        ),
+        (
+            ["serve"],
+            [
+                "--data", "--host", "--port", "--issuer", "--policy", "--keys", "--passphrase-file", "--rp-id",
+                "--origin", "--insecure-dev-keys",
+            ]
+        ),
         (["users", "add"], ["<name>", "--groups", "--password-stdin", "--data"]),
         (["delegations", "grant"], ["--client", "--role", "--stage", "--audience", "--seconds"]),
         (["status-list"], ["--broker", "--list"]),
@@ -173,7 +197,8 @@ struct HelpTests {
                   --stage <stage>         The stage.
                   --pipeline <pipeline>   The pipeline client the token is for (client_id).
                   -h, --help              Show help information.
-                """)
+                """
+        )
     }
 
     @Test func keysHelpIsPinned() {
@@ -196,6 +221,7 @@ struct HelpTests {
                   jwks                    Print the public JWKS (next, active and retiring keys).
 
                   See 'stagepass help keys <subcommand>' for detailed help.
-                """)
+                """
+        )
     }
 }

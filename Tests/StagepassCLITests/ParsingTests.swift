@@ -55,8 +55,10 @@ struct ParsingTests {
     }
 
     @Test func revokeWithOneTargetParses() throws {
-        let r = try parsed(["revoke", "--session", "s_1", "--reason", "lost laptop", "--session-file", "/tmp/x"],
-                           as: RevokeCommand.self)
+        let r = try parsed(
+            ["revoke", "--session", "s_1", "--reason", "lost laptop", "--session-file", "/tmp/x"],
+            as: RevokeCommand.self
+        )
         #expect(r.sid == "s_1")
         #expect(r.jti == nil && r.user == nil && r.kid == nil)
         #expect(r.reason == "lost laptop")
@@ -66,7 +68,9 @@ struct ParsingTests {
 
     // MARK: verify bounds
 
-    static let verifyBase = ["verify", "--jwks", "jwks.json", "--issuer", "https://stagepass.test", "--audience", "api"]
+    static let verifyBase = [
+        "verify", "--jwks", "jwks.json", "--issuer", "https://stagepass.test", "--audience", "api",
+    ]
 
     @Test func verifyDefaults() throws {
         let v = try parsed(Self.verifyBase + ["tok"], as: VerifyCommand.self)
@@ -80,7 +84,8 @@ struct ParsingTests {
     @Test func verifyRepeatsAudienceAndRole() throws {
         let v = try parsed(
             Self.verifyBase + ["--audience", "api2", "--role", "deployer", "--role", "admin", "--leeway", "0"],
-            as: VerifyCommand.self)
+            as: VerifyCommand.self
+        )
         #expect(v.audience == ["api", "api2"])
         #expect(v.role == ["deployer", "admin"])
         #expect(v.leeway == 0)
@@ -103,13 +108,18 @@ struct ParsingTests {
     // MARK: other commands
 
     @Test func requestNeedsItsClientAndRun() throws {
-        let message = try usageError(["request", "--broker", "http://b", "--client", "c", "--audience", "a",
-                                      "--role", "r", "--stage", "s", "--run-id", "1"])
+        let message = try usageError([
+            "request", "--broker", "http://b", "--client", "c", "--audience", "a",
+            "--role", "r", "--stage", "s", "--run-id", "1",
+        ])
         #expect(message.contains("--client-secret-env"))
         let r = try parsed(
-            ["request", "--broker", "http://b", "--client", "acme/web", "--client-secret-env", "SP_SECRET",
-             "--audience", "a", "--role", "r", "--stage", "s", "--run-id", "42", "--timeout", "30"],
-            as: RequestCommand.self)
+            [
+                "request", "--broker", "http://b", "--client", "acme/web", "--client-secret-env", "SP_SECRET",
+                "--audience", "a", "--role", "r", "--stage", "s", "--run-id", "42", "--timeout", "30",
+            ],
+            as: RequestCommand.self
+        )
         #expect(r.clientSecretEnv == "SP_SECRET")
         #expect(r.runId == "42")
         #expect(r.timeout == 30)
@@ -119,7 +129,8 @@ struct ParsingTests {
     @Test func tokenTakesTheSessionOptions() throws {
         let t = try parsed(
             ["token", "--audience", "api", "--role", "deployer", "--stage", "prod", "--broker", "http://b:1"],
-            as: TokenCommand.self)
+            as: TokenCommand.self
+        )
         #expect(t.audience == "api" && t.role == "deployer" && t.stage == "prod")
         #expect(t.session.broker == "http://b:1")
         #expect(t.pipeline == nil)
@@ -141,22 +152,35 @@ struct ParsingTests {
         #expect(l.options.passphraseFile == nil)
         #expect(!l.options.insecureDevKeys)
         #expect(l.options.brokerTimeout == 10)
-        let r = try parsed(["keys", "rotate", "--keys", "/k", "--data", "/d", "--alg", "EdDSA", "--force"],
-                           as: KeysCommand.Rotate.self)
+        let r = try parsed(
+            ["keys", "rotate", "--keys", "/k", "--data", "/d", "--alg", "EdDSA", "--force"],
+            as: KeysCommand.Rotate.self
+        )
         #expect(r.options.directory == "/k" && r.options.data == "/d" && r.alg == "EdDSA" && r.force)
     }
 
     @Test func adminCommandsTakeTheDataDirectory() throws {
-        let u = try parsed(["users", "add", "alice", "--groups", "deployers,admins", "--password-stdin", "--data", "/d"],
-                           as: Users.Add.self)
+        let u = try parsed(
+            ["users", "add", "alice", "--groups", "deployers,admins", "--password-stdin", "--data", "/d"],
+            as: Users.Add.self
+        )
         #expect(u.name == "alice" && u.groups == "deployers,admins" && u.passwordStdin && u.options.data == "/d")
         let c = try parsed(["clients", "add", "acme/web"], as: Clients.Add.self)
         #expect(c.name == "acme/web" && c.options.data == "./.stagepass")
-        let g = try parsed(["delegations", "grant", "--client", "c", "--role", "r", "--stage", "s", "--audience", "a",
-                            "--seconds", "3600"], as: DelegationsCommand.Grant.self)
+        let g = try parsed(
+            [
+                "delegations", "grant", "--client", "c", "--role", "r", "--stage", "s", "--audience", "a",
+                "--seconds", "3600",
+            ],
+            as: DelegationsCommand.Grant.self
+        )
         #expect(g.seconds == 3600)
-        #expect(try usageError(["delegations", "grant", "--client", "c", "--role", "r", "--stage", "s",
-                                "--audience", "a", "--seconds", "an hour"]).contains("--seconds"))
+        #expect(
+            try usageError([
+                "delegations", "grant", "--client", "c", "--role", "r", "--stage", "s",
+                "--audience", "a", "--seconds", "an hour",
+            ]).contains("--seconds")
+        )
     }
 
     @Test func unknownCommandsAndOptionsAreUsageErrors() throws {

@@ -126,9 +126,11 @@ import Testing
         try await app.test(.router) { client in
             func post(_ cookie: String, _ csrf: String) async throws -> String {
                 let r = try await client.execute(
-                    uri: "/t", method: .post,
+                    uri: "/t",
+                    method: .post,
                     headers: [.contentType: "application/x-www-form-urlencoded", .cookie: cookie],
-                    body: ByteBuffer(string: "x=1&csrf=" + csrf))
+                    body: ByteBuffer(string: "x=1&csrf=" + csrf)
+                )
                 return String(buffer: r.body)
             }
             let r7 = try await post("sp_csrf=\(nonce)", nonceToken)

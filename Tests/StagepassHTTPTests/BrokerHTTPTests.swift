@@ -17,8 +17,12 @@ struct TestBroker: Sendable {
 
     init(policy: AuthPolicy = .default) throws {
         broker = HumanBroker(
-            store: try SQLiteStore(), masterKey: try MasterKey.generate(), policy: policy,
-            hasher: try PasswordHasher(parameters: .testing), clock: manual.clock)
+            store: try SQLiteStore(),
+            masterKey: try MasterKey.generate(),
+            policy: policy,
+            hasher: try PasswordHasher(parameters: .testing),
+            clock: manual.clock
+        )
     }
 
     var app: some ApplicationProtocol { buildApplication(broker: broker) }
@@ -33,13 +37,19 @@ struct TestBroker: Sendable {
         return secret
     }
 
-    func code(_ secret: [UInt8]) -> String { (try? OTP.totp(secret: secret, unixTime: manual.clock.now())) ?? "no-code" }
+    func code(_ secret: [UInt8]) -> String {
+        (try? OTP.totp(secret: secret, unixTime: manual.clock.now())) ?? "no-code"
+    }
 
     /// Sends a request, checks the response against the OpenAPI document, and returns status and parsed body.
     @discardableResult
     func call(
-        _ client: some TestClientProtocol, _ method: HTTPRequest.Method, _ path: String, token: String? = nil,
-        body: String? = nil, contentType: String = "application/json",
+        _ client: some TestClientProtocol,
+        _ method: HTTPRequest.Method,
+        _ path: String,
+        token: String? = nil,
+        body: String? = nil,
+        contentType: String = "application/json",
         sourceLocation: SourceLocation = #_sourceLocation
     ) async throws -> (
         status: Int, json: JSONValue?, raw: String,
@@ -49,12 +59,19 @@ struct TestBroker: Sendable {
         if let token { headers[.authorization] = "Bearer \(token)" }
         if body != nil { headers[.contentType] = contentType }
         let r = try await client.execute(
-            uri: path, method: method, headers: headers,
-            body: body.map { ByteBuffer(string: $0) })
+            uri: path,
+            method: method,
+            headers: headers,
+            body: body.map { ByteBuffer(string: $0) }
+        )
         let raw = String(buffer: r.body)
         let problems = spec.check(
-            path: path, method: method.rawValue, status: Int(r.status.code),
-            contentType: r.headers[.contentType], body: raw)
+            path: path,
+            method: method.rawValue,
+            status: Int(r.status.code),
+            contentType: r.headers[.contentType],
+            body: raw
+        )
         for p in problems { Issue.record("OpenAPI: \(p)", sourceLocation: sourceLocation) }
         seen.add("\(method.rawValue.lowercased()) \(path) \(r.status.code)")
         return (Int(r.status.code), try? JSONValue.parse(raw), raw, r.headers)
@@ -75,8 +92,11 @@ final class Seen: @unchecked Sendable {
         let secret = try t.user("alice", groups: ["deploy"])
         try await t.app.test(.router) { client in
             let p = try await t.call(
-                client, .post, "/v1/auth/password",
-                body: #"{"user":"alice","password":"a long enough password"}"#)
+                client,
+                .post,
+                "/v1/auth/password",
+                body: #"{"user":"alice","password":"a long enough password"}"#
+            )
             #expect(p.status == 200)
             #expect(p.json?["needs_factor"]?.boolValue == true)
             #expect(p.json?["factors"] == .array([.string("totp")]))
@@ -84,8 +104,12 @@ final class Seen: @unchecked Sendable {
             #expect(try await t.call(client, .get, "/v1/me", token: pending).status == 403)
 
             let f = try await t.call(
-                client, .post, "/v1/auth/factor", token: pending,
-                body: #"{"method":"totp","code":"\#(t.code(secret))"}"#)
+                client,
+                .post,
+                "/v1/auth/factor",
+                token: pending,
+                body: #"{"method":"totp","code":"\#(t.code(secret))"}"#
+            )
             #expect(f.status == 200)
             #expect(f.json?["amr"] == .array([.string("pwd"), .string("otp")]))
             let token = try #require(f.json?["session_token"]?.stringValue)
@@ -102,13 +126,21 @@ final class Seen: @unchecked Sendable {
             let first = try #require(codes.json?["codes"]?.arrayValue?.first?.stringValue)
             t.manual.advance(60)
             let up = try await t.call(
-                client, .post, "/v1/auth/step-up", token: token,
-                body: #"{"method":"backup","code":"\#(first)"}"#)
+                client,
+                .post,
+                "/v1/auth/step-up",
+                token: token,
+                body: #"{"method":"backup","code":"\#(first)"}"#
+            )
             #expect(up.status == 200)
             #expect(up.json?["auth_time"]?.intValue == t.manual.clock.now())
             let again = try await t.call(
-                client, .post, "/v1/auth/step-up", token: token,
-                body: #"{"method":"backup","code":"\#(first)"}"#)
+                client,
+                .post,
+                "/v1/auth/step-up",
+                token: token,
+                body: #"{"method":"backup","code":"\#(first)"}"#
+            )
             #expect(again.status == 401)
             #expect(again.json?["type"]?.stringValue == "urn:stagepass:problem:invalid_factor")
 
@@ -127,11 +159,17 @@ final class Seen: @unchecked Sendable {
         _ = try t.user("alice")
         try await t.app.test(.router) { client in
             let wrong = try await t.call(
-                client, .post, "/v1/auth/password",
-                body: #"{"user":"alice","password":"not the password"}"#)
+                client,
+                .post,
+                "/v1/auth/password",
+                body: #"{"user":"alice","password":"not the password"}"#
+            )
             let unknown = try await t.call(
-                client, .post, "/v1/auth/password",
-                body: #"{"user":"nobody","password":"not the password"}"#)
+                client,
+                .post,
+                "/v1/auth/password",
+                body: #"{"user":"nobody","password":"not the password"}"#
+            )
             #expect(wrong.status == 401 && unknown.status == 401)
             #expect(wrong.raw == unknown.raw)
             #expect(wrong.headers[.contentType] == "application/problem+json")
@@ -145,11 +183,18 @@ final class Seen: @unchecked Sendable {
         try await t.app.test(.router) { client in
             for _ in 0..<3 {
                 try await t.call(
-                    client, .post, "/v1/auth/password", body: #"{"user":"alice","password":"nope nope nope"}"#)
+                    client,
+                    .post,
+                    "/v1/auth/password",
+                    body: #"{"user":"alice","password":"nope nope nope"}"#
+                )
             }
             let r = try await t.call(
-                client, .post, "/v1/auth/password",
-                body: #"{"user":"alice","password":"a long enough password"}"#)
+                client,
+                .post,
+                "/v1/auth/password",
+                body: #"{"user":"alice","password":"a long enough password"}"#
+            )
             #expect(r.status == 429)
             #expect(r.headers[.retryAfter] == "2")
             #expect(r.json?["code"]?.stringValue == "throttled")
@@ -186,7 +231,10 @@ final class Seen: @unchecked Sendable {
         let codes = try t.broker.factors.regenerateBackupCodes(userName: "alice", actor: "root")
         let step1 = try await t.broker.sessions.signIn(name: "alice", password: "a long enough password", address: "x")
         let mfa = try t.broker.sessions.completeFactor(
-            pendingToken: step1.token, proof: .totp(t.code(secret)), address: "x")
+            pendingToken: step1.token,
+            proof: .totp(t.code(secret)),
+            address: "x"
+        )
         let step2 = try await t.broker.sessions.signIn(name: "alice", password: "a long enough password", address: "x")
         let auditBefore = try t.broker.audit.events().count
         try await t.app.test(.router) { client in
@@ -202,8 +250,12 @@ final class Seen: @unchecked Sendable {
             #expect(nf.status == .notFound && nf.headers[.contentType] == "application/problem+json")
             // The pending session still works, the backup codes are untouched, nothing was audited.
             let f = try await t.call(
-                client, .post, "/v1/auth/factor", token: step2.token,
-                body: #"{"method":"backup","code":"\#(codes[0])"}"#)
+                client,
+                .post,
+                "/v1/auth/factor",
+                token: step2.token,
+                body: #"{"method":"backup","code":"\#(codes[0])"}"#
+            )
             #expect(f.status == 200)
         }
         #expect(try t.broker.audit.events().count == auditBefore + 1)
@@ -215,8 +267,11 @@ final class Seen: @unchecked Sendable {
         try t.broker.accounts.add(name: "bob", password: "a long enough password", actor: "root")
         try await t.app.test(.router) { client in
             let p = try await t.call(
-                client, .post, "/v1/auth/password",
-                body: #"{"user":"bob","password":"a long enough password"}"#)
+                client,
+                .post,
+                "/v1/auth/password",
+                body: #"{"user":"bob","password":"a long enough password"}"#
+            )
             let pending = try #require(p.json?["session_token"]?.stringValue)
             let e = try await t.call(client, .post, "/v1/factors/totp", token: pending)
             #expect(e.status == 403 && e.json?["code"]?.stringValue == "step_up_required")
@@ -229,8 +284,11 @@ final class Seen: @unchecked Sendable {
         try t.broker.accounts.add(name: "bob", password: "a long enough password", actor: "root")
         try await t.app.test(.router) { client in
             let p = try await t.call(
-                client, .post, "/v1/auth/password",
-                body: #"{"user":"bob","password":"a long enough password"}"#)
+                client,
+                .post,
+                "/v1/auth/password",
+                body: #"{"user":"bob","password":"a long enough password"}"#
+            )
             #expect(p.json?["factors"] == .array([]))
             let pending = try #require(p.json?["session_token"]?.stringValue)
             let e = try await t.call(client, .post, "/v1/factors/totp", token: pending)
@@ -238,19 +296,31 @@ final class Seen: @unchecked Sendable {
             let secret = Base32.decode(try #require(e.json?["secret"]?.stringValue)) ?? []
             #expect(e.json?["qr_svg"]?.stringValue?.hasPrefix("<svg") == true)
             let bad = try await t.call(
-                client, .post, "/v1/factors/totp/confirm", token: pending, body: #"{"code":"12345x"}"#)
+                client,
+                .post,
+                "/v1/factors/totp/confirm",
+                token: pending,
+                body: #"{"code":"12345x"}"#
+            )
             #expect(bad.status == 400)
             let c = try await t.call(
-                client, .post, "/v1/factors/totp/confirm", token: pending,
-                body: #"{"code":"\#(t.code(secret))"}"#)
+                client,
+                .post,
+                "/v1/factors/totp/confirm",
+                token: pending,
+                body: #"{"code":"\#(t.code(secret))"}"#
+            )
             #expect(c.status == 200)
             let token = try #require(c.json?["session"]?["session_token"]?.stringValue)
             #expect(try await t.call(client, .get, "/v1/me", token: token).status == 200)
             // With an active factor, a new pending session may no longer enrol.
             t.manual.advance(30)
             let p2 = try await t.call(
-                client, .post, "/v1/auth/password",
-                body: #"{"user":"bob","password":"a long enough password"}"#)
+                client,
+                .post,
+                "/v1/auth/password",
+                body: #"{"user":"bob","password":"a long enough password"}"#
+            )
             let pending2 = try #require(p2.json?["session_token"]?.stringValue)
             #expect(try await t.call(client, .post, "/v1/factors/totp", token: pending2).status == 403)
         }
@@ -276,12 +346,19 @@ final class Seen: @unchecked Sendable {
         let app = buildApplication(broker: t.broker, configuration: .init(address: .hostname("127.0.0.1", port: 0)))
         try await app.test(.live) { client in
             let p = try await t.call(
-                client, .post, "/v1/auth/password",
-                body: #"{"user":"carol","password":"a long enough password"}"#)
+                client,
+                .post,
+                "/v1/auth/password",
+                body: #"{"user":"carol","password":"a long enough password"}"#
+            )
             let pending = try #require(p.json?["session_token"]?.stringValue)
             let f = try await t.call(
-                client, .post, "/v1/auth/factor", token: pending,
-                body: #"{"method":"totp","code":"\#(t.code(secret))"}"#)
+                client,
+                .post,
+                "/v1/auth/factor",
+                token: pending,
+                body: #"{"method":"totp","code":"\#(t.code(secret))"}"#
+            )
             let token = try #require(f.json?["session_token"]?.stringValue)
             let me = try await t.call(client, .get, "/v1/me", token: token)
             #expect(me.status == 200 && me.json?["amr"] == .array([.string("pwd"), .string("otp")]))
@@ -300,7 +377,11 @@ final class Seen: @unchecked Sendable {
         defer { try? FileManager.default.removeItem(at: dir) }
         let keys = try KeyStore(
             configuration: KeyStoreConfiguration(
-                directory: dir.path, passphrase: .passphrase("test passphrase"), clock: t.manual.clock))
+                directory: dir.path,
+                passphrase: .passphrase("test passphrase"),
+                clock: t.manual.clock
+            )
+        )
         try await keys.rotate()
         t.broker.policies.replace(try AccessPolicy.example())
         let tokens = TokenBroker(human: t.broker, keys: keys, issuer: "http://sp.test")
@@ -312,7 +393,10 @@ final class Seen: @unchecked Sendable {
                 // Path templates get a sample value: list 1 exists, the user code is well formed.
                 let concrete = path.replacingOccurrences(of: "{n}", with: "1")
                     .replacingOccurrences(of: "{code}", with: "BCDF-GHJK")
-                    .replacingOccurrences(of: "{name}", with: "someone").replacingOccurrences(of: "{action}", with: "disable")
+                    .replacingOccurrences(of: "{name}", with: "someone").replacingOccurrences(
+                        of: "{action}",
+                        with: "disable"
+                    )
                 let r = try await client.execute(uri: concrete, method: method)
                 #expect(r.status != .notFound, "\(path)")
             }

@@ -72,13 +72,16 @@ import Testing
         #expect(p.extra["max_age"] == .int(300))
         #expect(
             p.wwwAuthenticate
-                == "Bearer error=\"insufficient_user_authentication\", max_age=300, acr_values=\"urn:stagepass:acr:totp\"")
+                == "Bearer error=\"insufficient_user_authentication\", max_age=300, acr_values=\"urn:stagepass:acr:totp\""
+        )
     }
 
     @Test func staticMembersKeepTheirCodes() {
         #expect(OAuthError.invalidClient.kind == .invalidClient)
         #expect(OAuthError.slowDown(interval: 5).error == "slow_down")
-        #expect(BrokerError.invalidSession.kind == .invalidSession && BrokerError.invalidSession.code == "invalid_session")
+        #expect(
+            BrokerError.invalidSession.kind == .invalidSession && BrokerError.invalidSession.code == "invalid_session"
+        )
         #expect(BrokerError.allCodes == BrokerError.Kind.allCases.map(\.rawValue))
     }
 }

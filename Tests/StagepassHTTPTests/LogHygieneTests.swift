@@ -41,15 +41,26 @@ struct CapturingHandler: LogHandler {
         let app = buildApplication(broker: t.broker, logger: logger)
         let issued: [String] = try await app.test(.router) { client in
             try await t.call(
-                client, .post, "/v1/auth/password", body: #"{"user":"alice","password":"wrong password!!"}"#)
+                client,
+                .post,
+                "/v1/auth/password",
+                body: #"{"user":"alice","password":"wrong password!!"}"#
+            )
             let p = try await t.call(
-                client, .post, "/v1/auth/password",
-                body: #"{"user":"alice","password":"a long enough password"}"#)
+                client,
+                .post,
+                "/v1/auth/password",
+                body: #"{"user":"alice","password":"a long enough password"}"#
+            )
             let pending = try #require(p.json?["session_token"]?.stringValue)
             let code = t.code(secret)
             let f = try await t.call(
-                client, .post, "/v1/auth/factor", token: pending,
-                body: #"{"method":"totp","code":"\#(code)"}"#)
+                client,
+                .post,
+                "/v1/auth/factor",
+                token: pending,
+                body: #"{"method":"totp","code":"\#(code)"}"#
+            )
             let token = try #require(f.json?["session_token"]?.stringValue)
             let e = try await t.call(client, .post, "/v1/factors/totp", token: token)
             let b = try await t.call(client, .post, "/v1/factors/backup-codes", token: token)

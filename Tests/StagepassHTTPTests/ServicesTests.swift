@@ -13,11 +13,18 @@ import Testing
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let keys = try KeyStore(
             configuration: KeyStoreConfiguration(
-                directory: dir, passphrase: .passphrase("correct horse"), actor: "test", rsaBits: 2048))
+                directory: dir,
+                passphrase: .passphrase("correct horse"),
+                actor: "test",
+                rsaBits: 2048
+            )
+        )
         let group = ServiceGroup(
             configuration: .init(
                 services: [.init(service: KeyScheduleService(keys: keys, interval: .milliseconds(10)))],
-                logger: Logger(label: "test")))
+                logger: Logger(label: "test")
+            )
+        )
         try await withThrowingTaskGroup(of: Void.self) { tasks in
             tasks.addTask { try await group.run() }
             // The schedule's first tick creates the first keys of an empty store.

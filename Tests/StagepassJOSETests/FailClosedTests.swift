@@ -1,4 +1,5 @@
 import Testing
+
 @testable import StagepassJOSE
 
 /// Crypto helpers fail closed: they throw instead of returning an empty result, and no comparison of secrets
@@ -38,7 +39,8 @@ struct FailClosedTests {
     /// RFC 7638 §3.2 needs every required member: a JWK without `y` has no thumbprint (it is not hashed with "").
     @Test func thumbprintNeedsEveryRequiredMember() {
         #expect(throws: JOSEError.self) {
-            try JWK(jsonString: #"{"kty":"EC","crv":"P-256","x":"0ODLOlP4YfFNwmFT-Os7ayjhP0opwzUm7ya55sLLUNI"}"#).thumbprint()
+            try JWK(jsonString: #"{"kty":"EC","crv":"P-256","x":"0ODLOlP4YfFNwmFT-Os7ayjhP0opwzUm7ya55sLLUNI"}"#)
+                .thumbprint()
         }
     }
 }

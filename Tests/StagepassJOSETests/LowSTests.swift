@@ -1,4 +1,5 @@
 import Testing
+
 @testable import StagepassJOSE
 
 /// ES256 has one spelling per signature: the signer emits s ≤ n/2 and the JWS verifier refuses s > n/2
@@ -40,7 +41,12 @@ struct LowSTests {
 
     @Test func jwsSignEmitsLowS() throws {
         for _ in 0..<16 {
-            let jws = try JWS.sign(claims: .object(["a": .int(1)]), header: ["typ": .string("at+jwt")], key: key, alg: .ES256)
+            let jws = try JWS.sign(
+                claims: .object(["a": .int(1)]),
+                header: ["typ": .string("at+jwt")],
+                key: key,
+                alg: .ES256
+            )
             let sig = try Base64URL.decode(String(jws.split(separator: ".")[2]))
             #expect(ecdsaSignatureIsLowS(sig))
         }

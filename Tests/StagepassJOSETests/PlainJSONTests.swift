@@ -1,4 +1,5 @@
 import Testing
+
 @testable import StagepassJOSE
 
 /// The plain-subset scanner in front of jansson (PlainJSON.swift) must never accept what jansson refuses, nor read
@@ -15,7 +16,9 @@ struct PlainJSONTests {
 
     /// jansson's tree (through StrictJSON, with the verifier's rules), or nil when it refuses.
     static func jansson(_ bytes: [UInt8]) -> JSONValue? {
-        guard let doc = try? withBytes(bytes, { b throws(JOSEError) in try StrictJSON(b, maxDepth: maxDepth) }) else { return nil }
+        guard let doc = try? withBytes(bytes, { b throws(JOSEError) in try StrictJSON(b, maxDepth: maxDepth) }) else {
+            return nil
+        }
         return withExtendedLifetime(doc) { doc.root.value }
     }
 
@@ -49,8 +52,10 @@ struct PlainJSONTests {
 
     /// Documents jansson refuses (the scanner must decline them all).
     static let invalid: [String] = [
-        #"{"a":1,"a":2}"#, #"{"x":{"b":1,"b":1}}"#, #"{"a":1,}"#, #"{"a":01}"#, #"{"a":-}"#, #"{"a":-a}"#, #"{"a":tru}"#,
-        #"{"a":truex}"#, #"{"a":true1}"#, #"{"a":nul}"#, #"{"a" 1}"#, #"{"a":1} x"#, #"{"a":1}}"#, #"{"a":1"#, #"{"a":"1}"#,
+        #"{"a":1,"a":2}"#, #"{"x":{"b":1,"b":1}}"#, #"{"a":1,}"#, #"{"a":01}"#, #"{"a":-}"#, #"{"a":-a}"#,
+        #"{"a":tru}"#,
+        #"{"a":truex}"#, #"{"a":true1}"#, #"{"a":nul}"#, #"{"a" 1}"#, #"{"a":1} x"#, #"{"a":1}}"#, #"{"a":1"#,
+        #"{"a":"1}"#,
         #"{"a":"x\u0000"}"#, "{\"a\":\"\t\"}", "{\"a\":\"\u{1}\"}", "{'a':1}", "[1]", #"{"a":NaN}"#, #"{"a":Infinity}"#,
         #"{"a":1e999}"#, #"{"a":+1}"#, #"{"a":.5}"#, #"{"a":1.}"#, #"{"a":1,"b"}"#, #"{"a":[1,]}"#, #"{"a":[1 2]}"#,
         #"{"a":9223372036854775808}"#, "{\"a\":1}\u{0}", "\u{FEFF}{}", #"{,}"#, #"{"a"::1}"#, "", " {}",
@@ -87,14 +92,19 @@ struct PlainJSONTests {
                 let j = doc.root
                 try PlainJSON.withDocument(b, maxDepth: 16) { root in
                     let p = try #require(root)
-                    for name: StaticString in ["iss", "sub", "aud", "exp", "nbf", "jti", "act", "status", "ok", "missing"] {
+                    for name: StaticString in [
+                        "iss", "sub", "aud", "exp", "nbf", "jti", "act", "status", "ok", "missing",
+                    ] {
                         #expect(p.member(name)?.string == j.member(name)?.string)
                         #expect(p.member(name)?.integer == j.member(name)?.integer)
                         #expect(p.member(name)?.isArray == j.member(name)?.isArray)
                         #expect(p.member(name)?.count == j.member(name)?.count)
                         #expect(p.member(name)?.stringEquals("alice") == j.member(name)?.stringEquals("alice"))
                     }
-                    #expect(p.member("aud")?[1]?.string == "other" && p.member("aud")?[2] == nil && p.member("aud")?[-1] == nil)
+                    #expect(
+                        p.member("aud")?[1]?.string == "other" && p.member("aud")?[2] == nil
+                            && p.member("aud")?[-1] == nil
+                    )
                     #expect(p.member("status")?.member("status_list")?.member("idx")?.integer == 4711)
                     #expect(p.count == j.count && p[0] == nil)
                 }
@@ -105,7 +115,9 @@ struct PlainJSONTests {
     /// Mutation fuzzing from the documents above (deterministic seed): the property holds for every mutant.
     @Test func mutantsAgree() {
         var rng = SplitMix64(seed: 0x5747_4745_5041_5353)
-        let seeds = (PlainJSONTests.inSubset + PlainJSONTests.validOutside + PlainJSONTests.invalid).map { Array($0.utf8) }
+        let seeds = (PlainJSONTests.inSubset + PlainJSONTests.validOutside + PlainJSONTests.invalid).map {
+            Array($0.utf8)
+        }
         let alphabet = Array(#"{}[],:"\ 0123456789-+.eEtrufalsn"#.utf8) + [0, 0x09, 0x0A, 0x0D, 0x7F, 0x80, 0xC3, 0xFF]
         var accepted = 0
         for _ in 0..<20_000 {

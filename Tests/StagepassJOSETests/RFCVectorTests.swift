@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+
 @testable import StagepassJOSE
 
 @Suite("RFC known-answer vectors")
@@ -83,9 +84,11 @@ struct RFCVectorTests {
 
 @Suite("Primitives")
 struct PrimitiveTests {
-    @Test(arguments: [
-        ("", []), ("Zg", [0x66]), ("Zm8", [0x66, 0x6F]), ("Zm9v", [0x66, 0x6F, 0x6F]), ("-_8", [0xFB, 0xFF]),
-    ] as [(String, [UInt8])])
+    @Test(
+        arguments: [
+            ("", []), ("Zg", [0x66]), ("Zm8", [0x66, 0x6F]), ("Zm9v", [0x66, 0x6F, 0x6F]), ("-_8", [0xFB, 0xFF]),
+        ] as [(String, [UInt8])]
+    )
     func base64urlRoundTrip(text: String, bytes: [UInt8]) throws {
         #expect(try Base64URL.decode(text) == bytes)
         #expect(Base64URL.encode(bytes) == text)
@@ -98,8 +101,10 @@ struct PrimitiveTests {
     }
 
     @Test func strictJSON() throws {
-        for bad in [#"{"a":1,"a":2}"#, #"{"a":1e999}"#, "[1]", #""s""#, #"{"a":1} x"#, "{\"a\":\"\u{0}\"}",
-                    String(repeating: "{\"a\":", count: 20) + "1" + String(repeating: "}", count: 20)] {
+        for bad in [
+            #"{"a":1,"a":2}"#, #"{"a":1e999}"#, "[1]", #""s""#, #"{"a":1} x"#, "{\"a\":\"\u{0}\"}",
+            String(repeating: "{\"a\":", count: 20) + "1" + String(repeating: "}", count: 20),
+        ] {
             #expect(throws: JOSEError.invalidJSON, "\(bad)") {
                 _ = try withBytes(Array(bad.utf8)) { b throws(JOSEError) in try StrictJSON(b, maxDepth: 16) }
             }
@@ -108,7 +113,8 @@ struct PrimitiveTests {
         #expect(throws: JOSEError.invalidJSON) {
             _ = try withBytes(invalidUTF8) { b throws(JOSEError) in try StrictJSON(b, maxDepth: 16) }
         }
-        let ok = try withBytes(Array(#"{"a":"x","n":5}"#.utf8)) { b throws(JOSEError) in try StrictJSON(b, maxDepth: 16) }
+        let ok = try withBytes(Array(#"{"a":"x","n":5}"#.utf8)) { b throws(JOSEError) in try StrictJSON(b, maxDepth: 16)
+        }
         #expect(ok.root["a"]?.string == "x" && ok.root["n"]?.integer == 5)
     }
 
@@ -123,7 +129,9 @@ struct PrimitiveTests {
         #expect(try key.publicKey().verify(alg, signingInput: input, signature: sig))
         #expect(throws: JOSEError.wrongPassphrase) { try PrivateKey(pem: pem, passphrase: "wrong") }
         #expect(throws: JOSEError.wrongPassphrase) { try PrivateKey(pem: pem, passphrase: nil) }
-        #expect(throws: JOSEError.invalidPEM) { try PrivateKey(pem: String(pem.prefix(80)), passphrase: "correct horse") }
+        #expect(throws: JOSEError.invalidPEM) {
+            try PrivateKey(pem: String(pem.prefix(80)), passphrase: "correct horse")
+        }
         let spki = try key.publicKey().spkiPEM()
         #expect(try PublicKey(spkiPEM: spki).verify(alg, signingInput: input, signature: sig))
         // The JWK round trip keeps the thumbprint and the key.
@@ -149,7 +157,10 @@ struct PrimitiveTests {
     }
 
     @Test func offCurvePointRefused() throws {
-        let jwk = try JWK(jsonString: #"{"kty":"EC","crv":"P-256","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a1"}"#)
+        let jwk = try JWK(
+            jsonString:
+                #"{"kty":"EC","crv":"P-256","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a1"}"#
+        )
         #expect(throws: JOSEError.invalidKey) { try jwk.publicKey() }
     }
 
@@ -175,6 +186,9 @@ struct PrimitiveTests {
             let msg = withUnsafeBytes(of: &c) { Array($0) }
             #expect(try Crypto.hmac(.sha1, key: secret, data: msg) == hex(h))
         }
-        #expect(Crypto.constantTimeEqual([1, 2], [1, 2]) && !Crypto.constantTimeEqual([1, 2], [1, 3]) && !Crypto.constantTimeEqual([1], [1, 2]))
+        #expect(
+            Crypto.constantTimeEqual([1, 2], [1, 2]) && !Crypto.constantTimeEqual([1, 2], [1, 3])
+                && !Crypto.constantTimeEqual([1], [1, 2])
+        )
     }
 }

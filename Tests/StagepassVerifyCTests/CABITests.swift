@@ -42,11 +42,19 @@ struct CABITests {
             let requirements = c["requirements"] as? [String: Any] ?? [:]
             let roles = (requirements["roles"] as? [String]).flatMap { $0.isEmpty ? nil : $0.joined(separator: ",") }
             return Case(
-                id: id, token: token, jwks: String(decoding: jwksData, as: UTF8.self), issuer: issuer,
-                audiences: audiences.joined(separator: ","), leeway: (config["leeway"] as? NSNumber)?.int64Value ?? -1,
-                maxLifetime: (config["max_lifetime"] as? NSNumber)?.int64Value ?? 0, roles: roles,
-                stage: requirements["stage"] as? String, pipeline: requirements["pipeline"] as? String,
-                now: (c["now"] as? NSNumber)?.int64Value ?? 0, expected: expected)
+                id: id,
+                token: token,
+                jwks: String(decoding: jwksData, as: UTF8.self),
+                issuer: issuer,
+                audiences: audiences.joined(separator: ","),
+                leeway: (config["leeway"] as? NSNumber)?.int64Value ?? -1,
+                maxLifetime: (config["max_lifetime"] as? NSNumber)?.int64Value ?? 0,
+                roles: roles,
+                stage: requirements["stage"] as? String,
+                pipeline: requirements["pipeline"] as? String,
+                now: (c["now"] as? NSNumber)?.int64Value ?? 0,
+                expected: expected
+            )
         }
     }()
 
@@ -64,7 +72,11 @@ struct CABITests {
         return try body(verifier)
     }
 
-    static func verify(_ verifier: OpaquePointer, _ c: Case, claimsCap: Int = 65536)
+    static func verify(
+        _ verifier: OpaquePointer,
+        _ c: Case,
+        claimsCap: Int = 65536
+    )
         -> (result: Int32, claims: String, claimsLength: Int, detail: String)
     {
         var claims = [CChar](repeating: 0, count: max(claimsCap, 1))
@@ -75,8 +87,19 @@ struct CABITests {
         let rc = utf8.withUnsafeBufferPointer { bytes in
             bytes.withMemoryRebound(to: CChar.self) { tokenBytes in
                 stagepass_verify(
-                    verifier, tokenBytes.baseAddress, tokenBytes.count, c.roles, c.stage, c.pipeline, c.now,
-                    &claims, claimsCap, &length, &detail, detailCap)
+                    verifier,
+                    tokenBytes.baseAddress,
+                    tokenBytes.count,
+                    c.roles,
+                    c.stage,
+                    c.pipeline,
+                    c.now,
+                    &claims,
+                    claimsCap,
+                    &length,
+                    &detail,
+                    detailCap
+                )
             }
         }
         let text = rc == code(STAGEPASS_OK) ? String(cString: claims) : ""
@@ -122,9 +145,19 @@ struct CABITests {
         let sig = parts[2]
         let flipped = (sig.first == "A" ? "B" : "A") + sig.dropFirst()
         let tampered = Case(
-            id: "tampered", token: parts[0] + "." + parts[1] + "." + flipped, jwks: good.jwks, issuer: good.issuer,
-            audiences: good.audiences, leeway: good.leeway, maxLifetime: good.maxLifetime, roles: nil, stage: nil,
-            pipeline: nil, now: good.now, expected: "bad_signature")
+            id: "tampered",
+            token: parts[0] + "." + parts[1] + "." + flipped,
+            jwks: good.jwks,
+            issuer: good.issuer,
+            audiences: good.audiences,
+            leeway: good.leeway,
+            maxLifetime: good.maxLifetime,
+            roles: nil,
+            stage: nil,
+            pipeline: nil,
+            now: good.now,
+            expected: "bad_signature"
+        )
         try Self.withVerifier(tampered) { verifier in
             let out = Self.verify(verifier, tampered)
             #expect(out.result == Self.code(STAGEPASS_BAD_SIGNATURE))
@@ -138,8 +171,10 @@ struct CABITests {
         #expect(handle == nil)
         #expect(result == Self.code(STAGEPASS_ERR_BAD_JWKS))
         #expect(Self.name(result) == "bad_jwks")
-        #expect(stagepass_verify(nil, "x", 1, nil, nil, nil, 0, nil, 0, nil, nil, 0)
-            == Self.code(STAGEPASS_ERR_INVALID_ARGUMENT))
+        #expect(
+            stagepass_verify(nil, "x", 1, nil, nil, nil, 0, nil, 0, nil, nil, 0)
+                == Self.code(STAGEPASS_ERR_INVALID_ARGUMENT)
+        )
         #expect(Self.name(9999) == "unknown")
         stagepass_verifier_free(nil)  // a no-op, as free(NULL)
     }

@@ -35,7 +35,8 @@ struct HTTPSourcesTests {
             kid: try #require(keys.first?["kid"] as? String),
             issuer: try #require(config["issuer"] as? String),
             audience: try #require((config["audiences"] as? [String])?.first),
-            now: try #require((c["now"] as? NSNumber)?.int64Value))
+            now: try #require((c["now"] as? NSNumber)?.int64Value)
+        )
     }
 
     /// A server with `/jwks.json` (Cache-Control max-age=120) and `/missing` (404).
@@ -45,7 +46,8 @@ struct HTTPSourcesTests {
             Response(
                 status: .ok,
                 headers: [.contentType: "application/jwk-set+json", .cacheControl: "public, max-age=120"],
-                body: .init(byteBuffer: ByteBuffer(string: jwks)))
+                body: .init(byteBuffer: ByteBuffer(string: jwks))
+            )
         }
         router.get("/missing") { _, _ in Response(status: .notFound) }
         return Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)))
@@ -73,7 +75,8 @@ struct HTTPSourcesTests {
             #expect(source.current(now: v.now)?[v.kid] != nil, "the served key is in the fetched set")
             let verifier = Verifier(
                 configuration: VerifierConfiguration(issuer: v.issuer, audiences: [v.audience], cacheCapacity: 0),
-                keys: source)
+                keys: source
+            )
             let verified = try verifier.verify(v.token, requirements: Requirements(), at: v.now)
             #expect(verified.issuer == v.issuer)
             #expect(verified.kid == v.kid)

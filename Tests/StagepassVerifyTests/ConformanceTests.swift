@@ -1,7 +1,8 @@
 import Foundation
+import StagepassJOSE
 import Synchronization
 import Testing
-import StagepassJOSE
+
 @testable import StagepassVerify
 
 /// Specs/vectors/conformance.json: the project's own vectors that every port of the verifier must pass
@@ -26,22 +27,35 @@ struct ConformanceTests {
     }
 
     static let vectors: [Vector] = {
-        guard let doc = try? vectorFile("conformance.json"), let cases = doc["cases"] as? [[String: Any]] else { return [] }
+        guard let doc = try? vectorFile("conformance.json"), let cases = doc["cases"] as? [[String: Any]] else {
+            return []
+        }
         return cases.compactMap { c in
             guard let id = c["id"] as? String, let token = c["token"] as? String, let jwks = c["jwks"],
-                  let jwksData = try? JSONSerialization.data(withJSONObject: jwks), let config = c["config"] as? [String: Any],
-                  let now = (c["now"] as? NSNumber)?.int64Value, let expected = c["expected"] as? String
+                let jwksData = try? JSONSerialization.data(withJSONObject: jwks),
+                let config = c["config"] as? [String: Any],
+                let now = (c["now"] as? NSNumber)?.int64Value, let expected = c["expected"] as? String
             else { return nil }
             let req = c["requirements"] as? [String: Any] ?? [:]
             return Vector(
-                id: id, token: token, jwks: [UInt8](jwksData), issuer: config["issuer"] as? String ?? "",
-                audiences: config["audiences"] as? [String] ?? [], leeway: (config["leeway"] as? NSNumber)?.int64Value ?? 30,
-                maxLifetime: (config["max_lifetime"] as? NSNumber)?.int64Value ?? 3600, now: now,
-                requirements: Requirements(roles: req["roles"] as? [String] ?? [], stage: req["stage"] as? String,
-                                           pipeline: req["pipeline"] as? String),
-                statusLists: c["status_lists"] as? [String], statusListResults: c["status_list_results"] as? [String],
+                id: id,
+                token: token,
+                jwks: [UInt8](jwksData),
+                issuer: config["issuer"] as? String ?? "",
+                audiences: config["audiences"] as? [String] ?? [],
+                leeway: (config["leeway"] as? NSNumber)?.int64Value ?? 30,
+                maxLifetime: (config["max_lifetime"] as? NSNumber)?.int64Value ?? 3600,
+                now: now,
+                requirements: Requirements(
+                    roles: req["roles"] as? [String] ?? [],
+                    stage: req["stage"] as? String,
+                    pipeline: req["pipeline"] as? String
+                ),
+                statusLists: c["status_lists"] as? [String],
+                statusListResults: c["status_list_results"] as? [String],
                 statusMaxAge: (c["status_max_age"] as? NSNumber)?.int64Value,
-                expected: expected)
+                expected: expected
+            )
         }
     }()
 
@@ -57,8 +71,15 @@ struct ConformanceTests {
     func vector(_ v: Vector) throws {
         let keys = KeySet(jwks: (try? JWKS(json: v.jwks)) ?? JWKS(keys: []))
         let verifier = Verifier(
-            configuration: VerifierConfiguration(issuer: v.issuer, audiences: v.audiences, leeway: v.leeway, maxLifetime: v.maxLifetime),
-            keys: StaticKeySource(keys), clock: { v.now })
+            configuration: VerifierConfiguration(
+                issuer: v.issuer,
+                audiences: v.audiences,
+                leeway: v.leeway,
+                maxLifetime: v.maxLifetime
+            ),
+            keys: StaticKeySource(keys),
+            clock: { v.now }
+        )
         // Each list goes through the one install path (StatusListHolder); its outcome is part of the vector.
         for (i, jwt) in (v.statusLists ?? []).enumerated() {
             let outcome: String

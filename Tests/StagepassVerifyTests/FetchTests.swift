@@ -1,9 +1,9 @@
 import Foundation
-import Synchronization
-import Testing
 import StagepassJOSE
 import StagepassVerify
 import StagepassVerifyFetch
+import Synchronization
+import Testing
 
 /// StagepassVerifyFetch: refresh happens in the background; a verification never waits for the network.
 @Suite("Fetch")
@@ -47,20 +47,34 @@ struct FetchTests {
         let uri = "https://sp/statuslists/1"
         let getter = GatedGetter()
         let source = URLStatusListSource(url: URL(string: uri)!, getter: getter, clock: { [now] in now })
-        let verifier = Verifier(configuration: .init(issuer: "https://sp", audiences: ["deploy-api"]),
-                                keys: StaticKeySource(KeySet(jwks: JWKS(keys: [jwk]))), statusLists: source,
-                                clock: { [now] in now })
+        let verifier = Verifier(
+            configuration: .init(issuer: "https://sp", audiences: ["deploy-api"]),
+            keys: StaticKeySource(KeySet(jwks: JWKS(keys: [jwk]))),
+            statusLists: source,
+            clock: { [now] in now }
+        )
         let claims: [String: JSONValue] = [
             "iss": .string("https://sp"), "aud": .string("deploy-api"), "sub": .string("alice"), "jti": .string("t1"),
             "iat": .int(now), "exp": .int(now + 300),
             "status": .object(["status_list": .object(["idx": .int(3), "uri": .string(uri)])]),
         ]
-        let token = try JWS.sign(claims: .object(claims), header: ["typ": .string("at+jwt"), "kid": .string(jwk.kid ?? "")], key: key, alg: .ES256)
+        let token = try JWS.sign(
+            claims: .object(claims),
+            header: ["typ": .string("at+jwt"), "kid": .string(jwk.kid ?? "")],
+            key: key,
+            alg: .ES256
+        )
         let list = try JWS.sign(
             claims: .object([
                 "sub": .string(uri), "iat": .int(now - 5), "exp": .int(now + 600), "ttl": .int(120),
-                "status_list": .object(["bits": .int(1), "lst": .string(Base64URL.encode(try Zlib.compress([0b0000_1000, 0])))]),
-            ]), header: ["typ": .string("statuslist+jwt"), "kid": .string(jwk.kid ?? "")], key: key, alg: .ES256)
+                "status_list": .object([
+                    "bits": .int(1), "lst": .string(Base64URL.encode(try Zlib.compress([0b0000_1000, 0]))),
+                ]),
+            ]),
+            header: ["typ": .string("statuslist+jwt"), "kid": .string(jwk.kid ?? "")],
+            key: key,
+            alg: .ES256
+        )
 
         try await withThrowingTaskGroup(of: Int64.self) { group in
             group.addTask { try await source.refresh() }
@@ -82,13 +96,21 @@ struct FetchTests {
         let getter = GatedGetter()
         let source = URLKeySource(url: URL(string: "https://sp/jwks")!, getter: getter)
         let clock = Atomic<Int64>(now)
-        let verifier = Verifier(configuration: .init(issuer: "https://sp", audiences: ["deploy-api"], cacheCapacity: 0),
-                                keys: source, clock: { clock.load(ordering: .acquiring) })
+        let verifier = Verifier(
+            configuration: .init(issuer: "https://sp", audiences: ["deploy-api"], cacheCapacity: 0),
+            keys: source,
+            clock: { clock.load(ordering: .acquiring) }
+        )
         let claims: [String: JSONValue] = [
             "iss": .string("https://sp"), "aud": .string("deploy-api"), "sub": .string("alice"), "jti": .string("t1"),
             "iat": .int(now), "exp": .int(now + 300),
         ]
-        let token = try JWS.sign(claims: .object(claims), header: ["typ": .string("at+jwt"), "kid": .string(jwk.kid ?? "")], key: key, alg: .ES256)
+        let token = try JWS.sign(
+            claims: .object(claims),
+            header: ["typ": .string("at+jwt"), "kid": .string(jwk.kid ?? "")],
+            key: key,
+            alg: .ES256
+        )
         let empty = Array(JWKS(keys: []).serialized().utf8)
         let full = Array(JWKS(keys: [jwk]).serialized().utf8)
 

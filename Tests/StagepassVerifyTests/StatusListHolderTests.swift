@@ -1,6 +1,7 @@
 import Foundation
-import Testing
 import StagepassJOSE
+import Testing
+
 @testable import StagepassVerify
 
 /// The one status-list holder (Specs/token-profile.md §6.4): verified installs, one list per `sub`, replaced only
@@ -19,8 +20,13 @@ struct StatusListHolderTests {
         keys = KeySet(jwks: JWKS(keys: [jwk]))
     }
 
-    func list(revoked: [Int], iat: Int64, exp: Int64? = nil, typ: String = "statuslist+jwt",
-              extra: [String: JSONValue] = [:]) throws -> String {
+    func list(
+        revoked: [Int],
+        iat: Int64,
+        exp: Int64? = nil,
+        typ: String = "statuslist+jwt",
+        extra: [String: JSONValue] = [:]
+    ) throws -> String {
         var bytes = [UInt8](repeating: 0, count: 16)
         for i in revoked { bytes[i / 8] |= UInt8(1 << (i % 8)) }
         var claims: [String: JSONValue] = [
@@ -28,21 +34,36 @@ struct StatusListHolderTests {
             "status_list": .object(["bits": .int(1), "lst": .string(Base64URL.encode(try Zlib.compress(bytes)))]),
         ]
         for (k, v) in extra { claims[k] = v }
-        return try JWS.sign(claims: .object(claims), header: ["typ": .string(typ), "kid": .string(jwk.kid ?? "")], key: key, alg: .ES256)
+        return try JWS.sign(
+            claims: .object(claims),
+            header: ["typ": .string(typ), "kid": .string(jwk.kid ?? "")],
+            key: key,
+            alg: .ES256
+        )
     }
 
     func token(idx: Int) throws -> String {
         let claims: [String: JSONValue] = [
-            "iss": .string("https://sp"), "aud": .string("deploy-api"), "sub": .string("alice"), "jti": .string(UUID().uuidString),
+            "iss": .string("https://sp"), "aud": .string("deploy-api"), "sub": .string("alice"),
+            "jti": .string(UUID().uuidString),
             "iat": .int(now), "exp": .int(now + 300),
             "status": .object(["status_list": .object(["idx": .int(Int64(idx)), "uri": .string(uri)])]),
         ]
-        return try JWS.sign(claims: .object(claims), header: ["typ": .string("at+jwt"), "kid": .string(jwk.kid ?? "")], key: key, alg: .ES256)
+        return try JWS.sign(
+            claims: .object(claims),
+            header: ["typ": .string("at+jwt"), "kid": .string(jwk.kid ?? "")],
+            key: key,
+            alg: .ES256
+        )
     }
 
     func verifier(lists: (any StatusListSource)? = nil, maxAge: Int64? = nil) -> Verifier {
-        Verifier(configuration: .init(issuer: "https://sp", audiences: ["deploy-api"], statusMaxAge: maxAge),
-                 keys: StaticKeySource(keys), statusLists: lists, clock: { [now] in now })
+        Verifier(
+            configuration: .init(issuer: "https://sp", audiences: ["deploy-api"], statusMaxAge: maxAge),
+            keys: StaticKeySource(keys),
+            statusLists: lists,
+            clock: { [now] in now }
+        )
     }
 
     @Test func newerListReplacesOlder() throws {
@@ -58,7 +79,9 @@ struct StatusListHolderTests {
         let v = verifier()
         let t = try token(idx: 3)
         try v.installStatusList(try list(revoked: [3], iat: now - 60), fetchedAt: now)
-        #expect(throws: StatusListError(.superseded, "")) { try v.installStatusList(try list(revoked: [], iat: now - 600), fetchedAt: now) }
+        #expect(throws: StatusListError(.superseded, "")) {
+            try v.installStatusList(try list(revoked: [], iat: now - 600), fetchedAt: now)
+        }
         #expect(throws: VerificationError(.revoked, "")) { try v.verify(t) }
         #expect(v.statusListHolder.info(for: uri)?.issuedAt == now - 60)
     }
@@ -92,23 +115,43 @@ struct StatusListHolderTests {
         var sig = try Base64URL.decode(parts[2])
         sig[40] ^= 1
         parts[2] = Base64URL.encode(sig)
-        #expect(throws: StatusListError(.badSignature, "")) { try h.install(parts.joined(separator: "."), fetchedAt: now, keys: keys, now: now) }
-        #expect(throws: StatusListError(.wrongType, "")) { try h.install(try list(revoked: [], iat: now, typ: "JWT"), fetchedAt: now, keys: keys, now: now) }
-        #expect(throws: StatusListError(.unknownKey, "")) { try h.install(good, fetchedAt: now, keys: KeySet(jwks: JWKS(keys: [])), now: now) }
+        #expect(throws: StatusListError(.badSignature, "")) {
+            try h.install(parts.joined(separator: "."), fetchedAt: now, keys: keys, now: now)
+        }
+        #expect(throws: StatusListError(.wrongType, "")) {
+            try h.install(try list(revoked: [], iat: now, typ: "JWT"), fetchedAt: now, keys: keys, now: now)
+        }
+        #expect(throws: StatusListError(.unknownKey, "")) {
+            try h.install(good, fetchedAt: now, keys: KeySet(jwks: JWKS(keys: [])), now: now)
+        }
         #expect(throws: StatusListError(.expired, "")) {
             try h.install(try list(revoked: [], iat: now - 4000, exp: now - 100), fetchedAt: now, keys: keys, now: now)
         }
-        #expect(throws: StatusListError(.issuedInFuture, "")) { try h.install(try list(revoked: [], iat: now + 600), fetchedAt: now, keys: keys, now: now) }
-        #expect(throws: StatusListError(.malformed, "")) {
-            try h.install(try list(revoked: [], iat: now, extra: ["exp": .string("never")]), fetchedAt: now, keys: keys, now: now)
+        #expect(throws: StatusListError(.issuedInFuture, "")) {
+            try h.install(try list(revoked: [], iat: now + 600), fetchedAt: now, keys: keys, now: now)
         }
         #expect(throws: StatusListError(.malformed, "")) {
-            try h.install(try list(revoked: [], iat: now, extra: ["ttl": .int(0)]), fetchedAt: now, keys: keys, now: now)
+            try h.install(
+                try list(revoked: [], iat: now, extra: ["exp": .string("never")]),
+                fetchedAt: now,
+                keys: keys,
+                now: now
+            )
+        }
+        #expect(throws: StatusListError(.malformed, "")) {
+            try h.install(
+                try list(revoked: [], iat: now, extra: ["ttl": .int(0)]),
+                fetchedAt: now,
+                keys: keys,
+                now: now
+            )
         }
         // High-S twin of the list's own signature.
         var twin = good.split(separator: ".").map(String.init)
         twin[2] = Base64URL.encode(highS(try Base64URL.decode(twin[2])))
-        #expect(throws: StatusListError(.badSignature, "")) { try h.install(twin.joined(separator: "."), fetchedAt: now, keys: keys, now: now) }
+        #expect(throws: StatusListError(.badSignature, "")) {
+            try h.install(twin.joined(separator: "."), fetchedAt: now, keys: keys, now: now)
+        }
         #expect(h.all.isEmpty)
         #expect(try h.install(good, fetchedAt: now, keys: keys, now: now).issuedAt == now - 60)
     }

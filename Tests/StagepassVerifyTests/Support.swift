@@ -2,9 +2,12 @@ import Foundation
 
 /// `<package root>/Specs/vectors/<path>` parsed as JSON.
 func vectorFile(_ path: String, file: String = #filePath) throws -> [String: Any] {
-    let root = URL(fileURLWithPath: file).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    let root = URL(fileURLWithPath: file).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent()
     let data = try Data(contentsOf: root.appendingPathComponent("Specs/vectors").appendingPathComponent(path))
-    guard let obj = try JSONSerialization.jsonObject(with: data) as? [String: Any] else { throw CocoaError(.fileReadCorruptFile) }
+    guard let obj = try JSONSerialization.jsonObject(with: data) as? [String: Any] else {
+        throw CocoaError(.fileReadCorruptFile)
+    }
     return obj
 }
 

@@ -1,6 +1,7 @@
 import Foundation
-import Testing
 import StagepassJOSE
+import Testing
+
 @testable import StagepassVerify
 
 /// Behaviour beyond single-token verdicts: cache, key withdrawal, concurrency, status lists, file sources.
@@ -17,25 +18,43 @@ struct VerifierBehaviourTests {
 
     func token(_ extra: [String: JSONValue] = [:], exp: Int64 = 300) throws -> String {
         var claims: [String: JSONValue] = [
-            "iss": .string("https://sp"), "aud": .string("deploy-api"), "sub": .string("alice"), "jti": .string(UUID().uuidString),
+            "iss": .string("https://sp"), "aud": .string("deploy-api"), "sub": .string("alice"),
+            "jti": .string(UUID().uuidString),
             "iat": .int(now), "exp": .int(now + exp), "role": .string("deployer"), "stage": .string("production"),
             "client_id": .string("acme/web"),
         ]
         for (k, v) in extra { claims[k] = v }
-        return try JWS.sign(claims: .object(claims), header: ["typ": .string("at+jwt"), "kid": .string(jwk.kid ?? "")], key: key, alg: .ES256)
+        return try JWS.sign(
+            claims: .object(claims),
+            header: ["typ": .string("at+jwt"), "kid": .string(jwk.kid ?? "")],
+            key: key,
+            alg: .ES256
+        )
     }
 
     func verifier(_ keys: StaticKeySource, lists: (any StatusListSource)? = nil, maxAge: Int64? = nil) -> Verifier {
-        Verifier(configuration: .init(issuer: "https://sp", audiences: ["deploy-api"], statusMaxAge: maxAge), keys: keys, statusLists: lists)
+        Verifier(
+            configuration: .init(issuer: "https://sp", audiences: ["deploy-api"], statusMaxAge: maxAge),
+            keys: keys,
+            statusLists: lists
+        )
     }
 
     @Test func cachedTokenStillExpiresAndChecksRequirements() throws {
         let v = verifier(StaticKeySource(KeySet(jwks: JWKS(keys: [jwk]))))
         let t = try token()
         _ = try v.verify(t, at: now)
-        _ = try v.verify(t, requirements: .init(roles: ["deployer"], stage: "production", pipeline: "acme/*"), at: now + 1)
-        #expect(throws: VerificationError(.stageMismatch, "")) { try v.verify(t, requirements: .init(stage: "build"), at: now + 2) }
-        #expect(throws: VerificationError(.pipelineMismatch, "")) { try v.verify(t, requirements: .init(pipeline: "other/*"), at: now + 2) }
+        _ = try v.verify(
+            t,
+            requirements: .init(roles: ["deployer"], stage: "production", pipeline: "acme/*"),
+            at: now + 1
+        )
+        #expect(throws: VerificationError(.stageMismatch, "")) {
+            try v.verify(t, requirements: .init(stage: "build"), at: now + 2)
+        }
+        #expect(throws: VerificationError(.pipelineMismatch, "")) {
+            try v.verify(t, requirements: .init(pipeline: "other/*"), at: now + 2)
+        }
         #expect(throws: VerificationError(.expired, "")) { try v.verify(t, at: now + 300 + 30) }
     }
 
@@ -68,25 +87,37 @@ struct VerifierBehaviourTests {
     @Test func tokensOutsideThePlainSubsetVerifyAlike() throws {
         let v = verifier(StaticKeySource(KeySet(jwks: JWKS(keys: [jwk]))), maxAge: nil)
         let t = try token(["name": .string("Zoë\n"), "score": .double(1.5)])
-        let r = try v.verify(t, requirements: .init(roles: ["deployer"], stage: "production", pipeline: "acme/*"), at: now)
+        let r = try v.verify(
+            t,
+            requirements: .init(roles: ["deployer"], stage: "production", pipeline: "acme/*"),
+            at: now
+        )
         #expect(r.subject == "alice" && r.claims["name"]?.stringValue == "Zoë\n")
         let claims: JSONValue = .object([
             "iss": .string("https://sp"), "aud": .array([.string("x"), .string("deploy-api")]), "sub": .string("bob"),
             "jti": .string("j1"), "iat": .int(now), "exp": .int(now + 60),
         ])
         for extra in [String(repeating: "a", count: 1500), String(repeating: "a", count: 1500) + "\t"] {
-            let big = try JWS.sign(claims: claims, header: ["typ": .string("at+jwt"), "kid": .string(jwk.kid ?? ""), "x": .string(extra)],
-                                   key: key, alg: .ES256)
+            let big = try JWS.sign(
+                claims: claims,
+                header: ["typ": .string("at+jwt"), "kid": .string(jwk.kid ?? ""), "x": .string(extra)],
+                key: key,
+                alg: .ES256
+            )
             #expect(try v.verify(big, at: now).audiences == ["x", "deploy-api"])
             var forged = Array(big.utf8)
-            forged[forged.count - 5] = forged[forged.count - 5] == UInt8(ascii: "A") ? UInt8(ascii: "B") : UInt8(ascii: "A")
-            #expect(throws: VerificationError(.badSignature, "")) { try v.verify(String(decoding: forged, as: UTF8.self), at: now) }
+            forged[forged.count - 5] =
+                forged[forged.count - 5] == UInt8(ascii: "A") ? UInt8(ascii: "B") : UInt8(ascii: "A")
+            #expect(throws: VerificationError(.badSignature, "")) {
+                try v.verify(String(decoding: forged, as: UTF8.self), at: now)
+            }
         }
     }
 
     @Test func concurrentCallersAgree() async throws {
         let v = verifier(StaticKeySource(KeySet(jwks: JWKS(keys: [jwk]))))
-        let good = try token(), bad = try token(["iss": .string("https://evil")])
+        let good = try token()
+        let bad = try token(["iss": .string("https://evil")])
         let now = self.now
         let results = await withTaskGroup(of: (Bool, Bool).self) { group in
             for _ in 0..<200 {
@@ -101,7 +132,12 @@ struct VerifierBehaviourTests {
         #expect(results.count == 200 && results.allSatisfy { $0.0 && $0.1 })
     }
 
-    func statusList(bits: [Int], size: Int = 64, uri: String = "https://sp/statuslists/1", exp: Int64? = nil) throws -> String {
+    func statusList(
+        bits: [Int],
+        size: Int = 64,
+        uri: String = "https://sp/statuslists/1",
+        exp: Int64? = nil
+    ) throws -> String {
         var bytes = [UInt8](repeating: 0, count: size / 8)
         for i in bits { bytes[i / 8] |= UInt8(1 << (i % 8)) }
         var claims: [String: JSONValue] = [
@@ -109,13 +145,20 @@ struct VerifierBehaviourTests {
             "status_list": .object(["bits": .int(1), "lst": .string(Base64URL.encode(try Zlib.compress(bytes)))]),
         ]
         if let exp { claims["exp"] = .int(exp) }
-        return try JWS.sign(claims: .object(claims), header: ["typ": .string("statuslist+jwt"), "kid": .string(jwk.kid ?? "")], key: key, alg: .ES256)
+        return try JWS.sign(
+            claims: .object(claims),
+            header: ["typ": .string("statuslist+jwt"), "kid": .string(jwk.kid ?? "")],
+            key: key,
+            alg: .ES256
+        )
     }
 
     @Test func revocationTakesEffectWhenTheListChanges() throws {
         let lists = StaticStatusListSource([StatusListDocument(jwt: try statusList(bits: []), fetchedAt: now)])
         let v = verifier(StaticKeySource(KeySet(jwks: JWKS(keys: [jwk]))), lists: lists, maxAge: 120)
-        let status: JSONValue = .object(["status_list": .object(["idx": .int(9), "uri": .string("https://sp/statuslists/1")])])
+        let status: JSONValue = .object([
+            "status_list": .object(["idx": .int(9), "uri": .string("https://sp/statuslists/1")])
+        ])
         let t = try token(["status": status])
         _ = try v.verify(t, at: now)
         lists.replace([StatusListDocument(jwt: try statusList(bits: [9]), fetchedAt: now)])

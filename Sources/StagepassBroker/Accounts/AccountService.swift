@@ -58,7 +58,8 @@ public struct AccountService: Sendable {
     public func add(name: String, password: String, groups: [String] = [], actor: String) throws -> User {
         guard Self.isValidName(name) else {
             throw BrokerError.invalidRequest(
-                "user names are 1-64 characters of a-z 0-9 . _ - (starting with a-z or 0-9)")
+                "user names are 1-64 characters of a-z 0-9 . _ - (starting with a-z or 0-9)"
+            )
         }
         for g in groups where !Self.isValidName(g) { throw BrokerError.invalidRequest("bad group name '\(g)'") }
         try Self.validatePassword(password)
@@ -71,8 +72,12 @@ public struct AccountService: Sendable {
         }
         try audit.record(
             AuditEvent(
-                action: "user.add", actor: actor, subject: name,
-                details: ["groups": groups.sorted().joined(separator: ",")]))
+                action: "user.add",
+                actor: actor,
+                subject: name,
+                details: ["groups": groups.sorted().joined(separator: ",")]
+            )
+        )
         return try get(name)
     }
 
@@ -85,8 +90,13 @@ public struct AccountService: Sendable {
 
     func user(_ r: UserRecord) throws -> User {
         User(
-            id: r.id, name: r.name, groups: try store.groups(ofUser: r.id), disabled: r.disabled, locked: r.locked,
-            createdAt: r.createdAt)
+            id: r.id,
+            name: r.name,
+            groups: try store.groups(ofUser: r.id),
+            disabled: r.disabled,
+            locked: r.locked,
+            createdAt: r.createdAt
+        )
     }
 
     /// Every user, sorted by name.
@@ -98,7 +108,9 @@ public struct AccountService: Sendable {
         try store.setDisabled(userId: u.id, disabled)
         if disabled { try store.deleteSessions(userId: u.id) }
         try audit.record(AuditEvent(action: disabled ? "user.disable" : "user.enable", actor: actor, subject: name))
-        if disabled { try endDelegations(ofUser: u.id, userName: name, reason: "the delegator was disabled", actor: actor) }
+        if disabled {
+            try endDelegations(ofUser: u.id, userName: name, reason: "the delegator was disabled", actor: actor)
+        }
     }
 
     /// Revokes every live delegation the user granted, with one `delegation.revoke` audit record naming them.
@@ -108,8 +120,13 @@ public struct AccountService: Sendable {
         guard !revoked.isEmpty else { return }
         try audit.record(
             AuditEvent(
-                action: "delegation.revoke", actor: actor, subject: userName, reason: reason,
-                details: ["delegations": revoked.joined(separator: ",")]))
+                action: "delegation.revoke",
+                actor: actor,
+                subject: userName,
+                reason: reason,
+                details: ["delegations": revoked.joined(separator: ",")]
+            )
+        )
     }
 
     /// Clears a factor lockout and the user's throttle counters.
@@ -129,13 +146,20 @@ public struct AccountService: Sendable {
         try store.setGroups(userId: u.id, groups)
         try audit.record(
             AuditEvent(
-                action: "user.groups", actor: actor, subject: name,
-                details: ["groups": groups.sorted().joined(separator: ",")]))
+                action: "user.groups",
+                actor: actor,
+                subject: name,
+                details: ["groups": groups.sorted().joined(separator: ",")]
+            )
+        )
         let removed = Set(u.groups).subtracting(groups)
         if !removed.isEmpty {
             try endDelegations(
-                ofUser: u.id, userName: name, reason: "the delegator left \(removed.sorted().joined(separator: ","))",
-                actor: actor)
+                ofUser: u.id,
+                userName: name,
+                reason: "the delegator left \(removed.sorted().joined(separator: ","))",
+                actor: actor
+            )
         }
     }
 

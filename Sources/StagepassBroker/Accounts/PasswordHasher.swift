@@ -41,14 +41,28 @@ public struct PasswordHasher: Sendable {
         let pwd = Array(password.utf8)
         let hashLen = 32
         let encLen = argon2_encodedlen(
-            p.iterations, p.memoryKiB, p.parallelism, UInt32(salt.count), UInt32(hashLen),
-            Argon2_id)
+            p.iterations,
+            p.memoryKiB,
+            p.parallelism,
+            UInt32(salt.count),
+            UInt32(hashLen),
+            Argon2_id
+        )
         var encoded = [CChar](repeating: 0, count: encLen + 1)
         let rc = pwd.withUnsafeBytes { pw in
             salt.withUnsafeBytes { s in
                 argon2id_hash_encoded(
-                    p.iterations, p.memoryKiB, p.parallelism, pw.baseAddress, pw.count, s.baseAddress,
-                    s.count, hashLen, &encoded, encoded.count)
+                    p.iterations,
+                    p.memoryKiB,
+                    p.parallelism,
+                    pw.baseAddress,
+                    pw.count,
+                    s.baseAddress,
+                    s.count,
+                    hashLen,
+                    &encoded,
+                    encoded.count
+                )
             }
         }
         guard rc == ARGON2_OK.rawValue else {
@@ -89,7 +103,9 @@ public struct PasswordHasher: Sendable {
     public static func parameters(of phc: String) -> Parameters? {
         let parts = phc.split(separator: "$")
         guard parts.count >= 4, parts[0] == "argon2id" else { return nil }
-        var m: UInt32?, t: UInt32?, p: UInt32?
+        var m: UInt32?
+        var t: UInt32?
+        var p: UInt32?
         for kv in parts[2].split(separator: ",") {
             let pair = kv.split(separator: "=")
             guard pair.count == 2, let v = UInt32(pair[1]) else { return nil }

@@ -66,7 +66,9 @@ public final class HashChainAuditLog: AuditSink {
             let seq = (last?.seq ?? 0) + 1
             let prev = last?.hash ?? Self.genesis
             let hash = try Self.chainHash(
-                prev: prev, record: Self.canonicalRecord(seq: seq, time: now, prev: prev, event: json))
+                prev: prev,
+                record: Self.canonicalRecord(seq: seq, time: now, prev: prev, event: json)
+            )
             return AuditRow(seq: seq, time: now, prevHash: prev, event: json, hash: hash)
         }
     }
@@ -79,7 +81,9 @@ public final class HashChainAuditLog: AuditSink {
             let seq = (last?.seq ?? 0) + 1
             let prev = last?.hash ?? Self.genesis
             let hash = try Self.chainHash(
-                prev: prev, record: Self.canonicalRecord(seq: seq, time: now, prev: prev, event: json))
+                prev: prev,
+                record: Self.canonicalRecord(seq: seq, time: now, prev: prev, event: json)
+            )
             return AuditRow(seq: seq, time: now, prevHash: prev, event: json, hash: hash)
         }
     }
@@ -97,15 +101,18 @@ public final class HashChainAuditLog: AuditSink {
                 count += 1
                 if r.seq != expectedSeq {
                     return AuditVerification(
-                        count: count, firstBadSeq: min(r.seq, expectedSeq),
-                        reason: "sequence gap: expected \(expectedSeq), found \(r.seq)")
+                        count: count,
+                        firstBadSeq: min(r.seq, expectedSeq),
+                        reason: "sequence gap: expected \(expectedSeq), found \(r.seq)"
+                    )
                 }
                 if r.prevHash != prev {
                     return AuditVerification(count: count, firstBadSeq: r.seq, reason: "previous hash does not match")
                 }
                 let h = try Self.chainHash(
                     prev: r.prevHash,
-                    record: Self.canonicalRecord(seq: r.seq, time: r.time, prev: r.prevHash, event: r.event))
+                    record: Self.canonicalRecord(seq: r.seq, time: r.time, prev: r.prevHash, event: r.event)
+                )
                 if h != r.hash {
                     return AuditVerification(count: count, firstBadSeq: r.seq, reason: "record hash does not match")
                 }
@@ -126,7 +133,8 @@ public final class HashChainAuditLog: AuditSink {
             for r in page {
                 try write(
                     "{\"event\":\(r.event),\"hash\":\"\(r.hash)\",\"prev_hash\":\"\(r.prevHash)\","
-                        + "\"seq\":\(r.seq),\"time\":\(r.time)}")
+                        + "\"seq\":\(r.seq),\"time\":\(r.time)}"
+                )
                 after = r.seq
             }
         }

@@ -36,7 +36,10 @@ public struct FactorService: Sendable {
     public static let backupCodeCount = 10
 
     public init(
-        store: any BrokerStore, masterKey: MasterKey, clock: BrokerClock, audit: any AuditSink,
+        store: any BrokerStore,
+        masterKey: MasterKey,
+        clock: BrokerClock,
+        audit: any AuditSink,
         issuer: String = "Stagepass"
     ) {
         self.store = store
@@ -78,12 +81,23 @@ public struct FactorService: Sendable {
         try store.deletePendingFactors(userId: user.id, kind: .totp)
         try store.insertFactor(
             FactorRecord(
-                id: id, userId: user.id, kind: .totp, state: .pending, secretBox: box,
-                createdAt: clock.now()))
+                id: id,
+                userId: user.id,
+                kind: .totp,
+                state: .pending,
+                secretBox: box,
+                createdAt: clock.now()
+            )
+        )
         try audit.record(
             AuditEvent(
-                action: "factor.enrol", actor: actor, subject: userName, factors: ["otp"],
-                details: Self.authorised(["factor_id": id, "method": "totp", "state": "pending"], by: authorisedBy)))
+                action: "factor.enrol",
+                actor: actor,
+                subject: userName,
+                factors: ["otp"],
+                details: Self.authorised(["factor_id": id, "method": "totp", "state": "pending"], by: authorisedBy)
+            )
+        )
         let uri = OTP.otpauthURI(secret: secret, account: userName, issuer: issuer)
         let qr = try QRCode.encode(Array(uri.utf8))
         return TOTPEnrolment(factorId: id, secret: Base32.encode(secret), uri: uri, qr: qr)
@@ -101,7 +115,12 @@ public struct FactorService: Sendable {
     /// Confirms a pending TOTP enrolment with its first correct code, which activates it.
     /// - Throws: ``BrokerError/invalidFactor`` for a wrong code, ``BrokerError/noFactor(_:)`` when nothing is pending.
     @discardableResult
-    public func confirmTOTP(userId: String, code: String, actor: String, authorisedBy: String? = nil) throws
+    public func confirmTOTP(
+        userId: String,
+        code: String,
+        actor: String,
+        authorisedBy: String? = nil
+    ) throws
         -> FactorInfo
     {
         let c = try Self.normalizeTOTP(code)
@@ -114,8 +133,13 @@ public struct FactorService: Sendable {
         let name = try store.user(id: userId)?.name
         try audit.record(
             AuditEvent(
-                action: "factor.confirm", actor: actor, subject: name, factors: ["otp"],
-                details: Self.authorised(["factor_id": f.id, "method": "totp"], by: authorisedBy)))
+                action: "factor.confirm",
+                actor: actor,
+                subject: name,
+                factors: ["otp"],
+                details: Self.authorised(["factor_id": f.id, "method": "totp"], by: authorisedBy)
+            )
+        )
         return FactorInfo(id: f.id, kind: .totp, state: .active, createdAt: f.createdAt, lastUsedAt: now)
     }
 
@@ -155,8 +179,12 @@ public struct FactorService: Sendable {
         try store.forgetProofs(userId: userId, credentials: [factorId])
         try audit.record(
             AuditEvent(
-                action: "factor.remove", actor: actor, subject: try store.user(id: userId)?.name,
-                details: Self.authorised(["factor_id": factorId, "method": f.kind.rawValue], by: authorisedBy)))
+                action: "factor.remove",
+                actor: actor,
+                subject: try store.user(id: userId)?.name,
+                details: Self.authorised(["factor_id": factorId, "method": f.kind.rawValue], by: authorisedBy)
+            )
+        )
     }
 
     static func authorised(_ details: [String: String], by: String?) -> [String: String] {
@@ -184,13 +212,26 @@ public struct FactorService: Sendable {
         let id = "f_" + Base64URL.encode(try Crypto.randomBytes(12))
         try store.insertFactor(
             FactorRecord(
-                id: id, userId: user.id, kind: .backup, state: .active, secretBox: nil,
-                createdAt: clock.now()))
+                id: id,
+                userId: user.id,
+                kind: .backup,
+                state: .active,
+                secretBox: nil,
+                createdAt: clock.now()
+            )
+        )
         try audit.record(
             AuditEvent(
-                action: "factor.enrol", actor: actor, subject: userName, factors: ["bkp"],
+                action: "factor.enrol",
+                actor: actor,
+                subject: userName,
+                factors: ["bkp"],
                 details: Self.authorised(
-                    ["factor_id": id, "method": "backup", "count": String(codes.count)], by: authorisedBy)))
+                    ["factor_id": id, "method": "backup", "count": String(codes.count)],
+                    by: authorisedBy
+                )
+            )
+        )
         return codes
     }
 
@@ -244,11 +285,14 @@ public struct FactorService: Sendable {
         try store.replaceSecretBoxes(boxes)
         try audit.record(
             AuditEvent(
-                action: "masterkey.rotate", actor: actor,
+                action: "masterkey.rotate",
+                actor: actor,
                 details: [
                     "secrets": String(boxes.count), "from": masterKey.fingerprint,
                     "to": newKey.fingerprint,
-                ]))
+                ]
+            )
+        )
         return boxes.count
     }
 }

@@ -30,7 +30,9 @@ public struct MasterKey: Sendable {
     public var base64url: String { Base64URL.encode(bytes) }
 
     /// A short fingerprint safe to log: the first 8 hex digits of SHA-256(key).
-    public var fingerprint: String { get throws { try Crypto.sha256(bytes).prefix(4).map { String(format: "%02x", $0) }.joined() } }
+    public var fingerprint: String {
+        get throws { try Crypto.sha256(bytes).prefix(4).map { String(format: "%02x", $0) }.joined() }
+    }
 
     /// `STAGEPASS_MASTER_KEY` if set, else the file at `keyFile` if it exists, else nil.
     ///

@@ -50,13 +50,19 @@ public enum Base32 {
 public enum OTP {
     /// HOTP value: HMAC over the 8-byte big-endian counter (RFC 4226 §5.2), dynamic truncation (§5.3: offset = low
     /// nibble of the last MAC byte, 31-bit big-endian value), then `mod 10^digits`, zero-padded.
-    public static func hotp(secret: [UInt8], counter: UInt64, digits: Int = 6, digest: Crypto.Digest = .sha1) throws -> String
-    {
+    public static func hotp(
+        secret: [UInt8],
+        counter: UInt64,
+        digits: Int = 6,
+        digest: Crypto.Digest = .sha1
+    ) throws -> String {
         var msg = [UInt8](repeating: 0, count: 8)
         for i in 0..<8 { msg[i] = UInt8(truncatingIfNeeded: counter >> UInt64(56 - 8 * i)) }
         let mac = try Crypto.hmac(digest, key: secret, data: msg)
         // Fail closed: a MAC too short to truncate is an error, never an empty (matchable) code.
-        guard let last = mac.last, Int(last & 0x0F) + 3 < mac.count else { throw JOSEError.cryptoFailure("HMAC too short for HOTP") }
+        guard let last = mac.last, Int(last & 0x0F) + 3 < mac.count else {
+            throw JOSEError.cryptoFailure("HMAC too short for HOTP")
+        }
         let offset = Int(last & 0x0F)
         let binary =
             (UInt32(mac[offset] & 0x7F) << 24) | (UInt32(mac[offset + 1]) << 16)
@@ -75,18 +81,29 @@ public enum OTP {
 
     /// TOTP value for `unixTime` (RFC 6238 §4): HOTP with the time step as counter.
     public static func totp(
-        secret: [UInt8], unixTime: Int64, period: Int64 = 30, digits: Int = 6,
+        secret: [UInt8],
+        unixTime: Int64,
+        period: Int64 = 30,
+        digits: Int = 6,
         digest: Crypto.Digest = .sha1
     ) throws -> String {
         try hotp(
-            secret: secret, counter: UInt64(max(0, timeStep(unixTime, period: period))), digits: digits, digest: digest)
+            secret: secret,
+            counter: UInt64(max(0, timeStep(unixTime, period: period))),
+            digits: digits,
+            digest: digest
+        )
     }
 
     /// Finds which step in `step−window … step+window` (RFC 6238 §5.2: allow one step of clock drift) produced `code`,
     /// comparing every candidate in constant time and without an early exit.
     public static func matchingStep(
-        secret: [UInt8], code: String, unixTime: Int64, window: Int64 = 1,
-        period: Int64 = 30, digits: Int = 6
+        secret: [UInt8],
+        code: String,
+        unixTime: Int64,
+        window: Int64 = 1,
+        period: Int64 = 30,
+        digits: Int = 6
     ) -> Int64? {
         let now = timeStep(unixTime, period: period)
         let given = Array(code.utf8)

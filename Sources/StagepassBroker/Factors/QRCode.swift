@@ -73,7 +73,8 @@ public struct QRCode: Sendable, Hashable {
     /// a light background so it scans on dark terminals too.
     public func terminal(border: Int = 2) -> String {
         func dark(_ x: Int, _ y: Int) -> Bool {
-            let xx = x - border, yy = y - border
+            let xx = x - border
+            let yy = y - border
             return xx >= 0 && yy >= 0 && xx < size && yy < size && modules[yy][xx]
         }
         let dim = size + 2 * border
@@ -103,7 +104,8 @@ public struct QRCode: Sendable, Hashable {
         for py in 0..<dim {
             var line = ""
             for px in 0..<dim {
-                let x = px / scale - border, y = py / scale - border
+                let x = px / scale - border
+                let y = py / scale - border
                 let d = x >= 0 && y >= 0 && x < size && y < size && modules[y][x]
                 line += d ? "1 " : "0 "
             }

@@ -194,14 +194,24 @@ struct FileStamp: Sendable, Hashable {
         }
         #if canImport(Darwin)
         return FileStamp(
-            device: UInt64(st.st_dev), inode: UInt64(st.st_ino), size: Int64(st.st_size),
-            modified: Int64(st.st_mtimespec.tv_sec), modifiedNanos: Int64(st.st_mtimespec.tv_nsec),
-            changed: Int64(st.st_ctimespec.tv_sec), changedNanos: Int64(st.st_ctimespec.tv_nsec))
+            device: UInt64(st.st_dev),
+            inode: UInt64(st.st_ino),
+            size: Int64(st.st_size),
+            modified: Int64(st.st_mtimespec.tv_sec),
+            modifiedNanos: Int64(st.st_mtimespec.tv_nsec),
+            changed: Int64(st.st_ctimespec.tv_sec),
+            changedNanos: Int64(st.st_ctimespec.tv_nsec)
+        )
         #else
         return FileStamp(
-            device: UInt64(st.st_dev), inode: UInt64(st.st_ino), size: Int64(st.st_size),
-            modified: Int64(st.st_mtim.tv_sec), modifiedNanos: Int64(st.st_mtim.tv_nsec),
-            changed: Int64(st.st_ctim.tv_sec), changedNanos: Int64(st.st_ctim.tv_nsec))
+            device: UInt64(st.st_dev),
+            inode: UInt64(st.st_ino),
+            size: Int64(st.st_size),
+            modified: Int64(st.st_mtim.tv_sec),
+            modifiedNanos: Int64(st.st_mtim.tv_nsec),
+            changed: Int64(st.st_ctim.tv_sec),
+            changedNanos: Int64(st.st_ctim.tv_nsec)
+        )
         #endif
     }
 

@@ -21,7 +21,9 @@ public struct KeyPassphrase: Sendable, CustomStringConvertible {
     /// Whether key files are written encrypted.
     public var encrypts: Bool { secret != nil }
 
-    public var description: String { secret == nil ? "KeyPassphrase(insecure, unencrypted)" : "KeyPassphrase(<redacted>)" }
+    public var description: String {
+        secret == nil ? "KeyPassphrase(insecure, unencrypted)" : "KeyPassphrase(<redacted>)"
+    }
 
     /// The name of the environment variable that carries the passphrase.
     public static let environmentVariable = "STAGEPASS_KEY_PASSPHRASE"
@@ -32,7 +34,11 @@ public struct KeyPassphrase: Sendable, CustomStringConvertible {
     /// others, and must not be empty.
     /// - Throws: ``KeyStoreError/missingPassphrase`` when there is none and `insecureDev` is false;
     ///   ``KeyStoreError/unreadablePassphraseFile`` or ``KeyStoreError/insecurePermissions`` for a bad file.
-    public static func resolve(passphraseFile: String?, environment: [String: String], insecureDev: Bool) throws
+    public static func resolve(
+        passphraseFile: String?,
+        environment: [String: String],
+        insecureDev: Bool
+    ) throws
         -> KeyPassphrase
     {
         if let passphraseFile {
@@ -67,6 +73,7 @@ public struct KeyPassphrase: Sendable, CustomStringConvertible {
         if insecureDev { return .insecureUnencrypted }
         throw KeyStoreError.missingPassphrase(
             "no key passphrase: set \(environmentVariable) or pass --passphrase-file FILE "
-                + "(or --insecure-dev-keys to store UNENCRYPTED keys for development)")
+                + "(or --insecure-dev-keys to store UNENCRYPTED keys for development)"
+        )
     }
 }

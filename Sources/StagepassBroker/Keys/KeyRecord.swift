@@ -42,8 +42,17 @@ public struct KeyRecord: Sendable, Hashable, Codable {
     /// `generated` or `imported`.
     public var origin: String
 
-    public init(kid: String, alg: String, state: KeyState, created: Int64, activated: Int64? = nil,
-                retiringSince: Int64? = nil, retired: Int64? = nil, retireAfter: Int64? = nil, origin: String) {
+    public init(
+        kid: String,
+        alg: String,
+        state: KeyState,
+        created: Int64,
+        activated: Int64? = nil,
+        retiringSince: Int64? = nil,
+        retired: Int64? = nil,
+        retireAfter: Int64? = nil,
+        origin: String
+    ) {
         self.retireAfter = retireAfter
         self.kid = kid
         self.alg = alg

@@ -35,15 +35,19 @@ public struct KeySchedule: Sendable, Hashable {
         }
         guard prePublication <= rotationPeriod else {
             throw KeyStoreError.invalidSchedule(
-                "prePublication (\(prePublication) s) must not exceed rotationPeriod (\(rotationPeriod) s)")
+                "prePublication (\(prePublication) s) must not exceed rotationPeriod (\(rotationPeriod) s)"
+            )
         }
         guard prePublication >= 2 else {
-            throw KeyStoreError.invalidSchedule("prePublication must be at least 2 s so the JWKS max-age can be shorter")
+            throw KeyStoreError.invalidSchedule(
+                "prePublication must be at least 2 s so the JWKS max-age can be shorter"
+            )
         }
         guard maxTokenLifetime <= rotationPeriod else {
             throw KeyStoreError.invalidSchedule(
                 "tokens living \(maxTokenLifetime) s exceed what the key schedule covers (\(rotationPeriod) s): a key "
-                    + "stays published after it stops signing for at most one rotation period")
+                    + "stays published after it stops signing for at most one rotation period"
+            )
         }
         self.rotationPeriod = rotationPeriod
         self.prePublication = prePublication
@@ -53,8 +57,13 @@ public struct KeySchedule: Sendable, Hashable {
 
     /// The default: rotate weekly, publish the next key a day ahead, tokens live at most an hour, 60 s leeway.
     public static let standard: KeySchedule = {
-        guard let s = try? KeySchedule(rotationPeriod: 7 * 86_400, prePublication: 86_400,
-                                       maxTokenLifetime: 3_600, leeway: 60)
+        guard
+            let s = try? KeySchedule(
+                rotationPeriod: 7 * 86_400,
+                prePublication: 86_400,
+                maxTokenLifetime: 3_600,
+                leeway: 60
+            )
         else { preconditionFailure("the standard key schedule is valid") }
         return s
     }()
@@ -66,8 +75,11 @@ public struct KeySchedule: Sendable, Hashable {
     public static func standard(covering lifetime: Int64) throws -> KeySchedule {
         let s = standard
         return try KeySchedule(
-            rotationPeriod: s.rotationPeriod, prePublication: s.prePublication, maxTokenLifetime: lifetime,
-            leeway: s.leeway)
+            rotationPeriod: s.rotationPeriod,
+            prePublication: s.prePublication,
+            maxTokenLifetime: lifetime,
+            leeway: s.leeway
+        )
     }
 
     /// The longest lifetime a token may have under this schedule: one rotation period. A key stops signing at a

@@ -23,10 +23,17 @@ public struct KeyStoreConfiguration: Sendable {
     /// The algorithm of the first keys of an empty store when none is named.
     public var defaultAlgorithm: JWSAlgorithm
 
-    public init(directory: String = "Keys", passphrase: KeyPassphrase, schedule: KeySchedule = .standard,
-                clock: BrokerClock = .system, audit: any AuditSink = MemoryAuditSink(), actor: String? = nil,
-                logger: Logger = Logger(label: "stagepass.keys"), rsaBits: Int32 = 3072,
-                defaultAlgorithm: JWSAlgorithm = .ES256) {
+    public init(
+        directory: String = "Keys",
+        passphrase: KeyPassphrase,
+        schedule: KeySchedule = .standard,
+        clock: BrokerClock = .system,
+        audit: any AuditSink = MemoryAuditSink(),
+        actor: String? = nil,
+        logger: Logger = Logger(label: "stagepass.keys"),
+        rsaBits: Int32 = 3072,
+        defaultAlgorithm: JWSAlgorithm = .ES256
+    ) {
         self.directory = directory
         self.passphrase = passphrase
         self.schedule = schedule
@@ -103,7 +110,8 @@ public actor KeyStore {
         coveredLifetime = configuration.schedule.maxTokenLifetime
         if !configuration.passphrase.encrypts {
             configuration.logger.critical(
-                "INSECURE: signing keys in \(configuration.directory) are stored UNENCRYPTED (--insecure-dev-keys). Never use this outside development.")
+                "INSECURE: signing keys in \(configuration.directory) are stored UNENCRYPTED (--insecure-dev-keys). Never use this outside development."
+            )
         }
         let loaded = try Self.load(configuration)
         ring = loaded.ring
@@ -129,8 +137,14 @@ public actor KeyStore {
         let s = configuration.schedule
         let active = ring.active.first
         return ring.keys.map { r in
-            var info = KeyInfo(kid: r.kid, alg: r.alg, state: r.state, created: r.created, activates: r.activated,
-                               retires: nil)
+            var info = KeyInfo(
+                kid: r.kid,
+                alg: r.alg,
+                state: r.state,
+                created: r.created,
+                activates: r.activated,
+                retires: nil
+            )
             switch r.state {
             case .next:
                 let earliest = r.created + s.prePublication
@@ -189,7 +203,8 @@ public actor KeyStore {
         guard lifetime <= s.longestCoverableLifetime else {
             throw KeyStoreError.invalidSchedule(
                 "refusing to sign something living \(lifetime) s: the key schedule covers at most "
-                    + "\(s.longestCoverableLifetime) s (one rotation period)")
+                    + "\(s.longestCoverableLifetime) s (one rotation period)"
+            )
         }
         coveredLifetime = max(coveredLifetime, lifetime)
     }
@@ -298,11 +313,22 @@ public actor KeyStore {
                 ring.keys[i].state = .retired
                 ring.keys[i].retired = now
                 replaced = ring.keys[i].kid
-                plan.audit(.init(action: "key.retire", actor: configuration.actor, subject: ring.keys[i].kid,
-                                 details: ["reason": "replaced by imported next key"]))
+                plan.audit(
+                    .init(
+                        action: "key.retire",
+                        actor: configuration.actor,
+                        subject: ring.keys[i].kid,
+                        details: ["reason": "replaced by imported next key"]
+                    )
+                )
             }
-            var rec = KeyRecord(kid: kid, alg: chosen.rawValue, state: bootstrapping ? .active : .next, created: now,
-                                origin: "imported")
+            var rec = KeyRecord(
+                kid: kid,
+                alg: chosen.rawValue,
+                state: bootstrapping ? .active : .next,
+                created: now,
+                origin: "imported"
+            )
             if bootstrapping { rec.activated = now }
             try plan.addKey(rec, key, passphrase: configuration.passphrase)
             ring.keys.append(rec)
@@ -340,21 +366,42 @@ public actor KeyStore {
                     ring.keys[n].state = .active
                     ring.keys[n].activated = now
                 } else {
-                    _ = try generateLocked(&ring, &plan, alg: alg, state: .active, now: now, reason: "replace compromised")
+                    _ = try generateLocked(
+                        &ring,
+                        &plan,
+                        alg: alg,
+                        state: .active,
+                        now: now,
+                        reason: "replace compromised"
+                    )
                 }
             }
             if ring.next == nil {
                 let nextAlg = ring.active.first?.algorithm ?? alg
-                _ = try generateLocked(&ring, &plan, alg: nextAlg, state: .next, now: now, reason: "replace compromised")
+                _ = try generateLocked(
+                    &ring,
+                    &plan,
+                    alg: nextAlg,
+                    state: .next,
+                    now: now,
+                    reason: "replace compromised"
+                )
             }
             guard let active = ring.active.first else {
                 throw KeyStoreError.noActiveKey("compromise would leave no active key")
             }
-            plan.audit(.init(action: "key.compromise", actor: configuration.actor, subject: kid,
-                             details: ["kid": kid, "previous_state": previous.rawValue, "active": active.kid]))
+            plan.audit(
+                .init(
+                    action: "key.compromise",
+                    actor: configuration.actor,
+                    subject: kid,
+                    details: ["kid": kid, "previous_state": previous.rawValue, "active": active.kid]
+                )
+            )
             configuration.logger.critical(
                 "signing key compromised; revoke every token it signed",
-                metadata: ["kid": "\(kid)", "previous_state": "\(previous.rawValue)", "active": "\(active.kid)"])
+                metadata: ["kid": "\(kid)", "previous_state": "\(previous.rawValue)", "active": "\(active.kid)"]
+            )
             return CompromiseResult(kid: kid, previousState: previous, activeKid: active.kid, nextKid: ring.next?.kid)
         }
     }
@@ -380,15 +427,29 @@ public actor KeyStore {
                     ring.keys[i].state = .retired
                     ring.keys[i].retired = now
                     result.retired.append(ring.keys[i].kid)
-                    plan.audit(.init(action: "key.retire", actor: configuration.actor, subject: ring.keys[i].kid,
-                                     details: ["kid": ring.keys[i].kid, "retiring_since": "\(since)"]))
+                    plan.audit(
+                        .init(
+                            action: "key.retire",
+                            actor: configuration.actor,
+                            subject: ring.keys[i].kid,
+                            details: ["kid": ring.keys[i].kid, "retiring_since": "\(since)"]
+                        )
+                    )
                 }
             }
             if rotationDue(ring, now: now) {
                 result.rotation = try rotateLocked(&ring, &plan, now: now, alg: nil, force: false)
             } else if ring.next == nil, let alg = ring.active.first?.algorithm {
-                result.generated.append(try generateLocked(&ring, &plan, alg: alg, state: .next, now: now,
-                                                           reason: "missing next"))
+                result.generated.append(
+                    try generateLocked(
+                        &ring,
+                        &plan,
+                        alg: alg,
+                        state: .next,
+                        now: now,
+                        reason: "missing next"
+                    )
+                )
             }
             return result
         }
@@ -427,8 +488,13 @@ public actor KeyStore {
         return now >= (active.activated ?? active.created) + s.rotationPeriod && now - next.created >= s.prePublication
     }
 
-    private func rotateLocked(_ ring: inout Keyring, _ plan: inout ChangePlan, now: Int64, alg: JWSAlgorithm?,
-                              force: Bool) throws -> RotationResult {
+    private func rotateLocked(
+        _ ring: inout Keyring,
+        _ plan: inout ChangePlan,
+        now: Int64,
+        alg: JWSAlgorithm?,
+        force: Bool
+    ) throws -> RotationResult {
         let s = configuration.schedule
         let oldActive = ring.keys.firstIndex { $0.state == .active }
         let promotedKid: String
@@ -440,7 +506,9 @@ public actor KeyStore {
                     "next key \(ring.keys[n].kid) has been published for \(age) s; the pre-publication window is "
                         + "\(s.prePublication) s (verifiers may cache the JWKS for \(s.jwksMaxAge) s). Rotate after "
                         + "\(Date(timeIntervalSince1970: TimeInterval(safeAfter)).ISO8601Format()) "
-                        + "or force it (--force)", safeAfter: safeAfter)
+                        + "or force it (--force)",
+                    safeAfter: safeAfter
+                )
             }
             ring.keys[n].state = .active
             ring.keys[n].activated = now
@@ -467,8 +535,14 @@ public actor KeyStore {
     }
 
     /// Generates a key through OpenSSL and adds it to `ring` and `plan` in `state`; returns its kid.
-    private func generateLocked(_ ring: inout Keyring, _ plan: inout ChangePlan, alg: JWSAlgorithm, state: KeyState,
-                                now: Int64, reason: String) throws -> String {
+    private func generateLocked(
+        _ ring: inout Keyring,
+        _ plan: inout ChangePlan,
+        alg: JWSAlgorithm,
+        state: KeyState,
+        now: Int64,
+        reason: String
+    ) throws -> String {
         let key: PrivateKey
         do {
             key = try PrivateKey.generate(for: alg, rsaBits: configuration.rsaBits)
@@ -480,8 +554,14 @@ public actor KeyStore {
         if state == .active { rec.activated = now }
         try plan.addKey(rec, key, passphrase: configuration.passphrase)
         ring.keys.append(rec)
-        plan.audit(.init(action: "key.generate", actor: configuration.actor, subject: kid,
-                         details: ["kid": kid, "alg": alg.rawValue, "state": state.rawValue, "reason": reason]))
+        plan.audit(
+            .init(
+                action: "key.generate",
+                actor: configuration.actor,
+                subject: kid,
+                details: ["kid": kid, "alg": alg.rawValue, "state": state.rawValue, "reason": reason]
+            )
+        )
         return kid
     }
 
@@ -550,7 +630,8 @@ public actor KeyStore {
         }
         if !failures.isEmpty {
             throw KeyStoreError.auditFailure(
-                "the key change was committed but the audit sink refused: \(failures.joined(separator: ", "))")
+                "the key change was committed but the audit sink refused: \(failures.joined(separator: ", "))"
+            )
         }
         return result
     }
@@ -621,11 +702,14 @@ public actor KeyStore {
         for r in ring.keys where r.state.isPublished {
             let path = "\(dir)/\(r.fileName)"
             guard let mode = try DurableFiles.mode(path) else {
-                throw KeyStoreError.missingKeyFile("the keyring names \(r.state.rawValue) key \(r.kid) but \(path) is missing")
+                throw KeyStoreError.missingKeyFile(
+                    "the keyring names \(r.state.rawValue) key \(r.kid) but \(path) is missing"
+                )
             }
             guard mode & 0o077 == 0 else {
                 throw KeyStoreError.insecurePermissions(
-                    "\(path) has mode \(String(mode, radix: 8)); key files must be 0600 (chmod 600 \(path))")
+                    "\(path) has mode \(String(mode, radix: 8)); key files must be 0600 (chmod 600 \(path))"
+                )
             }
             guard let pemBytes = try DurableFiles.read(path) else {
                 throw KeyStoreError.missingKeyFile("\(path) is missing")
@@ -633,8 +717,10 @@ public actor KeyStore {
             let pem = String(decoding: pemBytes, as: UTF8.self)
             let key = try parsePrivateKey(pem: pem, passphrase: c.passphrase, what: path)
             if c.passphrase.encrypts, !pem.contains("BEGIN ENCRYPTED PRIVATE KEY") {
-                c.logger.warning("key file is not encrypted; it will stay so until the key is replaced",
-                                 metadata: ["kid": "\(r.kid)"])
+                c.logger.warning(
+                    "key file is not encrypted; it will stay so until the key is replaced",
+                    metadata: ["kid": "\(r.kid)"]
+                )
             }
             guard let alg = r.algorithm, alg.keyType == key.type, try kid(of: key, alg: alg) == r.kid else {
                 throw KeyStoreError.corruptKeyFile("\(path) does not hold the \(r.alg) key with thumbprint \(r.kid)")
@@ -642,13 +728,18 @@ public actor KeyStore {
             keys[r.kid] = key
         }
         return Loaded(
-            ring: ring, keys: keys, bytes: bytes, stamp: stamp, racy: stamp?.isRacy(readAt: readAt) ?? true)
+            ring: ring,
+            keys: keys,
+            bytes: bytes,
+            stamp: stamp,
+            racy: stamp?.isRacy(readAt: readAt) ?? true
+        )
     }
 
     /// Parses a private key PEM, mapping JOSE errors to store errors; refuses truncated PEMs before OpenSSL sees them.
     static func parsePrivateKey(pem: String, passphrase: KeyPassphrase, what: String) throws -> PrivateKey {
         guard let begin = pem.range(of: "-----BEGIN "), let end = pem.range(of: "-----END "),
-              begin.lowerBound < end.lowerBound, pem[end.upperBound...].contains("-----")
+            begin.lowerBound < end.lowerBound, pem[end.upperBound...].contains("-----")
         else {
             throw KeyStoreError.corruptKeyFile("\(what) is not a complete PEM (truncated?)")
         }
@@ -659,7 +750,8 @@ public actor KeyStore {
                 throw KeyStoreError.wrongPassphrase(
                     passphrase.encrypts
                         ? "the key passphrase does not decrypt \(what)"
-                        : "\(what) is encrypted and no passphrase was given")
+                        : "\(what) is encrypted and no passphrase was given"
+                )
             }
             if error == .weakKey || error == .invalidKey {
                 throw KeyStoreError.unsupportedKey("\(what): \(error.detail)")
@@ -691,7 +783,8 @@ public actor KeyStore {
     static func isKeyFileName(_ name: String) -> Bool {
         guard name.hasSuffix(".pem") else { return false }
         let stem = name.dropLast(4)
-        return stem.count == 43 && stem.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == "_") }
+        return stem.count == 43
+            && stem.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == "_") }
     }
 }
 

@@ -140,7 +140,8 @@ public enum SecretFile {
         guard mode & 0o077 == 0 else {
             throw SecretFileError.insecurePermissions(
                 "\(path) has mode \(String(mode, radix: 8, uppercase: false)); group and others must have no access "
-                    + "(chmod 600 \(path))")
+                    + "(chmod 600 \(path))"
+            )
         }
         var out: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: 4096)
@@ -190,7 +191,8 @@ public enum SecretFile {
         // A shared directory (world-writable or sticky, like /tmp) is never taken over and tightened.
         guard st.st_mode & (0o002 | mode_t(S_ISVTX)) == 0 else {
             throw SecretFileError.insecurePermissions(
-                "\(directory) is shared (writable by others or sticky); give the broker a directory of its own")
+                "\(directory) is shared (writable by others or sticky); give the broker a directory of its own"
+            )
         }
         try tighten(directory, mode: st.st_mode, owner: st.st_uid, to: directoryMode)
     }
@@ -215,7 +217,8 @@ public enum SecretFile {
         if st.st_mode & 0o077 != 0 {
             guard st.st_uid == geteuid() else {
                 throw SecretFileError.insecurePermissions(
-                    "\(path) is readable by others and owned by another user; chmod 600 \(path)")
+                    "\(path) is readable by others and owned by another user; chmod 600 \(path)"
+                )
             }
             guard fchmod(fd, fileMode) == 0 else { throw SecretFileError.ioFailure("chmod \(path): \(errnoText())") }
         }
@@ -258,7 +261,8 @@ public enum SecretFile {
         guard owner == geteuid() else {
             throw SecretFileError.insecurePermissions(
                 "\(path) has mode \(String(mode & 0o7777, radix: 8)) and is owned by another user; "
-                    + "chmod \(String(wanted, radix: 8)) \(path)")
+                    + "chmod \(String(wanted, radix: 8)) \(path)"
+            )
         }
         guard chmod(path, wanted) == 0 else { throw SecretFileError.ioFailure("chmod \(path): \(errnoText())") }
     }

@@ -62,8 +62,13 @@ public struct StagePolicy: Sendable, Hashable {
     public var factorsForApproval: Set<FactorKind> { approvalFactors ?? factors }
 
     public init(
-        name: String, maxTTL: Int64, mfaMaxAge: Int64? = nil, factors: Set<FactorKind> = [.totp, .backup, .webauthn],
-        approval: ApprovalMode = .session, approvers: Int = 1, allowSelfApproval: Bool = true
+        name: String,
+        maxTTL: Int64,
+        mfaMaxAge: Int64? = nil,
+        factors: Set<FactorKind> = [.totp, .backup, .webauthn],
+        approval: ApprovalMode = .session,
+        approvers: Int = 1,
+        allowSelfApproval: Bool = true
     ) {
         self.name = name
         self.maxTTL = maxTTL
@@ -120,8 +125,12 @@ public struct TokenSettings: Sendable, Hashable {
     public var adminGroups: Set<String>
 
     public init(
-        maxTTL: Int64 = 3600, statusListTTL: Int64 = 60, statusListLifetime: Int64 = 3600,
-        requestLifetime: Int64 = 600, pollInterval: Int64 = 5, adminMFAMaxAge: Int64 = 300,
+        maxTTL: Int64 = 3600,
+        statusListTTL: Int64 = 60,
+        statusListLifetime: Int64 = 3600,
+        requestLifetime: Int64 = 600,
+        pollInterval: Int64 = 5,
+        adminMFAMaxAge: Int64 = 300,
         adminGroups: Set<String> = ["admins"]
     ) {
         self.maxTTL = maxTTL
@@ -147,9 +156,13 @@ public struct AccessPolicy: Sendable, Hashable {
     public var identities: [String: String]
 
     public init(
-        auth: AuthPolicy = .default, tokens: TokenSettings = .init(), roles: [String: RolePolicy] = [:],
-        stages: [String: StagePolicy] = [:], audiences: [String: AudiencePolicy] = [:],
-        pipelines: [String: PipelinePolicy] = [:], identities: [String: String] = [:]
+        auth: AuthPolicy = .default,
+        tokens: TokenSettings = .init(),
+        roles: [String: RolePolicy] = [:],
+        stages: [String: StagePolicy] = [:],
+        audiences: [String: AudiencePolicy] = [:],
+        pipelines: [String: PipelinePolicy] = [:],
+        identities: [String: String] = [:]
     ) {
         self.identities = identities
         self.auth = auth

@@ -29,7 +29,10 @@ extension AccessPolicy {
     static func exampleText() throws -> String {
         guard let text = String(validating: PackageResources.example_policy_yaml, as: UTF8.self) else {
             throw PolicyError(
-                file: exampleSource, line: nil, message: "the shipped example policy resource is not UTF-8 text")
+                file: exampleSource,
+                line: nil,
+                message: "the shipped example policy resource is not UTF-8 text"
+            )
         }
         return text
     }

@@ -46,7 +46,10 @@ extension AccessPolicy {
         }
         guard let root, !isNull(root) else {
             throw PolicyError(
-                file: source, line: 1, message: "the policy is empty (expected sections such as stages, roles)")
+                file: source,
+                line: 1,
+                message: "the policy is empty (expected sections such as stages, roles)"
+            )
         }
         return try PolicyReader(source: source).policy(root)
     }
@@ -77,8 +80,10 @@ extension PolicyError {
         case .duplicatedKeysInMapping(let duplicates, let context):
             let keys = duplicates.map { "'\($0)'" }.joined(separator: ", ")
             self.init(
-                file: source, line: context.mark.line,
-                message: "duplicate key \(keys) (first written on this line; a key may appear only once in a mapping)")
+                file: source,
+                line: context.mark.line,
+                message: "duplicate key \(keys) (first written on this line; a key may appear only once in a mapping)"
+            )
         default:
             self.init(file: source, line: 1, message: "malformed YAML: \(error)")
         }

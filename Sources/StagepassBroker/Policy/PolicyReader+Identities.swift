@@ -16,7 +16,10 @@ extension PolicyReader {
                 throw fail(e.valueLine, "\(e.path): '\(user)' is not a user name (a-z 0-9 . _ -)")
             }
             guard result[key] == nil else {
-                throw fail(e.line, "identities: '\(e.key)' is listed twice (identities are compared case-insensitively)")
+                throw fail(
+                    e.line,
+                    "identities: '\(e.key)' is listed twice (identities are compared case-insensitively)"
+                )
             }
             result[key] = user
         }

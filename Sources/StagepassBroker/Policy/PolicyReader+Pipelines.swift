@@ -6,7 +6,9 @@ extension PolicyReader {
     func pipelines(_ section: Entry, policy: AccessPolicy) throws -> [String: PipelinePolicy] {
         var result: [String: PipelinePolicy] = [:]
         for p in try named(section, "pipeline") {
-            var roles: [Item] = [], stages: [Item] = [], audiences: [Item] = []
+            var roles: [Item] = []
+            var stages: [Item] = []
+            var audiences: [Item] = []
             for e in try entries(p.value, path: p.path, line: p.line, allowed: Self.pipelineKeys) {
                 switch e.key {
                 case "roles":
@@ -31,8 +33,11 @@ extension PolicyReader {
                 throw fail(a.line, "\(p.path).audiences: audience '\(a.name)' is not reachable by \(via)")
             }
             result[p.key] = PipelinePolicy(
-                name: p.key, roles: Set(roles.map(\.name)), stages: Set(stages.map(\.name)),
-                audiences: Set(audiences.map(\.name)))
+                name: p.key,
+                roles: Set(roles.map(\.name)),
+                stages: Set(stages.map(\.name)),
+                audiences: Set(audiences.map(\.name))
+            )
         }
         return result
     }

@@ -20,8 +20,11 @@ extension PolicyReader {
             let audiences = try required("audiences", "audience")
             try checkDefined(audiences, in: policy.audiences.keys, "audience", path: "\(r.path).audiences")
             result[r.key] = RolePolicy(
-                name: r.key, groups: Set(groups.map(\.name)), stages: Set(stages.map(\.name)),
-                audiences: Set(audiences.map(\.name)))
+                name: r.key,
+                groups: Set(groups.map(\.name)),
+                stages: Set(stages.map(\.name)),
+                audiences: Set(audiences.map(\.name))
+            )
         }
         return result
     }

@@ -35,7 +35,8 @@ extension PolicyReader {
                     g.valueLine,
                     "\(g.path): none of these factors is enabled in mfa.factors "
                         + "(\(joined(p.factors.map(\.rawValue)))); "
-                        + "members of '\(g.key)' could never sign in")
+                        + "members of '\(g.key)' could never sign in"
+                )
             }
             p.groupFactors = [:]
             for (g, kinds) in groupFactors { p.groupFactors[g.key] = kinds }
@@ -68,7 +69,8 @@ extension PolicyReader {
                 throw fail(
                     e?.valueLine ?? throttle.line,
                     "throttle.max_delay_seconds (\(PolicyDuration.format(p.throttle.maxDelay))) must not be shorter "
-                        + "than throttle.base_delay_seconds (\(PolicyDuration.format(p.throttle.baseDelay)))")
+                        + "than throttle.base_delay_seconds (\(PolicyDuration.format(p.throttle.baseDelay)))"
+                )
             }
         }
         return p

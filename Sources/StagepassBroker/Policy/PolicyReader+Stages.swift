@@ -31,19 +31,22 @@ extension PolicyReader {
                     throw fail(
                         e.valueLine,
                         "\(e.path) (\(PolicyDuration.format(stage.maxTTL))) exceeds tokens.max_ttl "
-                            + "(\(PolicyDuration.format(tokens.maxTTL))); raise tokens.max_ttl or lower this")
+                            + "(\(PolicyDuration.format(tokens.maxTTL))); raise tokens.max_ttl or lower this"
+                    )
                 }
             }
             // The key that signs a token stays published until the token expires: no stage may issue tokens that
             // live longer than the key schedule covers.
             let cover = KeySchedule.standard.longestCoverableLifetime
             if stage.maxTTL > cover {
-                let what = entry("max_ttl").map { "\($0.path) (\(PolicyDuration.format(stage.maxTTL)))" }
+                let what =
+                    entry("max_ttl").map { "\($0.path) (\(PolicyDuration.format(stage.maxTTL)))" }
                     ?? "\(s.path) takes tokens.max_ttl (\(PolicyDuration.format(stage.maxTTL))), which"
                 throw fail(
                     entry("max_ttl")?.valueLine ?? s.line,
                     "\(what) exceeds what the key schedule covers (\(PolicyDuration.format(cover)): a key stays "
-                        + "published for at most one rotation period after it stops signing); lower it")
+                        + "published for at most one rotation period after it stops signing); lower it"
+                )
             }
             if let e = entry("mfa_max_age") { stage.mfaMaxAge = try duration(e) }
             if let e = entry("factors") {
@@ -52,7 +55,8 @@ extension PolicyReader {
                     throw fail(
                         e.valueLine,
                         "\(e.path): none of these factors is enabled in mfa.factors "
-                            + "(\(joined(auth.factors.map(\.rawValue)))); no one could reach stage '\(s.key)'")
+                            + "(\(joined(auth.factors.map(\.rawValue)))); no one could reach stage '\(s.key)'"
+                    )
                 }
             }
             if let e = entry("approval_factors") {
@@ -61,7 +65,8 @@ extension PolicyReader {
                     throw fail(
                         e.valueLine,
                         "\(e.path): none of these factors is enabled in mfa.factors "
-                            + "(\(joined(auth.factors.map(\.rawValue)))); no one could approve stage '\(s.key)'")
+                            + "(\(joined(auth.factors.map(\.rawValue)))); no one could approve stage '\(s.key)'"
+                    )
                 }
                 stage.approvalFactors = kinds
             }
@@ -78,19 +83,22 @@ extension PolicyReader {
                 guard let window else {
                     throw fail(
                         modeEntry.valueLine,
-                        "\(s.path): approval 'delegated' needs 'max_window' (the longest delegation, e.g. 8h)")
+                        "\(s.path): approval 'delegated' needs 'max_window' (the longest delegation, e.g. 8h)"
+                    )
                 }
                 stage.approval = .delegated(maxWindow: try duration(window))
             case let other:
                 throw fail(
                     modeEntry.valueLine,
                     "\(modeEntry.path): unknown approval mode '\(other)' "
-                        + "(expected one of: per_run, delegated, session)")
+                        + "(expected one of: per_run, delegated, session)"
+                )
             }
             if let window, stage.approval.name != "delegated" {
                 throw fail(
                     window.line,
-                    "\(window.path): only meaningful with approval: delegated (this stage is \(stage.approval.name))")
+                    "\(window.path): only meaningful with approval: delegated (this stage is \(stage.approval.name))"
+                )
             }
             result[s.key] = stage
         }

@@ -28,7 +28,8 @@ extension PolicyReader {
             throw fail(
                 line("status_list_ttl", or: "status_list_lifetime"),
                 "tokens.status_list_ttl (\(PolicyDuration.format(t.statusListTTL))) must not exceed "
-                    + "tokens.status_list_lifetime (\(PolicyDuration.format(t.statusListLifetime)))")
+                    + "tokens.status_list_lifetime (\(PolicyDuration.format(t.statusListLifetime)))"
+            )
         }
         let cover = KeySchedule.standard.longestCoverableLifetime
         guard t.statusListLifetime <= cover else {
@@ -36,13 +37,15 @@ extension PolicyReader {
                 line("status_list_lifetime", or: "status_list_lifetime"),
                 "tokens.status_list_lifetime (\(PolicyDuration.format(t.statusListLifetime))) exceeds what the "
                     + "key schedule covers (\(PolicyDuration.format(cover)): a key stays published for at most one "
-                    + "rotation period after it stops signing); lower it")
+                    + "rotation period after it stops signing); lower it"
+            )
         }
         guard t.pollInterval <= t.requestLifetime else {
             throw fail(
                 line("poll_interval", or: "request_lifetime"),
                 "tokens.poll_interval (\(PolicyDuration.format(t.pollInterval))) must not exceed "
-                    + "tokens.request_lifetime (\(PolicyDuration.format(t.requestLifetime)))")
+                    + "tokens.request_lifetime (\(PolicyDuration.format(t.requestLifetime)))"
+            )
         }
         return t
     }

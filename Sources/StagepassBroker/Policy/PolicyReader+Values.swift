@@ -132,7 +132,8 @@ extension PolicyReader {
                     throw fail(item.line, "\(e.path): unknown factor '\(item.name)' (expected one of: \(kinds))")
                 }
                 return kind
-            })
+            }
+        )
     }
 
     /// `(name, body)` entries of a named-things section (`stages`, `roles`, …), names checked.
@@ -155,7 +156,8 @@ extension PolicyReader {
 
 /// Levenshtein distance, for "did you mean" on misspelt keys.
 private func editDistance(_ a: String, _ b: String) -> Int {
-    let a = Array(a), b = Array(b)
+    let a = Array(a)
+    let b = Array(b)
     guard !a.isEmpty else { return b.count }
     var row = Array(0...b.count)
     for i in 1...a.count {

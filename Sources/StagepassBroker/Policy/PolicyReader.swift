@@ -32,7 +32,8 @@ struct PolicyReader {
         guard case .mapping = root else {
             throw fail(
                 root.mark?.line ?? 1,
-                "the policy must be a mapping of sections (tokens, stages, roles, …), found \(describe(root))")
+                "the policy must be a mapping of sections (tokens, stages, roles, …), found \(describe(root))"
+            )
         }
         let top = try entries(root, path: "", line: 1, allowed: Self.sections)
         func section(_ name: String) -> Entry? { top.first { $0.key == name } }

@@ -68,10 +68,15 @@ public struct AuthPolicy: Sendable, Hashable {
     public var factorChangeMaxAge: Int64
 
     public init(
-        exemptGroups: Set<String> = [], factors: Set<FactorKind> = [.totp, .webauthn, .backup],
-        groupFactors: [String: Set<FactorKind>] = [:], idleSeconds: Int64 = 1800,
-        absoluteSeconds: Int64 = 12 * 3600, pendingSeconds: Int64 = 300, throttle: Throttle.Policy = .default,
-        firstEnrolmentWithPassword: Bool = false, factorChangeMaxAge: Int64 = 300
+        exemptGroups: Set<String> = [],
+        factors: Set<FactorKind> = [.totp, .webauthn, .backup],
+        groupFactors: [String: Set<FactorKind>] = [:],
+        idleSeconds: Int64 = 1800,
+        absoluteSeconds: Int64 = 12 * 3600,
+        pendingSeconds: Int64 = 300,
+        throttle: Throttle.Policy = .default,
+        firstEnrolmentWithPassword: Bool = false,
+        factorChangeMaxAge: Int64 = 300
     ) {
         self.factorChangeMaxAge = factorChangeMaxAge
         self.exemptGroups = exemptGroups

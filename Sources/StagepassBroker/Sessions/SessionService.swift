@@ -145,17 +145,33 @@ public struct SessionService: Sendable {
     /// - Parameter webauthn: the security-key service; nil builds one on the same store, clock and audit sink with
     ///   ``WebAuthnConfiguration/localDevelopment``.
     public init(
-        store: any BrokerStore, hasher: PasswordHasher, factors: FactorService, policy: AuthPolicy = .default,
-        clock: BrokerClock, audit: any AuditSink, webauthn: WebAuthnService? = nil
+        store: any BrokerStore,
+        hasher: PasswordHasher,
+        factors: FactorService,
+        policy: AuthPolicy = .default,
+        clock: BrokerClock,
+        audit: any AuditSink,
+        webauthn: WebAuthnService? = nil
     ) {
         self.init(
-            store: store, hasher: hasher, factors: factors, policies: PolicyHolder(AccessPolicy(auth: policy)),
-            clock: clock, audit: audit, webauthn: webauthn)
+            store: store,
+            hasher: hasher,
+            factors: factors,
+            policies: PolicyHolder(AccessPolicy(auth: policy)),
+            clock: clock,
+            audit: audit,
+            webauthn: webauthn
+        )
     }
 
     init(
-        store: any BrokerStore, hasher: PasswordHasher, factors: FactorService, policies: PolicyHolder,
-        clock: BrokerClock, audit: any AuditSink, webauthn: WebAuthnService?
+        store: any BrokerStore,
+        hasher: PasswordHasher,
+        factors: FactorService,
+        policies: PolicyHolder,
+        clock: BrokerClock,
+        audit: any AuditSink,
+        webauthn: WebAuthnService?
     ) {
         self.store = store
         self.hasher = hasher
@@ -193,8 +209,14 @@ public struct SessionService: Sendable {
             do { ticket = try throttle.reserve([account, addressKey]) } catch {
                 try audit.record(
                     AuditEvent(
-                        action: "signin.password", subject: name, result: "denied",
-                        reason: "throttled", factors: [AMR.password], details: ["address": address]))
+                        action: "signin.password",
+                        subject: name,
+                        result: "denied",
+                        reason: "throttled",
+                        factors: [AMR.password],
+                        details: ["address": address]
+                    )
+                )
                 throw error
             }
             let user = try store.user(named: name)
@@ -204,8 +226,14 @@ public struct SessionService: Sendable {
                     user == nil ? "unknown_user" : !ok ? "bad_password" : user?.disabled == true ? "disabled" : "locked"
                 try audit.record(
                     AuditEvent(
-                        action: "signin.password", subject: name, result: "failure", reason: reason,
-                        factors: [AMR.password], details: ["address": address]))
+                        action: "signin.password",
+                        subject: name,
+                        result: "failure",
+                        reason: reason,
+                        factors: [AMR.password],
+                        details: ["address": address]
+                    )
+                )
                 throw BrokerError.invalidCredentials
             }
             try throttle.succeeded(ticket)
@@ -225,33 +253,63 @@ public struct SessionService: Sendable {
         let passwordProof = [AMR.password: FactorStamp(at: now, credential: nil)]
         if !p.requiresMFA(groups: groups) {
             let rec = SessionRecord(
-                id: try Self.newSessionId(), tokenHash: try Self.tokenHash(token), userId: user.id,
-                state: .mfa, amr: [AMR.password], authTime: now, createdAt: now,
+                id: try Self.newSessionId(),
+                tokenHash: try Self.tokenHash(token),
+                userId: user.id,
+                state: .mfa,
+                amr: [AMR.password],
+                authTime: now,
+                createdAt: now,
                 idleExpiresAt: min(now + p.idleSeconds, now + p.absoluteSeconds),
-                absoluteExpiresAt: now + p.absoluteSeconds, proofs: passwordProof)
+                absoluteExpiresAt: now + p.absoluteSeconds,
+                proofs: passwordProof
+            )
             try store.insertSession(rec)
             try audit.record(
                 AuditEvent(
-                    action: "signin", actor: user.name, subject: user.name, factors: [AMR.password],
-                    details: ["session": rec.id, "address": address, "mfa": "exempt"]))
+                    action: "signin",
+                    actor: user.name,
+                    subject: user.name,
+                    factors: [AMR.password],
+                    details: ["session": rec.id, "address": address, "mfa": "exempt"]
+                )
+            )
             return PasswordStepResult(
-                token: token, session: session(rec, name: user.name, groups: groups), needsFactor: false,
-                allowedFactors: [])
+                token: token,
+                session: session(rec, name: user.name, groups: groups),
+                needsFactor: false,
+                allowedFactors: []
+            )
         }
         let rec = SessionRecord(
-            id: try Self.newSessionId(), tokenHash: try Self.tokenHash(token), userId: user.id,
-            state: .pending, amr: [AMR.password], authTime: now, createdAt: now,
-            idleExpiresAt: now + p.pendingSeconds, absoluteExpiresAt: now + p.pendingSeconds, proofs: passwordProof)
+            id: try Self.newSessionId(),
+            tokenHash: try Self.tokenHash(token),
+            userId: user.id,
+            state: .pending,
+            amr: [AMR.password],
+            authTime: now,
+            createdAt: now,
+            idleExpiresAt: now + p.pendingSeconds,
+            absoluteExpiresAt: now + p.pendingSeconds,
+            proofs: passwordProof
+        )
         try store.insertSession(rec)
         try audit.record(
             AuditEvent(
-                action: "signin.password", subject: user.name, factors: [AMR.password],
-                details: ["session": rec.id, "address": address, "next": "factor"]))
+                action: "signin.password",
+                subject: user.name,
+                factors: [AMR.password],
+                details: ["session": rec.id, "address": address, "next": "factor"]
+            )
+        )
         let usable = Set(try store.factors(ofUser: user.id).map(\.kind))
         let allowed = p.allowedFactors(groups: groups).intersection(usable)
         return PasswordStepResult(
-            token: token, session: session(rec, name: user.name, groups: groups), needsFactor: true,
-            allowedFactors: allowed.sorted { $0.rawValue < $1.rawValue })
+            token: token,
+            session: session(rec, name: user.name, groups: groups),
+            needsFactor: true,
+            allowedFactors: allowed.sorted { $0.rawValue < $1.rawValue }
+        )
     }
 
     static func newSessionId() throws -> String { "s_" + Base64URL.encode(try Crypto.randomBytes(12)) }
@@ -270,36 +328,64 @@ public struct SessionService: Sendable {
         guard rec.state == .pending else { throw BrokerError.invalidSession }
         let firstFactor = !(try factors.hasActiveFactor(userId: user.id, kinds: Set(FactorKind.allCases)))
         let proved = try prove(
-            user: user, proof: proof, address: address, action: "signin.factor", sessionId: rec.id,
-            purpose: .signIn, allowPending: firstFactor)
+            user: user,
+            proof: proof,
+            address: address,
+            action: "signin.factor",
+            sessionId: rec.id,
+            purpose: .signIn,
+            allowPending: firstFactor
+        )
         var proofs = rec.proofs
         proofs[AMR.value(for: proved.kind)] = FactorStamp(at: proved.at, credential: proved.credential)
         return try promote(
-            rec, user: user, amr: [AMR.password] + proved.methods, proofs: proofs, details: ["address": address])
+            rec,
+            user: user,
+            amr: [AMR.password] + proved.methods,
+            proofs: proofs,
+            details: ["address": address]
+        )
     }
 
     /// Replaces a pending session by a new MFA session with a new token (the pending token stops working), and
     /// audits the sign-in with both factors.
     private func promote(
-        _ pending: SessionRecord, user: UserRecord, amr: [String], proofs: [String: FactorStamp],
+        _ pending: SessionRecord,
+        user: UserRecord,
+        amr: [String],
+        proofs: [String: FactorStamp],
         details: [String: String]
     ) throws -> IssuedSession {
         let p = policy
         let now = clock.now()
         let token = try Self.newToken()
         let mfa = SessionRecord(
-            id: try Self.newSessionId(), tokenHash: try Self.tokenHash(token), userId: user.id,
-            state: .mfa, amr: amr, authTime: now, createdAt: now,
+            id: try Self.newSessionId(),
+            tokenHash: try Self.tokenHash(token),
+            userId: user.id,
+            state: .mfa,
+            amr: amr,
+            authTime: now,
+            createdAt: now,
             idleExpiresAt: min(now + p.idleSeconds, now + p.absoluteSeconds),
-            absoluteExpiresAt: now + p.absoluteSeconds, proofs: proofs)
+            absoluteExpiresAt: now + p.absoluteSeconds,
+            proofs: proofs
+        )
         try store.deleteSession(id: pending.id)
         try store.insertSession(mfa)
         try audit.record(
             AuditEvent(
-                action: "signin", actor: user.name, subject: user.name, factors: mfa.amr,
-                details: details.merging(["session": mfa.id]) { a, _ in a }))
+                action: "signin",
+                actor: user.name,
+                subject: user.name,
+                factors: mfa.amr,
+                details: details.merging(["session": mfa.id]) { a, _ in a }
+            )
+        )
         return IssuedSession(
-            token: token, session: session(mfa, name: user.name, groups: try store.groups(ofUser: user.id)))
+            token: token,
+            session: session(mfa, name: user.name, groups: try store.groups(ofUser: user.id))
+        )
     }
 
     /// Step-up: verifies an active factor on an MFA session and records the proof of that method (its time and
@@ -307,7 +393,12 @@ public struct SessionService: Sendable {
     ///
     /// - Parameter purpose: what a security-key assertion must have been made for (ignored for other proofs).
     /// - Throws: as ``completeFactor(pendingToken:proof:address:)``, and ``BrokerError/mfaRequired``.
-    public func stepUp(token: String, proof: FactorProof, address: String, purpose: WebAuthnPurpose = .stepUp) throws
+    public func stepUp(
+        token: String,
+        proof: FactorProof,
+        address: String,
+        purpose: WebAuthnPurpose = .stepUp
+    ) throws
         -> Session
     {
         let (s, proved) = try verify(token: token, proof: proof, address: address, purpose: purpose)
@@ -318,19 +409,35 @@ public struct SessionService: Sendable {
     /// action the proof is for has been accepted, whether to ``record(_:in:address:details:)`` it. Only active
     /// factors are accepted.
     /// - Returns: the session (as it was) and the verified factor.
-    public func verify(token: String, proof: FactorProof, address: String, purpose: WebAuthnPurpose = .stepUp) throws
+    public func verify(
+        token: String,
+        proof: FactorProof,
+        address: String,
+        purpose: WebAuthnPurpose = .stepUp
+    ) throws
         -> (Session, ProvedFactor)
     {
         let (rec, user) = try lookup(token)
         guard rec.state == .mfa else { throw BrokerError.mfaRequired }
         let proved = try prove(
-            user: user, proof: proof, address: address, action: "stepup", sessionId: rec.id, purpose: purpose,
-            allowPending: false)
+            user: user,
+            proof: proof,
+            address: address,
+            action: "stepup",
+            sessionId: rec.id,
+            purpose: purpose,
+            allowPending: false
+        )
         return (session(rec, name: user.name, groups: try store.groups(ofUser: user.id)), proved)
     }
 
     /// Records a verified factor in the session: the proof of its method, `auth_time`, and the method in `amr`.
-    public func record(_ proved: ProvedFactor, in s: Session, address: String, details: [String: String] = [:]) throws
+    public func record(
+        _ proved: ProvedFactor,
+        in s: Session,
+        address: String,
+        details: [String: String] = [:]
+    ) throws
         -> Session
     {
         guard var rec = try store.session(id: s.id), rec.userId == s.userId, rec.state == .mfa else {
@@ -342,17 +449,28 @@ public struct SessionService: Sendable {
         try store.updateSession(rec)
         try audit.record(
             AuditEvent(
-                action: "stepup", actor: s.userName, subject: s.userName, factors: proved.methods,
+                action: "stepup",
+                actor: s.userName,
+                subject: s.userName,
+                factors: proved.methods,
                 details: details.merging(["session": rec.id, "address": address, "factor_id": proved.credential]) {
-                    a, _ in a
-                }))
+                    a,
+                    _ in a
+                }
+            )
+        )
         return session(rec, name: s.userName, groups: try store.groups(ofUser: rec.userId))
     }
 
     /// Verifies `proof` for `user` with throttling (reserved before the work) and lockout.
     private func prove(
-        user: UserRecord, proof: FactorProof, address: String, action: String,
-        sessionId: String, purpose: WebAuthnPurpose, allowPending: Bool
+        user: UserRecord,
+        proof: FactorProof,
+        address: String,
+        action: String,
+        sessionId: String,
+        purpose: WebAuthnPurpose,
+        allowPending: Bool
     ) throws -> ProvedFactor {
         if user.locked { throw BrokerError.accountLocked }
         let groups = try store.groups(ofUser: user.id)
@@ -390,15 +508,27 @@ public struct SessionService: Sendable {
                 if let webauthnReason { details["webauthn"] = webauthnReason }
                 try audit.record(
                     AuditEvent(
-                        action: action, actor: user.name, subject: user.name, result: "failure",
-                        reason: e.code, factors: [method], details: details))
+                        action: action,
+                        actor: user.name,
+                        subject: user.name,
+                        result: "failure",
+                        reason: e.code,
+                        factors: [method],
+                        details: details
+                    )
+                )
                 if let n = ticket.counts.first, n >= policy.throttle.lockoutAfterFactorFailures {
                     try store.setLocked(userId: user.id, true)
                     try store.deleteSessions(userId: user.id)
                     try audit.record(
                         AuditEvent(
-                            action: "lockout", subject: user.name, result: "success",
-                            reason: "\(n) factor failures", factors: [method]))
+                            action: "lockout",
+                            subject: user.name,
+                            result: "success",
+                            reason: "\(n) factor failures",
+                            factors: [method]
+                        )
+                    )
                     throw BrokerError.accountLocked
                 }
                 throw e
@@ -431,7 +561,8 @@ public struct SessionService: Sendable {
             guard p.firstEnrolmentWithPassword else {
                 throw BrokerError.stepUpRequired(
                     "you have no active factor: an administrator starts your first enrolment "
-                        + "(stagepass factors totp-enrol \(user.name))")
+                        + "(stagepass factors totp-enrol \(user.name))"
+                )
             }
             return FactorChangeGrant(session: s, proof: nil)
         }
@@ -448,7 +579,8 @@ public struct SessionService: Sendable {
         guard let proof = usable.max(by: { $0.at < $1.at }) else {
             throw BrokerError.stepUpRequired(
                 "changing factors needs one of your active factors proved within \(p.factorChangeMaxAge) s: "
-                    + "step up, then retry")
+                    + "step up, then retry"
+            )
         }
         return FactorChangeGrant(session: s, proof: proof)
     }
@@ -510,7 +642,11 @@ public struct SessionService: Sendable {
 
     /// Upgrades a pending session to MFA after a first TOTP enrolment was confirmed in it (self-service enrolment by a
     /// user who had no factor yet, `first_enrolment_with_password`). Returns the new token.
-    public func upgradeAfterEnrolment(pendingToken: String, factor: FactorInfo, address: String) throws
+    public func upgradeAfterEnrolment(
+        pendingToken: String,
+        factor: FactorInfo,
+        address: String
+    ) throws
         -> IssuedSession
     {
         let (rec, user) = try lookup(pendingToken)
@@ -518,8 +654,12 @@ public struct SessionService: Sendable {
         var proofs = rec.proofs
         proofs[AMR.value(for: factor.kind)] = FactorStamp(at: clock.now(), credential: factor.id)
         return try promote(
-            rec, user: user, amr: [AMR.password, AMR.value(for: factor.kind)], proofs: proofs,
-            details: ["address": address, "via": "enrolment"])
+            rec,
+            user: user,
+            amr: [AMR.password, AMR.value(for: factor.kind)],
+            proofs: proofs,
+            details: ["address": address, "via": "enrolment"]
+        )
     }
 
     /// Ends the session of `token`.
@@ -528,7 +668,8 @@ public struct SessionService: Sendable {
         let (rec, user) = try lookup(token)
         try store.deleteSession(id: rec.id)
         try audit.record(
-            AuditEvent(action: "signout", actor: user.name, subject: user.name, details: ["session": rec.id]))
+            AuditEvent(action: "signout", actor: user.name, subject: user.name, details: ["session": rec.id])
+        )
     }
 
     /// Ends every session of a user (admin action).
@@ -540,9 +681,18 @@ public struct SessionService: Sendable {
 
     private func session(_ r: SessionRecord, name: String, groups: [String]) -> Session {
         Session(
-            id: r.id, userId: r.userId, userName: name, groups: groups, state: r.state, amr: r.amr,
-            authTime: r.authTime, createdAt: r.createdAt, idleExpiresAt: r.idleExpiresAt,
-            absoluteExpiresAt: r.absoluteExpiresAt, proofs: r.proofs)
+            id: r.id,
+            userId: r.userId,
+            userName: name,
+            groups: groups,
+            state: r.state,
+            amr: r.amr,
+            authTime: r.authTime,
+            createdAt: r.createdAt,
+            idleExpiresAt: r.idleExpiresAt,
+            absoluteExpiresAt: r.absoluteExpiresAt,
+            proofs: r.proofs
+        )
     }
 }
 

@@ -26,8 +26,13 @@ public struct Throttle: Sendable {
         public var maxConcurrentPerAddress: Int
 
         public init(
-            freeFailures: Int = 3, baseDelay: Int64 = 2, maxDelay: Int64 = 900, window: Int64 = 3600,
-            lockoutAfterFactorFailures: Int = 10, maxConcurrentPerAccount: Int = 2, maxConcurrentPerAddress: Int = 8
+            freeFailures: Int = 3,
+            baseDelay: Int64 = 2,
+            maxDelay: Int64 = 900,
+            window: Int64 = 3600,
+            lockoutAfterFactorFailures: Int = 10,
+            maxConcurrentPerAccount: Int = 2,
+            maxConcurrentPerAddress: Int = 8
         ) {
             self.freeFailures = freeFailures
             self.baseDelay = baseDelay
@@ -53,8 +58,12 @@ public struct Throttle: Sendable {
         self.init(store: store, clock: clock, inFlight: InFlightLimiter()) { policy }
     }
 
-    init(store: any BrokerStore, clock: BrokerClock, inFlight: InFlightLimiter, policy: @escaping @Sendable () -> Policy)
-    {
+    init(
+        store: any BrokerStore,
+        clock: BrokerClock,
+        inFlight: InFlightLimiter,
+        policy: @escaping @Sendable () -> Policy
+    ) {
         self.store = store
         self.clock = clock
         self.inFlight = inFlight
@@ -90,7 +99,12 @@ public struct Throttle: Sendable {
     public func reserve(_ keys: [String]) throws -> Ticket {
         let p = policy
         let now = clock.now()
-        switch try store.reserveAttempt(keys: keys, now: now, window: p.window, delay: { Self.delay(after: $0, policy: p) })
+        switch try store.reserveAttempt(
+            keys: keys,
+            now: now,
+            window: p.window,
+            delay: { Self.delay(after: $0, policy: p) }
+        )
         {
         case .reserved(let counts, let previous): return Ticket(keys: keys, counts: counts, previous: previous, at: now)
         case .throttled(let wait): throw BrokerError.throttled(retryAfter: wait)
@@ -117,7 +131,11 @@ public struct Throttle: Sendable {
 
     /// Runs `body` while holding an in-flight slot for the account and the address.
     /// - Throws: ``BrokerError/throttled(retryAfter:)`` (1 s) when either already has its maximum in flight.
-    public func limitingConcurrency<T>(account: String, address: String, _ body: () async throws -> T) async throws
+    public func limitingConcurrency<T>(
+        account: String,
+        address: String,
+        _ body: () async throws -> T
+    ) async throws
         -> T
     {
         let p = policy

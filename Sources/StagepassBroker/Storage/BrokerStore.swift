@@ -11,7 +11,11 @@ public struct UserRecord: Sendable, Hashable, Codable {
     public var createdAt: Int64
 
     public init(
-        id: String, name: String, passwordHash: String, disabled: Bool = false, locked: Bool = false,
+        id: String,
+        name: String,
+        passwordHash: String,
+        disabled: Bool = false,
+        locked: Bool = false,
         createdAt: Int64
     ) {
         self.id = id
@@ -53,8 +57,14 @@ public struct FactorRecord: Sendable, Hashable {
     public var lastUsedAt: Int64?
 
     public init(
-        id: String, userId: String, kind: FactorKind, state: FactorState, secretBox: [UInt8]?,
-        lastUsedStep: Int64? = nil, createdAt: Int64, lastUsedAt: Int64? = nil
+        id: String,
+        userId: String,
+        kind: FactorKind,
+        state: FactorState,
+        secretBox: [UInt8]?,
+        lastUsedStep: Int64? = nil,
+        createdAt: Int64,
+        lastUsedAt: Int64? = nil
     ) {
         self.id = id
         self.userId = userId
@@ -112,8 +122,16 @@ public struct SessionRecord: Sendable, Hashable {
     public var proofs: [String: FactorStamp]
 
     public init(
-        id: String, tokenHash: [UInt8], userId: String, state: SessionState, amr: [String], authTime: Int64,
-        createdAt: Int64, idleExpiresAt: Int64, absoluteExpiresAt: Int64, proofs: [String: FactorStamp] = [:]
+        id: String,
+        tokenHash: [UInt8],
+        userId: String,
+        state: SessionState,
+        amr: [String],
+        authTime: Int64,
+        createdAt: Int64,
+        idleExpiresAt: Int64,
+        absoluteExpiresAt: Int64,
+        proofs: [String: FactorStamp] = [:]
     ) {
         self.id = id
         self.tokenHash = tokenHash
@@ -172,10 +190,17 @@ public struct AuditRow: Sendable, Hashable {
 
 /// Storage errors with stable codes.
 public struct StoreError: Error, Sendable, Hashable, CustomStringConvertible {
-    private enum Code: String, Sendable { case conflict, notFound = "not_found", backend }
+    private enum Code: String, Sendable {
+        case conflict
+        case notFound = "not_found"
+        case backend
+    }
     private let _code: Code
     public let detail: String
-    private init(_ c: Code, _ d: String) { _code = c; detail = d }
+    private init(_ c: Code, _ d: String) {
+        _code = c
+        detail = d
+    }
     public var code: String { _code.rawValue }
     public var description: String { "\(code): \(detail)" }
     public static func == (l: StoreError, r: StoreError) -> Bool { l._code == r._code }
@@ -249,7 +274,12 @@ public protocol BrokerStore: TokenStore, WebAuthnStore {
     /// returned; otherwise every key's count grows by one (restarting at 1 past `window`) and the new counts are
     /// returned. `delay(n)` is the wait required after `n` counted attempts. Concurrent callers are serialised by
     /// the transaction, so no more attempts than allowed are ever evaluated.
-    func reserveAttempt(keys: [String], now: Int64, window: Int64, delay: (Int) -> Int64) throws
+    func reserveAttempt(
+        keys: [String],
+        now: Int64,
+        window: Int64,
+        delay: (Int) -> Int64
+    ) throws
         -> ThrottleReservation
     /// Gives back one attempt reserved at `reservedAt` on `key` (a success, or input that proved nothing): the count
     /// drops by one and, unless another attempt was reserved since, the last attempt time goes back to `previous`

@@ -86,7 +86,8 @@ extension SQLiteStore {
                     revoked_at INTEGER
                 );
                 CREATE INDEX delegations_lookup ON delegations(client_id, role, stage, audience);
-                """)
+                """
+        )
     }
 
     private static func strings(_ json: String) -> [String] {
@@ -105,7 +106,8 @@ extension SQLiteStore {
             }
             try db.execute(
                 sql: "INSERT INTO clients (name, secret_hash, created_at) VALUES (?, ?, ?)",
-                arguments: [c.name, Data(c.secretHash), c.createdAt])
+                arguments: [c.name, Data(c.secretHash), c.createdAt]
+            )
         }
     }
 
@@ -135,18 +137,32 @@ extension SQLiteStore {
 
     private static func token(_ r: Row) -> TokenRecord {
         TokenRecord(
-            seq: r["seq"], jti: r["jti"], kid: r["kid"], userId: r["user_id"], userName: r["user_name"],
-            sessionId: r["session_id"], clientId: r["client_id"], role: r["role"], stage: r["stage"],
-            audience: r["audience"], requestId: r["request_id"], issuedAt: r["issued_at"],
-            expiresAt: r["expires_at"], revokedAt: r["revoked_at"], revokedReason: r["revoked_reason"])
+            seq: r["seq"],
+            jti: r["jti"],
+            kid: r["kid"],
+            userId: r["user_id"],
+            userName: r["user_name"],
+            sessionId: r["session_id"],
+            clientId: r["client_id"],
+            role: r["role"],
+            stage: r["stage"],
+            audience: r["audience"],
+            requestId: r["request_id"],
+            issuedAt: r["issued_at"],
+            expiresAt: r["expires_at"],
+            revokedAt: r["revoked_at"],
+            revokedReason: r["revoked_reason"]
+        )
     }
 
     public func insertToken(_ t: TokenRecord, audit: AuditAppend, claimRequest: String?) throws -> TokenRecord {
         try db.write { db in
             if let id = claimRequest {
                 try db.execute(
-                    sql: "UPDATE approval_requests SET state = 'issued', token_jti = ? WHERE id = ? AND state = 'approved'",
-                    arguments: [t.jti, id])
+                    sql:
+                        "UPDATE approval_requests SET state = 'issued', token_jti = ? WHERE id = ? AND state = 'approved'",
+                    arguments: [t.jti, id]
+                )
                 if db.changesCount == 0 { throw StoreError.conflict("request \(id) is not approved") }
             }
             try db.execute(
@@ -158,7 +174,8 @@ extension SQLiteStore {
                 arguments: [
                     t.jti, t.kid, t.userId, t.userName, t.sessionId, t.clientId, t.role, t.stage, t.audience,
                     t.requestId, t.issuedAt, t.expiresAt,
-                ])
+                ]
+            )
             var out = t
             out.seq = db.lastInsertedRowID
             _ = try Self.appendAudit(db, audit.chain)
@@ -184,10 +201,14 @@ extension SQLiteStore {
         let allArgs = updateArgs + args
         return try db.write { db -> [String] in
             let jtis = try String.fetchAll(
-                db, sql: "SELECT jti FROM tokens WHERE revoked_at IS NULL AND \(condition)", arguments: args)
+                db,
+                sql: "SELECT jti FROM tokens WHERE revoked_at IS NULL AND \(condition)",
+                arguments: args
+            )
             try db.execute(
                 sql: "UPDATE tokens SET revoked_at = ?, revoked_reason = ? WHERE revoked_at IS NULL AND \(condition)",
-                arguments: allArgs)
+                arguments: allArgs
+            )
             try db.execute(sql: "UPDATE counters SET value = value + 1 WHERE name = 'revocation_epoch'")
             _ = try Self.appendAudit(db, audit.chain)
             return jtis
@@ -197,8 +218,10 @@ extension SQLiteStore {
     public func revokedSeqs(in range: ClosedRange<Int64>) throws -> [Int64] {
         try db.read { db in
             try Int64.fetchAll(
-                db, sql: "SELECT seq FROM tokens WHERE revoked_at IS NOT NULL AND seq BETWEEN ? AND ? ORDER BY seq",
-                arguments: [range.lowerBound, range.upperBound])
+                db,
+                sql: "SELECT seq FROM tokens WHERE revoked_at IS NOT NULL AND seq BETWEEN ? AND ? ORDER BY seq",
+                arguments: [range.lowerBound, range.upperBound]
+            )
         }
     }
 
@@ -218,19 +241,34 @@ extension SQLiteStore {
         guard let state = RequestState(rawValue: r["state"]) else { return nil }
         let h: Data = r["device_code_hash"]
         return ApprovalRequestRecord(
-            id: r["id"], deviceCodeHash: [UInt8](h), userCode: r["user_code"], clientId: r["client_id"],
-            role: r["role"], stage: r["stage"], audience: r["audience"], runId: r["run_id"], commit: r["commit_sha"],
-            triggeredBy: r["triggered_by"], createdAt: r["created_at"], expiresAt: r["expires_at"], state: state,
-            interval: r["interval"], lastPollAt: r["last_poll_at"], decidedBy: r["decided_by"],
-            denyReason: r["deny_reason"], tokenJti: r["token_jti"])
+            id: r["id"],
+            deviceCodeHash: [UInt8](h),
+            userCode: r["user_code"],
+            clientId: r["client_id"],
+            role: r["role"],
+            stage: r["stage"],
+            audience: r["audience"],
+            runId: r["run_id"],
+            commit: r["commit_sha"],
+            triggeredBy: r["triggered_by"],
+            createdAt: r["created_at"],
+            expiresAt: r["expires_at"],
+            state: state,
+            interval: r["interval"],
+            lastPollAt: r["last_poll_at"],
+            decidedBy: r["decided_by"],
+            denyReason: r["deny_reason"],
+            tokenJti: r["token_jti"]
+        )
     }
 
     public func insertRequest(_ q: ApprovalRequestRecord, audit: AuditAppend) throws {
         try db.write { db in
             if try Row.fetchOne(
-                db, sql: "SELECT 1 FROM approval_requests WHERE user_code = ? OR device_code_hash = ?",
-                arguments: [q.userCode, Data(q.deviceCodeHash)]) != nil
-            {
+                db,
+                sql: "SELECT 1 FROM approval_requests WHERE user_code = ? OR device_code_hash = ?",
+                arguments: [q.userCode, Data(q.deviceCodeHash)]
+            ) != nil {
                 throw StoreError.conflict("code collision")
             }
             try db.execute(
@@ -242,7 +280,8 @@ extension SQLiteStore {
                 arguments: [
                     q.id, Data(q.deviceCodeHash), q.userCode, q.clientId, q.role, q.stage, q.audience, q.runId,
                     q.commit, q.triggeredBy, q.createdAt, q.expiresAt, q.state.rawValue, q.interval, q.decidedBy,
-                ])
+                ]
+            )
             _ = try Self.appendAudit(db, audit.chain)
         }
     }
@@ -264,7 +303,8 @@ extension SQLiteStore {
     public func request(deviceCodeHash: [UInt8]) throws -> ApprovalRequestRecord? {
         try db.read { db in
             try Row.fetchOne(
-                db, sql: "SELECT * FROM approval_requests WHERE device_code_hash = ?",
+                db,
+                sql: "SELECT * FROM approval_requests WHERE device_code_hash = ?",
                 arguments: [Data(deviceCodeHash)]
             ).flatMap(Self.request)
         }
@@ -273,7 +313,8 @@ extension SQLiteStore {
     public func pendingRequests(now: Int64) throws -> [ApprovalRequestRecord] {
         try db.read { db in
             try Row.fetchAll(
-                db, sql: "SELECT * FROM approval_requests WHERE state = 'pending' AND expires_at > ? ORDER BY created_at",
+                db,
+                sql: "SELECT * FROM approval_requests WHERE state = 'pending' AND expires_at > ? ORDER BY created_at",
                 arguments: [now]
             ).compactMap(Self.request)
         }
@@ -283,12 +324,18 @@ extension SQLiteStore {
         try db.write { db in
             try db.execute(
                 sql: "UPDATE approval_requests SET last_poll_at = ?, interval = ? WHERE id = ?",
-                arguments: [at, interval, requestId])
+                arguments: [at, interval, requestId]
+            )
         }
     }
 
     public func transitionRequest(
-        id: String, from: RequestState, to: RequestState, decidedBy: String?, reason: String?, audit: AuditAppend
+        id: String,
+        from: RequestState,
+        to: RequestState,
+        decidedBy: String?,
+        reason: String?,
+        audit: AuditAppend
     ) throws -> Bool {
         try db.write { db in
             try db.execute(
@@ -297,7 +344,8 @@ extension SQLiteStore {
                         deny_reason = COALESCE(?, deny_reason)
                     WHERE id = ? AND state = ?
                     """,
-                arguments: [to.rawValue, decidedBy, reason, id, from.rawValue])
+                arguments: [to.rawValue, decidedBy, reason, id, from.rawValue]
+            )
             guard db.changesCount == 1 else { return false }
             _ = try Self.appendAudit(db, audit.chain)
             return true
@@ -308,21 +356,33 @@ extension SQLiteStore {
 
     private static func approval(_ r: Row) -> ApprovalRecord {
         ApprovalRecord(
-            id: r["id"], requestId: r["request_id"], userId: r["user_id"], userName: r["user_name"],
-            sessionId: r["session_id"], amr: strings(r["amr"]), authTime: r["auth_time"], createdAt: r["created_at"],
-            binding: r["binding"], delegationId: r["delegation_id"])
+            id: r["id"],
+            requestId: r["request_id"],
+            userId: r["user_id"],
+            userName: r["user_name"],
+            sessionId: r["session_id"],
+            amr: strings(r["amr"]),
+            authTime: r["auth_time"],
+            createdAt: r["created_at"],
+            binding: r["binding"],
+            delegationId: r["delegation_id"]
+        )
     }
 
     public func insertApproval(_ a: ApprovalRecord, audit: AuditAppend) throws -> [ApprovalRecord] {
         try db.write { db in
             guard
                 try String.fetchOne(
-                    db, sql: "SELECT state FROM approval_requests WHERE id = ?", arguments: [a.requestId]) == "pending"
+                    db,
+                    sql: "SELECT state FROM approval_requests WHERE id = ?",
+                    arguments: [a.requestId]
+                ) == "pending"
             else { throw StoreError.conflict("the request is no longer pending") }
             if try Row.fetchOne(
-                db, sql: "SELECT 1 FROM approvals WHERE request_id = ? AND user_id = ?",
-                arguments: [a.requestId, a.userId]) != nil
-            {
+                db,
+                sql: "SELECT 1 FROM approvals WHERE request_id = ? AND user_id = ?",
+                arguments: [a.requestId, a.userId]
+            ) != nil {
                 throw StoreError.conflict("\(a.userName) already approved this request")
             }
             try db.execute(
@@ -334,10 +394,12 @@ extension SQLiteStore {
                 arguments: [
                     a.id, a.requestId, a.userId, a.userName, a.sessionId, try Self.json(a.amr), a.authTime,
                     a.createdAt, a.binding, a.delegationId,
-                ])
+                ]
+            )
             _ = try Self.appendAudit(db, audit.chain)
             return try Row.fetchAll(
-                db, sql: "SELECT * FROM approvals WHERE request_id = ? ORDER BY created_at, rowid",
+                db,
+                sql: "SELECT * FROM approvals WHERE request_id = ? ORDER BY created_at, rowid",
                 arguments: [a.requestId]
             ).map(Self.approval)
         }
@@ -346,7 +408,8 @@ extension SQLiteStore {
     public func approvals(requestId: String) throws -> [ApprovalRecord] {
         try db.read { db in
             try Row.fetchAll(
-                db, sql: "SELECT * FROM approvals WHERE request_id = ? ORDER BY created_at, rowid",
+                db,
+                sql: "SELECT * FROM approvals WHERE request_id = ? ORDER BY created_at, rowid",
                 arguments: [requestId]
             ).map(Self.approval)
         }
@@ -363,20 +426,36 @@ extension SQLiteStore {
                 arguments: [
                     d.id, d.userId, d.userName, d.sessionId, try Self.json(d.amr), d.authTime, d.clientId, d.role,
                     d.stage, d.audience, d.createdAt, d.expiresAt,
-                ])
+                ]
+            )
             _ = try Self.appendAudit(db, audit.chain)
         }
     }
 
     private static func delegation(_ r: Row) -> DelegationRecord {
         DelegationRecord(
-            id: r["id"], userId: r["user_id"], userName: r["user_name"], sessionId: r["session_id"],
-            amr: Self.strings(r["amr"]), authTime: r["auth_time"], clientId: r["client_id"], role: r["role"],
-            stage: r["stage"], audience: r["audience"], createdAt: r["created_at"],
-            expiresAt: r["expires_at"], revokedAt: r["revoked_at"], revokedReason: r["revoked_reason"])
+            id: r["id"],
+            userId: r["user_id"],
+            userName: r["user_name"],
+            sessionId: r["session_id"],
+            amr: Self.strings(r["amr"]),
+            authTime: r["auth_time"],
+            clientId: r["client_id"],
+            role: r["role"],
+            stage: r["stage"],
+            audience: r["audience"],
+            createdAt: r["created_at"],
+            expiresAt: r["expires_at"],
+            revokedAt: r["revoked_at"],
+            revokedReason: r["revoked_reason"]
+        )
     }
 
-    private func liveDelegations(where condition: String, _ args: StatementArguments, now: Int64) throws
+    private func liveDelegations(
+        where condition: String,
+        _ args: StatementArguments,
+        now: Int64
+    ) throws
         -> [DelegationRecord]
     {
         let clause = condition.isEmpty ? "" : "\(condition) AND "
@@ -392,12 +471,20 @@ extension SQLiteStore {
         }
     }
 
-    public func liveDelegations(clientId: String, role: String, stage: String, audience: String, now: Int64) throws
+    public func liveDelegations(
+        clientId: String,
+        role: String,
+        stage: String,
+        audience: String,
+        now: Int64
+    ) throws
         -> [DelegationRecord]
     {
         try liveDelegations(
-            where: "client_id = ? AND role = ? AND stage = ? AND audience = ?", [clientId, role, stage, audience],
-            now: now)
+            where: "client_id = ? AND role = ? AND stage = ? AND audience = ?",
+            [clientId, role, stage, audience],
+            now: now
+        )
     }
 
     public func liveDelegations(sessionId: String, now: Int64) throws -> [DelegationRecord] {
@@ -419,8 +506,10 @@ extension SQLiteStore {
             var revoked: [String] = []
             for id in ids {
                 try db.execute(
-                    sql: "UPDATE delegations SET revoked_at = ?, revoked_reason = ? WHERE id = ? AND revoked_at IS NULL",
-                    arguments: [at, reason, id])
+                    sql:
+                        "UPDATE delegations SET revoked_at = ?, revoked_reason = ? WHERE id = ? AND revoked_at IS NULL",
+                    arguments: [at, reason, id]
+                )
                 if db.changesCount == 1 { revoked.append(id) }
             }
             if !revoked.isEmpty, let audit { _ = try Self.appendAudit(db, audit.chain) }

@@ -31,7 +31,8 @@ extension SQLiteStore {
                 );
                 CREATE INDEX webauthn_challenges_expiry ON webauthn_challenges(expires_at);
                 CREATE INDEX webauthn_challenges_user ON webauthn_challenges(user_id);
-                """)
+                """
+        )
     }
 
     private static let credentialSelect = """
@@ -44,17 +45,28 @@ extension SQLiteStore {
         let key: Data = r["public_key"]
         let aaguid: Data = r["aaguid"]
         return WebAuthnCredentialRecord(
-            factorId: r["factor_id"], userId: r["user_id"], credentialId: [UInt8](cid), publicKey: [UInt8](key),
-            algorithm: r["alg"], signCount: r["sign_count"], name: r["name"], aaguid: [UInt8](aaguid),
-            userVerifiedAtRegistration: r["user_verified_at_registration"], attestation: r["attestation"],
-            createdAt: r["created_at"], lastUsedAt: r["last_used_at"])
+            factorId: r["factor_id"],
+            userId: r["user_id"],
+            credentialId: [UInt8](cid),
+            publicKey: [UInt8](key),
+            algorithm: r["alg"],
+            signCount: r["sign_count"],
+            name: r["name"],
+            aaguid: [UInt8](aaguid),
+            userVerifiedAtRegistration: r["user_verified_at_registration"],
+            attestation: r["attestation"],
+            createdAt: r["created_at"],
+            lastUsedAt: r["last_used_at"]
+        )
     }
 
     public func insertWebAuthnCredential(_ c: WebAuthnCredentialRecord, factor f: FactorRecord) throws {
         try db.write { db in
             let taken = try Row.fetchOne(
-                db, sql: "SELECT 1 FROM webauthn_credentials WHERE credential_id = ?",
-                arguments: [Data(c.credentialId)])
+                db,
+                sql: "SELECT 1 FROM webauthn_credentials WHERE credential_id = ?",
+                arguments: [Data(c.credentialId)]
+            )
             if taken != nil {
                 throw StoreError.conflict("this security key is already registered")
             }
@@ -63,7 +75,8 @@ extension SQLiteStore {
                     INSERT INTO factors (id, user_id, kind, state, secret_box, last_used_step, created_at)
                     VALUES (?, ?, 'webauthn', ?, NULL, NULL, ?)
                     """,
-                arguments: [f.id, f.userId, f.state.rawValue, f.createdAt])
+                arguments: [f.id, f.userId, f.state.rawValue, f.createdAt]
+            )
             try db.execute(
                 sql: """
                     INSERT INTO webauthn_credentials (factor_id, credential_id, public_key, alg, sign_count, name,
@@ -73,14 +86,17 @@ extension SQLiteStore {
                 arguments: [
                     f.id, Data(c.credentialId), Data(c.publicKey), c.algorithm, c.signCount, c.name, Data(c.aaguid),
                     c.userVerifiedAtRegistration, c.attestation, c.createdAt, c.lastUsedAt,
-                ])
+                ]
+            )
         }
     }
 
     public func webAuthnCredential(credentialId: [UInt8]) throws -> WebAuthnCredentialRecord? {
         try db.read { db in
             try Row.fetchOne(
-                db, sql: Self.credentialSelect + " WHERE c.credential_id = ?", arguments: [Data(credentialId)]
+                db,
+                sql: Self.credentialSelect + " WHERE c.credential_id = ?",
+                arguments: [Data(credentialId)]
             ).map(Self.credential)
         }
     }
@@ -95,7 +111,8 @@ extension SQLiteStore {
     public func webAuthnCredentials(userId: String) throws -> [WebAuthnCredentialRecord] {
         try db.read { db in
             try Row.fetchAll(
-                db, sql: Self.credentialSelect + " WHERE f.user_id = ? ORDER BY c.created_at, c.factor_id",
+                db,
+                sql: Self.credentialSelect + " WHERE f.user_id = ? ORDER BY c.created_at, c.factor_id",
                 arguments: [userId]
             ).map(Self.credential)
         }
@@ -104,7 +121,9 @@ extension SQLiteStore {
     public func renameWebAuthnCredential(factorId: String, name: String) throws {
         try db.write { db in
             try db.execute(
-                sql: "UPDATE webauthn_credentials SET name = ? WHERE factor_id = ?", arguments: [name, factorId])
+                sql: "UPDATE webauthn_credentials SET name = ? WHERE factor_id = ?",
+                arguments: [name, factorId]
+            )
             if db.changesCount == 0 { throw StoreError.notFound("no such security key") }
         }
     }
@@ -116,7 +135,8 @@ extension SQLiteStore {
                     UPDATE webauthn_credentials SET sign_count = ?, last_used_at = ?
                     WHERE factor_id = ? AND (sign_count < ? OR (sign_count = 0 AND ? = 0))
                     """,
-                arguments: [newCount, usedAt, factorId, newCount, newCount])
+                arguments: [newCount, usedAt, factorId, newCount, newCount]
+            )
             return db.changesCount == 1
         }
     }
@@ -128,7 +148,8 @@ extension SQLiteStore {
                     INSERT INTO webauthn_challenges (challenge_hash, user_id, purpose, binding, created_at, expires_at)
                     VALUES (?, ?, ?, ?, ?, ?)
                     """,
-                arguments: [Data(c.challengeHash), c.userId, c.purpose, c.binding, c.createdAt, c.expiresAt])
+                arguments: [Data(c.challengeHash), c.userId, c.purpose, c.binding, c.createdAt, c.expiresAt]
+            )
         }
     }
 
@@ -136,13 +157,19 @@ extension SQLiteStore {
         try db.write { db in
             // One statement: two concurrent finishes of the same ceremony cannot both get the row.
             try Row.fetchOne(
-                db, sql: "DELETE FROM webauthn_challenges WHERE challenge_hash = ? RETURNING *",
+                db,
+                sql: "DELETE FROM webauthn_challenges WHERE challenge_hash = ? RETURNING *",
                 arguments: [Data(hash)]
             ).map { r in
                 let h: Data = r["challenge_hash"]
                 return WebAuthnChallengeRecord(
-                    challengeHash: [UInt8](h), userId: r["user_id"], purpose: r["purpose"], binding: r["binding"],
-                    createdAt: r["created_at"], expiresAt: r["expires_at"])
+                    challengeHash: [UInt8](h),
+                    userId: r["user_id"],
+                    purpose: r["purpose"],
+                    binding: r["binding"],
+                    createdAt: r["created_at"],
+                    expiresAt: r["expires_at"]
+                )
             }
         }
     }

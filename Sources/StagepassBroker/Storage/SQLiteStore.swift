@@ -105,7 +105,8 @@ public final class SQLiteStore: BrokerStore {
                         BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
                     CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
                         BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
-                    """)
+                    """
+            )
         }
         m.registerMigration("v2-clients-tokens-approvals") { db in try Self.migrateTokens(db) }
         m.registerMigration("v3-webauthn") { db in try Self.migrateWebAuthn(db) }
@@ -117,7 +118,8 @@ public final class SQLiteStore: BrokerStore {
                     ALTER TABLE delegations ADD COLUMN revoked_reason TEXT;
                     CREATE INDEX delegations_user ON delegations(user_id);
                     CREATE INDEX delegations_session ON delegations(session_id);
-                    """)
+                    """
+            )
         }
         return m
     }
@@ -134,7 +136,8 @@ public final class SQLiteStore: BrokerStore {
                     INSERT INTO users (id, name, password_hash, disabled, locked, created_at)
                     VALUES (?, ?, ?, ?, ?, ?)
                     """,
-                arguments: [user.id, user.name, user.passwordHash, user.disabled, user.locked, user.createdAt])
+                arguments: [user.id, user.name, user.passwordHash, user.disabled, user.locked, user.createdAt]
+            )
             try Self.writeGroups(db, userId: user.id, groups)
         }
     }
@@ -149,8 +152,13 @@ public final class SQLiteStore: BrokerStore {
 
     private static func user(_ row: Row) -> UserRecord {
         UserRecord(
-            id: row["id"], name: row["name"], passwordHash: row["password_hash"], disabled: row["disabled"],
-            locked: row["locked"], createdAt: row["created_at"])
+            id: row["id"],
+            name: row["name"],
+            passwordHash: row["password_hash"],
+            disabled: row["disabled"],
+            locked: row["locked"],
+            createdAt: row["created_at"]
+        )
     }
 
     public func user(named name: String) throws -> UserRecord? {
@@ -191,8 +199,10 @@ public final class SQLiteStore: BrokerStore {
     public func groups(ofUser userId: String) throws -> [String] {
         try db.read { db in
             try String.fetchAll(
-                db, sql: "SELECT group_name FROM memberships WHERE user_id = ? ORDER BY group_name",
-                arguments: [userId])
+                db,
+                sql: "SELECT group_name FROM memberships WHERE user_id = ? ORDER BY group_name",
+                arguments: [userId]
+            )
         }
     }
 
@@ -217,8 +227,15 @@ public final class SQLiteStore: BrokerStore {
         }
         let box: Data? = row["secret_box"]
         return FactorRecord(
-            id: row["id"], userId: row["user_id"], kind: kind, state: state, secretBox: box.map { [UInt8]($0) },
-            lastUsedStep: row["last_used_step"], createdAt: row["created_at"], lastUsedAt: row["last_used_at"])
+            id: row["id"],
+            userId: row["user_id"],
+            kind: kind,
+            state: state,
+            secretBox: box.map { [UInt8]($0) },
+            lastUsedStep: row["last_used_step"],
+            createdAt: row["created_at"],
+            lastUsedAt: row["last_used_at"]
+        )
     }
 
     public func insertFactor(_ f: FactorRecord) throws {
@@ -231,7 +248,8 @@ public final class SQLiteStore: BrokerStore {
                 arguments: [
                     f.id, f.userId, f.kind.rawValue, f.state.rawValue, f.secretBox.map { Data($0) },
                     f.lastUsedStep, f.createdAt,
-                ])
+                ]
+            )
         }
     }
 
@@ -244,7 +262,8 @@ public final class SQLiteStore: BrokerStore {
     public func factors(ofUser userId: String) throws -> [FactorRecord] {
         try db.read { db in
             try Row.fetchAll(
-                db, sql: "SELECT * FROM factors WHERE user_id = ? ORDER BY created_at, id",
+                db,
+                sql: "SELECT * FROM factors WHERE user_id = ? ORDER BY created_at, id",
                 arguments: [userId]
             ).compactMap(Self.factor)
         }
@@ -272,7 +291,8 @@ public final class SQLiteStore: BrokerStore {
         try db.write { db in
             try db.execute(
                 sql: "DELETE FROM factors WHERE user_id = ? AND kind = ? AND state = 'pending'",
-                arguments: [userId, kind.rawValue])
+                arguments: [userId, kind.rawValue]
+            )
         }
     }
 
@@ -292,7 +312,8 @@ public final class SQLiteStore: BrokerStore {
                     UPDATE factors SET last_used_step = ?
                     WHERE id = ? AND (last_used_step IS NULL OR last_used_step < ?)
                     """,
-                arguments: [step, factorId, step])
+                arguments: [step, factorId, step]
+            )
             return db.changesCount == 1
         }
     }
@@ -311,7 +332,8 @@ public final class SQLiteStore: BrokerStore {
             for h in hashes {
                 try db.execute(
                     sql: "INSERT INTO backup_codes (user_id, code_hash) VALUES (?, ?)",
-                    arguments: [userId, Data(h)])
+                    arguments: [userId, Data(h)]
+                )
             }
         }
     }
@@ -319,12 +341,17 @@ public final class SQLiteStore: BrokerStore {
     public func unusedBackupCodes(userId: String) throws -> [BackupCodeRecord] {
         try db.read { db in
             try Row.fetchAll(
-                db, sql: "SELECT * FROM backup_codes WHERE user_id = ? AND used_at IS NULL ORDER BY id",
+                db,
+                sql: "SELECT * FROM backup_codes WHERE user_id = ? AND used_at IS NULL ORDER BY id",
                 arguments: [userId]
             ).map { row in
                 let h: Data = row["code_hash"]
                 return BackupCodeRecord(
-                    id: row["id"], userId: row["user_id"], codeHash: [UInt8](h), usedAt: row["used_at"])
+                    id: row["id"],
+                    userId: row["user_id"],
+                    codeHash: [UInt8](h),
+                    usedAt: row["used_at"]
+                )
             }
         }
     }
@@ -332,7 +359,9 @@ public final class SQLiteStore: BrokerStore {
     public func consumeBackupCode(id: Int64, at: Int64) throws -> Bool {
         try db.write { db in
             try db.execute(
-                sql: "UPDATE backup_codes SET used_at = ? WHERE id = ? AND used_at IS NULL", arguments: [at, id])
+                sql: "UPDATE backup_codes SET used_at = ? WHERE id = ? AND used_at IS NULL",
+                arguments: [at, id]
+            )
             return db.changesCount == 1
         }
     }
@@ -349,9 +378,17 @@ public final class SQLiteStore: BrokerStore {
         // rule is satisfied until a new proof.
         let proofs = (try? JSONDecoder().decode([String: FactorStamp].self, from: Data(proofsJSON.utf8))) ?? [:]
         return SessionRecord(
-            id: row["id"], tokenHash: [UInt8](th), userId: row["user_id"], state: state, amr: amr,
-            authTime: row["auth_time"], createdAt: row["created_at"],
-            idleExpiresAt: row["idle_expires_at"], absoluteExpiresAt: row["absolute_expires_at"], proofs: proofs)
+            id: row["id"],
+            tokenHash: [UInt8](th),
+            userId: row["user_id"],
+            state: state,
+            amr: amr,
+            authTime: row["auth_time"],
+            createdAt: row["created_at"],
+            idleExpiresAt: row["idle_expires_at"],
+            absoluteExpiresAt: row["absolute_expires_at"],
+            proofs: proofs
+        )
     }
 
     private static func amrJSON(_ amr: [String]) throws -> String {
@@ -375,7 +412,8 @@ public final class SQLiteStore: BrokerStore {
                 arguments: [
                     s.id, Data(s.tokenHash), s.userId, s.state.rawValue, try Self.amrJSON(s.amr), s.authTime,
                     s.createdAt, s.idleExpiresAt, s.absoluteExpiresAt, try Self.proofsJSON(s.proofs),
-                ])
+                ]
+            )
         }
     }
 
@@ -403,7 +441,8 @@ public final class SQLiteStore: BrokerStore {
                 arguments: [
                     Data(s.tokenHash), s.state.rawValue, try Self.amrJSON(s.amr), s.authTime, s.idleExpiresAt,
                     s.absoluteExpiresAt, try Self.proofsJSON(s.proofs), s.id,
-                ])
+                ]
+            )
             if db.changesCount == 0 { throw StoreError.notFound("no such session") }
         }
     }
@@ -418,8 +457,12 @@ public final class SQLiteStore: BrokerStore {
 
     public func sessions(userId: String) throws -> [SessionRecord] {
         try db.read { db in
-            try Row.fetchAll(db, sql: "SELECT * FROM sessions WHERE user_id = ? ORDER BY created_at", arguments: [userId])
-                .compactMap(Self.session)
+            try Row.fetchAll(
+                db,
+                sql: "SELECT * FROM sessions WHERE user_id = ? ORDER BY created_at",
+                arguments: [userId]
+            )
+            .compactMap(Self.session)
         }
     }
 
@@ -427,7 +470,8 @@ public final class SQLiteStore: BrokerStore {
         try db.write { db in
             try db.execute(
                 sql: "DELETE FROM sessions WHERE idle_expires_at <= ? OR absolute_expires_at <= ?",
-                arguments: [now, now])
+                arguments: [now, now]
+            )
             return db.changesCount
         }
     }
@@ -449,7 +493,8 @@ public final class SQLiteStore: BrokerStore {
                     INSERT INTO throttles (key, failures, last_failure_at) VALUES (?, ?, ?)
                     ON CONFLICT(key) DO UPDATE SET failures = excluded.failures, last_failure_at = excluded.last_failure_at
                     """,
-                arguments: [r.key, r.failures, r.lastFailureAt])
+                arguments: [r.key, r.failures, r.lastFailureAt]
+            )
         }
     }
 
@@ -457,7 +502,12 @@ public final class SQLiteStore: BrokerStore {
         try db.write { db in try db.execute(sql: "DELETE FROM throttles WHERE key = ?", arguments: [key]) }
     }
 
-    public func reserveAttempt(keys: [String], now: Int64, window: Int64, delay: (Int) -> Int64) throws
+    public func reserveAttempt(
+        keys: [String],
+        now: Int64,
+        window: Int64,
+        delay: (Int) -> Int64
+    ) throws
         -> ThrottleReservation
     {
         // One write transaction: SQLite runs one writer at a time, so the check and the count cannot interleave
@@ -468,7 +518,10 @@ public final class SQLiteStore: BrokerStore {
             var wait: Int64 = 0
             for key in keys {
                 let row = try Row.fetchOne(
-                    db, sql: "SELECT failures, last_failure_at FROM throttles WHERE key = ?", arguments: [key])
+                    db,
+                    sql: "SELECT failures, last_failure_at FROM throttles WHERE key = ?",
+                    arguments: [key]
+                )
                 guard let row else {
                     current.append(0)
                     previous.append(nil)
@@ -494,7 +547,8 @@ public final class SQLiteStore: BrokerStore {
                         ON CONFLICT(key) DO UPDATE SET failures = excluded.failures,
                                                        last_failure_at = excluded.last_failure_at
                         """,
-                    arguments: [key, n + 1, now])
+                    arguments: [key, n + 1, now]
+                )
             }
             return .reserved(counts: current.map { $0 + 1 }, previous: previous)
         }
@@ -508,7 +562,8 @@ public final class SQLiteStore: BrokerStore {
                         last_failure_at = CASE WHEN last_failure_at = ? THEN ? ELSE last_failure_at END
                     WHERE key = ?
                     """,
-                arguments: [reservedAt, previous ?? 0, key])
+                arguments: [reservedAt, previous ?? 0, key]
+            )
             try db.execute(sql: "DELETE FROM throttles WHERE key = ? AND failures = 0", arguments: [key])
         }
     }
@@ -529,14 +584,17 @@ public final class SQLiteStore: BrokerStore {
         let row = try chain(last)
         try db.execute(
             sql: "INSERT INTO audit_log (seq, time, prev_hash, event, hash) VALUES (?, ?, ?, ?, ?)",
-            arguments: [row.seq, row.time, row.prevHash, row.event, row.hash])
+            arguments: [row.seq, row.time, row.prevHash, row.event, row.hash]
+        )
         return row
     }
 
     public func auditRows(after seq: Int64, limit: Int) throws -> [AuditRow] {
         try db.read { db in
             try Row.fetchAll(
-                db, sql: "SELECT * FROM audit_log WHERE seq > ? ORDER BY seq LIMIT ?", arguments: [seq, limit]
+                db,
+                sql: "SELECT * FROM audit_log WHERE seq > ? ORDER BY seq LIMIT ?",
+                arguments: [seq, limit]
             )
             .map(Self.auditRow)
         }

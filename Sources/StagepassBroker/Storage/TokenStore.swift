@@ -34,9 +34,21 @@ public struct TokenRecord: Sendable, Hashable {
     public var revokedReason: String?
 
     public init(
-        seq: Int64 = 0, jti: String, kid: String, userId: String, userName: String, sessionId: String?,
-        clientId: String?, role: String, stage: String, audience: String, requestId: String?, issuedAt: Int64,
-        expiresAt: Int64, revokedAt: Int64? = nil, revokedReason: String? = nil
+        seq: Int64 = 0,
+        jti: String,
+        kid: String,
+        userId: String,
+        userName: String,
+        sessionId: String?,
+        clientId: String?,
+        role: String,
+        stage: String,
+        audience: String,
+        requestId: String?,
+        issuedAt: Int64,
+        expiresAt: Int64,
+        revokedAt: Int64? = nil,
+        revokedReason: String? = nil
     ) {
         self.seq = seq
         self.jti = jti
@@ -91,10 +103,24 @@ public struct ApprovalRequestRecord: Sendable, Hashable {
     public var tokenJti: String?
 
     public init(
-        id: String, deviceCodeHash: [UInt8], userCode: String, clientId: String, role: String, stage: String,
-        audience: String, runId: String, commit: String?, triggeredBy: String?, createdAt: Int64, expiresAt: Int64,
-        state: RequestState = .pending, interval: Int64, lastPollAt: Int64? = nil, decidedBy: String? = nil,
-        denyReason: String? = nil, tokenJti: String? = nil
+        id: String,
+        deviceCodeHash: [UInt8],
+        userCode: String,
+        clientId: String,
+        role: String,
+        stage: String,
+        audience: String,
+        runId: String,
+        commit: String?,
+        triggeredBy: String?,
+        createdAt: Int64,
+        expiresAt: Int64,
+        state: RequestState = .pending,
+        interval: Int64,
+        lastPollAt: Int64? = nil,
+        decidedBy: String? = nil,
+        denyReason: String? = nil,
+        tokenJti: String? = nil
     ) {
         self.id = id
         self.deviceCodeHash = deviceCodeHash
@@ -134,8 +160,16 @@ public struct ApprovalRecord: Sendable, Hashable {
     public var delegationId: String?
 
     public init(
-        id: String, requestId: String, userId: String, userName: String, sessionId: String?, amr: [String],
-        authTime: Int64, createdAt: Int64, binding: String, delegationId: String? = nil
+        id: String,
+        requestId: String,
+        userId: String,
+        userName: String,
+        sessionId: String?,
+        amr: [String],
+        authTime: Int64,
+        createdAt: Int64,
+        binding: String,
+        delegationId: String? = nil
     ) {
         self.id = id
         self.requestId = requestId
@@ -169,9 +203,20 @@ public struct DelegationRecord: Sendable, Hashable {
     public var revokedReason: String?
 
     public init(
-        id: String, userId: String, userName: String, sessionId: String?, amr: [String], authTime: Int64,
-        clientId: String, role: String, stage: String, audience: String, createdAt: Int64, expiresAt: Int64,
-        revokedAt: Int64? = nil, revokedReason: String? = nil
+        id: String,
+        userId: String,
+        userName: String,
+        sessionId: String?,
+        amr: [String],
+        authTime: Int64,
+        clientId: String,
+        role: String,
+        stage: String,
+        audience: String,
+        createdAt: Int64,
+        expiresAt: Int64,
+        revokedAt: Int64? = nil,
+        revokedReason: String? = nil
     ) {
         self.revokedReason = revokedReason
         self.id = id
@@ -248,8 +293,14 @@ public protocol TokenStore: Sendable {
     /// Records a poll: `lastPollAt` and `interval`.
     func notePoll(requestId: String, at: Int64, interval: Int64) throws
     /// Atomically moves a request from `from` to `to`, with who decided and why; false when it was not in `from`.
-    func transitionRequest(id: String, from: RequestState, to: RequestState, decidedBy: String?, reason: String?,
-                           audit: AuditAppend) throws -> Bool
+    func transitionRequest(
+        id: String,
+        from: RequestState,
+        to: RequestState,
+        decidedBy: String?,
+        reason: String?,
+        audit: AuditAppend
+    ) throws -> Bool
 
     // MARK: approvals and delegations
     /// Inserts an approval of a pending request; ``StoreError/conflict`` if this user already approved it or the
@@ -264,7 +315,13 @@ public protocol TokenStore: Sendable {
     /// Every live delegation, newest first (administrators' view).
     func liveDelegations(now: Int64) throws -> [DelegationRecord]
     /// The live delegations for exactly this client, role, stage and audience, newest first.
-    func liveDelegations(clientId: String, role: String, stage: String, audience: String, now: Int64) throws
+    func liveDelegations(
+        clientId: String,
+        role: String,
+        stage: String,
+        audience: String,
+        now: Int64
+    ) throws
         -> [DelegationRecord]
     func delegation(id: String) throws -> DelegationRecord?
     /// Revokes those of `ids` that are not revoked yet, and appends `audit` (if given) when at least one was, in one

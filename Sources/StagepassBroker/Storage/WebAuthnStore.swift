@@ -27,9 +27,18 @@ public struct WebAuthnCredentialRecord: Sendable, Hashable {
     public var lastUsedAt: Int64?
 
     public init(
-        factorId: String, userId: String, credentialId: [UInt8], publicKey: [UInt8], algorithm: Int64,
-        signCount: Int64, name: String, aaguid: [UInt8], userVerifiedAtRegistration: Bool, attestation: String,
-        createdAt: Int64, lastUsedAt: Int64? = nil
+        factorId: String,
+        userId: String,
+        credentialId: [UInt8],
+        publicKey: [UInt8],
+        algorithm: Int64,
+        signCount: Int64,
+        name: String,
+        aaguid: [UInt8],
+        userVerifiedAtRegistration: Bool,
+        attestation: String,
+        createdAt: Int64,
+        lastUsedAt: Int64? = nil
     ) {
         self.factorId = factorId
         self.userId = userId
@@ -59,7 +68,12 @@ public struct WebAuthnChallengeRecord: Sendable, Hashable {
     public var expiresAt: Int64
 
     public init(
-        challengeHash: [UInt8], userId: String, purpose: String, binding: String?, createdAt: Int64, expiresAt: Int64
+        challengeHash: [UInt8],
+        userId: String,
+        purpose: String,
+        binding: String?,
+        createdAt: Int64,
+        expiresAt: Int64
     ) {
         self.challengeHash = challengeHash
         self.userId = userId

@@ -48,7 +48,6 @@ public enum UserCode {
     }
 }
 
-
 /// Registered pipeline clients: a name and a secret shown once (only its SHA-256 is stored; the secret carries
 /// 256 random bits, so a fast hash suffices).
 public struct ClientRegistry: Sendable {
@@ -60,12 +59,14 @@ public struct ClientRegistry: Sendable {
     public func add(name: String, actor: String) throws -> String {
         guard (1...128).contains(name.utf8.count),
             name.unicodeScalars.allSatisfy({
-                $0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0) || "-_./@".unicodeScalars.contains($0))
+                $0.isASCII
+                    && ($0.properties.isAlphabetic || ("0"..."9").contains($0) || "-_./@".unicodeScalars.contains($0))
             })
         else { throw BrokerError.invalidRequest("a client name is 1-128 characters of A-Z a-z 0-9 - _ . / @") }
         let secret = "spc_" + Base64URL.encode(try Crypto.randomBytes(32))
         try human.store.insertClient(
-            ClientRecord(name: name, secretHash: try Crypto.sha256(Array(secret.utf8)), createdAt: human.clock.now()))
+            ClientRecord(name: name, secretHash: try Crypto.sha256(Array(secret.utf8)), createdAt: human.clock.now())
+        )
         try human.audit.record(AuditEvent(action: "client.add", actor: actor, subject: name))
         return secret
     }
@@ -100,8 +101,14 @@ extension TokenBroker {
     /// A pipeline asks for a token for one run. A live delegation matching (client, role, stage, audience) approves
     /// it at once; otherwise it waits for humans.
     public func startRequest(
-        client: String, secret: String, audience: String, role: String, stage: String, runId: String,
-        commit: String?, triggeredBy: String?
+        client: String,
+        secret: String,
+        audience: String,
+        role: String,
+        stage: String,
+        runId: String,
+        commit: String?,
+        triggeredBy: String?
     ) throws -> DeviceAuthorization {
         let c = try authenticateClient(client, secret: secret)
         let p = policy.current
@@ -110,7 +117,9 @@ extension TokenBroker {
         func printable(_ s: String, max: Int) -> Bool {
             (1...max).contains(s.utf8.count) && s.unicodeScalars.allSatisfy { $0.value >= 0x20 && $0.value != 0x7f }
         }
-        guard printable(runId, max: 200) else { throw OAuthError.invalidRequest("run_id must be 1-200 printable characters") }
+        guard printable(runId, max: 200) else {
+            throw OAuthError.invalidRequest("run_id must be 1-200 printable characters")
+        }
         if let commit, !printable(commit, max: 100) {
             throw OAuthError.invalidRequest("commit must be 1-100 printable characters")
         }
@@ -129,9 +138,20 @@ extension TokenBroker {
         let deviceCode = "spd_" + Base64URL.encode(try Crypto.randomBytes(32))
         let id = "req_" + Base64URL.encode(try Crypto.randomBytes(12))
         var record = ApprovalRequestRecord(
-            id: id, deviceCodeHash: try Crypto.sha256(Array(deviceCode.utf8)), userCode: "", clientId: c.name,
-            role: role, stage: stage, audience: audience, runId: runId, commit: commit, triggeredBy: triggeredBy,
-            createdAt: now, expiresAt: now + p.tokens.requestLifetime, interval: p.tokens.pollInterval)
+            id: id,
+            deviceCodeHash: try Crypto.sha256(Array(deviceCode.utf8)),
+            userCode: "",
+            clientId: c.name,
+            role: role,
+            stage: stage,
+            audience: audience,
+            runId: runId,
+            commit: commit,
+            triggeredBy: triggeredBy,
+            createdAt: now,
+            expiresAt: now + p.tokens.requestLifetime,
+            interval: p.tokens.pollInterval
+        )
         var auditDetails = details
         auditDetails["request"] = id
         if let commit { auditDetails["commit"] = commit }
@@ -145,7 +165,9 @@ extension TokenBroker {
                 try store.insertRequest(
                     record,
                     audit: try audit.entry(
-                        AuditEvent(action: "request.start", actor: c.name, subject: c.name, details: auditDetails)))
+                        AuditEvent(action: "request.start", actor: c.name, subject: c.name, details: auditDetails)
+                    )
+                )
                 inserted = true
             } catch let e as StoreError where e == .conflict { continue }
         }
@@ -160,25 +182,54 @@ extension TokenBroker {
                 })
         {
             let approval = ApprovalRecord(
-                id: "apr_" + Base64URL.encode(try Crypto.randomBytes(9)), requestId: id, userId: d.userId,
-                userName: d.userName, sessionId: d.sessionId, amr: d.amr, authTime: d.authTime, createdAt: now,
-                binding: try Self.binding(record), delegationId: d.id)
+                id: "apr_" + Base64URL.encode(try Crypto.randomBytes(9)),
+                requestId: id,
+                userId: d.userId,
+                userName: d.userName,
+                sessionId: d.sessionId,
+                amr: d.amr,
+                authTime: d.authTime,
+                createdAt: now,
+                binding: try Self.binding(record),
+                delegationId: d.id
+            )
             _ = try store.insertApproval(
                 approval,
                 audit: try audit.entry(
                     AuditEvent(
-                        action: "request.approve", actor: d.userName, subject: c.name, factors: d.amr,
-                        details: auditDetails.merging(["approval": approval.id, "delegation": d.id]) { a, _ in a })))
+                        action: "request.approve",
+                        actor: d.userName,
+                        subject: c.name,
+                        factors: d.amr,
+                        details: auditDetails.merging(["approval": approval.id, "delegation": d.id]) { a, _ in a }
+                    )
+                )
+            )
             preApproved = try store.transitionRequest(
-                id: id, from: .pending, to: .approved, decidedBy: d.userName, reason: nil,
+                id: id,
+                from: .pending,
+                to: .approved,
+                decidedBy: d.userName,
+                reason: nil,
                 audit: try audit.entry(
                     AuditEvent(
-                        action: "request.approved", actor: d.userName, subject: c.name, factors: d.amr,
-                        details: ["request": id, "approvals": approval.id, "delegation": d.id])))
+                        action: "request.approved",
+                        actor: d.userName,
+                        subject: c.name,
+                        factors: d.amr,
+                        details: ["request": id, "approvals": approval.id, "delegation": d.id]
+                    )
+                )
+            )
         }
         return DeviceAuthorization(
-            requestId: id, deviceCode: deviceCode, userCode: record.userCode, expiresIn: p.tokens.requestLifetime,
-            interval: p.tokens.pollInterval, preApproved: preApproved)
+            requestId: id,
+            deviceCode: deviceCode,
+            userCode: record.userCode,
+            expiresIn: p.tokens.requestLifetime,
+            interval: p.tokens.pollInterval,
+            preApproved: preApproved
+        )
     }
 
     /// The approval binding: the hex SHA-256 of everything the human saw.
@@ -199,7 +250,10 @@ extension TokenBroker {
         else { throw OAuthError.invalidGrant("unknown device_code") }
         let now = clock.now()
         switch r.state {
-        case .denied: throw OAuthError.accessDenied("denied by \(r.decidedBy ?? "an approver")" + (r.denyReason.map { ": \($0)" } ?? ""))
+        case .denied:
+            throw OAuthError.accessDenied(
+                "denied by \(r.decidedBy ?? "an approver")" + (r.denyReason.map { ": \($0)" } ?? "")
+            )
         case .issued: throw OAuthError.invalidGrant("the device_code was already used")
         case .pending, .approved: break
         }
@@ -214,8 +268,11 @@ extension TokenBroker {
         let p = policy.current
         guard let s = p.stages[r.stage] else {
             throw denied(
-                .accessDenied("the stage '\(r.stage)' is no longer in the policy"), action: "token.deny",
-                actor: c.name, details: ["request": r.id])
+                .accessDenied("the stage '\(r.stage)' is no longer in the policy"),
+                action: "token.deny",
+                actor: c.name,
+                details: ["request": r.id]
+            )
         }
         let approvals = try store.approvals(requestId: r.id)
         guard let last = approvals.last else { throw OAuthError.authorizationPending }
@@ -233,20 +290,44 @@ extension TokenBroker {
             }
             guard let reason else { continue }
             _ = try store.transitionRequest(
-                id: r.id, from: .approved, to: .denied, decidedBy: "stagepass", reason: reason,
+                id: r.id,
+                from: .approved,
+                to: .denied,
+                decidedBy: "stagepass",
+                reason: reason,
                 audit: try audit.entry(
                     AuditEvent(
-                        action: "request.withdrawn", actor: a.userName, subject: c.name, result: "denied",
-                        reason: reason, details: ["request": r.id, "approval": a.id, "run_id": r.runId])))
+                        action: "request.withdrawn",
+                        actor: a.userName,
+                        subject: c.name,
+                        result: "denied",
+                        reason: reason,
+                        details: ["request": r.id, "approval": a.id, "run_id": r.runId]
+                    )
+                )
+            )
             throw OAuthError.accessDenied("the approval no longer stands: \(reason)")
         }
         do {
             return try await issue(
                 Grant(
-                    userId: last.userId, userName: last.userName, sessionId: last.sessionId, amr: last.amr,
-                    authTime: last.authTime, clientId: c.name, role: r.role, stage: r.stage, audience: r.audience,
-                    lifetime: lifetime(stage: s, policy: p, sessionEnds: nil, now: now), runId: r.runId,
-                    commit: r.commit, approvals: approvals.map(\.id), requestId: r.id, via: "device-code"))
+                    userId: last.userId,
+                    userName: last.userName,
+                    sessionId: last.sessionId,
+                    amr: last.amr,
+                    authTime: last.authTime,
+                    clientId: c.name,
+                    role: r.role,
+                    stage: r.stage,
+                    audience: r.audience,
+                    lifetime: lifetime(stage: s, policy: p, sessionEnds: nil, now: now),
+                    runId: r.runId,
+                    commit: r.commit,
+                    approvals: approvals.map(\.id),
+                    requestId: r.id,
+                    via: "device-code"
+                )
+            )
         } catch let e as StoreError where e == .conflict {
             throw OAuthError.invalidGrant("the device_code was already used")
         }
@@ -276,8 +357,11 @@ extension TokenBroker {
     func view(_ r: ApprovalRequestRecord) throws -> RequestView {
         let needed = policy.current.stages[r.stage]?.approvers ?? 1
         return RequestView(
-            request: r, approvals: try store.approvals(requestId: r.id), approversNeeded: needed,
-            expired: clock.now() >= r.expiresAt)
+            request: r,
+            approvals: try store.approvals(requestId: r.id),
+            approversNeeded: needed,
+            expired: clock.now() >= r.expiresAt
+        )
     }
 
     /// Pending, unexpired requests the session's user may approve: they hold the role, did not trigger the run
@@ -293,7 +377,11 @@ extension TokenBroker {
 
     /// Checks that `s` may decide on `r`: the request is pending and unexpired, the human holds its role, and (where
     /// the stage forbids self-approval) is not the user who triggered the run.
-    func checkDecider(_ s: Session, _ r: ApprovalRequestRecord, policy p: AccessPolicy) throws(OAuthError)
+    func checkDecider(
+        _ s: Session,
+        _ r: ApprovalRequestRecord,
+        policy p: AccessPolicy
+    ) throws(OAuthError)
         -> StagePolicy
     {
         guard r.state == .pending else { throw .conflict("the request is already \(r.state.rawValue)") }
@@ -316,12 +404,17 @@ extension TokenBroker {
     /// The users (normalised names) a run's `triggered_by` names: the user of that name, and the user the policy's
     /// `identities` maps it to. For a stage that forbids self-approval, a run whose trigger is missing or names
     /// nobody cannot be decided, and is refused.
-    func triggeringUsers(_ triggeredBy: String?, stage: StagePolicy, policy p: AccessPolicy) throws(OAuthError)
+    func triggeringUsers(
+        _ triggeredBy: String?,
+        stage: StagePolicy,
+        policy p: AccessPolicy
+    ) throws(OAuthError)
         -> Set<String>
     {
         guard let triggeredBy else {
             throw .invalidRequest(
-                "the stage '\(stage.name)' forbids self-approval: the request must name its trigger (triggered_by)")
+                "the stage '\(stage.name)' forbids self-approval: the request must name its trigger (triggered_by)"
+            )
         }
         let key = Identity.normalize(triggeredBy)
         var users: Set<String> = []
@@ -330,7 +423,8 @@ extension TokenBroker {
         guard !users.isEmpty else {
             throw .invalidRequest(
                 "the stage '\(stage.name)' forbids self-approval, but triggered_by '\(triggeredBy.prefix(80))' names "
-                    + "no user and no entry of the policy's identities")
+                    + "no user and no entry of the policy's identities"
+            )
         }
         return users
     }
@@ -365,15 +459,23 @@ extension TokenBroker {
     /// - Throws: ``OAuthError`` (`not_found`, `conflict`, `expired_token`, `forbidden`) when the session's user
     ///   cannot decide on the request; ``WebAuthnError/noCredentials(_:)`` when they have no security key;
     ///   ``BrokerError`` for the session.
-    public func beginApprovalAssertion(userCode: String, sessionToken: String, address: String) throws
+    public func beginApprovalAssertion(
+        userCode: String,
+        sessionToken: String,
+        address: String
+    ) throws
         -> WebAuthnRequestOptions
     {
         let s = try human.sessions.requireMFA(token: sessionToken)
         let r = try lookup(userCode: userCode, session: s, address: address)
         do { _ = try checkDecider(s, r, policy: policy.current) } catch {
             throw denied(
-                error, action: "request.approve", actor: s.userName, factors: s.amr,
-                details: ["request": r.id, "stage": r.stage, "step": "webauthn.begin"])
+                error,
+                action: "request.approve",
+                actor: s.userName,
+                factors: s.amr,
+                details: ["request": r.id, "stage": r.stage, "step": "webauthn.begin"]
+            )
         }
         return try human.webauthn.beginAssertion(userId: s.userId, purpose: .approval(binding: try Self.binding(r)))
     }
@@ -384,7 +486,12 @@ extension TokenBroker {
     /// proof is recorded in the session only once the approval is stored. Without `proof`, the session must already
     /// hold a fresh enough proof of a counted kind. Distinct approvers are counted; the run's triggering user cannot
     /// approve it when the stage forbids self-approval. A refused attempt changes nothing in the session.
-    public func approve(userCode: String, sessionToken: String, proof: FactorProof?, address: String) throws
+    public func approve(
+        userCode: String,
+        sessionToken: String,
+        proof: FactorProof?,
+        address: String
+    ) throws
         -> ApprovalOutcome
     {
         var s = try human.sessions.requireMFA(token: sessionToken)
@@ -408,10 +515,16 @@ extension TokenBroker {
                     throw OAuthError.insufficientUserAuthentication(
                         "approving runs of the stage '\(stage.name)' needs one of the factors "
                             + "\(kinds.map(\.rawValue).sorted()), not \(proof.kind.rawValue)",
-                        maxAge: stage.mfaMaxAge, acrValues: ACR.values(for: kinds))
+                        maxAge: stage.mfaMaxAge,
+                        acrValues: ACR.values(for: kinds)
+                    )
                 }
                 let verified = try human.sessions.verify(
-                    token: sessionToken, proof: proof, address: address, purpose: .approval(binding: try Self.binding(r)))
+                    token: sessionToken,
+                    proof: proof,
+                    address: address,
+                    purpose: .approval(binding: try Self.binding(r))
+                )
                 fresh = verified.1.fresh
                 proved = verified.1
                 for m in verified.1.methods where !amr.contains(m) { amr.append(m) }
@@ -419,9 +532,16 @@ extension TokenBroker {
                 fresh = try requireFresh(s, stage: stage, now: clock.now(), approving: true)
             }
             let approval = ApprovalRecord(
-                id: "apr_" + Base64URL.encode(try Crypto.randomBytes(9)), requestId: r.id, userId: s.userId,
-                userName: s.userName, sessionId: s.id, amr: amr, authTime: fresh.at, createdAt: clock.now(),
-                binding: try Self.binding(r))
+                id: "apr_" + Base64URL.encode(try Crypto.randomBytes(9)),
+                requestId: r.id,
+                userId: s.userId,
+                userName: s.userName,
+                sessionId: s.id,
+                amr: amr,
+                authTime: fresh.at,
+                createdAt: clock.now(),
+                binding: try Self.binding(r)
+            )
             details["approval"] = approval.id
             details["binding"] = approval.binding
             details["fresh_factor"] = fresh.label
@@ -431,8 +551,14 @@ extension TokenBroker {
                     approval,
                     audit: try audit.entry(
                         AuditEvent(
-                            action: "request.approve", actor: s.userName, subject: r.clientId, factors: amr,
-                            details: details)))
+                            action: "request.approve",
+                            actor: s.userName,
+                            subject: r.clientId,
+                            factors: amr,
+                            details: details
+                        )
+                    )
+                )
             } catch let e as StoreError where e == .conflict {
                 throw OAuthError.conflict(e.detail)
             }
@@ -442,16 +568,31 @@ extension TokenBroker {
             var released = false
             if all.count >= stage.approvers {
                 released = try store.transitionRequest(
-                    id: r.id, from: .pending, to: .approved, decidedBy: s.userName, reason: nil,
+                    id: r.id,
+                    from: .pending,
+                    to: .approved,
+                    decidedBy: s.userName,
+                    reason: nil,
                     audit: try audit.entry(
                         AuditEvent(
-                            action: "request.approved", actor: s.userName, subject: r.clientId, factors: s.amr,
+                            action: "request.approved",
+                            actor: s.userName,
+                            subject: r.clientId,
+                            factors: s.amr,
                             details: [
                                 "request": r.id, "approvals": all.map(\.id).joined(separator: ","),
                                 "approvers": all.map(\.userName).joined(separator: ","),
-                            ])))
+                            ]
+                        )
+                    )
+                )
             }
-            return ApprovalOutcome(approval: approval, approvals: all.count, needed: stage.approvers, approved: released)
+            return ApprovalOutcome(
+                approval: approval,
+                approvals: all.count,
+                needed: stage.approvers,
+                approved: released
+            )
         } catch let e as OAuthError {
             throw denied(e, action: "request.approve", actor: s.userName, factors: s.amr, details: details)
         }
@@ -462,15 +603,28 @@ extension TokenBroker {
         let s = try human.sessions.requireMFA(token: sessionToken)
         let r = try lookup(userCode: userCode, session: s, address: address)
         let p = policy.current
-        if let reason, reason.utf8.count > 500 { throw OAuthError.invalidRequest("the reason is longer than 500 bytes") }
+        if let reason, reason.utf8.count > 500 {
+            throw OAuthError.invalidRequest("the reason is longer than 500 bytes")
+        }
         _ = try checkDecider(s, r, policy: p)
         let ok = try store.transitionRequest(
-            id: r.id, from: .pending, to: .denied, decidedBy: s.userName, reason: reason,
+            id: r.id,
+            from: .pending,
+            to: .denied,
+            decidedBy: s.userName,
+            reason: reason,
             audit: try audit.entry(
                 AuditEvent(
-                    action: "request.deny", actor: s.userName, subject: r.clientId, result: "success",
-                    reason: reason, factors: s.amr,
-                    details: ["request": r.id, "role": r.role, "stage": r.stage, "run_id": r.runId])))
+                    action: "request.deny",
+                    actor: s.userName,
+                    subject: r.clientId,
+                    result: "success",
+                    reason: reason,
+                    factors: s.amr,
+                    details: ["request": r.id, "role": r.role, "stage": r.stage, "run_id": r.runId]
+                )
+            )
+        )
         guard ok else { throw OAuthError.conflict("the request was decided meanwhile") }
     }
 
@@ -480,7 +634,12 @@ extension TokenBroker {
     /// by the session's human. Only for stages whose approval mode is `delegated`, within its `max_window`, with one
     /// approver, and with a fresh factor.
     public func delegate(
-        sessionToken: String, client: String, role: String, stage: String, audience: String, window: Int64
+        sessionToken: String,
+        client: String,
+        role: String,
+        stage: String,
+        audience: String,
+        window: Int64
     ) throws -> DelegationRecord {
         let s = try human.sessions.requireMFA(token: sessionToken)
         let p = policy.current
@@ -505,18 +664,33 @@ extension TokenBroker {
             }
             let fresh = try requireFresh(s, stage: st, now: now, approving: true)
             let d = DelegationRecord(
-                id: "dlg_" + Base64URL.encode(try Crypto.randomBytes(9)), userId: s.userId, userName: s.userName,
-                sessionId: s.id, amr: s.amr, authTime: fresh.at, clientId: client, role: role, stage: stage,
-                audience: audience, createdAt: now, expiresAt: now + window)
+                id: "dlg_" + Base64URL.encode(try Crypto.randomBytes(9)),
+                userId: s.userId,
+                userName: s.userName,
+                sessionId: s.id,
+                amr: s.amr,
+                authTime: fresh.at,
+                clientId: client,
+                role: role,
+                stage: stage,
+                audience: audience,
+                createdAt: now,
+                expiresAt: now + window
+            )
             try store.insertDelegation(
                 d,
                 audit: try audit.entry(
                     AuditEvent(
-                        action: "delegation.grant", actor: s.userName, subject: client, factors: s.amr,
+                        action: "delegation.grant",
+                        actor: s.userName,
+                        subject: client,
+                        factors: s.amr,
                         details: details.merging([
                             "delegation": d.id, "expires_at": String(d.expiresAt), "fresh_factor": fresh.label,
                         ]) { a, _ in a }
-                    )))
+                    )
+                )
+            )
             return d
         } catch let e as OAuthError {
             throw denied(e, action: "delegation.grant", actor: s.userName, factors: s.amr, details: details)
@@ -540,7 +714,9 @@ extension TokenBroker {
     @discardableResult
     public func revokeDelegation(id: String, sessionToken: String, reason: String?) throws -> Bool {
         let s = try human.sessions.requireMFA(token: sessionToken)
-        if let reason, reason.utf8.count > 500 { throw OAuthError.invalidRequest("the reason is longer than 500 bytes") }
+        if let reason, reason.utf8.count > 500 {
+            throw OAuthError.invalidRequest("the reason is longer than 500 bytes")
+        }
         do {
             guard let d = try store.delegation(id: id) else { throw OAuthError.notFound("no such delegation") }
             if d.userId != s.userId {
@@ -550,15 +726,23 @@ extension TokenBroker {
             }
             let why = reason ?? "revoked by \(s.userName)"
             let revoked = try store.revokeDelegations(
-                ids: [d.id], at: clock.now(), reason: why,
+                ids: [d.id],
+                at: clock.now(),
+                reason: why,
                 audit: try audit.entry(
                     AuditEvent(
-                        action: "delegation.revoke", actor: s.userName, subject: d.clientId, reason: why,
+                        action: "delegation.revoke",
+                        actor: s.userName,
+                        subject: d.clientId,
+                        reason: why,
                         factors: s.amr,
                         details: [
                             "delegation": d.id, "delegator": d.userName, "role": d.role, "stage": d.stage,
                             "audience": d.audience,
-                        ])))
+                        ]
+                    )
+                )
+            )
             return !revoked.isEmpty
         } catch let e as OAuthError {
             throw denied(e, action: "delegation.revoke", actor: s.userName, factors: s.amr, details: ["delegation": id])
@@ -568,7 +752,12 @@ extension TokenBroker {
     /// Ends the live delegations granted by a user (`userId`) or from one session (`sessionId`), with one audit
     /// record naming them. Returns the ids revoked.
     @discardableResult
-    func endDelegations(userId: String? = nil, sessionId: String? = nil, reason: String, actor: String) throws
+    func endDelegations(
+        userId: String? = nil,
+        sessionId: String? = nil,
+        reason: String,
+        actor: String
+    ) throws
         -> [String]
     {
         let now = clock.now()
@@ -578,10 +767,18 @@ extension TokenBroker {
         let ids = Array(Set(live.map(\.id))).sorted()
         guard !ids.isEmpty else { return [] }
         return try store.revokeDelegations(
-            ids: ids, at: now, reason: reason,
+            ids: ids,
+            at: now,
+            reason: reason,
             audit: try audit.entry(
                 AuditEvent(
-                    action: "delegation.revoke", actor: actor, subject: live.first?.userName, reason: reason,
-                    details: ["delegations": ids.joined(separator: ",")])))
+                    action: "delegation.revoke",
+                    actor: actor,
+                    subject: live.first?.userName,
+                    reason: reason,
+                    details: ["delegations": ids.joined(separator: ",")]
+                )
+            )
+        )
     }
 }

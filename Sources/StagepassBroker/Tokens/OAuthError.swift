@@ -62,7 +62,9 @@ public struct OAuthError: Error, Sendable, Hashable, CustomStringConvertible {
     public static func invalidScope(_ d: String) -> OAuthError { .init(.invalidScope, d) }
     public static func invalidTarget(_ d: String) -> OAuthError { .init(.invalidTarget, d) }
     public static let authorizationPending = OAuthError(
-        .authorizationPending, "the request has not been approved yet")
+        .authorizationPending,
+        "the request has not been approved yet"
+    )
     public static func slowDown(interval: Int64) -> OAuthError {
         .init(.slowDown, "polling too fast; wait at least \(interval) s between polls")
     }
@@ -72,7 +74,11 @@ public struct OAuthError: Error, Sendable, Hashable, CustomStringConvertible {
     public static func conflict(_ d: String) -> OAuthError { .init(.conflict, d) }
     public static func forbidden(_ d: String) -> OAuthError { .init(.forbidden, d) }
     /// RFC 9470 §3.
-    public static func insufficientUserAuthentication(_ d: String, maxAge: Int64?, acrValues: [String])
+    public static func insufficientUserAuthentication(
+        _ d: String,
+        maxAge: Int64?,
+        acrValues: [String]
+    )
         -> OAuthError
     {
         .init(.insufficientUserAuthentication, d, maxAge: maxAge, acrValues: acrValues)

@@ -26,13 +26,23 @@ extension HumanBroker {
     /// Marks every matching token revoked in the ledger, with its `revoke` audit record, in one transaction.
     /// Running brokers serve the new status list at once (the revocation epoch moves). Returns the jtis revoked.
     public func revokeTokens(
-        _ target: RevocationTarget, describedAs subject: String, actor: String, factors: [String], reason: String?,
+        _ target: RevocationTarget,
+        describedAs subject: String,
+        actor: String,
+        factors: [String],
+        reason: String?,
         details: [String: String] = [:]
     ) throws -> [String] {
         let entry = try audit.entry(
             AuditEvent(
-                action: "revoke", actor: actor, subject: subject, reason: reason, factors: factors,
-                details: details.merging(["target": subject]) { a, _ in a }))
+                action: "revoke",
+                actor: actor,
+                subject: subject,
+                reason: reason,
+                factors: factors,
+                details: details.merging(["target": subject]) { a, _ in a }
+            )
+        )
         return try store.revoke(target, at: clock.now(), reason: reason ?? "revoked by \(actor)", audit: entry)
     }
 }
@@ -45,7 +55,9 @@ extension TokenBroker {
     /// - Throws: ``OAuthError`` (`forbidden`, `insufficient_user_authentication`, `not_found`).
     public func revoke(_ what: RevocationRequest, sessionToken: String, reason: String?) async throws -> [String] {
         let s = try human.sessions.requireMFA(token: sessionToken)
-        if let reason, reason.utf8.count > 500 { throw OAuthError.invalidRequest("the reason is longer than 500 bytes") }
+        if let reason, reason.utf8.count > 500 {
+            throw OAuthError.invalidRequest("the reason is longer than 500 bytes")
+        }
         do {
             switch what {
             case .jti(let j):
@@ -61,7 +73,12 @@ extension TokenBroker {
             }
         } catch let e as OAuthError {
             throw denied(
-                e, action: "revoke", actor: s.userName, factors: s.amr, details: ["target": Self.describe(what)])
+                e,
+                action: "revoke",
+                actor: s.userName,
+                factors: s.amr,
+                details: ["target": Self.describe(what)]
+            )
         }
         return try await revoke(what, actor: s.userName, factors: s.amr, reason: reason)
     }
@@ -74,7 +91,11 @@ extension TokenBroker {
     /// failure.
     /// - Throws: ``KeyStoreError/nextNotPrePublished`` (its ``KeyStoreError/safeAfter`` says from when the rotation
     ///   is safe) without `force`; ``OAuthError`` when `admin` is not a fresh administrator.
-    public func rotateKeys(by admin: Session, alg: JWSAlgorithm? = nil, force: Bool = false) async throws
+    public func rotateKeys(
+        by admin: Session,
+        alg: JWSAlgorithm? = nil,
+        force: Bool = false
+    ) async throws
         -> RotationResult
     {
         try requireAdmin(admin)
@@ -84,16 +105,28 @@ extension TokenBroker {
         } catch let e as KeyStoreError where e == .nextNotPrePublished {
             try? audit.record(
                 AuditEvent(
-                    action: "admin.key.rotate", actor: admin.userName, subject: "keys", result: "denied",
-                    reason: e.detail, factors: admin.amr, details: ["safe_after": e.safeAfter.map(String.init) ?? ""]))
+                    action: "admin.key.rotate",
+                    actor: admin.userName,
+                    subject: "keys",
+                    result: "denied",
+                    reason: e.detail,
+                    factors: admin.amr,
+                    details: ["safe_after": e.safeAfter.map(String.init) ?? ""]
+                )
+            )
             throw e
         }
         var details = ["active": r.activeKid, "next": r.nextKid, "retiring": r.retiringKid ?? ""]
         if force { details["forced"] = "true" }
         try audit.record(
             AuditEvent(
-                action: "admin.key.rotate", actor: admin.userName, subject: r.activeKid, factors: admin.amr,
-                details: details))
+                action: "admin.key.rotate",
+                actor: admin.userName,
+                subject: r.activeKid,
+                factors: admin.amr,
+                details: details
+            )
+        )
         return r
     }
 
@@ -107,7 +140,12 @@ extension TokenBroker {
     }
 
     /// Revokes without an authorisation check (the caller did it: an admin HTTP call, or a local admin command).
-    public func revoke(_ what: RevocationRequest, actor: String, factors: [String], reason: String?) async throws
+    public func revoke(
+        _ what: RevocationRequest,
+        actor: String,
+        factors: [String],
+        reason: String?
+    ) async throws
         -> [String]
     {
         let now = clock.now()
@@ -139,7 +177,13 @@ extension TokenBroker {
             }
         }
         return try human.revokeTokens(
-            target, describedAs: Self.describe(what), actor: actor, factors: factors, reason: reason, details: details)
+            target,
+            describedAs: Self.describe(what),
+            actor: actor,
+            factors: factors,
+            reason: reason,
+            details: details
+        )
     }
 }
 
@@ -205,8 +249,11 @@ public actor StatusListPublisher {
         ])
         // draft §5.1: typ statuslist+jwt, signed like the tokens (same JWKS).
         let jwt = try JWS.sign(
-            claims: claims, header: ["typ": .string("statuslist+jwt"), "kid": .string(key.kid)],
-            key: key.privateKey, alg: key.alg)
+            claims: claims,
+            header: ["typ": .string("statuslist+jwt"), "kid": .string(key.kid)],
+            key: key.privateKey,
+            alg: key.alg
+        )
         cache[n] = Cached(jwt: jwt, iat: now, epoch: epoch, kid: key.kid)
         return jwt
     }

@@ -41,7 +41,12 @@ public struct TokenBroker: Sendable {
         self.keys = keys
         self.issuer = issuer
         statusLists = StatusListPublisher(
-            store: human.store, keys: keys, policy: human.policies, issuer: issuer, clock: human.clock)
+            store: human.store,
+            keys: keys,
+            policy: human.policies,
+            issuer: issuer,
+            clock: human.clock
+        )
     }
 
     /// The URI of status list `n` (the `sub` of the list token and the `uri` tokens carry).
@@ -53,7 +58,13 @@ public struct TokenBroker: Sendable {
     /// (pipeline requests pass nil: the approving humans are checked when they approve).
     /// - Throws: `invalid_scope` (unknown role or stage, role not held, stage not reachable by the role),
     ///   `invalid_target` (unknown audience or one the role may not reach; RFC 8693 §2.2.2).
-    func authorize(groups: [String]?, role: String, stage: String, audience: String, policy p: AccessPolicy)
+    func authorize(
+        groups: [String]?,
+        role: String,
+        stage: String,
+        audience: String,
+        policy p: AccessPolicy
+    )
         throws(OAuthError) -> (RolePolicy, StagePolicy)
     {
         guard let r = p.roles[role] else { throw .invalidScope("unknown role '\(role)'") }
@@ -75,29 +86,49 @@ public struct TokenBroker: Sendable {
     /// `mfa_max_age`. Freshness is per factor: a fresh proof of a method the stage does not count proves nothing
     /// for it, and an old proof of a counted method is not refreshed by a fresh proof of another.
     /// - Returns: the proof that satisfied the rule (its time is the token's `auth_time`).
-    func requireFresh(_ session: Session, stage s: StagePolicy, now: Int64, approving: Bool = false)
+    func requireFresh(
+        _ session: Session,
+        stage s: StagePolicy,
+        now: Int64,
+        approving: Bool = false
+    )
         throws(OAuthError) -> FreshProof
     {
         let kinds = approving ? s.factorsForApproval : s.factors
         let what = approving ? "approving runs of the stage" : "the stage"
         return try Self.requireFresh(
-            session, kinds: kinds, maxAge: s.mfaMaxAge, now: now, what: "\(what) '\(s.name)'")
+            session,
+            kinds: kinds,
+            maxAge: s.mfaMaxAge,
+            now: now,
+            what: "\(what) '\(s.name)'"
+        )
     }
 
     /// The freshness rule: the most recent proof of one of `kinds`, at most `maxAge` seconds old.
-    static func requireFresh(_ session: Session, kinds: Set<FactorKind>, maxAge: Int64?, now: Int64, what: String)
+    static func requireFresh(
+        _ session: Session,
+        kinds: Set<FactorKind>,
+        maxAge: Int64?,
+        now: Int64,
+        what: String
+    )
         throws(OAuthError) -> FreshProof
     {
         guard let proof = session.freshestProof(of: kinds) else {
             throw .insufficientUserAuthentication(
                 "\(what) needs one of the factors \(kinds.map(\.rawValue).sorted()); step up with one",
-                maxAge: maxAge, acrValues: ACR.values(for: kinds))
+                maxAge: maxAge,
+                acrValues: ACR.values(for: kinds)
+            )
         }
         if let maxAge, now - proof.at > maxAge {
             throw .insufficientUserAuthentication(
                 "\(what) needs one of the factors \(kinds.map(\.rawValue).sorted()) proved within \(maxAge) s; "
                     + "step up with one and retry",
-                maxAge: maxAge, acrValues: ACR.values(for: kinds))
+                maxAge: maxAge,
+                acrValues: ACR.values(for: kinds)
+            )
         }
         return proof
     }
@@ -122,14 +153,25 @@ public struct TokenBroker: Sendable {
 
     /// Records a refusal in the audit log and returns the error to throw.
     func denied(
-        _ e: OAuthError, action: String, actor: String?, factors: [String] = [], details: [String: String]
+        _ e: OAuthError,
+        action: String,
+        actor: String?,
+        factors: [String] = [],
+        details: [String: String]
     ) -> OAuthError {
         var d = details
         d["error"] = e.error
         try? audit.record(
             AuditEvent(
-                action: action, actor: actor, subject: actor, result: "denied", reason: e.errorDescription,
-                factors: factors, details: d))
+                action: action,
+                actor: actor,
+                subject: actor,
+                result: "denied",
+                reason: e.errorDescription,
+                factors: factors,
+                details: d
+            )
+        )
         return e
     }
 
@@ -178,11 +220,27 @@ public struct TokenBroker: Sendable {
         if let f = g.freshFactor { details["fresh_factor"] = f }
         let entry = try audit.entry(
             AuditEvent(
-                action: "token.issue", actor: g.userName, subject: g.userName, factors: g.amr, details: details))
+                action: "token.issue",
+                actor: g.userName,
+                subject: g.userName,
+                factors: g.amr,
+                details: details
+            )
+        )
         let row = TokenRecord(
-            jti: jti, kid: key.kid, userId: g.userId, userName: g.userName, sessionId: g.sessionId,
-            clientId: g.clientId, role: g.role, stage: g.stage, audience: g.audience, requestId: g.requestId,
-            issuedAt: now, expiresAt: exp)
+            jti: jti,
+            kid: key.kid,
+            userId: g.userId,
+            userName: g.userName,
+            sessionId: g.sessionId,
+            clientId: g.clientId,
+            role: g.role,
+            stage: g.stage,
+            audience: g.audience,
+            requestId: g.requestId,
+            issuedAt: now,
+            expiresAt: exp
+        )
         let store = store
         let record = try await BrokerExecutor.storage.run {
             try store.insertToken(row, audit: entry, claimRequest: g.requestId)
@@ -212,10 +270,19 @@ public struct TokenBroker: Sendable {
         }
         // RFC 9068 §2.1: typ at+jwt; RFC 7515 §4.1.4: kid names the key (its RFC 7638 thumbprint).
         let jwt = try JWS.sign(
-            claims: .object(claims), header: ["typ": .string("at+jwt"), "kid": .string(key.kid)],
-            key: key.privateKey, alg: key.alg)
+            claims: .object(claims),
+            header: ["typ": .string("at+jwt"), "kid": .string(key.kid)],
+            key: key.privateKey,
+            alg: key.alg
+        )
         return IssuedToken(
-            accessToken: jwt, jti: jti, expiresIn: g.lifetime, record: record, statusURI: uri, statusIndex: idx)
+            accessToken: jwt,
+            jti: jti,
+            expiresIn: g.lifetime,
+            record: record,
+            statusURI: uri,
+            statusIndex: idx
+        )
     }
 
     /// The lifetime rule: the stage's `max_ttl`, the global cap and (for session-backed tokens) the session's
@@ -235,14 +302,21 @@ public struct TokenBroker: Sendable {
     /// - Throws: ``OAuthError`` (`invalid_grant`, `invalid_scope`, `invalid_target`, `unauthorized_client`,
     ///   `insufficient_user_authentication`); every refusal is audited with its reason.
     public func exchange(
-        sessionToken: String, audience: String, role: String, stage: String, pipeline: String? = nil
+        sessionToken: String,
+        audience: String,
+        role: String,
+        stage: String,
+        pipeline: String? = nil
     ) async throws -> IssuedToken {
         let session: Session
         do { session = try human.sessions.requireMFA(token: sessionToken) } catch {
             // RFC 8693 §2.2.2: an unusable subject_token is invalid_grant (audited without naming anyone).
             throw denied(
                 .invalidGrant("subject_token is not a live session verified with a second factor"),
-                action: "token.deny", actor: nil, details: ["role": role, "stage": stage, "audience": audience])
+                action: "token.deny",
+                actor: nil,
+                details: ["role": role, "stage": stage, "audience": audience]
+            )
         }
         let p = policy.current
         let now = clock.now()
@@ -250,7 +324,12 @@ public struct TokenBroker: Sendable {
         if let pipeline { details["client"] = pipeline }
         do {
             let (_, s) = try authorize(
-                groups: session.groups, role: role, stage: stage, audience: audience, policy: p)
+                groups: session.groups,
+                role: role,
+                stage: stage,
+                audience: audience,
+                policy: p
+            )
             var delegation: DelegationRecord?
             if let pipeline {
                 try checkPipeline(pipeline, role: role, stage: stage, audience: audience, policy: p)
@@ -260,15 +339,21 @@ public struct TokenBroker: Sendable {
                 switch s.approval {
                 case .perRun:
                     throw OAuthError.unauthorizedClient(
-                        "the stage '\(stage)' needs per-run approval for pipelines: use `stagepass request`")
+                        "the stage '\(stage)' needs per-run approval for pipelines: use `stagepass request`"
+                    )
                 case .delegated:
                     delegation = try store.liveDelegations(
-                        clientId: pipeline, role: role, stage: stage, audience: audience, now: now
+                        clientId: pipeline,
+                        role: role,
+                        stage: stage,
+                        audience: audience,
+                        now: now
                     ).first { $0.userId == session.userId }
                     guard delegation != nil else {
                         throw OAuthError.unauthorizedClient(
                             "the stage '\(stage)' is delegated: name the pipeline '\(pipeline)' only under a live "
-                                + "delegation of yours for it (stagepass delegations grant)")
+                                + "delegation of yours for it (stagepass delegations grant)"
+                        )
                     }
                 case .session: break
                 }
@@ -278,16 +363,34 @@ public struct TokenBroker: Sendable {
             guard life > 0 else { throw OAuthError.invalidGrant("the session is about to end; sign in again") }
             return try await issue(
                 Grant(
-                    userId: session.userId, userName: session.userName, sessionId: session.id, amr: session.amr,
-                    authTime: fresh.at, clientId: pipeline, role: role, stage: stage, audience: audience,
-                    lifetime: life, delegationId: delegation?.id, freshFactor: fresh.label, via: "token-exchange"))
+                    userId: session.userId,
+                    userName: session.userName,
+                    sessionId: session.id,
+                    amr: session.amr,
+                    authTime: fresh.at,
+                    clientId: pipeline,
+                    role: role,
+                    stage: stage,
+                    audience: audience,
+                    lifetime: life,
+                    delegationId: delegation?.id,
+                    freshFactor: fresh.label,
+                    via: "token-exchange"
+                )
+            )
         } catch let e as OAuthError {
             throw denied(e, action: "token.deny", actor: session.userName, factors: session.amr, details: details)
         }
     }
 
     /// A pipeline client may only ask for what the policy's `pipelines` entry allows.
-    func checkPipeline(_ name: String, role: String, stage: String, audience: String, policy p: AccessPolicy)
+    func checkPipeline(
+        _ name: String,
+        role: String,
+        stage: String,
+        audience: String,
+        policy p: AccessPolicy
+    )
         throws(OAuthError)
     {
         guard let pp = p.pipelines[name] else {
@@ -315,7 +418,11 @@ public struct TokenBroker: Sendable {
         let p = policy.current
         guard p.isAdmin(groups: s.groups) else { throw .forbidden("this needs an administrator") }
         return try Self.requireFresh(
-            s, kinds: p.auth.allowedFactors(groups: s.groups), maxAge: p.tokens.adminMFAMaxAge, now: clock.now(),
-            what: "administrator actions")
+            s,
+            kinds: p.auth.allowedFactors(groups: s.groups),
+            maxAge: p.tokens.adminMFAMaxAge,
+            now: clock.now(),
+            what: "administrator actions"
+        )
     }
 }

@@ -12,7 +12,11 @@ protocol Authenticator: RouterMiddleware where Context == StagepassRequestContex
 }
 
 extension Authenticator {
-    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws
+    func handle(
+        _ request: Request,
+        context: Context,
+        next: (Request, Context) async throws -> Response
+    ) async throws
         -> Response
     {
         guard let identity = try await authenticate(request: request, context: context) else {
@@ -77,7 +81,11 @@ struct AdminAuthorizer: RouterMiddleware {
     typealias Context = StagepassRequestContext
     let tokens: TokenBroker
 
-    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws
+    func handle(
+        _ request: Request,
+        context: Context,
+        next: (Request, Context) async throws -> Response
+    ) async throws
         -> Response
     {
         // The same order of refusals as before any admin check: no or dead session, then a pending one.
@@ -86,8 +94,13 @@ struct AdminAuthorizer: RouterMiddleware {
         do { _ = try tokens.requireAdmin(s) } catch {
             let audit = tokens.human.audit
             let event = AuditEvent(
-                action: "admin", actor: s.userName, subject: request.uri.path, result: "denied",
-                reason: error.errorDescription, factors: s.amr)
+                action: "admin",
+                actor: s.userName,
+                subject: request.uri.path,
+                result: "denied",
+                reason: error.errorDescription,
+                factors: s.amr
+            )
             _ = try? await offload { try audit.record(event) }
             throw error
         }

@@ -29,10 +29,13 @@ extension PagesAPI {
         return routes
     }
 
-    func keysPage(_ pr: PageRequest, _ s: Session, error: String? = nil, notice: String? = nil) async throws -> Response {
+    func keysPage(_ pr: PageRequest, _ s: Session, error: String? = nil, notice: String? = nil) async throws -> Response
+    {
         let keys = await tokens.keys.keys().reversed().map { k -> [String: Any] in
-            ["kid": k.kid, "alg": k.alg, "state": k.state.rawValue, "created": time(k.created),
-             "activates": time(k.activates), "retires": time(k.retires)]
+            [
+                "kid": k.kid, "alg": k.alg, "state": k.state.rawValue, "created": time(k.created),
+                "activates": time(k.activates), "retires": time(k.retires),
+            ]
         }
         return render("keys", title: "Keys", pr, ["keys": Array(keys)], error: error, notice: notice)
     }
@@ -48,7 +51,12 @@ extension PagesAPI {
         }
     }
 
-    func revocationsPage(_ pr: PageRequest, _ s: Session, error: String? = nil, notice: String? = nil) async throws
+    func revocationsPage(
+        _ pr: PageRequest,
+        _ s: Session,
+        error: String? = nil,
+        notice: String? = nil
+    ) async throws
         -> Response
     {
         var revoked = 0
@@ -65,14 +73,23 @@ extension PagesAPI {
         else { return try await revocationsPage(pr, s, error: "Choose what to revoke.") }
         do {
             let jtis = try await tokens.revoke(
-                what, sessionToken: pr.sessionToken ?? "", reason: f["reason"].flatMap { $0.isEmpty ? nil : $0 })
+                what,
+                sessionToken: pr.sessionToken ?? "",
+                reason: f["reason"].flatMap { $0.isEmpty ? nil : $0 }
+            )
             return try await revocationsPage(pr, s, notice: "Revoked \(jtis.count) token(s).")
         } catch {
             return try await revocationsPage(pr, s, error: Self.message(error))
         }
     }
 
-    func auditPage(_ request: Request, _ pr: PageRequest, _ s: Session, notice: String? = nil, error: String? = nil)
+    func auditPage(
+        _ request: Request,
+        _ pr: PageRequest,
+        _ s: Session,
+        notice: String? = nil,
+        error: String? = nil
+    )
         throws -> Response
     {
         let q = request.uri.queryParameters
@@ -94,7 +111,9 @@ extension PagesAPI {
                     "seq": row.seq, "time": time(row.time), "action": e.action, "actor": e.actor ?? "",
                     "subject": e.subject ?? "", "result": e.result, "reason": e.reason ?? "",
                     "factors": e.factors.joined(separator: "+"),
-                    "details": e.details.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " "),
+                    "details": e.details.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(
+                        separator: " "
+                    ),
                 ])
             }
             guard let last = batch.last, batch.count == 1000 else { break }
@@ -103,9 +122,13 @@ extension PagesAPI {
         // Newest first, at most 500 on one page.
         let shown = Array(rows.reversed().prefix(500))
         return render(
-            "audit", title: "Audit log", pr,
-            ["rows": shown, "f": ["user": user, "pipeline": pipeline, "stage": stage]], error: error,
-            notice: notice ?? "\(rows.count) record(s) match\(rows.count > 500 ? "; the newest 500 are shown" : "").")
+            "audit",
+            title: "Audit log",
+            pr,
+            ["rows": shown, "f": ["user": user, "pipeline": pipeline, "stage": stage]],
+            error: error,
+            notice: notice ?? "\(rows.count) record(s) match\(rows.count > 500 ? "; the newest 500 are shown" : "")."
+        )
     }
 
     func verifyAudit(_ request: Request, _ pr: PageRequest, _ s: Session) async throws -> Response {
@@ -113,6 +136,10 @@ extension PagesAPI {
         let v = try broker.audit.verify()
         if v.isIntact { return try auditPage(request, pr, s, notice: "The hash chain is intact: \(v.count) records.") }
         return try auditPage(
-            request, pr, s, error: "The hash chain is BROKEN at record \(v.firstBadSeq ?? 0): \(v.reason ?? "")")
+            request,
+            pr,
+            s,
+            error: "The hash chain is BROKEN at record \(v.firstBadSeq ?? 0): \(v.reason ?? "")"
+        )
     }
 }

@@ -36,15 +36,20 @@ extension PagesAPI {
     func approvalsPage(_ pr: PageRequest, _ s: Session) throws -> Response {
         let views = try tokens.pendingRequests(sessionToken: pr.sessionToken ?? "")
         return render(
-            "approvals", title: "Approvals", pr,
+            "approvals",
+            title: "Approvals",
+            pr,
             [
                 "hasRequests": !views.isEmpty,
                 "requests": views.map { v -> [String: Any] in
-                    ["userCode": v.request.userCode, "client": v.request.clientId, "runId": v.request.runId,
-                     "role": v.request.role, "stage": v.request.stage, "audience": v.request.audience,
-                     "count": v.approvals.count, "needed": v.approversNeeded]
-                }
-            ])
+                    [
+                        "userCode": v.request.userCode, "client": v.request.clientId, "runId": v.request.runId,
+                        "role": v.request.role, "stage": v.request.stage, "audience": v.request.audience,
+                        "count": v.approvals.count, "needed": v.approversNeeded,
+                    ]
+                },
+            ]
+        )
     }
 
     func approveContext(_ v: RequestView, _ s: Session) throws -> [String: Any] {
@@ -78,20 +83,44 @@ extension PagesAPI {
     }
 
     /// Failed code lookups are throttled per user and per client address (RFC 8628 §5.1), like the API's.
-    func approvePage(_ code: String, _ address: String, _ pr: PageRequest, _ s: Session, error: String? = nil,
-                     notice: String? = nil) throws -> Response {
+    func approvePage(
+        _ code: String,
+        _ address: String,
+        _ pr: PageRequest,
+        _ s: Session,
+        error: String? = nil,
+        notice: String? = nil
+    ) throws -> Response {
         do {
             let v = try tokens.view(userCode: code, sessionToken: pr.sessionToken ?? "", address: address)
-            return render("approve", title: "Approve run \(v.request.runId)", pr, try approveContext(v, s),
-                          error: error, notice: notice)
+            return render(
+                "approve",
+                title: "Approve run \(v.request.runId)",
+                pr,
+                try approveContext(v, s),
+                error: error,
+                notice: notice
+            )
         } catch let e as OAuthError {
-            return render("message", title: "Not found", pr,
-                          ["heading": "No such request", "text": e.errorDescription, "link": "/approvals",
-                           "linkText": "Pending approvals"], status: .notFound)
+            return render(
+                "message",
+                title: "Not found",
+                pr,
+                [
+                    "heading": "No such request", "text": e.errorDescription, "link": "/approvals",
+                    "linkText": "Pending approvals",
+                ],
+                status: .notFound
+            )
         }
     }
 
-    func approve(_ request: Request, _ context: StagepassRequestContext, _ pr: PageRequest, _ s: Session) async throws
+    func approve(
+        _ request: Request,
+        _ context: StagepassRequestContext,
+        _ pr: PageRequest,
+        _ s: Session
+    ) async throws
         -> Response
     {
         let f = try pr.form()
@@ -99,27 +128,45 @@ extension PagesAPI {
         let proof = (f["code"]?.isEmpty == false) ? FactorProof.code(f["code"] ?? "") : nil
         do {
             let o = try tokens.approve(
-                userCode: code, sessionToken: pr.sessionToken ?? "", proof: proof, address: context.clientAddress)
+                userCode: code,
+                sessionToken: pr.sessionToken ?? "",
+                proof: proof,
+                address: context.clientAddress
+            )
             let session = (try? broker.sessions.requireMFA(token: pr.sessionToken ?? "")) ?? s
             return try approvePage(
-                code, context.clientAddress, pr, session,
+                code,
+                context.clientAddress,
+                pr,
+                session,
                 notice: o.approved
                     ? "Approved: the pipeline receives its token."
-                    : "Your approval is recorded (\(o.approvals) of \(o.needed)); waiting for more approvers.")
+                    : "Your approval is recorded (\(o.approvals) of \(o.needed)); waiting for more approvers."
+            )
         } catch {
             let session = (try? broker.sessions.requireMFA(token: pr.sessionToken ?? "")) ?? s
             return try approvePage(code, context.clientAddress, pr, session, error: Self.message(error))
         }
     }
 
-    func deny(_ request: Request, _ context: StagepassRequestContext, _ pr: PageRequest, _ s: Session) async throws
+    func deny(
+        _ request: Request,
+        _ context: StagepassRequestContext,
+        _ pr: PageRequest,
+        _ s: Session
+    ) async throws
         -> Response
     {
         let f = try pr.form()
         let code = try context.parameters.require("code")
         let reason = f["reason"].flatMap { $0.isEmpty ? nil : $0 }
         do {
-            try tokens.deny(userCode: code, sessionToken: pr.sessionToken ?? "", reason: reason, address: context.clientAddress)
+            try tokens.deny(
+                userCode: code,
+                sessionToken: pr.sessionToken ?? "",
+                reason: reason,
+                address: context.clientAddress
+            )
             return try approvePage(code, context.clientAddress, pr, s, notice: "Denied: the pipeline is told so.")
         } catch {
             return try approvePage(code, context.clientAddress, pr, s, error: Self.message(error))

@@ -20,24 +20,43 @@ extension PagesAPI {
         return routes
     }
 
-    func delegationsPage(_ pr: PageRequest, _ s: Session, error: String? = nil, notice: String? = nil) throws -> Response {
+    func delegationsPage(
+        _ pr: PageRequest,
+        _ s: Session,
+        error: String? = nil,
+        notice: String? = nil
+    ) throws -> Response {
         let p = tokens.policy.current
         let delegable = p.stages.values.compactMap { st -> String? in
             if case .delegated(let w) = st.approval { return "\(st.name): up to \(Self.duration(w))" }
             return nil
         }.sorted()
         let items = try tokens.delegations(sessionToken: pr.sessionToken ?? "").map {
-            ["id": $0.id, "client": $0.clientId, "role": $0.role, "stage": $0.stage, "audience": $0.audience,
-             "until": time($0.expiresAt)]
+            [
+                "id": $0.id, "client": $0.clientId, "role": $0.role, "stage": $0.stage, "audience": $0.audience,
+                "until": time($0.expiresAt),
+            ]
         }
         return render(
-            "delegations", title: "Delegations", pr,
-            ["delegable": delegable.isEmpty ? "no stage allows it" : delegable.joined(separator: "; "), "items": items,
-             "hasItems": !items.isEmpty],
-            error: error, notice: notice)
+            "delegations",
+            title: "Delegations",
+            pr,
+            [
+                "delegable": delegable.isEmpty ? "no stage allows it" : delegable.joined(separator: "; "),
+                "items": items,
+                "hasItems": !items.isEmpty,
+            ],
+            error: error,
+            notice: notice
+        )
     }
 
-    func revokeDelegation(_ request: Request, _ context: StagepassRequestContext, _ pr: PageRequest, _ s: Session)
+    func revokeDelegation(
+        _ request: Request,
+        _ context: StagepassRequestContext,
+        _ pr: PageRequest,
+        _ s: Session
+    )
         async throws -> Response
     {
         _ = try pr.form()
@@ -57,9 +76,18 @@ extension PagesAPI {
         }
         do {
             let d = try tokens.delegate(
-                sessionToken: pr.sessionToken ?? "", client: f["client"] ?? "", role: f["role"] ?? "",
-                stage: f["stage"] ?? "", audience: f["audience"] ?? "", window: hours * 3600)
-            return try delegationsPage(pr, s, notice: "Delegated \(d.clientId) for \(d.stage) until \(time(d.expiresAt)).")
+                sessionToken: pr.sessionToken ?? "",
+                client: f["client"] ?? "",
+                role: f["role"] ?? "",
+                stage: f["stage"] ?? "",
+                audience: f["audience"] ?? "",
+                window: hours * 3600
+            )
+            return try delegationsPage(
+                pr,
+                s,
+                notice: "Delegated \(d.clientId) for \(d.stage) until \(time(d.expiresAt))."
+            )
         } catch {
             return try delegationsPage(pr, s, error: Self.message(error))
         }

@@ -34,18 +34,31 @@ extension PagesAPI {
             "changeWindow": Self.duration(broker.policy.factorChangeMaxAge),
             "backupLastUsed": list.first { $0.kind == .backup }?.lastUsedAt.map { time($0) } ?? false,
             "factors": list.filter { $0.kind != .backup }.map { f -> [String: Any] in
-                ["id": f.id, "kind": f.kind == .webauthn ? "security key" : "authenticator app",
-                 "label": names[f.id] ?? "", "state": f.state.rawValue, "created": time(f.createdAt),
-                 "lastUsed": f.lastUsedAt.map { time($0) } ?? "never"]
+                [
+                    "id": f.id, "kind": f.kind == .webauthn ? "security key" : "authenticator app",
+                    "label": names[f.id] ?? "", "state": f.state.rawValue, "created": time(f.createdAt),
+                    "lastUsed": f.lastUsedAt.map { time($0) } ?? "never",
+                ]
             },
             "backupLeft": try broker.factors.backupCodesLeft(userId: s.userId),
         ]
     }
 
-    func factorsPage(_ pr: PageRequest, _ s: Session, extra: [String: Any] = [:], error: String? = nil,
-                     notice: String? = nil) throws -> Response {
-        render("factors", title: "Factors", pr, try factorsContext(s).merging(extra) { _, b in b }, error: error,
-               notice: notice)
+    func factorsPage(
+        _ pr: PageRequest,
+        _ s: Session,
+        extra: [String: Any] = [:],
+        error: String? = nil,
+        notice: String? = nil
+    ) throws -> Response {
+        render(
+            "factors",
+            title: "Factors",
+            pr,
+            try factorsContext(s).merging(extra) { _, b in b },
+            error: error,
+            notice: notice
+        )
     }
 
     /// Factor changes need a fresh proof of an active factor: otherwise the step-up page, which returns here.
@@ -71,7 +84,11 @@ extension PagesAPI {
         }
         let e = try broker.factors.enrolTOTP(userName: s.userName, actor: s.userName, authorisedBy: grant.authorisedBy)
         let svg = Data(e.qr.svg().utf8).base64EncodedString()
-        return try factorsPage(pr, s, extra: ["enrolment": ["qr": "data:image/svg+xml;base64," + svg, "secret": e.secret]])
+        return try factorsPage(
+            pr,
+            s,
+            extra: ["enrolment": ["qr": "data:image/svg+xml;base64," + svg, "secret": e.secret]]
+        )
     }
 
     func confirmTOTP(_ request: Request, _ pr: PageRequest, _ s: Session) async throws -> Response {
@@ -83,7 +100,11 @@ extension PagesAPI {
         }
         do {
             _ = try broker.factors.confirmTOTP(
-                userId: s.userId, code: f["code"] ?? "", actor: s.userName, authorisedBy: grant.authorisedBy)
+                userId: s.userId,
+                code: f["code"] ?? "",
+                actor: s.userName,
+                authorisedBy: grant.authorisedBy
+            )
             return try factorsPage(pr, s, notice: "The authenticator app is active.")
         } catch let e as BrokerError {
             return try factorsPage(pr, s, error: Self.message(e))
@@ -98,21 +119,37 @@ extension PagesAPI {
         case .stepUp(let page): return page
         }
         let codes = try broker.factors.regenerateBackupCodes(
-            userName: s.userName, actor: s.userName, authorisedBy: grant.authorisedBy)
+            userName: s.userName,
+            actor: s.userName,
+            authorisedBy: grant.authorisedBy
+        )
         return try factorsPage(pr, s, extra: ["codes": codes, "hasCodes": !codes.isEmpty])
     }
 
     /// Removing a factor is a step-up action: the form carries a code, proved first; then the change rule applies.
-    func removeFactor(_ request: Request, _ context: StagepassRequestContext, _ pr: PageRequest, _ s: Session) async throws
+    func removeFactor(
+        _ request: Request,
+        _ context: StagepassRequestContext,
+        _ pr: PageRequest,
+        _ s: Session
+    ) async throws
         -> Response
     {
         let f = try pr.form()
         let id = try context.parameters.require("id")
         do {
             _ = try broker.sessions.stepUp(
-                token: pr.sessionToken ?? "", proof: FactorProof.code(f["code"] ?? ""), address: context.clientAddress)
+                token: pr.sessionToken ?? "",
+                proof: FactorProof.code(f["code"] ?? ""),
+                address: context.clientAddress
+            )
             let grant = try broker.sessions.authorizeFactorChange(token: pr.sessionToken ?? "")
-            try broker.factors.remove(userId: s.userId, factorId: id, actor: s.userName, authorisedBy: grant.authorisedBy)
+            try broker.factors.remove(
+                userId: s.userId,
+                factorId: id,
+                actor: s.userName,
+                authorisedBy: grant.authorisedBy
+            )
             return try factorsPage(pr, s, notice: "The factor was removed.")
         } catch let e as BrokerError {
             return try factorsPage(pr, s, error: Self.message(e))

@@ -41,7 +41,11 @@ struct CSRFMiddleware: RouterMiddleware {
     let options: HTTPOptions
     let security: PageSecurity
 
-    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws
+    func handle(
+        _ request: Request,
+        context: Context,
+        next: (Request, Context) async throws -> Response
+    ) async throws
         -> Response
     {
         guard request.method == .post, var page = context.page else { return try await next(request, context) }

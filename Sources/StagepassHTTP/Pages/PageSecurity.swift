@@ -53,8 +53,14 @@ struct PageSecurity: Sendable {
     /// `maxAge: 0` deletes it.
     func setCookie(_ name: String, _ value: String, maxAge: Int? = nil) -> Cookie {
         Cookie(
-            name: name, value: value, maxAge: maxAge, path: "/", secure: secureCookies, httpOnly: true,
-            sameSite: .strict)
+            name: name,
+            value: value,
+            maxAge: maxAge,
+            path: "/",
+            secure: secureCookies,
+            httpOnly: true,
+            sameSite: .strict
+        )
     }
 
     typealias Field = HTTPFields.Element
@@ -80,7 +86,10 @@ struct PageSecurity: Sendable {
 struct PageError: Error {
     var status: HTTPResponse.Status
     var message: String
-    static let csrf = PageError(status: .forbidden, message: "The form expired or did not come from this site; reload the page and try again.")
+    static let csrf = PageError(
+        status: .forbidden,
+        message: "The form expired or did not come from this site; reload the page and try again."
+    )
 }
 
 /// Per-request page state, from the cookies: the signed-in (or signing-in) session, the CSRF binding, and a new

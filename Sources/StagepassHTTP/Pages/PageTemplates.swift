@@ -1,4 +1,3 @@
-
 /// The pages' Mustache templates, CSS and JavaScript: resource files in `Templates/` (no build step, no CDN).
 /// `{{x}}` escapes HTML; `{{{body}}}` only ever receives another rendered template.
 struct PageTemplates: Sendable {

@@ -50,8 +50,14 @@ struct PagesAPI: Sendable {
     // MARK: rendering
 
     func render(
-        _ template: String, title: String, _ pr: PageRequest, _ ctx: [String: Any] = [:], error: String? = nil,
-        notice: String? = nil, status: HTTPResponse.Status = .ok, cookies: [Cookie] = []
+        _ template: String,
+        title: String,
+        _ pr: PageRequest,
+        _ ctx: [String: Any] = [:],
+        error: String? = nil,
+        notice: String? = nil,
+        status: HTTPResponse.Status = .ok,
+        cookies: [Cookie] = []
     ) -> Response {
         var c = ctx
         let csrf = (try? security.csrfToken(binding: pr.renderBinding)) ?? ""
@@ -134,20 +140,30 @@ struct PagesAPI: Sendable {
 
     /// Runs a page handler; a refusal becomes a page with the message (JSON for script calls).
     func guarded(
-        _ request: Request, _ context: StagepassRequestContext, _ body: (PageRequest) async throws -> Response) async throws -> Response {
+        _ request: Request,
+        _ context: StagepassRequestContext,
+        _ body: (PageRequest) async throws -> Response
+    ) async throws -> Response {
         let pr = try context.requirePage()
         do { return try await body(pr) } catch let e as PageError {
             if request.headers[.contentType]?.hasPrefix("application/json") == true {
                 return json(e.status, ["detail": .string(e.message)])
             }
-            return render("message", title: "Refused", pr,
-                          ["heading": "Refused", "text": e.message, "link": "/", "linkText": "Back"], status: e.status)
+            return render(
+                "message",
+                title: "Refused",
+                pr,
+                ["heading": "Refused", "text": e.message, "link": "/", "linkText": "Back"],
+                status: e.status
+            )
         }
     }
 
     func signedIn(
-        _ request: Request, _ context: StagepassRequestContext,
-        _ body: (PageRequest, Session) async throws -> Response) async throws -> Response {
+        _ request: Request,
+        _ context: StagepassRequestContext,
+        _ body: (PageRequest, Session) async throws -> Response
+    ) async throws -> Response {
         try await guarded(request, context) { pr in
             guard let s = pr.session else { return signInRedirect(request) }
             return try await body(pr, s)
@@ -155,8 +171,10 @@ struct PagesAPI: Sendable {
     }
 
     func admin(
-        _ request: Request, _ context: StagepassRequestContext,
-        _ body: (PageRequest, Session) async throws -> Response) async throws -> Response {
+        _ request: Request,
+        _ context: StagepassRequestContext,
+        _ body: (PageRequest, Session) async throws -> Response
+    ) async throws -> Response {
         try await signedIn(request, context) { pr, s in
             guard tokens.policy.current.isAdmin(groups: s.groups) else {
                 throw PageError(status: .forbidden, message: "This page is for administrators.")

@@ -47,11 +47,17 @@ extension PagesAPI {
         let next = Self.safeNext(f["next"])
         do {
             let r = try await broker.sessions.signIn(
-                name: f["user"] ?? "", password: f["password"] ?? "", address: context.clientAddress)
+                name: f["user"] ?? "",
+                password: f["password"] ?? "",
+                address: context.clientAddress
+            )
             if r.needsFactor {
                 return redirect(
                     "/signin/factor?next=" + (next.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? "/"),
-                    cookies: [security.setCookie(security.pendingCookie, r.token, maxAge: Int(broker.policy.pendingSeconds))])
+                    cookies: [
+                        security.setCookie(security.pendingCookie, r.token, maxAge: Int(broker.policy.pendingSeconds))
+                    ]
+                )
             }
             return redirect(next, cookies: [security.setCookie(security.sessionCookie, r.token)])
         } catch let e as BrokerError {
@@ -80,23 +86,35 @@ extension PagesAPI {
         return render("factor", title: "Second factor", pr, try factorContext(s, next: next))
     }
 
-    func factorStep(_ request: Request, _ context: StagepassRequestContext, _ pr: PageRequest) async throws -> Response {
+    func factorStep(_ request: Request, _ context: StagepassRequestContext, _ pr: PageRequest) async throws -> Response
+    {
         let f = try pr.form()
         guard let (s, token) = pendingSession(pr) else { return redirect("/signin") }
         let next = Self.safeNext(f["next"])
         let code = f["code"] ?? ""
         let proof: FactorProof = f["method"] == "backup" ? .backupCode(code) : .totp(code)
         do {
-            let issued = try broker.sessions.completeFactor(pendingToken: token, proof: proof, address: context.clientAddress)
+            let issued = try broker.sessions.completeFactor(
+                pendingToken: token,
+                proof: proof,
+                address: context.clientAddress
+            )
             return redirect(
                 next,
                 cookies: [
                     security.setCookie(security.sessionCookie, issued.token),
                     security.setCookie(security.pendingCookie, "", maxAge: 0),
-                ])
+                ]
+            )
         } catch let e as BrokerError {
-            return render("factor", title: "Second factor", pr, try factorContext(s, next: next), error: Self.message(e),
-                          status: .unauthorized)
+            return render(
+                "factor",
+                title: "Second factor",
+                pr,
+                try factorContext(s, next: next),
+                error: Self.message(e),
+                status: .unauthorized
+            )
         }
     }
 
@@ -104,13 +122,16 @@ extension PagesAPI {
         let p = tokens.policy.current
         let pending = (try? tokens.pendingRequests(sessionToken: pr.sessionToken ?? ""))?.count ?? 0
         return render(
-            "home", title: "Home", pr,
+            "home",
+            title: "Home",
+            pr,
             [
                 "name": s.userName, "groups": s.groups.joined(separator: ", "),
                 "roles": p.roles(forGroups: s.groups).map(\.name).joined(separator: ", "),
                 "amr": s.amr.joined(separator: " + "),
                 "authAge": Self.duration(max(0, broker.clock.now() - s.authTime)), "pending": pending,
-            ])
+            ]
+        )
     }
 
     func stepUpPage(_ pr: PageRequest, _ s: Session, next: String, why: String) throws -> Response {
@@ -118,18 +139,32 @@ extension PagesAPI {
         return render("stepup", title: "Confirm", pr, ["next": next, "why": why, "webauthn": hasKey])
     }
 
-    func stepUp(_ request: Request, _ context: StagepassRequestContext, _ pr: PageRequest, _ s: Session) async throws
+    func stepUp(
+        _ request: Request,
+        _ context: StagepassRequestContext,
+        _ pr: PageRequest,
+        _ s: Session
+    ) async throws
         -> Response
     {
         let f = try pr.form()
         let next = Self.safeNext(f["next"])
         do {
             _ = try broker.sessions.stepUp(
-                token: pr.sessionToken ?? "", proof: FactorProof.code(f["code"] ?? ""), address: context.clientAddress)
+                token: pr.sessionToken ?? "",
+                proof: FactorProof.code(f["code"] ?? ""),
+                address: context.clientAddress
+            )
             return redirect(next)
         } catch let e as BrokerError {
-            return render("stepup", title: "Confirm", pr, ["next": next, "why": "Try again."], error: Self.message(e),
-                          status: .unauthorized)
+            return render(
+                "stepup",
+                title: "Confirm",
+                pr,
+                ["next": next, "why": "Try again."],
+                error: Self.message(e),
+                status: .unauthorized
+            )
         }
     }
 }

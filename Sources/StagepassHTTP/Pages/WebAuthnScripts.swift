@@ -7,7 +7,9 @@ extension PagesAPI {
     /// Security-key names by factor id, for the factors table.
     func webauthnNames(_ userId: String) throws -> [String: String] {
         Dictionary(
-            try broker.webauthn.listCredentials(userId: userId).map { ($0.factorId, $0.name) }, uniquingKeysWith: { a, _ in a })
+            try broker.webauthn.listCredentials(userId: userId).map { ($0.factorId, $0.name) },
+            uniquingKeysWith: { a, _ in a }
+        )
     }
 
     /// The credential the script posts, re-serialised for the broker (which parses it strictly).
@@ -23,12 +25,17 @@ extension PagesAPI {
         PageSecurity.headers(&headers)
         PageSecurity.setCookies(cookies, in: &headers)
         return Response(
-            status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: JSONValue.object(object).serialized())))
+            status: .ok,
+            headers: headers,
+            body: .init(byteBuffer: ByteBuffer(string: JSONValue.object(object).serialized()))
+        )
     }
 
     /// Script calls report refusals as `{"detail": …}` with the matching status (the script shows the detail).
     func scripted(
-        _ request: Request, _ context: StagepassRequestContext, _ body: (PageRequest) async throws -> Response
+        _ request: Request,
+        _ context: StagepassRequestContext,
+        _ body: (PageRequest) async throws -> Response
     ) async throws -> Response {
         let pr = try context.requirePage()
         do { return try await body(pr) } catch {
@@ -66,32 +73,44 @@ extension PagesAPI {
                 let name = body.fields["name"]?.stringValue.flatMap { $0.isEmpty ? nil : $0 } ?? "Security key"
                 let grant = try broker.sessions.authorizeFactorChange(token: pr.sessionToken ?? "")
                 _ = try broker.webauthn.finishRegistration(
-                    userId: s.userId, name: String(name.prefix(64)), credentialJSON: try credential(body),
-                    authorisedBy: grant.authorisedBy)
+                    userId: s.userId,
+                    name: String(name.prefix(64)),
+                    credentialJSON: try credential(body),
+                    authorisedBy: grant.authorisedBy
+                )
                 return scriptJSON(["redirect": .string("/factors")])
             }
         }
         // Sign-in: the password step left a pending session.
         routes.post("/signin/webauthn/options") { request, context in
             try await scripted(request, context) { pr in
-                guard let (s, _) = pendingSession(pr) else { throw PageError(status: .unauthorized, message: "start again at the sign-in page") }
+                guard let (s, _) = pendingSession(pr) else {
+                    throw PageError(status: .unauthorized, message: "start again at the sign-in page")
+                }
                 _ = try pr.scriptBody()
-                return scriptJSON(["publicKey": try broker.webauthn.beginAssertion(userId: s.userId, purpose: .signIn).json])
+                return scriptJSON([
+                    "publicKey": try broker.webauthn.beginAssertion(userId: s.userId, purpose: .signIn).json
+                ])
             }
         }
         routes.post("/signin/webauthn") { request, context in
             try await scripted(request, context) { pr in
-                guard let (_, token) = pendingSession(pr) else { throw PageError(status: .unauthorized, message: "start again at the sign-in page") }
+                guard let (_, token) = pendingSession(pr) else {
+                    throw PageError(status: .unauthorized, message: "start again at the sign-in page")
+                }
                 let body = try pr.scriptBody()
                 let issued = try broker.sessions.completeFactor(
-                    pendingToken: token, proof: .webauthn(credentialJSON: try credential(body)),
-                    address: context.clientAddress)
+                    pendingToken: token,
+                    proof: .webauthn(credentialJSON: try credential(body)),
+                    address: context.clientAddress
+                )
                 return scriptJSON(
                     ["redirect": .string(Self.safeNext(body.fields["next"]?.stringValue))],
                     cookies: [
                         security.setCookie(security.sessionCookie, issued.token),
                         security.setCookie(security.pendingCookie, "", maxAge: 0),
-                    ])
+                    ]
+                )
             }
         }
         // Step-up.
@@ -99,15 +118,22 @@ extension PagesAPI {
             try await scripted(request, context) { pr in
                 guard let s = pr.session else { throw PageError(status: .unauthorized, message: "sign in first") }
                 _ = try pr.scriptBody()
-                return scriptJSON(["publicKey": try broker.webauthn.beginAssertion(userId: s.userId, purpose: .stepUp).json])
+                return scriptJSON([
+                    "publicKey": try broker.webauthn.beginAssertion(userId: s.userId, purpose: .stepUp).json
+                ])
             }
         }
         routes.post("/stepup/webauthn") { request, context in
             try await scripted(request, context) { pr in
-                guard pr.session != nil, let token = pr.sessionToken else { throw PageError(status: .unauthorized, message: "sign in first") }
+                guard pr.session != nil, let token = pr.sessionToken else {
+                    throw PageError(status: .unauthorized, message: "sign in first")
+                }
                 let body = try pr.scriptBody()
                 _ = try broker.sessions.stepUp(
-                    token: token, proof: .webauthn(credentialJSON: try credential(body)), address: context.clientAddress)
+                    token: token,
+                    proof: .webauthn(credentialJSON: try credential(body)),
+                    address: context.clientAddress
+                )
                 return scriptJSON(["redirect": .string(Self.safeNext(body.fields["next"]?.stringValue))])
             }
         }
@@ -115,21 +141,31 @@ extension PagesAPI {
         // run id, commit, trigger), so the assertion approves nothing else.
         routes.post("/approve/:code/webauthn/options") { request, context in
             try await scripted(request, context) { pr in
-                guard let token = pr.sessionToken else { throw PageError(status: .unauthorized, message: "sign in first") }
+                guard let token = pr.sessionToken else {
+                    throw PageError(status: .unauthorized, message: "sign in first")
+                }
                 _ = try pr.scriptBody()
                 let o = try tokens.beginApprovalAssertion(
-                    userCode: try context.parameters.require("code"), sessionToken: token, address: context.clientAddress)
+                    userCode: try context.parameters.require("code"),
+                    sessionToken: token,
+                    address: context.clientAddress
+                )
                 return scriptJSON(["publicKey": o.json])
             }
         }
         routes.post("/approve/:code/webauthn") { request, context in
             try await scripted(request, context) { pr in
-                guard let token = pr.sessionToken else { throw PageError(status: .unauthorized, message: "sign in first") }
+                guard let token = pr.sessionToken else {
+                    throw PageError(status: .unauthorized, message: "sign in first")
+                }
                 let body = try pr.scriptBody()
                 let code = try context.parameters.require("code")
                 let o = try tokens.approve(
-                    userCode: code, sessionToken: token, proof: .webauthn(credentialJSON: try credential(body)),
-                    address: context.clientAddress)
+                    userCode: code,
+                    sessionToken: token,
+                    proof: .webauthn(credentialJSON: try credential(body)),
+                    address: context.clientAddress
+                )
                 let result = o.approved ? "approved" : "recorded"
                 return scriptJSON([
                     "redirect": .string("/approve?code=" + (UserCode.normalize(code) ?? "") + "&result=" + result)

@@ -67,8 +67,12 @@ struct AdminRoutes: Sendable {
             r = try await tokens.rotateKeys(by: s, alg: alg, force: force)
         } catch let e as KeyStoreError where e == .nextNotPrePublished {
             var p = Problem(
-                code: e.code, status: .conflict, title: "Rotation not yet safe", detail: e.detail,
-                retryAfter: e.safeAfter.map { max(1, $0 - broker.clock.now()) })
+                code: e.code,
+                status: .conflict,
+                title: "Rotation not yet safe",
+                detail: e.detail,
+                retryAfter: e.safeAfter.map { max(1, $0 - broker.clock.now()) }
+            )
             if let t = e.safeAfter { p.extra["safe_after"] = .int(t) }
             throw p
         }
@@ -77,7 +81,8 @@ struct AdminRoutes: Sendable {
             [
                 "active": .string(r.activeKid), "next": .string(r.nextKid),
                 "retiring": r.retiringKid.map { .string($0) } ?? .null,
-            ])
+            ]
+        )
     }
 
     /// Re-reads the policy file and applies every section at once (the broker has one policy holder that sign-in,
@@ -87,15 +92,25 @@ struct AdminRoutes: Sendable {
         let s = try context.requireAdmin()
         guard let file = tokens.policy.file else {
             throw Problem(
-                code: "conflict", status: .conflict, title: "Conflict",
-                detail: "the broker runs the shipped example policy; start it with --policy FILE to reload")
+                code: "conflict",
+                status: .conflict,
+                title: "Conflict",
+                detail: "the broker runs the shipped example policy; start it with --policy FILE to reload"
+            )
         }
         let p: AccessPolicy
         do { p = try AccessPolicy.load(file: file) } catch {
             try broker.audit.record(
                 AuditEvent(
-                    action: "policy.load", actor: s.userName, subject: file, result: "failure",
-                    reason: "\(error)", factors: s.amr, details: ["applied": "none"]))
+                    action: "policy.load",
+                    actor: s.userName,
+                    subject: file,
+                    result: "failure",
+                    reason: "\(error)",
+                    factors: s.amr,
+                    details: ["applied": "none"]
+                )
+            )
             throw Problem.badRequest("the policy file is invalid; the running policy is unchanged: \(error)")
         }
         let old = tokens.policy.current
@@ -103,17 +118,23 @@ struct AdminRoutes: Sendable {
         tokens.policy.replace(p)
         try broker.audit.record(
             AuditEvent(
-                action: "policy.load", actor: s.userName, subject: file, factors: s.amr,
+                action: "policy.load",
+                actor: s.userName,
+                subject: file,
+                factors: s.amr,
                 details: [
                     "roles": String(p.roles.count), "stages": String(p.stages.count), "applied": "all",
                     "changed": changed.isEmpty ? "none" : changed.joined(separator: ","),
-                ]))
+                ]
+            )
+        )
         return json(
             .ok,
             [
                 "roles": .int(Int64(p.roles.count)), "stages": .int(Int64(p.stages.count)),
                 "changed": .array(changed.map { .string($0) }),
-            ])
+            ]
+        )
     }
 
     func userJSON(_ u: User) -> [String: JSONValue] {

@@ -47,9 +47,16 @@ struct ApprovalRoutes: Sendable {
         var o: [String: JSONValue] = [
             "request_id": .string(r.id), "user_code": .string(r.userCode), "client": .string(r.clientId),
             "role": .string(r.role), "stage": .string(r.stage), "audience": .string(r.audience),
-            "run_id": .string(r.runId), "state": .string(v.expired && r.state == .pending ? "expired" : r.state.rawValue),
+            "run_id": .string(r.runId),
+            "state": .string(v.expired && r.state == .pending ? "expired" : r.state.rawValue),
             "created_at": .int(r.createdAt), "expires_at": .int(r.expiresAt),
-            "approvals": .array(v.approvals.map { .object(["id": .string($0.id), "user": .string($0.userName), "amr": .array($0.amr.map { .string($0) })]) }),
+            "approvals": .array(
+                v.approvals.map {
+                    .object([
+                        "id": .string($0.id), "user": .string($0.userName), "amr": .array($0.amr.map { .string($0) }),
+                    ])
+                }
+            ),
             "approvers_needed": .int(Int64(v.approversNeeded)),
         ]
         if let c = r.commit { o["commit"] = .string(c) }
@@ -76,7 +83,8 @@ struct ApprovalRoutes: Sendable {
             [
                 "approval_id": .string(o.approval.id), "approvals": .int(Int64(o.approvals)),
                 "approvers_needed": .int(Int64(o.needed)), "state": .string(o.approved ? "approved" : "pending"),
-            ])
+            ]
+        )
     }
 
     func deny(_ request: Request, _ context: StagepassRequestContext) async throws -> Response {
@@ -99,7 +107,13 @@ struct ApprovalRoutes: Sendable {
         let (stage, audience) = (try body.string("stage", max: 128), try body.string("audience", max: 256))
         let d = try await offload {
             try tokens.delegate(
-                sessionToken: token, client: client, role: role, stage: stage, audience: audience, window: window)
+                sessionToken: token,
+                client: client,
+                role: role,
+                stage: stage,
+                audience: audience,
+                window: window
+            )
         }
         return json(.created, delegationJSON(d))
     }

@@ -40,7 +40,8 @@ struct AuthRoutes: Sendable {
                     "needs_factor": .bool(r.needsFactor),
                     "factors": .array(r.allowedFactors.map { .string($0.rawValue) }),
                     "expires_at": .int(r.session.absoluteExpiresAt),
-                ])
+                ]
+            )
         } catch {
             count("password", "failure")
             throw error
@@ -84,7 +85,8 @@ struct AuthRoutes: Sendable {
                     "id": .string($0.id), "kind": .string($0.kind.rawValue), "state": .string($0.state.rawValue),
                     "created_at": .int($0.createdAt), "last_used_at": $0.lastUsedAt.map { .int($0) } ?? .null,
                 ])
-            })
+            }
+        )
         return json(.ok, out)
     }
 

@@ -23,7 +23,9 @@ struct DiscoveryRoutes: Sendable {
             "token_endpoint": .string(base + "/v1/token"),
             "device_authorization_endpoint": .string(base + "/v1/device_authorization"),
             "grant_types_supported": .array([.string(GrantType.tokenExchange), .string(GrantType.deviceCode)]),
-            "token_endpoint_auth_methods_supported": .array([.string("client_secret_basic"), .string("client_secret_post")]),
+            "token_endpoint_auth_methods_supported": .array([
+                .string("client_secret_basic"), .string("client_secret_post"),
+            ]),
             "response_types_supported": .array([]),
             "subject_types_supported": .array([.string("public")]),
             "id_token_signing_alg_values_supported": .array(JWSAlgorithm.allCases.map { .string($0.rawValue) }),
@@ -33,8 +35,10 @@ struct DiscoveryRoutes: Sendable {
             "status_list_uri": .string(tokens.statusListURI(1)),
         ]
         return Response(
-            status: .ok, headers: [.contentType: "application/json", .cacheControl: "public, max-age=300"],
-            body: .init(byteBuffer: ByteBuffer(string: JSONValue.object(doc).serialized())))
+            status: .ok,
+            headers: [.contentType: "application/json", .cacheControl: "public, max-age=300"],
+            body: .init(byteBuffer: ByteBuffer(string: JSONValue.object(doc).serialized()))
+        )
     }
 
     /// RFC 7517 §5 JWK Set; `max-age` is shorter than the key pre-publication window (Keys/README.md).
@@ -46,7 +50,8 @@ struct DiscoveryRoutes: Sendable {
                 .contentType: "application/jwk-set+json",
                 .cacheControl: "public, max-age=\(tokens.keys.jwksMaxAge)",
             ],
-            body: .init(byteBuffer: ByteBuffer(string: doc)))
+            body: .init(byteBuffer: ByteBuffer(string: doc))
+        )
     }
 
     /// draft-ietf-oauth-status-list-20 §8.1: the list is served as `application/statuslist+jwt`.
@@ -58,7 +63,8 @@ struct DiscoveryRoutes: Sendable {
         return Response(
             status: .ok,
             headers: [.contentType: "application/statuslist+jwt", .cacheControl: "public, max-age=\(ttl)"],
-            body: .init(byteBuffer: ByteBuffer(string: jwt)))
+            body: .init(byteBuffer: ByteBuffer(string: jwt))
+        )
     }
 }
 

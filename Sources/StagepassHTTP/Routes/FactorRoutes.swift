@@ -30,7 +30,8 @@ struct FactorRoutes: Sendable {
             [
                 "factor_id": .string(e.factorId), "secret": .string(e.secret), "uri": .string(e.uri),
                 "qr_svg": .string(e.qr.svg()), "state": .string("pending"),
-            ])
+            ]
+        )
     }
 
     func confirmTOTP(_ request: Request, _ context: StagepassRequestContext) async throws -> Response {
@@ -41,7 +42,11 @@ struct FactorRoutes: Sendable {
         let code = try body.string("code", max: 16)
         let f = try await offload {
             try broker.factors.confirmTOTP(
-                userId: s.userId, code: code, actor: s.userName, authorisedBy: grant.authorisedBy)
+                userId: s.userId,
+                code: code,
+                actor: s.userName,
+                authorisedBy: grant.authorisedBy
+            )
         }
         var out: [String: JSONValue] = ["factor_id": .string(f.id), "state": .string(f.state.rawValue)]
         if !s.isMFA {
@@ -60,7 +65,10 @@ struct FactorRoutes: Sendable {
         _ = try await JSONBody(request, options, allowEmpty: true)
         let codes = try await offload {
             try broker.factors.regenerateBackupCodes(
-                userName: grant.session.userName, actor: grant.session.userName, authorisedBy: grant.authorisedBy)
+                userName: grant.session.userName,
+                actor: grant.session.userName,
+                authorisedBy: grant.authorisedBy
+            )
         }
         return json(.created, ["codes": .array(codes.map { .string($0) })])
     }

@@ -44,8 +44,10 @@ struct TokenEndpointRoutes: Sendable {
             "scope": .string("\(t.record.role):\(t.record.stage)"),
         ]
         return Response(
-            status: .ok, headers: [.contentType: "application/json", .cacheControl: "no-store"],
-            body: .init(byteBuffer: ByteBuffer(string: JSONValue.object(body).serialized())))
+            status: .ok,
+            headers: [.contentType: "application/json", .cacheControl: "no-store"],
+            body: .init(byteBuffer: ByteBuffer(string: JSONValue.object(body).serialized()))
+        )
     }
 
     func token(_ request: Request, _ context: StagepassRequestContext) async throws -> Response {
@@ -64,15 +66,22 @@ struct TokenEndpointRoutes: Sendable {
                     throw OAuthError.invalidRequest("only \(GrantType.accessTokenType) can be issued")
                 }
                 let t = try await tokens.exchange(
-                    sessionToken: subject, audience: try form.required("audience"), role: try form.required("role"),
-                    stage: try form.required("stage"), pipeline: form.fields["pipeline"])
+                    sessionToken: subject,
+                    audience: try form.required("audience"),
+                    role: try form.required("role"),
+                    stage: try form.required("stage"),
+                    pipeline: form.fields["pipeline"]
+                )
                 count(grant, "issued")
                 return tokenResponse(t)
             case GrantType.deviceCode:
                 grant = "device-code"
                 let client = try context.requireClient(form: form)
                 let t = try await tokens.poll(
-                    client: client.id, secret: client.secret, deviceCode: try form.required("device_code"))
+                    client: client.id,
+                    secret: client.secret,
+                    deviceCode: try form.required("device_code")
+                )
                 count(grant, "issued")
                 return tokenResponse(t)
             case let other:
@@ -94,8 +103,15 @@ struct TokenEndpointRoutes: Sendable {
             let (commit, triggeredBy) = (form.fields["commit"], form.fields["triggered_by"])
             let d = try await offload {
                 try tokens.startRequest(
-                    client: client.id, secret: client.secret, audience: audience, role: role, stage: stage,
-                    runId: runId, commit: commit, triggeredBy: triggeredBy)
+                    client: client.id,
+                    secret: client.secret,
+                    audience: audience,
+                    role: role,
+                    stage: stage,
+                    runId: runId,
+                    commit: commit,
+                    triggeredBy: triggeredBy
+                )
             }
             let verify = tokens.baseURL + "/approve"
             let body: [String: JSONValue] = [
@@ -106,8 +122,10 @@ struct TokenEndpointRoutes: Sendable {
                 "pre_approved": .bool(d.preApproved),
             ]
             return Response(
-                status: .ok, headers: [.contentType: "application/json", .cacheControl: "no-store"],
-                body: .init(byteBuffer: ByteBuffer(string: JSONValue.object(body).serialized())))
+                status: .ok,
+                headers: [.contentType: "application/json", .cacheControl: "no-store"],
+                body: .init(byteBuffer: ByteBuffer(string: JSONValue.object(body).serialized()))
+            )
         } catch let e as OAuthError {
             return e.tokenEndpointResponse
         }

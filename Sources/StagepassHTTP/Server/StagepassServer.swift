@@ -26,9 +26,16 @@ public struct StagepassServerConfiguration: Sendable {
     public var logger: Logger
 
     public init(
-        host: String, port: Int, issuer: String?, dataDirectory: String, policy: AccessPolicy, policyFile: String?,
-        keysDirectory: String, passphrase: @escaping @Sendable () throws -> KeyPassphrase,
-        webAuthn: WebAuthnConfiguration, logger: Logger
+        host: String,
+        port: Int,
+        issuer: String?,
+        dataDirectory: String,
+        policy: AccessPolicy,
+        policyFile: String?,
+        keysDirectory: String,
+        passphrase: @escaping @Sendable () throws -> KeyPassphrase,
+        webAuthn: WebAuthnConfiguration,
+        logger: Logger
     ) {
         self.host = host
         self.port = port
@@ -71,32 +78,47 @@ public struct StagepassServer: Sendable {
         // The policy in force is itself an audited decision.
         try broker.audit.record(
             AuditEvent(
-                action: "policy.load", actor: "broker", subject: c.policyFile ?? "<example policy>",
+                action: "policy.load",
+                actor: "broker",
+                subject: c.policyFile ?? "<example policy>",
                 details: [
                     "roles": String(c.policy.roles.count), "stages": String(c.policy.stages.count),
                     "audiences": String(c.policy.audiences.count), "pipelines": String(c.policy.pipelines.count),
-                ]))
+                ]
+            )
+        )
         // The retiring window covers the longest token any stage can issue and the status lists (Specs/policy.md).
         let schedule = try KeySchedule.standard(covering: c.policy.longestSignedLifetime)
         let keyStore = try KeyStore(
             configuration: KeyStoreConfiguration(
-                directory: c.keysDirectory, passphrase: try c.passphrase(), schedule: schedule, audit: broker.audit,
-                actor: "broker"))
+                directory: c.keysDirectory,
+                passphrase: try c.passphrase(),
+                schedule: schedule,
+                audit: broker.audit,
+                actor: "broker"
+            )
+        )
         logger.info("key schedule: a demoted key stays published \(schedule.retiringPeriod) s")
         let tokens = TokenBroker(human: broker, keys: keyStore, issuer: c.issuerURL)
         let app = buildApplication(
-            broker: broker, tokens: tokens,
+            broker: broker,
+            tokens: tokens,
             configuration: .init(address: .hostname(c.host, port: c.port), serverName: "stagepass"),
-            options: HTTPOptions(issuer: c.issuerURL), logger: logger)
+            options: HTTPOptions(issuer: c.issuerURL),
+            logger: logger
+        )
         // `stagepass keys …` finds this broker through a note in the key store and waits until it publishes a change.
         var note: String?
         do {
             note = try RunningBrokers.announce(
-                directory: c.keysDirectory, url: RunningBrokers.loopbackURL(host: c.host, port: c.port))
+                directory: c.keysDirectory,
+                url: RunningBrokers.loopbackURL(host: c.host, port: c.port)
+            )
         } catch {
             // Not fatal: the broker still re-reads a changed keyring before each request; only the CLI cannot wait.
             logger.warning(
-                "cannot announce this broker in \(c.keysDirectory); key commands will not wait for it: \(error)")
+                "cannot announce this broker in \(c.keysDirectory); key commands will not wait for it: \(error)"
+            )
         }
         defer { if let note { RunningBrokers.withdraw(note) } }
         // Graceful shutdown runs in reverse order: the HTTP server (last) drains first.
@@ -108,7 +130,9 @@ public struct StagepassServer: Sendable {
                     .init(service: app),
                 ],
                 gracefulShutdownSignals: [.sigterm, .sigint],
-                logger: logger))
+                logger: logger
+            )
+        )
         try await group.run()
     }
 
@@ -122,10 +146,12 @@ public struct StagepassServer: Sendable {
               password:    \(first.password)
               TOTP secret: \(first.enrolment.secret)
               TOTP URI:    \(first.enrolment.uri)
-            """)
+            """
+        )
         emit(first.enrolment.qr.terminal())
         emit("Sign in with: stagepass login --broker http://\(c.host):\(c.port) --user \(first.userName)")
         emit(
-            "or in a browser: \(c.issuer ?? "http://\(c.host == "127.0.0.1" ? "localhost" : c.host):\(c.port)")/signin")
+            "or in a browser: \(c.issuer ?? "http://\(c.host == "127.0.0.1" ? "localhost" : c.host):\(c.port)")/signin"
+        )
     }
 }

@@ -4,7 +4,7 @@ import StagepassBroker
 import StagepassJOSE
 
 #if canImport(FoundationNetworking)
-    import FoundationNetworking
+import FoundationNetworking
 #endif
 
 /// A small JSON-over-HTTP client for the broker API.
@@ -52,7 +52,11 @@ struct BrokerClient {
 
     /// An `application/x-www-form-urlencoded` POST (the OAuth endpoints), optionally with HTTP Basic client
     /// authentication (RFC 6749 §2.3.1: id and secret form-encoded first).
-    func postForm(_ path: String, _ fields: [(String, String)], basic: (String, String)? = nil) async throws
+    func postForm(
+        _ path: String,
+        _ fields: [(String, String)],
+        basic: (String, String)? = nil
+    ) async throws
         -> (Int, JSONValue?)
     {
         var req = URLRequest(url: try url(path))

@@ -11,7 +11,8 @@ struct SessionFile {
             env["XDG_CONFIG_HOME"].flatMap { $0.isEmpty ? nil : $0 }
             ?? ((env["HOME"] ?? NSHomeDirectory()) as NSString).appendingPathComponent(".config")
         return ((base as NSString).appendingPathComponent("stagepass") as NSString).appendingPathComponent(
-            "session.json")
+            "session.json"
+        )
     }
 
     /// The absolute path of a session file: a relative path (a bare file name included) is resolved against the

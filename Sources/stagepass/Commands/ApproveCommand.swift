@@ -6,7 +6,9 @@ import StagepassJOSE
 /// a prompt when the stage needs a fresher factor).
 struct ApproveCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "approve", abstract: "Approve a pipeline run by its code.")
+        commandName: "approve",
+        abstract: "Approve a pipeline run by its code."
+    )
     @OptionGroup var session: SessionOptions
     @Argument(help: "The user code, e.g. BCDF-GHJK.") var userCode: String
     @Option(help: "A TOTP or backup code proving a fresh factor for this approval.") var code: String?
@@ -40,7 +42,11 @@ struct ApproveCommand: AsyncParsableCommand {
         }
         let n = json?["approvals"]?.intValue ?? 0
         let needed = json?["approvers_needed"]?.intValue ?? 1
-        print(json?["state"]?.stringValue == "approved" ? "approved (\(n)/\(needed)): the pipeline receives its token" : "approval recorded (\(n)/\(needed)); waiting for more approvers")
+        print(
+            json?["state"]?.stringValue == "approved"
+                ? "approved (\(n)/\(needed)): the pipeline receives its token"
+                : "approval recorded (\(n)/\(needed)); waiting for more approvers"
+        )
     }
 }
 
@@ -65,7 +71,10 @@ struct DenyCommand: AsyncParsableCommand {
         let (client, token) = try session.load()
         let body: JSONValue = .object(reason.map { ["reason": .string($0)] } ?? [:])
         let (status, json) = try await client.post(
-            "/v1/approvals/" + formEncode(userCode) + "/deny", token: token, body: body)
+            "/v1/approvals/" + formEncode(userCode) + "/deny",
+            token: token,
+            body: body
+        )
         guard status == 200 else {
             reportRefusal(status, json)
             throw ExitCode(1)

@@ -5,8 +5,10 @@ import StagepassBroker
 /// `stagepass audit …`: the hash-chained audit log.
 struct Audit: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "audit", abstract: "Verify or export the hash-chained audit log.",
-        subcommands: [Verify.self, Export.self])
+        commandName: "audit",
+        abstract: "Verify or export the hash-chained audit log.",
+        subcommands: [Verify.self, Export.self]
+    )
 
     struct Verify: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Walk the chain; exit 1 naming the first bad record.")

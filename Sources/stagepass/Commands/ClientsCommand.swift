@@ -5,12 +5,15 @@ import StagepassBroker
 /// `stagepass clients …`: registered pipeline clients, on the local database.
 struct Clients: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "clients", abstract: "Register, list and remove pipeline clients.",
-        subcommands: [Add.self, List.self, Remove.self])
+        commandName: "clients",
+        abstract: "Register, list and remove pipeline clients.",
+        subcommands: [Add.self, List.self, Remove.self]
+    )
 
     struct Add: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Register a pipeline client and print its secret ONCE (only a hash is stored).")
+            abstract: "Register a pipeline client and print its secret ONCE (only a hash is stored)."
+        )
         @OptionGroup var options: DataOptions
         @Argument var name: String
         func run() throws {
@@ -35,7 +38,9 @@ struct Clients: ParsableCommand {
     }
 
     struct Remove: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Remove a pipeline client (its secret stops working).")
+        static let configuration = CommandConfiguration(
+            abstract: "Remove a pipeline client (its secret stops working)."
+        )
         @OptionGroup var options: DataOptions
         @Argument var name: String
         func run() throws {

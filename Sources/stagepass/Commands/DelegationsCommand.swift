@@ -13,17 +13,24 @@ struct DelegationsCommand: AsyncParsableCommand {
             them or the session it was granted from ends it. Granting needs a factor the stage counts, proved within \
             the stage's mfa_max_age (stagepass step-up).
             """,
-        subcommands: [List.self, Grant.self, Revoke.self])
+        subcommands: [List.self, Grant.self, Revoke.self]
+    )
 
     struct List: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "List your live delegations (--all: everyone's; admin).")
+        static let configuration = CommandConfiguration(
+            abstract: "List your live delegations (--all: everyone's; admin)."
+        )
         @OptionGroup var session: SessionOptions
         @Flag(help: "Every user's delegations (administrators, with a fresh factor).") var all = false
 
         func run() async throws {
             let (client, token) = try session.load()
             let (status, json) = try await client.send(
-                "GET", "/v1/delegations" + (all ? "?all=true" : ""), token: token, body: nil)
+                "GET",
+                "/v1/delegations" + (all ? "?all=true" : ""),
+                token: token,
+                body: nil
+            )
             guard status == 200 else {
                 reportRefusal(status, json)
                 throw ExitCode(1)
@@ -32,7 +39,8 @@ struct DelegationsCommand: AsyncParsableCommand {
                 func f(_ k: String) -> String { d[k]?.stringValue ?? "-" }
                 print(
                     "\(f("delegation_id"))\t\(f("delegator"))\t\(f("client"))\t\(f("role"))@\(f("stage"))\t"
-                        + "\(f("audience"))\tuntil \(formatTime(d["expires_at"]?.intValue ?? 0))")
+                        + "\(f("audience"))\tuntil \(formatTime(d["expires_at"]?.intValue ?? 0))"
+                )
             }
         }
     }
@@ -64,7 +72,8 @@ struct DelegationsCommand: AsyncParsableCommand {
 
     struct Revoke: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Revoke a delegation (yours, or anyone's as an administrator with a fresh factor).")
+            abstract: "Revoke a delegation (yours, or anyone's as an administrator with a fresh factor)."
+        )
         @OptionGroup var session: SessionOptions
         @Argument(help: "The delegation id (dlg_…).") var id: String
         @Option(help: "Why (recorded in the audit log).") var reason: String?
@@ -73,7 +82,10 @@ struct DelegationsCommand: AsyncParsableCommand {
             let (client, token) = try session.load()
             let body: JSONValue = .object(reason.map { ["reason": .string($0)] } ?? [:])
             let (status, json) = try await client.post(
-                "/v1/delegations/" + formEncode(id) + "/revoke", token: token, body: body)
+                "/v1/delegations/" + formEncode(id) + "/revoke",
+                token: token,
+                body: body
+            )
             guard status == 200 else {
                 reportRefusal(status, json)
                 throw ExitCode(1)

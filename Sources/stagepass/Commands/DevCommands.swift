@@ -6,12 +6,16 @@ import StagepassJOSE
 /// broker signs with its key store).
 struct DevSignCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "dev-sign", abstract: "Sign claims with a PEM private key (testing aid).", shouldDisplay: false)
+        commandName: "dev-sign",
+        abstract: "Sign claims with a PEM private key (testing aid).",
+        shouldDisplay: false
+    )
 
     @Option(help: "PKCS#8 PEM private key file.") var key: String
     @Option(help: "ES256, EdDSA, RS256 or PS256.") var alg: String
     @Option(help: "Claims JSON object.") var claims: String
-    @Option(name: .customLong("passphrase-env"), help: "Environment variable holding the key's passphrase.") var passphraseEnv: String?
+    @Option(name: .customLong("passphrase-env"), help: "Environment variable holding the key's passphrase.")
+    var passphraseEnv: String?
     @Option(help: "typ header value.") var typ: String = "at+jwt"
 
     func run() throws {
@@ -22,7 +26,12 @@ struct DevSignCommand: ParsableCommand {
         let jwk = try JWK(publicKey: priv.publicKey(), alg: algorithm)
         let payload = try JSONValue.parse(claims)
         guard case .object = payload else { throw ValidationError("--claims must be a JSON object") }
-        let token = try JWS.sign(claims: payload, header: ["typ": .string(typ), "kid": .string(jwk.kid ?? "")], key: priv, alg: algorithm)
+        let token = try JWS.sign(
+            claims: payload,
+            header: ["typ": .string(typ), "kid": .string(jwk.kid ?? "")],
+            key: priv,
+            alg: algorithm
+        )
         print(token)
     }
 }
@@ -30,7 +39,10 @@ struct DevSignCommand: ParsableCommand {
 /// `stagepass dev-jwks`: print the public JWKS of a PEM key.
 struct DevJWKSCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "dev-jwks", abstract: "Print the public JWKS of a PEM key (testing aid).", shouldDisplay: false)
+        commandName: "dev-jwks",
+        abstract: "Print the public JWKS of a PEM key (testing aid).",
+        shouldDisplay: false
+    )
 
     @Option(help: "PEM private or public key file.") var key: String
     @Option(help: "Algorithm to publish (default from the key type; RS256 for RSA).") var alg: String?
@@ -42,7 +54,10 @@ struct DevJWKSCommand: ParsableCommand {
         if pem.contains("PUBLIC KEY") {
             pub = try PublicKey(spkiPEM: pem)
         } else {
-            pub = try PrivateKey(pem: pem, passphrase: passphraseEnv.flatMap { ProcessInfo.processInfo.environment[$0] }).publicKey()
+            pub = try PrivateKey(
+                pem: pem,
+                passphrase: passphraseEnv.flatMap { ProcessInfo.processInfo.environment[$0] }
+            ).publicKey()
         }
         let algorithm: JWSAlgorithm
         if let alg {

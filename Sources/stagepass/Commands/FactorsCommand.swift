@@ -6,14 +6,17 @@ import StagepassJOSE
 /// `stagepass factors …`: second factors on the local database.
 struct Factors: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "factors", abstract: "Enrol TOTP, generate backup codes, rotate the master key.",
-        subcommands: [TOTPEnrol.self, BackupCodes.self, RotateMasterKey.self])
+        commandName: "factors",
+        abstract: "Enrol TOTP, generate backup codes, rotate the master key.",
+        subcommands: [TOTPEnrol.self, BackupCodes.self, RotateMasterKey.self]
+    )
 
     struct TOTPEnrol: ParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "totp-enrol",
             abstract: "Start a TOTP enrolment: prints the secret, the otpauth:// URI and a QR code, once. The factor "
-                + "becomes active at the first correct code.")
+                + "becomes active at the first correct code."
+        )
         @OptionGroup var options: DataOptions
         @Argument var name: String
         @Flag(help: "Print {\"secret\":…,\"uri\":…} only.") var json = false
@@ -37,7 +40,8 @@ struct Factors: ParsableCommand {
 
     struct BackupCodes: ParsableCommand {
         static let configuration = CommandConfiguration(
-            commandName: "backup-codes", abstract: "Generate 10 one-time backup codes (the previous set stops working)."
+            commandName: "backup-codes",
+            abstract: "Generate 10 one-time backup codes (the previous set stops working)."
         )
         @OptionGroup var options: DataOptions
         @Argument var name: String
@@ -53,12 +57,14 @@ struct Factors: ParsableCommand {
     struct RotateMasterKey: ParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "rotate-master-key",
-            abstract: "Re-encrypt every factor secret under a new master key and write it to DIR/master.key.")
+            abstract: "Re-encrypt every factor secret under a new master key and write it to DIR/master.key."
+        )
         @OptionGroup var options: DataOptions
         func run() throws {
             if ProcessInfo.processInfo.environment["STAGEPASS_MASTER_KEY"] != nil {
                 throw ValidationError(
-                    "STAGEPASS_MASTER_KEY is set: rotate by hand (this command manages DIR/master.key)")
+                    "STAGEPASS_MASTER_KEY is set: rotate by hand (this command manages DIR/master.key)"
+                )
             }
             try runReporting {
                 let broker = try options.open()
@@ -75,7 +81,8 @@ struct Factors: ParsableCommand {
                 // fail after the database commit, DIR/master.key.new holds the key that now opens the secrets.
                 guard rename(staged, path) == 0 else {
                     throw BrokerError.masterKey(
-                        "secrets re-encrypted, but moving \(staged) to \(path) failed: move it by hand")
+                        "secrets re-encrypted, but moving \(staged) to \(path) failed: move it by hand"
+                    )
                 }
                 print("re-encrypted \(n) secrets; new key \(try newKey.fingerprint)")
             }

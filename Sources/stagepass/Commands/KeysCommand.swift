@@ -5,7 +5,7 @@ import StagepassBroker
 import StagepassJOSE
 
 #if canImport(FoundationNetworking)
-    import FoundationNetworking
+import FoundationNetworking
 #endif
 
 /// `stagepass keys …`: the signing-key store (Keys/README.md).
@@ -43,14 +43,20 @@ struct KeyStoreOptions: ParsableArguments {
             let env = ProcessInfo.processInfo.environment
             // Same default as `serve`: the generated dev passphrase file in the data directory, if there is one.
             let devFile = (data as NSString).appendingPathComponent("key-passphrase")
-            let file = passphraseFile
-                ?? (env["STAGEPASS_KEY_PASSPHRASE"] == nil && FileManager.default.fileExists(atPath: devFile) ? devFile : nil)
+            let file =
+                passphraseFile
+                ?? (env["STAGEPASS_KEY_PASSPHRASE"] == nil && FileManager.default.fileExists(atPath: devFile)
+                    ? devFile : nil)
             let passphrase = try KeyPassphrase.resolve(
-                passphraseFile: file, environment: env,
-                insecureDev: insecureDevKeys)
+                passphraseFile: file,
+                environment: env,
+                insecureDev: insecureDevKeys
+            )
             if !passphrase.encrypts {
-                printError("WARNING: --insecure-dev-keys: private keys in \(directory) are stored UNENCRYPTED. "
-                    + "Never use this outside development.")
+                printError(
+                    "WARNING: --insecure-dev-keys: private keys in \(directory) are stored UNENCRYPTED. "
+                        + "Never use this outside development."
+                )
             }
             let user = ProcessInfo.processInfo.environment["USER"] ?? "unknown"
             // Every admin key action is an audit record: in the broker's hash-chained log when the data directory
@@ -61,8 +67,14 @@ struct KeyStoreOptions: ParsableArguments {
             } else {
                 audit = LogAuditSink()
             }
-            return try KeyStore(configuration: KeyStoreConfiguration(
-                directory: directory, passphrase: passphrase, audit: audit, actor: "cli:\(user)"))
+            return try KeyStore(
+                configuration: KeyStoreConfiguration(
+                    directory: directory,
+                    passphrase: passphrase,
+                    audit: audit,
+                    actor: "cli:\(user)"
+                )
+            )
         }
     }
 }
@@ -73,7 +85,11 @@ struct KeyStoreOptions: ParsableArguments {
 ///
 /// Prints one line per broker; a broker that does not confirm within the timeout is reported on stderr and the command
 /// exits 1 (the change itself is committed on disk).
-func confirmWithRunningBrokers(_ options: KeyStoreOptions, published: Set<String>, unpublished: Set<String>)
+func confirmWithRunningBrokers(
+    _ options: KeyStoreOptions,
+    published: Set<String>,
+    unpublished: Set<String>
+)
     async throws
 {
     let brokers = RunningBrokers.list(directory: options.directory)
@@ -116,7 +132,8 @@ func confirmWithRunningBrokers(_ options: KeyStoreOptions, published: Set<String
             printError(
                 "stagepass keys: WARNING: the running broker pid \(b.pid) at \(b.url) did not confirm the change "
                     + "within \(options.brokerTimeout) s: \(lastProblem). The change is committed on disk; the broker "
-                    + "re-reads the keyring before its next signing or JWKS request.")
+                    + "re-reads the keyring before its next signing or JWKS request."
+            )
         }
     }
     if unconfirmed > 0 { throw ExitCode(1) }
@@ -145,8 +162,10 @@ func runReportingErrors<T>(_ body: () async throws -> T) async throws -> T {
 /// Parses an algorithm name, exiting 2 on an unknown one.
 func parseAlgorithm(_ name: String) throws -> JWSAlgorithm {
     guard let alg = JWSAlgorithm(rawValue: name) else {
-        printError("stagepass keys: error: unknown algorithm \(name); use one of "
-            + JWSAlgorithm.allCases.map(\.rawValue).joined(separator: ", "))
+        printError(
+            "stagepass keys: error: unknown algorithm \(name); use one of "
+                + JWSAlgorithm.allCases.map(\.rawValue).joined(separator: ", ")
+        )
         throw ExitCode(2)
     }
     return alg
@@ -155,7 +174,9 @@ func parseAlgorithm(_ name: String) throws -> JWSAlgorithm {
 extension KeysCommand {
     /// `stagepass keys list`: one row per key.
     struct List: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "List keys: kid, alg, state, created, activates, retires.")
+        static let configuration = CommandConfiguration(
+            abstract: "List keys: kid, alg, state, created, activates, retires."
+        )
         @OptionGroup var options: KeyStoreOptions
 
         func run() async throws {
@@ -167,12 +188,16 @@ extension KeysCommand {
             }
             let header = ["KID", "ALG", "STATE", "CREATED", "ACTIVATES", "RETIRES"]
             let body = rows.map { r in
-                [r.kid, r.alg, r.state.rawValue, formatTime(r.created), r.activates.map(formatTime) ?? "-",
-                 r.retires.map(formatTime) ?? "-"]
+                [
+                    r.kid, r.alg, r.state.rawValue, formatTime(r.created), r.activates.map(formatTime) ?? "-",
+                    r.retires.map(formatTime) ?? "-",
+                ]
             }
             let widths = header.indices.map { c in ([header] + body).map { $0[c].count }.max() ?? 0 }
             for row in [header] + body {
-                let cells = row.enumerated().map { c, cell in cell.padding(toLength: widths[c], withPad: " ", startingAt: 0) }
+                let cells = row.enumerated().map { c, cell in
+                    cell.padding(toLength: widths[c], withPad: " ", startingAt: 0)
+                }
                 print(cells.joined(separator: "  ").trimmingCharacters(in: .whitespaces))
             }
         }
@@ -181,7 +206,8 @@ extension KeysCommand {
     /// `stagepass keys rotate [--alg ALG] [--force]`.
     struct Rotate: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Promote next to active, demote active to retiring, generate a new next (creates the first keys).")
+            abstract: "Promote next to active, demote active to retiring, generate a new next (creates the first keys)."
+        )
         @OptionGroup var options: KeyStoreOptions
         @Option(help: "Algorithm of the new next key: ES256 (default), EdDSA, RS256, PS256.")
         var alg: String?
@@ -202,7 +228,8 @@ extension KeysCommand {
     /// `stagepass keys import FILE [--alg ALG]`.
     struct Import: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Import a private key PEM (e.g. from `openssl genpkey`) as the next key, stored encrypted.")
+            abstract: "Import a private key PEM (e.g. from `openssl genpkey`) as the next key, stored encrypted."
+        )
         @OptionGroup var options: KeyStoreOptions
         @Argument(help: "The PEM file (unencrypted, or encrypted with the store passphrase).")
         var file: String
@@ -227,7 +254,8 @@ extension KeysCommand {
     /// `stagepass keys compromise KID`.
     struct Compromise: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Unpublish a key at once and destroy it; promotes next if it was active.")
+            abstract: "Unpublish a key at once and destroy it; promotes next if it was active."
+        )
         @OptionGroup var options: KeyStoreOptions
         @Argument(help: "The kid of the compromised key.")
         var kid: String
@@ -242,21 +270,30 @@ extension KeysCommand {
             // the revocation epoch moves).
             if FileManager.default.fileExists(atPath: HumanBroker.databasePath(options.data)) {
                 let jtis = try options.openBroker().revokeTokens(
-                    .kid(kid), describedAs: "kid:" + kid, actor: cliActor(), factors: [], reason: "key compromised")
+                    .kid(kid),
+                    describedAs: "kid:" + kid,
+                    actor: cliActor(),
+                    factors: [],
+                    reason: "key compromised"
+                )
                 print("revoked:     \(jtis.count) token(s) signed by \(kid)")
             } else {
                 print("no broker database in \(options.data): no issued tokens to revoke there")
             }
             // Returns only once every running broker of this store has stopped publishing and signing with the key.
             try await confirmWithRunningBrokers(
-                options, published: Set([r.activeKid] + (r.nextKid.map { [$0] } ?? [])), unpublished: [r.kid])
+                options,
+                published: Set([r.activeKid] + (r.nextKid.map { [$0] } ?? [])),
+                unpublished: [r.kid]
+            )
         }
     }
 
     /// `stagepass keys jwks`: the public JWKS document.
     struct Jwks: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Print the public JWKS (next, active and retiring keys).")
+            abstract: "Print the public JWKS (next, active and retiring keys)."
+        )
         @OptionGroup var options: KeyStoreOptions
 
         func run() async throws {

@@ -19,7 +19,8 @@ struct Login: AsyncParsableCommand {
         let client = BrokerClient(base: broker)
         let (s1, j1) = try await client.post(
             "/v1/auth/password",
-            body: .object(["user": .string(user), "password": .string(password)]))
+            body: .object(["user": .string(user), "password": .string(password)])
+        )
         guard s1 == 200, var token = j1?["session_token"]?.stringValue else { throw failProblem(s1, j1) }
         if j1?["needs_factor"]?.boolValue == true {
             var code = self.code
@@ -43,7 +44,8 @@ struct Login: AsyncParsableCommand {
             let (status, _) = (try? await client.post("/v1/auth/logout", token: token, body: nil)) ?? (0, nil)
             let ended = status == 204 || status == 401
             let outcome =
-                ended ? "the new session was signed out" : "the new session could NOT be signed out (it expires by itself)"
+                ended
+                ? "the new session was signed out" : "the new session could NOT be signed out (it expires by itself)"
             throw ValidationError("\(error); \(outcome)")
         }
         print("session saved to \(path)")
@@ -59,8 +61,10 @@ struct Logout: AsyncParsableCommand {
         let path = sessionFile ?? SessionFile.defaultPath()
         let saved = try SessionFile.read(path: path)
         let (status, json) = try await BrokerClient(base: saved.broker).post(
-            "/v1/auth/logout", token: saved.token,
-            body: nil)
+            "/v1/auth/logout",
+            token: saved.token,
+            body: nil
+        )
         try? FileManager.default.removeItem(atPath: path)
         guard status == 204 || status == 401 else { throw failProblem(status, json) }
         print(status == 204 ? "signed out" : "the session had already ended")

@@ -13,7 +13,8 @@ struct PolicyCommand: ParsableCommand {
 
     struct Check: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Validate a policy file: exit 0 printing a summary, or exit 1 printing FILE:LINE: message.")
+            abstract: "Validate a policy file: exit 0 printing a summary, or exit 1 printing FILE:LINE: message."
+        )
         @Argument(help: "The policy YAML file (`-`: standard input).") var file: String
 
         func run() throws {
@@ -24,7 +25,8 @@ struct PolicyCommand: ParsableCommand {
 
     struct Example: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Print the shipped example policy (what `serve` uses without --policy).")
+            abstract: "Print the shipped example policy (what `serve` uses without --policy)."
+        )
         func run() throws { print(AccessPolicy.exampleYAML, terminator: "") }
     }
 }

@@ -8,7 +8,8 @@ struct RequestCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "request",
         abstract: "Request a token for one pipeline run and wait for human approval (prints only the JWT).",
-        discussion: "Exit status: 0 token printed; 1 denied, expired or refused; 2 usage or configuration error.")
+        discussion: "Exit status: 0 token printed; 1 denied, expired or refused; 2 usage or configuration error."
+    )
     @Option(help: "Broker base URL.") var broker: String
     @Option(help: "The registered pipeline client name.") var client: String
     @Option(name: .customLong("client-secret-env"), help: "Environment variable holding the client secret.")
@@ -20,7 +21,8 @@ struct RequestCommand: AsyncParsableCommand {
     @Option(help: "The commit the run builds.") var commit: String?
     @Option(
         name: .customLong("triggered-by"),
-        help: "The user who triggered the run (default: $GITHUB_ACTOR, $GITLAB_USER_LOGIN or $BUILD_USER_ID).")
+        help: "The user who triggered the run (default: $GITHUB_ACTOR, $GITLAB_USER_LOGIN or $BUILD_USER_ID)."
+    )
     var triggeredBy: String?
     @Option(help: "Give up after this many seconds (default: when the request expires).") var timeout: Int64?
 
@@ -57,7 +59,8 @@ struct RequestCommand: AsyncParsableCommand {
             let (s2, j2) = try await api.postForm(
                 "/v1/token",
                 [("grant_type", "urn:ietf:params:oauth:grant-type:device_code"), ("device_code", deviceCode)],
-                basic: (client, secret))
+                basic: (client, secret)
+            )
             if s2 == 200, let jwt = j2?["access_token"]?.stringValue {
                 print(jwt)
                 return

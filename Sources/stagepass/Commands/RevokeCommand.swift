@@ -9,7 +9,8 @@ struct RevokeCommand: AsyncParsableCommand {
         abstract: "Revoke tokens: one token, a session, all of a user's tokens, or every token of a key.",
         discussion: """
             Your own tokens and sessions need your session; anything else needs an administrator with a fresh factor             (stagepass step-up). Revoking a session also ends it and the delegations granted from it. Revoking a user             revokes every token issued to them until now, ends all of their sessions at once (a compromised account             stops minting), and ends every delegation they granted; approvals they gave stop counting.
-            """)
+            """
+    )
     @OptionGroup var session: SessionOptions
     @Option(help: "A token id.") var jti: String?
     @Option(name: .customLong("session"), help: "A session id (sid).") var sid: String?

@@ -6,7 +6,9 @@ import StagepassJOSE
 /// and prints the revoked indices (one per line).
 struct StatusListCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "status-list", abstract: "Print the revoked indices of the broker's current status list.")
+        commandName: "status-list",
+        abstract: "Print the revoked indices of the broker's current status list."
+    )
     @Option(help: "Broker base URL.") var broker: String = "http://127.0.0.1:8080"
     @Option(help: "Which list (1 = the first).") var list: Int = 1
 
@@ -37,7 +39,9 @@ struct StatusListCommand: AsyncParsableCommand {
             printError("error: the status list has no 1-bit lst")
             throw ExitCode(1)
         }
-        printError("list \(payload["sub"]?.stringValue ?? "?") iat \(payload["iat"]?.intValue ?? 0) ttl \(payload["ttl"]?.intValue ?? 0)")
+        printError(
+            "list \(payload["sub"]?.stringValue ?? "?") iat \(payload["iat"]?.intValue ?? 0) ttl \(payload["ttl"]?.intValue ?? 0)"
+        )
         // draft-ietf-oauth-status-list §4.1: entry i is bit i % 8 of byte i / 8, least significant first.
         for (i, b) in bytes.enumerated() where b != 0 {
             for bit in 0..<8 where b & (1 << bit) != 0 { print(i * 8 + bit) }

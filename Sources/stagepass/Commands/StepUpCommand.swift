@@ -5,7 +5,9 @@ import StagepassJOSE
 /// `stagepass step-up`: proves a second factor again on the saved session (refreshes auth_time).
 struct StepUp: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "step-up", abstract: "Prove a second factor again on the saved session (fresh auth_time).")
+        commandName: "step-up",
+        abstract: "Prove a second factor again on the saved session (fresh auth_time)."
+    )
     @OptionGroup var session: SessionOptions
     @Option(help: "A TOTP code or a backup code; prompted when absent.") var code: String?
 

@@ -5,7 +5,9 @@ import StagepassJOSE
 /// `stagepass token`: RFC 8693 token exchange of the saved MFA session; prints only the JWT on stdout.
 struct TokenCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "token", abstract: "Exchange the saved session for a scoped token (prints only the JWT).")
+        commandName: "token",
+        abstract: "Exchange the saved session for a scoped token (prints only the JWT)."
+    )
     @OptionGroup var session: SessionOptions
     @Option(help: "The deploy endpoint (aud).") var audience: String
     @Option(help: "The role.") var role: String

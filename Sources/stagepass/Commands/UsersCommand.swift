@@ -6,8 +6,10 @@ import StagepassJOSE
 /// `stagepass users …`: accounts on the local database.
 struct Users: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "users", abstract: "Add, list, disable, enable and unlock user accounts.",
-        subcommands: [Add.self, List.self, Disable.self, Enable.self, Unlock.self])
+        commandName: "users",
+        abstract: "Add, list, disable, enable and unlock user accounts.",
+        subcommands: [Add.self, List.self, Disable.self, Enable.self, Unlock.self]
+    )
 
     struct Add: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Add a user (Argon2id password hash).")
@@ -22,7 +24,11 @@ struct Users: ParsableCommand {
                 .filter { !$0.isEmpty }
             try runReporting {
                 let u = try options.open().accounts.add(
-                    name: name, password: password, groups: groups, actor: cliActor())
+                    name: name,
+                    password: password,
+                    groups: groups,
+                    actor: cliActor()
+                )
                 print("added \(u.name) (\(u.id)) groups=\(u.groups.joined(separator: ","))")
             }
         }
@@ -42,7 +48,8 @@ struct Users: ParsableCommand {
                                 "name": .string(u.name), "id": .string(u.id),
                                 "groups": .array(u.groups.map { .string($0) }),
                                 "disabled": .bool(u.disabled), "locked": .bool(u.locked),
-                            ]).serialized())
+                            ]).serialized()
+                        )
                     } else {
                         let flags = [u.disabled ? "disabled" : nil, u.locked ? "locked" : nil].compactMap { $0 }
                         print("\(u.name)\tgroups=\(u.groups.joined(separator: ","))\t\(flags.joined(separator: ","))")

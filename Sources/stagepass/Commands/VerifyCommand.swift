@@ -9,7 +9,8 @@ import StagepassVerifyFetch
 struct VerifyCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "verify",
-        abstract: "Verify a Stagepass token offline against a JWKS (and optionally a status list).")
+        abstract: "Verify a Stagepass token offline against a JWKS (and optionally a status list)."
+    )
 
     @Option(help: "JWKS file path or http(s) URL.") var jwks: String
     @Option(help: "The only accepted issuer.") var issuer: String
@@ -17,11 +18,13 @@ struct VerifyCommand: AsyncParsableCommand {
     @Option(help: "Required role (repeatable: any of).") var role: [String] = []
     @Option(help: "Required stage.") var stage: String?
     @Option(help: "Pattern the token's client_id must match ('*' = any run of characters).") var pipeline: String?
-    @Option(name: .customLong("status-list"), help: "Status list token file path or http(s) URL.") var statusList: String?
+    @Option(name: .customLong("status-list"), help: "Status list token file path or http(s) URL.") var statusList:
+        String?
     @Option(name: .customLong("status-max-age"), help: "Fail closed when the status list is older than this (seconds).")
     var statusMaxAge: Int64?
     @Option(help: "Clock skew tolerated, seconds.") var leeway: Int64 = 30
-    @Option(name: .customLong("max-lifetime"), help: "Longest accepted exp - iat, seconds.") var maxLifetime: Int64 = 3600
+    @Option(name: .customLong("max-lifetime"), help: "Longest accepted exp - iat, seconds.") var maxLifetime: Int64 =
+        3600
     @Option(help: "Verify as of this unix time (testing).") var now: Int64?
     @Argument(help: "The token; read from standard input when absent.") var token: String?
 
@@ -49,14 +52,27 @@ struct VerifyCommand: AsyncParsableCommand {
             text = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
         }
         let verifier = Verifier(
-            configuration: VerifierConfiguration(issuer: issuer, audiences: audience, leeway: leeway, maxLifetime: maxLifetime,
-                                                 statusMaxAge: statusMaxAge, cacheCapacity: 0),
-            keys: keys, statusLists: lists)
+            configuration: VerifierConfiguration(
+                issuer: issuer,
+                audiences: audience,
+                leeway: leeway,
+                maxLifetime: maxLifetime,
+                statusMaxAge: statusMaxAge,
+                cacheCapacity: 0
+            ),
+            keys: keys,
+            statusLists: lists
+        )
         do {
-            let t = try verifier.verify(text, requirements: Requirements(roles: role, stage: stage, pipeline: pipeline), at: now)
+            let t = try verifier.verify(
+                text,
+                requirements: Requirements(roles: role, stage: stage, pipeline: pipeline),
+                at: now
+            )
             FileHandle.standardOutput.write(Data(t.payload + [0x0A]))
         } catch {
-            let line = JSONValue.object(["error": .string(error.code.name), "detail": .string(error.detail)]).serialized()
+            let line = JSONValue.object(["error": .string(error.code.name), "detail": .string(error.detail)])
+                .serialized()
             FileHandle.standardError.write(Data((line + "\n").utf8))
             throw ExitCode(1)
         }

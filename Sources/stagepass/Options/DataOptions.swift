@@ -7,7 +7,8 @@ struct DataOptions: ParsableArguments {
     @Option(name: .long, help: "The data directory (database, master key).")
     var data: String = "./.stagepass"
 
-    func open(policy: AuthPolicy = .default, webAuthn: WebAuthnConfiguration = .localDevelopment) throws -> HumanBroker {
+    func open(policy: AuthPolicy = .default, webAuthn: WebAuthnConfiguration = .localDevelopment) throws -> HumanBroker
+    {
         try HumanBroker.open(dataDirectory: data, policy: policy, webAuthn: webAuthn)
     }
 }

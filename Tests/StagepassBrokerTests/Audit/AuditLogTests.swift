@@ -21,7 +21,9 @@ import Testing
         #expect(lines.count == 5)
         #expect(
             lines[0].hasPrefix(
-                "{\"event\":{\"action\":\"test\",\"actor\":\"root\",\"details\":{},\"factors\":[\"pwd\",\"otp\"]"))
+                "{\"event\":{\"action\":\"test\",\"actor\":\"root\",\"details\":{},\"factors\":[\"pwd\",\"otp\"]"
+            )
+        )
         #expect(lines[0].contains("\"prev_hash\":\"\(HashChainAuditLog.genesis)\""))
         #expect(try log.events().map(\.subject) == ["u1", "u2", "u3", "u4", "u5"])
     }

@@ -39,7 +39,9 @@ private struct HOTPFile: Decodable {
         #expect(sha1.count == 6)
         for row in sha1 {
             #expect(
-                try OTP.totp(secret: Array("12345678901234567890".utf8), unixTime: row.unix_time, digits: 8) == row.totp_8)
+                try OTP.totp(secret: Array("12345678901234567890".utf8), unixTime: row.unix_time, digits: 8)
+                    == row.totp_8
+            )
         }
     }
 
@@ -65,7 +67,8 @@ private struct HOTPFile: Decodable {
         let uri = OTP.otpauthURI(secret: Array("12345678901234567890".utf8), account: "alice")
         #expect(
             uri == "otpauth://totp/Stagepass:alice?secret=GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ&issuer=Stagepass"
-                + "&algorithm=SHA1&digits=6&period=30")
+                + "&algorithm=SHA1&digits=6&period=30"
+        )
     }
 }
 

@@ -66,7 +66,10 @@ import Testing
     /// QR decoder must read back exactly what we encoded.
     @Test func decodesWithZbar() throws {
         let zbar = "/usr/bin/zbarimg"
-        #expect(FileManager.default.isExecutableFile(atPath: zbar), "zbar-tools is missing: run `make test`, which installs it")
+        #expect(
+            FileManager.default.isExecutableFile(atPath: zbar),
+            "zbar-tools is missing: run `make test`, which installs it"
+        )
         for payload in [
             "otpauth://totp/Stagepass:alice?secret=GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ&issuer=Stagepass"
                 + "&algorithm=SHA1&digits=6&period=30", "x", String(repeating: "stagepass-", count: 17),

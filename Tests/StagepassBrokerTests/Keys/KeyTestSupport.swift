@@ -32,11 +32,24 @@ func snapshot(_ dir: String) throws -> [String: Data] {
 }
 
 /// A store over `dir` with a manual clock and an in-memory audit sink.
-func makeStore(_ dir: String, clock: ManualClock, passphrase: KeyPassphrase = .passphrase("correct horse"),
-               schedule: KeySchedule = .standard, audit: MemoryAuditSink = MemoryAuditSink()) throws -> KeyStore {
-    try KeyStore(configuration: KeyStoreConfiguration(
-        directory: dir, passphrase: passphrase, schedule: schedule, clock: clock.clock, audit: audit,
-        actor: "test", rsaBits: 2048))
+func makeStore(
+    _ dir: String,
+    clock: ManualClock,
+    passphrase: KeyPassphrase = .passphrase("correct horse"),
+    schedule: KeySchedule = .standard,
+    audit: MemoryAuditSink = MemoryAuditSink()
+) throws -> KeyStore {
+    try KeyStore(
+        configuration: KeyStoreConfiguration(
+            directory: dir,
+            passphrase: passphrase,
+            schedule: schedule,
+            clock: clock.clock,
+            audit: audit,
+            actor: "test",
+            rsaBits: 2048
+        )
+    )
 }
 
 /// Verifies a compact JWS the way an offline verifier would with a cached JWKS: the `kid` must be in `jwks`, the
@@ -44,11 +57,11 @@ func makeStore(_ dir: String, clock: ManualClock, passphrase: KeyPassphrase = .p
 func verifies(_ token: String, against jwks: JWKS) -> Bool {
     let parts = token.split(separator: ".", omittingEmptySubsequences: false).map(String.init)
     guard parts.count == 3,
-          let headerBytes = try? Base64URL.decode(parts[0]),
-          let header = try? JSONValue.parse(String(decoding: headerBytes, as: UTF8.self)),
-          let kid = header["kid"]?.stringValue, let algName = header["alg"]?.stringValue,
-          let jwk = jwks.keys.first(where: { $0.kid == kid }), jwk.alg == algName, let alg = jwk.algorithm,
-          let key = try? jwk.publicKey(), let sig = try? Base64URL.decode(parts[2])
+        let headerBytes = try? Base64URL.decode(parts[0]),
+        let header = try? JSONValue.parse(String(decoding: headerBytes, as: UTF8.self)),
+        let kid = header["kid"]?.stringValue, let algName = header["alg"]?.stringValue,
+        let jwk = jwks.keys.first(where: { $0.kid == kid }), jwk.alg == algName, let alg = jwk.algorithm,
+        let key = try? jwk.publicKey(), let sig = try? Base64URL.decode(parts[2])
     else { return false }
     return key.verify(alg, signingInput: Array((parts[0] + "." + parts[1]).utf8), signature: sig)
 }
@@ -58,7 +71,10 @@ func signToken(_ store: KeyStore, now: Int64, lifetime: Int64) async throws -> S
     let key = try await store.signingKey()
     return try JWS.sign(
         claims: .object(["iat": .int(now), "exp": .int(now + lifetime), "sub": .string("test")]),
-        header: ["kid": .string(key.kid), "typ": .string("at+jwt")], key: key.privateKey, alg: key.alg)
+        header: ["kid": .string(key.kid), "typ": .string("at+jwt")],
+        key: key.privateKey,
+        alg: key.alg
+    )
 }
 
 /// Runs a program; returns its exit status and standard error.
@@ -67,7 +83,12 @@ func signToken(_ store: KeyStore, now: Int64, lifetime: Int64) async throws -> S
 /// saved session lives), only `environment`. With `directory`, it runs there with HOME there too, so defaults such as
 /// `./.stagepass` and `Keys` resolve inside the test's own directory, never in the checkout.
 @discardableResult
-func run(_ executable: String, _ arguments: [String], environment: [String: String] = [:], in directory: String? = nil)
+func run(
+    _ executable: String,
+    _ arguments: [String],
+    environment: [String: String] = [:],
+    in directory: String? = nil
+)
     throws -> (status: Int32, stderr: String)
 {
     let p = Process()
@@ -92,7 +113,8 @@ func run(_ executable: String, _ arguments: [String], environment: [String: Stri
 }
 
 /// The path of `openssl`.
-let opensslPath = ["/usr/bin/openssl", "/usr/local/bin/openssl"].first { FileManager.default.isExecutableFile(atPath: $0) }
+let opensslPath =
+    ["/usr/bin/openssl", "/usr/local/bin/openssl"].first { FileManager.default.isExecutableFile(atPath: $0) }
     ?? "/usr/bin/openssl"
 
 /// The built `stagepass` binary: `$STAGEPASS_BIN`, else `<package root>/.build/debug/stagepass`.

@@ -7,8 +7,10 @@ import Testing
 /// of a compromise, then checks the keyring loads with exactly one active key and the next run repairs leftovers.
 @Suite("Keys: crash safety")
 struct KeysCrashTests {
-    static let rotationSteps = ["key-temp-written", "key-renamed", "key-committed",
-                                "keyring-temp-written", "keyring-renamed", "keyring-committed"]
+    static let rotationSteps = [
+        "key-temp-written", "key-renamed", "key-committed",
+        "keyring-temp-written", "keyring-renamed", "keyring-committed",
+    ]
     static let destroySteps = ["destroy-overwritten", "destroy-unlinked"]
     static let passphrase = "crash test passphrase"
 
@@ -21,7 +23,9 @@ struct KeysCrashTests {
     }
 
     func reopen(_ dir: TempDir) throws -> KeyStore {
-        try KeyStore(configuration: KeyStoreConfiguration(directory: dir.keys, passphrase: .passphrase(Self.passphrase)))
+        try KeyStore(
+            configuration: KeyStoreConfiguration(directory: dir.keys, passphrase: .passphrase(Self.passphrase))
+        )
     }
 
     /// Runs `stagepass keys VERB --data DIR/data ARGS…` in `dir`, with the store passphrase in the environment.
@@ -30,7 +34,12 @@ struct KeysCrashTests {
         try #require(FileManager.default.isExecutableFile(atPath: bin), "build the CLI first (swift build): \(bin)")
         var env = ["STAGEPASS_KEY_PASSPHRASE": Self.passphrase]
         if let crashAt { env["STAGEPASS_CRASH_AT"] = crashAt }
-        return try run(bin, Array(args.prefix(2)) + ["--data", dir.data] + args.dropFirst(2), environment: env, in: dir.path)
+        return try run(
+            bin,
+            Array(args.prefix(2)) + ["--data", dir.data] + args.dropFirst(2),
+            environment: env,
+            in: dir.path
+        )
     }
 
     @Test(arguments: rotationSteps)
@@ -44,7 +53,10 @@ struct KeysCrashTests {
         #expect(infos.filter { $0.state == .active }.count == 1)
         let active = try await store.signingKey().kid
         let committed = step == "keyring-renamed" || step == "keyring-committed"
-        #expect(active == (committed ? before.nextKid : before.activeKid), "old state before the keyring rename, new after")
+        #expect(
+            active == (committed ? before.nextKid : before.activeKid),
+            "old state before the keyring rename, new after"
+        )
         #expect(try await store.jwks().keys.contains { $0.kid == active })
 
         // The next run repairs leftovers (temp files, orphaned key files) and works.

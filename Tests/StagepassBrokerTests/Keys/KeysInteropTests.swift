@@ -17,7 +17,10 @@ struct KeysInteropTests {
         #expect(bad.status != 0)
         // openssl derives the same public key: its SPKI matches ours.
         let pub = dir.path + "/pub.pem"
-        #expect(try run(opensslPath, ["pkey", "-in", path, "-passin", "pass:correct horse", "-pubout", "-out", pub]).status == 0)
+        #expect(
+            try run(opensslPath, ["pkey", "-in", path, "-passin", "pass:correct horse", "-pubout", "-out", pub]).status
+                == 0
+        )
         let theirs = try PublicKey(spkiPEM: String(contentsOfFile: pub, encoding: .utf8))
         let jwk = try JWK(publicKey: theirs, alg: .ES256)
         #expect(try jwk.thumbprint() == r.activeKid)

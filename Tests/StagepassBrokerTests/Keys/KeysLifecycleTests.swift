@@ -34,8 +34,8 @@ struct KeysLifecycleTests {
             let now = clock.clock.now()
             // An algorithm change is a rotation with a new alg (the new alg signs from the following rotation).
             if rotations == 3 || rotations == 6, !manualDone.contains(rotations),
-               let active = await store.keys().first(where: { $0.state == .active }),
-               let since = active.activates, now - since >= 1_800
+                let active = await store.keys().first(where: { $0.state == .active }),
+                let since = active.activates, now - since >= 1_800
             {
                 try await store.rotate(alg: rotations == 3 ? .EdDSA : .PS256)
                 manualDone.insert(rotations)
@@ -62,8 +62,10 @@ struct KeysLifecycleTests {
 
             for (fetched, cached) in snapshots {
                 for (iat, token) in tokens {
-                    #expect(verifies(token, against: cached),
-                            "token signed at \(iat) must verify at \(now) with the JWKS fetched at \(fetched)")
+                    #expect(
+                        verifies(token, against: cached),
+                        "token signed at \(iat) must verify at \(now) with the JWKS fetched at \(fetched)"
+                    )
                 }
             }
         }
@@ -168,7 +170,12 @@ struct KeysLifecycleTests {
     /// The JWKS max-age is strictly shorter than the pre-publication window for every valid schedule.
     @Test(arguments: [(Int64(7 * 86_400), Int64(86_400)), (3_600, 1_200), (600, 40), (100, 3), (10, 2)])
     func jwksMaxAgeIsShorterThanPrePublication(rotation: Int64, pre: Int64) throws {
-        let s = try KeySchedule(rotationPeriod: rotation, prePublication: pre, maxTokenLifetime: min(60, rotation), leeway: 5)
+        let s = try KeySchedule(
+            rotationPeriod: rotation,
+            prePublication: pre,
+            maxTokenLifetime: min(60, rotation),
+            leeway: 5
+        )
         #expect(s.jwksMaxAge < s.prePublication)
         #expect(s.jwksMaxAge >= 1 && s.jwksMaxAge <= 300)
     }
@@ -214,7 +221,9 @@ struct KeysLifecycleTests {
         for _ in 0..<500 where await !store.isInitialized { try await Task.sleep(for: .milliseconds(10)) }
         let first = try await store.signingKey().kid
         clock.advance(100)
-        for _ in 0..<500 where try await store.signingKey().kid == first { try await Task.sleep(for: .milliseconds(10)) }
+        for _ in 0..<500 where try await store.signingKey().kid == first {
+            try await Task.sleep(for: .milliseconds(10))
+        }
         #expect(try await store.signingKey().kid != first)
         loop.cancel()
         await loop.value

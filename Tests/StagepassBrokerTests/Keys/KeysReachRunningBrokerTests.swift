@@ -87,14 +87,18 @@ struct KeysScheduleFollowsPolicyTests {
                 stages:
                   build: {approval: session, max_ttl: 4h}
                   production: {approval: per_run, max_ttl: 5m}
-                """, source: "p.yaml")
+                """,
+            source: "p.yaml"
+        )
         #expect(p.longestTokenLifetime == 4 * 3600)
         #expect(p.longestSignedLifetime == 4 * 3600)
         let s = try KeySchedule.standard(covering: p.longestSignedLifetime)
         #expect(s.retiringPeriod == 4 * 3600 + 60)
         // A stage without max_ttl takes tokens.max_ttl.
         let q = try AccessPolicy.load(
-            yaml: "tokens: {max_ttl: 2d}\nstages:\n  build: {approval: session}\n", source: "q.yaml")
+            yaml: "tokens: {max_ttl: 2d}\nstages:\n  build: {approval: session}\n",
+            source: "q.yaml"
+        )
         #expect(q.longestTokenLifetime == 2 * 86_400)
     }
 
@@ -113,7 +117,9 @@ struct KeysScheduleFollowsPolicyTests {
         }
         // Up to one rotation period is fine.
         _ = try AccessPolicy.load(
-            yaml: "tokens: {max_ttl: 30d}\nstages:\n  archive: {approval: session, max_ttl: 7d}\n", source: "p.yaml")
+            yaml: "tokens: {max_ttl: 30d}\nstages:\n  archive: {approval: session, max_ttl: 7d}\n",
+            source: "p.yaml"
+        )
         #expect(throws: KeyStoreError.invalidSchedule) { try KeySchedule.standard(covering: 8 * 86_400) }
     }
 
@@ -127,7 +133,10 @@ struct KeysScheduleFollowsPolicyTests {
         let key = try await store.signingKey(coveringLifetime: 3_000)
         let token = try JWS.sign(
             claims: .object(["iat": .int(Self.t0), "exp": .int(Self.t0 + 3_000)]),
-            header: ["kid": .string(key.kid)], key: key.privateKey, alg: key.alg)
+            header: ["kid": .string(key.kid)],
+            key: key.privateKey,
+            alg: key.alg
+        )
         clock.advance(700)
         try await store.rotate()
         // Past the schedule's own 600 + 60 s, before the token expires: still published.

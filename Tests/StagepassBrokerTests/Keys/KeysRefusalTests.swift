@@ -14,8 +14,12 @@ struct KeysRefusalTests {
     }
 
     /// Opening fails with `expected`, and neither opening nor a change through an already-open store writes.
-    func expectRefusal(_ dir: TempDir, _ expected: KeyStoreError, passphrase: KeyPassphrase = .passphrase("correct horse"),
-                       openStore: KeyStore? = nil) async throws {
+    func expectRefusal(
+        _ dir: TempDir,
+        _ expected: KeyStoreError,
+        passphrase: KeyPassphrase = .passphrase("correct horse"),
+        openStore: KeyStore? = nil
+    ) async throws {
         let before = try snapshot(dir.keys)
         #expect(throws: expected) {
             try makeStore(dir.keys, clock: ManualClock(1_800_000_000), passphrase: passphrase)
@@ -83,10 +87,19 @@ struct KeysRefusalTests {
             try KeyPassphrase.resolve(passphraseFile: nil, environment: [:], insecureDev: false)
         }
         #expect(throws: KeyStoreError.missingPassphrase) {
-            try KeyPassphrase.resolve(passphraseFile: nil, environment: ["STAGEPASS_KEY_PASSPHRASE": ""], insecureDev: false)
+            try KeyPassphrase.resolve(
+                passphraseFile: nil,
+                environment: ["STAGEPASS_KEY_PASSPHRASE": ""],
+                insecureDev: false
+            )
         }
-        #expect(try KeyPassphrase.resolve(passphraseFile: nil, environment: ["STAGEPASS_KEY_PASSPHRASE": "x"],
-                                          insecureDev: false).encrypts)
+        #expect(
+            try KeyPassphrase.resolve(
+                passphraseFile: nil,
+                environment: ["STAGEPASS_KEY_PASSPHRASE": "x"],
+                insecureDev: false
+            ).encrypts
+        )
         #expect(try !KeyPassphrase.resolve(passphraseFile: nil, environment: [:], insecureDev: true).encrypts)
         let dir = try TempDir()
         let file = dir.path + "/pass"
@@ -96,8 +109,11 @@ struct KeysRefusalTests {
             try KeyPassphrase.resolve(passphraseFile: file, environment: [:], insecureDev: false)
         }
         #expect(chmod(file, 0o600) == 0)
-        let p = try KeyPassphrase.resolve(passphraseFile: file, environment: ["STAGEPASS_KEY_PASSPHRASE": "other"],
-                                          insecureDev: false)
+        let p = try KeyPassphrase.resolve(
+            passphraseFile: file,
+            environment: ["STAGEPASS_KEY_PASSPHRASE": "other"],
+            insecureDev: false
+        )
         #expect(!"\(p)".contains("correct"), "the passphrase never prints")
         #expect(throws: KeyStoreError.unreadablePassphraseFile) {
             try KeyPassphrase.resolve(passphraseFile: dir.path + "/missing", environment: [:], insecureDev: false)

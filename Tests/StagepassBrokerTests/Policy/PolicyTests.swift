@@ -111,28 +111,55 @@ struct PolicyTests {
         let p = try AccessPolicy.load(yaml: yaml, source: "custom.yaml")
         let expected = AccessPolicy(
             auth: AuthPolicy(
-                exemptGroups: ["robots"], factors: [.totp, .backup, .webauthn], groupFactors: ["ops": [.totp, .webauthn]],
-                idleSeconds: 900, absoluteSeconds: 8 * 3600, pendingSeconds: 120,
+                exemptGroups: ["robots"],
+                factors: [.totp, .backup, .webauthn],
+                groupFactors: ["ops": [.totp, .webauthn]],
+                idleSeconds: 900,
+                absoluteSeconds: 8 * 3600,
+                pendingSeconds: 120,
                 throttle: .init(freeFailures: 0, baseDelay: 1, maxDelay: 3600, lockoutAfterFactorFailures: 5),
-                firstEnrolmentWithPassword: true),
+                firstEnrolmentWithPassword: true
+            ),
             tokens: TokenSettings(
-                maxTTL: 7200, statusListTTL: 30, statusListLifetime: 1800, requestLifetime: 900, pollInterval: 10,
-                adminMFAMaxAge: 120, adminGroups: ["ops", "security"]),
+                maxTTL: 7200,
+                statusListTTL: 30,
+                statusListLifetime: 1800,
+                requestLifetime: 900,
+                pollInterval: 10,
+                adminMFAMaxAge: 120,
+                adminGroups: ["ops", "security"]
+            ),
             roles: [
                 "builder": RolePolicy(
-                    name: "builder", groups: ["developers"], stages: ["build", "staging"],
-                    audiences: ["deploy-api", "metrics"]),
+                    name: "builder",
+                    groups: ["developers"],
+                    stages: ["build", "staging"],
+                    audiences: ["deploy-api", "metrics"]
+                ),
                 "deployer": RolePolicy(
-                    name: "deployer", groups: ["release-managers", "ops"], stages: ["staging", "production", "canary"],
-                    audiences: ["deploy-api", "https://registry.example/v2"]),
+                    name: "deployer",
+                    groups: ["release-managers", "ops"],
+                    stages: ["staging", "production", "canary"],
+                    audiences: ["deploy-api", "https://registry.example/v2"]
+                ),
             ],
             stages: [
                 "build": StagePolicy(name: "build", maxTTL: 3600, approval: .session),
                 "staging": StagePolicy(
-                    name: "staging", maxTTL: 1800, mfaMaxAge: 12 * 3600, approval: .delegated(maxWindow: 8 * 3600)),
+                    name: "staging",
+                    maxTTL: 1800,
+                    mfaMaxAge: 12 * 3600,
+                    approval: .delegated(maxWindow: 8 * 3600)
+                ),
                 "production": StagePolicy(
-                    name: "production", maxTTL: 300, mfaMaxAge: 300, factors: [.totp, .webauthn], approval: .perRun,
-                    approvers: 2, allowSelfApproval: false),
+                    name: "production",
+                    maxTTL: 300,
+                    mfaMaxAge: 300,
+                    factors: [.totp, .webauthn],
+                    approval: .perRun,
+                    approvers: 2,
+                    allowSelfApproval: false
+                ),
                 // Defaults: max_ttl = tokens.max_ttl, every factor kind, one approver, self-approval allowed.
                 "canary": StagePolicy(name: "canary", maxTTL: 7200, approval: .perRun),
             ],
@@ -144,9 +171,14 @@ struct PolicyTests {
             pipelines: [
                 "acme-web": PipelinePolicy(name: "acme-web", roles: ["builder", "deployer"]),
                 "acme-api": PipelinePolicy(
-                    name: "acme-api", roles: ["deployer"], stages: ["production"], audiences: ["deploy-api"]),
+                    name: "acme-api",
+                    roles: ["deployer"],
+                    stages: ["production"],
+                    audiences: ["deploy-api"]
+                ),
                 "any": PipelinePolicy(name: "any"),
-            ])
+            ]
+        )
         #expect(p == expected)
     }
 
@@ -160,10 +192,12 @@ struct PolicyTests {
 
     // MARK: Durations
 
-    @Test(arguments: [
-        ("300", 300), ("300s", 300), ("5m", 300), ("8h", 28_800), ("1d", 86_400), ("1h30m", 5400), ("2m5s", 125),
-        ("0", 0), ("3650d", 3650 * 86_400),
-    ] as [(String, Int64)])
+    @Test(
+        arguments: [
+            ("300", 300), ("300s", 300), ("5m", 300), ("8h", 28_800), ("1d", 86_400), ("1h30m", 5400), ("2m5s", 125),
+            ("0", 0), ("3650d", 3650 * 86_400),
+        ] as [(String, Int64)]
+    )
     func durationsParse(text: String, seconds: Int64) {
         #expect(PolicyDuration.parse(text) == seconds)
     }
@@ -198,79 +232,235 @@ struct PolicyTests {
     }
 
     static let bad: [Bad] = [
-        Bad(name: "malformed YAML", yaml: "stages:\n  build: {approval: session\nroles: {}\n", line: 3, says: "malformed YAML"),
+        Bad(
+            name: "malformed YAML",
+            yaml: "stages:\n  build: {approval: session\nroles: {}\n",
+            line: 3,
+            says: "malformed YAML"
+        ),
         Bad(name: "tab indentation", yaml: "stages:\n\tbuild: {}\n", line: 2, says: "malformed YAML"),
         Bad(name: "duplicate key", yaml: "audiences:\n  a: {}\n  b: {}\n  a: {}\n", line: 2, says: "duplicate key 'a'"),
         Bad(name: "empty document", yaml: "# only a comment\n", line: 1, says: "empty"),
         Bad(name: "not a mapping", yaml: "- stages\n", line: 1, says: "must be a mapping of sections"),
-        Bad(name: "unknown section", yaml: "tokens: {}\n\nrolse:\n  a: {}\n", line: 3, says: "unknown section 'rolse'; did you mean 'roles'?"),
-        Bad(name: "unknown token key", yaml: "tokens:\n  max_ttl: 1h\n  maxttl: 1h\n", line: 3, says: "unknown key 'maxttl' in tokens"),
+        Bad(
+            name: "unknown section",
+            yaml: "tokens: {}\n\nrolse:\n  a: {}\n",
+            line: 3,
+            says: "unknown section 'rolse'; did you mean 'roles'?"
+        ),
+        Bad(
+            name: "unknown token key",
+            yaml: "tokens:\n  max_ttl: 1h\n  maxttl: 1h\n",
+            line: 3,
+            says: "unknown key 'maxttl' in tokens"
+        ),
         Bad(name: "unknown mfa key", yaml: "mfa:\n  exempt: [robots]\n", line: 2, says: "unknown key 'exempt' in mfa"),
-        Bad(name: "unknown stage key", yaml: "stages:\n  build:\n    approval: session\n    max_tll: 1h\n", line: 4,
-            says: "did you mean 'max_ttl'"),
-        Bad(name: "unknown pipeline key", yaml: "pipelines:\n  p:\n    role: [x]\n", line: 3, says: "unknown key 'role' in pipelines.p"),
-        Bad(name: "section of the wrong type", yaml: "stages: [build]\n", line: 1, says: "stages: expected a mapping, found a list"),
-        Bad(name: "stage of the wrong type", yaml: "stages:\n  build: 5\n", line: 2, says: "stages.build: expected a mapping"),
-        Bad(name: "duration of the wrong type", yaml: "tokens:\n  max_ttl: [1h]\n", line: 2, says: "expected a duration"),
+        Bad(
+            name: "unknown stage key",
+            yaml: "stages:\n  build:\n    approval: session\n    max_tll: 1h\n",
+            line: 4,
+            says: "did you mean 'max_ttl'"
+        ),
+        Bad(
+            name: "unknown pipeline key",
+            yaml: "pipelines:\n  p:\n    role: [x]\n",
+            line: 3,
+            says: "unknown key 'role' in pipelines.p"
+        ),
+        Bad(
+            name: "section of the wrong type",
+            yaml: "stages: [build]\n",
+            line: 1,
+            says: "stages: expected a mapping, found a list"
+        ),
+        Bad(
+            name: "stage of the wrong type",
+            yaml: "stages:\n  build: 5\n",
+            line: 2,
+            says: "stages.build: expected a mapping"
+        ),
+        Bad(
+            name: "duration of the wrong type",
+            yaml: "tokens:\n  max_ttl: [1h]\n",
+            line: 2,
+            says: "expected a duration"
+        ),
         Bad(name: "empty duration", yaml: "tokens:\n  max_ttl:\n  poll_interval: 5s\n", line: 2, says: "found nothing"),
         Bad(name: "malformed duration", yaml: "tokens:\n  max_ttl: 1.5h\n", line: 2, says: "found '1.5h'"),
         Bad(name: "zero duration", yaml: "sessions:\n  idle_seconds: 0\n", line: 2, says: "must be positive"),
         Bad(name: "negative duration", yaml: "tokens:\n  poll_interval: -5s\n", line: 2, says: "must be positive"),
         Bad(name: "huge duration", yaml: "tokens:\n  max_ttl: 100000d\n", line: 2, says: "too long"),
-        Bad(name: "quoted integer", yaml: "throttle:\n  free_failures: \"3\"\n", line: 2, says: "expected an integer, found the string '3'"),
+        Bad(
+            name: "quoted integer",
+            yaml: "throttle:\n  free_failures: \"3\"\n",
+            line: 2,
+            says: "expected an integer, found the string '3'"
+        ),
         Bad(name: "negative integer", yaml: "throttle:\n  free_failures: -1\n", line: 2, says: "must be at least 0"),
-        Bad(name: "lockout zero", yaml: "throttle:\n  lockout_after_factor_failures: 0\n", line: 2, says: "must be at least 1"),
-        Bad(name: "yes is not a boolean", yaml: "mfa:\n  first_enrolment_with_password: yes\n", line: 2, says: "expected true or false"),
-        Bad(name: "list of the wrong type", yaml: "tokens:\n  admin_groups: admins\n", line: 2, says: "expected a list of group names"),
-        Bad(name: "invalid group name", yaml: "tokens:\n  admin_groups:\n    - admins\n    - release managers\n", line: 4,
-            says: "not a valid group name"),
-        Bad(name: "unknown factor (block list item)", yaml: "mfa:\n  factors:\n    - totp\n    - sms\n", line: 4,
-            says: "unknown factor 'sms'"),
+        Bad(
+            name: "lockout zero",
+            yaml: "throttle:\n  lockout_after_factor_failures: 0\n",
+            line: 2,
+            says: "must be at least 1"
+        ),
+        Bad(
+            name: "yes is not a boolean",
+            yaml: "mfa:\n  first_enrolment_with_password: yes\n",
+            line: 2,
+            says: "expected true or false"
+        ),
+        Bad(
+            name: "list of the wrong type",
+            yaml: "tokens:\n  admin_groups: admins\n",
+            line: 2,
+            says: "expected a list of group names"
+        ),
+        Bad(
+            name: "invalid group name",
+            yaml: "tokens:\n  admin_groups:\n    - admins\n    - release managers\n",
+            line: 4,
+            says: "not a valid group name"
+        ),
+        Bad(
+            name: "unknown factor (block list item)",
+            yaml: "mfa:\n  factors:\n    - totp\n    - sms\n",
+            line: 4,
+            says: "unknown factor 'sms'"
+        ),
         Bad(name: "no factor", yaml: "mfa:\n  factors: []\n", line: 2, says: "at least one factor"),
-        Bad(name: "group factors outside mfa.factors", yaml: "mfa:\n  factors: [totp]\n  group_factors:\n    ops: [backup]\n",
-            line: 4, says: "members of 'ops' could never sign in"),
-        Bad(name: "status list ttl over lifetime", yaml: "tokens:\n  status_list_lifetime: 1m\n  status_list_ttl: 2m\n", line: 3,
-            says: "must not exceed"),
-        Bad(name: "poll interval over request lifetime", yaml: "tokens:\n  poll_interval: 11m\n", line: 2,
-            says: "must not exceed tokens.request_lifetime (10m)"),
-        Bad(name: "throttle max below base", yaml: "throttle:\n  base_delay_seconds: 1m\n  max_delay_seconds: 30s\n", line: 3,
-            says: "must not be shorter"),
-        Bad(name: "stage without approval", yaml: "tokens: {}\nstages:\n  build:\n    max_ttl: 1h\n", line: 3,
-            says: "stages.build: missing 'approval'"),
-        Bad(name: "unknown approval mode", yaml: "stages:\n  build:\n    max_ttl: 1h\n    approval: weekly\n", line: 4,
-            says: "unknown approval mode 'weekly'"),
-        Bad(name: "delegated without max_window", yaml: "stages:\n  staging:\n    approval: delegated\n", line: 3,
-            says: "needs 'max_window'"),
-        Bad(name: "max_window without delegated", yaml: "stages:\n  build:\n    approval: per_run\n    max_window: 8h\n", line: 4,
-            says: "only meaningful with approval: delegated"),
-        Bad(name: "non-positive max_window", yaml: "stages:\n  s:\n    approval: delegated\n    max_window: 0\n", line: 4,
-            says: "must be positive"),
-        Bad(name: "approvers below 1", yaml: "stages:\n  p:\n    approval: per_run\n    approvers: 0\n", line: 4,
-            says: "must be at least 1"),
-        Bad(name: "stage max_ttl over tokens.max_ttl", yaml: "tokens: {max_ttl: 10m}\nstages:\n  p:\n    max_ttl: 1h\n    approval: per_run\n",
-            line: 4, says: "exceeds tokens.max_ttl (10m)"),
-        Bad(name: "stage factors outside mfa.factors", yaml: "mfa: {factors: [totp]}\nstages:\n  p:\n    approval: per_run\n    factors: [webauthn]\n", line: 5,
-            says: "no one could reach stage 'p'"),
-        Bad(name: "approval factors outside mfa.factors", yaml: "mfa: {factors: [totp]}\nstages:\n  p:\n    approval: per_run\n    approval_factors: [webauthn]\n", line: 5,
-            says: "no one could approve stage 'p'"),
-        Bad(name: "role naming an unknown stage", yaml: Self.base + "roles:\n  r:\n    groups: [g]\n    stages:\n      - build\n      - prod\n    audiences: [api]\n",
-            line: 12, says: "roles.r.stages: unknown stage 'prod' (defined: build, production)"),
-        Bad(name: "role naming an unknown audience", yaml: Self.base + "roles:\n  r: {groups: [g], stages: [build], audiences: [web]}\n",
-            line: 8, says: "unknown audience 'web'"),
-        Bad(name: "role without groups", yaml: Self.base + "roles:\n  r:\n    stages: [build]\n    audiences: [api]\n", line: 8,
-            says: "roles.r: missing 'groups'"),
-        Bad(name: "role with no stage", yaml: Self.base + "roles:\n  r:\n    groups: [g]\n    stages: []\n    audiences: [api]\n", line: 10,
-            says: "must name at least one stage"),
-        Bad(name: "pipeline naming an unknown role", yaml: Self.base + Self.roles + "pipelines:\n  p:\n    roles: [builder, admin]\n",
-            line: 13, says: "unknown role 'admin'"),
-        Bad(name: "pipeline naming an unknown stage", yaml: Self.base + Self.roles + "pipelines:\n  p:\n    stages: [qa]\n",
-            line: 13, says: "unknown stage 'qa'"),
-        Bad(name: "pipeline naming an unknown audience", yaml: Self.base + Self.roles + "pipelines:\n  p: {audiences: [web]}\n",
-            line: 12, says: "unknown audience 'web'"),
-        Bad(name: "pipeline stage its roles cannot reach", yaml: Self.base + Self.roles + "pipelines:\n  p:\n    roles: [builder]\n    stages: [production]\n",
-            line: 14, says: "stage 'production' is not reachable by its roles (builder)"),
-        Bad(name: "pipeline of the wrong type", yaml: Self.base + Self.roles + "pipelines:\n  p: [builder]\n",
-            line: 12, says: "pipelines.p: expected a mapping"),
+        Bad(
+            name: "group factors outside mfa.factors",
+            yaml: "mfa:\n  factors: [totp]\n  group_factors:\n    ops: [backup]\n",
+            line: 4,
+            says: "members of 'ops' could never sign in"
+        ),
+        Bad(
+            name: "status list ttl over lifetime",
+            yaml: "tokens:\n  status_list_lifetime: 1m\n  status_list_ttl: 2m\n",
+            line: 3,
+            says: "must not exceed"
+        ),
+        Bad(
+            name: "poll interval over request lifetime",
+            yaml: "tokens:\n  poll_interval: 11m\n",
+            line: 2,
+            says: "must not exceed tokens.request_lifetime (10m)"
+        ),
+        Bad(
+            name: "throttle max below base",
+            yaml: "throttle:\n  base_delay_seconds: 1m\n  max_delay_seconds: 30s\n",
+            line: 3,
+            says: "must not be shorter"
+        ),
+        Bad(
+            name: "stage without approval",
+            yaml: "tokens: {}\nstages:\n  build:\n    max_ttl: 1h\n",
+            line: 3,
+            says: "stages.build: missing 'approval'"
+        ),
+        Bad(
+            name: "unknown approval mode",
+            yaml: "stages:\n  build:\n    max_ttl: 1h\n    approval: weekly\n",
+            line: 4,
+            says: "unknown approval mode 'weekly'"
+        ),
+        Bad(
+            name: "delegated without max_window",
+            yaml: "stages:\n  staging:\n    approval: delegated\n",
+            line: 3,
+            says: "needs 'max_window'"
+        ),
+        Bad(
+            name: "max_window without delegated",
+            yaml: "stages:\n  build:\n    approval: per_run\n    max_window: 8h\n",
+            line: 4,
+            says: "only meaningful with approval: delegated"
+        ),
+        Bad(
+            name: "non-positive max_window",
+            yaml: "stages:\n  s:\n    approval: delegated\n    max_window: 0\n",
+            line: 4,
+            says: "must be positive"
+        ),
+        Bad(
+            name: "approvers below 1",
+            yaml: "stages:\n  p:\n    approval: per_run\n    approvers: 0\n",
+            line: 4,
+            says: "must be at least 1"
+        ),
+        Bad(
+            name: "stage max_ttl over tokens.max_ttl",
+            yaml: "tokens: {max_ttl: 10m}\nstages:\n  p:\n    max_ttl: 1h\n    approval: per_run\n",
+            line: 4,
+            says: "exceeds tokens.max_ttl (10m)"
+        ),
+        Bad(
+            name: "stage factors outside mfa.factors",
+            yaml: "mfa: {factors: [totp]}\nstages:\n  p:\n    approval: per_run\n    factors: [webauthn]\n",
+            line: 5,
+            says: "no one could reach stage 'p'"
+        ),
+        Bad(
+            name: "approval factors outside mfa.factors",
+            yaml: "mfa: {factors: [totp]}\nstages:\n  p:\n    approval: per_run\n    approval_factors: [webauthn]\n",
+            line: 5,
+            says: "no one could approve stage 'p'"
+        ),
+        Bad(
+            name: "role naming an unknown stage",
+            yaml: Self.base
+                + "roles:\n  r:\n    groups: [g]\n    stages:\n      - build\n      - prod\n    audiences: [api]\n",
+            line: 12,
+            says: "roles.r.stages: unknown stage 'prod' (defined: build, production)"
+        ),
+        Bad(
+            name: "role naming an unknown audience",
+            yaml: Self.base + "roles:\n  r: {groups: [g], stages: [build], audiences: [web]}\n",
+            line: 8,
+            says: "unknown audience 'web'"
+        ),
+        Bad(
+            name: "role without groups",
+            yaml: Self.base + "roles:\n  r:\n    stages: [build]\n    audiences: [api]\n",
+            line: 8,
+            says: "roles.r: missing 'groups'"
+        ),
+        Bad(
+            name: "role with no stage",
+            yaml: Self.base + "roles:\n  r:\n    groups: [g]\n    stages: []\n    audiences: [api]\n",
+            line: 10,
+            says: "must name at least one stage"
+        ),
+        Bad(
+            name: "pipeline naming an unknown role",
+            yaml: Self.base + Self.roles + "pipelines:\n  p:\n    roles: [builder, admin]\n",
+            line: 13,
+            says: "unknown role 'admin'"
+        ),
+        Bad(
+            name: "pipeline naming an unknown stage",
+            yaml: Self.base + Self.roles + "pipelines:\n  p:\n    stages: [qa]\n",
+            line: 13,
+            says: "unknown stage 'qa'"
+        ),
+        Bad(
+            name: "pipeline naming an unknown audience",
+            yaml: Self.base + Self.roles + "pipelines:\n  p: {audiences: [web]}\n",
+            line: 12,
+            says: "unknown audience 'web'"
+        ),
+        Bad(
+            name: "pipeline stage its roles cannot reach",
+            yaml: Self.base + Self.roles + "pipelines:\n  p:\n    roles: [builder]\n    stages: [production]\n",
+            line: 14,
+            says: "stage 'production' is not reachable by its roles (builder)"
+        ),
+        Bad(
+            name: "pipeline of the wrong type",
+            yaml: Self.base + Self.roles + "pipelines:\n  p: [builder]\n",
+            line: 12,
+            says: "pipelines.p: expected a mapping"
+        ),
     ]
 
     /// Lines 1–6: two stages and one audience.
@@ -311,7 +501,14 @@ struct PolicyTests {
         defer { try? FileManager.default.removeItem(at: dir) }
         let path = dir.appendingPathComponent("policy.yaml").path
         try Data("stages:\n  build: {approval: sometimes}\n".utf8).write(to: URL(fileURLWithPath: path))
-        #expect(throws: PolicyError(file: path, line: 2, message: "stages.build.approval: unknown approval mode 'sometimes' (expected one of: per_run, delegated, session)")) {
+        #expect(
+            throws: PolicyError(
+                file: path,
+                line: 2,
+                message:
+                    "stages.build.approval: unknown approval mode 'sometimes' (expected one of: per_run, delegated, session)"
+            )
+        ) {
             try AccessPolicy.load(file: path)
         }
         let missing = dir.appendingPathComponent("missing.yaml").path

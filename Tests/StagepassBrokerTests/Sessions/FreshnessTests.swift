@@ -8,12 +8,21 @@ import Testing
 @Suite struct FreshnessTests {
     @Test func freshestProofReadsOnlyTheCountedMethods() {
         let s = Session(
-            id: "s", userId: "u", userName: "u", groups: [], state: .mfa, amr: ["pwd", "otp", "bkp"], authTime: 900,
-            createdAt: 0, idleExpiresAt: 2000, absoluteExpiresAt: 2000,
+            id: "s",
+            userId: "u",
+            userName: "u",
+            groups: [],
+            state: .mfa,
+            amr: ["pwd", "otp", "bkp"],
+            authTime: 900,
+            createdAt: 0,
+            idleExpiresAt: 2000,
+            absoluteExpiresAt: 2000,
             proofs: [
                 "pwd": FactorStamp(at: 100, credential: nil), "otp": FactorStamp(at: 100, credential: "f_t"),
                 "bkp": FactorStamp(at: 900, credential: "f_b"),
-            ])
+            ]
+        )
         #expect(s.freshestProof(of: [.totp, .webauthn])?.at == 100)
         #expect(s.freshestProof(of: [.totp, .backup])?.kind == .backup)
         #expect(s.freshestProof(of: [.webauthn]) == nil)

@@ -17,8 +17,13 @@ struct Broker {
         accounts = AccountService(store: f.store, hasher: f.hasher, clock: f.manual.clock, audit: log)
         factors = FactorService(store: f.store, masterKey: try MasterKey.generate(), clock: f.manual.clock, audit: log)
         sessions = SessionService(
-            store: f.store, hasher: f.hasher, factors: factors, policy: policy,
-            clock: f.manual.clock, audit: log)
+            store: f.store,
+            hasher: f.hasher,
+            factors: factors,
+            policy: policy,
+            clock: f.manual.clock,
+            audit: log
+        )
     }
 
     /// Adds a user with an active TOTP factor; returns its secret.
@@ -32,7 +37,9 @@ struct Broker {
         return secret
     }
 
-    func code(_ secret: [UInt8]) -> String { (try? OTP.totp(secret: secret, unixTime: f.manual.clock.now())) ?? "no-code" }
+    func code(_ secret: [UInt8]) -> String {
+        (try? OTP.totp(secret: secret, unixTime: f.manual.clock.now())) ?? "no-code"
+    }
 }
 
 @Suite struct SessionTests {
@@ -45,7 +52,10 @@ struct Broker {
         #expect(step1.session.state == .pending)
         #expect(throws: BrokerError.mfaRequired) { try b.sessions.requireMFA(token: step1.token) }
         let mfa = try b.sessions.completeFactor(
-            pendingToken: step1.token, proof: .totp(b.code(secret)), address: "10.0.0.1")
+            pendingToken: step1.token,
+            proof: .totp(b.code(secret)),
+            address: "10.0.0.1"
+        )
         #expect(mfa.token.hasPrefix("sps_") && mfa.token.count == 4 + 43)
         let s = try b.sessions.requireMFA(token: mfa.token)
         #expect(s.amr == ["pwd", "otp"])
@@ -221,8 +231,10 @@ struct Broker {
         b.f.manual.advance(120)
         #expect(throws: BrokerError.invalidFactor) {  // the sign-in code, four steps later: outside the window
             try b.sessions.stepUp(
-                token: mfa.token, proof: .totp(try OTP.totp(secret: secret, unixTime: b.f.manual.clock.now() - 120)),
-                address: "a")
+                token: mfa.token,
+                proof: .totp(try OTP.totp(secret: secret, unixTime: b.f.manual.clock.now() - 120)),
+                address: "a"
+            )
         }
         let s = try b.sessions.stepUp(token: mfa.token, proof: .backupCode(codes[0]), address: "a")
         #expect(s.authTime == b.f.manual.clock.now())
@@ -243,7 +255,8 @@ struct Broker {
                   exempt_groups: [robots]
                   group_factors:
                     admins: [totp]
-                """)
+                """
+        )
         #expect(policy.requiresMFA(groups: []))
         #expect(policy.requiresMFA(groups: ["robots", "admins"]))
         #expect(!policy.requiresMFA(groups: ["robots"]))
@@ -285,8 +298,8 @@ struct Broker {
         try b.user("alice")
         var errors: [BrokerError] = []
         for name in ["alice", "nobody"] {
-            do { _ = try await b.sessions.signIn(name: name, password: "wrong password!!", address: "t") } catch
-                let e as BrokerError
+            do { _ = try await b.sessions.signIn(name: name, password: "wrong password!!", address: "t") } catch let e
+                as BrokerError
             {
                 errors.append(e)
             }

@@ -28,7 +28,8 @@ import Testing
         let s = try SQLiteStore()
         try s.insertUser(UserRecord(id: "u1", name: "alice", passwordHash: "x", createdAt: 1), groups: [])
         try s.insertFactor(
-            FactorRecord(id: "f1", userId: "u1", kind: .totp, state: .active, secretBox: [1], createdAt: 0))
+            FactorRecord(id: "f1", userId: "u1", kind: .totp, state: .active, secretBox: [1], createdAt: 0)
+        )
         #expect(try s.claimTOTPStep(factorId: "f1", step: 10))
         #expect(try !s.claimTOTPStep(factorId: "f1", step: 10))
         #expect(try !s.claimTOTPStep(factorId: "f1", step: 9))

@@ -11,21 +11,39 @@ func examplePolicy(approvers: Int = 1, selfApproval: Bool = false) -> AccessPoli
         tokens: TokenSettings(maxTTL: 3600, requestLifetime: 600, pollInterval: 5),
         roles: [
             "builder": RolePolicy(
-                name: "builder", groups: ["developers"], stages: ["build", "staging"], audiences: ["deploy-api"]),
+                name: "builder",
+                groups: ["developers"],
+                stages: ["build", "staging"],
+                audiences: ["deploy-api"]
+            ),
             "deployer": RolePolicy(
-                name: "deployer", groups: ["release-managers"], stages: ["staging", "production"],
-                audiences: ["deploy-api"]),
+                name: "deployer",
+                groups: ["release-managers"],
+                stages: ["staging", "production"],
+                audiences: ["deploy-api"]
+            ),
         ],
         stages: [
             "build": StagePolicy(name: "build", maxTTL: 3600),
             "staging": StagePolicy(
-                name: "staging", maxTTL: 1800, mfaMaxAge: 43200, approval: .delegated(maxWindow: 8 * 3600)),
+                name: "staging",
+                maxTTL: 1800,
+                mfaMaxAge: 43200,
+                approval: .delegated(maxWindow: 8 * 3600)
+            ),
             "production": StagePolicy(
-                name: "production", maxTTL: 300, mfaMaxAge: 300, factors: [.totp, .webauthn], approval: .perRun,
-                approvers: approvers, allowSelfApproval: selfApproval),
+                name: "production",
+                maxTTL: 300,
+                mfaMaxAge: 300,
+                factors: [.totp, .webauthn],
+                approval: .perRun,
+                approvers: approvers,
+                allowSelfApproval: selfApproval
+            ),
         ],
         audiences: ["deploy-api": AudiencePolicy(name: "deploy-api"), "other-api": AudiencePolicy(name: "other-api")],
-        pipelines: ["acme-web": PipelinePolicy(name: "acme-web")])
+        pipelines: ["acme-web": PipelinePolicy(name: "acme-web")]
+    )
 }
 
 /// A token broker on an in-memory store, a temporary key store and a manual clock.
@@ -42,8 +60,12 @@ final class TokenHarness: @unchecked Sendable {
         tmp = try TempDir()
         manual = ManualClock(1_700_000_000)
         human = HumanBroker(
-            store: try SQLiteStore(), masterKey: try MasterKey.generate(), policies: PolicyHolder(policy),
-            hasher: try PasswordHasher(parameters: .testing), clock: manual.clock)
+            store: try SQLiteStore(),
+            masterKey: try MasterKey.generate(),
+            policies: PolicyHolder(policy),
+            hasher: try PasswordHasher(parameters: .testing),
+            clock: manual.clock
+        )
         keys = try makeStore(tmp.keys, clock: manual)
         try await keys.rotate()
         tokens = TokenBroker(human: human, keys: keys, issuer: issuer)
@@ -59,7 +81,9 @@ final class TokenHarness: @unchecked Sendable {
         manual.advance(30)
     }
 
-    func code(_ secret: [UInt8]) -> String { (try? OTP.totp(secret: secret, unixTime: manual.clock.now())) ?? "no-code" }
+    func code(_ secret: [UInt8]) -> String {
+        (try? OTP.totp(secret: secret, unixTime: manual.clock.now())) ?? "no-code"
+    }
     func code(for name: String) -> String { code(secrets[name] ?? []) }
 
     /// Password + TOTP; returns the MFA session token (the clock moves on a TOTP step afterwards).
@@ -85,7 +109,10 @@ final class TokenHarness: @unchecked Sendable {
         let now = manual.clock.now()
         return Verifier(
             configuration: VerifierConfiguration(issuer: issuer, audiences: ["deploy-api"], cacheCapacity: 0),
-            keys: StaticKeySource(ks), statusLists: lists, clock: { now })
+            keys: StaticKeySource(ks),
+            statusLists: lists,
+            clock: { now }
+        )
     }
 
     var auditEvents: [AuditEvent] {
@@ -109,7 +136,9 @@ func oauthCode(_ body: () async throws -> Void) async -> String? {
         let s = try await h.signIn("dana")
         let t = try await h.tokens.exchange(sessionToken: s, audience: "deploy-api", role: "builder", stage: "build")
         let v = try await h.verifier().verify(
-            t.accessToken, requirements: Requirements(roles: ["builder"], stage: "build"))
+            t.accessToken,
+            requirements: Requirements(roles: ["builder"], stage: "build")
+        )
         let c = v.claims
         #expect(c["sub"]?.stringValue == "dana")
         #expect(c["amr"]?.arrayValue?.compactMap(\.stringValue) == ["pwd", "otp"])
@@ -132,12 +161,20 @@ func oauthCode(_ body: () async throws -> Void) async -> String? {
         h.manual.advance(301)
         let err = await oauthCode {
             _ = try await h.tokens.exchange(
-                sessionToken: s, audience: "deploy-api", role: "deployer", stage: "production")
+                sessionToken: s,
+                audience: "deploy-api",
+                role: "deployer",
+                stage: "production"
+            )
         }
         #expect(err == "insufficient_user_authentication")
         do {
             _ = try await h.tokens.exchange(
-                sessionToken: s, audience: "deploy-api", role: "deployer", stage: "production")
+                sessionToken: s,
+                audience: "deploy-api",
+                role: "deployer",
+                stage: "production"
+            )
         } catch let e as OAuthError {
             #expect(e.maxAge == 300)
             #expect(e.acrValues == ["urn:stagepass:acr:totp", "urn:stagepass:acr:webauthn"])
@@ -146,7 +183,11 @@ func oauthCode(_ body: () async throws -> Void) async -> String? {
         #expect(denial.result == "denied" && denial.details["error"] == "insufficient_user_authentication")
         try h.stepUp(s, "rita")
         let t = try await h.tokens.exchange(
-            sessionToken: s, audience: "deploy-api", role: "deployer", stage: "production")
+            sessionToken: s,
+            audience: "deploy-api",
+            role: "deployer",
+            stage: "production"
+        )
         let c = try await h.verifier().verify(t.accessToken).claims
         #expect((c["exp"]?.intValue ?? 0) - (c["iat"]?.intValue ?? 0) <= 300)
     }
@@ -159,12 +200,20 @@ func oauthCode(_ body: () async throws -> Void) async -> String? {
         let s = try h.human.sessions.completeFactor(pendingToken: p.token, proof: .backupCode(codes[0]), address: "t")
         let err = await oauthCode {
             _ = try await h.tokens.exchange(
-                sessionToken: s.token, audience: "deploy-api", role: "deployer", stage: "production")
+                sessionToken: s.token,
+                audience: "deploy-api",
+                role: "deployer",
+                stage: "production"
+            )
         }
         #expect(err == "insufficient_user_authentication")
         // Staging counts any factor.
         _ = try await h.tokens.exchange(
-            sessionToken: s.token, audience: "deploy-api", role: "deployer", stage: "staging")
+            sessionToken: s.token,
+            audience: "deploy-api",
+            role: "deployer",
+            stage: "staging"
+        )
     }
 
     @Test func roleStageAndAudienceAreEnforced() async throws {
@@ -174,23 +223,43 @@ func oauthCode(_ body: () async throws -> Void) async -> String? {
         #expect(
             await oauthCode {
                 _ = try await h.tokens.exchange(
-                    sessionToken: s, audience: "deploy-api", role: "deployer", stage: "staging")
-            } == "invalid_scope")
+                    sessionToken: s,
+                    audience: "deploy-api",
+                    role: "deployer",
+                    stage: "staging"
+                )
+            } == "invalid_scope"
+        )
         #expect(
             await oauthCode {
                 _ = try await h.tokens.exchange(
-                    sessionToken: s, audience: "deploy-api", role: "builder", stage: "production")
-            } == "invalid_scope")
+                    sessionToken: s,
+                    audience: "deploy-api",
+                    role: "builder",
+                    stage: "production"
+                )
+            } == "invalid_scope"
+        )
         #expect(
             await oauthCode {
                 _ = try await h.tokens.exchange(
-                    sessionToken: s, audience: "other-api", role: "builder", stage: "build")
-            } == "invalid_target")
+                    sessionToken: s,
+                    audience: "other-api",
+                    role: "builder",
+                    stage: "build"
+                )
+            } == "invalid_target"
+        )
         #expect(
             await oauthCode {
                 _ = try await h.tokens.exchange(
-                    sessionToken: "sps_nope", audience: "deploy-api", role: "builder", stage: "build")
-            } == "invalid_grant")
+                    sessionToken: "sps_nope",
+                    audience: "deploy-api",
+                    role: "builder",
+                    stage: "build"
+                )
+            } == "invalid_grant"
+        )
         #expect(try h.human.store.lastTokenSeq() == 0)
         #expect(try h.auditEvents.filter { $0.action == "token.deny" }.count == 4)
     }
@@ -203,20 +272,41 @@ func oauthCode(_ body: () async throws -> Void) async -> String? {
         #expect(
             await oauthCode {
                 _ = try await h.tokens.exchange(
-                    sessionToken: s, audience: "deploy-api", role: "deployer", stage: "production",
-                    pipeline: "acme-web")
-            } == "unauthorized_client")
+                    sessionToken: s,
+                    audience: "deploy-api",
+                    role: "deployer",
+                    stage: "production",
+                    pipeline: "acme-web"
+                )
+            } == "unauthorized_client"
+        )
         // A delegated stage names a pipeline only under a live delegation of this human for it.
         #expect(
             await oauthCode {
                 _ = try await h.tokens.exchange(
-                    sessionToken: s, audience: "deploy-api", role: "deployer", stage: "staging", pipeline: "acme-web")
-            } == "unauthorized_client")
+                    sessionToken: s,
+                    audience: "deploy-api",
+                    role: "deployer",
+                    stage: "staging",
+                    pipeline: "acme-web"
+                )
+            } == "unauthorized_client"
+        )
         let d = try h.tokens.delegate(
-            sessionToken: s, client: "acme-web", role: "deployer", stage: "staging", audience: "deploy-api",
-            window: 3600)
+            sessionToken: s,
+            client: "acme-web",
+            role: "deployer",
+            stage: "staging",
+            audience: "deploy-api",
+            window: 3600
+        )
         let t = try await h.tokens.exchange(
-            sessionToken: s, audience: "deploy-api", role: "deployer", stage: "staging", pipeline: "acme-web")
+            sessionToken: s,
+            audience: "deploy-api",
+            role: "deployer",
+            stage: "staging",
+            pipeline: "acme-web"
+        )
         let claims = try await h.verifier().verify(t.accessToken).claims
         #expect(claims["client_id"]?.stringValue == "acme-web")
         #expect(claims["act"]?["sub"]?.stringValue == "acme-web")
@@ -234,21 +324,38 @@ func oauthCode(_ body: () async throws -> Void) async -> String? {
         #expect(
             await oauthCode {
                 _ = try h.tokens.startRequest(
-                    client: "acme-web", secret: "wrong", audience: "deploy-api", role: "deployer",
-                    stage: "production", runId: "1", commit: nil, triggeredBy: nil)
-            } == "invalid_client")
+                    client: "acme-web",
+                    secret: "wrong",
+                    audience: "deploy-api",
+                    role: "deployer",
+                    stage: "production",
+                    runId: "1",
+                    commit: nil,
+                    triggeredBy: nil
+                )
+            } == "invalid_client"
+        )
         let d = try h.tokens.startRequest(
-            client: "acme-web", secret: secret, audience: "deploy-api", role: "deployer", stage: "production",
-            runId: "run-4711", commit: "5d41402a", triggeredBy: "root")
+            client: "acme-web",
+            secret: secret,
+            audience: "deploy-api",
+            role: "deployer",
+            stage: "production",
+            runId: "run-4711",
+            commit: "5d41402a",
+            triggeredBy: "root"
+        )
         #expect(UserCode.normalize(d.userCode.lowercased().replacingOccurrences(of: "-", with: "")) == d.userCode)
         #expect(
             await oauthCode {
                 _ = try await h.tokens.poll(client: "acme-web", secret: secret, deviceCode: d.deviceCode)
-            } == "authorization_pending")
+            } == "authorization_pending"
+        )
         #expect(
             await oauthCode {
                 _ = try await h.tokens.poll(client: "acme-web", secret: secret, deviceCode: d.deviceCode)
-            } == "slow_down")
+            } == "slow_down"
+        )
         #expect(try h.human.store.request(id: d.requestId)?.interval == 10)
         let s = try await h.signIn("rita")
         let o = try h.tokens.approve(userCode: d.userCode, sessionToken: s, proof: nil, address: "t")
@@ -256,7 +363,8 @@ func oauthCode(_ body: () async throws -> Void) async -> String? {
         h.manual.advance(10)
         let t = try await h.tokens.poll(client: "acme-web", secret: secret, deviceCode: d.deviceCode)
         let c = try await h.verifier().verify(
-            t.accessToken, requirements: Requirements(roles: ["deployer"], stage: "production", pipeline: "acme-*")
+            t.accessToken,
+            requirements: Requirements(roles: ["deployer"], stage: "production", pipeline: "acme-*")
         ).claims
         #expect(c["sub"]?.stringValue == "rita")
         #expect(c["act"]?["sub"]?.stringValue == "acme-web")
@@ -267,7 +375,8 @@ func oauthCode(_ body: () async throws -> Void) async -> String? {
         #expect(
             await oauthCode {
                 _ = try await h.tokens.poll(client: "acme-web", secret: secret, deviceCode: d.deviceCode)
-            } == "invalid_grant")
+            } == "invalid_grant"
+        )
         let approve = try #require(try h.auditEvents.last { $0.action == "request.approve" })
         #expect(approve.actor == "rita" && approve.factors == ["pwd", "otp"])
         #expect(approve.details["binding"] == o.approval.binding)
@@ -278,22 +387,38 @@ func oauthCode(_ body: () async throws -> Void) async -> String? {
         for n in ["rita", "rob", "carl"] { try h.user(n, ["release-managers"]) }
         let secret = try h.tokens.clients.add(name: "acme-web", actor: "root")
         let d = try h.tokens.startRequest(
-            client: "acme-web", secret: secret, audience: "deploy-api", role: "deployer", stage: "production",
-            runId: "r2", commit: nil, triggeredBy: "carl")
+            client: "acme-web",
+            secret: secret,
+            audience: "deploy-api",
+            role: "deployer",
+            stage: "production",
+            runId: "r2",
+            commit: nil,
+            triggeredBy: "carl"
+        )
         let carl = try await h.signIn("carl")
         #expect(
-            await oauthCode { _ = try h.tokens.approve(userCode: d.userCode, sessionToken: carl, proof: nil, address: "t") }
-                == "forbidden")
+            await oauthCode {
+                _ = try h.tokens.approve(userCode: d.userCode, sessionToken: carl, proof: nil, address: "t")
+            }
+                == "forbidden"
+        )
         let rita = try await h.signIn("rita")
         let first = try h.tokens.approve(userCode: d.userCode, sessionToken: rita, proof: nil, address: "t")
         #expect(!first.approved && first.approvals == 1 && first.needed == 2)
         #expect(
-            await oauthCode { _ = try h.tokens.approve(userCode: d.userCode, sessionToken: rita, proof: nil, address: "t") }
-                == "conflict")
+            await oauthCode {
+                _ = try h.tokens.approve(userCode: d.userCode, sessionToken: rita, proof: nil, address: "t")
+            }
+                == "conflict"
+        )
         h.manual.advance(5)
         #expect(
-            await oauthCode { _ = try await h.tokens.poll(client: "acme-web", secret: secret, deviceCode: d.deviceCode) }
-                == "authorization_pending")
+            await oauthCode {
+                _ = try await h.tokens.poll(client: "acme-web", secret: secret, deviceCode: d.deviceCode)
+            }
+                == "authorization_pending"
+        )
         let rob = try await h.signIn("rob")
         let second = try h.tokens.approve(userCode: d.userCode, sessionToken: rob, proof: nil, address: "t")
         #expect(second.approved)
@@ -314,13 +439,27 @@ func oauthCode(_ body: () async throws -> Void) async -> String? {
         let s = try await h.signIn("rita")
         h.manual.advance(400)
         let d = try h.tokens.startRequest(
-            client: "acme-web", secret: secret, audience: "deploy-api", role: "deployer", stage: "production",
-            runId: "r3", commit: nil, triggeredBy: "dana")
+            client: "acme-web",
+            secret: secret,
+            audience: "deploy-api",
+            role: "deployer",
+            stage: "production",
+            runId: "r3",
+            commit: nil,
+            triggeredBy: "dana"
+        )
         #expect(
-            await oauthCode { _ = try h.tokens.approve(userCode: d.userCode, sessionToken: s, proof: nil, address: "t") }
-                == "insufficient_user_authentication")
+            await oauthCode {
+                _ = try h.tokens.approve(userCode: d.userCode, sessionToken: s, proof: nil, address: "t")
+            }
+                == "insufficient_user_authentication"
+        )
         let o = try h.tokens.approve(
-            userCode: d.userCode, sessionToken: s, proof: .totp(h.code(for: "rita")), address: "t")
+            userCode: d.userCode,
+            sessionToken: s,
+            proof: .totp(h.code(for: "rita")),
+            address: "t"
+        )
         #expect(o.approved)
     }
 
@@ -330,27 +469,51 @@ func oauthCode(_ body: () async throws -> Void) async -> String? {
         try h.user("dana", ["developers"])
         let secret = try h.tokens.clients.add(name: "acme-web", actor: "root")
         let d1 = try h.tokens.startRequest(
-            client: "acme-web", secret: secret, audience: "deploy-api", role: "deployer", stage: "production",
-            runId: "r4", commit: nil, triggeredBy: "dana")
+            client: "acme-web",
+            secret: secret,
+            audience: "deploy-api",
+            role: "deployer",
+            stage: "production",
+            runId: "r4",
+            commit: nil,
+            triggeredBy: "dana"
+        )
         let dana = try await h.signIn("dana")
         #expect(
             await oauthCode { try h.tokens.deny(userCode: d1.userCode, sessionToken: dana, reason: nil, address: "t") }
-                == "forbidden")
+                == "forbidden"
+        )
         let rita = try await h.signIn("rita")
         try h.tokens.deny(userCode: d1.userCode, sessionToken: rita, reason: "not today", address: "t")
         #expect(
-            await oauthCode { _ = try await h.tokens.poll(client: "acme-web", secret: secret, deviceCode: d1.deviceCode) }
-                == "access_denied")
+            await oauthCode {
+                _ = try await h.tokens.poll(client: "acme-web", secret: secret, deviceCode: d1.deviceCode)
+            }
+                == "access_denied"
+        )
         let d2 = try h.tokens.startRequest(
-            client: "acme-web", secret: secret, audience: "deploy-api", role: "deployer", stage: "production",
-            runId: "r5", commit: nil, triggeredBy: "dana")
+            client: "acme-web",
+            secret: secret,
+            audience: "deploy-api",
+            role: "deployer",
+            stage: "production",
+            runId: "r5",
+            commit: nil,
+            triggeredBy: "dana"
+        )
         h.manual.advance(601)
         #expect(
-            await oauthCode { _ = try await h.tokens.poll(client: "acme-web", secret: secret, deviceCode: d2.deviceCode) }
-                == "expired_token")
+            await oauthCode {
+                _ = try await h.tokens.poll(client: "acme-web", secret: secret, deviceCode: d2.deviceCode)
+            }
+                == "expired_token"
+        )
         #expect(
-            await oauthCode { _ = try h.tokens.approve(userCode: d2.userCode, sessionToken: rita, proof: nil, address: "t") }
-                != nil)
+            await oauthCode {
+                _ = try h.tokens.approve(userCode: d2.userCode, sessionToken: rita, proof: nil, address: "t")
+            }
+                != nil
+        )
     }
 
     @Test func delegationApprovesRunsWithinItsWindowOnly() async throws {
@@ -361,29 +524,60 @@ func oauthCode(_ body: () async throws -> Void) async -> String? {
         #expect(
             await oauthCode {
                 _ = try h.tokens.delegate(
-                    sessionToken: s, client: "acme-web", role: "deployer", stage: "production", audience: "deploy-api",
-                    window: 600)
-            } == "forbidden")
+                    sessionToken: s,
+                    client: "acme-web",
+                    role: "deployer",
+                    stage: "production",
+                    audience: "deploy-api",
+                    window: 600
+                )
+            } == "forbidden"
+        )
         #expect(
             await oauthCode {
                 _ = try h.tokens.delegate(
-                    sessionToken: s, client: "acme-web", role: "deployer", stage: "staging", audience: "deploy-api",
-                    window: 9 * 3600)
-            } == "invalid_request")
+                    sessionToken: s,
+                    client: "acme-web",
+                    role: "deployer",
+                    stage: "staging",
+                    audience: "deploy-api",
+                    window: 9 * 3600
+                )
+            } == "invalid_request"
+        )
         let dl = try h.tokens.delegate(
-            sessionToken: s, client: "acme-web", role: "deployer", stage: "staging", audience: "deploy-api",
-            window: 3600)
+            sessionToken: s,
+            client: "acme-web",
+            role: "deployer",
+            stage: "staging",
+            audience: "deploy-api",
+            window: 3600
+        )
         let d = try h.tokens.startRequest(
-            client: "acme-web", secret: secret, audience: "deploy-api", role: "deployer", stage: "staging",
-            runId: "r6", commit: nil, triggeredBy: nil)
+            client: "acme-web",
+            secret: secret,
+            audience: "deploy-api",
+            role: "deployer",
+            stage: "staging",
+            runId: "r6",
+            commit: nil,
+            triggeredBy: nil
+        )
         #expect(d.preApproved)
         let t = try await h.tokens.poll(client: "acme-web", secret: secret, deviceCode: d.deviceCode)
         #expect(try await h.verifier().verify(t.accessToken).claims["sub"]?.stringValue == "rita")
         #expect(try h.human.store.approvals(requestId: d.requestId).first?.delegationId == dl.id)
         h.manual.advance(3601)
         let later = try h.tokens.startRequest(
-            client: "acme-web", secret: secret, audience: "deploy-api", role: "deployer", stage: "staging",
-            runId: "r7", commit: nil, triggeredBy: nil)
+            client: "acme-web",
+            secret: secret,
+            audience: "deploy-api",
+            role: "deployer",
+            stage: "staging",
+            runId: "r7",
+            commit: nil,
+            triggeredBy: nil
+        )
         #expect(!later.preApproved)
     }
 
@@ -398,7 +592,8 @@ func oauthCode(_ body: () async throws -> Void) async -> String? {
         for _ in 0..<8 {
             codes.append(
                 await oauthCode { _ = try h.tokens.view(userCode: "BCDF-GHJK", sessionToken: s, address: "9.9.9.9") }
-                    ?? "none")
+                    ?? "none"
+            )
         }
         #expect(codes.prefix(3).allSatisfy { $0 == "not_found" })
         #expect(codes.contains { $0.contains("throttled") })
@@ -425,7 +620,10 @@ func oauthCode(_ body: () async throws -> Void) async -> String? {
         _ = try v.verify(b.accessToken)
         _ = try v.verify(keep.accessToken)
         // Not someone else's.
-        #expect(await oauthCode { _ = try await h.tokens.revoke(.jti(keep.jti), sessionToken: dana, reason: nil) } == "forbidden")
+        #expect(
+            await oauthCode { _ = try await h.tokens.revoke(.jti(keep.jti), sessionToken: dana, reason: nil) }
+                == "forbidden"
+        )
         // By user (admin, fresh).
         #expect(try await h.tokens.revoke(.user("dana"), sessionToken: admin, reason: nil) == [b.jti])
         v = try await h.verifier()
@@ -442,7 +640,8 @@ func oauthCode(_ body: () async throws -> Void) async -> String? {
         h.manual.advance(301)
         #expect(
             await oauthCode { _ = try await h.tokens.revoke(.kid(keep.record.kid), sessionToken: admin, reason: nil) }
-                == "insufficient_user_authentication")
+                == "insufficient_user_authentication"
+        )
         try h.stepUp(admin, "ada")
         // A deploy endpoint still holding the JWKS from before the compromise (it holds the promoted `next` key).
         let cachedKeys = KeySet(jwks: try await h.keys.jwks())
@@ -459,7 +658,9 @@ func oauthCode(_ body: () async throws -> Void) async -> String? {
         let stale = Verifier(
             configuration: VerifierConfiguration(issuer: h.issuer, audiences: ["deploy-api"], cacheCapacity: 0),
             keys: StaticKeySource(cachedKeys),
-            statusLists: StaticStatusListSource([StatusListDocument(jwt: list, fetchedAt: now)]), clock: { now })
+            statusLists: StaticStatusListSource([StatusListDocument(jwt: list, fetchedAt: now)]),
+            clock: { now }
+        )
         for t in [a, b, c, keep] {
             #expect(throws: VerificationError(.revoked, "")) { try stale.verify(t.accessToken) }
         }

@@ -39,8 +39,14 @@ import Testing
     }
 
     @Test func lengthThatExactlyFitsStillDecodes() throws {
-        #expect(try CBORDecoder.decode(hexBytes("5818" + String(repeating: "00", count: 24))) == .bytes([UInt8](repeating: 0, count: 24)))
-        #expect(try CBORDecoder.decode(hexBytes("7818" + String(repeating: "61", count: 24))) == .text(String(repeating: "a", count: 24)))
+        #expect(
+            try CBORDecoder.decode(hexBytes("5818" + String(repeating: "00", count: 24)))
+                == .bytes([UInt8](repeating: 0, count: 24))
+        )
+        #expect(
+            try CBORDecoder.decode(hexBytes("7818" + String(repeating: "61", count: 24)))
+                == .text(String(repeating: "a", count: 24))
+        )
     }
 
     private func hexBytes(_ s: String) -> [UInt8] {

@@ -17,7 +17,8 @@ import Testing
         #expect(try CBORDecoder.decode([0x64, 0x49, 0x45, 0x54, 0x46]) == .text("IETF"))
         #expect(
             try CBORDecoder.decode([0x82, 0x01, 0x82, 0x02, 0x03])
-                == .array([.unsigned(1), .array([.unsigned(2), .unsigned(3)])]))
+                == .array([.unsigned(1), .array([.unsigned(2), .unsigned(3)])])
+        )
         let m = try CBORDecoder.decode([0xA2, 0x01, 0x02, 0x03, 0x04])
         #expect(m[label: 1] == .unsigned(2) && m[label: 3] == .unsigned(4))
         #expect(try CBORDecoder.decode([0xF4]) == .bool(false))

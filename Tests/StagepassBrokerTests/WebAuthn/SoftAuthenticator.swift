@@ -134,7 +134,9 @@ final class SoftAuthenticator: @unchecked Sendable {
 
     /// Builds the registration response JSON for `challenge` (what a page posts after `credentials.create()`).
     func register(
-        challenge: [UInt8], attestation: Attestation = .none, knobs k: Knobs = Knobs(),
+        challenge: [UInt8],
+        attestation: Attestation = .none,
+        knobs k: Knobs = Knobs(),
         attestationObject override: (([UInt8], [UInt8]) throws -> [UInt8])? = nil
     ) throws -> String {
         let cdj = clientData(type: "webauthn.create", challenge: challenge, k: k)
@@ -161,7 +163,8 @@ final class SoftAuthenticator: @unchecked Sendable {
         let object =
             try override?(ad, cdj)
             ?? TestCBOR.encode(
-                TestCBOR.map([(.text("fmt"), .text(fmt)), (.text("attStmt"), stmt), (.text("authData"), .bytes(ad))]))
+                TestCBOR.map([(.text("fmt"), .text(fmt)), (.text("attStmt"), stmt), (.text("authData"), .bytes(ad))])
+            )
         return JSONValue.object([
             "id": .string(Base64URL.encode(credentialId)), "rawId": .string(Base64URL.encode(credentialId)),
             "type": .string("public-key"),
@@ -177,7 +180,10 @@ final class SoftAuthenticator: @unchecked Sendable {
     /// Builds the assertion response JSON for `challenge`, incrementing the counter like a real key (unless
     /// `knobs.counter` pins it or the key does not count). `authenticatorData` replaces the bytes (still signed).
     func assert(
-        challenge: [UInt8], userId: String? = nil, knobs k: Knobs = Knobs(), authenticatorData: [UInt8]? = nil,
+        challenge: [UInt8],
+        userId: String? = nil,
+        knobs k: Knobs = Knobs(),
+        authenticatorData: [UInt8]? = nil,
         corruptSignature: Bool = false
     ) throws -> String {
         if k.counter == nil, counts { signCount &+= 1 }
@@ -212,12 +218,20 @@ struct WebAuthnHarness {
     init(
         factors: Set<FactorKind> = [.totp, .backup, .webauthn],
         configuration: WebAuthnConfiguration = WebAuthnConfiguration(
-            rpID: "localhost", rpName: "Stagepass test", origins: ["http://localhost:8080"])
+            rpID: "localhost",
+            rpName: "Stagepass test",
+            origins: ["http://localhost:8080"]
+        )
     ) throws {
         manual = ManualClock(1_700_000_000)
         human = HumanBroker(
-            store: try SQLiteStore(), masterKey: try MasterKey.generate(), policy: AuthPolicy(factors: factors),
-            hasher: try PasswordHasher(parameters: .testing), clock: manual.clock, webAuthn: configuration)
+            store: try SQLiteStore(),
+            masterKey: try MasterKey.generate(),
+            policy: AuthPolicy(factors: factors),
+            hasher: try PasswordHasher(parameters: .testing),
+            clock: manual.clock,
+            webAuthn: configuration
+        )
     }
 
     /// Adds a user; returns its id.
@@ -228,13 +242,17 @@ struct WebAuthnHarness {
     /// Registers `key` for the user (none attestation unless told otherwise).
     @discardableResult
     func register(
-        _ key: SoftAuthenticator, userId: String, name: String = "key",
+        _ key: SoftAuthenticator,
+        userId: String,
+        name: String = "key",
         attestation: SoftAuthenticator.Attestation = .none
     ) throws -> WebAuthnCredentialInfo {
         let options = try service.beginRegistration(userId: userId, userName: "someone")
         return try service.finishRegistration(
-            userId: userId, name: name,
-            credentialJSON: try key.register(challenge: options.challenge, attestation: attestation))
+            userId: userId,
+            name: name,
+            credentialJSON: try key.register(challenge: options.challenge, attestation: attestation)
+        )
     }
 
     var events: [AuditEvent] {

@@ -5,7 +5,10 @@ import Testing
 
 @Suite struct WebAuthnAssertionTests {
     /// A user with one registered key of `alg`.
-    func setUp(_ alg: COSEAlgorithm, _ h: WebAuthnHarness) throws
+    func setUp(
+        _ alg: COSEAlgorithm,
+        _ h: WebAuthnHarness
+    ) throws
         -> (String, SoftAuthenticator, WebAuthnCredentialInfo)
     {
         let uid = try h.user("alice")
@@ -25,7 +28,10 @@ import Testing
         #expect(j["rpId"]?.stringValue == "localhost" && j["userVerification"]?.stringValue == "preferred")
         #expect(j["allowCredentials"]?.arrayValue?.first?["id"]?.stringValue == Base64URL.encode(key.credentialId))
         let r = try h.service.finishAssertion(
-            userId: uid, purpose: .stepUp, credentialJSON: try key.assert(challenge: o.challenge, userId: uid))
+            userId: uid,
+            purpose: .stepUp,
+            credentialJSON: try key.assert(challenge: o.challenge, userId: uid)
+        )
         #expect(r.factorId == info.factorId && r.credentialName == "desk key" && r.userVerified)
         #expect(r.signCount == 1 && r.amr == ["hwk", "user"])
         let stored = try #require(try h.service.listCredentials(userId: uid).first)
@@ -37,7 +43,10 @@ import Testing
         k.uv = false
         let o2 = try h.service.beginAssertion(userId: uid, purpose: .stepUp)
         let r2 = try h.service.finishAssertion(
-            userId: uid, purpose: .stepUp, credentialJSON: try key.assert(challenge: o2.challenge, knobs: k))
+            userId: uid,
+            purpose: .stepUp,
+            credentialJSON: try key.assert(challenge: o2.challenge, knobs: k)
+        )
         #expect(!r2.userVerified && r2.amr == ["hwk"] && r2.signCount == 2)
     }
 
@@ -50,7 +59,10 @@ import Testing
         for _ in 0..<2 {
             let o = try h.service.beginAssertion(userId: uid, purpose: .signIn)
             let r = try h.service.finishAssertion(
-                userId: uid, purpose: .signIn, credentialJSON: try key.assert(challenge: o.challenge))
+                userId: uid,
+                purpose: .signIn,
+                credentialJSON: try key.assert(challenge: o.challenge)
+            )
             #expect(r.signCount == 0)
         }
     }
@@ -61,17 +73,28 @@ import Testing
         let h = try WebAuthnHarness()
         let (uid, key, _) = try setUp(alg, h)
         func attempt(
-            purpose: WebAuthnPurpose = .stepUp, finishAs: WebAuthnPurpose? = nil, userId: String? = nil,
-            knobs: SoftAuthenticator.Knobs = .init(), authenticatorData: [UInt8]? = nil, corrupt: Bool = false,
+            purpose: WebAuthnPurpose = .stepUp,
+            finishAs: WebAuthnPurpose? = nil,
+            userId: String? = nil,
+            knobs: SoftAuthenticator.Knobs = .init(),
+            authenticatorData: [UInt8]? = nil,
+            corrupt: Bool = false,
             challenge: [UInt8]? = nil
         ) throws -> WebAuthnError? {
             let o = try h.service.beginAssertion(userId: uid, purpose: purpose)
             let json = try key.assert(
-                challenge: challenge ?? o.challenge, userId: uid, knobs: knobs, authenticatorData: authenticatorData,
-                corruptSignature: corrupt)
+                challenge: challenge ?? o.challenge,
+                userId: uid,
+                knobs: knobs,
+                authenticatorData: authenticatorData,
+                corruptSignature: corrupt
+            )
             return webAuthnError {
                 _ = try h.service.finishAssertion(
-                    userId: userId ?? uid, purpose: finishAs ?? purpose, credentialJSON: json)
+                    userId: userId ?? uid,
+                    purpose: finishAs ?? purpose,
+                    credentialJSON: json
+                )
             }
         }
         #expect(try attempt(corrupt: true) == .invalidSignature)
@@ -107,9 +130,15 @@ import Testing
         try h.register(bobKey, userId: bob)
         let ob = try h.service.beginAssertion(userId: uid, purpose: .stepUp)
         #expect(
-            webAuthnError { _ = try h.service.finishAssertion(
-                userId: uid, purpose: .stepUp, credentialJSON: try bobKey.assert(challenge: ob.challenge)) }
-                == .unknownCredential)
+            webAuthnError {
+                _ = try h.service.finishAssertion(
+                    userId: uid,
+                    purpose: .stepUp,
+                    credentialJSON: try bobKey.assert(challenge: ob.challenge)
+                )
+            }
+                == .unknownCredential
+        )
         k = .init()
         k.userHandle = .some(Array(bob.utf8))
         #expect(try attempt(knobs: k) == .unknownCredential)
@@ -127,14 +156,20 @@ import Testing
         try h.register(key, userId: uid)
         let o = try h.service.beginAssertion(userId: uid, purpose: .signIn)
         _ = try h.service.finishAssertion(
-            userId: uid, purpose: .signIn, credentialJSON: try key.assert(challenge: o.challenge))  // 11
+            userId: uid,
+            purpose: .signIn,
+            credentialJSON: try key.assert(challenge: o.challenge)
+        )  // 11
         for stale: UInt32 in [5, 11, 0] {
             var k = SoftAuthenticator.Knobs()
             k.counter = stale
             let o2 = try h.service.beginAssertion(userId: uid, purpose: .signIn)
             let e = webAuthnError {
                 _ = try h.service.finishAssertion(
-                    userId: uid, purpose: .signIn, credentialJSON: try key.assert(challenge: o2.challenge, knobs: k))
+                    userId: uid,
+                    purpose: .signIn,
+                    credentialJSON: try key.assert(challenge: o2.challenge, knobs: k)
+                )
             }
             #expect(e == .possibleClone && e?.isPossibleClone == true, "counter \(stale)")
         }
@@ -146,11 +181,18 @@ import Testing
         let o3 = try h.service.beginAssertion(userId: uid, purpose: .signIn)
         #expect(
             try h.service.finishAssertion(
-                userId: uid, purpose: .signIn, credentialJSON: try key.assert(challenge: o3.challenge)
-            ).signCount == 12)
+                userId: uid,
+                purpose: .signIn,
+                credentialJSON: try key.assert(challenge: o3.challenge)
+            ).signCount == 12
+        )
         #expect(
             try h.human.store.advanceWebAuthnSignCount(
-                factorId: try h.service.listCredentials(userId: uid)[0].factorId, to: 12, usedAt: 0) == false)
+                factorId: try h.service.listCredentials(userId: uid)[0].factorId,
+                to: 12,
+                usedAt: 0
+            ) == false
+        )
     }
 
     @Test func challengesAreSingleUseAndExpire() throws {
@@ -162,24 +204,42 @@ import Testing
         // The very same response again: the challenge is gone.
         #expect(
             webAuthnError { _ = try h.service.finishAssertion(userId: uid, purpose: .signIn, credentialJSON: json) }
-                == .unknownChallenge)
+                == .unknownChallenge
+        )
         let late = try h.service.beginAssertion(userId: uid, purpose: .signIn)
         h.manual.advance(301)
         #expect(
-            webAuthnError { _ = try h.service.finishAssertion(
-                userId: uid, purpose: .signIn, credentialJSON: try key.assert(challenge: late.challenge)) }
-                == .challengeExpired)
+            webAuthnError {
+                _ = try h.service.finishAssertion(
+                    userId: uid,
+                    purpose: .signIn,
+                    credentialJSON: try key.assert(challenge: late.challenge)
+                )
+            }
+                == .challengeExpired
+        )
         // A failed attempt uses the challenge up too.
         let o2 = try h.service.beginAssertion(userId: uid, purpose: .signIn)
         #expect(
-            webAuthnError { _ = try h.service.finishAssertion(
-                userId: uid, purpose: .signIn,
-                credentialJSON: try key.assert(challenge: o2.challenge, corruptSignature: true)) }
-                == .invalidSignature)
+            webAuthnError {
+                _ = try h.service.finishAssertion(
+                    userId: uid,
+                    purpose: .signIn,
+                    credentialJSON: try key.assert(challenge: o2.challenge, corruptSignature: true)
+                )
+            }
+                == .invalidSignature
+        )
         #expect(
-            webAuthnError { _ = try h.service.finishAssertion(
-                userId: uid, purpose: .signIn, credentialJSON: try key.assert(challenge: o2.challenge)) }
-                == .unknownChallenge)
+            webAuthnError {
+                _ = try h.service.finishAssertion(
+                    userId: uid,
+                    purpose: .signIn,
+                    credentialJSON: try key.assert(challenge: o2.challenge)
+                )
+            }
+                == .unknownChallenge
+        )
     }
 
     /// "An assertion made for one approval request, replayed against another, is refused."
@@ -193,18 +253,24 @@ import Testing
         let forA = try key.assert(challenge: a.challenge)
         let e = webAuthnError {
             _ = try h.service.finishAssertion(
-                userId: uid, purpose: .approval(binding: "binding-of-request-B"), credentialJSON: forA)
+                userId: uid,
+                purpose: .approval(binding: "binding-of-request-B"),
+                credentialJSON: forA
+            )
         }
         #expect(e == .challengeMismatch)
         #expect(e?.detail.contains("different approval request") == true)
         // Nor is it good for a plain step-up, and the attempt used A's challenge up.
         #expect(
             webAuthnError { _ = try h.service.finishAssertion(userId: uid, purpose: .stepUp, credentialJSON: forA) }
-                == .unknownChallenge)
+                == .unknownChallenge
+        )
         // B's own assertion works for B.
         let r = try h.service.finishAssertion(
-            userId: uid, purpose: .approval(binding: "binding-of-request-B"),
-            credentialJSON: try key.assert(challenge: b.challenge))
+            userId: uid,
+            purpose: .approval(binding: "binding-of-request-B"),
+            credentialJSON: try key.assert(challenge: b.challenge)
+        )
         #expect(r.userVerified)
         #expect(try h.events.last?.details["binding"] == "binding-of-request-B")
     }
@@ -212,7 +278,12 @@ import Testing
     @Test func userVerificationRequiredRefusesATouchOnly() throws {
         let h = try WebAuthnHarness(
             configuration: WebAuthnConfiguration(
-                rpID: "localhost", rpName: "t", origins: ["http://localhost:8080"], userVerification: .required))
+                rpID: "localhost",
+                rpName: "t",
+                origins: ["http://localhost:8080"],
+                userVerification: .required
+            )
+        )
         let uid = try h.user("alice")
         let key = try SoftAuthenticator(.es256)
         try h.register(key, userId: uid)
@@ -220,15 +291,26 @@ import Testing
         k.uv = false
         let o = try h.service.beginAssertion(userId: uid, purpose: .signIn)
         #expect(
-            webAuthnError { _ = try h.service.finishAssertion(
-                userId: uid, purpose: .signIn, credentialJSON: try key.assert(challenge: o.challenge, knobs: k)) }
-                == .userNotVerified)
+            webAuthnError {
+                _ = try h.service.finishAssertion(
+                    userId: uid,
+                    purpose: .signIn,
+                    credentialJSON: try key.assert(challenge: o.challenge, knobs: k)
+                )
+            }
+                == .userNotVerified
+        )
         let r = try h.service.beginRegistration(userId: uid, userName: "alice")
         #expect(
-            webAuthnError { try h.service.finishRegistration(
-                userId: uid, name: "k",
-                credentialJSON: try SoftAuthenticator(.eddsa).register(challenge: r.challenge, knobs: k)) }
-                == .userNotVerified)
+            webAuthnError {
+                try h.service.finishRegistration(
+                    userId: uid,
+                    name: "k",
+                    credentialJSON: try SoftAuthenticator(.eddsa).register(challenge: r.challenge, knobs: k)
+                )
+            }
+                == .userNotVerified
+        )
     }
 
     @Test func noKeyNoAssertion() throws {

@@ -16,8 +16,10 @@ import Testing
         #expect(options.challenge.count == 32)
         #expect(options.userHandle == Array(uid.utf8))
         let info = try h.service.finishRegistration(
-            userId: uid, name: "  YubiKey 5C  ",
-            credentialJSON: try key.register(challenge: options.challenge, attestation: c.1 ? .packedSelf : .none))
+            userId: uid,
+            name: "  YubiKey 5C  ",
+            credentialJSON: try key.register(challenge: options.challenge, attestation: c.1 ? .packedSelf : .none)
+        )
         #expect(info.name == "YubiKey 5C")
         #expect(info.algorithm == c.0.name)
         #expect(info.attestation == (c.1 ? "self" : "none"))
@@ -34,9 +36,15 @@ import Testing
         let again = try h.service.beginRegistration(userId: uid, userName: "alice")
         #expect(again.excludeCredentials == [key.credentialId])
         #expect(
-            webAuthnError { try h.service.finishRegistration(
-                userId: uid, name: "dup", credentialJSON: try key.register(challenge: again.challenge)) }
-                == .credentialExists)
+            webAuthnError {
+                try h.service.finishRegistration(
+                    userId: uid,
+                    name: "dup",
+                    credentialJSON: try key.register(challenge: again.challenge)
+                )
+            }
+                == .credentialExists
+        )
     }
 
     @Test func creationOptionsJSONIsWhatTheBrowserNeeds() throws {
@@ -61,14 +69,19 @@ import Testing
         let h = try WebAuthnHarness()
         let uid = try h.user("alice")
         func refused(
-            _ alg: COSEAlgorithm = .es256, attestation: SoftAuthenticator.Attestation = .none,
+            _ alg: COSEAlgorithm = .es256,
+            attestation: SoftAuthenticator.Attestation = .none,
             knobs: SoftAuthenticator.Knobs = .init(),
             object: (([UInt8], [UInt8]) throws -> [UInt8])? = nil
         ) throws -> WebAuthnError? {
             let key = try SoftAuthenticator(alg)
             let o = try h.service.beginRegistration(userId: uid, userName: "alice")
             let json = try key.register(
-                challenge: o.challenge, attestation: attestation, knobs: knobs, attestationObject: object)
+                challenge: o.challenge,
+                attestation: attestation,
+                knobs: knobs,
+                attestationObject: object
+            )
             return webAuthnError { try h.service.finishRegistration(userId: uid, name: "k", credentialJSON: json) }
         }
         var k = SoftAuthenticator.Knobs()
@@ -104,7 +117,8 @@ import Testing
             TestCBOR.map([
                 (.integer(1), .integer(3)), (.integer(3), .integer(-257)), (.integer(-1), .bytes([1, 0, 1])),
                 (.integer(-2), .bytes([1, 0, 1])),
-            ]))
+            ])
+        )
         #expect(try refused(knobs: k) == .unsupportedKey)
         func ec2(crv: Int64 = 1, x: [UInt8], y: [UInt8], extra: [(CBOR, CBOR)] = [], alg: Int64? = -7) -> [UInt8] {
             var pairs: [(CBOR, CBOR)] = [(.integer(1), .integer(2))]
@@ -126,24 +140,35 @@ import Testing
             ("truncated", { ad, _ in Array(self.noneObject(ad).dropLast(3)) }),
             ("trailing byte", { ad, _ in self.noneObject(ad) + [0x00] }),
             ("indefinite map", { ad, _ in [0xBF] + Array(self.noneObject(ad).dropFirst()) + [0xFF] }),
-            ("duplicate fmt", { ad, _ in
-                TestCBOR.head(5, 4) + TestCBOR.encode(.text("fmt")) + TestCBOR.encode(.text("none"))
-                    + TestCBOR.encode(.text("fmt")) + TestCBOR.encode(.text("none"))
-                    + TestCBOR.encode(.text("attStmt")) + TestCBOR.encode(.map([]))
-                    + TestCBOR.encode(.text("authData")) + TestCBOR.encode(.bytes(ad))
-            }),
+            (
+                "duplicate fmt",
+                { ad, _ in
+                    TestCBOR.head(5, 4) + TestCBOR.encode(.text("fmt")) + TestCBOR.encode(.text("none"))
+                        + TestCBOR.encode(.text("fmt")) + TestCBOR.encode(.text("none"))
+                        + TestCBOR.encode(.text("attStmt")) + TestCBOR.encode(.map([]))
+                        + TestCBOR.encode(.text("authData")) + TestCBOR.encode(.bytes(ad))
+                }
+            ),
             ("array instead of map", { ad, _ in TestCBOR.encode(.array([.text("none"), .map([]), .bytes(ad)])) }),
-            ("authData as text", { _, _ in
-                TestCBOR.encode(
-                    TestCBOR.map([
-                        (.text("fmt"), .text("none")), (.text("attStmt"), .map([])), (.text("authData"), .text("x")),
-                    ]))
-            }),
-            ("tag on authData", { ad, _ in
-                TestCBOR.head(5, 3) + TestCBOR.encode(.text("fmt")) + TestCBOR.encode(.text("none"))
-                    + TestCBOR.encode(.text("attStmt")) + TestCBOR.encode(.map([]))
-                    + TestCBOR.encode(.text("authData")) + [0xD8, 0x18] + TestCBOR.encode(.bytes(ad))
-            }),
+            (
+                "authData as text",
+                { _, _ in
+                    TestCBOR.encode(
+                        TestCBOR.map([
+                            (.text("fmt"), .text("none")), (.text("attStmt"), .map([])),
+                            (.text("authData"), .text("x")),
+                        ])
+                    )
+                }
+            ),
+            (
+                "tag on authData",
+                { ad, _ in
+                    TestCBOR.head(5, 3) + TestCBOR.encode(.text("fmt")) + TestCBOR.encode(.text("none"))
+                        + TestCBOR.encode(.text("attStmt")) + TestCBOR.encode(.map([]))
+                        + TestCBOR.encode(.text("authData")) + [0xD8, 0x18] + TestCBOR.encode(.bytes(ad))
+                }
+            ),
         ]
         for (what, shape) in shapes {
             #expect(try refused(object: shape) == .malformedCBOR, "\(what)")
@@ -165,7 +190,8 @@ import Testing
 
     func noneObject(_ ad: [UInt8]) -> [UInt8] {
         TestCBOR.encode(
-            TestCBOR.map([(.text("fmt"), .text("none")), (.text("attStmt"), .map([])), (.text("authData"), .bytes(ad))]))
+            TestCBOR.map([(.text("fmt"), .text("none")), (.text("attStmt"), .map([])), (.text("authData"), .bytes(ad))])
+        )
     }
 
     @Test func challengesAreSingleUseExpireAndBelongToOneUser() throws {
@@ -175,34 +201,64 @@ import Testing
         let key = try SoftAuthenticator(.es256)
         // A challenge never issued.
         #expect(
-            webAuthnError { try h.service.finishRegistration(
-                userId: alice, name: "k", credentialJSON: try key.register(challenge: try Crypto.randomBytes(32))) }
-                == .unknownChallenge)
+            webAuthnError {
+                try h.service.finishRegistration(
+                    userId: alice,
+                    name: "k",
+                    credentialJSON: try key.register(challenge: try Crypto.randomBytes(32))
+                )
+            }
+                == .unknownChallenge
+        )
         // Issued to bob, used by alice.
         let forBob = try h.service.beginRegistration(userId: bob, userName: "bob")
         #expect(
-            webAuthnError { try h.service.finishRegistration(
-                userId: alice, name: "k", credentialJSON: try key.register(challenge: forBob.challenge)) }
-                == .challengeMismatch)
+            webAuthnError {
+                try h.service.finishRegistration(
+                    userId: alice,
+                    name: "k",
+                    credentialJSON: try key.register(challenge: forBob.challenge)
+                )
+            }
+                == .challengeMismatch
+        )
         // That attempt consumed it.
         #expect(
-            webAuthnError { try h.service.finishRegistration(
-                userId: bob, name: "k", credentialJSON: try key.register(challenge: forBob.challenge)) }
-                == .unknownChallenge)
+            webAuthnError {
+                try h.service.finishRegistration(
+                    userId: bob,
+                    name: "k",
+                    credentialJSON: try key.register(challenge: forBob.challenge)
+                )
+            }
+                == .unknownChallenge
+        )
         // Expired after five minutes.
         let o = try h.service.beginRegistration(userId: alice, userName: "alice")
         h.manual.advance(300)
         #expect(
-            webAuthnError { try h.service.finishRegistration(
-                userId: alice, name: "k", credentialJSON: try key.register(challenge: o.challenge)) }
-                == .challengeExpired)
+            webAuthnError {
+                try h.service.finishRegistration(
+                    userId: alice,
+                    name: "k",
+                    credentialJSON: try key.register(challenge: o.challenge)
+                )
+            }
+                == .challengeExpired
+        )
         // An assertion challenge is not a registration challenge.
         try h.register(try SoftAuthenticator(.eddsa), userId: alice)
         let a = try h.service.beginAssertion(userId: alice, purpose: .signIn)
         #expect(
-            webAuthnError { try h.service.finishRegistration(
-                userId: alice, name: "k", credentialJSON: try key.register(challenge: a.challenge)) }
-                == .challengeMismatch)
+            webAuthnError {
+                try h.service.finishRegistration(
+                    userId: alice,
+                    name: "k",
+                    credentialJSON: try key.register(challenge: a.challenge)
+                )
+            }
+                == .challengeMismatch
+        )
     }
 
     @Test func badCredentialJSONIsAnInvalidRequest() throws {
@@ -221,16 +277,28 @@ import Testing
         let key = try SoftAuthenticator(.es256)
         let o = try h.service.beginRegistration(userId: uid, userName: "alice")
         #expect(
-            webAuthnError { try h.service.finishRegistration(
-                userId: uid, name: "\u{7}bell", credentialJSON: try key.register(challenge: o.challenge)) }
-                == .invalidRequest)
+            webAuthnError {
+                try h.service.finishRegistration(
+                    userId: uid,
+                    name: "\u{7}bell",
+                    credentialJSON: try key.register(challenge: o.challenge)
+                )
+            }
+                == .invalidRequest
+        )
         var k = SoftAuthenticator.Knobs()
         k.clientDataJSON = Array("{\"type\":\"webauthn.create\",\"type\":\"x\"}".utf8)
         let o2 = try h.service.beginRegistration(userId: uid, userName: "alice")
         #expect(
-            webAuthnError { try h.service.finishRegistration(
-                userId: uid, name: "k", credentialJSON: try key.register(challenge: o2.challenge, knobs: k)) }
-                == .invalidClientData)
+            webAuthnError {
+                try h.service.finishRegistration(
+                    userId: uid,
+                    name: "k",
+                    credentialJSON: try key.register(challenge: o2.challenge, knobs: k)
+                )
+            }
+                == .invalidClientData
+        )
     }
 
     @Test func renameAndRemove() throws {

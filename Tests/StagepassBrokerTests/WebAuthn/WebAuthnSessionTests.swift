@@ -14,14 +14,19 @@ import Testing
         let key = try SoftAuthenticator(.es256)
         try h.register(key, userId: uid)
         let p = try await h.human.sessions.signIn(
-            name: "alice", password: WebAuthnHarness.password, address: "10.0.0.1")
+            name: "alice",
+            password: WebAuthnHarness.password,
+            address: "10.0.0.1"
+        )
         #expect(p.needsFactor && p.allowedFactors == [.webauthn])
         let o = try h.service.beginAssertion(userId: p.session.userId, purpose: .signIn)
         var k = SoftAuthenticator.Knobs()
         k.uv = uv
         let mfa = try h.human.sessions.completeFactor(
-            pendingToken: p.token, proof: .webauthn(credentialJSON: try key.assert(challenge: o.challenge, knobs: k)),
-            address: "10.0.0.1")
+            pendingToken: p.token,
+            proof: .webauthn(credentialJSON: try key.assert(challenge: o.challenge, knobs: k)),
+            address: "10.0.0.1"
+        )
         let s = try h.human.sessions.requireMFA(token: mfa.token)
         #expect(s.amr == (uv ? ["pwd", "hwk", "user"] : ["pwd", "hwk"]))
         #expect(s.authTime == h.manual.clock.now())
@@ -40,7 +45,8 @@ import Testing
             try h.human.sessions.completeFactor(
                 pendingToken: p.token,
                 proof: .webauthn(credentialJSON: try key.assert(challenge: o.challenge, corruptSignature: true)),
-                address: "a")
+                address: "a"
+            )
         }
         #expect(try h.human.store.throttle(key: Throttle.factorKey(uid))?.failures == 1)
         let failure = try #require(try h.events.last { $0.action == "signin.factor" })
@@ -49,8 +55,10 @@ import Testing
         let wrong = try h.service.beginAssertion(userId: uid, purpose: .stepUp)
         do {
             _ = try h.human.sessions.completeFactor(
-                pendingToken: p.token, proof: .webauthn(credentialJSON: try key.assert(challenge: wrong.challenge)),
-                address: "a")
+                pendingToken: p.token,
+                proof: .webauthn(credentialJSON: try key.assert(challenge: wrong.challenge)),
+                address: "a"
+            )
             Issue.record("accepted a step-up assertion for sign-in")
         } catch let e as BrokerError {
             #expect(e == .invalidFactor && e.detail.contains("challenge_mismatch"))
@@ -59,14 +67,19 @@ import Testing
         // Malformed JSON is a bad request, not a factor failure.
         #expect(throws: BrokerError.invalidRequest) {
             try h.human.sessions.completeFactor(
-                pendingToken: p.token, proof: .webauthn(credentialJSON: "{"), address: "a")
+                pendingToken: p.token,
+                proof: .webauthn(credentialJSON: "{"),
+                address: "a"
+            )
         }
         #expect(try h.human.store.throttle(key: Throttle.factorKey(uid))?.failures == 2)
         // After a success the factor throttle is cleared.
         let ok = try h.service.beginAssertion(userId: uid, purpose: .signIn)
         _ = try h.human.sessions.completeFactor(
-            pendingToken: p.token, proof: .webauthn(credentialJSON: try key.assert(challenge: ok.challenge)),
-            address: "a")
+            pendingToken: p.token,
+            proof: .webauthn(credentialJSON: try key.assert(challenge: ok.challenge)),
+            address: "a"
+        )
         #expect(try h.human.store.throttle(key: Throttle.factorKey(uid)) == nil)
     }
 
@@ -79,8 +92,10 @@ import Testing
         let o = try h.service.beginAssertion(userId: uid, purpose: .signIn)
         #expect(throws: BrokerError.factorNotAllowed) {
             try h.human.sessions.completeFactor(
-                pendingToken: p.token, proof: .webauthn(credentialJSON: try key.assert(challenge: o.challenge)),
-                address: "a")
+                pendingToken: p.token,
+                proof: .webauthn(credentialJSON: try key.assert(challenge: o.challenge)),
+                address: "a"
+            )
         }
     }
 
@@ -95,7 +110,10 @@ import Testing
         h.manual.advance(60)
         let o = try h.service.beginAssertion(userId: uid, purpose: .stepUp)
         let s = try h.human.sessions.stepUp(
-            token: mfa.token, proof: .webauthn(credentialJSON: try key.assert(challenge: o.challenge)), address: "a")
+            token: mfa.token,
+            proof: .webauthn(credentialJSON: try key.assert(challenge: o.challenge)),
+            address: "a"
+        )
         #expect(s.amr == ["pwd", "bkp", "hwk", "user"] && s.authTime == h.manual.clock.now())
     }
 }
@@ -112,8 +130,15 @@ import Testing
 
     func start(_ h: TokenHarness, _ secret: String, run: String) throws -> DeviceAuthorization {
         try h.tokens.startRequest(
-            client: "acme-web", secret: secret, audience: "deploy-api", role: "deployer", stage: "production",
-            runId: run, commit: "abc123", triggeredBy: "ci-bot")
+            client: "acme-web",
+            secret: secret,
+            audience: "deploy-api",
+            role: "deployer",
+            stage: "production",
+            runId: run,
+            commit: "abc123",
+            triggeredBy: "ci-bot"
+        )
     }
 
     @Test func anAssertionForOneRequestCannotApproveAnother() async throws {
@@ -123,7 +148,10 @@ import Testing
         let key = try SoftAuthenticator(.es256)
         let o = try h.human.webauthn.beginRegistration(userId: rita, userName: "rita")
         try h.human.webauthn.finishRegistration(
-            userId: rita, name: "key", credentialJSON: try key.register(challenge: o.challenge))
+            userId: rita,
+            name: "key",
+            credentialJSON: try key.register(challenge: o.challenge)
+        )
         let secret = try h.tokens.clients.add(name: "acme-web", actor: "root")
         let s = try await h.signIn("rita")
         let a = try start(h, secret, run: "run-A")
@@ -134,7 +162,11 @@ import Testing
         // Replayed against request B: refused, and B stays pending.
         do {
             _ = try h.tokens.approve(
-                userCode: b.userCode, sessionToken: s, proof: .webauthn(credentialJSON: assertionA), address: "t")
+                userCode: b.userCode,
+                sessionToken: s,
+                proof: .webauthn(credentialJSON: assertionA),
+                address: "t"
+            )
             Issue.record("an assertion for request A approved request B")
         } catch let e as BrokerError {
             #expect(e == .invalidFactor && e.detail.contains("challenge_mismatch"))
@@ -143,8 +175,11 @@ import Testing
         // A fresh assertion for A approves A, and the approval records hwk.
         let forA2 = try h.tokens.beginApprovalAssertion(userCode: a.userCode, sessionToken: s, address: "t")
         let outcome = try h.tokens.approve(
-            userCode: a.userCode, sessionToken: s,
-            proof: .webauthn(credentialJSON: try key.assert(challenge: forA2.challenge)), address: "t")
+            userCode: a.userCode,
+            sessionToken: s,
+            proof: .webauthn(credentialJSON: try key.assert(challenge: forA2.challenge)),
+            address: "t"
+        )
         #expect(outcome.approved)
         #expect(outcome.approval.amr.contains("hwk") && outcome.approval.amr.contains("user"))
         let stepup = try #require(try h.auditEvents.last { $0.action == "stepup" })
@@ -169,13 +204,17 @@ import Testing
         let key = try SoftAuthenticator(.eddsa)
         let o = try h.human.webauthn.beginRegistration(userId: rita, userName: "rita")
         try h.human.webauthn.finishRegistration(
-            userId: rita, name: "key", credentialJSON: try key.register(challenge: o.challenge))
+            userId: rita,
+            name: "key",
+            credentialJSON: try key.register(challenge: o.challenge)
+        )
         let secret = try h.tokens.clients.add(name: "acme-web", actor: "root")
         // Sign in with the key: amr pwd, hwk, user.
         let p = try await h.human.sessions.signIn(name: "rita", password: "a long enough password", address: "t")
         let so = try h.human.webauthn.beginAssertion(userId: rita, purpose: .signIn)
         let s = try h.human.sessions.completeFactor(
-            pendingToken: p.token, proof: .webauthn(credentialJSON: try key.assert(challenge: so.challenge)),
+            pendingToken: p.token,
+            proof: .webauthn(credentialJSON: try key.assert(challenge: so.challenge)),
             address: "t"
         ).token
         let d = try start(h, secret, run: "run-1")
@@ -183,12 +222,20 @@ import Testing
         #expect(
             await oauthCode {
                 _ = try h.tokens.approve(
-                    userCode: d.userCode, sessionToken: s, proof: .totp(h.code(for: "rita")), address: "t")
-            } == "insufficient_user_authentication")
+                    userCode: d.userCode,
+                    sessionToken: s,
+                    proof: .totp(h.code(for: "rita")),
+                    address: "t"
+                )
+            } == "insufficient_user_authentication"
+        )
         let fresh = try h.tokens.beginApprovalAssertion(userCode: d.userCode, sessionToken: s, address: "t")
         let ok = try h.tokens.approve(
-            userCode: d.userCode, sessionToken: s,
-            proof: .webauthn(credentialJSON: try key.assert(challenge: fresh.challenge)), address: "t")
+            userCode: d.userCode,
+            sessionToken: s,
+            proof: .webauthn(credentialJSON: try key.assert(challenge: fresh.challenge)),
+            address: "t"
+        )
         #expect(ok.approved)
     }
 }

@@ -17,14 +17,20 @@ import Testing
         let time = try #require(doc["time"]?.intValue)
         let manual = ManualClock(time)
         let human = HumanBroker(
-            store: try SQLiteStore(), masterKey: try MasterKey.generate(),
+            store: try SQLiteStore(),
+            masterKey: try MasterKey.generate(),
             hasher: try PasswordHasher(parameters: .testing),
             clock: manual.clock,
             webAuthn: WebAuthnConfiguration(
-                rpID: try #require(doc["rp_id"]?.stringValue), rpName: "vectors",
-                origins: [try #require(doc["origin"]?.stringValue)]))
+                rpID: try #require(doc["rp_id"]?.stringValue),
+                rpName: "vectors",
+                origins: [try #require(doc["origin"]?.stringValue)]
+            )
+        )
         try human.store.insertUser(
-            UserRecord(id: userId, name: "vector", passwordHash: "unused", createdAt: time), groups: [])
+            UserRecord(id: userId, name: "vector", passwordHash: "unused", createdAt: time),
+            groups: []
+        )
         let cases = try #require(doc["cases"]?.arrayValue)
         #expect(cases.count >= 15)
         var outcomes: [String: Int] = [:]
@@ -36,8 +42,14 @@ import Testing
             // The broker issued this challenge (the script derives it the way WebAuthnService does).
             try human.store.insertWebAuthnChallenge(
                 WebAuthnChallengeRecord(
-                    challengeHash: try Crypto.sha256(challenge), userId: userId, purpose: purpose,
-                    binding: c["binding"]?.stringValue, createdAt: time, expiresAt: time + 300))
+                    challengeHash: try Crypto.sha256(challenge),
+                    userId: userId,
+                    purpose: purpose,
+                    binding: c["binding"]?.stringValue,
+                    createdAt: time,
+                    expiresAt: time + 300
+                )
+            )
             let json = try #require(c["credential"]).serialized()
             var got = "ok"
             do {
@@ -52,10 +64,14 @@ import Testing
                     case "stepup": finishPurpose = .stepUp
                     default:
                         finishPurpose = .approval(
-                            binding: c["finish_binding"]?.stringValue ?? c["binding"]?.stringValue ?? "")
+                            binding: c["finish_binding"]?.stringValue ?? c["binding"]?.stringValue ?? ""
+                        )
                     }
                     let r = try human.webauthn.finishAssertion(
-                        userId: userId, purpose: finishPurpose, credentialJSON: json)
+                        userId: userId,
+                        purpose: finishPurpose,
+                        credentialJSON: json
+                    )
                     #expect(r.signCount == c["sign_count"]?.intValue, "\(name)")
                     #expect(r.userVerified == c["user_verified"]?.boolValue, "\(name)")
                 }

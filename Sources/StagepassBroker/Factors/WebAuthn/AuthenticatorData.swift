@@ -32,7 +32,8 @@ public struct AuthenticatorData: Sendable {
     public init(_ bytes: [UInt8]) throws(WebAuthnError) {
         guard bytes.count >= 37 else {
             throw .invalidAuthenticatorData(
-                "authenticator data is \(bytes.count) bytes; at least 37 are needed (§6.1)")
+                "authenticator data is \(bytes.count) bytes; at least 37 are needed (§6.1)"
+            )
         }
         raw = bytes
         rpIdHash = Array(bytes[0..<32])
@@ -65,8 +66,11 @@ public struct AuthenticatorData: Sendable {
             position = parsed.end
             let coseBytes = Array(bytes[keyStart..<position])
             attestedCredential = AttestedCredentialData(
-                aaguid: aaguid, credentialId: credentialId, publicKeyBytes: coseBytes,
-                publicKey: try COSEKey(cbor: parsed.value))
+                aaguid: aaguid,
+                credentialId: credentialId,
+                publicKeyBytes: coseBytes,
+                publicKey: try COSEKey(cbor: parsed.value)
+            )
         } else {
             attestedCredential = nil
         }
@@ -85,7 +89,8 @@ public struct AuthenticatorData: Sendable {
         }
         guard position == bytes.count else {
             throw .invalidAuthenticatorData(
-                "\(bytes.count - position) unexpected bytes after the authenticator data (no flag announces them)")
+                "\(bytes.count - position) unexpected bytes after the authenticator data (no flag announces them)"
+            )
         }
     }
 }

@@ -37,7 +37,9 @@ public struct WebAuthnService: Sendable {
     public static let algorithms: [COSEAlgorithm] = [.es256, .eddsa]
 
     public init(
-        store: any BrokerStore, configuration: WebAuthnConfiguration = .localDevelopment, clock: BrokerClock,
+        store: any BrokerStore,
+        configuration: WebAuthnConfiguration = .localDevelopment,
+        clock: BrokerClock,
         audit: any AuditSink
     ) {
         self.store = store
@@ -93,8 +95,14 @@ public struct WebAuthnService: Sendable {
         let expiresAt = now + configuration.challengeLifetime
         try store.insertWebAuthnChallenge(
             WebAuthnChallengeRecord(
-                challengeHash: try Crypto.sha256(challenge), userId: userId, purpose: scope.storedName,
-                binding: scope.binding, createdAt: now, expiresAt: expiresAt))
+                challengeHash: try Crypto.sha256(challenge),
+                userId: userId,
+                purpose: scope.storedName,
+                binding: scope.binding,
+                createdAt: now,
+                expiresAt: expiresAt
+            )
+        )
         return (challenge, expiresAt)
     }
 
@@ -116,7 +124,8 @@ public struct WebAuthnService: Sendable {
         }
         guard record.purpose == scope.storedName else {
             throw WebAuthnError.challengeMismatch(
-                "the challenge was issued for a \(record.purpose) ceremony, not \(scope.label)")
+                "the challenge was issued for a \(record.purpose) ceremony, not \(scope.label)"
+            )
         }
         let expectedTail = try Self.challengeTail(userId: userId, scope: scope)
         guard record.binding == scope.binding, Crypto.constantTimeEqual(Array(challenge.suffix(16)), expectedTail)
@@ -137,15 +146,24 @@ public struct WebAuthnService: Sendable {
         let existing = try store.webAuthnCredentials(userId: userId)
         guard existing.count < Self.maximumCredentialsPerUser else {
             throw WebAuthnError.tooManyCredentials(
-                "at most \(Self.maximumCredentialsPerUser) security keys per account; remove one first")
+                "at most \(Self.maximumCredentialsPerUser) security keys per account; remove one first"
+            )
         }
         let (challenge, expiresAt) = try issueChallenge(userId: userId, scope: .registration)
         return WebAuthnCreationOptions(
-            challenge: challenge, rpID: configuration.rpID, rpName: configuration.rpName,
-            userHandle: Self.userHandle(userId: userId), userName: userName, userDisplayName: userName,
-            algorithms: Self.algorithms, excludeCredentials: existing.map(\.credentialId),
-            timeout: configuration.challengeLifetime * 1000, userVerification: configuration.userVerification,
-            attestation: "none", expiresAt: expiresAt)
+            challenge: challenge,
+            rpID: configuration.rpID,
+            rpName: configuration.rpName,
+            userHandle: Self.userHandle(userId: userId),
+            userName: userName,
+            userDisplayName: userName,
+            algorithms: Self.algorithms,
+            excludeCredentials: existing.map(\.credentialId),
+            timeout: configuration.challengeLifetime * 1000,
+            userVerification: configuration.userVerification,
+            attestation: "none",
+            expiresAt: expiresAt
+        )
     }
 
     /// Verifies a registration response (WebAuthn Level 2 §7.1) and stores the key as an active `webauthn` factor.
@@ -158,7 +176,12 @@ public struct WebAuthnService: Sendable {
     /// - Returns: the stored key.
     /// - Throws: ``WebAuthnError`` naming the failed check (audited as `factor.enrol` / `failure`).
     @discardableResult
-    public func finishRegistration(userId: String, name: String, credentialJSON: String, authorisedBy: String? = nil)
+    public func finishRegistration(
+        userId: String,
+        name: String,
+        credentialJSON: String,
+        authorisedBy: String? = nil
+    )
         throws -> WebAuthnCredentialInfo
     {
         let userName = try store.user(id: userId)?.name
@@ -182,7 +205,8 @@ public struct WebAuthnService: Sendable {
                 let authDataBytes = object[text: "authData"]?.bytesValue
             else {
                 throw WebAuthnError.malformedCBOR(
-                    "the attestation object must hold exactly fmt (text), attStmt (map) and authData (bytes)")
+                    "the attestation object must hold exactly fmt (text), attStmt (map) and authData (bytes)"
+                )
             }
             let authData = try AuthenticatorData(authDataBytes)
             try checkAuthenticatorData(authData)  // §7.1 steps 13–15
@@ -195,7 +219,12 @@ public struct WebAuthnService: Sendable {
             // §7.1 step 16: the key's algorithm was one we offered (COSEKey already refuses the others).
             // §7.1 steps 18–19: the attestation statement.
             let attestation = try verifyAttestation(
-                fmt: fmt, attStmt: attStmt, authData: authData, key: attested.publicKey, clientDataHash: clientDataHash)
+                fmt: fmt,
+                attStmt: attStmt,
+                authData: authData,
+                key: attested.publicKey,
+                clientDataHash: clientDataHash
+            )
             // §7.1 step 22: a credential id is registered once, to one account.
             if try store.webAuthnCredential(credentialId: attested.credentialId) != nil {
                 throw WebAuthnError.credentialExists("this security key is already registered")
@@ -208,21 +237,38 @@ public struct WebAuthnService: Sendable {
             let now = clock.now()
             let factorId = "f_" + Base64URL.encode(try Crypto.randomBytes(12))
             let record = WebAuthnCredentialRecord(
-                factorId: factorId, userId: userId, credentialId: attested.credentialId,
-                publicKey: attested.publicKeyBytes, algorithm: attested.publicKey.algorithm.rawValue,
-                signCount: Int64(authData.signCount), name: keyName, aaguid: attested.aaguid,
-                userVerifiedAtRegistration: authData.userVerified, attestation: attestation, createdAt: now)
+                factorId: factorId,
+                userId: userId,
+                credentialId: attested.credentialId,
+                publicKey: attested.publicKeyBytes,
+                algorithm: attested.publicKey.algorithm.rawValue,
+                signCount: Int64(authData.signCount),
+                name: keyName,
+                aaguid: attested.aaguid,
+                userVerifiedAtRegistration: authData.userVerified,
+                attestation: attestation,
+                createdAt: now
+            )
             do {
                 try store.insertWebAuthnCredential(
                     record,
                     factor: FactorRecord(
-                        id: factorId, userId: userId, kind: .webauthn, state: .active, secretBox: nil, createdAt: now))
+                        id: factorId,
+                        userId: userId,
+                        kind: .webauthn,
+                        state: .active,
+                        secretBox: nil,
+                        createdAt: now
+                    )
+                )
             } catch let e as StoreError where e == .conflict {
                 throw WebAuthnError.credentialExists("this security key is already registered")
             }
             try audit.record(
                 AuditEvent(
-                    action: "factor.enrol", actor: userName, subject: userName,
+                    action: "factor.enrol",
+                    actor: userName,
+                    subject: userName,
                     factors: Self.factors(userVerified: authData.userVerified),
                     details: FactorService.authorised(
                         [
@@ -230,13 +276,24 @@ public struct WebAuthnService: Sendable {
                             "alg": attested.publicKey.algorithm.name, "attestation": attestation,
                             "aaguid": WebAuthnCredentialInfo.uuid(attested.aaguid),
                             "user_verified": String(authData.userVerified),
-                        ], by: authorisedBy)))
+                        ],
+                        by: authorisedBy
+                    )
+                )
+            )
             return WebAuthnCredentialInfo(record)
         } catch let e as WebAuthnError {
             try audit.record(
                 AuditEvent(
-                    action: "factor.enrol", actor: userName, subject: userName, result: "failure", reason: e.code,
-                    factors: [AMR.webauthn], details: ["method": "webauthn", "detail": e.detail]))
+                    action: "factor.enrol",
+                    actor: userName,
+                    subject: userName,
+                    result: "failure",
+                    reason: e.code,
+                    factors: [AMR.webauthn],
+                    details: ["method": "webauthn", "detail": e.detail]
+                )
+            )
             throw e
         }
     }
@@ -245,7 +302,11 @@ public struct WebAuthnService: Sendable {
     /// `sig`, no `x5c`; `sig` is over `authData ‖ clientDataHash` with the credential key itself, and `alg` is
     /// the key's algorithm). Returns the attestation type (`none` or `self`, §6.5.3).
     private func verifyAttestation(
-        fmt: String, attStmt: CBOR, authData: AuthenticatorData, key: COSEKey, clientDataHash: [UInt8]
+        fmt: String,
+        attStmt: CBOR,
+        authData: AuthenticatorData,
+        key: COSEKey,
+        clientDataHash: [UInt8]
     ) throws -> String {
         let statement = attStmt.mapValue ?? []
         switch fmt {
@@ -257,7 +318,8 @@ public struct WebAuthnService: Sendable {
         case "packed":
             if attStmt[text: "x5c"] != nil {
                 throw WebAuthnError.unsupportedAttestation(
-                    "packed attestation with a certificate chain (x5c) is not accepted; only self-attestation")
+                    "packed attestation with a certificate chain (x5c) is not accepted; only self-attestation"
+                )
             }
             if attStmt[text: "ecdaaKeyId"] != nil {
                 throw WebAuthnError.unsupportedAttestation("ECDAA attestation is not accepted")
@@ -265,12 +327,14 @@ public struct WebAuthnService: Sendable {
             guard statement.count == 2, let alg = attStmt[text: "alg"]?.int, let sig = attStmt[text: "sig"]?.bytesValue
             else {
                 throw WebAuthnError.invalidAttestation(
-                    "a packed self-attestation statement holds exactly alg (integer) and sig (bytes) (§8.2)")
+                    "a packed self-attestation statement holds exactly alg (integer) and sig (bytes) (§8.2)"
+                )
             }
             guard alg == key.algorithm.rawValue else {
                 throw WebAuthnError.invalidAttestation(
                     "attStmt alg \(alg) does not match the credential key's algorithm \(key.algorithm.rawValue)"
-                        + " (§8.2)")
+                        + " (§8.2)"
+                )
             }
             guard key.verify(signature: sig, over: authData.raw + clientDataHash) else {
                 throw WebAuthnError.invalidAttestation("the self-attestation signature does not verify (§8.2)")
@@ -278,7 +342,8 @@ public struct WebAuthnService: Sendable {
             return "self"
         default:
             throw WebAuthnError.unsupportedAttestation(
-                "attestation format '\(fmt)' is not accepted (only none and packed self-attestation)")
+                "attestation format '\(fmt)' is not accepted (only none and packed self-attestation)"
+            )
         }
     }
 
@@ -287,7 +352,8 @@ public struct WebAuthnService: Sendable {
         let expected = try Crypto.sha256(Array(configuration.rpID.utf8))
         guard Crypto.constantTimeEqual(authData.rpIdHash, expected) else {
             throw WebAuthnError.rpIdMismatch(
-                "the authenticator data is scoped to another RP ID (expected SHA-256 of '\(configuration.rpID)')")
+                "the authenticator data is scoped to another RP ID (expected SHA-256 of '\(configuration.rpID)')"
+            )
         }
         guard authData.userPresent else {
             throw WebAuthnError.userNotPresent("the authenticator did not test user presence (UP flag clear)")
@@ -307,9 +373,14 @@ public struct WebAuthnService: Sendable {
         guard !keys.isEmpty else { throw WebAuthnError.noCredentials("no security key is registered") }
         let (challenge, expiresAt) = try issueChallenge(userId: userId, scope: .assertion(purpose))
         return WebAuthnRequestOptions(
-            challenge: challenge, rpID: configuration.rpID, allowCredentials: keys.map(\.credentialId),
-            timeout: configuration.challengeLifetime * 1000, userVerification: configuration.userVerification,
-            purpose: purpose, expiresAt: expiresAt)
+            challenge: challenge,
+            rpID: configuration.rpID,
+            allowCredentials: keys.map(\.credentialId),
+            timeout: configuration.challengeLifetime * 1000,
+            userVerification: configuration.userVerification,
+            purpose: purpose,
+            expiresAt: expiresAt
+        )
     }
 
     /// Verifies an assertion (WebAuthn Level 2 §7.2) for `purpose` and advances the key's signature counter.
@@ -320,7 +391,11 @@ public struct WebAuthnService: Sendable {
     /// - Throws: ``WebAuthnError`` naming the failed check; ``WebAuthnError/possibleClone(_:)`` (see
     ///   ``WebAuthnError/isPossibleClone``) when the counter did not grow. Every refusal is audited as
     ///   `factor.verify` (`failure`, or `denied` for a possible clone).
-    public func finishAssertion(userId: String, purpose: WebAuthnPurpose, credentialJSON: String) throws
+    public func finishAssertion(
+        userId: String,
+        purpose: WebAuthnPurpose,
+        credentialJSON: String
+    ) throws
         -> WebAuthnAssertionResult
     {
         let userName = try store.user(id: userId)?.name
@@ -361,24 +436,39 @@ public struct WebAuthnService: Sendable {
                 let now = try store.webAuthnCredential(factorId: stored.factorId)?.signCount ?? stored.signCount
                 details["stored_sign_count"] = String(now)
                 throw WebAuthnError.possibleClone(
-                    "the signature counter did not grow (stored \(now), presented \(presented)): the key may be cloned")
+                    "the signature counter did not grow (stored \(now), presented \(presented)): the key may be cloned"
+                )
             }
             let result = WebAuthnAssertionResult(
-                factorId: stored.factorId, credentialName: stored.name, userVerified: authData.userVerified,
-                signCount: presented)
+                factorId: stored.factorId,
+                credentialName: stored.name,
+                userVerified: authData.userVerified,
+                signCount: presented
+            )
             details["user_verified"] = String(authData.userVerified)
             try audit.record(
                 AuditEvent(
-                    action: "factor.verify", actor: userName, subject: userName, factors: result.amr,
-                    details: details))
+                    action: "factor.verify",
+                    actor: userName,
+                    subject: userName,
+                    factors: result.amr,
+                    details: details
+                )
+            )
             return result
         } catch let e as WebAuthnError {
             details["detail"] = e.detail
             try audit.record(
                 AuditEvent(
-                    action: "factor.verify", actor: userName, subject: userName,
-                    result: e.isPossibleClone ? "denied" : "failure", reason: e.code, factors: [AMR.webauthn],
-                    details: details))
+                    action: "factor.verify",
+                    actor: userName,
+                    subject: userName,
+                    result: e.isPossibleClone ? "denied" : "failure",
+                    reason: e.code,
+                    factors: [AMR.webauthn],
+                    details: details
+                )
+            )
             throw e
         }
     }
@@ -401,8 +491,12 @@ public struct WebAuthnService: Sendable {
         let userName = try store.user(id: userId)?.name
         try audit.record(
             AuditEvent(
-                action: "factor.rename", actor: actor ?? userName, subject: userName,
-                details: ["factor_id": factorId, "method": "webauthn", "from": c.name, "to": keyName]))
+                action: "factor.rename",
+                actor: actor ?? userName,
+                subject: userName,
+                details: ["factor_id": factorId, "method": "webauthn", "from": c.name, "to": keyName]
+            )
+        )
     }
 
     /// Removes one of the user's keys (the factor row and, by cascade, the credential). The caller decides what
@@ -417,9 +511,15 @@ public struct WebAuthnService: Sendable {
         let userName = try store.user(id: userId)?.name
         try audit.record(
             AuditEvent(
-                action: "factor.remove", actor: actor ?? userName, subject: userName,
+                action: "factor.remove",
+                actor: actor ?? userName,
+                subject: userName,
                 details: FactorService.authorised(
-                    ["factor_id": factorId, "method": "webauthn", "name": c.name], by: authorisedBy)))
+                    ["factor_id": factorId, "method": "webauthn", "name": c.name],
+                    by: authorisedBy
+                )
+            )
+        )
     }
 
     // MARK: helpers
@@ -462,7 +562,8 @@ struct PostedCredential {
     init(json text: String, assertion: Bool) throws {
         guard text.utf8.count <= WebAuthnService.maximumResponseBytes else {
             throw WebAuthnError.invalidRequest(
-                "the credential is larger than \(WebAuthnService.maximumResponseBytes) bytes")
+                "the credential is larger than \(WebAuthnService.maximumResponseBytes) bytes"
+            )
         }
         let root: JSONValue
         do { root = try JSONValue.parse(Array(text.utf8), maxDepth: 8) } catch {

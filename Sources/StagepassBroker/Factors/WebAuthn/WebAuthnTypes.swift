@@ -23,7 +23,10 @@ public struct WebAuthnConfiguration: Sendable, Hashable {
     public var challengeLifetime: Int64
 
     public init(
-        rpID: String, rpName: String, origins: [String], userVerification: UserVerificationRequirement = .preferred,
+        rpID: String,
+        rpName: String,
+        origins: [String],
+        userVerification: UserVerificationRequirement = .preferred,
         challengeLifetime: Int64 = 300
     ) {
         self.rpID = rpID
@@ -36,7 +39,10 @@ public struct WebAuthnConfiguration: Sendable, Hashable {
     /// RP ID `localhost`, origins `http://localhost:8080` and `http://127.0.0.1:8080`, UV preferred, 5-minute
     /// challenges: what `stagepass serve` uses in dev mode unless configured otherwise.
     public static let localDevelopment = WebAuthnConfiguration(
-        rpID: "localhost", rpName: "Stagepass", origins: ["http://localhost:8080", "http://127.0.0.1:8080"])
+        rpID: "localhost",
+        rpName: "Stagepass",
+        origins: ["http://localhost:8080", "http://127.0.0.1:8080"]
+    )
 }
 
 /// `UserVerificationRequirement` (WebAuthn Level 2 §5.10.6).
@@ -168,10 +174,13 @@ public struct WebAuthnCreationOptions: Sendable, Hashable {
             ]),
             "challenge": .string(Base64URL.encode(challenge)),
             "pubKeyCredParams": .array(
-                algorithms.map { .object(["type": .string("public-key"), "alg": .int($0.rawValue)]) }),
+                algorithms.map { .object(["type": .string("public-key"), "alg": .int($0.rawValue)]) }
+            ),
             "timeout": .int(timeout),
             "excludeCredentials": .array(
-                excludeCredentials.map { .object(["type": .string("public-key"), "id": .string(Base64URL.encode($0))]) }
+                excludeCredentials.map {
+                    .object(["type": .string("public-key"), "id": .string(Base64URL.encode($0))])
+                }
             ),
             "authenticatorSelection": .object([
                 "residentKey": .string("discouraged"), "requireResidentKey": .bool(false),
@@ -206,7 +215,8 @@ public struct WebAuthnRequestOptions: Sendable, Hashable {
             "rpId": .string(rpID),
             "timeout": .int(timeout),
             "allowCredentials": .array(
-                allowCredentials.map { .object(["type": .string("public-key"), "id": .string(Base64URL.encode($0))]) }),
+                allowCredentials.map { .object(["type": .string("public-key"), "id": .string(Base64URL.encode($0))]) }
+            ),
             "userVerification": .string(userVerification.rawValue),
         ])
     }
