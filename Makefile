@@ -4,7 +4,7 @@ DEBS := libssl-dev libjansson-dev libsqlite3-dev libargon2-dev zlib1g-dev libqre
 BIN := .build/debug/stagepass
 LIB := .build/debug/libStagepassVerifyC.so
 
-.PHONY: deps serve test fuzz
+.PHONY: deps serve test fuzz format
 
 FUZZ_SECONDS ?= 60
 FUZZ_SMOKE_SECONDS ?= 3
@@ -19,6 +19,7 @@ serve: deps
 	$(BIN) serve
 
 test: deps
+	swift format lint --strict -r Sources Tests Fuzz/Sources Package.swift
 	swift build
 	swift build --build-tests
 	swift test --skip-build
@@ -30,3 +31,7 @@ fuzz: deps
 	swift build --target StagepassBroker
 	Fuzz/build.sh
 	nice Fuzz/run.sh $(FUZZ_SECONDS)
+
+# Formats every Swift file in place (.swift-format; Sources/.swift-format adds the no-force-unwrap rules).
+format:
+	swift format -i -r Sources Tests Fuzz/Sources Package.swift
