@@ -203,44 +203,51 @@ public struct SessionService: Sendable {
         else { throw BrokerError.invalidRequest("user and password are required and bounded in length") }
         let account = Throttle.accountKey(name)
         let addressKey = Throttle.addressKey(address)
-        _ = try store.deleteExpiredSessions(now: clock.now())  // opportunistic sweep
+        let storage = BrokerExecutor.storage  // storage work runs on its lanes, Argon2 on the password lanes
         return try await throttle.limitingConcurrency(account: account, address: addressKey) {
-            let ticket: Throttle.Ticket
-            do { ticket = try throttle.reserve([account, addressKey]) } catch {
-                try audit.record(
-                    AuditEvent(
-                        action: "signin.password",
-                        subject: name,
-                        result: "denied",
-                        reason: "throttled",
-                        factors: [AMR.password],
-                        details: ["address": address]
+            let (ticket, user) = try await storage.run { () throws -> (Throttle.Ticket, UserRecord?) in
+                _ = try store.deleteExpiredSessions(now: clock.now())  // opportunistic sweep
+                let ticket: Throttle.Ticket
+                do { ticket = try throttle.reserve([account, addressKey]) } catch {
+                    try audit.record(
+                        AuditEvent(
+                            action: "signin.password",
+                            subject: name,
+                            result: "denied",
+                            reason: "throttled",
+                            factors: [AMR.password],
+                            details: ["address": address]
+                        )
                     )
-                )
-                throw error
+                    throw error
+                }
+                return (ticket, try store.user(named: name))
             }
-            let user = try store.user(named: name)
             let ok = await hasher.verifyOffPool(password, against: user?.passwordHash ?? hasher.dummyHash)
-            guard let user, ok, !user.disabled, !user.locked else {
-                let reason =
-                    user == nil ? "unknown_user" : !ok ? "bad_password" : user?.disabled == true ? "disabled" : "locked"
-                try audit.record(
-                    AuditEvent(
-                        action: "signin.password",
-                        subject: name,
-                        result: "failure",
-                        reason: reason,
-                        factors: [AMR.password],
-                        details: ["address": address]
+            let accepted = try await storage.run { () throws -> UserRecord in
+                guard let user, ok, !user.disabled, !user.locked else {
+                    let reason =
+                        user == nil
+                        ? "unknown_user" : !ok ? "bad_password" : user?.disabled == true ? "disabled" : "locked"
+                    try audit.record(
+                        AuditEvent(
+                            action: "signin.password",
+                            subject: name,
+                            result: "failure",
+                            reason: reason,
+                            factors: [AMR.password],
+                            details: ["address": address]
+                        )
                     )
-                )
-                throw BrokerError.invalidCredentials
+                    throw BrokerError.invalidCredentials
+                }
+                try throttle.succeeded(ticket)
+                return user
             }
-            try throttle.succeeded(ticket)
-            if hasher.needsRehash(user.passwordHash), let fresh = try? await hasher.hashOffPool(password) {
-                try store.setPasswordHash(userId: user.id, fresh)
+            if hasher.needsRehash(accepted.passwordHash), let fresh = try? await hasher.hashOffPool(password) {
+                try await storage.run { try store.setPasswordHash(userId: accepted.id, fresh) }
             }
-            return try startSession(user: user, address: address)
+            return try await storage.run { try startSession(user: accepted, address: address) }
         }
     }
 

@@ -244,6 +244,17 @@ extension TokenBroker {
     /// The pipeline's poll: `authorization_pending`, `slow_down` (and the interval grows by 5 s, §3.5),
     /// `access_denied`, `expired_token`, or the token once approved (handed out once).
     public func poll(client: String, secret: String, deviceCode: String) async throws -> IssuedToken {
+        // The checks read and write storage: they run on the storage lanes, off the cooperative pool.
+        let grant = try await BrokerExecutor.storage.run {
+            try self.pollGrant(client: client, secret: secret, deviceCode: deviceCode)
+        }
+        do { return try await issue(grant) } catch let e as StoreError where e == .conflict {
+            throw OAuthError.invalidGrant("the device_code was already used")
+        }
+    }
+
+    /// Everything ``poll(client:secret:deviceCode:)`` checks and records before it signs.
+    func pollGrant(client: String, secret: String, deviceCode: String) throws -> Grant {
         let c = try authenticateClient(client, secret: secret)
         guard deviceCode.utf8.count <= 128,
             let r = try store.request(deviceCodeHash: try Crypto.sha256(Array(deviceCode.utf8))), r.clientId == c.name
@@ -308,29 +319,23 @@ extension TokenBroker {
             )
             throw OAuthError.accessDenied("the approval no longer stands: \(reason)")
         }
-        do {
-            return try await issue(
-                Grant(
-                    userId: last.userId,
-                    userName: last.userName,
-                    sessionId: last.sessionId,
-                    amr: last.amr,
-                    authTime: last.authTime,
-                    clientId: c.name,
-                    role: r.role,
-                    stage: r.stage,
-                    audience: r.audience,
-                    lifetime: lifetime(stage: s, policy: p, sessionEnds: nil, now: now),
-                    runId: r.runId,
-                    commit: r.commit,
-                    approvals: approvals.map(\.id),
-                    requestId: r.id,
-                    via: "device-code"
-                )
-            )
-        } catch let e as StoreError where e == .conflict {
-            throw OAuthError.invalidGrant("the device_code was already used")
-        }
+        return Grant(
+            userId: last.userId,
+            userName: last.userName,
+            sessionId: last.sessionId,
+            amr: last.amr,
+            authTime: last.authTime,
+            clientId: c.name,
+            role: r.role,
+            stage: r.stage,
+            audience: r.audience,
+            lifetime: lifetime(stage: s, policy: p, sessionEnds: nil, now: now),
+            runId: r.runId,
+            commit: r.commit,
+            approvals: approvals.map(\.id),
+            requestId: r.id,
+            via: "device-code"
+        )
     }
 
     // MARK: humans deciding

@@ -177,7 +177,7 @@ public struct TokenBroker: Sendable {
 
     // MARK: issuing
 
-    struct Grant {
+    struct Grant: Sendable {
         var userId: String
         var userName: String
         var sessionId: String?
@@ -308,6 +308,38 @@ public struct TokenBroker: Sendable {
         stage: String,
         pipeline: String? = nil
     ) async throws -> IssuedToken {
+        // The checks read storage: they run on the storage lanes, off the cooperative pool.
+        let grant = try await BrokerExecutor.storage.run {
+            try self.exchangeGrant(
+                sessionToken: sessionToken,
+                audience: audience,
+                role: role,
+                stage: stage,
+                pipeline: pipeline
+            )
+        }
+        do { return try await issue(grant) } catch let e as OAuthError {
+            throw denied(
+                e,
+                action: "token.deny",
+                actor: grant.userName,
+                factors: grant.amr,
+                details: ["role": role, "stage": stage, "audience": audience, "session": grant.sessionId ?? ""]
+            )
+        }
+    }
+
+    /// Everything ``exchange(sessionToken:audience:role:stage:pipeline:)`` checks before it signs (synchronous
+    /// storage reads); refusals are audited here.
+    func exchangeGrant(
+        sessionToken: String,
+        audience: String,
+        role: String,
+        stage: String,
+        pipeline: String?
+    )
+        throws -> Grant
+    {
         let session: Session
         do { session = try human.sessions.requireMFA(token: sessionToken) } catch {
             // RFC 8693 §2.2.2: an unusable subject_token is invalid_grant (audited without naming anyone).
@@ -361,22 +393,20 @@ public struct TokenBroker: Sendable {
             let fresh = try requireFresh(session, stage: s, now: now)
             let life = lifetime(stage: s, policy: p, sessionEnds: session.absoluteExpiresAt, now: now)
             guard life > 0 else { throw OAuthError.invalidGrant("the session is about to end; sign in again") }
-            return try await issue(
-                Grant(
-                    userId: session.userId,
-                    userName: session.userName,
-                    sessionId: session.id,
-                    amr: session.amr,
-                    authTime: fresh.at,
-                    clientId: pipeline,
-                    role: role,
-                    stage: stage,
-                    audience: audience,
-                    lifetime: life,
-                    delegationId: delegation?.id,
-                    freshFactor: fresh.label,
-                    via: "token-exchange"
-                )
+            return Grant(
+                userId: session.userId,
+                userName: session.userName,
+                sessionId: session.id,
+                amr: session.amr,
+                authTime: fresh.at,
+                clientId: pipeline,
+                role: role,
+                stage: stage,
+                audience: audience,
+                lifetime: life,
+                delegationId: delegation?.id,
+                freshFactor: fresh.label,
+                via: "token-exchange"
             )
         } catch let e as OAuthError {
             throw denied(e, action: "token.deny", actor: session.userName, factors: session.amr, details: details)

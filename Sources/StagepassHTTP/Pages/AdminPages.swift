@@ -21,10 +21,10 @@ extension PagesAPI {
             try await admin(request, context) { pr, s in try await revoke(request, pr, s) }
         }
         routes.get("/admin/audit") { request, context in
-            try await admin(request, context) { pr, s in try auditPage(request, pr, s) }
+            try await admin(request, context) { pr, s in try await offload { try auditPage(request, pr, s) } }
         }
         routes.post("/admin/audit/verify") { request, context in
-            try await admin(request, context) { pr, s in try await verifyAudit(request, pr, s) }
+            try await admin(request, context) { pr, s in try await offload { try verifyAudit(request, pr, s) } }
         }
         return routes
     }
@@ -131,7 +131,7 @@ extension PagesAPI {
         )
     }
 
-    func verifyAudit(_ request: Request, _ pr: PageRequest, _ s: Session) async throws -> Response {
+    func verifyAudit(_ request: Request, _ pr: PageRequest, _ s: Session) throws -> Response {
         _ = try pr.form()
         let v = try broker.audit.verify()
         if v.isIntact { return try auditPage(request, pr, s, notice: "The hash chain is intact: \(v.count) records.") }

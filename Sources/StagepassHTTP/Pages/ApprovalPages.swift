@@ -9,7 +9,7 @@ extension PagesAPI {
     var approvalRoutes: RouteCollection<StagepassRequestContext> {
         let routes = pageRoutes()
         routes.get("/approvals") { request, context in
-            try await signedIn(request, context) { pr, s in try approvalsPage(pr, s) }
+            try await signedIn(request, context) { pr, s in try await offload { try approvalsPage(pr, s) } }
         }
         routes.get("/approve") { request, context in
             try await signedIn(request, context) { pr, s in
@@ -21,14 +21,14 @@ extension PagesAPI {
                     case "recorded": "Your approval is recorded; waiting for more approvers."
                     default: nil
                     }
-                return try approvePage(code, context.clientAddress, pr, s, notice: notice)
+                return try await offload { try approvePage(code, context.clientAddress, pr, s, notice: notice) }
             }
         }
         routes.post("/approve/:code") { request, context in
-            try await signedIn(request, context) { pr, s in try await approve(request, context, pr, s) }
+            try await signedIn(request, context) { pr, s in try await offload { try approve(request, context, pr, s) } }
         }
         routes.post("/deny/:code") { request, context in
-            try await signedIn(request, context) { pr, s in try await deny(request, context, pr, s) }
+            try await signedIn(request, context) { pr, s in try await offload { try deny(request, context, pr, s) } }
         }
         return routes
     }
@@ -120,7 +120,7 @@ extension PagesAPI {
         _ context: StagepassRequestContext,
         _ pr: PageRequest,
         _ s: Session
-    ) async throws
+    ) throws
         -> Response
     {
         let f = try pr.form()
@@ -154,7 +154,7 @@ extension PagesAPI {
         _ context: StagepassRequestContext,
         _ pr: PageRequest,
         _ s: Session
-    ) async throws
+    ) throws
         -> Response
     {
         let f = try pr.form()

@@ -9,13 +9,15 @@ extension PagesAPI {
     var delegationRoutes: RouteCollection<StagepassRequestContext> {
         let routes = pageRoutes()
         routes.get("/delegations") { request, context in
-            try await signedIn(request, context) { pr, s in try delegationsPage(pr, s) }
+            try await signedIn(request, context) { pr, s in try await offload { try delegationsPage(pr, s) } }
         }
         routes.post("/delegations") { request, context in
-            try await signedIn(request, context) { pr, s in try await delegate(request, pr, s) }
+            try await signedIn(request, context) { pr, s in try await offload { try delegate(request, pr, s) } }
         }
         routes.post("/delegations/:id/revoke") { request, context in
-            try await signedIn(request, context) { pr, s in try await revokeDelegation(request, context, pr, s) }
+            try await signedIn(request, context) { pr, s in
+                try await offload { try revokeDelegation(request, context, pr, s) }
+            }
         }
         return routes
     }
@@ -57,7 +59,7 @@ extension PagesAPI {
         _ pr: PageRequest,
         _ s: Session
     )
-        async throws -> Response
+        throws -> Response
     {
         _ = try pr.form()
         let id = try context.parameters.require("id")
@@ -69,7 +71,7 @@ extension PagesAPI {
         }
     }
 
-    func delegate(_ request: Request, _ pr: PageRequest, _ s: Session) async throws -> Response {
+    func delegate(_ request: Request, _ pr: PageRequest, _ s: Session) throws -> Response {
         let f = try pr.form()
         guard let hours = Int64(f["hours"] ?? ""), hours > 0, hours <= 720 else {
             return try delegationsPage(pr, s, error: "Hours must be a whole number from 1 to 720.")

@@ -10,19 +10,21 @@ extension PagesAPI {
     var factorRoutes: RouteCollection<StagepassRequestContext> {
         let routes = pageRoutes()
         routes.get("/factors") { request, context in
-            try await signedIn(request, context) { pr, s in try factorsPage(pr, s) }
+            try await signedIn(request, context) { pr, s in try await offload { try factorsPage(pr, s) } }
         }
         routes.post("/factors/totp") { request, context in
-            try await signedIn(request, context) { pr, s in try await enrolTOTP(request, pr, s) }
+            try await signedIn(request, context) { pr, s in try await offload { try enrolTOTP(request, pr, s) } }
         }
         routes.post("/factors/totp/confirm") { request, context in
-            try await signedIn(request, context) { pr, s in try await confirmTOTP(request, pr, s) }
+            try await signedIn(request, context) { pr, s in try await offload { try confirmTOTP(request, pr, s) } }
         }
         routes.post("/factors/backup-codes") { request, context in
-            try await signedIn(request, context) { pr, s in try await backupCodes(request, pr, s) }
+            try await signedIn(request, context) { pr, s in try await offload { try backupCodes(request, pr, s) } }
         }
         routes.post("/factors/:id/remove") { request, context in
-            try await signedIn(request, context) { pr, s in try await removeFactor(request, context, pr, s) }
+            try await signedIn(request, context) { pr, s in
+                try await offload { try removeFactor(request, context, pr, s) }
+            }
         }
         return routes
     }
@@ -75,7 +77,7 @@ extension PagesAPI {
         }
     }
 
-    func enrolTOTP(_ request: Request, _ pr: PageRequest, _ s: Session) async throws -> Response {
+    func enrolTOTP(_ request: Request, _ pr: PageRequest, _ s: Session) throws -> Response {
         _ = try pr.form()
         let grant: FactorChangeGrant
         switch try factorChange(pr, s) {
@@ -91,7 +93,7 @@ extension PagesAPI {
         )
     }
 
-    func confirmTOTP(_ request: Request, _ pr: PageRequest, _ s: Session) async throws -> Response {
+    func confirmTOTP(_ request: Request, _ pr: PageRequest, _ s: Session) throws -> Response {
         let f = try pr.form()
         let grant: FactorChangeGrant
         switch try factorChange(pr, s) {
@@ -111,7 +113,7 @@ extension PagesAPI {
         }
     }
 
-    func backupCodes(_ request: Request, _ pr: PageRequest, _ s: Session) async throws -> Response {
+    func backupCodes(_ request: Request, _ pr: PageRequest, _ s: Session) throws -> Response {
         _ = try pr.form()
         let grant: FactorChangeGrant
         switch try factorChange(pr, s) {
@@ -132,7 +134,7 @@ extension PagesAPI {
         _ context: StagepassRequestContext,
         _ pr: PageRequest,
         _ s: Session
-    ) async throws
+    ) throws
         -> Response
     {
         let f = try pr.form()

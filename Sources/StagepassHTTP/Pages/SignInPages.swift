@@ -17,10 +17,10 @@ extension PagesAPI {
             try await guarded(request, context) { pr in try await signIn(request, context, pr) }
         }
         routes.get("/signin/factor") { request, context in
-            try await guarded(request, context) { pr in try factorPage(request, pr) }
+            try await guarded(request, context) { pr in try await offload { try factorPage(request, pr) } }
         }
         routes.post("/signin/factor") { request, context in
-            try await guarded(request, context) { pr in try await factorStep(request, context, pr) }
+            try await guarded(request, context) { pr in try await offload { try factorStep(request, context, pr) } }
         }
         routes.post("/signout") { request, context in
             try await guarded(request, context) { pr in
@@ -29,7 +29,9 @@ extension PagesAPI {
                 return redirect("/signin", cookies: [security.setCookie(security.sessionCookie, "", maxAge: 0)])
             }
         }
-        routes.get("/") { request, context in try await signedIn(request, context) { pr, s in try home(pr, s) } }
+        routes.get("/") { request, context in
+            try await signedIn(request, context) { pr, s in try await offload { try home(pr, s) } }
+        }
         routes.get("/stepup") { request, context in
             try await signedIn(request, context) { pr, s in
                 let next = Self.safeNext(request.uri.queryParameters["next"].map(String.init))
@@ -37,7 +39,7 @@ extension PagesAPI {
             }
         }
         routes.post("/stepup") { request, context in
-            try await signedIn(request, context) { pr, s in try await stepUp(request, context, pr, s) }
+            try await signedIn(request, context) { pr, s in try await offload { try stepUp(request, context, pr, s) } }
         }
         return routes
     }
@@ -86,8 +88,7 @@ extension PagesAPI {
         return render("factor", title: "Second factor", pr, try factorContext(s, next: next))
     }
 
-    func factorStep(_ request: Request, _ context: StagepassRequestContext, _ pr: PageRequest) async throws -> Response
-    {
+    func factorStep(_ request: Request, _ context: StagepassRequestContext, _ pr: PageRequest) throws -> Response {
         let f = try pr.form()
         guard let (s, token) = pendingSession(pr) else { return redirect("/signin") }
         let next = Self.safeNext(f["next"])
@@ -144,7 +145,7 @@ extension PagesAPI {
         _ context: StagepassRequestContext,
         _ pr: PageRequest,
         _ s: Session
-    ) async throws
+    ) throws
         -> Response
     {
         let f = try pr.form()

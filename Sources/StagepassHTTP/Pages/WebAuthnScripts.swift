@@ -31,14 +31,15 @@ extension PagesAPI {
         )
     }
 
-    /// Script calls report refusals as `{"detail": …}` with the matching status (the script shows the detail).
+    /// Script calls report refusals as `{"detail": …}` with the matching status (the script shows the detail). The
+    /// body's broker calls run off the cooperative pool (``offload(_:)``).
     func scripted(
         _ request: Request,
         _ context: StagepassRequestContext,
-        _ body: (PageRequest) async throws -> Response
+        _ body: @escaping @Sendable (PageRequest) throws -> Response
     ) async throws -> Response {
         let pr = try context.requirePage()
-        do { return try await body(pr) } catch {
+        do { return try await offload { try body(pr) } } catch {
             let status: HTTPResponse.Status
             switch error {
             case let e as PageError: status = e.status
