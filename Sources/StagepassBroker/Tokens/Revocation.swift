@@ -54,6 +54,15 @@ extension TokenBroker {
     /// - Returns: the jtis newly revoked.
     /// - Throws: ``OAuthError`` (`forbidden`, `insufficient_user_authentication`, `not_found`).
     public func revoke(_ what: RevocationRequest, sessionToken: String, reason: String?) async throws -> [String] {
+        // The checks read storage: on the storage lanes, off the cooperative pool.
+        let s = try await BrokerExecutor.storage.run {
+            try self.authorizeRevocation(what, sessionToken: sessionToken, reason: reason)
+        }
+        return try await revoke(what, actor: s.userName, factors: s.amr, reason: reason)
+    }
+
+    /// Who may revoke what (see ``revoke(_:sessionToken:reason:)``); refusals are audited.
+    func authorizeRevocation(_ what: RevocationRequest, sessionToken: String, reason: String?) throws -> Session {
         let s = try human.sessions.requireMFA(token: sessionToken)
         if let reason, reason.utf8.count > 500 {
             throw OAuthError.invalidRequest("the reason is longer than 500 bytes")
@@ -80,7 +89,7 @@ extension TokenBroker {
                 details: ["target": Self.describe(what)]
             )
         }
-        return try await revoke(what, actor: s.userName, factors: s.amr, reason: reason)
+        return s
     }
 
     /// Rotates the signing keys now on behalf of an administrator whose factor is fresh (API and pages).
@@ -118,15 +127,14 @@ extension TokenBroker {
         }
         var details = ["active": r.activeKid, "next": r.nextKid, "retiring": r.retiringKid ?? ""]
         if force { details["forced"] = "true" }
-        try audit.record(
-            AuditEvent(
-                action: "admin.key.rotate",
-                actor: admin.userName,
-                subject: r.activeKid,
-                factors: admin.amr,
-                details: details
-            )
+        let event = AuditEvent(
+            action: "admin.key.rotate",
+            actor: admin.userName,
+            subject: r.activeKid,
+            factors: admin.amr,
+            details: details
         )
+        try await BrokerExecutor.storage.run { try self.audit.record(event) }
         return r
     }
 
@@ -148,9 +156,32 @@ extension TokenBroker {
     ) async throws
         -> [String]
     {
+        // A key still in the keyring is marked compromised first (unpublished at once, replaced if active); a key
+        // already gone only has its ledger rows revoked.
+        var keyDetails: [String: String] = [:]
+        if case .kid(let kid) = what, let info = await keys.keys().first(where: { $0.kid == kid }),
+            info.state != .compromised
+        {
+            keyDetails["new_active"] = try await keys.compromise(kid: kid).activeKid
+        }
+        let initial = keyDetails
+        return try await BrokerExecutor.storage.run {
+            try self.revokeInStore(what, actor: actor, factors: factors, reason: reason, details: initial)
+        }
+    }
+
+    /// The storage part of ``revoke(_:actor:factors:reason:)``: ends sessions and delegations where the target asks
+    /// for it, marks the ledger rows revoked and audits, in the store.
+    func revokeInStore(
+        _ what: RevocationRequest,
+        actor: String,
+        factors: [String],
+        reason: String?,
+        details initial: [String: String]
+    ) throws -> [String] {
         let now = clock.now()
         let target: RevocationTarget
-        var details: [String: String] = [:]
+        var details = initial
         switch what {
         case .jti(let j): target = .jti(j)
         case .session(let sid):
@@ -169,12 +200,6 @@ extension TokenBroker {
             details["sessions"] = "ended"
         case .kid(let kid):
             target = .kid(kid)
-            // A key still in the keyring is marked compromised first (unpublished at once, replaced if active);
-            // a key already gone only has its ledger rows revoked.
-            if let info = await keys.keys().first(where: { $0.kid == kid }), info.state != .compromised {
-                let r = try await keys.compromise(kid: kid)
-                details["new_active"] = r.activeKid
-            }
         }
         return try human.revokeTokens(
             target,
@@ -192,6 +217,9 @@ extension TokenBroker {
 /// happened (the store's revocation epoch moved), when the active key changed, or when half its `ttl` has passed;
 /// otherwise the cached signature is served.
 public actor StatusListPublisher {
+    /// The publisher reads the ledger synchronously: it runs on the storage lanes, never on the cooperative pool.
+    public nonisolated var unownedExecutor: UnownedSerialExecutor { BrokerExecutor.storage.asUnownedSerialExecutor() }
+
     let store: any BrokerStore
     let keys: KeyStore
     let policy: PolicyHolder
