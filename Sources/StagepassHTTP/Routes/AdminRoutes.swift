@@ -98,36 +98,40 @@ struct AdminRoutes: Sendable {
                 detail: "the broker runs the shipped example policy; start it with --policy FILE to reload"
             )
         }
-        let p: AccessPolicy
-        do { p = try AccessPolicy.load(file: file) } catch {
+        // Reading the file and writing the audit records are blocking work: off the cooperative pool.
+        let (p, changed) = try await offload { () throws -> (AccessPolicy, [String]) in
+            let p: AccessPolicy
+            do { p = try AccessPolicy.load(file: file) } catch {
+                try broker.audit.record(
+                    AuditEvent(
+                        action: "policy.load",
+                        actor: s.userName,
+                        subject: file,
+                        result: "failure",
+                        reason: "\(error)",
+                        factors: s.amr,
+                        details: ["applied": "none"]
+                    )
+                )
+                throw Problem.badRequest("the policy file is invalid; the running policy is unchanged: \(error)")
+            }
+            let old = tokens.policy.current
+            let changed = PolicySections.changed(from: old, to: p)
+            tokens.policy.replace(p)
             try broker.audit.record(
                 AuditEvent(
                     action: "policy.load",
                     actor: s.userName,
                     subject: file,
-                    result: "failure",
-                    reason: "\(error)",
                     factors: s.amr,
-                    details: ["applied": "none"]
+                    details: [
+                        "roles": String(p.roles.count), "stages": String(p.stages.count), "applied": "all",
+                        "changed": changed.isEmpty ? "none" : changed.joined(separator: ","),
+                    ]
                 )
             )
-            throw Problem.badRequest("the policy file is invalid; the running policy is unchanged: \(error)")
+            return (p, changed)
         }
-        let old = tokens.policy.current
-        let changed = PolicySections.changed(from: old, to: p)
-        tokens.policy.replace(p)
-        try broker.audit.record(
-            AuditEvent(
-                action: "policy.load",
-                actor: s.userName,
-                subject: file,
-                factors: s.amr,
-                details: [
-                    "roles": String(p.roles.count), "stages": String(p.stages.count), "applied": "all",
-                    "changed": changed.isEmpty ? "none" : changed.joined(separator: ","),
-                ]
-            )
-        )
         return json(
             .ok,
             [
