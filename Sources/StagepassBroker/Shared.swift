@@ -63,6 +63,13 @@ public struct AuditEvent: Sendable, Codable, Hashable {
 /// Where audit events go. The hash-chained audit log implements it; `record` returns only once the event is durable.
 public protocol AuditSink: Sendable {
     func record(_ event: AuditEvent) throws
+    /// The event as a record to append inside another store transaction (so the change and its record commit
+    /// together), or nil when this sink keeps its records elsewhere (then the caller records after the change).
+    func chainedEntry(_ event: AuditEvent) throws -> AuditAppend?
+}
+
+extension AuditSink {
+    public func chainedEntry(_ event: AuditEvent) throws -> AuditAppend? { nil }
 }
 
 /// An audit sink that keeps events in memory (tests, and components used before the audit log exists).

@@ -109,24 +109,40 @@ public struct AccountService: Sendable {
         if disabled { try store.deleteSessions(userId: u.id) }
         try audit.record(AuditEvent(action: disabled ? "user.disable" : "user.enable", actor: actor, subject: name))
         if disabled {
-            try endDelegations(ofUser: u.id, userName: name, reason: "the delegator was disabled", actor: actor)
+            try endDelegations(userId: u.id, reason: "the delegator was disabled", actor: actor)
         }
     }
 
-    /// Revokes every live delegation the user granted, with one `delegation.revoke` audit record naming them.
-    func endDelegations(ofUser userId: String, userName: String, reason: String, actor: String) throws {
-        let ids = try store.liveDelegations(userId: userId, now: clock.now()).map(\.id)
-        let revoked = try store.revokeDelegations(ids: ids, at: clock.now(), reason: reason, audit: nil)
-        guard !revoked.isEmpty else { return }
-        try audit.record(
-            AuditEvent(
-                action: "delegation.revoke",
-                actor: actor,
-                subject: userName,
-                reason: reason,
-                details: ["delegations": revoked.joined(separator: ",")]
-            )
+    /// Ends the live delegations granted by a user (`userId`) or from one session (`sessionId`), with one
+    /// `delegation.revoke` audit record naming them (in the same transaction when the audit log chains). The one
+    /// place delegations end because of what happened to the human behind them.
+    /// - Returns: the ids revoked now.
+    @discardableResult
+    func endDelegations(
+        userId: String? = nil,
+        sessionId: String? = nil,
+        reason: String,
+        actor: String
+    ) throws
+        -> [String]
+    {
+        let now = clock.now()
+        var live: [DelegationRecord] = []
+        if let userId { live += try store.liveDelegations(userId: userId, now: now) }
+        if let sessionId { live += try store.liveDelegations(sessionId: sessionId, now: now) }
+        let ids = Array(Set(live.map(\.id))).sorted()
+        guard !ids.isEmpty else { return [] }
+        let event = AuditEvent(
+            action: "delegation.revoke",
+            actor: actor,
+            subject: live.first?.userName,
+            reason: reason,
+            details: ["delegations": ids.joined(separator: ",")]
         )
+        let chained = try audit.chainedEntry(event)
+        let revoked = try store.revokeDelegations(ids: ids, at: now, reason: reason, audit: chained)
+        if chained == nil, !revoked.isEmpty { try audit.record(event) }
+        return revoked
     }
 
     /// Clears a factor lockout and the user's throttle counters.
@@ -155,8 +171,7 @@ public struct AccountService: Sendable {
         let removed = Set(u.groups).subtracting(groups)
         if !removed.isEmpty {
             try endDelegations(
-                ofUser: u.id,
-                userName: name,
+                userId: u.id,
                 reason: "the delegator left \(removed.sorted().joined(separator: ","))",
                 actor: actor
             )

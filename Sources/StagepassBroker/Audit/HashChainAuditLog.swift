@@ -59,6 +59,8 @@ public final class HashChainAuditLog: AuditSink {
     }
 
     /// The chained append of `event`, for a store write that must commit it together with other rows.
+    public func chainedEntry(_ event: AuditEvent) throws -> AuditAppend? { try entry(event) }
+
     public func entry(_ event: AuditEvent) throws -> AuditAppend {
         let json = try Self.canonicalEvent(event)
         let now = clock.now()

@@ -138,20 +138,25 @@ public struct Throttle: Sendable {
     ) async throws
         -> T
     {
-        let p = policy
-        let slots = [(account, p.maxConcurrentPerAccount), (address, p.maxConcurrentPerAddress)]
-        guard inFlight.acquire(slots) else { throw BrokerError.throttled(retryAfter: 1) }
-        defer { inFlight.release(slots.map(\.0)) }
+        let keys = try acquireSlots(account: account, address: address)
+        defer { inFlight.release(keys) }
         return try await body()
     }
 
     /// The synchronous form of ``limitingConcurrency(account:address:_:)``.
     public func limitingConcurrency<T>(account: String, address: String, _ body: () throws -> T) throws -> T {
+        let keys = try acquireSlots(account: account, address: address)
+        defer { inFlight.release(keys) }
+        return try body()
+    }
+
+    /// Takes one in-flight slot for the account and one for the address (both or neither); returns the keys to
+    /// release.
+    private func acquireSlots(account: String, address: String) throws -> [String] {
         let p = policy
         let slots = [(account, p.maxConcurrentPerAccount), (address, p.maxConcurrentPerAddress)]
         guard inFlight.acquire(slots) else { throw BrokerError.throttled(retryAfter: 1) }
-        defer { inFlight.release(slots.map(\.0)) }
-        return try body()
+        return slots.map(\.0)
     }
 }
 

@@ -753,37 +753,4 @@ extension TokenBroker {
             throw denied(e, action: "delegation.revoke", actor: s.userName, factors: s.amr, details: ["delegation": id])
         }
     }
-
-    /// Ends the live delegations granted by a user (`userId`) or from one session (`sessionId`), with one audit
-    /// record naming them. Returns the ids revoked.
-    @discardableResult
-    func endDelegations(
-        userId: String? = nil,
-        sessionId: String? = nil,
-        reason: String,
-        actor: String
-    ) throws
-        -> [String]
-    {
-        let now = clock.now()
-        var live: [DelegationRecord] = []
-        if let userId { live += try store.liveDelegations(userId: userId, now: now) }
-        if let sessionId { live += try store.liveDelegations(sessionId: sessionId, now: now) }
-        let ids = Array(Set(live.map(\.id))).sorted()
-        guard !ids.isEmpty else { return [] }
-        return try store.revokeDelegations(
-            ids: ids,
-            at: now,
-            reason: reason,
-            audit: try audit.entry(
-                AuditEvent(
-                    action: "delegation.revoke",
-                    actor: actor,
-                    subject: live.first?.userName,
-                    reason: reason,
-                    details: ["delegations": ids.joined(separator: ",")]
-                )
-            )
-        )
-    }
 }

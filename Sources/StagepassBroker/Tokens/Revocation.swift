@@ -188,14 +188,22 @@ extension TokenBroker {
             target = .session(sid)
             // Revoking a session also ends it, and the delegations granted from it.
             try store.deleteSession(id: sid)
-            let ended = try endDelegations(sessionId: sid, reason: "its session was revoked", actor: actor)
+            let ended = try human.accounts.endDelegations(
+                sessionId: sid,
+                reason: "its session was revoked",
+                actor: actor
+            )
             if !ended.isEmpty { details["delegations"] = ended.joined(separator: ",") }
         case .user(let name):
             guard let u = try store.user(named: name) else { throw OAuthError.notFound("no such user") }
             target = .user(id: u.id, issuedBefore: now)
             // A compromised account must stop minting at once: every session and every delegation ends too.
             try store.deleteSessions(userId: u.id)
-            let ended = try endDelegations(userId: u.id, reason: "the delegator was revoked", actor: actor)
+            let ended = try human.accounts.endDelegations(
+                userId: u.id,
+                reason: "the delegator was revoked",
+                actor: actor
+            )
             if !ended.isEmpty { details["delegations"] = ended.joined(separator: ",") }
             details["sessions"] = "ended"
         case .kid(let kid):
