@@ -4,7 +4,7 @@ DEBS := libssl-dev libjansson-dev libsqlite3-dev libargon2-dev zlib1g-dev libqre
 BIN := .build/debug/stagepass
 LIB := .build/debug/libStagepassVerifyC.so
 
-.PHONY: deps serve test fuzz format
+.PHONY: deps serve test chaos fuzz format
 
 FUZZ_SECONDS ?= 60
 FUZZ_SMOKE_SECONDS ?= 3
@@ -23,8 +23,14 @@ test: deps
 	swift build
 	swift build --build-tests
 	swift test --skip-build
-	STAGEPASS_BIN=$(abspath $(BIN)) STAGEPASS_VERIFY_LIB=$(abspath $(LIB)) python3 -m pytest -q Tests/interop
+	STAGEPASS_BIN=$(abspath $(BIN)) STAGEPASS_VERIFY_LIB=$(abspath $(LIB)) python3 -m pytest -q Tests/interop -m "not slow"
 	Fuzz/build.sh >/dev/null && Fuzz/run.sh $(FUZZ_SMOKE_SECONDS)
+
+# The fault suite (Specs/benchmarks.md, "Faults"): slow and idle clients, signals, hashing storms, SIGKILL, full disks.
+# Each test prints what it measured; `make test` runs its smoke subset (the tests not marked slow).
+chaos: deps
+	swift build --product stagepass
+	STAGEPASS_BIN=$(abspath $(BIN)) python3 -m pytest -q -s Tests/interop -m chaos
 
 # libFuzzer targets (Fuzz/README.md), one after another for FUZZ_SECONDS each: make fuzz FUZZ_SECONDS=600
 fuzz: deps

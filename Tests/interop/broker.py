@@ -88,8 +88,12 @@ class User:
 class Broker:
     """One running broker. Use as a context manager, or call stop()."""
 
-    def __init__(self, bin_path: str, workdir: Path, policy: str, recorder=None, host_name: str = "127.0.0.1"):
+    def __init__(self, bin_path: str, workdir: Path, policy: str, recorder=None, host_name: str = "127.0.0.1",
+                 serve_args: list[str] | None = None, open_files: tuple[int, int] | None = None):
         self.bin = bin_path
+        # Extra `stagepass serve` flags, and the (soft, hard) open-file limit the broker starts with (fault tests).
+        self.serve_args = list(serve_args or [])
+        self.open_files = open_files
         self.dir = workdir
         self.dir.mkdir(parents=True, exist_ok=True)
         self.data = self.dir / "data"
@@ -111,8 +115,9 @@ class Broker:
         out = open(self.log, "ab")
         self.proc = subprocess.Popen(
             [self.bin, "serve", "--data", str(self.data), "--keys", str(self.keys), "--port", str(self.port),
-             "--policy", str(self.policy_file), "--issuer", self.url],
-            stdout=out, stderr=subprocess.STDOUT, cwd=self.dir, env=self.environment(), start_new_session=True)
+             "--policy", str(self.policy_file), "--issuer", self.url, *self.serve_args],
+            stdout=out, stderr=subprocess.STDOUT, cwd=self.dir, env=self.environment(), start_new_session=True,
+            preexec_fn=self._limits if self.open_files else None)
         deadline = time.time() + 60
         while time.time() < deadline:
             if self.proc.poll() is not None:
@@ -132,6 +137,10 @@ class Broker:
             assert pw and secret, f"first start did not print the admin secrets:\n{text}"
             self.admin = User("admin", pw.group(1), secret.group(1), ["admins"])
         return self
+
+    def _limits(self) -> None:
+        import resource
+        resource.setrlimit(resource.RLIMIT_NOFILE, self.open_files)
 
     def kill(self, sig=signal.SIGKILL) -> None:
         if self.proc and self.proc.poll() is None:

@@ -68,6 +68,12 @@ def stagepass_bin_path() -> Path:
     )
 
 
+def pytest_configure(config):
+    # The fault suite: `make chaos` runs every `chaos` test; `make test` runs all but the `slow` ones (its smoke subset).
+    config.addinivalue_line("markers", "chaos: a fault-suite test (slow clients, signals, storms, kills, full disks)")
+    config.addinivalue_line("markers", "slow: a long fault-suite test, run by `make chaos` only")
+
+
 HANG_SECONDS = int(os.environ.get("STAGEPASS_HANG_SECONDS", "120"))
 
 # What a `stagepass` process reads from its environment besides its flags: the STAGEPASS_* settings (key passphrase,
