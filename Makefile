@@ -4,7 +4,7 @@ DEBS := libssl-dev libjansson-dev libsqlite3-dev libargon2-dev zlib1g-dev libqre
 BIN := .build/debug/stagepass
 LIB := .build/debug/libStagepassVerifyC.so
 
-.PHONY: deps serve test chaos fuzz format
+.PHONY: deps serve test chaos fuzz format bench-issuance
 
 FUZZ_SECONDS ?= 60
 FUZZ_SMOKE_SECONDS ?= 3
@@ -37,6 +37,11 @@ fuzz: deps
 	swift build --target StagepassBroker
 	Fuzz/build.sh
 	nice Fuzz/run.sh $(FUZZ_SECONDS)
+
+# Durable issuance under load (Specs/benchmarks.md, "Durable issuance"): release build, wrk against the token
+# exchange and /healthz, audit checked afterwards. Extra flags: make bench-issuance BENCH_ARGS="--runs 5".
+bench-issuance: deps
+	Benchmarks/issuance/run.sh $(BENCH_ARGS)
 
 # Formats every Swift file in place (.swift-format; Sources/.swift-format adds the no-force-unwrap rules).
 format:

@@ -3,6 +3,10 @@ import Synchronization
 
 /// A verified Token Status List (draft-ietf-oauth-status-list-20 §5): a `statuslist+jwt` whose `sub` is the
 /// `uri` tokens reference, whose `status_list.lst` is the ZLIB-compressed (RFC 1950) array of `bits`-bit entries.
+///
+/// Memory: the inflated byte array is kept as it is, and with `bits: 1` it already is a bitset: a list of 2^20
+/// entries is 128 KiB (2^20 / 8 bytes), one of 2^24 entries 2 MiB, the most accepted. ``value(at:)`` reads one byte
+/// in place (O(1), no copy: the array is immutable and shared by every copy of this value).
 struct ParsedStatusList: Sendable {
     let uri: String
     let kid: String
@@ -23,7 +27,7 @@ struct ParsedStatusList: Sendable {
     /// - Throws: ``StatusListError`` naming the first failed check.
     init(jwt: String, keySet: KeySet) throws(StatusListError) {
         guard jwt.utf8.count <= ParsedStatusList.maxTokenBytes else {
-            throw StatusListError(.malformed, "status list token too large")
+            throw StatusListError(.tooLarge, "status list token longer than \(ParsedStatusList.maxTokenBytes) bytes")
         }
         // RFC 7515 §7.1: three base64url segments.
         let parts = jwt.split(separator: ".", omittingEmptySubsequences: false)
@@ -103,11 +107,18 @@ struct ParsedStatusList: Sendable {
         guard let sl = c.member("status_list"), let bits = sl.member("bits")?.integer, [1, 2, 4, 8].contains(bits),
             let lst = sl.member("lst")?.string
         else { throw StatusListError(.malformed, "status_list needs bits (1, 2, 4 or 8) and lst") }
+        let inflated: Zlib.Inflated
         do {
-            let compressed = try Base64URL.decode(lst)
-            self.bytes = try Zlib.decompress(compressed, limit: ParsedStatusList.maxBytes)
+            inflated = try Zlib.inflate(try Base64URL.decode(lst), limit: ParsedStatusList.maxBytes)
         } catch {
             throw StatusListError(.malformed, "lst: \(error.detail)")
+        }
+        switch inflated {
+        case .bytes(let b): self.bytes = b
+        case .tooLarge:
+            // draft §4.2 leaves the bound to the consumer; a larger list is refused, not truncated.
+            throw StatusListError(.tooLarge, "lst inflates to more than \(ParsedStatusList.maxBytes) bytes")
+        case .invalid: throw StatusListError(.malformed, "lst is not a complete ZLIB stream")
         }
         self.uri = sub
         self.kid = kid

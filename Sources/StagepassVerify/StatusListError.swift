@@ -18,6 +18,9 @@ public struct StatusListError: Error, Sendable, Hashable, CustomStringConvertibl
         case badSignature = "bad_signature"
         /// `now ≥ exp + leeway`.
         case expired = "expired"
+        /// The list token is longer than 4 MiB, or its `lst` inflates to more than 2 MiB (2^24 one-bit entries): a
+        /// decompression bomb is refused after inflating at most that much.
+        case tooLarge = "too_large"
         /// `iat` later than `now + leeway`.
         case issuedInFuture = "issued_in_future"
         /// A usable list, but older (smaller `iat`) than the one installed for the same `sub`: the installed one is

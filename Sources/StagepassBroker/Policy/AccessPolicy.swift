@@ -115,6 +115,9 @@ public struct TokenSettings: Sendable, Hashable {
     public var statusListTTL: Int64
     /// Status list tokens: `exp` = `iat` + this, seconds.
     public var statusListLifetime: Int64
+    /// Entries (one bit each) of every status list created from now on: a power of two within
+    /// ``statusListSizeBounds``. Lists keep the size they were created with (``StatusListRecord``).
+    public var statusListSize: Int64
     /// Lifetime of a pipeline approval request (`device_code` / `user_code`), seconds (RFC 8628 §3.2 `expires_in`).
     public var requestLifetime: Int64
     /// Minimum seconds between two polls of one request (RFC 8628 §3.2 `interval`).
@@ -128,6 +131,7 @@ public struct TokenSettings: Sendable, Hashable {
         maxTTL: Int64 = 3600,
         statusListTTL: Int64 = 60,
         statusListLifetime: Int64 = 3600,
+        statusListSize: Int64 = 1 << 20,
         requestLifetime: Int64 = 600,
         pollInterval: Int64 = 5,
         adminMFAMaxAge: Int64 = 300,
@@ -136,11 +140,16 @@ public struct TokenSettings: Sendable, Hashable {
         self.maxTTL = maxTTL
         self.statusListTTL = statusListTTL
         self.statusListLifetime = statusListLifetime
+        self.statusListSize = statusListSize
         self.requestLifetime = requestLifetime
         self.pollInterval = pollInterval
         self.adminMFAMaxAge = adminMFAMaxAge
         self.adminGroups = adminGroups
     }
+
+    /// The sizes `tokens.status_list_size` may take: 2^10 (128 bytes of bits) to 2^24 (2 MiB, the largest list a
+    /// Stagepass verifier inflates).
+    public static let statusListSizeBounds: ClosedRange<Int64> = (1 << 10)...(1 << 24)
 }
 
 /// The whole policy file: authentication (``AuthPolicy``: `mfa`, `sessions`, `throttle`), `tokens`, `roles`,

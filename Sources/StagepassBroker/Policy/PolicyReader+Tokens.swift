@@ -2,7 +2,8 @@
 
 extension PolicyReader {
     static let tokenKeys = [
-        "max_ttl", "status_list_ttl", "status_list_lifetime", "request_lifetime", "poll_interval", "admin_mfa_max_age",
+        "max_ttl", "status_list_ttl", "status_list_lifetime", "status_list_size", "request_lifetime", "poll_interval",
+        "admin_mfa_max_age",
         "admin_groups",
     ]
 
@@ -14,6 +15,7 @@ extension PolicyReader {
             case "max_ttl": t.maxTTL = try duration(e)
             case "status_list_ttl": t.statusListTTL = try duration(e)
             case "status_list_lifetime": t.statusListLifetime = try duration(e)
+            case "status_list_size": t.statusListSize = try statusListSize(e)
             case "request_lifetime": t.requestLifetime = try duration(e)
             case "poll_interval": t.pollInterval = try duration(e)
             case "admin_mfa_max_age": t.adminMFAMaxAge = try duration(e)
@@ -48,5 +50,19 @@ extension PolicyReader {
             )
         }
         return t
+    }
+
+    /// `tokens.status_list_size`: a power of two within ``TokenSettings/statusListSizeBounds``.
+    func statusListSize(_ e: Entry) throws -> Int64 {
+        let bounds = TokenSettings.statusListSizeBounds
+        let n = Int64(try integer(e, atLeast: 1))
+        guard bounds.contains(n), n & (n - 1) == 0 else {
+            throw fail(
+                e.valueLine,
+                "\(e.path): must be a power of two from \(bounds.lowerBound) (2^10) to \(bounds.upperBound) (2^24), "
+                    + "found \(n)"
+            )
+        }
+        return n
     }
 }

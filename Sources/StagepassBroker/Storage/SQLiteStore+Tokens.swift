@@ -235,6 +235,75 @@ extension SQLiteStore {
         }
     }
 
+    // MARK: status lists
+
+    /// The status-list layout. Before it existed every list had 2^16 entries: the lists that hold the tokens issued
+    /// until now are recorded with that size, so those tokens keep their `(idx, uri)`.
+    static func migrateStatusLists(_ db: Database) throws {
+        try db.execute(
+            sql: """
+                CREATE TABLE status_lists (
+                    number INTEGER PRIMARY KEY NOT NULL CHECK (number >= 1),
+                    first_seq INTEGER NOT NULL UNIQUE CHECK (first_seq >= 1),
+                    size INTEGER NOT NULL CHECK (size >= 1),
+                    created_at INTEGER NOT NULL
+                );
+                WITH RECURSIVE issued(last) AS (
+                    SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'tokens'), 0),
+                               COALESCE((SELECT MAX(seq) FROM tokens), 0))
+                ), n(k) AS (
+                    SELECT 1 WHERE (SELECT last FROM issued) > 0
+                    UNION ALL SELECT k + 1 FROM n WHERE k * 65536 < (SELECT last FROM issued)
+                )
+                INSERT INTO status_lists (number, first_seq, size, created_at)
+                    SELECT k, (k - 1) * 65536 + 1, 65536, CAST(strftime('%s', 'now') AS INTEGER) FROM n;
+                """
+        )
+    }
+
+    private static func statusList(_ r: Row) -> StatusListRecord {
+        StatusListRecord(number: r["number"], firstSeq: r["first_seq"], size: r["size"], createdAt: r["created_at"])
+    }
+
+    public func statusLists() throws -> [StatusListRecord] {
+        try db.read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM status_lists ORDER BY number").map(Self.statusList)
+        }
+    }
+
+    public func placeStatusList(seq: Int64, size: Int64, at: Int64) throws -> StatusListRecord {
+        guard seq >= 1, size >= 1 else { throw StoreError.conflict("a status list needs seq >= 1 and size >= 1") }
+        return try db.write { db in
+            if let r = try Row.fetchOne(
+                db,
+                sql: "SELECT * FROM status_lists WHERE first_seq <= ? ORDER BY number DESC LIMIT 1",
+                arguments: [seq]
+            ).map(Self.statusList), r.contains(seq: seq) {
+                return r
+            }
+            var last = try Row.fetchOne(db, sql: "SELECT * FROM status_lists ORDER BY number DESC LIMIT 1")
+                .map(Self.statusList)
+            while true {
+                let next = StatusListRecord(
+                    number: (last?.number ?? 0) + 1,
+                    firstSeq: last.map { $0.firstSeq + $0.size } ?? 1,
+                    size: size,
+                    createdAt: at
+                )
+                guard next.firstSeq <= seq else {
+                    // Lists are contiguous from seq 1: a seq below the last list's end is always inside one.
+                    throw StoreError.conflict("seq \(seq) is not covered by the status-list layout")
+                }
+                try db.execute(
+                    sql: "INSERT INTO status_lists (number, first_seq, size, created_at) VALUES (?, ?, ?, ?)",
+                    arguments: [next.number, next.firstSeq, next.size, next.createdAt]
+                )
+                if next.contains(seq: seq) { return next }
+                last = next
+            }
+        }
+    }
+
     // MARK: approval requests
 
     private static func request(_ r: Row) -> ApprovalRequestRecord? {

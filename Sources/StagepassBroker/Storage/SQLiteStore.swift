@@ -121,6 +121,7 @@ public final class SQLiteStore: BrokerStore {
                     """
             )
         }
+        m.registerMigration("v5-status-lists") { db in try Self.migrateStatusLists(db) }
         return m
     }
 

@@ -14,8 +14,8 @@ public struct ClientRecord: Sendable, Hashable {
     }
 }
 
-/// One issued token in the ledger. `seq` (assigned on insert, from 1) fixes the token's status-list position:
-/// list `(seq-1) / listSize + 1`, index `(seq-1) % listSize`.
+/// One issued token in the ledger. `seq` (assigned on insert, from 1) fixes the token's status-list position: the
+/// ``StatusListRecord`` whose range holds `seq`, at index `seq - firstSeq`.
 public struct TokenRecord: Sendable, Hashable {
     public var seq: Int64
     public var jti: String
@@ -235,6 +235,30 @@ public struct DelegationRecord: Sendable, Hashable {
     }
 }
 
+/// One Token Status List's place in the ledger: the tokens whose `seq` lies in `firstSeq ..< firstSeq + size`,
+/// at index `seq - firstSeq`. Lists are numbered from 1 and are contiguous (list n+1 starts where list n ends). A
+/// list is never changed once created: its size is the policy's `tokens.status_list_size` when it was created, so a
+/// later change of that setting shapes only lists created after it and never moves an issued token's `(idx, uri)`.
+public struct StatusListRecord: Sendable, Hashable {
+    public var number: Int64
+    public var firstSeq: Int64
+    public var size: Int64
+    public var createdAt: Int64
+
+    public init(number: Int64, firstSeq: Int64, size: Int64, createdAt: Int64) {
+        self.number = number
+        self.firstSeq = firstSeq
+        self.size = size
+        self.createdAt = createdAt
+    }
+
+    /// Whether the token with ledger `seq` sits in this list.
+    public func contains(seq: Int64) -> Bool { seq >= firstSeq && seq - firstSeq < size }
+
+    /// The seqs this list covers.
+    public var seqs: ClosedRange<Int64> { firstSeq...(firstSeq + size - 1) }
+}
+
 /// Which tokens a revocation covers.
 public enum RevocationTarget: Sendable, Hashable {
     case jti(String)
@@ -283,6 +307,11 @@ public protocol TokenStore: Sendable {
     func lastTokenSeq() throws -> Int64
     /// A counter bumped by every revocation (status list caches compare it).
     func revocationEpoch() throws -> Int64
+    /// Every status list created so far, by number.
+    func statusLists() throws -> [StatusListRecord]
+    /// The status list holding `seq`, creating lists of `size` entries after the last one (in one transaction) until
+    /// one holds it. Existing lists are never changed, whatever `size` says.
+    func placeStatusList(seq: Int64, size: Int64, at: Int64) throws -> StatusListRecord
 
     // MARK: approval requests
     func insertRequest(_ request: ApprovalRequestRecord, audit: AuditAppend) throws

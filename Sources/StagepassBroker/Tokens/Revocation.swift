@@ -1,5 +1,6 @@
 import Foundation
 public import StagepassJOSE
+import Synchronization
 
 /// What a revocation request names.
 public enum RevocationRequest: Sendable, Hashable {
@@ -220,10 +221,49 @@ extension TokenBroker {
     }
 }
 
-/// Serves the Token Status Lists (draft-ietf-oauth-status-list-20): one `statuslist+jwt` per list of
-/// ``TokenBroker/listSize`` one-bit entries, signed with the active key. A list is re-signed when a revocation
-/// happened (the store's revocation epoch moved), when the active key changed, or when half its `ttl` has passed;
-/// otherwise the cached signature is served.
+/// Where issued tokens sit in the Token Status Lists: the store's ``StatusListRecord``s, with the newest list kept
+/// in memory so that placing a token costs no storage round trip except once per list (when the first token past
+/// the last list's end creates the next one).
+///
+/// A token with ledger `seq` sits in the list whose range holds it, at `idx = seq - firstSeq`. Lists are created
+/// contiguously, each with the policy's `tokens.status_list_size` at its creation, and never change: a size change
+/// shapes only lists created after it, so no issued token's `(idx, uri)` ever moves or collides with another's.
+public final class StatusListLayout: Sendable {
+    let store: any BrokerStore
+    private let newest = Mutex<StatusListRecord?>(nil)
+
+    init(store: any BrokerStore) { self.store = store }
+
+    /// The list holding `seq` (creating it with `size` entries if `seq` is past the last list). Synchronous storage
+    /// work: call it on the storage lanes.
+    func place(seq: Int64, size: Int64, at now: Int64) throws -> StatusListRecord {
+        if let r = newest.withLock({ $0 }), r.contains(seq: seq) { return r }
+        let r = try store.placeStatusList(seq: seq, size: size, at: now)
+        newest.withLock { n in
+            if n.map({ $0.number < r.number }) ?? true { n = r }
+        }
+        return r
+    }
+
+    /// Every list created so far (from the store).
+    public func lists() throws -> [StatusListRecord] { try store.statusLists() }
+}
+
+/// Serves the Token Status Lists (draft-ietf-oauth-status-list-20): one `statuslist+jwt` per
+/// ``StatusListRecord``, one bit per entry, signed with the active key.
+///
+/// The signed bytes of each list are cached and served as they are until one of these happens, and then the list is
+/// signed once more:
+/// - a revocation changed this list's bits (the store's revocation epoch moved and the recomputed bits differ; a
+///   revocation in another list only costs a recomputation, not a signature);
+/// - the active key changed;
+/// - half the list's `ttl` passed since it was signed (verifiers count a list's age from its `iat`, and the list's
+///   `exp` is `status_list_lifetime` ≥ `ttl` after it, so a served list is always valid for longer than a verifier
+///   caches it).
+///
+/// Never per request: the decision and the signing run without a suspension point on this actor, so concurrent
+/// requests for a list that needs a new signature wait for the first one, which signs; the others find its result
+/// in the cache (single flight).
 public actor StatusListPublisher {
     /// The publisher reads the ledger synchronously: it runs on the storage lanes, never on the cooperative pool.
     public nonisolated var unownedExecutor: UnownedSerialExecutor { BrokerExecutor.storage.asUnownedSerialExecutor() }
@@ -233,21 +273,35 @@ public actor StatusListPublisher {
     let policy: PolicyHolder
     let issuer: String
     let clock: BrokerClock
+    let layout: StatusListLayout
 
     struct Cached {
         var jwt: String
         var iat: Int64
         var epoch: Int64
         var kid: String
+        var size: Int64
+        /// SHA-256 of the uncompressed bits, to tell whether a revocation elsewhere left this list unchanged.
+        var digest: [UInt8]
     }
     private var cache: [Int64: Cached] = [:]
+    /// How many list tokens this publisher signed (tests and the benchmark read it).
+    public private(set) var signatures = 0
 
-    init(store: any BrokerStore, keys: KeyStore, policy: PolicyHolder, issuer: String, clock: BrokerClock) {
+    init(
+        store: any BrokerStore,
+        keys: KeyStore,
+        policy: PolicyHolder,
+        issuer: String,
+        clock: BrokerClock,
+        layout: StatusListLayout
+    ) {
         self.store = store
         self.keys = keys
         self.policy = policy
         self.issuer = issuer
         self.clock = clock
+        self.layout = layout
     }
 
     static func uri(issuer: String, _ n: Int64) -> String {
@@ -255,26 +309,37 @@ public actor StatusListPublisher {
     }
 
     /// How many lists exist (at least one, even before the first token).
-    public func count() throws -> Int64 {
-        let last = try store.lastTokenSeq()
-        return max(1, (last + TokenBroker.listSize - 1) / TokenBroker.listSize)
+    public func count() throws -> Int64 { max(1, try layout.lists().last?.number ?? 0) }
+
+    /// List `n`'s place in the ledger; before the first token, list 1 is an empty list of the policy's size.
+    func record(_ n: Int64) throws -> StatusListRecord? {
+        let lists = try layout.lists()
+        if let r = lists.first(where: { $0.number == n }) { return r }
+        guard n == 1, lists.isEmpty else { return nil }
+        return StatusListRecord(number: 1, firstSeq: 1, size: policy.current.tokens.statusListSize, createdAt: 0)
     }
 
     /// The signed list `n`, or nil when there is no such list.
     public func list(_ n: Int64) async throws -> String? {
-        guard n >= 1, n <= (try count()) else { return nil }
-        let epoch = try store.revocationEpoch()
+        guard n >= 1 else { return nil }
         let tokens = policy.current.tokens
-        // The key must stay published until this list expires.
+        // The key must stay published until this list expires. This is the only suspension point: everything after
+        // it runs to completion on the actor, one request at a time (single flight).
         let key = try await keys.signingKey(coveringLifetime: tokens.statusListLifetime)
+        guard let r = try record(n) else { return nil }
+        let epoch = try store.revocationEpoch()
         let now = clock.now()
-        if let c = cache[n], c.epoch == epoch, c.kid == key.kid, now - c.iat < max(1, tokens.statusListTTL / 2) {
-            return c.jwt
+        let fresh: (Cached) -> Bool = { c in
+            c.kid == key.kid && c.size == r.size && now - c.iat < max(1, tokens.statusListTTL / 2)
         }
-        var bytes = [UInt8](repeating: 0, count: Int(TokenBroker.listSize / 8))
-        for idx in try revokedIndices(n).map(Int.init) {
-            // draft §4.1: entry idx is bit (idx % 8) of byte idx / 8, least significant bit first; 1 = INVALID (§7.1).
-            bytes[idx / 8] |= UInt8(1) << UInt8(idx % 8)
+        if let c = cache[n], c.epoch == epoch, fresh(c) { return c.jwt }
+        let bytes = try bits(r)
+        let digest = try Crypto.sha256(bytes)
+        if var c = cache[n], fresh(c), c.digest == digest {
+            // A revocation elsewhere: this list's bits did not change, the signed copy still holds.
+            c.epoch = epoch
+            cache[n] = c
+            return c.jwt
         }
         // draft §4.2: lst is the base64url of the ZLIB (RFC 1950) compressed byte array.
         let lst = Base64URL.encode(try Zlib.compress(bytes))
@@ -290,13 +355,28 @@ public actor StatusListPublisher {
             key: key.privateKey,
             alg: key.alg
         )
-        cache[n] = Cached(jwt: jwt, iat: now, epoch: epoch, kid: key.kid)
+        signatures += 1
+        cache[n] = Cached(jwt: jwt, iat: now, epoch: epoch, kid: key.kid, size: r.size, digest: digest)
         return jwt
+    }
+
+    /// The uncompressed list: `size / 8` bytes, one bit per entry.
+    func bits(_ r: StatusListRecord) throws -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: Int((r.size + 7) / 8))
+        for idx in try revokedIndices(r).map(Int.init) {
+            // draft §4.1: entry idx is bit (idx % 8) of byte idx / 8, least significant bit first; 1 = INVALID (§7.1).
+            bytes[idx / 8] |= UInt8(1) << UInt8(idx % 8)
+        }
+        return bytes
     }
 
     /// The revoked indices of list `n` (the `stagepass status-list` view, from the store).
     public func revokedIndices(_ n: Int64) throws -> [Int64] {
-        let first = (n - 1) * TokenBroker.listSize + 1
-        return try store.revokedSeqs(in: first...(first + TokenBroker.listSize - 1)).map { $0 - first }
+        guard let r = try record(n) else { return [] }
+        return try revokedIndices(r)
+    }
+
+    func revokedIndices(_ r: StatusListRecord) throws -> [Int64] {
+        try store.revokedSeqs(in: r.seqs).map { $0 - r.firstSeq }
     }
 }

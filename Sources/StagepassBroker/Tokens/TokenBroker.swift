@@ -29,8 +29,8 @@ public struct TokenBroker: Sendable {
     public let issuer: String
     public let statusLists: StatusListPublisher
 
-    /// Entries per status list. Token `seq` n sits in list `(n-1)/listSize + 1` at index `(n-1) % listSize`.
-    public static let listSize: Int64 = 1 << 16
+    /// Where tokens sit in the status lists (``StatusListLayout``).
+    public let statusListLayout: StatusListLayout
 
     var store: any BrokerStore { human.store }
     var audit: HashChainAuditLog { human.audit }
@@ -40,12 +40,15 @@ public struct TokenBroker: Sendable {
         self.human = human
         self.keys = keys
         self.issuer = issuer
+        let layout = StatusListLayout(store: human.store)
+        statusListLayout = layout
         statusLists = StatusListPublisher(
             store: human.store,
             keys: keys,
             policy: human.policies,
             issuer: issuer,
-            clock: human.clock
+            clock: human.clock,
+            layout: layout
         )
     }
 
@@ -242,12 +245,15 @@ public struct TokenBroker: Sendable {
             expiresAt: exp
         )
         let store = store
-        let record = try await BrokerExecutor.storage.run {
-            try store.insertToken(row, audit: entry, claimRequest: g.requestId)
+        let layout = statusListLayout
+        let listSize = policy.current.tokens.statusListSize
+        let (record, list) = try await BrokerExecutor.storage.run {
+            let record = try store.insertToken(row, audit: entry, claimRequest: g.requestId)
+            // The token's list exists (durably) before the token does; its size is fixed from then on.
+            return (record, try layout.place(seq: record.seq, size: listSize, at: now))
         }
-        let list = (record.seq - 1) / Self.listSize + 1
-        let idx = (record.seq - 1) % Self.listSize
-        let uri = statusListURI(list)
+        let idx = record.seq - list.firstSeq
+        let uri = statusListURI(list.number)
         // RFC 9068 §2.2 and Specs/token-profile.md §3.
         var claims: [String: JSONValue] = [
             "iss": .string(issuer), "sub": .string(g.userName), "aud": .string(g.audience),

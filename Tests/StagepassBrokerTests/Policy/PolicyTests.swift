@@ -66,6 +66,7 @@ struct PolicyTests {
               max_ttl: 2h
               status_list_ttl: 30
               status_list_lifetime: 30m
+              status_list_size: 65536
               request_lifetime: 15m
               poll_interval: 10s
               admin_mfa_max_age: 2m
@@ -124,6 +125,7 @@ struct PolicyTests {
                 maxTTL: 7200,
                 statusListTTL: 30,
                 statusListLifetime: 1800,
+                statusListSize: 65536,
                 requestLifetime: 900,
                 pollInterval: 10,
                 adminMFAMaxAge: 120,
@@ -339,6 +341,30 @@ struct PolicyTests {
             yaml: "tokens:\n  status_list_lifetime: 1m\n  status_list_ttl: 2m\n",
             line: 3,
             says: "must not exceed"
+        ),
+        Bad(
+            name: "status list size not a power of two",
+            yaml: "tokens:\n  max_ttl: 1h\n  status_list_size: 1000000\n",
+            line: 3,
+            says: "tokens.status_list_size: must be a power of two from 1024 (2^10) to 16777216 (2^24), found 1000000"
+        ),
+        Bad(
+            name: "status list size too small",
+            yaml: "tokens:\n  status_list_size: 512\n",
+            line: 2,
+            says: "must be a power of two from 1024"
+        ),
+        Bad(
+            name: "status list size too large",
+            yaml: "tokens:\n  status_list_size: 33554432\n",
+            line: 2,
+            says: "found 33554432"
+        ),
+        Bad(
+            name: "status list size not an integer",
+            yaml: "tokens:\n  status_list_size: 2^20\n",
+            line: 2,
+            says: "tokens.status_list_size: expected an integer"
         ),
         Bad(
             name: "poll interval over request lifetime",
