@@ -5,7 +5,7 @@ import GRDB
 /// failure is classified once (``StorageFault``), recorded in ``StorageHealth``, and the write-ahead log is kept small.
 ///
 /// WAL upkeep (<https://www.sqlite.org/wal.html>, <https://www.sqlite.org/pragma.html#pragma_journal_size_limit>):
-/// - after a failed write, `PRAGMA wal_checkpoint(TRUNCATE)` moves the log into the database and empties the `-wal`
+/// - after a write failed with a full disk, `PRAGMA wal_checkpoint(TRUNCATE)` moves the log into the database and empties the `-wal`
 ///   file, so that space freed by an operator is usable at once instead of being held by an old log;
 /// - after a commit that left the log larger than ``walTruncateBytes``, the same checkpoint runs (the log would
 ///   otherwise grow to SQLite's 1000-page automatic checkpoint and stay that large on disk);
@@ -27,7 +27,9 @@ struct SQLiteAccess: Sendable {
         } catch {
             guard let fault = classify(error) else { throw error }
             health.recordFailure(fault)
-            checkpoint()
+            // Only a full disk gains from emptying the log; a lock would make the checkpoint wait out the busy
+            // timeout a second time.
+            if fault.cause == .diskFull { checkpoint() }
             throw fault
         }
         health.recordSuccess()
