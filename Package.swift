@@ -109,7 +109,9 @@ let package = Package(
         ),
         .testTarget(
             name: "StagepassBrokerTests",
-            dependencies: ["StagepassBroker", "StagepassJOSE", "StagepassVerify"],
+            dependencies: [
+                "StagepassBroker", "StagepassJOSE", "StagepassVerify", .product(name: "GRDB", package: "GRDB.swift"),
+            ],
             exclude: ["WebAuthn/vectors"],  // recorded WebAuthn data, read from the source tree by the tests
             swiftSettings: upcoming
         ),

@@ -20,6 +20,7 @@ public struct BrokerError: Error, Sendable, Hashable, CustomStringConvertible {
         case notFound = "not_found"
         case conflict
         case masterKey = "master_key"
+        case storageUnavailable = "storage_unavailable"
         case internalError = "internal"
     }
 
@@ -27,7 +28,7 @@ public struct BrokerError: Error, Sendable, Hashable, CustomStringConvertible {
     private let _code: Code
     /// A message for the caller, without secrets.
     public let detail: String
-    /// For ``throttled``: seconds until the next attempt is allowed.
+    /// For ``throttled`` and ``storageUnavailable``: seconds until the next attempt is worth making.
     public let retryAfter: Int64?
 
     private init(_ code: Code, _ detail: String, retryAfter: Int64? = nil) {
@@ -80,6 +81,16 @@ public struct BrokerError: Error, Sendable, Hashable, CustomStringConvertible {
     /// The master key is missing, malformed, or does not open a stored secret.
     public static func masterKey(_ d: String) -> BrokerError { .init(.masterKey, d) }
     public static func internalError(_ d: String) -> BrokerError { .init(.internalError, d) }
+    /// The store could not commit or read (``StorageFault``): nothing was changed; retry after `retryAfter` seconds.
+    /// The detail names the cause ("disk full", "read-only", "locked", "corrupt", "I/O error"), never SQL or a path.
+    public static func storageUnavailable(_ fault: StorageFault) -> BrokerError {
+        .init(
+            .storageUnavailable,
+            "storage unavailable: \(fault.cause.phrase); nothing was changed, retry later",
+            retryAfter: fault.retryAfter
+        )
+    }
+    public static let storageUnavailable = BrokerError(.storageUnavailable, "")
 
     public static let invalidRequest = BrokerError(.invalidRequest, "")
     public static let noFactor = BrokerError(.noFactor, "")

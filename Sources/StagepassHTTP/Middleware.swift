@@ -2,6 +2,7 @@ import Foundation
 import Hummingbird
 import Logging
 import Prometheus
+import StagepassBroker
 
 /// Turns every error into an RFC 9457 problem, counts requests and logs one line per request.
 ///
@@ -27,7 +28,9 @@ struct ProblemAndMetricsMiddleware: RouterMiddleware {
             response = try await next(request, context)
         } catch {
             let problem = Problem.from(error)
-            if problem.status == .internalServerError {
+            if let fault = error as? StorageFault {
+                reportStorageFault(fault, logger: context.logger, registry: registry)
+            } else if problem.status == .internalServerError {
                 context.logger.error("request failed", metadata: ["error_type": "\(type(of: error))"])
             }
             response = problem.response()
@@ -51,4 +54,13 @@ struct ProblemAndMetricsMiddleware: RouterMiddleware {
         )
         return response
     }
+}
+
+/// One log line and one count per storage fault: the cause classified from the SQLite result code
+/// (`stagepass_storage_faults_total{cause}`). Never SQL, arguments or a path.
+func reportStorageFault(_ fault: StorageFault, logger: Logger, registry: PrometheusCollectorRegistry) {
+    var metadata: Logger.Metadata = ["cause": "\(fault.cause.rawValue)"]
+    if let code = fault.resultCode { metadata["sqlite_result"] = "\(code)" }
+    logger.error("storage unavailable: \(fault.cause.phrase)", metadata: metadata)
+    registry.makeCounter(name: "stagepass_storage_faults_total", labels: [("cause", fault.cause.rawValue)]).increment()
 }

@@ -60,6 +60,7 @@ public struct Problem: Error, Sendable, HTTPResponseError {
         switch error {
         case let p as Problem: return p
         case let e as BrokerError: return from(e)
+        case let f as StorageFault: return from(BrokerError.storageUnavailable(f))
         case let e as OAuthError: return from(e)
         case let e as HTTPError:
             switch e.status {
@@ -156,6 +157,7 @@ public struct Problem: Error, Sendable, HTTPResponseError {
         case .stepUpRequired: (.forbidden, "Fresh factor required")
         case .notFound: (.notFound, "Not found")
         case .conflict: (.conflict, "Conflict")
+        case .storageUnavailable: (.serviceUnavailable, "Storage unavailable")
         case .masterKey, .internalError: nil
         }
     }
@@ -188,6 +190,26 @@ extension OAuthError {
         return Response(
             status: status,
             headers: headers,
+            body: .init(byteBuffer: ByteBuffer(string: JSONValue.object(body).serialized()))
+        )
+    }
+}
+
+extension StorageFault {
+    /// The OAuth endpoints' answer when the store cannot commit: 503 with `Retry-After` and the body
+    /// `{"error":"temporarily_unavailable","error_description":"storage unavailable: disk full; …"}`.
+    ///
+    /// RFC 6749 §5.2 lists no code for a server that cannot handle the request now; `temporarily_unavailable` is the
+    /// code RFC 6749 §4.1.2.1 gives the authorization endpoint for exactly that, and the HTTP status (503, RFC 9110
+    /// §15.6.4) with `Retry-After` says the same to a client that ignores the body. Nothing was issued.
+    var tokenEndpointResponse: Response {
+        let e = BrokerError.storageUnavailable(self)
+        let body: [String: JSONValue] = [
+            "error": .string("temporarily_unavailable"), "error_description": .string(e.detail),
+        ]
+        return Response(
+            status: .serviceUnavailable,
+            headers: [.contentType: "application/json", .cacheControl: "no-store", .retryAfter: String(retryAfter)],
             body: .init(byteBuffer: ByteBuffer(string: JSONValue.object(body).serialized()))
         )
     }

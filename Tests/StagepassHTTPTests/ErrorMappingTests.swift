@@ -1,4 +1,5 @@
 import Hummingbird
+import HummingbirdTesting
 import StagepassBroker
 import StagepassJOSE
 import Testing
@@ -11,7 +12,7 @@ import Testing
     static let brokerStatus: [BrokerError.Kind: Int] = [
         .invalidRequest: 400, .invalidCredentials: 401, .invalidFactor: 401, .factorReplay: 401,
         .factorNotAllowed: 403, .noFactor: 409, .throttled: 429, .accountLocked: 403, .invalidSession: 401,
-        .mfaRequired: 403, .stepUpRequired: 403, .notFound: 404, .conflict: 409,
+        .mfaRequired: 403, .stepUpRequired: 403, .notFound: 404, .conflict: 409, .storageUnavailable: 503,
         // The broker's own failures: a bare 500 without internals.
         .masterKey: 500, .internalError: 500,
     ]
@@ -34,12 +35,34 @@ import Testing
         .invalidRequest("x"), .invalidCredentials, .invalidFactor, .factorReplay, .factorNotAllowed("x"),
         .noFactor("x"), .throttled(retryAfter: 4), .accountLocked, .invalidSession, .mfaRequired,
         .stepUpRequired("x"), .notFound("x"), .conflict("x"), .masterKey("secret detail"),
-        .internalError("secret detail"),
+        .internalError("secret detail"), .storageUnavailable(StorageFault(.diskFull, resultCode: 13)),
     ]
 
     @Test func throttledCarriesRetryAfter() {
         let r = Problem.from(BrokerError.throttled(retryAfter: 4) as any Error).response()
         #expect(r.status == .tooManyRequests && r.headers[.retryAfter] == "4")
+    }
+
+    /// A storage fault is 503 `storage_unavailable` with `Retry-After`, naming the cause and nothing else; on the
+    /// OAuth endpoints an RFC 6749 §5.2 body with `temporarily_unavailable`.
+    @Test(arguments: StorageFault.Cause.allCases)
+    func storageFaultIsServiceUnavailable(_ cause: StorageFault.Cause) async throws {
+        let fault = StorageFault(cause, resultCode: 13)
+        let p = Problem.from(fault as any Error)
+        #expect(p.status == .serviceUnavailable && p.code == "storage_unavailable")
+        #expect(p.detail == "storage unavailable: \(cause.phrase); nothing was changed, retry later")
+        let r = p.response()
+        #expect(r.headers[.retryAfter] == String(fault.retryAfter))
+        #expect(r.headers[.contentType] == "application/problem+json")
+        let router = Router(context: StagepassRequestContext.self)
+        router.get("/token") { _, _ in fault.tokenEndpointResponse }
+        try await Application(router: router).test(.router) { client in
+            let t = try await client.execute(uri: "/token", method: .get)
+            #expect(t.status == .serviceUnavailable && t.headers[.retryAfter] == String(fault.retryAfter))
+            let json = try JSONValue.parse(Array(String(buffer: t.body).utf8))
+            #expect(json["error"] == .string("temporarily_unavailable"))
+            #expect(json["error_description"] == .string(p.detail))
+        }
     }
 
     /// As a problem (the human-facing calls) and as an RFC 6749 §5.2 body (the OAuth endpoints).

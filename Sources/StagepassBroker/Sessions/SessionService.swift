@@ -208,7 +208,9 @@ public struct SessionService: Sendable {
             let (ticket, user) = try await storage.run { () throws -> (Throttle.Ticket, UserRecord?) in
                 _ = try store.deleteExpiredSessions(now: clock.now())  // opportunistic sweep
                 let ticket: Throttle.Ticket
-                do { ticket = try throttle.reserve([account, addressKey]) } catch {
+                do { ticket = try throttle.reserve([account, addressKey]) } catch let e as BrokerError
+                    where e == .throttled
+                {
                     try audit.record(
                         AuditEvent(
                             action: "signin.password",
@@ -219,7 +221,7 @@ public struct SessionService: Sendable {
                             details: ["address": address]
                         )
                     )
-                    throw error
+                    throw e
                 }
                 return (ticket, try store.user(named: name))
             }

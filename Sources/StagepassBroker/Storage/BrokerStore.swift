@@ -217,7 +217,8 @@ public struct StoreError: Error, Sendable, Hashable, CustomStringConvertible {
 ///
 /// Operations that guard a security decision are single atomic statements (compare-and-set), never
 /// read-then-write in the caller: ``claimTOTPStep(factorId:step:)``, ``consumeBackupCode(id:at:)``,
-/// ``appendAudit(time:event:chain:)``. Every method throws ``StoreError`` (or the backend's error).
+/// ``appendAudit(time:event:chain:)``. Every method throws ``StoreError``, ``StorageFault`` when the backend cannot
+/// read or commit (nothing was changed), or the backend's own error for anything else.
 public protocol BrokerStore: TokenStore, WebAuthnStore {
     // MARK: users and groups
     func insertUser(_ user: UserRecord, groups: [String]) throws
@@ -292,6 +293,7 @@ public protocol BrokerStore: TokenStore, WebAuthnStore {
     func appendAudit(time: Int64, event: String, chain: (AuditRow?) throws -> AuditRow) throws -> AuditRow
     func auditRows(after seq: Int64, limit: Int) throws -> [AuditRow]
 
-    /// Cheap liveness probe of the backend (used by `/readyz`).
+    /// Readiness probe of the backend (used by `/readyz`): cheap, but it must show whether a write can commit now.
+    /// - Throws: ``StorageFault`` naming why not (disk full, read-only, locked, corrupt, I/O error).
     func ping() throws
 }

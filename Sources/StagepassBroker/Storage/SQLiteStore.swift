@@ -7,35 +7,69 @@ public import GRDB
 /// Foreign keys are on (GRDB's default) and every table is created by ``SQLiteStore/migrator``.
 /// Related SQLite documentation: <https://www.sqlite.org/wal.html>, <https://www.sqlite.org/foreignkeys.html>
 public final class SQLiteStore: BrokerStore {
-    let db: any DatabaseWriter
+    let db: SQLiteAccess
+    /// The outcome of the latest write, kept by every write and by ``ping()``.
+    public let health: StorageHealth
+    /// ``ping()`` reports ``StorageFault/Cause/diskFull`` while the database's file system has fewer bytes free.
+    let minimumFreeBytes: Int64
+
+    /// A `-wal` file larger than this after a commit is checkpointed and truncated.
+    public static let defaultWALTruncateBytes: Int64 = 1 << 20
+    /// `/readyz` is not ready below this many free bytes on the database's file system.
+    public static let defaultMinimumFreeBytes: Int64 = 1 << 20
 
     /// Opens (creating if needed) `path` in WAL mode and runs the migrations.
     ///
     /// The database holds password hashes, sealed factor secrets and session hashes: the file is created mode 0600
     /// before SQLite opens it (SQLite gives its `-wal` and `-shm` files the database file's mode), and an existing
-    /// file, `-wal` or `-shm` that group or others can use is tightened to 0600 (``SecretFile``).
-    /// - Throws: A GRDB `DatabaseError` whenever an SQLite error occurs; ``SecretFileError`` when the file's mode
-    ///   cannot be made 0600.
-    public init(path: String) throws {
+    /// file, `-wal` or `-shm` that group or others can use is tightened to 0600 (``SecretFile``). A write waits up
+    /// to `busyTimeout` seconds for another writer (another process on the same file) before it fails as
+    /// ``StorageFault/Cause/locked``.
+    /// - Throws: ``StorageFault`` when SQLite cannot open or migrate the file (full, read-only, locked, corrupt,
+    ///   I/O error), else a GRDB `DatabaseError`; ``SecretFileError`` when the file's mode cannot be made 0600.
+    public init(
+        path: String,
+        walTruncateBytes: Int64 = SQLiteStore.defaultWALTruncateBytes,
+        minimumFreeBytes: Int64 = SQLiteStore.defaultMinimumFreeBytes,
+        busyTimeout: Double = 5
+    ) throws {
         try SecretFile.ensurePrivateFile(path)
         try SecretFile.tightenIfPresent(path + "-wal")
         try SecretFile.tightenIfPresent(path + "-shm")
         var config = Configuration()
         config.foreignKeysEnabled = true
-        config.busyMode = .timeout(5)
-        // A committed transaction survives power loss, not only a crash of this process: every issued token's
-        // ledger row and audit record are on disk before the token is returned (https://www.sqlite.org/pragma.html#pragma_synchronous).
-        config.prepareDatabase { db in try db.execute(sql: "PRAGMA synchronous = FULL") }
-        db = try DatabasePool(path: path, configuration: config)
-        try Self.migrator.migrate(db)
+        config.busyMode = .timeout(busyTimeout)
+        config.prepareDatabase { db in
+            // A committed transaction survives power loss, not only a crash of this process: every issued token's
+            // ledger row and audit record are on disk before the token is returned (https://www.sqlite.org/pragma.html#pragma_synchronous).
+            try db.execute(sql: "PRAGMA synchronous = FULL")
+            // A log reset after a checkpoint keeps at most this much on disk (https://www.sqlite.org/pragma.html#pragma_journal_size_limit).
+            try db.execute(sql: "PRAGMA journal_size_limit = \(walTruncateBytes)")
+        }
+        let health = StorageHealth()
+        self.health = health
+        self.minimumFreeBytes = minimumFreeBytes
+        do {
+            let pool = try DatabasePool(path: path, configuration: config)
+            db = SQLiteAccess(writer: pool, health: health, path: path, walTruncateBytes: walTruncateBytes)
+            try Self.migrator.migrate(pool)
+        } catch {
+            let ro = SQLiteAccess.readOnlyFileSystem(path)
+            guard let fault = StorageFault.classify(error, readOnlyFileSystem: ro) else { throw error }
+            throw fault
+        }
     }
 
     /// An in-memory database with the real migrations (tests).
     public init() throws {
         var config = Configuration()
         config.foreignKeysEnabled = true
-        db = try DatabaseQueue(configuration: config)
-        try Self.migrator.migrate(db)
+        let queue = try DatabaseQueue(configuration: config)
+        let health = StorageHealth()
+        self.health = health
+        minimumFreeBytes = 0
+        db = SQLiteAccess(writer: queue, health: health, path: nil, walTruncateBytes: .max)
+        try Self.migrator.migrate(queue)
     }
 
     /// The schema. Migrations are never changed once shipped; add new ones at the end.
@@ -122,6 +156,10 @@ public final class SQLiteStore: BrokerStore {
             )
         }
         m.registerMigration("v5-status-lists") { db in try Self.migrateStatusLists(db) }
+        m.registerMigration("v6-storage-probe") { db in
+            // One row that the readiness probe rewrites: a real commit, so a full disk or read-only file shows.
+            try db.execute(sql: "CREATE TABLE storage_probe (id INTEGER PRIMARY KEY NOT NULL, at INTEGER NOT NULL)")
+        }
         return m
     }
 
@@ -601,8 +639,24 @@ public final class SQLiteStore: BrokerStore {
         }
     }
 
+    /// The readiness probe: not ready while the file system has fewer than ``minimumFreeBytes`` free, else one
+    /// small committed write (a one-row heartbeat), skipped when a write committed in the last second and none
+    /// failed since. A rollback-only check would not do: SQLite needs no new space to roll back.
+    /// - Throws: ``StorageFault`` naming the cause.
     public func ping() throws {
-        _ = try db.read { db in try Int.fetchOne(db, sql: "SELECT 1") }
+        if let path = db.path, let free = SQLiteAccess.freeBytes(path), free < minimumFreeBytes {
+            let fault = StorageFault(.diskFull)
+            health.recordFailure(fault)
+            throw fault
+        }
+        if health.recentlyHealthy(within: .seconds(1)) { return }
+        let now = Int64(Date().timeIntervalSince1970)
+        try db.write { db in
+            try db.execute(
+                sql: "INSERT INTO storage_probe (id, at) VALUES (1, ?) ON CONFLICT(id) DO UPDATE SET at = excluded.at",
+                arguments: [now]
+            )
+        }
     }
 
     /// Test hook: runs raw SQL (used by tamper tests to bypass the append-only triggers deliberately).

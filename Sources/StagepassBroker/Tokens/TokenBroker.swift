@@ -347,7 +347,9 @@ public struct TokenBroker: Sendable {
         throws -> Grant
     {
         let session: Session
-        do { session = try human.sessions.requireMFA(token: sessionToken) } catch {
+        do { session = try human.sessions.requireMFA(token: sessionToken) } catch let f as StorageFault {
+            throw f  // the store failed, not the session: 503, never invalid_grant
+        } catch {
             // RFC 8693 §2.2.2: an unusable subject_token is invalid_grant (audited without naming anyone).
             throw denied(
                 .invalidGrant("subject_token is not a live session verified with a second factor"),

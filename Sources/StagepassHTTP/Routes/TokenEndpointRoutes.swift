@@ -16,7 +16,8 @@ enum GrantType {
 }
 
 /// The OAuth endpoints: the token endpoint (RFC 8693 exchange and RFC 8628 device grant) and device authorization.
-/// Errors are RFC 6749 §5.2 bodies, not problems.
+/// Errors are RFC 6749 §5.2 bodies, not problems; a storage fault is 503 `temporarily_unavailable`
+/// (``StorageFault/tokenEndpointResponse``).
 struct TokenEndpointRoutes: Sendable {
     let tokens: TokenBroker
     let options: HTTPOptions
@@ -90,6 +91,10 @@ struct TokenEndpointRoutes: Sendable {
         } catch let e as OAuthError {
             count(grant, e.error)
             return e.tokenEndpointResponse
+        } catch let f as StorageFault {
+            count(grant, "temporarily_unavailable")
+            reportStorageFault(f, logger: context.logger, registry: registry)
+            return f.tokenEndpointResponse
         }
     }
 
@@ -128,6 +133,9 @@ struct TokenEndpointRoutes: Sendable {
             )
         } catch let e as OAuthError {
             return e.tokenEndpointResponse
+        } catch let f as StorageFault {
+            reportStorageFault(f, logger: context.logger, registry: registry)
+            return f.tokenEndpointResponse
         }
     }
 }
