@@ -1,3 +1,5 @@
+import Foundation
+
 /// What ``KeyStore/reconcile()`` repaired.
 public struct KeyReconciliation: Sendable, Hashable {
     /// False when the audit sink cannot read its records back (``LogAuditSink``): only the files were checked.

@@ -67,7 +67,9 @@ public struct TickResult: Sendable, Hashable {
 /// fsync, rename, fsync of the directory), and destroys unpublished key files only after the keyring no longer
 /// needs them. A crash at any point therefore leaves either the old keyring or the new one, each with exactly one
 /// active key and every key file it names; leftovers (orphaned key files, temp files, files of retired keys) are
-/// cleaned by the next change.
+/// cleaned by ``reconcile()`` at the next start or change. Every change is audited before it takes effect (an intent
+/// record, then the effect, then the completion records), and ``reconcile()`` records any key state the audit log
+/// lacks.
 ///
 /// ```swift
 /// let store = try KeyStore(configuration: .init(passphrase: .passphrase(secret)))
