@@ -45,7 +45,11 @@ private let keySet: KeySet = {
 }()
 
 private let verifier = Verifier(
-    configuration: VerifierConfiguration(issuer: "https://stagepass.test", audiences: ["deploy-api"], cacheCapacity: 0),
+    configuration: try! VerifierConfiguration(
+        issuer: "https://stagepass.test",
+        audiences: ["deploy-api"],
+        cacheCapacity: 0
+    ),
     keys: StaticKeySource(keySet),
     clock: { 1_900_000_000 }
 )

@@ -66,10 +66,14 @@ public protocol AuditSink: Sendable {
     /// The event as a record to append inside another store transaction (so the change and its record commit
     /// together), or nil when this sink keeps its records elsewhere (then the caller records after the change).
     func chainedEntry(_ event: AuditEvent) throws -> AuditAppend?
+    /// The signing-key events recorded so far (action `key.…`), oldest first, which the key store reconciles its
+    /// keyring against (``KeyStore/reconcile()``); nil when this sink cannot read its records back (a process log).
+    func keyEvents() throws -> [AuditEvent]?
 }
 
 extension AuditSink {
     public func chainedEntry(_ event: AuditEvent) throws -> AuditAppend? { nil }
+    public func keyEvents() throws -> [AuditEvent]? { nil }
 }
 
 /// An audit sink that keeps events in memory (tests, and components used before the audit log exists).
@@ -80,4 +84,5 @@ public final class MemoryAuditSink: AuditSink, @unchecked Sendable {
     public init() {}
     public func record(_ event: AuditEvent) throws { lock.withLock { storage.append(event) } }
     public var events: [AuditEvent] { lock.withLock { storage } }
+    public func keyEvents() throws -> [AuditEvent]? { events.filter { $0.action.hasPrefix("key.") } }
 }

@@ -2,21 +2,27 @@ import StagepassJOSE
 import Synchronization
 
 /// What a verifier accepts, fixed when it is created (go-oidc / go-jose `Expected` style: safe defaults).
+///
+/// The durations are bounded (``VerifierLimits``): a configuration that would accept a token long expired, an
+/// arbitrarily long-lived token, or a status list of any age is refused with a ``VerifierConfigurationError``
+/// instead of silently weakening every check.
 public struct VerifierConfiguration: Sendable {
     /// The only accepted `iss` (RFC 7519 §4.1.1).
-    public var issuer: String
+    public private(set) var issuer: String
     /// Accepted audiences: a token is accepted if any of its `aud` values is one of these (RFC 7519 §4.1.3).
-    public var audiences: [String]
-    /// Clock skew tolerated on `exp`, `nbf` and `iat`, in seconds (default 30).
-    public var leeway: Int64
-    /// Longest accepted `exp - iat`, in seconds (default 3600).
-    public var maxLifetime: Int64
+    public private(set) var audiences: [String]
+    /// Clock skew tolerated on `exp`, `nbf` and `iat`, in seconds (default 30; 0 ... ``VerifierLimits/maxLeeway``).
+    public private(set) var leeway: Int64
+    /// Longest accepted `exp - iat`, in seconds (default 3600; 1 ... ``VerifierLimits/maxLifetime``).
+    public private(set) var maxLifetime: Int64
     /// Fail-closed age limit for status lists: older than this (since fetched) and tokens are
-    /// `status_unavailable`. nil: only the list's own `exp` limits it.
-    public var statusMaxAge: Int64?
-    /// Verified tokens kept so a repeated token costs a hash lookup (0 disables the cache).
+    /// `status_unavailable`. nil: only the list's own `exp` limits it (1 ... ``VerifierLimits/maxStatusMaxAge``).
+    public private(set) var statusMaxAge: Int64?
+    /// Verified tokens kept so a repeated token costs a hash lookup (0 or less disables the cache).
     public var cacheCapacity: Int
 
+    /// - Throws: ``VerifierConfigurationError`` when a duration is negative, zero where it must be positive, or
+    ///   above its ``VerifierLimits`` cap.
     public init(
         issuer: String,
         audiences: [String],
@@ -24,7 +30,8 @@ public struct VerifierConfiguration: Sendable {
         maxLifetime: Int64 = 3600,
         statusMaxAge: Int64? = nil,
         cacheCapacity: Int = 16384
-    ) {
+    ) throws(VerifierConfigurationError) {
+        try VerifierLimits.check(leeway: leeway, maxLifetime: maxLifetime, statusMaxAge: statusMaxAge)
         self.issuer = issuer
         self.audiences = audiences
         self.leeway = leeway
@@ -32,6 +39,78 @@ public struct VerifierConfiguration: Sendable {
         self.statusMaxAge = statusMaxAge
         self.cacheCapacity = cacheCapacity
     }
+}
+
+/// The bounds of a ``VerifierConfiguration`` (Specs/token-profile.md, "Verifier bounds"), shared by the Swift
+/// library, the C ABI and `stagepass verify`.
+public enum VerifierLimits {
+    /// The largest clock skew a verifier tolerates: 5 minutes (RFC 7519 §4.1.4 "a small leeway, usually no more than
+    /// a few minutes"). A larger leeway is a configuration mistake that keeps expired tokens alive.
+    public static let maxLeeway: Int64 = 300
+    /// The longest token lifetime (`exp - iat`) a verifier may accept: 24 hours. Stage lifetimes are minutes; the
+    /// broker's own cap for any signed object is one rotation period.
+    public static let maxLifetime: Int64 = 86_400
+    /// The largest fail-closed status-list age: 24 hours.
+    public static let maxStatusMaxAge: Int64 = 86_400
+
+    /// Checks the three durations against the bounds.
+    /// - Throws: ``VerifierConfigurationError`` naming the first value out of range.
+    public static func check(
+        leeway: Int64,
+        maxLifetime: Int64,
+        statusMaxAge: Int64?
+    ) throws(VerifierConfigurationError) {
+        guard (0...maxLeeway).contains(leeway) else {
+            throw VerifierConfigurationError(.invalidLeeway, "leeway \(leeway) s is outside 0...\(maxLeeway) s")
+        }
+        guard (1...Self.maxLifetime).contains(maxLifetime) else {
+            throw VerifierConfigurationError(
+                .invalidMaxLifetime,
+                "max lifetime \(maxLifetime) s is outside 1...\(Self.maxLifetime) s"
+            )
+        }
+        if let statusMaxAge, !(1...maxStatusMaxAge).contains(statusMaxAge) {
+            throw VerifierConfigurationError(
+                .invalidStatusMaxAge,
+                "status max age \(statusMaxAge) s is outside 1...\(maxStatusMaxAge) s"
+            )
+        }
+    }
+}
+
+/// A ``VerifierConfiguration`` value out of its bounds (``VerifierLimits``): nothing was created.
+///
+/// `code` is stable (`invalid_leeway`, `invalid_max_lifetime`, `invalid_status_max_age`);
+/// `detail` names the value and the allowed range and is not part of `==`.
+public struct VerifierConfigurationError: Error, Sendable, Hashable, CustomStringConvertible {
+    enum Code: String, Sendable {
+        case invalidLeeway = "invalid_leeway"
+        case invalidMaxLifetime = "invalid_max_lifetime"
+        case invalidStatusMaxAge = "invalid_status_max_age"
+    }
+
+    private let _code: Code
+    /// The value and the allowed range, for humans.
+    public let detail: String
+
+    init(_ code: Code, _ detail: String) {
+        _code = code
+        self.detail = detail
+    }
+
+    /// The stable machine-readable code, e.g. `invalid_leeway`.
+    public var code: String { _code.rawValue }
+    public var description: String { "\(code): \(detail)" }
+
+    public static func == (l: Self, r: Self) -> Bool { l._code == r._code }
+    public func hash(into hasher: inout Hasher) { hasher.combine(_code) }
+
+    /// The leeway is negative or above ``VerifierLimits/maxLeeway``.
+    public static let invalidLeeway = Self(.invalidLeeway, "")
+    /// The max lifetime is not positive or above ``VerifierLimits/maxLifetime``.
+    public static let invalidMaxLifetime = Self(.invalidMaxLifetime, "")
+    /// The status max age is not positive or above ``VerifierLimits/maxStatusMaxAge``.
+    public static let invalidStatusMaxAge = Self(.invalidStatusMaxAge, "")
 }
 
 /// What one caller requires of one token (checked after signature and time).
@@ -181,7 +260,7 @@ public struct VerifiedToken: Sendable {
 ///
 /// ```swift
 /// let verifier = Verifier(
-///     configuration: .init(issuer: "https://stagepass.example", audiences: ["deploy-api"]),
+///     configuration: try .init(issuer: "https://stagepass.example", audiences: ["deploy-api"]),
 ///     keys: try FileKeySource(path: "/etc/stagepass/jwks.json"))
 /// let token = try verifier.verify(bearer, requirements: .init(roles: ["deployer"], stage: "production"))
 /// ```

@@ -25,6 +25,7 @@ private enum Result: Int32 {
     case badJWKS = 102
     case badStatusList = 103
     case staleStatusList = 104
+    case invalidConfiguration = 105
 }
 
 private func string(_ p: UnsafePointer<CChar>?) -> String? {
@@ -69,6 +70,7 @@ private nonisolated(unsafe) let resultNames: [Int32: UnsafePointer<CChar>] = {
     names[102] = makeCString("bad_jwks")
     names[103] = makeCString("bad_status_list")
     names[104] = makeCString("stale_status_list")
+    names[105] = makeCString("invalid_configuration")
     return names
 }()
 
@@ -102,12 +104,18 @@ public func stagepass_verifier_new(
         result?.pointee = Result.badJWKS.rawValue
         return nil
     }
-    let config = VerifierConfiguration(
-        issuer: iss,
-        audiences: auds,
-        leeway: leeway < 0 ? 30 : leeway,
-        maxLifetime: maxLifetime <= 0 ? 3600 : maxLifetime
-    )
+    // -1 and 0 are the documented "default" sentinels; any other value outside VerifierLimits is refused.
+    guard
+        let config = try? VerifierConfiguration(
+            issuer: iss,
+            audiences: auds,
+            leeway: leeway == -1 ? 30 : leeway,
+            maxLifetime: maxLifetime == 0 ? 3600 : maxLifetime
+        )
+    else {
+        result?.pointee = Result.invalidConfiguration.rawValue
+        return nil
+    }
     let h = VerifierHandle(configuration: config, keys: keys)
     result?.pointee = Result.ok.rawValue
     return OpaquePointer(Unmanaged.passRetained(h).toOpaque())
@@ -129,6 +137,13 @@ public func stagepass_verifier_set_status_list(
     _ maxAge: Int64
 ) -> Int32 {
     guard let h = handle(v) else { return Result.invalidArgument.rawValue }
+    // 0 is the documented "no age limit" sentinel; a negative or absurd limit is refused: nothing is installed, and
+    // (fail closed, as for a NULL document) status checking is on, so a caller ignoring the code gets
+    // status_unavailable rather than unchecked tokens.
+    if maxAge != 0, (try? VerifierLimits.check(leeway: 0, maxLifetime: 1, statusMaxAge: maxAge)) == nil {
+        _ = try? h.verifier.installStatusList("", fetchedAt: fetchedAt == 0 ? cNow() : fetchedAt)
+        return Result.invalidConfiguration.rawValue
+    }
     guard let text = string(jwt) else {
         // Fail closed: a call without a document still turns status checking on (no list → status_unavailable).
         _ = try? h.verifier.installStatusList("", fetchedAt: fetchedAt == 0 ? cNow() : fetchedAt)
@@ -144,7 +159,7 @@ public func stagepass_verifier_set_status_list(
         try h.verifier.installStatusList(
             trimmed,
             fetchedAt: fetchedAt == 0 ? cNow() : fetchedAt,
-            maxAge: maxAge > 0 ? maxAge : nil
+            maxAge: maxAge == 0 ? nil : maxAge
         )
         return Result.ok.rawValue
     } catch {

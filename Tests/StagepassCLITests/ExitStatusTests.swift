@@ -79,6 +79,19 @@ struct ExitStatusTests {
         #expect(v.stderr.contains("--leeway must be >= 0"))
     }
 
+    /// Absurd verifier durations are usage errors (exit 2) before any file is read: a ten-year leeway would accept a
+    /// token that expired ten years ago, a negative status age would switch the fail-closed limit off.
+    @Test(arguments: [["--leeway", "999999999"], ["--status-max-age=-1"], ["--max-lifetime", "315360000"]])
+    func absurdVerifierDurationsExitTwo(option: [String]) throws {
+        let scratch = try Scratch()
+        let r = try runCLI(
+            ["verify", "--jwks", "j.json", "--issuer", "i", "--audience", "a"] + option + ["tok"],
+            in: scratch
+        )
+        #expect(r.status == 2)
+        #expect(r.stderr.contains(option[0].split(separator: "=")[0]), "\(r.stderr)")
+    }
+
     @Test func anUnknownCommandExitsTwo() throws {
         let scratch = try Scratch()
         let r = try runCLI(["deploy"], in: scratch)

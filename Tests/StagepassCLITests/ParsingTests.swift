@@ -97,6 +97,26 @@ struct ParsingTests {
         #expect(try usageError(Self.verifyBase + ["--max-lifetime", "0"]) == "--max-lifetime must be > 0")
         #expect(try usageError(Self.verifyBase + ["--max-lifetime=-5"]) == "--max-lifetime must be > 0")
         #expect(try usageError(Self.verifyBase + ["--leeway", "soon"]).contains("--leeway"))
+        #expect(try usageError(Self.verifyBase + ["--leeway", "301"]) == "--leeway must be <= 300 (5 minutes)")
+        #expect(try usageError(Self.verifyBase + ["--leeway", "999999999"]) == "--leeway must be <= 300 (5 minutes)")
+        #expect(
+            try usageError(Self.verifyBase + ["--max-lifetime", "86401"])
+                == "--max-lifetime must be <= 86400 (24 hours)"
+        )
+        #expect(try usageError(Self.verifyBase + ["--status-max-age=-1"]) == "--status-max-age must be > 0")
+        #expect(try usageError(Self.verifyBase + ["--status-max-age", "0"]) == "--status-max-age must be > 0")
+        #expect(
+            try usageError(Self.verifyBase + ["--status-max-age", "86401"])
+                == "--status-max-age must be <= 86400 (24 hours)"
+        )
+    }
+
+    @Test func verifyAcceptsTheBoundsThemselves() throws {
+        let v = try parsed(
+            Self.verifyBase + ["--leeway", "300", "--max-lifetime", "86400", "--status-max-age", "86400", "t"],
+            as: VerifyCommand.self
+        )
+        #expect(v.leeway == 300 && v.maxLifetime == 86_400 && v.statusMaxAge == 86_400)
     }
 
     @Test func verifyNeedsJWKSIssuerAndAudience() throws {

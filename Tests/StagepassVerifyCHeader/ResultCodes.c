@@ -10,3 +10,5 @@ _Static_assert(STAGEPASS_STATUS_UNAVAILABLE == 19, "token verdicts end at 19");
 _Static_assert(STAGEPASS_ERR_INVALID_ARGUMENT == 100, "call errors start at 100");
 _Static_assert(STAGEPASS_ERR_BAD_STATUS_LIST == 103, "stable code");
 
+_Static_assert(STAGEPASS_ERR_STALE_STATUS_LIST == 104, "stable code");
+_Static_assert(STAGEPASS_ERR_INVALID_CONFIGURATION == 105, "added after 104, never renumbered");

@@ -189,4 +189,69 @@ struct CABITests {
             #expect(stagepass_verifier_set_jwks(verifier, "not json") == Self.code(STAGEPASS_ERR_BAD_JWKS))
         }
     }
+
+    /// Durations outside the verifier bounds are refused with the code added after 104; -1 / 0 keep meaning "default".
+    @Test(arguments: [
+        (Int64(-2), Int64(3600)), (301, 3600), (999_999_999, 3600), (30, -1), (30, 86_401), (Int64.max, Int64.max),
+    ])
+    func outOfBoundsDurationsAreAConfigurationError(leeway: Int64, maxLifetime: Int64) throws {
+        let c = try #require(Self.cases.first { $0.id == "es256-valid" })
+        var result: Int32 = -1
+        let handle = stagepass_verifier_new(c.issuer, c.audiences, c.jwks, leeway, maxLifetime, &result)
+        #expect(handle == nil)
+        stagepass_verifier_free(handle)
+        #expect(result == Self.code(STAGEPASS_ERR_INVALID_CONFIGURATION))
+        #expect(result == 105)
+        #expect(Self.name(result) == "invalid_configuration")
+    }
+
+    @Test func theDefaultSentinelsAndTheBoundsThemselvesAreAccepted() throws {
+        let c = try #require(Self.cases.first { $0.id == "es256-valid" })
+        for (leeway, maxLifetime) in [(Int64(-1), Int64(0)), (0, 1), (300, 86_400)] {
+            var result: Int32 = -1
+            let handle = stagepass_verifier_new(c.issuer, c.audiences, c.jwks, leeway, maxLifetime, &result)
+            #expect(handle != nil && result == Self.code(STAGEPASS_OK), "\(leeway), \(maxLifetime)")
+            stagepass_verifier_free(handle)
+        }
+    }
+
+    /// A token that expired ten years ago is `expired` even with the largest leeway the ABI allows.
+    @Test func aTokenExpiredTenYearsAgoIsRefusedWithTheLargestLeeway() throws {
+        let c = try #require(Self.cases.first { $0.id == "es256-valid" })
+        let late = Case(
+            id: "ten-years-late",
+            token: c.token,
+            jwks: c.jwks,
+            issuer: c.issuer,
+            audiences: c.audiences,
+            leeway: 300,
+            maxLifetime: c.maxLifetime,
+            roles: c.roles,
+            stage: c.stage,
+            pipeline: c.pipeline,
+            now: c.now + 10 * 365 * 86_400,
+            expected: "expired"
+        )
+        try Self.withVerifier(late) { verifier in
+            #expect(Self.verify(verifier, late).result == Self.code(STAGEPASS_EXPIRED))
+        }
+        var result: Int32 = -1
+        let lax = stagepass_verifier_new(c.issuer, c.audiences, c.jwks, 999_999_999, 0, &result)
+        #expect(lax == nil && result == Self.code(STAGEPASS_ERR_INVALID_CONFIGURATION), "no verifier that lax exists")
+        stagepass_verifier_free(lax)
+    }
+
+    /// A status-list age limit out of bounds is refused; nothing is installed, yet status checking is on (fail closed).
+    @Test func anOutOfBoundsStatusMaxAgeIsRefusedAndFailsClosed() throws {
+        let c = try #require(Self.cases.first { $0.id == "es256-valid" })
+        try Self.withVerifier(c) { verifier in
+            for maxAge in [Int64(-1), 86_401] {
+                #expect(
+                    stagepass_verifier_set_status_list(verifier, "a.b.c", 0, maxAge)
+                        == Self.code(STAGEPASS_ERR_INVALID_CONFIGURATION)
+                )
+            }
+            #expect(Self.verify(verifier, c).result == Self.code(STAGEPASS_STATUS_UNAVAILABLE))
+        }
+    }
 }

@@ -74,7 +74,7 @@ struct HTTPSourcesTests {
             #expect(try await source.refresh() == 120)
             #expect(source.current(now: v.now)?[v.kid] != nil, "the served key is in the fetched set")
             let verifier = Verifier(
-                configuration: VerifierConfiguration(issuer: v.issuer, audiences: [v.audience], cacheCapacity: 0),
+                configuration: try VerifierConfiguration(issuer: v.issuer, audiences: [v.audience], cacheCapacity: 0),
                 keys: source
             )
             let verified = try verifier.verify(v.token, requirements: Requirements(), at: v.now)

@@ -71,7 +71,7 @@ struct ConformanceTests {
     func vector(_ v: Vector) throws {
         let keys = KeySet(jwks: (try? JWKS(json: v.jwks)) ?? JWKS(keys: []))
         let verifier = Verifier(
-            configuration: VerifierConfiguration(
+            configuration: try VerifierConfiguration(
                 issuer: v.issuer,
                 audiences: v.audiences,
                 leeway: v.leeway,

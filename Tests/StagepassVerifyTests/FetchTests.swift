@@ -48,7 +48,7 @@ struct FetchTests {
         let getter = GatedGetter()
         let source = URLStatusListSource(url: URL(string: uri)!, getter: getter, clock: { [now] in now })
         let verifier = Verifier(
-            configuration: .init(issuer: "https://sp", audiences: ["deploy-api"]),
+            configuration: try .init(issuer: "https://sp", audiences: ["deploy-api"]),
             keys: StaticKeySource(KeySet(jwks: JWKS(keys: [jwk]))),
             statusLists: source,
             clock: { [now] in now }
@@ -97,7 +97,7 @@ struct FetchTests {
         let source = URLKeySource(url: URL(string: "https://sp/jwks")!, getter: getter)
         let clock = Atomic<Int64>(now)
         let verifier = Verifier(
-            configuration: .init(issuer: "https://sp", audiences: ["deploy-api"], cacheCapacity: 0),
+            configuration: try .init(issuer: "https://sp", audiences: ["deploy-api"], cacheCapacity: 0),
             keys: source,
             clock: { clock.load(ordering: .acquiring) }
         )

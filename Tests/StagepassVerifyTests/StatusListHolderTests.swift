@@ -57,9 +57,9 @@ struct StatusListHolderTests {
         )
     }
 
-    func verifier(lists: (any StatusListSource)? = nil, maxAge: Int64? = nil) -> Verifier {
+    func verifier(lists: (any StatusListSource)? = nil, maxAge: Int64? = nil) throws -> Verifier {
         Verifier(
-            configuration: .init(issuer: "https://sp", audiences: ["deploy-api"], statusMaxAge: maxAge),
+            configuration: try .init(issuer: "https://sp", audiences: ["deploy-api"], statusMaxAge: maxAge),
             keys: StaticKeySource(keys),
             statusLists: lists,
             clock: { [now] in now }
@@ -67,7 +67,7 @@ struct StatusListHolderTests {
     }
 
     @Test func newerListReplacesOlder() throws {
-        let v = verifier()
+        let v = try verifier()
         let t = try token(idx: 3)
         try v.installStatusList(try list(revoked: [], iat: now - 600), fetchedAt: now)
         #expect(throws: Never.self) { try v.verify(t) }
@@ -76,7 +76,7 @@ struct StatusListHolderTests {
     }
 
     @Test func olderListDoesNotReplaceNewer() throws {
-        let v = verifier()
+        let v = try verifier()
         let t = try token(idx: 3)
         try v.installStatusList(try list(revoked: [3], iat: now - 60), fetchedAt: now)
         #expect(throws: StatusListError(.superseded, "")) {
@@ -100,7 +100,7 @@ struct StatusListHolderTests {
 
     @Test(arguments: ["<html><body>502 Bad Gateway</body></html>", "a.b.c", "", "x.y", "a.b.c.d"])
     func unusableDocumentsAreRefusedAndFailClosed(_ doc: String) throws {
-        let v = verifier()
+        let v = try verifier()
         #expect(!v.checksStatus)
         #expect(throws: StatusListError(.malformed, "")) { try v.installStatusList(doc) }
         // Refused, yet status checking is now on: no list, so no token is ok.
@@ -158,13 +158,13 @@ struct StatusListHolderTests {
 
     @Test func expiredOrStaleInstalledListIsUnavailable() throws {
         let t = try token(idx: 1)
-        let v = verifier(maxAge: 120)
+        let v = try verifier(maxAge: 120)
         try v.installStatusList(try list(revoked: [], iat: now - 10, exp: now + 100), fetchedAt: now)
         #expect(throws: Never.self) { try v.verify(t) }
         // Past the list's exp (+ 30 s leeway): never ok.
         #expect(throws: VerificationError(.statusUnavailable, "")) { try v.verify(t, at: now + 130) }
         // Older than the max age (120 s from its iat).
-        let w = verifier(maxAge: 120)
+        let w = try verifier(maxAge: 120)
         try w.installStatusList(try list(revoked: [], iat: now - 10, exp: now + 3600), fetchedAt: now)
         #expect(throws: VerificationError(.statusUnavailable, "")) { try w.verify(t, at: now + 200) }
     }

@@ -32,16 +32,20 @@ struct VerifierBehaviourTests {
         )
     }
 
-    func verifier(_ keys: StaticKeySource, lists: (any StatusListSource)? = nil, maxAge: Int64? = nil) -> Verifier {
+    func verifier(
+        _ keys: StaticKeySource,
+        lists: (any StatusListSource)? = nil,
+        maxAge: Int64? = nil
+    ) throws -> Verifier {
         Verifier(
-            configuration: .init(issuer: "https://sp", audiences: ["deploy-api"], statusMaxAge: maxAge),
+            configuration: try .init(issuer: "https://sp", audiences: ["deploy-api"], statusMaxAge: maxAge),
             keys: keys,
             statusLists: lists
         )
     }
 
     @Test func cachedTokenStillExpiresAndChecksRequirements() throws {
-        let v = verifier(StaticKeySource(KeySet(jwks: JWKS(keys: [jwk]))))
+        let v = try verifier(StaticKeySource(KeySet(jwks: JWKS(keys: [jwk]))))
         let t = try token()
         _ = try v.verify(t, at: now)
         _ = try v.verify(
@@ -60,7 +64,7 @@ struct VerifierBehaviourTests {
 
     @Test func withdrawnKeyInvalidatesCachedTokens() throws {
         let keys = StaticKeySource(KeySet(jwks: JWKS(keys: [jwk])))
-        let v = verifier(keys)
+        let v = try verifier(keys)
         let t = try token()
         _ = try v.verify(t, at: now)
         keys.replace(KeySet(jwks: JWKS(keys: [])))
@@ -70,7 +74,7 @@ struct VerifierBehaviourTests {
     /// A cache hit is only for the byte-identical token. `String` equality is canonical equivalence: U+212A KELVIN
     /// SIGN equals "K", so a String-keyed cache served a non-ASCII (malformed) twin of a verified token.
     @Test func cacheHitsOnlyTheByteIdenticalToken() throws {
-        let v = verifier(StaticKeySource(KeySet(jwks: JWKS(keys: [jwk]))))
+        let v = try verifier(StaticKeySource(KeySet(jwks: JWKS(keys: [jwk]))))
         var t = try token()
         while !t.contains("K") { t = try token() }
         _ = try v.verify(t, at: now)
@@ -85,7 +89,7 @@ struct VerifierBehaviourTests {
     /// Claims or headers outside the plain-JSON subset (non-ASCII, escapes, reals) are read by jansson instead of the
     /// scanner; the verdict and the claims are the same. A header over 1 KiB is decoded into a heap buffer.
     @Test func tokensOutsideThePlainSubsetVerifyAlike() throws {
-        let v = verifier(StaticKeySource(KeySet(jwks: JWKS(keys: [jwk]))), maxAge: nil)
+        let v = try verifier(StaticKeySource(KeySet(jwks: JWKS(keys: [jwk]))), maxAge: nil)
         let t = try token(["name": .string("Zoë\n"), "score": .double(1.5)])
         let r = try v.verify(
             t,
@@ -115,7 +119,7 @@ struct VerifierBehaviourTests {
     }
 
     @Test func concurrentCallersAgree() async throws {
-        let v = verifier(StaticKeySource(KeySet(jwks: JWKS(keys: [jwk]))))
+        let v = try verifier(StaticKeySource(KeySet(jwks: JWKS(keys: [jwk]))))
         let good = try token()
         let bad = try token(["iss": .string("https://evil")])
         let now = self.now
@@ -155,7 +159,7 @@ struct VerifierBehaviourTests {
 
     @Test func revocationTakesEffectWhenTheListChanges() throws {
         let lists = StaticStatusListSource([StatusListDocument(jwt: try statusList(bits: []), fetchedAt: now)])
-        let v = verifier(StaticKeySource(KeySet(jwks: JWKS(keys: [jwk]))), lists: lists, maxAge: 120)
+        let v = try verifier(StaticKeySource(KeySet(jwks: JWKS(keys: [jwk]))), lists: lists, maxAge: 120)
         let status: JSONValue = .object([
             "status_list": .object(["idx": .int(9), "uri": .string("https://sp/statuslists/1")])
         ])
@@ -190,7 +194,7 @@ struct VerifierBehaviourTests {
         let path = dir.appendingPathComponent("jwks.json").path
         try JWKS(keys: []).serialized().write(toFile: path, atomically: true, encoding: .utf8)
         let source = try FileKeySource(path: path)
-        let v = Verifier(configuration: .init(issuer: "https://sp", audiences: ["deploy-api"]), keys: source)
+        let v = Verifier(configuration: try .init(issuer: "https://sp", audiences: ["deploy-api"]), keys: source)
         let t = try token()
         #expect(throws: VerificationError(.unknownKey, "")) { try v.verify(t, at: now) }
         try JWKS(keys: [jwk]).serialized().write(toFile: path, atomically: true, encoding: .utf8)

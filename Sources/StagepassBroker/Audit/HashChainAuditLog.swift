@@ -142,6 +142,27 @@ public final class HashChainAuditLog: AuditSink {
         }
     }
 
+    /// The signing-key events (action `key.…`) in order (``AuditSink/keyEvents()``). On SQLite the filter runs in
+    /// the database: canonical events sort their keys, so each starts with its action (`{"action":"key.`).
+    public func keyEvents() throws -> [AuditEvent]? {
+        let rows: [String]
+        if let sqlite = store as? SQLiteStore {
+            rows = try sqlite.auditEvents(withActionPrefix: "key.")
+        } else {
+            var out: [String] = []
+            var after: Int64 = 0
+            while true {
+                let page = try store.auditRows(after: after, limit: 1000)
+                guard let last = page.last else { break }
+                out += page.map(\.event).filter { $0.hasPrefix("{\"action\":\"key.") }
+                after = last.seq
+            }
+            rows = out
+        }
+        return try rows.map { try JSONDecoder().decode(AuditEvent.self, from: Data($0.utf8)) }
+            .filter { $0.action.hasPrefix("key.") }
+    }
+
     /// The decoded events in order (tests, admin pages).
     public func events() throws -> [AuditEvent] {
         var out: [AuditEvent] = []

@@ -10,15 +10,19 @@ import Darwin
 /// makes the process `_exit(137)` when it reaches that point, as a `kill -9` would). Production never sets it.
 ///
 /// The names, in the order a rotation reaches them:
+/// `audit-intent-recorded` (the change's intent record is in the audit log, nothing else written), then
 /// `key-temp-written`, `key-renamed`, `key-committed` (the new key file: temp file written and fsynced, renamed
 /// into place, directory fsynced), then `keyring-temp-written`, `keyring-renamed`, `keyring-committed` (the keyring
-/// likewise). Destroying a retired or compromised key's file adds `destroy-overwritten` and `destroy-unlinked`.
+/// likewise), then `audit-completion-started` (the first of several completion records written). Destroying a retired
+/// or compromised key's file adds `destroy-overwritten` and `destroy-unlinked` (before the completion records).
 public enum CrashPoint {
     /// Every step name, in order.
     public static let allSteps = [
+        "audit-intent-recorded",
         "key-temp-written", "key-renamed", "key-committed",
         "keyring-temp-written", "keyring-renamed", "keyring-committed",
         "destroy-overwritten", "destroy-unlinked",
+        "audit-completion-started",
     ]
 
     private static let target: String? = ProcessInfo.processInfo.environment["STAGEPASS_CRASH_AT"]

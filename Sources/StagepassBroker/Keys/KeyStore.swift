@@ -67,7 +67,9 @@ public struct TickResult: Sendable, Hashable {
 /// fsync, rename, fsync of the directory), and destroys unpublished key files only after the keyring no longer
 /// needs them. A crash at any point therefore leaves either the old keyring or the new one, each with exactly one
 /// active key and every key file it names; leftovers (orphaned key files, temp files, files of retired keys) are
-/// cleaned by the next change.
+/// cleaned by ``reconcile()`` at the next start or change. Every change is audited before it takes effect (an intent
+/// record, then the effect, then the completion records), and ``reconcile()`` records any key state the audit log
+/// lacks.
 ///
 /// ```swift
 /// let store = try KeyStore(configuration: .init(passphrase: .passphrase(secret)))
@@ -582,8 +584,18 @@ public actor KeyStore {
 
     // MARK: Committing changes
 
-    /// Runs `body` on the freshly re-read keyring under the directory lock, then commits: new key files, then the
-    /// keyring, then destruction of files no longer needed, then audit records.
+    /// Runs `body` on the freshly re-read keyring under the directory lock, then commits, audit before effect:
+    ///
+    /// 1. reconcile the keyring on disk with the audit log (``reconcile()``: a change an earlier process left
+    ///    half-audited is recorded before anything new happens);
+    /// 2. the intent record (`<action>.intent`: a change id and each key's `from->to` state); if the audit log refuses
+    ///    it, nothing is changed;
+    /// 3. the effect: new key files, then the keyring (the single atomic switch), then destruction of files no longer
+    ///    needed;
+    /// 4. the completion records (`key.generate`, `key.rotate`, …), each carrying the change id.
+    ///
+    /// A crash between 2 and 4 leaves an intent without completion: the next ``reconcile()`` records `key.recovered`
+    /// for every key whose state has no record, or `key.abandoned` when the keyring was never switched.
     private func mutate<T>(_ body: (inout Keyring, inout ChangePlan) throws -> T) throws -> T {
         let dir = configuration.directory
         try DurableFiles.ensureDirectory(dir)
@@ -592,18 +604,42 @@ public actor KeyStore {
         // Another process may have changed the keyring since we read it: work on what is on disk now.
         let loaded = try Self.load(configuration)
         install(loaded)
+        try reconcileLocked(loaded.ring)
         var newRing = loaded.ring
         var plan = ChangePlan()
         let result = try body(&newRing, &plan)
         guard newRing.active.count == 1 else {
             throw KeyStoreError.noActiveKey("refusing to write a keyring without exactly one active key")
         }
+        var events = plan.events
         if newRing != loaded.ring {
-            // 1. New key files first: a crash after this leaves only orphans the old keyring does not name.
+            // 2. Audit before effect: the intent is durable before any file changes.
+            let change = try Self.changeID()
+            let intent = KeyChange.intent(
+                from: loaded.ring,
+                to: newRing,
+                change: change,
+                events: plan.events,
+                actor: configuration.actor
+            )
+            do {
+                try configuration.audit.record(intent)
+            } catch {
+                throw KeyStoreError.auditFailure(
+                    "the audit log refused the intent record \(intent.action); nothing was changed: \(error)"
+                )
+            }
+            CrashPoint.reach("audit-intent-recorded")
+            events = events.map { e in
+                var e = e
+                e.details[KeyChange.changeDetail] = change
+                return e
+            }
+            // 3a. New key files first: a crash after this leaves only orphans the old keyring does not name.
             for (name, bytes) in plan.files {
                 try DurableFiles.write(bytes, to: name, in: dir, stepPrefix: "key")
             }
-            // 2. The keyring: the single atomic switch from the old state to the new one.
+            // 3b. The keyring: the single atomic switch from the old state to the new one.
             let bytes = try Self.encode(newRing)
             try DurableFiles.write(bytes, to: Self.keyringFileName, in: dir, stepPrefix: "keyring")
             loadedKeyringBytes = bytes
@@ -617,36 +653,136 @@ public actor KeyStore {
                 publicJWKs[r.kid] = nil
             }
         }
-        // 3. Only now destroy what the committed keyring no longer needs (also leftovers of earlier crashes).
-        try cleanUp(newRing)
-        // 4. Audit: the action is durable; record it.
+        // 3c. Only now destroy what the committed keyring no longer needs (also leftovers of earlier crashes).
+        _ = try cleanUp(newRing)
+        // 4. Completion: the action is durable; record it.
         var failures: [String] = []
-        for event in plan.events {
+        for (i, event) in events.enumerated() {
             do {
                 try configuration.audit.record(event)
             } catch {
                 failures.append(event.action)
             }
+            if i == 0, events.count > 1 { CrashPoint.reach("audit-completion-started") }
         }
         if !failures.isEmpty {
             throw KeyStoreError.auditFailure(
-                "the key change was committed but the audit sink refused: \(failures.joined(separator: ", "))"
+                "the key change was committed but the audit sink refused: \(failures.joined(separator: ", ")); "
+                    + "the next start records the keys' states as key.recovered"
             )
         }
         return result
     }
 
-    /// Destroys the files of retired/compromised keys and orphaned key files, and removes stale temp files.
-    private func cleanUp(_ ring: Keyring) throws {
+    /// A fresh random change id (16 hex digits) tying an intent record to its completion records.
+    private static func changeID() throws -> String {
+        do {
+            return try Crypto.randomBytes(8).map { String(format: "%02x", $0) }.joined()
+        } catch {
+            throw KeyStoreError.cryptoFailure("cannot draw a change id: \(error.code)")
+        }
+    }
+
+    // MARK: Reconciling with the audit log
+
+    /// Reconciles the store with the audit log, under the exclusive directory lock; run at every start (the server
+    /// and each `stagepass keys` command) and before every change.
+    ///
+    /// - Removes leftover temp files (`.<name>.<random>.tmp`) and destroys key files the keyring does not need
+    ///   (orphans of a change that stopped before its keyring write, files of retired keys): logged as warnings.
+    /// - Every key in the keyring whose current state has no audit record (read back through
+    ///   ``AuditSink/keyEvents()``) is recorded as `key.recovered` (actor `broker`; details `kid`, `state`,
+    ///   `missing`), and logged as an error.
+    /// - An intent record (`key.….intent`) with no completion is resolved: if the keyring shows its effect, the keys it
+    ///   changed are recorded as `key.recovered` with its change id; if not, `key.abandoned` records that the change
+    ///   never took effect.
+    ///
+    /// With a sink that cannot read back (``LogAuditSink``) only the files are cleaned. A store directory that does not
+    /// exist yet is left alone.
+    /// - Returns: what was repaired.
+    /// - Throws: ``KeyStoreError``: `io_failure`, `locked`, the load errors of ``init(configuration:)``, and
+    ///   `audit_failure` when the audit log cannot be read or refuses a record.
+    @discardableResult
+    public func reconcile() throws -> KeyReconciliation {
         let dir = configuration.directory
-        let needed = Set(ring.keys.filter { $0.state.isPublished }.map(\.fileName))
-        for name in try DurableFiles.list(dir) {
-            if name.hasPrefix("."), name.hasSuffix(".tmp") {
-                DurableFiles.removeTemp(name, in: dir)
-            } else if Self.isKeyFileName(name), !needed.contains(name) {
-                try DurableFiles.destroy(name, in: dir)
+        guard FileManager.default.fileExists(atPath: dir) else { return KeyReconciliation() }
+        let lock = try DirectoryLock(directory: dir)
+        defer { withExtendedLifetime(lock) {} }
+        let loaded = try Self.load(configuration)
+        install(loaded)
+        var report = try reconcileLocked(loaded.ring)
+        let files = try cleanUp(loaded.ring)
+        report.removedTempFiles = files.temp
+        report.destroyedKeyFiles = files.destroyed
+        return report
+    }
+
+    /// The audit part of ``reconcile()``; the caller holds the exclusive lock and `ring` is what is on disk.
+    @discardableResult
+    private func reconcileLocked(_ ring: Keyring) throws -> KeyReconciliation {
+        var report = KeyReconciliation()
+        let history: [AuditEvent]?
+        do {
+            history = try configuration.audit.keyEvents()
+        } catch {
+            throw KeyStoreError.auditFailure("cannot read the key records of the audit log: \(error)")
+        }
+        guard let history else { return report }
+        report.checked = true
+        let repairs = KeyChange.repairs(ring: ring, history: history)
+        for event in repairs {
+            var metadata: Logger.Metadata = ["action": "\(event.action)"]
+            for (k, v) in event.details { metadata[k] = "\(v)" }
+            if event.action == KeyChange.abandonedAction {
+                configuration.logger.error(
+                    "a key change was started but never took effect; recording it as abandoned",
+                    metadata: metadata
+                )
+                report.abandoned.append(event.details[KeyChange.changeDetail] ?? "")
+            } else {
+                configuration.logger.error(
+                    "AUDIT GAP: a signing key's state has no audit record; recording it as recovered",
+                    metadata: metadata
+                )
+                report.recovered.append(event.details["kid"] ?? "")
+            }
+            do {
+                try configuration.audit.record(event)
+            } catch {
+                throw KeyStoreError.auditFailure("the audit log refused \(event.action): \(error)")
             }
         }
+        return report
+    }
+
+    /// Destroys the files of retired/compromised keys and orphaned key files, and removes stale temp files (the
+    /// caller holds the exclusive lock, so no writer of this store is between its temp file and its rename).
+    /// - Returns: the names removed.
+    private func cleanUp(_ ring: Keyring) throws -> (temp: [String], destroyed: [String]) {
+        let dir = configuration.directory
+        let needed = Set(ring.keys.filter { $0.state.isPublished }.map(\.fileName))
+        var temp: [String] = []
+        var destroyed: [String] = []
+        for name in try DurableFiles.list(dir).sorted() {
+            if name.hasPrefix("."), name.hasSuffix(".tmp") {
+                DurableFiles.removeTemp(name, in: dir)
+                temp.append(name)
+                configuration.logger.warning(
+                    "removed a leftover temp file of an interrupted write",
+                    metadata: ["file": "\(dir)/\(name)"]
+                )
+            } else if Self.isKeyFileName(name), !needed.contains(name) {
+                try DurableFiles.destroy(name, in: dir)
+                destroyed.append(name)
+                if !ring.keys.contains(where: { $0.fileName == name }) {
+                    configuration.logger.warning(
+                        "destroyed an orphaned key file the keyring does not name (an interrupted change)",
+                        metadata: ["file": "\(dir)/\(name)"]
+                    )
+                }
+            }
+        }
+        return (temp, destroyed)
     }
 
     private func install(_ loaded: Loaded) {

@@ -98,6 +98,7 @@ public struct StagepassServer: Sendable {
                 actor: "broker"
             )
         )
+        try await keyStore.reconcile()  // audit gaps and leftovers of an interrupted key change (README, Operations)
         logger.info("key schedule: a demoted key stays published \(schedule.retiringPeriod) s")
         let tokens = TokenBroker(human: broker, keys: keyStore, issuer: c.issuerURL)
         let app = buildApplication(

@@ -49,6 +49,9 @@ enum stagepass_result {
     STAGEPASS_ERR_BAD_JWKS = 102,
     STAGEPASS_ERR_BAD_STATUS_LIST = 103,
     STAGEPASS_ERR_STALE_STATUS_LIST = 104,
+    /* A duration outside the verifier bounds (Specs/token-profile.md, "Verifier bounds"): nothing was created or
+     * changed. */
+    STAGEPASS_ERR_INVALID_CONFIGURATION = 105,
 };
 
 typedef struct stagepass_verifier stagepass_verifier;
@@ -57,8 +60,9 @@ typedef struct stagepass_verifier stagepass_verifier;
 const char *stagepass_result_name(int result);
 
 /* Create a verifier. audiences: one or more accepted audiences separated by ','.
- * jwks_json: the JWKS document (RFC 7517 §5). leeway_seconds < 0 means the default (30);
- * max_lifetime_seconds <= 0 means the default (3600).
+ * jwks_json: the JWKS document (RFC 7517 §5). leeway_seconds: 0...300, or -1 for the default (30);
+ * max_lifetime_seconds: 1...86400, or 0 for the default (3600). Any other value (a negative leeway or lifetime,
+ * a leeway above 5 minutes, a lifetime above 24 hours) is refused with STAGEPASS_ERR_INVALID_CONFIGURATION.
  * Returns NULL and sets *result (if non-NULL) on failure. */
 stagepass_verifier *stagepass_verifier_new(const char *issuer, const char *audiences, const char *jwks_json,
                                            int64_t leeway_seconds, int64_t max_lifetime_seconds, int *result);
@@ -70,15 +74,18 @@ int stagepass_verifier_set_jwks(stagepass_verifier *verifier, const char *jwks_j
  * verified before it is installed: signature against the current JWKS (same rules as tokens, ES256 low-S only),
  * typ "statuslist+jwt", string sub, integer iat not in the future, integer exp (if any) not passed, positive ttl
  * (if any), a decodable list. fetched_at: when the caller obtained it (unix seconds, 0 = now); the list is judged
- * as of then. max_age_seconds: fail-closed age limit (tokens get STAGEPASS_STATUS_UNAVAILABLE once the list is
- * older; <= 0 means the list's own exp only).
+ * as of then. max_age_seconds: fail-closed age limit, 1...86400 (tokens get STAGEPASS_STATUS_UNAVAILABLE once the
+ * list is older); 0 means the list's own exp only; anything else (negative, above 24 hours) returns
+ * STAGEPASS_ERR_INVALID_CONFIGURATION before the document is looked at (nothing is installed; status checking is
+ * switched on all the same, fail closed).
  * The verifier holds one list per sub: a list replaces the installed one with the same sub only if its iat is not
  * smaller. Returns
  *   STAGEPASS_OK                     installed (or the same document again);
  *   STAGEPASS_ERR_BAD_STATUS_LIST    unusable (not a JWS, e.g. an HTTP error page or "a.b.c"; bad signature;
  *                                    unknown kid; wrong typ; expired; malformed claims): nothing changed;
  *   STAGEPASS_ERR_STALE_STATUS_LIST  usable but older than the installed list with the same sub, which is kept;
- *   STAGEPASS_ERR_INVALID_ARGUMENT   verifier or status_list_jwt is NULL.
+ *   STAGEPASS_ERR_INVALID_ARGUMENT   verifier or status_list_jwt is NULL;
+ *   STAGEPASS_ERR_INVALID_CONFIGURATION  max_age_seconds out of bounds: nothing installed.
  * Whatever it returns, from the first call on status checking is on: every token must reference an installed,
  * unexpired list that is not older than max_age, or it is STAGEPASS_STATUS_UNAVAILABLE (never STAGEPASS_OK). */
 int stagepass_verifier_set_status_list(stagepass_verifier *verifier, const char *status_list_jwt,

@@ -63,7 +63,7 @@ struct BenchVerify: ParsableCommand {
                 }
             }
             let keys = StaticKeySource(KeySet(jwks: JWKS(keys: [jwk])))
-            let cfg = VerifierConfiguration(
+            let cfg = try VerifierConfiguration(
                 issuer: "https://stagepass.example",
                 audiences: ["deploy-api"],
                 cacheCapacity: 0

@@ -37,8 +37,27 @@ struct KeyStoreOptions: ParsableArguments {
     /// The broker (database) of the data directory.
     func openBroker() throws -> HumanBroker { try HumanBroker.open(dataDirectory: data) }
 
-    /// Opens the store; configuration errors exit 2 with a message, other store errors exit 1.
-    func open() throws -> KeyStore {
+    /// Opens the store and reconciles it with the audit log (``KeyStore/reconcile()``: leftover temp files removed,
+    /// key states without an audit record recorded as `key.recovered`, each repair named on stderr); configuration
+    /// errors exit 2 with a message, other store errors exit 1.
+    func open() async throws -> KeyStore {
+        let store = try openUnreconciled()
+        let report = try await runReportingErrors { try await store.reconcile() }
+        for kid in report.recovered {
+            printError("stagepass keys: WARNING: key \(kid) had no audit record of its state; recorded key.recovered")
+        }
+        for change in report.abandoned {
+            printError(
+                "stagepass keys: WARNING: an interrupted key change (\(change)) never took effect; recorded key.abandoned"
+            )
+        }
+        for name in report.removedTempFiles {
+            printError("stagepass keys: removed leftover temp file \(name)")
+        }
+        return store
+    }
+
+    private func openUnreconciled() throws -> KeyStore {
         try runReportingErrors {
             let env = ProcessInfo.processInfo.environment
             // Same default as `serve`: the generated dev passphrase file in the data directory, if there is one.
@@ -180,7 +199,7 @@ extension KeysCommand {
         @OptionGroup var options: KeyStoreOptions
 
         func run() async throws {
-            let store = try options.open()
+            let store = try await options.open()
             let rows = await store.keys()
             guard !rows.isEmpty else {
                 print("no keys in \(options.directory) (run `stagepass keys rotate` to create the first ones)")
@@ -216,7 +235,7 @@ extension KeysCommand {
 
         func run() async throws {
             let algorithm = try alg.map(parseAlgorithm)
-            let store = try options.open()
+            let store = try await options.open()
             let r = try await runReportingErrors { try await store.rotate(alg: algorithm, force: force) }
             print("active:   \(r.activeKid)")
             if let retiring = r.retiringKid { print("retiring: \(retiring)") }
@@ -242,7 +261,7 @@ extension KeysCommand {
                 printError("stagepass keys: error: cannot read \(file)")
                 throw ExitCode(2)
             }
-            let store = try options.open()
+            let store = try await options.open()
             let kid = try await runReportingErrors {
                 try await store.importKey(pem: String(decoding: data, as: UTF8.self), alg: algorithm)
             }
@@ -261,7 +280,7 @@ extension KeysCommand {
         var kid: String
 
         func run() async throws {
-            let store = try options.open()
+            let store = try await options.open()
             let r = try await runReportingErrors { try await store.compromise(kid: kid) }
             print("compromised: \(r.kid) (was \(r.previousState.rawValue))")
             print("active:      \(r.activeKid)")
@@ -297,7 +316,7 @@ extension KeysCommand {
         @OptionGroup var options: KeyStoreOptions
 
         func run() async throws {
-            let store = try options.open()
+            let store = try await options.open()
             let doc = try await runReportingErrors { try await store.jwks().serialized() }
             print(doc)
         }

@@ -20,17 +20,34 @@ struct VerifyCommand: AsyncParsableCommand {
     @Option(help: "Pattern the token's client_id must match ('*' = any run of characters).") var pipeline: String?
     @Option(name: .customLong("status-list"), help: "Status list token file path or http(s) URL.") var statusList:
         String?
-    @Option(name: .customLong("status-max-age"), help: "Fail closed when the status list is older than this (seconds).")
+    @Option(
+        name: .customLong("status-max-age"),
+        help: "Fail closed when the status list is older than this (seconds, 1...86400)."
+    )
     var statusMaxAge: Int64?
-    @Option(help: "Clock skew tolerated, seconds.") var leeway: Int64 = 30
-    @Option(name: .customLong("max-lifetime"), help: "Longest accepted exp - iat, seconds.") var maxLifetime: Int64 =
-        3600
+    @Option(help: "Clock skew tolerated, seconds (0...300).") var leeway: Int64 = 30
+    @Option(name: .customLong("max-lifetime"), help: "Longest accepted exp - iat, seconds (1...86400).")
+    var maxLifetime: Int64 = 3600
     @Option(help: "Verify as of this unix time (testing).") var now: Int64?
     @Argument(help: "The token; read from standard input when absent.") var token: String?
 
     func validate() throws {
+        // The bounds of VerifierLimits (Specs/token-profile.md, "Verifier bounds"): a huge leeway or lifetime would
+        // accept tokens long expired; a non-positive status age would switch the fail-closed limit off.
         guard leeway >= 0 else { throw ValidationError("--leeway must be >= 0") }
+        guard leeway <= VerifierLimits.maxLeeway else {
+            throw ValidationError("--leeway must be <= \(VerifierLimits.maxLeeway) (5 minutes)")
+        }
         guard maxLifetime > 0 else { throw ValidationError("--max-lifetime must be > 0") }
+        guard maxLifetime <= VerifierLimits.maxLifetime else {
+            throw ValidationError("--max-lifetime must be <= \(VerifierLimits.maxLifetime) (24 hours)")
+        }
+        if let statusMaxAge {
+            guard statusMaxAge > 0 else { throw ValidationError("--status-max-age must be > 0") }
+            guard statusMaxAge <= VerifierLimits.maxStatusMaxAge else {
+                throw ValidationError("--status-max-age must be <= \(VerifierLimits.maxStatusMaxAge) (24 hours)")
+            }
+        }
         guard !audience.isEmpty else { throw ValidationError("--audience is required") }
     }
 
@@ -51,18 +68,21 @@ struct VerifyCommand: AsyncParsableCommand {
             let data = FileHandle.standardInput.readDataToEndOfFile()
             text = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
         }
-        let verifier = Verifier(
-            configuration: VerifierConfiguration(
+        let configuration: VerifierConfiguration
+        do {
+            configuration = try VerifierConfiguration(
                 issuer: issuer,
                 audiences: audience,
                 leeway: leeway,
                 maxLifetime: maxLifetime,
                 statusMaxAge: statusMaxAge,
                 cacheCapacity: 0
-            ),
-            keys: keys,
-            statusLists: lists
-        )
+            )
+        } catch {
+            FileHandle.standardError.write(Data("stagepass verify: \(error)\n".utf8))
+            throw ExitCode(2)
+        }
+        let verifier = Verifier(configuration: configuration, keys: keys, statusLists: lists)
         do {
             let t = try verifier.verify(
                 text,

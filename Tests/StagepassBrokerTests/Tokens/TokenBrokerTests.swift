@@ -108,7 +108,7 @@ final class TokenHarness: @unchecked Sendable {
         }
         let now = manual.clock.now()
         return Verifier(
-            configuration: VerifierConfiguration(issuer: issuer, audiences: ["deploy-api"], cacheCapacity: 0),
+            configuration: try VerifierConfiguration(issuer: issuer, audiences: ["deploy-api"], cacheCapacity: 0),
             keys: StaticKeySource(ks),
             statusLists: lists,
             clock: { now }
@@ -656,7 +656,7 @@ func oauthCode(_ body: () async throws -> Void) async -> String? {
         let list = try #require(try await h.tokens.statusLists.list(1))
         let now = h.manual.clock.now()
         let stale = Verifier(
-            configuration: VerifierConfiguration(issuer: h.issuer, audiences: ["deploy-api"], cacheCapacity: 0),
+            configuration: try VerifierConfiguration(issuer: h.issuer, audiences: ["deploy-api"], cacheCapacity: 0),
             keys: StaticKeySource(cachedKeys),
             statusLists: StaticStatusListSource([StatusListDocument(jwt: list, fetchedAt: now)]),
             clock: { now }
