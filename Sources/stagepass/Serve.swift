@@ -41,35 +41,50 @@ struct Serve: AsyncParsableCommand {
     var insecureDevKeys = false
     @Option(
         name: .customLong("header-timeout"),
-        help:
-            "Seconds a client has to send a complete request head (a new connection: from accept; later: from the request's first byte). Then 408 and close."
+        help: ArgumentHelp(
+            "Seconds (more than 0, at most 600) a client has to send a complete request head: on a new connection from accept, later from the request's first byte. Then 408 and close.",
+            valueName: "seconds"
+        )
     )
     var headerTimeout: Double = 10
     @Option(
         name: .customLong("body-timeout"),
-        help: "Seconds a client has to send a request body once its head arrived. Then 408 and close."
+        help: ArgumentHelp(
+            "Seconds (more than 0, at most 3600) a client has to send a request body once its head arrived. Then 408 and close.",
+            valueName: "seconds"
+        )
     )
     var bodyTimeout: Double = 30
     @Option(
         name: .customLong("idle-timeout"),
-        help: "Seconds a kept-alive connection may stay silent between requests before it is closed."
+        help: ArgumentHelp(
+            "Seconds (more than 0, at most 3600) a kept-alive connection may stay silent between requests before it is closed.",
+            valueName: "seconds"
+        )
     )
     var idleTimeout: Double = 60
     @Option(
         name: .customLong("max-connections"),
-        help:
-            "Connections held at once, all clients together; never more than the open-file limit less \(ConnectionLimits.openFileHeadroom). Extra connections are closed right after accept."
+        help: ArgumentHelp(
+            "Connections held at once, all clients together; never more than the open-file limit less \(ConnectionLimits.openFileHeadroom). Extra connections are closed right after accept, unanswered.",
+            valueName: "n"
+        )
     )
     var maxConnections: Int = 4096
     @Option(
         name: .customLong("max-connections-per-address"),
-        help: "Connections held at once from one client IP address. Extra connections are closed right after accept."
+        help: ArgumentHelp(
+            "Connections held at once from one client IP address. Extra connections are closed right after accept, unanswered.",
+            valueName: "n"
+        )
     )
     var maxConnectionsPerAddress: Int = 256
     @Option(
         name: .customLong("drain-timeout"),
-        help:
-            "On SIGTERM/SIGINT: seconds requests in flight may still finish before their connections are closed and the broker exits (0: close at once)."
+        help: ArgumentHelp(
+            "On SIGTERM/SIGINT: seconds (0 to 600) requests in flight may still finish before the remaining connections are closed and the broker exits.",
+            valueName: "seconds"
+        )
     )
     var drainTimeout: Double = 10
 

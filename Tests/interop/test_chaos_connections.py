@@ -202,7 +202,8 @@ def test_idle_flood_over_the_total_cap_at_1024_open_files(tmp_path):
         sources = [f"127.0.0.{i}" for i in range(2, 7)]
         flood_start = time.monotonic()
         socks = idle_flood(b, sources, 1100)
-        status, _ = healthz(b)
+        opened = time.monotonic() - flood_start
+        status, first_latency = healthz(b)
         first_answered = answered = status == 200
         while not answered and time.monotonic() - flood_start < 20:
             status, _ = healthz(b)
@@ -215,7 +216,8 @@ def test_idle_flood_over_the_total_cap_at_1024_open_files(tmp_path):
         all_closed_after = time.monotonic() - flood_start
         latencies = [healthz(b)[1] for _ in range(5)]
         print(f"\n1,100 idle connections from 5 addresses (open files 1024, total cap 896, header timeout 2 s): "
-              f"first /healthz {'answered' if first_answered else 'refused (total cap), retried'}; answered "
+              f"opened in {opened:.2f} s; first /healthz {'answered' if first_answered else 'refused (total cap), retried'} "
+              f"in {first_latency * 1000:.0f} ms; /healthz answered "
               f"{answered_after:.2f} s after the flood began; all idles closed by {all_closed_after:.2f} s "
               f"({closed}/{len(socks)} seen closed); /healthz afterwards median "
               f"{sorted(latencies)[2] * 1000:.1f} ms")
