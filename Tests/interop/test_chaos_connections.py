@@ -229,16 +229,17 @@ def test_idle_flood_over_the_total_cap_at_1024_open_files(tmp_path):
 
 
 @pytest.mark.chaos
-def test_sigterm_with_a_half_sent_body_exits_within_the_drain_time(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_with_a_half_sent_body_exits_within_the_drain_time(tmp_path, sig):
     b = Broker(str(stagepass_bin_path()), tmp_path / "b", policy(),
                serve_args=["--body-timeout", "120", "--drain-timeout", "3"])
     b.start()
     try:
         holder = connect(b, send=HALF_BODY)
         time.sleep(0.5)  # the head is read: a request is in flight
-        b.proc.send_signal(signal.SIGTERM)
+        b.proc.send_signal(sig)
         exit_after = wait_exit(b.proc, 20)
-        print(f"\nSIGTERM with a half-sent body (drain 3 s): exited after {exit_after:.2f} s, "
+        print(f"\n{sig.name} with a half-sent body (drain 3 s): exited after {exit_after:.2f} s, "
               f"exit status {b.proc.returncode}")
         assert exit_after < 3 + 5
         assert b.proc.returncode == 0
