@@ -7,7 +7,7 @@ import NIOCore
 /// and how long shutdown lets requests in flight finish. `stagepass serve` sets them from its flags.
 public struct ConnectionLimits: Sendable, Equatable {
     public var timeouts: ConnectionTimeouts
-    /// Connections held at once, all clients together (before the open-file limit caps it, see ``effective(openFiles:)``).
+    /// Connections held at once, all clients together (before the open-file limit caps it, see ``effectiveMaxConnections(openFiles:)``).
     public var maxConnections: Int
     /// Connections held at once from one client address.
     public var maxConnectionsPerAddress: Int
