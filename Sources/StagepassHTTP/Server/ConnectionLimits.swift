@@ -44,7 +44,8 @@ public struct ConnectionLimits: Sendable, Equatable {
 }
 
 /// Every connection the server holds: admits a new one only under both caps, and closes the rest when shutdown's
-/// drain time is up. Thread-safe: connections are admitted and released on their own event loops.
+/// drain time is up. A lock rather than an actor: a connection is admitted synchronously, in its channel initializer
+/// on its event loop, and released from its close callback there.
 final class ConnectionRegistry: Sendable {
     private struct State {
         var open: [ObjectIdentifier: any Channel] = [:]

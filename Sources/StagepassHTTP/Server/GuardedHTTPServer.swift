@@ -2,7 +2,6 @@ import Foundation
 import Hummingbird
 import HummingbirdCore
 import Logging
-import NIOConcurrencyHelpers
 import NIOCore
 import ServiceLifecycle
 
@@ -64,40 +63,38 @@ struct DrainingHTTPService<App: ApplicationProtocol>: Service {
     let logger: Logger
 
     func run() async throws {
-        let registry = self.registry
-        let drainTimeout = self.drainTimeout
-        let logger = self.logger
-        let drain = DrainTimer()
-        try await withGracefulShutdownHandler {
-            try await app.run()
-        } onGracefulShutdown: {
-            let open = registry.openCount
-            logger.notice(
-                "shutting down: no new connections; \(open) open connection(s) get up to \(drainTimeout) to finish their requests"
-            )
-            drain.start {
-                try await Task.sleep(for: drainTimeout)
+        let (registry, drainTimeout, logger) = (self.registry, self.drainTimeout, self.logger)
+        try await withThrowingTaskGroup(of: Bool.self) { group in
+            // true: the server has stopped (every connection closed); false: the drain watch ended.
+            group.addTask {
+                try await app.run()
+                return true
+            }
+            group.addTask {
+                do {
+                    try await gracefulShutdown()
+                    logger.notice(
+                        "shutting down: no new connections; \(registry.openCount) open connection(s) get up to \(drainTimeout) to finish their requests"
+                    )
+                    try await Task.sleep(for: drainTimeout)
+                } catch {
+                    return false  // cancelled: the server stopped first
+                }
                 let closed = registry.closeAll()
                 if closed > 0 {
                     logger.warning("drain time \(drainTimeout) is up: closing \(closed) connection(s) forcibly")
                 }
+                return false
+            }
+            while let serverStopped = try await group.next() {
+                if serverStopped {
+                    group.cancelAll()
+                    break
+                }
             }
         }
-        drain.cancel()
-        let forced = registry.forciblyClosed
         logger.notice(
-            "HTTP server stopped: \(forced) connection(s) closed forcibly (requests cut off), \(registry.refusedTotal) connection(s) refused over the caps while running"
+            "HTTP server stopped: \(registry.forciblyClosed) connection(s) closed forcibly (requests cut off), \(registry.refusedTotal) connection(s) refused over the caps while running"
         )
     }
-}
-
-/// The drain timer's task, started from the graceful-shutdown handler and cancelled once the server has stopped.
-final class DrainTimer: Sendable {
-    private let task = NIOLockedValueBox<Task<Void, any Error>?>(nil)
-
-    func start(_ body: @escaping @Sendable () async throws -> Void) {
-        task.withLockedValue { t in if t == nil { t = Task { try await body() } } }
-    }
-
-    func cancel() { task.withLockedValue { $0?.cancel() } }
 }
