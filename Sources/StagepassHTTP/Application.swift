@@ -1,5 +1,6 @@
 import Foundation
 import Hummingbird
+import HummingbirdCore
 import Logging
 import Prometheus
 import StagepassBroker
@@ -28,6 +29,7 @@ public func buildApplication(
     broker: HumanBroker,
     tokens: TokenBroker? = nil,
     configuration: ApplicationConfiguration = .init(),
+    server: HTTPServerBuilder = .http1(),
     options: HTTPOptions = .init(),
     registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry(),
     logger: Logger = Logger(label: "stagepass.http")
@@ -35,7 +37,7 @@ public func buildApplication(
     -> some ApplicationProtocol
 {
     let router = buildRouter(broker: broker, tokens: tokens, options: options, registry: registry, logger: logger)
-    return Application(router: router, configuration: configuration, logger: logger)
+    return Application(router: router, server: server, configuration: configuration, logger: logger)
 }
 
 /// The router: one route collection per area, behind the problem and metrics middleware.

@@ -39,6 +39,88 @@ struct Serve: AsyncParsableCommand {
     var origins: [String] = []
     @Flag(name: .customLong("insecure-dev-keys"), help: "Store signing keys unencrypted (development only).")
     var insecureDevKeys = false
+    @Option(
+        name: .customLong("header-timeout"),
+        help: ArgumentHelp(
+            "Seconds (more than 0, at most 600) a client has to send a complete request head: on a new connection from accept, later from the request's first byte. Then 408 and close.",
+            valueName: "seconds"
+        )
+    )
+    var headerTimeout: Double = 10
+    @Option(
+        name: .customLong("body-timeout"),
+        help: ArgumentHelp(
+            "Seconds (more than 0, at most 3600) a client has to send a request body once its head arrived. Then 408 and close.",
+            valueName: "seconds"
+        )
+    )
+    var bodyTimeout: Double = 30
+    @Option(
+        name: .customLong("idle-timeout"),
+        help: ArgumentHelp(
+            "Seconds (more than 0, at most 3600) a kept-alive connection may stay silent between requests before it is closed.",
+            valueName: "seconds"
+        )
+    )
+    var idleTimeout: Double = 60
+    @Option(
+        name: .customLong("max-connections"),
+        help: ArgumentHelp(
+            "Connections held at once, all clients together; never more than the open-file limit less \(ConnectionLimits.openFileHeadroom). Extra connections are closed right after accept, unanswered.",
+            valueName: "n"
+        )
+    )
+    var maxConnections: Int = 4096
+    @Option(
+        name: .customLong("max-connections-per-address"),
+        help: ArgumentHelp(
+            "Connections held at once from one client IP address. Extra connections are closed right after accept, unanswered.",
+            valueName: "n"
+        )
+    )
+    var maxConnectionsPerAddress: Int = 256
+    @Option(
+        name: .customLong("drain-timeout"),
+        help: ArgumentHelp(
+            "On SIGTERM/SIGINT: seconds (0 to 600) requests in flight may still finish before the remaining connections are closed and the broker exits.",
+            valueName: "seconds"
+        )
+    )
+    var drainTimeout: Double = 10
+
+    func validate() throws { _ = try connectionLimits() }
+
+    /// The connection flags as limits; a value out of range is a usage error naming the flag and its range.
+    func connectionLimits() throws -> ConnectionLimits {
+        func seconds(_ value: Double, _ flag: String, _ range: ClosedRange<Double>) throws -> Duration {
+            guard range.contains(value) else {
+                let lower = range.lowerBound == 0 ? "at least 0" : "more than 0"
+                throw ValidationError(
+                    "--\(flag) must be \(lower) and at most \(Int(range.upperBound)) seconds, got \(value)"
+                )
+            }
+            return .milliseconds(Int64((value * 1000).rounded()))
+        }
+        func count(_ value: Int, _ flag: String) throws -> Int {
+            let range = ConnectionLimits.connectionsRange
+            guard range.contains(value) else {
+                throw ValidationError(
+                    "--\(flag) must be between \(range.lowerBound) and \(range.upperBound), got \(value)"
+                )
+            }
+            return value
+        }
+        return ConnectionLimits(
+            timeouts: ConnectionTimeouts(
+                header: try seconds(headerTimeout, "header-timeout", ConnectionLimits.headerTimeoutRange),
+                body: try seconds(bodyTimeout, "body-timeout", ConnectionLimits.bodyTimeoutRange),
+                idle: try seconds(idleTimeout, "idle-timeout", ConnectionLimits.idleTimeoutRange)
+            ),
+            maxConnections: try count(maxConnections, "max-connections"),
+            maxConnectionsPerAddress: try count(maxConnectionsPerAddress, "max-connections-per-address"),
+            drainTimeout: try seconds(drainTimeout, "drain-timeout", ConnectionLimits.drainTimeoutRange)
+        )
+    }
 
     func run() async throws {
         var logger = Logger(label: "stagepass")
@@ -58,7 +140,7 @@ struct Serve: AsyncParsableCommand {
         let (passphraseFile, insecureDevKeys, data, log) = (
             self.passphraseFile, self.insecureDevKeys, options.data, logger
         )
-        let configuration = StagepassServerConfiguration(
+        var configuration = StagepassServerConfiguration(
             host: host,
             port: port,
             issuer: issuer,
@@ -77,6 +159,7 @@ struct Serve: AsyncParsableCommand {
             webAuthn: webAuthn,
             logger: logger
         )
+        configuration.connections = try connectionLimits()
         try await StagepassServer(configuration: configuration).run()
     }
 

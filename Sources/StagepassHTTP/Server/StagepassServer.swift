@@ -23,6 +23,8 @@ public struct StagepassServerConfiguration: Sendable {
     public var webAuthn: WebAuthnConfiguration
     /// How often the key schedule checks whether a key is due to move on.
     public var keyScheduleInterval: Duration = .seconds(60)
+    /// Connection deadlines and caps, and the shutdown drain time.
+    public var connections = ConnectionLimits()
     public var logger: Logger
 
     public init(
@@ -55,7 +57,8 @@ public struct StagepassServerConfiguration: Sendable {
 
 /// The broker as a server: opens the broker and its key store, builds the application, and runs it beside the key
 /// schedule and the status-list refresh in one `ServiceGroup`. SIGTERM and SIGINT shut it down gracefully: the HTTP
-/// server stops accepting and drains its requests first, then the background services stop.
+/// server stops accepting and drains its requests first (for at most the drain time, then it closes what is left),
+/// then the background services stop.
 ///
 /// ```swift
 /// try await StagepassServer(configuration: configuration).run()
@@ -101,10 +104,12 @@ public struct StagepassServer: Sendable {
         try await keyStore.reconcile()  // audit gaps and leftovers of an interrupted key change (README, Operations)
         logger.info("key schedule: a demoted key stays published \(schedule.retiringPeriod) s")
         let tokens = TokenBroker(human: broker, keys: keyStore, issuer: c.issuerURL)
+        let registry = connectionRegistry()
         let app = buildApplication(
             broker: broker,
             tokens: tokens,
             configuration: .init(address: .hostname(c.host, port: c.port), serverName: "stagepass"),
+            server: .guardedHTTP1(timeouts: c.connections.timeouts, registry: registry),
             options: HTTPOptions(issuer: c.issuerURL),
             logger: logger
         )
@@ -122,19 +127,58 @@ public struct StagepassServer: Sendable {
             )
         }
         defer { if let note { RunningBrokers.withdraw(note) } }
-        // Graceful shutdown runs in reverse order: the HTTP server (last) drains first.
-        let group = ServiceGroup(
-            configuration: .init(
-                services: [
-                    .init(service: KeyScheduleService(keys: keyStore, interval: c.keyScheduleInterval)),
-                    .init(service: StatusListRefreshService(tokens: tokens, logger: logger)),
-                    .init(service: app),
-                ],
-                gracefulShutdownSignals: [.sigterm, .sigint],
-                logger: logger
-            )
+        // Graceful shutdown runs in reverse order: the HTTP server (last) drains first, bounded by the drain time.
+        var groupConfiguration = ServiceGroupConfiguration(
+            services: [
+                .init(service: KeyScheduleService(keys: keyStore, interval: c.keyScheduleInterval)),
+                .init(service: StatusListRefreshService(tokens: tokens, logger: logger)),
+                .init(
+                    service: DrainingHTTPService(
+                        app: app,
+                        registry: registry,
+                        drainTimeout: c.connections.drainTimeout,
+                        logger: logger
+                    )
+                ),
+            ],
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            logger: logger
         )
-        try await group.run()
+        // A backstop only: the drain closes every connection at its deadline, and the other services stop at once.
+        groupConfiguration.maximumGracefulShutdownDuration = c.connections.drainTimeout + .seconds(10)
+        groupConfiguration.maximumCancellationDuration = .seconds(5)
+        try await ServiceGroup(configuration: groupConfiguration).run()
+        logger.notice("stopped")
+    }
+
+    /// Raises the open-file limit as far as the hard limit allows, and derives the total connection cap from it.
+    func connectionRegistry() -> ConnectionRegistry {
+        let c = configuration
+        let logger = c.logger
+        var openFiles: UInt64 = 1024
+        if let (before, after) = OpenFileLimit.raiseSoftToHard() {
+            openFiles = after.soft
+            logger.info(
+                "open files: soft limit \(after.soft) (was \(before.soft)), hard limit \(after.hard)"
+            )
+        } else {
+            logger.warning("cannot read the open-file limit; assuming \(openFiles)")
+        }
+        let total = c.connections.effectiveMaxConnections(openFiles: openFiles)
+        if total < c.connections.maxConnections {
+            logger.notice(
+                "connections: the open-file limit \(openFiles) lowers the total cap from \(c.connections.maxConnections) to \(total) (\(ConnectionLimits.openFileHeadroom) descriptors kept for the rest)"
+            )
+        }
+        let t = c.connections.timeouts
+        logger.info(
+            "connections: at most \(total) in total, \(c.connections.maxConnectionsPerAddress) per client address; timeouts: header \(t.header), body \(t.body), idle \(t.idle); drain \(c.connections.drainTimeout)"
+        )
+        return ConnectionRegistry(
+            maxConnections: total,
+            maxPerAddress: c.connections.maxConnectionsPerAddress,
+            logger: logger
+        )
     }
 
     /// The one-time first-start output. Unbuffered: the secrets must reach a redirected log before the server starts.
