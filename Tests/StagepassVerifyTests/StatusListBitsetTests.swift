@@ -51,9 +51,9 @@ struct StatusListBitsetTests {
         )
     }
 
-    func verifier() -> Verifier {
+    func verifier() throws -> Verifier {
         Verifier(
-            configuration: .init(issuer: "https://sp", audiences: ["deploy-api"], cacheCapacity: 0),
+            configuration: try .init(issuer: "https://sp", audiences: ["deploy-api"], cacheCapacity: 0),
             keys: StaticKeySource(keys),
             statusLists: nil,
             clock: { [now] in now }
@@ -69,7 +69,7 @@ struct StatusListBitsetTests {
     }
 
     @Test func lookupsAtBothEndsAndOutOfRange() throws {
-        let v = verifier()
+        let v = try verifier()
         try v.installStatusList(try list(bytes: million), fetchedAt: now)
         #expect(throws: VerificationError(.revoked, "")) { try v.verify(try token(idx: 0)) }
         #expect(throws: VerificationError(.revoked, "")) { try v.verify(try token(idx: (1 << 20) - 1)) }

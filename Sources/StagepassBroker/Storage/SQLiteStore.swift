@@ -660,7 +660,9 @@ public final class SQLiteStore: BrokerStore {
     }
 
     /// Test hook: runs raw SQL (used by tamper tests to bypass the append-only triggers deliberately).
+    /// Runs outside a transaction, so that it can also switch `PRAGMA query_only` back off (a transaction's `BEGIN
+    /// IMMEDIATE` is itself refused while the connection is query-only).
     package func unsafeExecute(_ sql: String) throws {
-        try db.write { db in try db.execute(sql: sql) }
+        try db.writer.writeWithoutTransaction { db in try db.execute(sql: sql) }
     }
 }

@@ -125,7 +125,7 @@ import Testing
         #expect(sizes == [1024, 4096, 1024])
         let now = h.manual.clock.now()
         let v = Verifier(
-            configuration: VerifierConfiguration(issuer: h.issuer, audiences: ["deploy-api"], cacheCapacity: 0),
+            configuration: try VerifierConfiguration(issuer: h.issuer, audiences: ["deploy-api"], cacheCapacity: 0),
             keys: StaticKeySource(KeySet(jwks: try await h.keys.jwks())),
             statusLists: StaticStatusListSource(docs),
             clock: { now }
