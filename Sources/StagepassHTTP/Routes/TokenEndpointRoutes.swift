@@ -90,6 +90,10 @@ struct TokenEndpointRoutes: Sendable {
         } catch let e as OAuthError {
             count(grant, e.error)
             return e.tokenEndpointResponse
+        } catch let b as BrokerError {
+            guard let e = OAuthError.tokenEndpoint(b) else { throw b }
+            count(grant, e.error)
+            return e.tokenEndpointResponse
         }
     }
 
@@ -127,6 +131,9 @@ struct TokenEndpointRoutes: Sendable {
                 body: .init(byteBuffer: ByteBuffer(string: JSONValue.object(body).serialized()))
             )
         } catch let e as OAuthError {
+            return e.tokenEndpointResponse
+        } catch let b as BrokerError {
+            guard let e = OAuthError.tokenEndpoint(b) else { throw b }
             return e.tokenEndpointResponse
         }
     }
