@@ -18,7 +18,7 @@ import Synchronization
 ///
 /// - ``admit(_:)`` takes one place among `workers + limits.queue`; none left → refused, nothing taken.
 /// - ``Admission/run(_:)`` queues the work (FIFO) for the next free worker. When its turn comes after more than
-///   `limits.maxWait` since admission, the work is not run and the call throws ``BrokerError/overloaded(retryAfter:)``.
+///   `limits.maxWaitMilliseconds` in the queue, the work is not run and the call throws ``BrokerError/overloaded(retryAfter:)``.
 /// - An admission that is never run gives its place back when it is dropped.
 ///
 /// Workers are serial Dispatch queues the pool owns (threads of their own, off the Swift cooperative pool; see
@@ -92,7 +92,7 @@ public final class WorkPool: Sendable {
             return s.admitted
         }
         guard outcome != nil else { throw BrokerError.overloaded(retryAfter: retryAfter(backlog: capacity)) }
-        return Admission(pool: self, admittedAt: now(), maxWaitNanos: limits.maxWaitMilliseconds * 1_000_000)
+        return Admission(pool: self, maxWaitNanos: limits.maxWaitMilliseconds * 1_000_000)
     }
 
     /// Admits and runs `work` in one step (see ``admit(_:)`` and ``Admission/run(_:)``).
@@ -136,14 +136,12 @@ public final class WorkPool: Sendable {
     /// One place in the pool: run it once, or drop it to give the place back.
     public final class Admission: Sendable {
         private let pool: WorkPool
-        private let admittedAt: UInt64
         private let maxWaitNanos: Int64
         /// Whether the place was handed to a job or given back.
         private let settled = Atomic<Bool>(false)
 
-        fileprivate init(pool: WorkPool, admittedAt: UInt64, maxWaitNanos: Int64) {
+        fileprivate init(pool: WorkPool, maxWaitNanos: Int64) {
             self.pool = pool
-            self.admittedAt = admittedAt
             self.maxWaitNanos = maxWaitNanos
         }
 
@@ -166,11 +164,14 @@ public final class WorkPool: Sendable {
         ///   throws.
         public func run<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
             guard settle() else { throw BrokerError.internalError("an admission runs one job") }
-            let (pool, admittedAt, maxWait) = (self.pool, self.admittedAt, self.maxWaitNanos)
+            let (pool, maxWait) = (self.pool, self.maxWaitNanos)
+            // The wait is counted from here, the queueing: time the caller spent between admission and run (its own
+            // storage work) is not the pool's backlog.
+            let queuedAt = pool.now()
             return try await withCheckedThrowingContinuation { continuation in
                 pool.enqueue {
                     let start = pool.now()
-                    let waited = start >= admittedAt ? start - admittedAt : 0
+                    let waited = start >= queuedAt ? start - queuedAt : 0
                     guard waited <= UInt64(max(0, maxWait)) else {
                         let backlog = pool.state.withLock { $0.admitted }
                         continuation.resume(
