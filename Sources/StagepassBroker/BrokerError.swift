@@ -13,6 +13,7 @@ public struct BrokerError: Error, Sendable, Hashable, CustomStringConvertible {
         case factorNotAllowed = "factor_not_allowed"
         case noFactor = "no_factor"
         case throttled
+        case overloaded
         case accountLocked = "account_locked"
         case invalidSession = "invalid_session"
         case mfaRequired = "mfa_required"
@@ -28,7 +29,7 @@ public struct BrokerError: Error, Sendable, Hashable, CustomStringConvertible {
     private let _code: Code
     /// A message for the caller, without secrets.
     public let detail: String
-    /// For ``throttled`` and ``storageUnavailable``: seconds until the next attempt is worth making.
+    /// For ``throttled``, ``overloaded`` and ``storageUnavailable``: seconds until the next attempt is worth making.
     public let retryAfter: Int64?
 
     private init(_ code: Code, _ detail: String, retryAfter: Int64? = nil) {
@@ -67,6 +68,12 @@ public struct BrokerError: Error, Sendable, Hashable, CustomStringConvertible {
     public static func throttled(retryAfter: Int64) -> BrokerError {
         .init(.throttled, "too many failed attempts; retry in \(retryAfter) s", retryAfter: retryAfter)
     }
+    /// The broker refused costly work (password hashing) at once because its bounded queue is full, the work waited
+    /// too long, or the global budget of failed sign-ins is spent; nothing was counted or changed. Retry after the
+    /// given number of seconds (HTTP 503 with `Retry-After`).
+    public static func overloaded(retryAfter: Int64) -> BrokerError {
+        .init(.overloaded, "the broker is busy; retry in \(retryAfter) s", retryAfter: retryAfter)
+    }
     /// Locked after repeated factor failures; an administrator must unlock it.
     public static let accountLocked = BrokerError(.accountLocked, "the account is locked; ask an administrator")
     /// The session token is unknown, expired or signed out.
@@ -96,6 +103,7 @@ public struct BrokerError: Error, Sendable, Hashable, CustomStringConvertible {
     public static let noFactor = BrokerError(.noFactor, "")
     public static let factorNotAllowed = BrokerError(.factorNotAllowed, "")
     public static let throttled = BrokerError(.throttled, "")
+    public static let overloaded = BrokerError(.overloaded, "")
     public static let notFound = BrokerError(.notFound, "")
     public static let conflict = BrokerError(.conflict, "")
     public static let masterKey = BrokerError(.masterKey, "")

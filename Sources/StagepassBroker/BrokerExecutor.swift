@@ -22,19 +22,15 @@ import Synchronization
 ///   ```
 ///
 /// ``storage`` has several lanes, so reads from the WAL database still run side by side (SQLite serialises the
-/// writers itself); ``passwords`` has one per core for Argon2; ``keys`` has one. Each has threads of its own, so a
-/// slow RSA key generation or a burst of sign-ins never delays a token's ledger write.
+/// writers itself); ``keys`` has one. Each has threads of its own, so a slow RSA key generation never delays a token's
+/// ledger write. Argon2 runs on ``WorkPool/passwords`` instead: a bounded pool that refuses work past its queue, so a
+/// burst of sign-ins never builds an unbounded backlog.
 public final class BrokerExecutor: SerialExecutor {
     /// Database calls of the broker's services (the store is synchronous until storage becomes async): one lane per
     /// core, at least two.
     public static let storage = BrokerExecutor(
         label: "stagepass.broker.storage",
         lanes: max(2, ProcessInfo.processInfo.activeProcessorCount)
-    )
-    /// Password hashing and verification (Argon2id, tens of milliseconds each): one lane per core.
-    public static let passwords = BrokerExecutor(
-        label: "stagepass.broker.passwords",
-        lanes: ProcessInfo.processInfo.activeProcessorCount
     )
     /// ``KeyStore``'s executor: key generation, signing-key lookups, keyring and key-file writes.
     public static let keys = BrokerExecutor(label: "stagepass.broker.keys")

@@ -99,7 +99,13 @@ public struct Problem: Error, Sendable, HTTPResponseError {
     /// step-up demand is a 401 with `max_age` / `acr_values` members and the matching `WWW-Authenticate` challenge.
     static func from(_ e: OAuthError) -> Problem {
         let (status, title) = statusAndTitle(e.kind)
-        var p = Problem(code: e.error, status: status, title: title, detail: e.errorDescription)
+        var p = Problem(
+            code: e.error,
+            status: status,
+            title: title,
+            detail: e.errorDescription,
+            retryAfter: e.retryAfter
+        )
         if let m = e.maxAge { p.extra["max_age"] = .int(m) }
         if let a = e.acrValues { p.extra["acr_values"] = .string(a.joined(separator: " ")) }
         if e.kind == .insufficientUserAuthentication {
@@ -122,6 +128,7 @@ public struct Problem: Error, Sendable, HTTPResponseError {
         case .expiredToken: (.gone, "Expired")
         case .invalidClient: (.unauthorized, "Client authentication failed")
         case .insufficientUserAuthentication: (.unauthorized, "Fresh second factor required")
+        case .temporarilyUnavailable: (.serviceUnavailable, "Busy")
         case .invalidRequest, .invalidGrant, .unauthorizedClient, .unsupportedGrantType, .invalidScope,
             .invalidTarget, .authorizationPending, .slowDown:
             (.badRequest, "Request refused")
@@ -151,6 +158,7 @@ public struct Problem: Error, Sendable, HTTPResponseError {
         case .factorNotAllowed: (.forbidden, "Factor not accepted by policy")
         case .noFactor: (.conflict, "No such factor")
         case .throttled: (.tooManyRequests, "Too many attempts")
+        case .overloaded: (.serviceUnavailable, "Busy")
         case .accountLocked: (.forbidden, "Account locked")
         case .invalidSession: (.unauthorized, "Session invalid")
         case .mfaRequired: (.forbidden, "Second factor required")
@@ -164,11 +172,19 @@ public struct Problem: Error, Sendable, HTTPResponseError {
 }
 
 extension OAuthError {
+    /// The token endpoints' form of a broker refusal that is not the client's fault: a busy broker is
+    /// `temporarily_unavailable` (RFC 6749 §4.1.2.1) with the same `Retry-After`; nil for any other error.
+    static func tokenEndpoint(_ e: BrokerError) -> OAuthError? {
+        e.kind == .overloaded ? .temporarilyUnavailable(retryAfter: e.retryAfter ?? 1) : nil
+    }
+
     /// The HTTP status of this error on the OAuth endpoints (RFC 6749 §5.2): 401 for `invalid_client` (with a
-    /// `WWW-Authenticate` challenge), else 400. Exhaustive, like the problem mapping.
+    /// `WWW-Authenticate` challenge), 503 for `temporarily_unavailable` (with `Retry-After`), else 400. Exhaustive,
+    /// like the problem mapping.
     var tokenEndpointStatus: HTTPResponse.Status {
         switch kind {
         case .invalidClient: .unauthorized
+        case .temporarilyUnavailable: .serviceUnavailable
         case .invalidRequest, .invalidGrant, .unauthorizedClient, .unsupportedGrantType, .invalidScope,
             .invalidTarget, .authorizationPending, .slowDown, .accessDenied, .expiredToken,
             .insufficientUserAuthentication, .notFound, .conflict, .forbidden:
@@ -183,6 +199,7 @@ extension OAuthError {
         if let a = acrValues { body["acr_values"] = .string(a.joined(separator: " ")) }
         var headers: HTTPFields = [.contentType: "application/json", .cacheControl: "no-store"]
         let status = tokenEndpointStatus
+        if let retryAfter { headers[.retryAfter] = String(retryAfter) }
         if status == .unauthorized {
             // RFC 6749 §5.2: 401 with a challenge when the client authenticated with the Authorization header.
             headers[.wwwAuthenticate] = "Basic realm=\"stagepass\""

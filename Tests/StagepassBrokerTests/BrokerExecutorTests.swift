@@ -65,15 +65,6 @@ import Testing
         #expect(try await BrokerExecutor.storage.run { BrokerExecutor.storage.isCurrent })
     }
 
-    @Test func passwordHashingRunsOnThePasswordsExecutor() async throws {
-        let hasher = try PasswordHasher(parameters: .testing)
-        let phc = try await hasher.hashOffPool("correct horse")
-        #expect(phc.hasPrefix("$argon2id$"))
-        #expect(await hasher.verifyOffPool("correct horse", against: phc))
-        #expect(!(await hasher.verifyOffPool("wrong horse", against: phc)))
-        #expect(!(await hasher.verifyOffPool("correct horse", against: "not a phc string")))
-    }
-
     @Test func keyStoreRunsOnTheKeysExecutor() async throws {
         let dir = try TempDir()
         let store = try makeStore(dir.keys, clock: ManualClock(1_700_000_000))

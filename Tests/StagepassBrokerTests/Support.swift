@@ -11,11 +11,13 @@ struct Fixture {
     let hasher: PasswordHasher
     let accounts: AccountService
 
-    init(start: Int64 = 1_700_000_000) throws {
+    /// - Parameter pool: the hashing pool; by default one of the fixture's own, so that tests running side by side
+    ///   never queue behind each other.
+    init(start: Int64 = 1_700_000_000, pool: WorkPool? = nil) throws {
         store = try SQLiteStore()
         manual = ManualClock(start)
         audit = MemoryAuditSink()
-        hasher = try PasswordHasher(parameters: .testing)
+        hasher = try PasswordHasher(parameters: .testing, pool: pool ?? WorkPool(label: "test.fixture", workers: 2))
         accounts = AccountService(store: store, hasher: hasher, clock: manual.clock, audit: audit)
     }
 }

@@ -20,7 +20,7 @@ struct TestBroker: Sendable {
             store: try SQLiteStore(),
             masterKey: try MasterKey.generate(),
             policy: policy,
-            hasher: try PasswordHasher(parameters: .testing),
+            hasher: try PasswordHasher(parameters: .testing, pool: WorkPool(label: "test", workers: 2)),
             clock: manual.clock
         )
     }

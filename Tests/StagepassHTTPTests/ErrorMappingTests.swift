@@ -11,8 +11,9 @@ import Testing
 @Suite struct ErrorMappingTests {
     static let brokerStatus: [BrokerError.Kind: Int] = [
         .invalidRequest: 400, .invalidCredentials: 401, .invalidFactor: 401, .factorReplay: 401,
-        .factorNotAllowed: 403, .noFactor: 409, .throttled: 429, .accountLocked: 403, .invalidSession: 401,
-        .mfaRequired: 403, .stepUpRequired: 403, .notFound: 404, .conflict: 409, .storageUnavailable: 503,
+        .factorNotAllowed: 403, .noFactor: 409, .throttled: 429, .overloaded: 503, .accountLocked: 403,
+        .invalidSession: 401, .mfaRequired: 403, .stepUpRequired: 403, .notFound: 404, .conflict: 409,
+        .storageUnavailable: 503,
         // The broker's own failures: a bare 500 without internals.
         .masterKey: 500, .internalError: 500,
     ]
@@ -33,7 +34,8 @@ import Testing
     /// One error of each kind, made through the public API.
     static let brokerErrors: [BrokerError] = [
         .invalidRequest("x"), .invalidCredentials, .invalidFactor, .factorReplay, .factorNotAllowed("x"),
-        .noFactor("x"), .throttled(retryAfter: 4), .accountLocked, .invalidSession, .mfaRequired,
+        .noFactor("x"), .throttled(retryAfter: 4), .overloaded(retryAfter: 2), .accountLocked, .invalidSession,
+        .mfaRequired,
         .stepUpRequired("x"), .notFound("x"), .conflict("x"), .masterKey("secret detail"),
         .internalError("secret detail"), .storageUnavailable(StorageFault(.diskFull, resultCode: 13)),
     ]
@@ -65,13 +67,25 @@ import Testing
         }
     }
 
+    @Test func overloadedIs503WithRetryAfterAndTemporarilyUnavailableOnTheTokenEndpoint() throws {
+        let busy = BrokerError.overloaded(retryAfter: 3)
+        let r = Problem.from(busy as any Error).response()
+        #expect(r.status == .serviceUnavailable && r.headers[.retryAfter] == "3")
+        #expect(r.headers[.contentType] == "application/problem+json")
+        let oauth = try #require(OAuthError.tokenEndpoint(busy))
+        #expect(oauth.kind == .temporarilyUnavailable && oauth.retryAfter == 3)
+        let t = oauth.tokenEndpointResponse
+        #expect(t.status == .serviceUnavailable && t.headers[.retryAfter] == "3")
+        #expect(OAuthError.tokenEndpoint(.throttled(retryAfter: 3)) == nil)
+    }
+
     /// As a problem (the human-facing calls) and as an RFC 6749 §5.2 body (the OAuth endpoints).
     static let oauthStatus: [OAuthError.Kind: (problem: Int, endpoint: Int)] = [
         .invalidRequest: (400, 400), .invalidClient: (401, 401), .invalidGrant: (400, 400),
         .unauthorizedClient: (400, 400), .unsupportedGrantType: (400, 400), .invalidScope: (400, 400),
         .invalidTarget: (400, 400), .authorizationPending: (400, 400), .slowDown: (400, 400),
         .accessDenied: (403, 400), .expiredToken: (410, 400), .insufficientUserAuthentication: (401, 400),
-        .notFound: (404, 400), .conflict: (409, 400), .forbidden: (403, 400),
+        .notFound: (404, 400), .conflict: (409, 400), .forbidden: (403, 400), .temporarilyUnavailable: (503, 503),
     ]
 
     @Test(arguments: OAuthError.Kind.allCases)

@@ -73,7 +73,7 @@ def test_every_revocation_kind(broker, lib, tmp_path):
     assert r.status == 403 and r.json["code"] == "forbidden"
 
     # jti: the owner, with the CLI.
-    out = broker.cli("revoke", "--jti", claims(tokens["jti"])["jti"], "--session-file", str(f1))
+    out = broker.cli("revoke", f"--jti={claims(tokens['jti'])['jti']}", "--session-file", str(f1))
     assert "revoked 1" in out.stdout
     # session: the owner ends one of their sessions.
     r = broker.request("POST", "/v1/revocations", json_body={"session": claims(tokens["session"])["sid"]}, token=s1)
@@ -95,7 +95,7 @@ def test_every_revocation_kind(broker, lib, tmp_path):
     old_jwks_file = tmp_path / "old-jwks.json"
     old_jwks_file.write_text(json.dumps(old_jwks))
     kid = json.loads(__import__("base64").urlsafe_b64decode(tokens["key"].split(".")[0] + "=="))["kid"]
-    out = broker.cli("revoke", "--kid", kid, "--session-file", str(admin_file))
+    out = broker.cli("revoke", f"--kid={kid}", "--session-file", str(admin_file))
     assert "revoked 1" in out.stdout
     assert live_verdicts(broker, lib, tokens, jwks=old_jwks)["key"] == "revoked"
     code, text = cli_verdict(broker, tokens["key"], jwks=str(old_jwks_file))

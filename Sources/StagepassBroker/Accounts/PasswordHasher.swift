@@ -25,9 +25,12 @@ public struct PasswordHasher: Sendable {
     public let parameters: Parameters
     /// A hash of a random password, verified when the user does not exist so that the response takes the same time.
     public let dummyHash: String
+    /// Where ``verifyOffPool(_:against:admission:)`` and ``hashOffPool(_:limits:)`` run (``WorkPool/passwords``).
+    public let pool: WorkPool
 
-    public init(parameters: Parameters = .owasp) throws {
+    public init(parameters: Parameters = .owasp, pool: WorkPool = .passwords) throws {
         self.parameters = parameters
+        self.pool = pool
         let random = try Crypto.randomBytes(24)
         self.dummyHash = try Self.hash(Base64URL.encode(random), parameters: parameters)
     }
@@ -80,16 +83,23 @@ public struct PasswordHasher: Sendable {
         return rc == ARGON2_OK.rawValue
     }
 
-    /// Runs ``verify(_:against:)`` on ``BrokerExecutor/passwords``, off the Swift cooperative pool (it takes tens
-    /// of ms).
-    public func verifyOffPool(_ password: String, against phc: String) async -> Bool {
-        // `verify` does not throw; `run` only rethrows what its work throws.
-        (try? await BrokerExecutor.passwords.run { self.verify(password, against: phc) }) ?? false
+    /// Runs ``verify(_:against:)`` on the hashing pool with a place taken earlier (see ``WorkPool/admit(_:)``), off
+    /// the Swift cooperative pool (it takes tens of ms).
+    /// - Throws: ``BrokerError/overloaded(retryAfter:)`` when it waited too long for a worker (nothing verified).
+    public func verifyOffPool(
+        _ password: String,
+        against phc: String,
+        admission: WorkPool.Admission
+    ) async throws
+        -> Bool
+    {
+        try await admission.run { self.verify(password, against: phc) }
     }
 
-    /// Runs ``hash(_:)`` on ``BrokerExecutor/passwords``, off the Swift cooperative pool.
-    public func hashOffPool(_ password: String) async throws -> String {
-        try await BrokerExecutor.passwords.run { try self.hash(password) }
+    /// Runs ``hash(_:)`` on the hashing pool, off the Swift cooperative pool.
+    /// - Throws: ``BrokerError/overloaded(retryAfter:)`` when the pool is full or the hash waited too long.
+    public func hashOffPool(_ password: String, limits: WorkPool.Limits) async throws -> String {
+        try await pool.run(limits) { try self.hash(password) }
     }
 
     /// True when `phc` was made with weaker parameters than ``parameters`` (rehash after the next good sign-in).

@@ -9,7 +9,8 @@ extension PolicyReader {
 
     static let throttleKeys = [
         "free_failures", "base_delay_seconds", "max_delay_seconds", "lockout_after_factor_failures",
-        "max_concurrent_per_account", "max_concurrent_per_address",
+        "max_concurrent_per_account", "max_concurrent_per_address", "global_failures", "global_window_seconds",
+        "hash_queue_per_worker", "hash_max_wait_seconds",
     ]
 
     func auth(mfa: Entry?, sessions: Entry?, throttle: Entry?) throws -> AuthPolicy {
@@ -61,6 +62,10 @@ extension PolicyReader {
                 case "lockout_after_factor_failures": p.throttle.lockoutAfterFactorFailures = try integer(e, atLeast: 1)
                 case "max_concurrent_per_account": p.throttle.maxConcurrentPerAccount = try integer(e, atLeast: 1)
                 case "max_concurrent_per_address": p.throttle.maxConcurrentPerAddress = try integer(e, atLeast: 1)
+                case "global_failures": p.throttle.globalFailures = try integer(e, atLeast: 1)
+                case "global_window_seconds": p.throttle.globalWindow = try duration(e)
+                case "hash_queue_per_worker": p.throttle.hashQueuePerWorker = try integer(e, atLeast: 0)
+                case "hash_max_wait_seconds": p.throttle.hashMaxWait = try duration(e)
                 default: break
                 }
             }

@@ -117,6 +117,9 @@ public enum FactorProof: Sendable {
 ///   ``PasswordHasher/dummyHash``), and the same throttle accounting;
 /// - every password or factor attempt is reserved in the store before any work (``Throttle/reserve(_:)``), and at
 ///   most a few run at once per account and per address (``InFlightLimiter``);
+/// - password attempts also spend a global budget, and Argon2 runs on a bounded pool (``WorkPool``): past either
+///   bound an attempt is refused at once with ``BrokerError/overloaded(retryAfter:)``, for known and unknown names
+///   alike, and leaves no count behind;
 /// - after ``Throttle/Policy/lockoutAfterFactorFailures`` factor failures the account is locked until an admin unlock;
 /// - only active factors prove anything (a pending TOTP factor is accepted at sign-in only as the first factor of a
 ///   user who has none, which is how an administrator-started first enrolment is completed);
@@ -196,20 +199,25 @@ public struct SessionService: Sendable {
     /// - Parameters:
     ///   - address: the client address, for per-address throttling.
     /// - Throws: ``BrokerError/invalidCredentials`` (also for a disabled or locked account: no oracle),
-    ///   ``BrokerError/throttled(retryAfter:)``, ``BrokerError/invalidRequest(_:)``.
+    ///   ``BrokerError/throttled(retryAfter:)``, ``BrokerError/invalidRequest(_:)``,
+    ///   ``BrokerError/overloaded(retryAfter:)`` when the hashing pool is full, the hash waited too long for a worker,
+    ///   or the global budget is spent (nothing counted or changed then, whatever the name).
     public func signIn(name: String, password: String, address: String) async throws -> PasswordStepResult {
         guard !name.isEmpty, name.utf8.count <= 256, !password.isEmpty,
             password.utf8.count <= AccountService.maximumPasswordLength
         else { throw BrokerError.invalidRequest("user and password are required and bounded in length") }
         let account = Throttle.accountKey(name)
         let addressKey = Throttle.addressKey(address)
-        let storage = BrokerExecutor.storage  // storage work runs on its lanes, Argon2 on the password lanes
+        let storage = BrokerExecutor.storage  // storage work runs on its lanes, Argon2 on the hashing pool
+        let limits = throttle.policy.hashLimits(workers: hasher.pool.workers)
         return try await throttle.limitingConcurrency(account: account, address: addressKey) {
+            // A place on the hashing pool first: when it is full the attempt is refused before anything is counted.
+            let admission = try hasher.pool.admit(limits)
             let (ticket, user) = try await storage.run { () throws -> (Throttle.Ticket, UserRecord?) in
                 _ = try store.deleteExpiredSessions(now: clock.now())  // opportunistic sweep
                 let ticket: Throttle.Ticket
-                do { ticket = try throttle.reserve([account, addressKey]) } catch let e as BrokerError
-                    where e == .throttled
+                do { ticket = try throttle.reservePassword(account: account, address: addressKey) } catch let e
+                    as BrokerError where e.kind == .throttled
                 {
                     try audit.record(
                         AuditEvent(
@@ -225,7 +233,18 @@ public struct SessionService: Sendable {
                 }
                 return (ticket, try store.user(named: name))
             }
-            let ok = await hasher.verifyOffPool(password, against: user?.passwordHash ?? hasher.dummyHash)
+            let ok: Bool
+            do {
+                ok = try await hasher.verifyOffPool(
+                    password,
+                    against: user?.passwordHash ?? hasher.dummyHash,
+                    admission: admission
+                )
+            } catch {
+                // Refused for waiting too long: the attempt proved and guessed nothing, so it leaves no trace.
+                try await storage.run { try throttle.refund(ticket) }
+                throw error
+            }
             let accepted = try await storage.run { () throws -> UserRecord in
                 guard let user, ok, !user.disabled, !user.locked else {
                     let reason =
@@ -246,7 +265,10 @@ public struct SessionService: Sendable {
                 try throttle.succeeded(ticket)
                 return user
             }
-            if hasher.needsRehash(accepted.passwordHash), let fresh = try? await hasher.hashOffPool(password) {
+            // A rehash refused by a busy pool waits for the next sign-in.
+            if hasher.needsRehash(accepted.passwordHash),
+                let fresh = try? await hasher.hashOffPool(password, limits: limits)
+            {
                 try await storage.run { try store.setPasswordHash(userId: accepted.id, fresh) }
             }
             return try await storage.run { try startSession(user: accepted, address: address) }

@@ -10,6 +10,13 @@ import Synchronization
 /// that the next one is refused until `baseDelay · 2^(n − freeFailures)` seconds (capped at ``Policy/maxDelay``) have
 /// passed since the last one. Counts older than ``Policy/window`` are forgotten.
 ///
+/// Password attempts also count against a **global budget** (``Policy/globalFailures`` per ``Policy/globalWindow``,
+/// fixed windows): a flood of fresh account names from fresh addresses trips no per-account or per-address key, but
+/// it spends this budget, after which every password attempt is refused with ``BrokerError/overloaded(retryAfter:)``
+/// until the window ends (``reservePassword(account:address:)``). Known and unknown names count the same (an
+/// attempt is reserved before the account is looked up, and a success gives its reservation back), so the budget
+/// says nothing about which names exist.
+///
 /// On top of the counts, ``InFlightLimiter`` caps how many attempts per account and per address run at once in this
 /// process (``Policy/maxConcurrentPerAccount``, ``Policy/maxConcurrentPerAddress``).
 public struct Throttle: Sendable {
@@ -24,6 +31,16 @@ public struct Throttle: Sendable {
         public var maxConcurrentPerAccount: Int
         /// Password or factor attempts from one client address evaluated at the same time.
         public var maxConcurrentPerAddress: Int
+        /// Password attempts (all account names, all addresses; successes give theirs back) allowed per
+        /// ``globalWindow``; past it every password attempt gets ``BrokerError/overloaded(retryAfter:)``.
+        public var globalFailures: Int
+        /// The fixed window of ``globalFailures``, seconds.
+        public var globalWindow: Int64
+        /// Password hashes allowed to wait for a hashing worker, per worker (one worker per core); more are refused
+        /// at once with ``BrokerError/overloaded(retryAfter:)`` (see ``WorkPool``).
+        public var hashQueuePerWorker: Int
+        /// The longest a password hash may wait for a worker before it is refused instead of run, seconds.
+        public var hashMaxWait: Int64
 
         public init(
             freeFailures: Int = 3,
@@ -32,7 +49,11 @@ public struct Throttle: Sendable {
             window: Int64 = 3600,
             lockoutAfterFactorFailures: Int = 10,
             maxConcurrentPerAccount: Int = 2,
-            maxConcurrentPerAddress: Int = 8
+            maxConcurrentPerAddress: Int = 8,
+            globalFailures: Int = 600,
+            globalWindow: Int64 = 60,
+            hashQueuePerWorker: Int = 4,
+            hashMaxWait: Int64 = 1
         ) {
             self.freeFailures = freeFailures
             self.baseDelay = baseDelay
@@ -41,6 +62,18 @@ public struct Throttle: Sendable {
             self.lockoutAfterFactorFailures = lockoutAfterFactorFailures
             self.maxConcurrentPerAccount = maxConcurrentPerAccount
             self.maxConcurrentPerAddress = maxConcurrentPerAddress
+            self.globalFailures = globalFailures
+            self.globalWindow = globalWindow
+            self.hashQueuePerWorker = hashQueuePerWorker
+            self.hashMaxWait = hashMaxWait
+        }
+
+        /// The bounds of a ``WorkPool`` with `workers` workers under this policy.
+        public func hashLimits(workers: Int) -> WorkPool.Limits {
+            WorkPool.Limits(
+                queue: max(0, hashQueuePerWorker) * max(1, workers),
+                maxWaitMilliseconds: max(0, hashMaxWait) * 1000
+            )
         }
         public static let `default` = Policy()
     }
@@ -73,6 +106,9 @@ public struct Throttle: Sendable {
     public static func accountKey(_ name: String) -> String { "acct:" + name }
     public static func addressKey(_ address: String) -> String { "addr:" + address }
     public static func factorKey(_ userId: String) -> String { "factor:" + userId }
+    /// The global password budget's key for the fixed window `window` (two keys that alternate: a key was last
+    /// used two windows ago at the latest, so its count has lapsed, and the table holds two rows, not one per window).
+    public static func globalKey(window: Int64) -> String { "global:password:" + String(window & 1) }
 
     /// Delay required after `failures` counted attempts.
     public func delay(after failures: Int) -> Int64 { Self.delay(after: failures, policy: policy) }
@@ -108,6 +144,55 @@ public struct Throttle: Sendable {
         {
         case .reserved(let counts, let previous): return Ticket(keys: keys, counts: counts, previous: previous, at: now)
         case .throttled(let wait): throw BrokerError.throttled(retryAfter: wait)
+        }
+    }
+
+    /// Reserves one password attempt: first on the global budget, then on the account and the address (atomically
+    /// each, see ``reserve(_:)``). The ticket's keys are `[account, address, global]`, so ``succeeded(_:)`` clears the
+    /// account and gives the others back, and ``refund(_:)`` gives all back.
+    /// - Throws: ``BrokerError/overloaded(retryAfter:)`` when the global budget of this window is spent (until the
+    ///   window ends); ``BrokerError/throttled(retryAfter:)`` when the account or address still waits. Nothing is
+    ///   counted then.
+    public func reservePassword(account: String, address: String) throws -> Ticket {
+        let p = policy
+        let now = clock.now()
+        let window = max(1, p.globalWindow)
+        let index = now >= 0 ? now / window : 0
+        let global = Self.globalKey(window: index)
+        let budget = max(1, p.globalFailures)
+        let globalPrevious: Int64?
+        let globalCount: Int
+        switch try store.reserveAttempt(keys: [global], now: now, window: window, delay: { $0 >= budget ? window : 0 })
+        {
+        case .reserved(let counts, let previous):
+            globalCount = counts.first ?? 1
+            globalPrevious = previous.first ?? nil
+        case .throttled:
+            throw BrokerError.overloaded(retryAfter: max(1, (index + 1) * window - now))
+        }
+        let rest: ThrottleReservation
+        do {
+            rest = try store.reserveAttempt(
+                keys: [account, address],
+                now: now,
+                window: p.window,
+                delay: { Self.delay(after: $0, policy: p) }
+            )
+        } catch {
+            try store.refundAttempt(key: global, reservedAt: now, previous: globalPrevious)
+            throw error
+        }
+        switch rest {
+        case .reserved(let counts, let previous):
+            return Ticket(
+                keys: [account, address, global],
+                counts: counts + [globalCount],
+                previous: previous + [globalPrevious],
+                at: now
+            )
+        case .throttled(let wait):
+            try store.refundAttempt(key: global, reservedAt: now, previous: globalPrevious)
+            throw BrokerError.throttled(retryAfter: wait)
         }
     }
 

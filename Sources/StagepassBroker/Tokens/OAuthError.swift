@@ -28,6 +28,8 @@ public struct OAuthError: Error, Sendable, Hashable, CustomStringConvertible {
         case expiredToken = "expired_token"
         // RFC 9470 §3
         case insufficientUserAuthentication = "insufficient_user_authentication"
+        // RFC 6749 §4.1.2.1 (defined for the authorization endpoint; used here on every endpoint, with 503)
+        case temporarilyUnavailable = "temporarily_unavailable"
         // The human-facing approval, delegation, revocation and admin calls.
         case notFound = "not_found"
         case conflict
@@ -41,6 +43,8 @@ public struct OAuthError: Error, Sendable, Hashable, CustomStringConvertible {
     public var maxAge: Int64?
     /// RFC 9470 §3: the acceptable authentication context classes (see ``ACR``).
     public var acrValues: [String]?
+    /// For ``Kind/temporarilyUnavailable``: seconds before a retry is worth making (`Retry-After`).
+    public var retryAfter: Int64?
 
     public init(_ kind: Kind, _ description: String, maxAge: Int64? = nil, acrValues: [String]? = nil) {
         self.kind = kind
@@ -65,6 +69,13 @@ public struct OAuthError: Error, Sendable, Hashable, CustomStringConvertible {
         .authorizationPending,
         "the request has not been approved yet"
     )
+    /// RFC 6749 §4.1.2.1: the broker is too busy to handle the request now (HTTP 503 with `Retry-After`); nothing
+    /// was changed.
+    public static func temporarilyUnavailable(retryAfter: Int64) -> OAuthError {
+        var e = OAuthError(.temporarilyUnavailable, "the broker is busy; retry in \(retryAfter) s")
+        e.retryAfter = retryAfter
+        return e
+    }
     public static func slowDown(interval: Int64) -> OAuthError {
         .init(.slowDown, "polling too fast; wait at least \(interval) s between polls")
     }

@@ -62,6 +62,19 @@ extension PagesAPI {
                 )
             }
             return redirect(next, cookies: [security.setCookie(security.sessionCookie, r.token)])
+        } catch let e as BrokerError where e.kind == .overloaded {
+            // 503 with Retry-After, the same page: the form is kept so that the user can retry in a moment.
+            let wait = e.retryAfter ?? 1
+            var r = render(
+                "signin",
+                title: "Sign in",
+                pr,
+                ["next": next, "user": f["user"] ?? ""],
+                error: "The broker is busy right now; nothing was checked or counted. Retry in \(wait) s.",
+                status: .serviceUnavailable
+            )
+            r.headers[.retryAfter] = String(wait)
+            return r
         } catch let e as BrokerError {
             return render("signin", title: "Sign in", pr, ["next": next], error: Self.message(e), status: .unauthorized)
         }

@@ -95,6 +95,10 @@ struct TokenEndpointRoutes: Sendable {
             count(grant, "temporarily_unavailable")
             reportStorageFault(f, logger: context.logger, registry: registry)
             return f.tokenEndpointResponse
+        } catch let b as BrokerError {
+            guard let e = OAuthError.tokenEndpoint(b) else { throw b }
+            count(grant, e.error)
+            return e.tokenEndpointResponse
         }
     }
 
@@ -136,6 +140,9 @@ struct TokenEndpointRoutes: Sendable {
         } catch let f as StorageFault {
             reportStorageFault(f, logger: context.logger, registry: registry)
             return f.tokenEndpointResponse
+        } catch let b as BrokerError {
+            guard let e = OAuthError.tokenEndpoint(b) else { throw b }
+            return e.tokenEndpointResponse
         }
     }
 }

@@ -20,6 +20,13 @@ func reportRefusal(_ status: Int, _ json: JSONValue?) {
     let code = json?["error"]?.stringValue ?? json?["code"]?.stringValue ?? "http_\(status)"
     let detail = json?["error_description"]?.stringValue ?? json?["detail"]?.stringValue ?? ""
     printError("error: \(code): \(detail)")
+    if status == 503 {
+        // The broker shed the request at once (bounded hashing queue, global sign-in budget): nothing was checked
+        // or counted, so retrying after the wait is safe.
+        printError(
+            "  the broker is busy and refused this at once; nothing was checked, counted or changed: retry later"
+        )
+    }
     if code == "insufficient_user_authentication" {
         let age = json?["max_age"]?.intValue.map { "within \($0) s" } ?? ""
         let acr = json?["acr_values"]?.stringValue ?? ""
@@ -42,8 +49,12 @@ func needsSecurityKeyOnly(_ acrValues: String) -> Bool {
 /// Prints a refusal (``reportRefusal(_:_:)``) and gives the exit code of a broker error.
 func failProblem(_ status: Int, _ json: JSONValue?) -> ExitCode {
     reportRefusal(status, json)
-    return ExitCode(2)
+    return ExitCode(status == 503 ? Int32(busyExitCode) : 2)
 }
+
+/// The exit code of a request the broker refused for being busy (HTTP 503): sysexits.h `EX_TEMPFAIL`, so scripts
+/// can tell "retry later" from a refusal.
+let busyExitCode = 75
 
 /// Prints a broker error as `error: <code>: <detail>` and exits non-zero, instead of a Swift dump.
 func runReporting(_ body: () throws -> Void) throws {

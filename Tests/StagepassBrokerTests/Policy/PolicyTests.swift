@@ -83,6 +83,10 @@ struct PolicyTests {
               base_delay_seconds: 1
               max_delay_seconds: 1h
               lockout_after_factor_failures: 5
+              global_failures: 200
+              global_window_seconds: 5m
+              hash_queue_per_worker: 2
+              hash_max_wait_seconds: 3s
             audiences:
               deploy-api: {description: "Deploy API"}
               https://registry.example/v2: {}
@@ -118,7 +122,16 @@ struct PolicyTests {
                 idleSeconds: 900,
                 absoluteSeconds: 8 * 3600,
                 pendingSeconds: 120,
-                throttle: .init(freeFailures: 0, baseDelay: 1, maxDelay: 3600, lockoutAfterFactorFailures: 5),
+                throttle: .init(
+                    freeFailures: 0,
+                    baseDelay: 1,
+                    maxDelay: 3600,
+                    lockoutAfterFactorFailures: 5,
+                    globalFailures: 200,
+                    globalWindow: 300,
+                    hashQueuePerWorker: 2,
+                    hashMaxWait: 3
+                ),
                 firstEnrolmentWithPassword: true
             ),
             tokens: TokenSettings(
@@ -299,6 +312,13 @@ struct PolicyTests {
             says: "expected an integer, found the string '3'"
         ),
         Bad(name: "negative integer", yaml: "throttle:\n  free_failures: -1\n", line: 2, says: "must be at least 0"),
+        Bad(name: "no global budget", yaml: "throttle:\n  global_failures: 0\n", line: 2, says: "must be at least 1"),
+        Bad(
+            name: "negative hash queue",
+            yaml: "throttle:\n  hash_queue_per_worker: -1\n",
+            line: 2,
+            says: "must be at least 0"
+        ),
         Bad(
             name: "lockout zero",
             yaml: "throttle:\n  lockout_after_factor_failures: 0\n",

@@ -11,8 +11,8 @@ struct Broker {
     let sessions: SessionService
     let accounts: AccountService
 
-    init(policy: AuthPolicy = .default) throws {
-        f = try Fixture()
+    init(policy: AuthPolicy = .default, pool: WorkPool? = nil) throws {
+        f = try Fixture(pool: pool)
         log = HashChainAuditLog(store: f.store, clock: f.manual.clock)
         accounts = AccountService(store: f.store, hasher: f.hasher, clock: f.manual.clock, audit: log)
         factors = FactorService(store: f.store, masterKey: try MasterKey.generate(), clock: f.manual.clock, audit: log)

@@ -63,7 +63,7 @@ final class TokenHarness: @unchecked Sendable {
             store: try SQLiteStore(),
             masterKey: try MasterKey.generate(),
             policies: PolicyHolder(policy),
-            hasher: try PasswordHasher(parameters: .testing),
+            hasher: try PasswordHasher(parameters: .testing, pool: WorkPool(label: "test", workers: 2)),
             clock: manual.clock
         )
         keys = try makeStore(tmp.keys, clock: manual)

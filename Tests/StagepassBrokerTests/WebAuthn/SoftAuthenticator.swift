@@ -228,7 +228,7 @@ struct WebAuthnHarness {
             store: try SQLiteStore(),
             masterKey: try MasterKey.generate(),
             policy: AuthPolicy(factors: factors),
-            hasher: try PasswordHasher(parameters: .testing),
+            hasher: try PasswordHasher(parameters: .testing, pool: WorkPool(label: "test", workers: 2)),
             clock: manual.clock,
             webAuthn: configuration
         )

@@ -19,7 +19,7 @@ import Testing
         let human = HumanBroker(
             store: try SQLiteStore(),
             masterKey: try MasterKey.generate(),
-            hasher: try PasswordHasher(parameters: .testing),
+            hasher: try PasswordHasher(parameters: .testing, pool: WorkPool(label: "test", workers: 2)),
             clock: manual.clock,
             webAuthn: WebAuthnConfiguration(
                 rpID: try #require(doc["rp_id"]?.stringValue),
