@@ -88,14 +88,10 @@ public struct BrokerError: Error, Sendable, Hashable, CustomStringConvertible {
     /// The master key is missing, malformed, or does not open a stored secret.
     public static func masterKey(_ d: String) -> BrokerError { .init(.masterKey, d) }
     public static func internalError(_ d: String) -> BrokerError { .init(.internalError, d) }
-    /// The store could not commit or read (``StorageFault``): nothing was changed; retry after `retryAfter` seconds.
-    /// The detail names the cause ("disk full", "read-only", "locked", "corrupt", "I/O error"), never SQL or a path.
-    public static func storageUnavailable(_ fault: StorageFault) -> BrokerError {
-        .init(
-            .storageUnavailable,
-            "storage unavailable: \(fault.cause.phrase); nothing was changed, retry later",
-            retryAfter: fault.retryAfter
-        )
+    /// The store could not commit or read: nothing was changed; retry after `retryAfter` seconds. The detail names
+    /// the cause, never SQL or a path (``StorageFault`` builds it: `BrokerError.storageUnavailable(fault)`).
+    public static func storageUnavailable(_ detail: String, retryAfter: Int64) -> BrokerError {
+        .init(.storageUnavailable, detail, retryAfter: retryAfter)
     }
     public static let storageUnavailable = BrokerError(.storageUnavailable, "")
 

@@ -136,3 +136,14 @@ public final class StorageHealth: Sendable {
         }
     }
 }
+
+extension BrokerError {
+    /// The store could not commit or read (``StorageFault``): nothing was changed; retry after `retryAfter` seconds.
+    /// The detail names the cause ("disk full", "read-only", "locked", "corrupt", "I/O error"), never SQL or a path.
+    public static func storageUnavailable(_ fault: StorageFault) -> BrokerError {
+        .storageUnavailable(
+            "storage unavailable: \(fault.cause.phrase); nothing was changed, retry later",
+            retryAfter: fault.retryAfter
+        )
+    }
+}
