@@ -1,3 +1,4 @@
+import CArgon2
 import Dispatch
 import Foundation
 import Synchronization
@@ -196,8 +197,16 @@ public final class WorkPool: Sendable {
         if let lane { lanes[lane].async { self.drain(lane) } }
     }
 
+    /// Lowers the calling worker thread's scheduling priority to nice 10 (Linux nice values are per thread:
+    /// `setpriority(2)` with a thread id), so that while every worker hashes, the threads that accept connections and
+    /// answer `/healthz` and token requests still get the cores first. Best effort: a failure leaves the priority as is.
+    private static func yieldToRequests() {
+        _ = stagepass_set_thread_nice(10)
+    }
+
     /// Runs queued jobs one after another on `lane` until the queue is empty, then marks the lane idle.
     private func drain(_ lane: Int) {
+        Self.yieldToRequests()
         while true {
             let job: (@Sendable () -> Void)? = state.withLock { s in
                 guard !s.queue.isEmpty else {

@@ -108,7 +108,9 @@ public struct StagepassServer: Sendable {
         let app = buildApplication(
             broker: broker,
             tokens: tokens,
-            configuration: .init(address: .hostname(c.host, port: c.port), serverName: "stagepass"),
+            // A deep accept queue (the kernel caps it at net.core.somaxconn): under a connection flood new clients wait
+            // in it for their turn instead of being dropped or reset; the caps and deadlines bound what is accepted.
+            configuration: .init(address: .hostname(c.host, port: c.port), serverName: "stagepass", backlog: 4096),
             server: .guardedHTTP1(timeouts: c.connections.timeouts, registry: registry),
             options: HTTPOptions(issuer: c.issuerURL),
             logger: logger
