@@ -59,7 +59,8 @@ public final class WorkPool: Sendable {
         var running = 0
         var peakRunning = 0
         var refused = 0
-        var queue: [@Sendable () -> Void] = []
+        /// Jobs waiting for a worker; each returns the call that answers its caller.
+        var queue: [@Sendable () -> @Sendable () -> Void] = []
         /// Lanes with no drain loop, ready to take the next job.
         var idle: [Int]
     }
@@ -170,26 +171,26 @@ public final class WorkPool: Sendable {
             // storage work) is not the pool's backlog.
             let queuedAt = pool.now()
             return try await withCheckedThrowingContinuation { continuation in
+                // The job returns how to answer its caller; the pool gives the place back first, so a caller that
+                // resumes never sees its own job still counted.
                 pool.enqueue {
                     let start = pool.now()
                     let waited = start >= queuedAt ? start - queuedAt : 0
                     guard waited <= UInt64(max(0, maxWait)) else {
                         let backlog = pool.state.withLock { $0.admitted }
-                        continuation.resume(
-                            throwing: BrokerError.overloaded(retryAfter: pool.retryAfter(backlog: backlog))
-                        )
-                        return
+                        let refusal = BrokerError.overloaded(retryAfter: pool.retryAfter(backlog: backlog))
+                        return { continuation.resume(throwing: refusal) }
                     }
                     let result = Result { try work() }
                     pool.recordRunTime(pool.now() &- start)
-                    continuation.resume(with: result)
+                    return { continuation.resume(with: result) }
                 }
             }
         }
     }
 
     /// Queues a job and starts a drain loop on an idle lane if there is one.
-    private func enqueue(_ job: @escaping @Sendable () -> Void) {
+    private func enqueue(_ job: @escaping @Sendable () -> @Sendable () -> Void) {
         let lane: Int? = state.withLock { s in
             s.queue.append(job)
             return s.idle.popLast()
@@ -208,7 +209,7 @@ public final class WorkPool: Sendable {
     private func drain(_ lane: Int) {
         Self.yieldToRequests()
         while true {
-            let job: (@Sendable () -> Void)? = state.withLock { s in
+            let job: (@Sendable () -> @Sendable () -> Void)? = state.withLock { s in
                 guard !s.queue.isEmpty else {
                     s.idle.append(lane)
                     return nil
@@ -218,11 +219,12 @@ public final class WorkPool: Sendable {
                 return s.queue.removeFirst()
             }
             guard let job else { return }
-            job()
+            let answer = job()
             state.withLock { s in
                 s.running -= 1
                 s.admitted -= 1
             }
+            answer()
         }
     }
 
