@@ -75,6 +75,7 @@ struct Serve: AsyncParsableCommand {
                 )
             },
             webAuthn: webAuthn,
+            database: options.database,
             logger: logger
         )
         try await StagepassServer(configuration: configuration).run()
