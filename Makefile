@@ -1,6 +1,6 @@
 # The two commands of the README: `make serve` and `make test`. Both install missing system packages first.
 SHELL := /bin/bash
-DEBS := libssl-dev libjansson-dev libsqlite3-dev libargon2-dev zlib1g-dev libqrencode-dev pkg-config openssl gcc zbar-tools chromium chromium-driver
+DEBS := libssl-dev libjansson-dev libsqlite3-dev libargon2-dev zlib1g-dev libqrencode-dev pkg-config openssl gcc zbar-tools chromium chromium-driver postgresql
 BIN := .build/debug/stagepass
 LIB := .build/debug/libStagepassVerifyC.so
 

@@ -28,6 +28,7 @@ let package = Package(
         // Already in the graph through Hummingbird; named here for the server's connection handlers.
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.3"),
         .package(url: "https://github.com/apple/swift-nio-extras.git", from: "1.35.2"),
+        .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.0"),
     ],
     targets: [
         // System libraries: one module map + a small shim header each.
@@ -55,6 +56,7 @@ let package = Package(
             dependencies: [
                 "StagepassJOSE", "StagepassVerify", "CArgon2", "CQRencode",
                 .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Yams", package: "Yams"),
             ],

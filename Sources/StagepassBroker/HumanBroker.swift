@@ -87,11 +87,18 @@ public struct HumanBroker: Sendable {
     /// Opens (creating, mode 0700; an existing one of this user is tightened to 0700) a data directory: the SQLite
     /// database (mode 0600), and the master key from `STAGEPASS_MASTER_KEY` or `DIR/master.key`, generating the file
     /// (mode 0600 from creation, ``SecretFile``) on first use; a key file others can read is refused.
-    /// - Parameter webAuthn: RP ID and origins for security keys (default ``WebAuthnConfiguration/localDevelopment``:
-    ///   RP ID `localhost`, origins `http://localhost:8080`, `http://127.0.0.1:8080`).
-    /// - Throws: ``BrokerError/masterKey(_:)``, or a database error.
+    ///
+    /// With `database` (a `postgres://` URL, see ``PostgresURL``) the store is ``PostgresStore`` on that database
+    /// instead of the SQLite file; the master key still comes from the environment or the data directory, so brokers
+    /// sharing one database must share that key.
+    /// - Parameters:
+    ///   - database: A PostgreSQL URL, or nil for SQLite in the data directory.
+    ///   - webAuthn: RP ID and origins for security keys (default ``WebAuthnConfiguration/localDevelopment``:
+    ///     RP ID `localhost`, origins `http://localhost:8080`, `http://127.0.0.1:8080`).
+    /// - Throws: ``BrokerError/masterKey(_:)``, ``PostgresURL/ParseError``, or a database error.
     public static func open(
         dataDirectory dir: String,
+        database: String? = nil,
         policy: AuthPolicy = .default,
         policies: PolicyHolder? = nil,
         hasherParameters: PasswordHasher.Parameters = .owasp,
@@ -114,7 +121,12 @@ public struct HumanBroker: Sendable {
             key = fresh
         }
         guard let key else { throw BrokerError.masterKey("no master key") }
-        let store = try SQLiteStore(path: databasePath(dir))
+        let store: any BrokerStore
+        if let database {
+            store = try PostgresStore(url: try PostgresURL(database, environment: environment))
+        } else {
+            store = try SQLiteStore(path: databasePath(dir))
+        }
         return HumanBroker(
             store: store,
             masterKey: key,

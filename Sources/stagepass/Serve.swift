@@ -157,6 +157,7 @@ struct Serve: AsyncParsableCommand {
                 )
             },
             webAuthn: webAuthn,
+            database: options.database,
             logger: logger
         )
         configuration.connections = try connectionLimits()

@@ -89,8 +89,11 @@ class Broker:
     """One running broker. Use as a context manager, or call stop()."""
 
     def __init__(self, bin_path: str, workdir: Path, policy: str, recorder=None, host_name: str = "127.0.0.1",
-                 serve_args: list[str] | None = None, open_files: tuple[int, int] | None = None):
+                 serve_args: list[str] | None = None, open_files: tuple[int, int] | None = None,
+                 database: str | None = None):
         self.bin = bin_path
+        # A PostgreSQL URL (`--database`) for the broker and every CLI call that opens its data; None: SQLite.
+        self.database = database
         # Extra `stagepass serve` flags, and the (soft, hard) open-file limit the broker starts with (fault tests).
         self.serve_args = list(serve_args or [])
         self.open_files = open_files
@@ -115,7 +118,7 @@ class Broker:
         out = open(self.log, "ab")
         self.proc = subprocess.Popen(
             [self.bin, "serve", "--data", str(self.data), "--keys", str(self.keys), "--port", str(self.port),
-             "--policy", str(self.policy_file), "--issuer", self.url, *self.serve_args],
+             "--policy", str(self.policy_file), "--issuer", self.url, *self.data_args()[2:], *self.serve_args],
             stdout=out, stderr=subprocess.STDOUT, cwd=self.dir, env=self.environment(), start_new_session=True,
             preexec_fn=self._limits if self.open_files else None)
         deadline = time.time() + 60
@@ -163,6 +166,10 @@ class Broker:
 
     # CLI on the same data directory
 
+    def data_args(self) -> list[str]:
+        """`--data DIR`, and `--database URL` when the broker runs on PostgreSQL."""
+        return ["--data", str(self.data), *(["--database", self.database] if self.database else [])]
+
     def environment(self, extra: dict | None = None) -> dict:
         """The environment of every `stagepass` process of this broker: nothing from the caller's that the CLI reads;
         HOME is the broker's directory."""
@@ -178,16 +185,16 @@ class Broker:
 
     def add_user(self, name: str, groups: list[str], backup_codes: bool = False) -> User:
         password = f"pw-{name}-{os.urandom(6).hex()}"
-        self.cli("users", "add", name, "--groups", ",".join(groups), "--password-stdin", "--data", str(self.data),
+        self.cli("users", "add", name, "--groups", ",".join(groups), "--password-stdin", *self.data_args(),
                  stdin=password + "\n")
-        secret = json.loads(self.cli("factors", "totp-enrol", name, "--json", "--data", str(self.data)).stdout)["secret"]
+        secret = json.loads(self.cli("factors", "totp-enrol", name, "--json", *self.data_args()).stdout)["secret"]
         user = User(name, password, secret, groups)
         if backup_codes:
-            user.backup_codes = self.cli("factors", "backup-codes", name, "--data", str(self.data)).stdout.split()
+            user.backup_codes = self.cli("factors", "backup-codes", name, *self.data_args()).stdout.split()
         return user
 
     def add_client(self, name: str) -> str:
-        return self.cli("clients", "add", name, "--data", str(self.data)).stdout.strip()
+        return self.cli("clients", "add", name, *self.data_args()).stdout.strip()
 
     # HTTP
 

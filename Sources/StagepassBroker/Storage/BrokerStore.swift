@@ -159,7 +159,7 @@ public struct ThrottleRecord: Sendable, Hashable {
     }
 }
 
-/// The outcome of ``BrokerStore/reserveAttempt(keys:now:window:delay:)``.
+/// The outcome of ``ThrottleStore/reserveAttempt(keys:now:window:delay:)``.
 public enum ThrottleReservation: Sendable, Hashable {
     /// The attempt may go ahead: the counts after it and each key's previous last-attempt time (nil when the key had
     /// no live count), in key order.
@@ -213,86 +213,25 @@ public struct StoreError: Error, Sendable, Hashable, CustomStringConvertible {
     public static let notFound = StoreError(.notFound, "")
 }
 
-/// The broker's storage, in domain terms, so that a PostgreSQL backend can follow without touching broker logic.
+/// The broker's storage, in domain terms, so that broker logic never names a backend: ``SQLiteStore`` (embedded,
+/// the default) and ``PostgresStore`` implement it, and one conformance suite (`StoreConformanceTests`) runs against
+/// both.
 ///
-/// Operations that guard a security decision are single atomic statements (compare-and-set), never
-/// read-then-write in the caller: ``claimTOTPStep(factorId:step:)``, ``consumeBackupCode(id:at:)``,
-/// ``appendAudit(time:event:chain:)``. Every method throws ``StoreError``, ``StorageFault`` when the backend cannot
-/// read or commit (nothing was changed), or the backend's own error for anything else.
-public protocol BrokerStore: TokenStore, WebAuthnStore {
-    // MARK: users and groups
-    func insertUser(_ user: UserRecord, groups: [String]) throws
-    func user(named name: String) throws -> UserRecord?
-    func user(id: String) throws -> UserRecord?
-    func allUsers() throws -> [UserRecord]
-    func setDisabled(userId: String, _ disabled: Bool) throws
-    func setLocked(userId: String, _ locked: Bool) throws
-    func setPasswordHash(userId: String, _ hash: String) throws
-    func groups(ofUser userId: String) throws -> [String]
-    func setGroups(userId: String, _ groups: [String]) throws
-    func allGroups() throws -> [String]
-
-    // MARK: factors
-    func insertFactor(_ factor: FactorRecord) throws
-    func factor(id: String) throws -> FactorRecord?
-    func factors(ofUser userId: String) throws -> [FactorRecord]
-    func factors(kind: FactorKind) throws -> [FactorRecord]
-    func setFactorState(id: String, _ state: FactorState) throws
-    func deleteFactor(id: String) throws
-    /// Deletes the user's pending factors of `kind` (a new enrolment replaces an unconfirmed one).
-    func deletePendingFactors(userId: String, kind: FactorKind) throws
-    /// Replaces the secret boxes of many factors in one transaction (master-key rotation): all or nothing.
-    func replaceSecretBoxes(_ boxes: [String: [UInt8]]) throws
-    /// Atomically records `step` as used if it is newer than the last used step; false means replay (RFC 6238 §5.2).
-    func claimTOTPStep(factorId: String, step: Int64) throws -> Bool
-    /// Records that a factor just proved its user (``FactorRecord/lastUsedAt``).
-    func touchFactor(id: String, at: Int64) throws
-
-    // MARK: backup codes
-    /// Replaces the user's whole set of backup codes (regeneration invalidates the old set).
-    func replaceBackupCodes(userId: String, hashes: [[UInt8]]) throws
-    func unusedBackupCodes(userId: String) throws -> [BackupCodeRecord]
-    /// Atomically marks an unused code used; false if it was already used.
-    func consumeBackupCode(id: Int64, at: Int64) throws -> Bool
-
-    // MARK: sessions
-    func insertSession(_ session: SessionRecord) throws
-    func session(tokenHash: [UInt8]) throws -> SessionRecord?
-    func session(id: String) throws -> SessionRecord?
-    func updateSession(_ session: SessionRecord) throws
-    func deleteSession(id: String) throws
-    func deleteSessions(userId: String) throws
-    /// Every session of a user (any state, expired ones included until swept).
-    func sessions(userId: String) throws -> [SessionRecord]
-    func deleteExpiredSessions(now: Int64) throws -> Int
-
-    // MARK: throttling
-    func throttle(key: String) throws -> ThrottleRecord?
-    func putThrottle(_ record: ThrottleRecord) throws
-    func clearThrottle(key: String) throws
-    /// Reserves one attempt on every key, atomically, before any password or factor work: in one write transaction,
-    /// if any key still waits out its delay nothing is written and ``ThrottleReservation/throttled(retryAfter:)`` is
-    /// returned; otherwise every key's count grows by one (restarting at 1 past `window`) and the new counts are
-    /// returned. `delay(n)` is the wait required after `n` counted attempts. Concurrent callers are serialised by
-    /// the transaction, so no more attempts than allowed are ever evaluated.
-    func reserveAttempt(
-        keys: [String],
-        now: Int64,
-        window: Int64,
-        delay: (Int) -> Int64
-    ) throws
-        -> ThrottleReservation
-    /// Gives back one attempt reserved at `reservedAt` on `key` (a success, or input that proved nothing): the count
-    /// drops by one and, unless another attempt was reserved since, the last attempt time goes back to `previous`
-    /// (nil: there was none), so a success does not extend anyone's delay.
-    func refundAttempt(key: String, reservedAt: Int64, previous: Int64?) throws
-
-    // MARK: audit
-    /// Appends one record in a transaction: `chain` receives the previous record (nil for the first) and builds
-    /// the new one. Records are never updated or deleted through this protocol.
-    func appendAudit(time: Int64, event: String, chain: (AuditRow?) throws -> AuditRow) throws -> AuditRow
-    func auditRows(after seq: Int64, limit: Int) throws -> [AuditRow]
-
+/// It is the composition of one protocol per aggregate: ``AccountStore`` (users, groups), ``FactorStore`` (factors,
+/// backup codes), ``SessionStore``, ``ThrottleStore``, ``AuditStore``, ``TokenStore`` (clients, the token ledger,
+/// revocation), ``ApprovalStore`` (requests, approvals, delegations) and ``WebAuthnStore``.
+///
+/// Operations that guard a security decision are single atomic statements or transactions (compare-and-set), never
+/// read-then-write in the caller: ``FactorStore/claimTOTPStep(factorId:step:)``,
+/// ``FactorStore/consumeBackupCode(id:at:)``, ``ThrottleStore/reserveAttempt(keys:now:window:delay:)``,
+/// ``AuditStore/appendAudit(time:event:chain:)``. Every method throws ``StoreError``, ``StorageFault`` when the backend cannot read or
+/// commit (nothing was changed), or the backend's own error for anything else.
+///
+/// The protocol is synchronous: the services call it on ``BrokerExecutor/storage`` lanes, never on the cooperative
+/// pool, and the command-line tool from its command threads.
+public protocol BrokerStore: AccountStore, FactorStore, SessionStore, ThrottleStore, AuditStore, TokenStore,
+    ApprovalStore, WebAuthnStore
+{
     /// Readiness probe of the backend (used by `/readyz`): cheap, but it must show whether a write can commit now.
     /// - Throws: ``StorageFault`` naming why not (disk full, read-only, locked, corrupt, I/O error).
     func ping() throws

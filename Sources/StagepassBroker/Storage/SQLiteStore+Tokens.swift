@@ -165,6 +165,9 @@ extension SQLiteStore {
                 )
                 if db.changesCount == 0 { throw StoreError.conflict("request \(id) is not approved") }
             }
+            if try Row.fetchOne(db, sql: "SELECT 1 FROM tokens WHERE jti = ?", arguments: [t.jti]) != nil {
+                throw StoreError.conflict("token \(t.jti) exists")
+            }
             try db.execute(
                 sql: """
                     INSERT INTO tokens (jti, kid, user_id, user_name, session_id, client_id, role, stage, audience,

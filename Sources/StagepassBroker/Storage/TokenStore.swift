@@ -281,11 +281,10 @@ public struct AuditAppend: Sendable {
     }
 }
 
-/// Storage of pipeline clients, the token ledger, approval requests, approvals and delegations.
+/// Storage of pipeline clients and the token ledger: its `seq`s (the status-list indexes, unique) and revocation.
 ///
 /// Every write that guards a decision is one transaction with a compare-and-set: issuing a token and writing its
-/// audit record commit together (a token is never returned without both), an approved request turns `issued` once,
-/// a request is decided once, one human approves one request once.
+/// audit record commit together (a token is never returned without both), an approved request turns `issued` once.
 public protocol TokenStore: Sendable {
     // MARK: clients
     func insertClient(_ client: ClientRecord) throws
@@ -313,47 +312,4 @@ public protocol TokenStore: Sendable {
     /// one holds it. Existing lists are never changed, whatever `size` says.
     func placeStatusList(seq: Int64, size: Int64, at: Int64) throws -> StatusListRecord
 
-    // MARK: approval requests
-    func insertRequest(_ request: ApprovalRequestRecord, audit: AuditAppend) throws
-    func request(id: String) throws -> ApprovalRequestRecord?
-    func request(userCode: String) throws -> ApprovalRequestRecord?
-    func request(deviceCodeHash: [UInt8]) throws -> ApprovalRequestRecord?
-    func pendingRequests(now: Int64) throws -> [ApprovalRequestRecord]
-    /// Records a poll: `lastPollAt` and `interval`.
-    func notePoll(requestId: String, at: Int64, interval: Int64) throws
-    /// Atomically moves a request from `from` to `to`, with who decided and why; false when it was not in `from`.
-    func transitionRequest(
-        id: String,
-        from: RequestState,
-        to: RequestState,
-        decidedBy: String?,
-        reason: String?,
-        audit: AuditAppend
-    ) throws -> Bool
-
-    // MARK: approvals and delegations
-    /// Inserts an approval of a pending request; ``StoreError/conflict`` if this user already approved it or the
-    /// request is no longer pending. Returns the approvals of the request after the insert.
-    func insertApproval(_ approval: ApprovalRecord, audit: AuditAppend) throws -> [ApprovalRecord]
-    func approvals(requestId: String) throws -> [ApprovalRecord]
-    func insertDelegation(_ delegation: DelegationRecord, audit: AuditAppend) throws
-    /// Live delegations granted by a user, newest first.
-    func liveDelegations(userId: String, now: Int64) throws -> [DelegationRecord]
-    /// Live delegations granted from one session, newest first.
-    func liveDelegations(sessionId: String, now: Int64) throws -> [DelegationRecord]
-    /// Every live delegation, newest first (administrators' view).
-    func liveDelegations(now: Int64) throws -> [DelegationRecord]
-    /// The live delegations for exactly this client, role, stage and audience, newest first.
-    func liveDelegations(
-        clientId: String,
-        role: String,
-        stage: String,
-        audience: String,
-        now: Int64
-    ) throws
-        -> [DelegationRecord]
-    func delegation(id: String) throws -> DelegationRecord?
-    /// Revokes those of `ids` that are not revoked yet, and appends `audit` (if given) when at least one was, in one
-    /// transaction. Returns the ids revoked now.
-    func revokeDelegations(ids: [String], at: Int64, reason: String, audit: AuditAppend?) throws -> [String]
 }

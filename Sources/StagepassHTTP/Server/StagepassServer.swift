@@ -11,8 +11,10 @@ public struct StagepassServerConfiguration: Sendable {
     public var port: Int
     /// The public base URL as configured (`--issuer`); nil means `http://HOST:PORT`.
     public var issuer: String?
-    /// The data directory (master key, database).
+    /// The data directory (master key, SQLite database).
     public var dataDirectory: String
+    /// A PostgreSQL URL (``PostgresURL``) to store the broker's data in instead of the data directory's SQLite file.
+    public var database: String?
     /// The validated access policy, and the file it came from (nil: the shipped example).
     public var policy: AccessPolicy
     public var policyFile: String?
@@ -37,8 +39,10 @@ public struct StagepassServerConfiguration: Sendable {
         keysDirectory: String,
         passphrase: @escaping @Sendable () throws -> KeyPassphrase,
         webAuthn: WebAuthnConfiguration,
+        database: String? = nil,
         logger: Logger
     ) {
+        self.database = database
         self.host = host
         self.port = port
         self.issuer = issuer
@@ -76,20 +80,35 @@ public struct StagepassServer: Sendable {
         let c = configuration
         let logger = c.logger
         let policies = PolicyHolder(c.policy, file: c.policyFile)
-        let broker = try HumanBroker.open(dataDirectory: c.dataDirectory, policies: policies, webAuthn: c.webAuthn)
-        if let first = try broker.bootstrapIfEmpty() { announceFirstStart(first) }
-        // The policy in force is itself an audited decision.
-        try broker.audit.record(
-            AuditEvent(
-                action: "policy.load",
-                actor: "broker",
-                subject: c.policyFile ?? "<example policy>",
-                details: [
-                    "roles": String(c.policy.roles.count), "stages": String(c.policy.stages.count),
-                    "audiences": String(c.policy.audiences.count), "pipelines": String(c.policy.pipelines.count),
-                ]
+        if let database = c.database {
+            // The URL as logged never carries its password.
+            logger.info("storage: PostgreSQL \((try? PostgresURL(database).redacted) ?? "(invalid URL)")")
+        }
+        // Opening the store, the first-start bootstrap and the policy record are storage work: on a storage lane.
+        let (broker, first) = try await BrokerExecutor.storage.run {
+            let broker = try HumanBroker.open(
+                dataDirectory: c.dataDirectory,
+                database: c.database,
+                policies: policies,
+                webAuthn: c.webAuthn
             )
-        )
+            return (broker, try broker.bootstrapIfEmpty())
+        }
+        if let first { announceFirstStart(first) }
+        // The policy in force is itself an audited decision.
+        try await BrokerExecutor.storage.run {
+            try broker.audit.record(
+                AuditEvent(
+                    action: "policy.load",
+                    actor: "broker",
+                    subject: c.policyFile ?? "<example policy>",
+                    details: [
+                        "roles": String(c.policy.roles.count), "stages": String(c.policy.stages.count),
+                        "audiences": String(c.policy.audiences.count), "pipelines": String(c.policy.pipelines.count),
+                    ]
+                )
+            )
+        }
         // The retiring window covers the longest token any stage can issue and the status lists (Specs/policy.md).
         let schedule = try KeySchedule.standard(covering: c.policy.longestSignedLifetime)
         let keyStore = try KeyStore(
@@ -150,6 +169,10 @@ public struct StagepassServer: Sendable {
         groupConfiguration.maximumGracefulShutdownDuration = c.connections.drainTimeout + .seconds(10)
         groupConfiguration.maximumCancellationDuration = .seconds(5)
         try await ServiceGroup(configuration: groupConfiguration).run()
+        // After the drain: a PostgreSQL store's connection pool is closed (SQLite closes with the process).
+        if let postgres = broker.store as? PostgresStore {
+            try await BrokerExecutor.storage.run { postgres.close() }
+        }
         logger.notice("stopped")
     }
 
