@@ -150,7 +150,7 @@ public final class SQLiteStore: BrokerStore {
         }
     }
 
-    private static func user(_ row: Row) -> UserRecord {
+    static func user(_ row: Row) -> UserRecord {
         UserRecord(
             id: row["id"],
             name: row["name"],
@@ -221,7 +221,7 @@ public final class SQLiteStore: BrokerStore {
 
     // MARK: factors
 
-    private static func factor(_ row: Row) -> FactorRecord? {
+    static func factor(_ row: Row) -> FactorRecord? {
         guard let kind = FactorKind(rawValue: row["kind"]), let state = FactorState(rawValue: row["state"]) else {
             return nil
         }
@@ -368,7 +368,7 @@ public final class SQLiteStore: BrokerStore {
 
     // MARK: sessions
 
-    private static func session(_ row: Row) -> SessionRecord? {
+    static func session(_ row: Row) -> SessionRecord? {
         guard let state = SessionState(rawValue: row["state"]) else { return nil }
         let amrJSON: String = row["amr"]
         let amr = (try? JSONDecoder().decode([String].self, from: Data(amrJSON.utf8))) ?? []
@@ -570,7 +570,7 @@ public final class SQLiteStore: BrokerStore {
 
     // MARK: audit
 
-    private static func auditRow(_ r: Row) -> AuditRow {
+    static func auditRow(_ r: Row) -> AuditRow {
         AuditRow(seq: r["seq"], time: r["time"], prevHash: r["prev_hash"], event: r["event"], hash: r["hash"])
     }
 

@@ -285,7 +285,7 @@ public final class PostgresStore: BrokerStore {
         }
     }
 
-    private static func user(_ row: PostgresRow) throws -> UserRecord {
+    static func user(_ row: PostgresRow) throws -> UserRecord {
         let c = Cells(row)
         return UserRecord(
             id: try c("id"),
@@ -346,7 +346,7 @@ public final class PostgresStore: BrokerStore {
 
     // MARK: factors
 
-    private static func factor(_ row: PostgresRow) throws -> FactorRecord? {
+    static func factor(_ row: PostgresRow) throws -> FactorRecord? {
         let c = Cells(row)
         guard let kind = FactorKind(rawValue: try c("kind")), let state = FactorState(rawValue: try c("state")) else {
             return nil
@@ -467,7 +467,7 @@ public final class PostgresStore: BrokerStore {
 
     // MARK: sessions
 
-    private static func session(_ row: PostgresRow) throws -> SessionRecord? {
+    static func session(_ row: PostgresRow) throws -> SessionRecord? {
         let c = Cells(row)
         guard let state = SessionState(rawValue: try c("state")) else { return nil }
         let proofsJSON: String = try c("proofs")
