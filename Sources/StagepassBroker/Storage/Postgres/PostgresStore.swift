@@ -201,10 +201,12 @@ public final class PostgresStore: BrokerStore {
         return state == "40001" || state == "40P01"
     }
 
-    /// Maps PostgresNIO's errors to ``StoreError`` (a ``StoreError`` thrown inside a transaction passes through).
+    /// Maps PostgresNIO's errors to ``StoreError`` (a ``StoreError`` or ``StoreTransferError`` thrown inside a
+    /// transaction passes through).
     /// Messages name the SQLSTATE and the server's primary message, never the statement's values.
     static func storeError(_ error: any Error, _ context: String) -> any Error {
         if let e = error as? StoreError { return e }
+        if let e = error as? StoreTransferError { return e }
         if let e = error as? PostgresTransactionError {
             if let inner = e.closureError ?? e.beginError ?? e.commitError { return storeError(inner, context) }
             return StoreError.backend("\(context): transaction error")
