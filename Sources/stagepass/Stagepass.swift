@@ -22,6 +22,8 @@ struct Stagepass: AsyncParsableCommand {
             DelegationsCommand.self, RevokeCommand.self, StatusListCommand.self,
             // Policy.
             PolicyCommand.self,
+            // The database as a whole.
+            DbCommand.self,
         ]
     )
 

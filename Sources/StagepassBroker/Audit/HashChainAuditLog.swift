@@ -92,38 +92,63 @@ public final class HashChainAuditLog: AuditSink {
 
     /// Walks the whole chain and names the first bad record.
     public func verify() throws -> AuditVerification {
-        var expectedSeq: Int64 = 1
-        var prev = Self.genesis
-        var count = 0
+        var walk = ChainWalk()
         var after: Int64 = 0
         while true {
             let page = try store.auditRows(after: after, limit: 1000)
             if page.isEmpty { break }
             for r in page {
-                count += 1
-                if r.seq != expectedSeq {
-                    return AuditVerification(
-                        count: count,
-                        firstBadSeq: min(r.seq, expectedSeq),
-                        reason: "sequence gap: expected \(expectedSeq), found \(r.seq)"
-                    )
-                }
-                if r.prevHash != prev {
-                    return AuditVerification(count: count, firstBadSeq: r.seq, reason: "previous hash does not match")
-                }
-                let h = try Self.chainHash(
-                    prev: r.prevHash,
-                    record: Self.canonicalRecord(seq: r.seq, time: r.time, prev: r.prevHash, event: r.event)
-                )
-                if h != r.hash {
-                    return AuditVerification(count: count, firstBadSeq: r.seq, reason: "record hash does not match")
-                }
-                prev = r.hash
-                expectedSeq += 1
+                if let bad = try walk.check(r) { return bad }
                 after = r.seq
             }
         }
-        return AuditVerification(count: count, firstBadSeq: nil, reason: nil)
+        return walk.result
+    }
+
+    /// Recomputes every hash of `rows` (a whole chain in `seq` order, e.g. a ``StoreSnapshot``'s) exactly as
+    /// ``verify()`` does, and names the first bad record.
+    public static func verify(rows: [AuditRow]) throws -> AuditVerification {
+        var walk = ChainWalk()
+        for r in rows {
+            if let bad = try walk.check(r) { return bad }
+        }
+        return walk.result
+    }
+
+    /// The chain check, one record at a time from the first: consecutive `seq`s from 1, each `prev_hash` the hash
+    /// before it, each hash recomputed from the stored row.
+    struct ChainWalk {
+        private var expectedSeq: Int64 = 1
+        private var prev = HashChainAuditLog.genesis
+        private var count = 0
+
+        /// The verdict on a bad record, or nil if `r` is good.
+        mutating func check(_ r: AuditRow) throws -> AuditVerification? {
+            count += 1
+            if r.seq != expectedSeq {
+                return AuditVerification(
+                    count: count,
+                    firstBadSeq: min(r.seq, expectedSeq),
+                    reason: "sequence gap: expected \(expectedSeq), found \(r.seq)"
+                )
+            }
+            if r.prevHash != prev {
+                return AuditVerification(count: count, firstBadSeq: r.seq, reason: "previous hash does not match")
+            }
+            let h = try HashChainAuditLog.chainHash(
+                prev: r.prevHash,
+                record: HashChainAuditLog.canonicalRecord(seq: r.seq, time: r.time, prev: r.prevHash, event: r.event)
+            )
+            if h != r.hash {
+                return AuditVerification(count: count, firstBadSeq: r.seq, reason: "record hash does not match")
+            }
+            prev = r.hash
+            expectedSeq += 1
+            return nil
+        }
+
+        /// The verdict when every record checked was good.
+        var result: AuditVerification { AuditVerification(count: count, firstBadSeq: nil, reason: nil) }
     }
 
     /// Writes every record as one JSON line: `{"event":{…},"hash":"…","prev_hash":"…","seq":n,"time":t}`.

@@ -111,7 +111,7 @@ extension SQLiteStore {
         }
     }
 
-    private static func client(_ r: Row) -> ClientRecord {
+    static func client(_ r: Row) -> ClientRecord {
         let h: Data = r["secret_hash"]
         return ClientRecord(name: r["name"], secretHash: [UInt8](h), createdAt: r["created_at"])
     }
@@ -135,7 +135,7 @@ extension SQLiteStore {
 
     // MARK: ledger
 
-    private static func token(_ r: Row) -> TokenRecord {
+    static func token(_ r: Row) -> TokenRecord {
         TokenRecord(
             seq: r["seq"],
             jti: r["jti"],
@@ -309,7 +309,7 @@ extension SQLiteStore {
 
     // MARK: approval requests
 
-    private static func request(_ r: Row) -> ApprovalRequestRecord? {
+    static func request(_ r: Row) -> ApprovalRequestRecord? {
         guard let state = RequestState(rawValue: r["state"]) else { return nil }
         let h: Data = r["device_code_hash"]
         return ApprovalRequestRecord(
@@ -426,7 +426,7 @@ extension SQLiteStore {
 
     // MARK: approvals and delegations
 
-    private static func approval(_ r: Row) -> ApprovalRecord {
+    static func approval(_ r: Row) -> ApprovalRecord {
         ApprovalRecord(
             id: r["id"],
             requestId: r["request_id"],
@@ -504,7 +504,7 @@ extension SQLiteStore {
         }
     }
 
-    private static func delegation(_ r: Row) -> DelegationRecord {
+    static func delegation(_ r: Row) -> DelegationRecord {
         DelegationRecord(
             id: r["id"],
             userId: r["user_id"],

@@ -35,12 +35,12 @@ extension SQLiteStore {
         )
     }
 
-    private static let credentialSelect = """
+    static let credentialSelect = """
         SELECT c.*, f.user_id FROM webauthn_credentials c
         JOIN factors f ON f.id = c.factor_id AND f.kind = 'webauthn'
         """
 
-    private static func credential(_ r: Row) -> WebAuthnCredentialRecord {
+    static func credential(_ r: Row) -> WebAuthnCredentialRecord {
         let cid: Data = r["credential_id"]
         let key: Data = r["public_key"]
         let aaguid: Data = r["aaguid"]

@@ -189,7 +189,7 @@ public final class SQLiteStore: BrokerStore {
         }
     }
 
-    private static func user(_ row: Row) -> UserRecord {
+    static func user(_ row: Row) -> UserRecord {
         UserRecord(
             id: row["id"],
             name: row["name"],
@@ -260,7 +260,7 @@ public final class SQLiteStore: BrokerStore {
 
     // MARK: factors
 
-    private static func factor(_ row: Row) -> FactorRecord? {
+    static func factor(_ row: Row) -> FactorRecord? {
         guard let kind = FactorKind(rawValue: row["kind"]), let state = FactorState(rawValue: row["state"]) else {
             return nil
         }
@@ -407,7 +407,7 @@ public final class SQLiteStore: BrokerStore {
 
     // MARK: sessions
 
-    private static func session(_ row: Row) -> SessionRecord? {
+    static func session(_ row: Row) -> SessionRecord? {
         guard let state = SessionState(rawValue: row["state"]) else { return nil }
         let amrJSON: String = row["amr"]
         let amr = (try? JSONDecoder().decode([String].self, from: Data(amrJSON.utf8))) ?? []
@@ -609,7 +609,7 @@ public final class SQLiteStore: BrokerStore {
 
     // MARK: audit
 
-    private static func auditRow(_ r: Row) -> AuditRow {
+    static func auditRow(_ r: Row) -> AuditRow {
         AuditRow(seq: r["seq"], time: r["time"], prevHash: r["prev_hash"], event: r["event"], hash: r["hash"])
     }
 

@@ -18,7 +18,7 @@ extension PostgresStore {
         }
     }
 
-    private static func client(_ row: PostgresRow) throws -> ClientRecord {
+    static func client(_ row: PostgresRow) throws -> ClientRecord {
         let c = Cells(row)
         return ClientRecord(name: try c("name"), secretHash: try c.bytes("secret_hash"), createdAt: try c("created_at"))
     }
@@ -39,7 +39,7 @@ extension PostgresStore {
 
     // MARK: ledger
 
-    private static func token(_ row: PostgresRow) throws -> TokenRecord {
+    static func token(_ row: PostgresRow) throws -> TokenRecord {
         let c = Cells(row)
         return TokenRecord(
             seq: try c("seq"),
@@ -221,7 +221,7 @@ extension PostgresStore {
 
     // MARK: approval requests
 
-    private static func request(_ row: PostgresRow) throws -> ApprovalRequestRecord? {
+    static func request(_ row: PostgresRow) throws -> ApprovalRequestRecord? {
         let c = Cells(row)
         guard let state = RequestState(rawValue: try c("state")) else { return nil }
         return ApprovalRequestRecord(
@@ -328,7 +328,7 @@ extension PostgresStore {
 
     // MARK: approvals and delegations
 
-    private static func approval(_ row: PostgresRow) throws -> ApprovalRecord {
+    static func approval(_ row: PostgresRow) throws -> ApprovalRecord {
         let c = Cells(row)
         return ApprovalRecord(
             id: try c("id"),
@@ -407,7 +407,7 @@ extension PostgresStore {
         }
     }
 
-    private static func delegation(_ row: PostgresRow) throws -> DelegationRecord {
+    static func delegation(_ row: PostgresRow) throws -> DelegationRecord {
         let c = Cells(row)
         return DelegationRecord(
             id: try c("id"),

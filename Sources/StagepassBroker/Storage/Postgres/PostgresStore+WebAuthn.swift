@@ -3,7 +3,7 @@ import Logging
 import PostgresNIO
 
 extension PostgresStore {
-    private static func credential(_ row: PostgresRow) throws -> WebAuthnCredentialRecord {
+    static func credential(_ row: PostgresRow) throws -> WebAuthnCredentialRecord {
         let c = Cells(row)
         return WebAuthnCredentialRecord(
             factorId: try c("factor_id"),

@@ -203,10 +203,12 @@ public final class PostgresStore: BrokerStore {
         return state == "40001" || state == "40P01"
     }
 
-    /// Maps PostgresNIO's errors to ``StoreError`` (a ``StoreError`` thrown inside a transaction passes through).
+    /// Maps PostgresNIO's errors to ``StoreError`` (a ``StoreError`` or ``StoreTransferError`` thrown inside a
+    /// transaction passes through).
     /// Messages name the SQLSTATE and the server's primary message, never the statement's values.
     static func storeError(_ error: any Error, _ context: String) -> any Error {
         if let e = error as? StoreError { return e }
+        if let e = error as? StoreTransferError { return e }
         if let e = error as? PostgresTransactionError {
             if let inner = e.closureError ?? e.beginError ?? e.commitError { return storeError(inner, context) }
             return StoreError.backend("\(context): transaction error")
@@ -287,7 +289,7 @@ public final class PostgresStore: BrokerStore {
         }
     }
 
-    private static func user(_ row: PostgresRow) throws -> UserRecord {
+    static func user(_ row: PostgresRow) throws -> UserRecord {
         let c = Cells(row)
         return UserRecord(
             id: try c("id"),
@@ -348,7 +350,7 @@ public final class PostgresStore: BrokerStore {
 
     // MARK: factors
 
-    private static func factor(_ row: PostgresRow) throws -> FactorRecord? {
+    static func factor(_ row: PostgresRow) throws -> FactorRecord? {
         let c = Cells(row)
         guard let kind = FactorKind(rawValue: try c("kind")), let state = FactorState(rawValue: try c("state")) else {
             return nil
@@ -469,7 +471,7 @@ public final class PostgresStore: BrokerStore {
 
     // MARK: sessions
 
-    private static func session(_ row: PostgresRow) throws -> SessionRecord? {
+    static func session(_ row: PostgresRow) throws -> SessionRecord? {
         let c = Cells(row)
         guard let state = SessionState(rawValue: try c("state")) else { return nil }
         let proofsJSON: String = try c("proofs")
