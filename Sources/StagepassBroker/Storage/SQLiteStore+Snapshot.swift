@@ -27,6 +27,14 @@ extension SQLiteStore: StoreTransfer {
             }
             s.clients = try Row.fetchAll(db, sql: "SELECT * FROM clients ORDER BY name").map(Self.client)
             s.tokens = try Row.fetchAll(db, sql: "SELECT * FROM tokens ORDER BY seq").map(Self.token)
+            s.statusLists = try Row.fetchAll(db, sql: "SELECT * FROM status_lists ORDER BY number").map {
+                StatusListRecord(
+                    number: $0["number"],
+                    firstSeq: $0["first_seq"],
+                    size: $0["size"],
+                    createdAt: $0["created_at"]
+                )
+            }
             for r in try Row.fetchAll(db, sql: "SELECT name, value FROM counters") {
                 s.counters[r["name"]] = r["value"]
             }
@@ -137,6 +145,12 @@ extension SQLiteStore: StoreTransfer {
                         t.seq, t.jti, t.kid, t.userId, t.userName, t.sessionId, t.clientId, t.role, t.stage,
                         t.audience, t.requestId, t.issuedAt, t.expiresAt, t.revokedAt, t.revokedReason,
                     ]
+                )
+            }
+            for l in s.statusLists {
+                try db.execute(
+                    sql: "INSERT INTO status_lists (number, first_seq, size, created_at) VALUES (?, ?, ?, ?)",
+                    arguments: [l.number, l.firstSeq, l.size, l.createdAt]
                 )
             }
             for (name, value) in s.counters.sorted(by: { $0.key < $1.key }) {

@@ -66,6 +66,7 @@ public enum StoreCopy {
         same("sessions", a.sessions, b.sessions)
         same("clients", a.clients, b.clients)
         same("tokens", a.tokens, b.tokens)
+        same("status_lists", a.statusLists, b.statusLists)
         if a.counters != b.counters { out.append("counters: values differ") }
         same("approval_requests", a.requests, b.requests)
         same("approvals", a.approvals, b.approvals)

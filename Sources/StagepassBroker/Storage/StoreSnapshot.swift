@@ -27,6 +27,8 @@ public struct StoreSnapshot: Sendable, Hashable {
     public var sessions: [SessionRecord] = []
     public var clients: [ClientRecord] = []
     public var tokens: [TokenRecord] = []
+    /// The status-list layout: each list's number, first seq and size, so every copied token keeps its index and list.
+    public var statusLists: [StatusListRecord] = []
     /// Named counters, e.g. `revocation_epoch`.
     public var counters: [String: Int64] = [:]
     public var requests: [ApprovalRequestRecord] = []
@@ -43,7 +45,8 @@ public struct StoreSnapshot: Sendable, Hashable {
             ("users", users.count), ("groups", groups.count), ("memberships", memberships.count),
             ("factors", factors.count), ("backup_codes", backupCodes.count),
             ("webauthn_credentials", webAuthnCredentials.count), ("sessions", sessions.count),
-            ("clients", clients.count), ("tokens", tokens.count), ("counters", counters.count),
+            ("clients", clients.count), ("tokens", tokens.count), ("status_lists", statusLists.count),
+            ("counters", counters.count),
             ("approval_requests", requests.count), ("approvals", approvals.count),
             ("delegations", delegations.count), ("audit_log", audit.count),
         ]
@@ -79,7 +82,7 @@ extension StoreSnapshot {
     /// The tables whose rows make a store non-empty.
     static let occupancyTables = [
         "users", "groups", "factors", "backup_codes", "sessions", "clients", "tokens", "approval_requests",
-        "approvals", "delegations", "audit_log", "webauthn_credentials",
+        "approvals", "delegations", "audit_log", "webauthn_credentials", "status_lists",
     ]
 }
 

@@ -126,6 +126,9 @@ import Testing
                 try s.revoke(.jti("j2"), at: 300, reason: "leaked", audit: try event("token.revoke", "j2")) == ["j2"]
             )
             _ = try s.revoke(.jti("j4"), at: 301, reason: "rotated", audit: try event("token.revoke", "j4"))
+            // A layout of two sizes: the copy must keep it, or copied tokens would change list or index.
+            _ = try s.placeStatusList(seq: 1, size: 4, at: 299)
+            _ = try s.placeStatusList(seq: 6, size: 1024, at: 299)
             try s.insertRequest(
                 ApprovalRequestRecord(
                     id: "r1",
@@ -220,6 +223,7 @@ import Testing
         var after = StoreSnapshot()
         var report: StoreCopyReport?
         var revokedSeqs: [Int64] = []
+        var statusLists: [Int64] = []
         var lastSeq: Int64 = 0
         var epoch: Int64 = 0
         var box: [UInt8]?
@@ -248,6 +252,7 @@ import Testing
             o.revokedSeqs = try target.revokedSeqs(in: 1...6)
             o.lastSeq = try target.lastTokenSeq()
             o.epoch = try target.revocationEpoch()
+            o.statusLists = try target.statusLists().map(\.size)
             o.box = try target.factor(id: "f1")?.secretBox
             o.replayAccepted = try target.claimTOTPStep(factorId: "f1", step: 4242)
             o.unusedCodes = try target.unusedBackupCodes(userId: "u1").map(\.codeHash)
@@ -302,6 +307,7 @@ import Testing
         // The target behaves like the source: revocation state, the status-list layout, sealed boxes, codes.
         #expect(o.revokedSeqs == [2, 4])
         #expect(o.lastSeq == 6 && o.epoch == 2)
+        #expect(o.statusLists == [4, 1024])
         #expect(o.box == [9, 8, 7, 6])
         #expect(!o.replayAccepted)
         #expect(o.unusedCodes == [[1, 1], [3, 3]])

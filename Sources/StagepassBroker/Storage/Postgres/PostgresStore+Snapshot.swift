@@ -48,6 +48,13 @@ extension PostgresStore: StoreTransfer {
             }
             s.clients = try await all("SELECT * FROM clients ORDER BY name COLLATE \"C\"").map(Self.client)
             s.tokens = try await all("SELECT * FROM tokens ORDER BY seq").map(Self.token)
+            s.statusLists = try await all(
+                "SELECT number, first_seq, size, created_at FROM status_lists ORDER BY number"
+            )
+            .map {
+                let (number, firstSeq, size, createdAt) = try $0.decode((Int64, Int64, Int64, Int64).self)
+                return StatusListRecord(number: number, firstSeq: firstSeq, size: size, createdAt: createdAt)
+            }
             for row in try await all("SELECT name, value FROM counters") {
                 let (name, value) = try row.decode((String, Int64).self)
                 s.counters[name] = value
@@ -158,6 +165,14 @@ extension PostgresStore: StoreTransfer {
                     VALUES (\(t.seq), \(t.jti), \(t.kid), \(t.userId), \(t.userName), \(t.sessionId), \(t.clientId),
                             \(t.role), \(t.stage), \(t.audience), \(t.requestId), \(t.issuedAt), \(t.expiresAt),
                             \(t.revokedAt), \(t.revokedReason))
+                    """
+                )
+            }
+            for l in s.statusLists {
+                try await run(
+                    """
+                    INSERT INTO status_lists (number, first_seq, size, created_at)
+                    VALUES (\(l.number), \(l.firstSeq), \(l.size), \(l.createdAt))
                     """
                 )
             }
