@@ -62,6 +62,33 @@ def audit_counts(b: Broker) -> tuple[str, int]:
     return verify.stdout.strip(), issued
 
 
+def batch_sizes(b: Broker) -> dict | None:
+    """The `stagepass_issuance_batch_size` histogram from /metrics (commits, tokens, cumulative buckets), or None
+    when the broker does not export it."""
+    r = b.request("GET", "/metrics")
+    if r.status != 200:
+        return None
+    buckets: dict[str, float] = {}
+    count = total = None
+    for line in r.text.splitlines():
+        if line.startswith("stagepass_issuance_batch_size_bucket{"):
+            le = line.split('le="', 1)[1].split('"', 1)[0]
+            buckets[le] = float(line.rsplit(" ", 1)[1])
+        elif line.startswith("stagepass_issuance_batch_size_count"):
+            count = float(line.rsplit(" ", 1)[1])
+        elif line.startswith("stagepass_issuance_batch_size_sum"):
+            total = float(line.rsplit(" ", 1)[1])
+    if not count:
+        return None
+    return {"commits": int(count), "tokens": int(total or 0), "mean": (total or 0) / count, "buckets": buckets}
+
+
+def describe_batches(h: dict) -> str:
+    """"1: 3%, ≤2: 5%, …" (the share of commits whose batch held at most that many tokens)."""
+    parts = [f"≤{le}: {100 * n / h['commits']:.0f}%" for le, n in h["buckets"].items() if le != "+Inf"]
+    return f"{h['commits']} commits, {h['tokens']} tokens, mean batch {h['mean']:.1f} ({', '.join(parts)})"
+
+
 def one_run(args, n: int) -> dict:
     base = Path(args.workdir) if args.workdir else None
     with tempfile.TemporaryDirectory(prefix="stagepass-bench-", dir=base) as tmp:
@@ -76,6 +103,7 @@ def one_run(args, n: int) -> dict:
                 raise SystemExit(f"token exchange refused: {probe.status} {probe.text}")
             lua = HERE / "report.lua"
             issue = wrk(b.url + "/v1/token", lua, args.seconds, args.threads, args.connections, session)
+            batches = batch_sizes(b)
             health = wrk(b.url + "/healthz", lua, args.seconds, args.threads, args.connections, None)
         finally:
             b.stop()
@@ -83,7 +111,7 @@ def one_run(args, n: int) -> dict:
         ok = issue["non200"] == 0 and health["non200"] == 0 and issue["socket_errors"] == 0 \
             and health["socket_errors"] == 0 and issued >= issue["ok"] + 1
         return {"run": n, "issue": issue, "healthz": health, "audit": chain, "token_issue_records": issued,
-                "checks_passed": ok}
+                "batches": batches, "checks_passed": ok}
 
 
 def table(rows: list[tuple[str, dict, dict]]) -> str:
@@ -117,6 +145,8 @@ def main() -> None:
               f"{r['issue']['socket_errors']} socket errors; healthz: {r['healthz']['non200']} non-200; "
               f"{r['audit']}; token.issue records: {r['token_issue_records']}"
               + ("" if r["checks_passed"] else "  ** CHECK FAILED **"))
+        if r["batches"]:
+            print(f"  group commit: {describe_batches(r['batches'])}")
         if r["issue"]["first_bad"]:
             print(f"  first non-200 issuance response: {r['issue']['first_bad']}")
         sys.stdout.flush()

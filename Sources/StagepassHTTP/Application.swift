@@ -54,6 +54,13 @@ func buildRouter(
     router.addRoutes(AuthRoutes(broker: broker, options: options, registry: registry).routes)
     router.addRoutes(FactorRoutes(broker: broker, options: options).routes)
     if let tokens {
+        // Tokens per group-commit transaction of issuance (IssuanceCommitter).
+        let batches = registry.makeValueHistogram(
+            name: "stagepass_issuance_batch_size",
+            buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256],
+            help: "Tokens written per issuance transaction (group commit)"
+        )
+        tokens.issuance.observeBatches { batches.record(Double($0)) }
         router.addRoutes(DiscoveryRoutes(tokens: tokens).routes)
         router.addRoutes(TokenEndpointRoutes(tokens: tokens, options: options, registry: registry).routes)
         router.addRoutes(ApprovalRoutes(tokens: tokens, options: options).routes)

@@ -156,34 +156,67 @@ extension SQLiteStore {
     }
 
     public func insertToken(_ t: TokenRecord, audit: AuditAppend, claimRequest: String?) throws -> TokenRecord {
-        try db.write { db in
-            if let id = claimRequest {
-                try db.execute(
-                    sql:
-                        "UPDATE approval_requests SET state = 'issued', token_jti = ? WHERE id = ? AND state = 'approved'",
-                    arguments: [t.jti, id]
-                )
-                if db.changesCount == 0 { throw StoreError.conflict("request \(id) is not approved") }
+        let results = try insertTokens([PendingToken(token: t, audit: audit, claimRequest: claimRequest)])
+        guard let first = results.first else { throw StoreError.backend("the ledger write returned no result") }
+        return try first.get()
+    }
+
+    /// One write transaction (one commit, so one fsync under `synchronous = FULL`) for the whole batch; each item in
+    /// a `SAVEPOINT` (<https://www.sqlite.org/lang_savepoint.html>), rolled back alone when it conflicts.
+    public func insertTokens(_ batch: [PendingToken]) throws -> [Result<TokenRecord, StoreError>] {
+        guard !batch.isEmpty else { return [] }
+        return try db.write { db in
+            var last = try Self.lastAuditRow(db)
+            var out: [Result<TokenRecord, StoreError>] = []
+            out.reserveCapacity(batch.count)
+            for p in batch {
+                var record = p.token
+                var appended: AuditRow?
+                do {
+                    try db.inSavepoint {
+                        record = try Self.insertLedgerRow(db, p.token, claimRequest: p.claimRequest)
+                        appended = try Self.appendAudit(db, after: last, p.audit.chain)
+                        return .commit
+                    }
+                } catch let e as StoreError {
+                    out.append(.failure(e))
+                    continue
+                } catch let e as DatabaseError where e.resultCode == .SQLITE_CONSTRAINT {
+                    // A duplicate jti: this item only (the savepoint rolled it back).
+                    out.append(.failure(.conflict("token \(p.token.jti) conflicts with the ledger")))
+                    continue
+                }
+                if let appended { last = appended }
+                out.append(.success(record))
             }
-            if try Row.fetchOne(db, sql: "SELECT 1 FROM tokens WHERE jti = ?", arguments: [t.jti]) != nil {
-                throw StoreError.conflict("token \(t.jti) exists")
-            }
-            try db.execute(
-                sql: """
-                    INSERT INTO tokens (jti, kid, user_id, user_name, session_id, client_id, role, stage, audience,
-                                        request_id, issued_at, expires_at)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                    """,
-                arguments: [
-                    t.jti, t.kid, t.userId, t.userName, t.sessionId, t.clientId, t.role, t.stage, t.audience,
-                    t.requestId, t.issuedAt, t.expiresAt,
-                ]
-            )
-            var out = t
-            out.seq = db.lastInsertedRowID
-            _ = try Self.appendAudit(db, audit.chain)
             return out
         }
+    }
+
+    /// The ledger row of one token (and its request's `approved` → `issued` claim), inside the caller's transaction.
+    private static func insertLedgerRow(_ db: Database, _ t: TokenRecord, claimRequest: String?) throws -> TokenRecord {
+        if let id = claimRequest {
+            try db.execute(
+                sql:
+                    "UPDATE approval_requests SET state = 'issued', token_jti = ? WHERE id = ? AND state = 'approved'",
+                arguments: [t.jti, id]
+            )
+            if db.changesCount == 0 { throw StoreError.conflict("request \(id) is not approved") }
+        }
+        try db.execute(
+            sql: """
+                INSERT INTO tokens (jti, kid, user_id, user_name, session_id, client_id, role, stage, audience,
+                                    request_id, issued_at, expires_at)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                """,
+            arguments: [
+                t.jti, t.kid, t.userId, t.userName, t.sessionId, t.clientId, t.role, t.stage, t.audience,
+                t.requestId, t.issuedAt, t.expiresAt,
+            ]
+        )
+        var out = t
+        out.seq = db.lastInsertedRowID
+        return out
     }
 
     public func token(jti: String) throws -> TokenRecord? {

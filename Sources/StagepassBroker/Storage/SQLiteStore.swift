@@ -619,7 +619,23 @@ public final class SQLiteStore: BrokerStore {
 
     /// Appends one chained audit row inside the caller's transaction.
     static func appendAudit(_ db: Database, _ chain: (AuditRow?) throws -> AuditRow) throws -> AuditRow {
-        let last = try Row.fetchOne(db, sql: "SELECT * FROM audit_log ORDER BY seq DESC LIMIT 1").map(Self.auditRow)
+        try appendAudit(db, after: try lastAuditRow(db), chain)
+    }
+
+    /// The newest audit row, read inside the caller's transaction.
+    static func lastAuditRow(_ db: Database) throws -> AuditRow? {
+        try Row.fetchOne(db, sql: "SELECT * FROM audit_log ORDER BY seq DESC LIMIT 1").map(Self.auditRow)
+    }
+
+    /// Appends one audit row chained after `last`, which the caller read in this same transaction (a batch keeps
+    /// it across its items instead of reading it back each time).
+    static func appendAudit(
+        _ db: Database,
+        after last: AuditRow?,
+        _ chain: (AuditRow?) throws -> AuditRow
+    ) throws
+        -> AuditRow
+    {
         let row = try chain(last)
         try db.execute(
             sql: "INSERT INTO audit_log (seq, time, prev_hash, event, hash) VALUES (?, ?, ?, ?, ?)",

@@ -296,6 +296,12 @@ public protocol TokenStore: Sendable {
     /// Inserts the ledger row (assigning `seq`) and appends `audit` in one transaction. With `claimRequest`, the
     /// request must be `approved` and turns `issued` in the same transaction (else ``StoreError/conflict``).
     func insertToken(_ token: TokenRecord, audit: AuditAppend, claimRequest: String?) throws -> TokenRecord
+    /// Group commit: every item of `batch` as by ``insertToken(_:audit:claimRequest:)``, in ONE transaction with one
+    /// commit. Each item is written inside a savepoint, so an item that conflicts (its request is not `approved`
+    /// any more, a duplicate jti) is rolled back alone and gets its ``StoreError``, while the others commit; the
+    /// audit records chain in `batch` order. Returns one result per item, in order. Throws (nothing committed)
+    /// when the transaction as a whole fails, e.g. ``StorageFault``.
+    func insertTokens(_ batch: [PendingToken]) throws -> [Result<TokenRecord, StoreError>]
     func token(jti: String) throws -> TokenRecord?
     /// Marks every matching unrevoked token revoked (and bumps the revocation epoch) with `audit`, in one
     /// transaction. Returns the jtis revoked.

@@ -245,6 +245,11 @@ public final class StatusListLayout: Sendable {
         return r
     }
 
+    /// The newest list, if this layout already knows it and it holds `seq` (no storage work).
+    func known(seq: Int64) -> StatusListRecord? {
+        newest.withLock { n in n.flatMap { $0.contains(seq: seq) ? $0 : nil } }
+    }
+
     /// Every list created so far (from the store).
     public func lists() throws -> [StatusListRecord] { try store.statusLists() }
 }

@@ -31,6 +31,8 @@ public struct TokenBroker: Sendable {
 
     /// Where tokens sit in the status lists (``StatusListLayout``).
     public let statusListLayout: StatusListLayout
+    /// Writes issued tokens' ledger rows and audit records, many per transaction (``IssuanceCommitter``).
+    public let issuance: IssuanceCommitter
 
     var store: any BrokerStore { human.store }
     var audit: HashChainAuditLog { human.audit }
@@ -42,6 +44,7 @@ public struct TokenBroker: Sendable {
         self.issuer = issuer
         let layout = StatusListLayout(store: human.store)
         statusListLayout = layout
+        issuance = IssuanceCommitter(store: human.store)
         statusLists = StatusListPublisher(
             store: human.store,
             keys: keys,
@@ -203,7 +206,9 @@ public struct TokenBroker: Sendable {
     }
 
     /// Signs a token for `g`. The ledger row and the `token.issue` audit record commit in one transaction before the
-    /// token exists; with a request id, the request turns `issued` in that same transaction.
+    /// token exists; with a request id, the request turns `issued` in that same transaction. That transaction is a
+    /// group commit (``IssuanceCommitter``): it holds the rows of every issuance waiting at the time, and this one
+    /// is signed only after it committed.
     func issue(_ g: Grant) async throws -> IssuedToken {
         // The key stays published (retiring) until this token has expired, plus leeway.
         let key = try await keys.signingKey(coveringLifetime: g.lifetime)
@@ -244,13 +249,17 @@ public struct TokenBroker: Sendable {
             issuedAt: now,
             expiresAt: exp
         )
-        let store = store
         let layout = statusListLayout
         let listSize = policy.current.tokens.statusListSize
-        let (record, list) = try await BrokerExecutor.storage.run {
-            let record = try store.insertToken(row, audit: entry, claimRequest: g.requestId)
-            // The token's list exists (durably) before the token does; its size is fixed from then on.
-            return (record, try layout.place(seq: record.seq, size: listSize, at: now))
+        // Awaited off the storage lanes: the committer's own thread writes this row with every other one waiting.
+        let record = try await issuance.commit(PendingToken(token: row, audit: entry, claimRequest: g.requestId))
+        // The token's list exists (durably) before the token does; its size is fixed from then on. Only the first
+        // token of a new list writes (on the storage lanes); the others find the list in the layout's cache.
+        let list: StatusListRecord
+        if let known = layout.known(seq: record.seq) {
+            list = known
+        } else {
+            list = try await BrokerExecutor.storage.run { try layout.place(seq: record.seq, size: listSize, at: now) }
         }
         let idx = record.seq - list.firstSeq
         let uri = statusListURI(list.number)
