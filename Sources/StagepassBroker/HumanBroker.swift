@@ -123,7 +123,7 @@ public struct HumanBroker: Sendable {
         guard let key else { throw BrokerError.masterKey("no master key") }
         let store: any BrokerStore
         if let database {
-            store = try PostgresStore(url: try PostgresURL(database, environment: environment))
+            store = try openPostgresStore(database, environment: environment)
         } else {
             store = try SQLiteStore(path: databasePath(dir))
         }

@@ -95,3 +95,9 @@ public struct PostgresURL: Sendable, Hashable, CustomStringConvertible {
 
     public var description: String { redacted }
 }
+
+/// The PostgreSQL store for a `postgres://` URL (``HumanBroker/open(dataDirectory:database:policy:policies:webAuthn:clock:hasherParameters:environment:)``).
+/// A function of its own so that builds of the broker without the PostgreSQL backend (the fuzz targets) replace it.
+func openPostgresStore(_ url: String, environment: [String: String]) throws -> any BrokerStore {
+    try PostgresStore(url: try PostgresURL(url, environment: environment))
+}
