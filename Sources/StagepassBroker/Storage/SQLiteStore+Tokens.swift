@@ -317,26 +317,20 @@ extension SQLiteStore {
             ).map(Self.statusList), r.contains(seq: seq) {
                 return r
             }
-            var last = try Row.fetchOne(db, sql: "SELECT * FROM status_lists ORDER BY number DESC LIMIT 1")
+            let last = try Row.fetchOne(db, sql: "SELECT * FROM status_lists ORDER BY number DESC LIMIT 1")
                 .map(Self.statusList)
-            while true {
-                let next = StatusListRecord(
-                    number: (last?.number ?? 0) + 1,
-                    firstSeq: last.map { $0.firstSeq + $0.size } ?? 1,
-                    size: size,
-                    createdAt: at
-                )
-                guard next.firstSeq <= seq else {
-                    // Lists are contiguous from seq 1: a seq below the last list's end is always inside one.
-                    throw StoreError.conflict("seq \(seq) is not covered by the status-list layout")
-                }
+            let created = StatusListRecord.extending(last, toCover: seq, size: size, at: at)
+            // Lists are contiguous from seq 1: a seq below the last list's end is always inside one.
+            guard let holding = created.last else {
+                throw StoreError.conflict("seq \(seq) is not covered by the status-list layout")
+            }
+            for next in created {
                 try db.execute(
                     sql: "INSERT INTO status_lists (number, first_seq, size, created_at) VALUES (?, ?, ?, ?)",
                     arguments: [next.number, next.firstSeq, next.size, next.createdAt]
                 )
-                if next.contains(seq: seq) { return next }
-                last = next
             }
+            return holding
         }
     }
 

@@ -257,6 +257,25 @@ public struct StatusListRecord: Sendable, Hashable {
 
     /// The seqs this list covers.
     public var seqs: ClosedRange<Int64> { firstSeq...(firstSeq + size - 1) }
+
+    /// The lists to create after `last` (nil: none yet), each of `size` entries, until one holds `seq`; the last one
+    /// returned holds it. Lists are contiguous from seq 1, so a `seq` at or below `last`'s end needs none (empty).
+    /// Both stores run this inside the transaction that inserts the lists.
+    static func extending(_ last: StatusListRecord?, toCover seq: Int64, size: Int64, at: Int64) -> [StatusListRecord] {
+        var out: [StatusListRecord] = []
+        var previous = last
+        while previous.map({ $0.firstSeq + $0.size <= seq }) ?? true {
+            let next = StatusListRecord(
+                number: (previous?.number ?? 0) + 1,
+                firstSeq: previous.map { $0.firstSeq + $0.size } ?? 1,
+                size: size,
+                createdAt: at
+            )
+            out.append(next)
+            previous = next
+        }
+        return out
+    }
 }
 
 /// Which tokens a revocation covers.

@@ -188,22 +188,17 @@ extension PostgresStore {
                 )
             )
             if let r = try covering.first.map(Self.statusList), r.contains(seq: seq) { return r }
-            var last = try await Self.collect(
+            let last = try await Self.collect(
                 conn.query(
                     "SELECT number, first_seq, size, created_at FROM status_lists ORDER BY number DESC LIMIT 1",
                     logger: logger
                 )
             ).first.map(Self.statusList)
-            while true {
-                let next = StatusListRecord(
-                    number: (last?.number ?? 0) + 1,
-                    firstSeq: last.map { $0.firstSeq + $0.size } ?? 1,
-                    size: size,
-                    createdAt: at
-                )
-                guard next.firstSeq <= seq else {
-                    throw StoreError.conflict("seq \(seq) is not covered by the status-list layout")
-                }
+            let created = StatusListRecord.extending(last, toCover: seq, size: size, at: at)
+            guard let holding = created.last else {
+                throw StoreError.conflict("seq \(seq) is not covered by the status-list layout")
+            }
+            for next in created {
                 try await Self.drain(
                     conn.query(
                         """
@@ -213,9 +208,8 @@ extension PostgresStore {
                         logger: logger
                     )
                 )
-                if next.contains(seq: seq) { return next }
-                last = next
             }
+            return holding
         }
     }
 
