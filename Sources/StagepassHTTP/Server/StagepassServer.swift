@@ -25,6 +25,10 @@ public struct StagepassServerConfiguration: Sendable {
     public var webAuthn: WebAuthnConfiguration
     /// How often the key schedule checks whether a key is due to move on.
     public var keyScheduleInterval: Duration = .seconds(60)
+    /// With PostgreSQL: how often the schedule lease is tried (or, by its holder, checked).
+    public var leaseInterval: Duration = .seconds(2)
+    /// With PostgreSQL: how often the keyring version is compared, should a change announcement be lost.
+    public var replicaCheckInterval: Duration = .seconds(2)
     public var logger: Logger
 
     public init(
@@ -114,7 +118,9 @@ public struct StagepassServer: Sendable {
                 passphrase: try c.passphrase(),
                 schedule: schedule,
                 audit: broker.audit,
-                actor: "broker"
+                actor: "broker",
+                // Brokers sharing a PostgreSQL database share its keyring: one active key, one JWKS.
+                database: broker.store as? PostgresStore
             )
         )
         logger.info("key schedule: a demoted key stays published \(schedule.retiringPeriod) s")
@@ -140,14 +146,37 @@ public struct StagepassServer: Sendable {
             )
         }
         defer { if let note { RunningBrokers.withdraw(note) } }
+        // Brokers sharing a PostgreSQL database: one of them (the schedule lease holder) runs the scheduled work, and
+        // each applies the changes the others announce.
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
+        var lease: ScheduleLease?
+        if let postgres = broker.store as? PostgresStore {
+            let held = ScheduleLease()
+            lease = held
+            services.append(
+                .init(
+                    service: ReplicaService(
+                        store: postgres,
+                        keys: keyStore,
+                        policy: policies,
+                        audit: broker.audit,
+                        lease: held,
+                        leaseInterval: c.leaseInterval,
+                        checkInterval: c.replicaCheckInterval,
+                        logger: logger
+                    )
+                )
+            )
+        }
+        services += [
+            .init(service: KeyScheduleService(keys: keyStore, interval: c.keyScheduleInterval, lease: lease)),
+            .init(service: StatusListRefreshService(tokens: tokens, logger: logger, lease: lease)),
+            .init(service: app),
+        ]
         // Graceful shutdown runs in reverse order: the HTTP server (last) drains first.
         let group = ServiceGroup(
             configuration: .init(
-                services: [
-                    .init(service: KeyScheduleService(keys: keyStore, interval: c.keyScheduleInterval)),
-                    .init(service: StatusListRefreshService(tokens: tokens, logger: logger)),
-                    .init(service: app),
-                ],
+                services: services,
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger
             )

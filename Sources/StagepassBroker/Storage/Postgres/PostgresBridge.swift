@@ -10,10 +10,11 @@ import Synchronization
 /// blocks the calling thread on a semaphore until the task finishes.
 ///
 /// That is only sound off the Swift cooperative pool: a cooperative thread blocked here serves nothing else while it
-/// waits. So that a caller on the pool still cannot deadlock the store, every bridged task (and the client's
-/// `run()`, see ``PostgresStore``) prefers ``executor``, a task executor of its own threads: the database work never
-/// needs a cooperative thread to make progress. Calls that come from an asynchronous context other than the broker's
-/// own lanes or the main thread are counted and logged once (``misplacedCalls``), never trapped.
+/// waits, and PostgresNIO's pool starts some tasks of its own on the pool, so callers blocking every cooperative
+/// thread would stall it. Every bridged task (and the client's `run()`, see ``PostgresStore``) prefers ``executor``,
+/// a task executor of its own threads, so the database work itself takes no cooperative thread. Calls that come
+/// from an asynchronous context other than the broker's own lanes or the main thread are counted and logged once
+/// (``misplacedCalls``), never trapped.
 ///
 /// A call from one of ``executor``'s own threads would wait for itself; it is refused with ``StoreError/backend(_:)``.
 final class PostgresBridge: Sendable {
@@ -45,14 +46,13 @@ final class PostgresBridge: Sendable {
         }
         noteCallingContext()
         let done = DispatchSemaphore(value: 0)
-        let outcome = Outcome<T>()
-        let job = UncheckedSendable(work)
+        let job = Job(work)
         Task(executorPreference: executor) {
-            do { outcome.set(.success(try await job.value())) } catch { outcome.set(.failure(error)) }
+            job.finish(await job.run())
             done.signal()
         }
         done.wait()
-        guard let result = outcome.get() else {
+        guard let result = job.result() else {
             throw StoreError.backend("PostgreSQL call finished without a result")
         }
         return try result.get()
@@ -74,21 +74,35 @@ final class PostgresBridge: Sendable {
     }
 }
 
-/// Carries a value the compiler cannot prove `Sendable` across a task boundary; used only where the sender blocks
-/// until the receiver is done with it (``PostgresBridge/wait(_:)``).
-struct UncheckedSendable<Value>: @unchecked Sendable {
-    let value: Value
-    init(_ value: Value) { self.value = value }
-}
-
-/// The result of one bridged call, handed from the task to the waiting thread.
-private final class Outcome<T>: @unchecked Sendable {
-    // Invariant: `value` is only touched under `lock`.
+/// One bridged call: the work, handed to the task, and its result, handed back to the waiting thread.
+///
+/// The work closure may be a non-escaping closure of the caller made escaping by `withoutActuallyEscaping` (which
+/// traps if the closure outlives its block): ``run()`` takes it out of the box and drops it before the result is
+/// published, so no reference survives the caller's wait.
+private final class Job<T>: @unchecked Sendable {
+    // Invariant: `work` and `outcome` are only touched under `lock`.
     private let lock = NSLock()
-    private var value: Result<T, any Error>?
+    private var work: (() async throws -> T)?
+    private var outcome: Result<T, any Error>?
 
-    func set(_ result: Result<T, any Error>) { lock.withLock { value = result } }
-    func get() -> Result<T, any Error>? { lock.withLock { value } }
+    init(_ work: @escaping () async throws -> T) { self.work = work }
+
+    /// Runs the work once; the closure is released when this returns.
+    func run() async -> Result<T, any Error> {
+        guard let work = take() else { return .failure(StoreError.backend("PostgreSQL call ran twice")) }
+        do { return .success(try await work()) } catch { return .failure(error) }
+    }
+
+    private func take() -> (() async throws -> T)? {
+        lock.withLock {
+            let w = work
+            work = nil
+            return w
+        }
+    }
+
+    func finish(_ result: Result<T, any Error>) { lock.withLock { outcome = result } }
+    func result() -> Result<T, any Error>? { lock.withLock { outcome } }
 }
 
 /// A `TaskExecutor` on serial Dispatch queues of its own (round-robin), so that tasks preferring it never occupy a

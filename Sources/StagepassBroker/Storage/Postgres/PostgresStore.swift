@@ -28,6 +28,8 @@ public final class PostgresStore: BrokerStore {
     let client: PostgresClient
     let bridge: PostgresBridge
     let logger: Logger
+    /// This store's (this process's) identity in change notifications, so a broker ignores its own announcements.
+    public let instance = UUID().uuidString
     private let runTask: Task<Void, Never>
 
     /// Advisory lock keys (`pg_advisory_xact_lock(space, key)`), in this application's key space.
@@ -38,6 +40,8 @@ public final class PostgresStore: BrokerStore {
         case auditChain = 2
         /// The throttle locks' space: the second key is `hashtext(key)`.
         case throttle = 3
+        /// The schedule lease (``ScheduleLease``): a session-level lock held by one broker at a time.
+        case scheduleLease = 4
     }
     /// "SP" in ASCII: keeps these locks apart from other applications' advisory locks in the same database.
     static let lockSpace: Int32 = 0x5350
