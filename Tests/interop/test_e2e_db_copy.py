@@ -57,15 +57,27 @@ def test_copy_sqlite_broker_to_postgres_and_carry_on(cluster, tmp_path):
     assert before and "intact" in b.cli("audit", "verify", *b.data_args()).stdout
 
     url = cluster.create_database()
-    p = b.cli("db", "copy", "--from", str(b.data), "--to", url)
+    jwks_before = {k["kid"] for k in json.loads((b.keys / "keyring.json").read_text())["keys"]}
+    p = b.cli("db", "copy", "--from", str(b.data), "--keys", str(b.keys), "--to", url)
     print(p.stdout)
     summary = dict(line.split() for line in p.stdout.splitlines() if line.startswith("  "))
     assert summary["users"] == "2" and summary["tokens"] == "3" and summary["audit_log"] == str(len(before))
     assert summary["factors"] == "2" and summary["counters"] == "1"
     assert f"audit chain intact on the target: {len(before)} records, head {before[-1]['hash']}" in p.stdout
 
-    # The same broker on PostgreSQL: same --data (master key, key passphrase), same --keys, same issuer.
+    db = url.rsplit("/", 1)[1]
+    # The keyring moved into the database, PEMs exactly as stored (encrypted PKCS#8).
+    copied = set(cluster.psql("SELECT kid FROM keyring", database=db).split())
+    assert copied == jwks_before and "signing keyring copied" in p.stdout
+    pems = cluster.psql("SELECT count(*) FROM keyring WHERE private_key_pem LIKE '%BEGIN ENCRYPTED PRIVATE KEY%'",
+                        database=db).strip()
+    assert int(pems) >= 1
+
+    # The same broker on PostgreSQL: same --data (master key, key passphrase), same issuer; it signs from the
+    # database keyring (an empty --keys directory proves the key store directory is no longer read).
     b.database = url
+    b.keys = tmp_path / "empty-keys"
+    b.keys.mkdir()
     b.start()
     try:
         assert live_verdicts(b, lib, tokens) == {"kept": "ok", "revoked": "revoked", "also-kept": "ok"}
@@ -85,7 +97,6 @@ def test_copy_sqlite_broker_to_postgres_and_carry_on(cluster, tmp_path):
         assert len(after) > len(before) and after[len(before)]["prev_hash"] == before[-1]["hash"]
     finally:
         b.stop()
-    db = url.rsplit("/", 1)[1]
     assert cluster.psql("SELECT count(*) FROM tokens", database=db).strip() == "4"
 
 
@@ -94,7 +105,7 @@ def test_copy_refuses_a_non_empty_target_and_a_tampered_source(cluster, tmp_path
     with b:
         b.add_user("erin", ["developers"])
     url = cluster.create_database()
-    b.cli("db", "copy", "--from", str(b.data), "--to", url)
+    b.cli("db", "copy", "--from", str(b.data), "--keys", str(b.keys), "--to", url)
     db = url.rsplit("/", 1)[1]
     users = cluster.psql("SELECT count(*) FROM users", database=db).strip()
     audit = cluster.psql("SELECT count(*) FROM audit_log", database=db).strip()

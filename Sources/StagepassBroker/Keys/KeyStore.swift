@@ -22,6 +22,9 @@ public struct KeyStoreConfiguration: Sendable {
     public var rsaBits: Int32
     /// The algorithm of the first keys of an empty store when none is named.
     public var defaultAlgorithm: JWSAlgorithm
+    /// Where the keyring lives when brokers share a database (``KeyringDatabase``); nil: in ``directory`` (files).
+    /// With a database, ``directory`` holds no keys.
+    public var database: (any KeyringDatabase)?
 
     public init(
         directory: String = "Keys",
@@ -32,8 +35,10 @@ public struct KeyStoreConfiguration: Sendable {
         actor: String? = nil,
         logger: Logger = Logger(label: "stagepass.keys"),
         rsaBits: Int32 = 3072,
-        defaultAlgorithm: JWSAlgorithm = .ES256
+        defaultAlgorithm: JWSAlgorithm = .ES256,
+        database: (any KeyringDatabase)? = nil
     ) {
+        self.database = database
         self.directory = directory
         self.passphrase = passphrase
         self.schedule = schedule
@@ -71,6 +76,10 @@ public struct TickResult: Sendable, Hashable {
 /// record, then the effect, then the completion records), and ``reconcile()`` records any key state the audit log
 /// lacks.
 ///
+/// With a ``KeyStoreConfiguration/database`` (brokers sharing PostgreSQL) the same keyring and the same encrypted PEMs
+/// live in the database instead (``KeyringDatabase``): a change and its audit records commit in one transaction, a
+/// compare-and-set on the keyring version, and every request compares that version instead of stat-ing a file.
+///
 /// ```swift
 /// let store = try KeyStore(configuration: .init(passphrase: .passphrase(secret)))
 /// try await store.rotate()                 // first call creates the active and next keys
@@ -100,6 +109,8 @@ public actor KeyStore {
     /// The longest lifetime of anything signed with this store since it was opened (at least the schedule's
     /// ``KeySchedule/maxTokenLifetime``); a demoted key stays published this long plus leeway.
     private var coveredLifetime: Int64
+    /// The database keyring's version when it was last read or written (database keyrings only).
+    private var loadedVersion: Int64?
 
     static let keyringFileName = "keyring.json"
 
@@ -121,6 +132,7 @@ public actor KeyStore {
         loadedKeyringBytes = loaded.bytes
         keyringStamp = loaded.stamp
         stampIsRacy = loaded.racy
+        loadedVersion = loaded.version
         stampValid = true
     }
 
@@ -225,6 +237,13 @@ public actor KeyStore {
     /// - Throws: as ``init(configuration:)``; on failure the store signs nothing and publishes nothing until a
     ///   re-read succeeds.
     public func reload() throws {
+        if configuration.database != nil {
+            do { install(try Self.load(configuration)) } catch {
+                stampValid = false
+                throw error
+            }
+            return
+        }
         do {
             // No directory yet: nothing to lock, and nothing to read.
             let lock =
@@ -248,6 +267,12 @@ public actor KeyStore {
     /// or is published again once the change is on disk.
     /// - Throws: as ``reload()``; the store then fails closed.
     public func refreshFromDisk() throws {
+        if let database = configuration.database {
+            // One single-row read: the version every committed change increases.
+            if stampValid, try database.keyringVersion() == loadedVersion { return }
+            try reload()
+            return
+        }
         let path = "\(configuration.directory)/\(Self.keyringFileName)"
         let stamp = try FileStamp.of(path)
         if stampValid, stamp == keyringStamp, !stampIsRacy { return }
@@ -597,6 +622,7 @@ public actor KeyStore {
     /// A crash between 2 and 4 leaves an intent without completion: the next ``reconcile()`` records `key.recovered`
     /// for every key whose state has no record, or `key.abandoned` when the keyring was never switched.
     private func mutate<T>(_ body: (inout Keyring, inout ChangePlan) throws -> T) throws -> T {
+        if let database = configuration.database { return try mutate(in: database, body) }
         let dir = configuration.directory
         try DurableFiles.ensureDirectory(dir)
         let lock = try DirectoryLock(directory: dir)
@@ -656,6 +682,12 @@ public actor KeyStore {
         // 3c. Only now destroy what the committed keyring no longer needs (also leftovers of earlier crashes).
         _ = try cleanUp(newRing)
         // 4. Completion: the action is durable; record it.
+        try recordCommitted(events)
+        return result
+    }
+
+    /// Records audit events of a committed change (those not already committed with it).
+    private func recordCommitted(_ events: [AuditEvent]) throws {
         var failures: [String] = []
         for (i, event) in events.enumerated() {
             do {
@@ -671,7 +703,62 @@ public actor KeyStore {
                     + "the next start records the keys' states as key.recovered"
             )
         }
-        return result
+    }
+
+    /// ``mutate(_:)`` on a database keyring: `body` runs on the freshly read keyring; the new records, the new keys'
+    /// encrypted PEMs and the audit records (when the audit sink chains into the same database) then commit in one
+    /// transaction, if no other writer committed since the read; otherwise the change is computed again on the
+    /// newer keyring.
+    private func mutate<T>(
+        in database: any KeyringDatabase,
+        _ body: (inout Keyring, inout ChangePlan) throws -> T
+    ) throws -> T {
+        var attempt = 0
+        while true {
+            attempt += 1
+            let loaded = try Self.load(configuration)
+            install(loaded)
+            var newRing = loaded.ring
+            var plan = ChangePlan()
+            let result = try body(&newRing, &plan)
+            guard newRing.active.count == 1 else {
+                throw KeyStoreError.noActiveKey("refusing to write a keyring without exactly one active key")
+            }
+            guard newRing != loaded.ring else {
+                try recordCommitted(plan.events)
+                return result
+            }
+            // Audit before effect: the records are part of the change's transaction.
+            var chained: [AuditAppend] = []
+            var after: [AuditEvent] = []
+            for event in plan.events {
+                if let entry = try configuration.audit.chainedEntry(event) {
+                    chained.append(entry)
+                } else {
+                    after.append(event)
+                }
+            }
+            let change = KeyringChange(
+                expectedVersion: loaded.version ?? 0,
+                keys: newRing.keys,
+                newPEMs: plan.pems,
+                audit: chained
+            )
+            guard let version = try database.commitKeyring(change) else {
+                if attempt < 5 { continue }
+                throw KeyStoreError.ioFailure("the database keyring changed under this change five times; try again")
+            }
+            ring = newRing
+            loadedVersion = version
+            stampValid = true
+            for (kid, key) in plan.keys { privateKeys[kid] = key }
+            for r in newRing.keys where !r.state.isPublished {
+                privateKeys[r.kid] = nil
+                publicJWKs[r.kid] = nil
+            }
+            try recordCommitted(after)
+            return result
+        }
     }
 
     /// A fresh random change id (16 hex digits) tying an intent record to its completion records.
@@ -704,6 +791,9 @@ public actor KeyStore {
     ///   `audit_failure` when the audit log cannot be read or refuses a record.
     @discardableResult
     public func reconcile() throws -> KeyReconciliation {
+        // A database keyring commits each change with its audit records in one transaction: nothing to reconcile,
+        // and the directory's files are not its keys.
+        if configuration.database != nil { return KeyReconciliation() }
         let dir = configuration.directory
         guard FileManager.default.fileExists(atPath: dir) else { return KeyReconciliation() }
         let lock = try DirectoryLock(directory: dir)
@@ -791,6 +881,7 @@ public actor KeyStore {
         loadedKeyringBytes = loaded.bytes
         keyringStamp = loaded.stamp
         stampIsRacy = loaded.racy
+        loadedVersion = loaded.version
         stampValid = true
         publicJWKs = publicJWKs.filter { loaded.keys[$0.key] != nil }
     }
@@ -804,10 +895,104 @@ public actor KeyStore {
         /// The keyring file's stat taken just before its bytes were read.
         var stamp: FileStamp?
         var racy: Bool
+        /// The database keyring's version (database keyrings only).
+        var version: Int64? = nil
     }
 
-    /// Reads and checks the keyring and every published key; never writes.
+    /// Reads and checks the keyring and every published key, from the database or the directory; never writes.
     static func load(_ c: KeyStoreConfiguration) throws -> Loaded {
+        guard let database = c.database else { return try loadFiles(c) }
+        let stored = try database.loadKeyring()
+        let ring = Keyring(keys: stored.keys.map(\.record))
+        guard !ring.keys.isEmpty else {
+            return Loaded(ring: ring, keys: [:], bytes: nil, stamp: nil, racy: false, version: stored.version)
+        }
+        try check(ring, source: "the database keyring")
+        var keys: [String: PrivateKey] = [:]
+        for entry in stored.keys where entry.record.state.isPublished {
+            let r = entry.record
+            guard let pem = entry.pem else {
+                throw KeyStoreError.missingKeyFile(
+                    "the database keyring has no private key for \(r.state.rawValue) key \(r.kid)"
+                )
+            }
+            keys[r.kid] = try checkedKey(r, pem: pem, c, what: "key \(r.kid) in the database keyring")
+        }
+        return Loaded(ring: ring, keys: keys, bytes: nil, stamp: nil, racy: false, version: stored.version)
+    }
+
+    /// Checks a keyring's entries (distinct kids, known algorithms) and that exactly one key is active.
+    static func check(_ ring: Keyring, source: String) throws {
+        var seen = Set<String>()
+        for r in ring.keys {
+            guard isKeyFileName(r.fileName), seen.insert(r.kid).inserted, r.algorithm != nil else {
+                throw KeyStoreError.corruptKeyring("\(source): bad or duplicate entry for kid \(r.kid)")
+            }
+        }
+        let actives = ring.active.count
+        guard actives == 1 else {
+            throw KeyStoreError.noActiveKey("the keyring has \(actives) active keys; exactly one is required")
+        }
+    }
+
+    /// Decrypts a published key's PEM and checks that it is the key its record names.
+    static func checkedKey(_ r: KeyRecord, pem: String, _ c: KeyStoreConfiguration, what: String) throws -> PrivateKey {
+        let key = try parsePrivateKey(pem: pem, passphrase: c.passphrase, what: what)
+        if c.passphrase.encrypts, !pem.contains("BEGIN ENCRYPTED PRIVATE KEY") {
+            c.logger.warning(
+                "key file is not encrypted; it will stay so until the key is replaced",
+                metadata: ["kid": "\(r.kid)"]
+            )
+        }
+        guard let alg = r.algorithm, alg.keyType == key.type, try kid(of: key, alg: alg) == r.kid else {
+            throw KeyStoreError.corruptKeyFile("\(what) does not hold the \(r.alg) key with thumbprint \(r.kid)")
+        }
+        return key
+    }
+
+    /// A key store directory's keyring as a database keyring holds it: every record in keyring order with its
+    /// encrypted PEM text exactly as stored (never decrypted here; the broker that loads it checks each key with its
+    /// passphrase). Used to move an embedded broker's keys into a shared database (`stagepass db copy`).
+    /// - Returns: nil when the directory has no keyring.
+    /// - Throws: ``KeyStoreError`` when the keyring is unreadable or corrupt, or a published key's file is missing or
+    ///   readable by others.
+    public static func exportDirectoryKeyring(_ directory: String) throws -> StoredKeyring? {
+        let path = "\(directory)/\(keyringFileName)"
+        guard let bytes = try DurableFiles.read(path) else { return nil }
+        let ring: Keyring
+        do {
+            ring = try JSONDecoder().decode(Keyring.self, from: Data(bytes))
+        } catch {
+            throw KeyStoreError.corruptKeyring("\(path) is not a valid keyring")
+        }
+        guard ring.format == Keyring.currentFormat else {
+            throw KeyStoreError.corruptKeyring("unknown keyring format \(ring.format)")
+        }
+        try check(ring, source: path)
+        var keys: [StoredKey] = []
+        for r in ring.keys {
+            guard r.state.isPublished else {
+                keys.append(StoredKey(record: r, pem: nil))
+                continue
+            }
+            let file = "\(directory)/\(r.fileName)"
+            guard let mode = try DurableFiles.mode(file), let pem = try DurableFiles.read(file) else {
+                throw KeyStoreError.missingKeyFile(
+                    "the keyring names \(r.state.rawValue) key \(r.kid) but \(file) is missing"
+                )
+            }
+            guard mode & 0o077 == 0 else {
+                throw KeyStoreError.insecurePermissions(
+                    "\(file) has mode \(String(mode, radix: 8)); key files must be 0600"
+                )
+            }
+            keys.append(StoredKey(record: r, pem: String(decoding: pem, as: UTF8.self)))
+        }
+        return StoredKeyring(version: 0, keys: keys)
+    }
+
+    /// Reads and checks `keyring.json` and every published key file; never writes.
+    static func loadFiles(_ c: KeyStoreConfiguration) throws -> Loaded {
         let dir = c.directory
         let path = "\(dir)/\(keyringFileName)"
         let stamp = try FileStamp.of(path)
@@ -824,16 +1009,7 @@ public actor KeyStore {
         guard ring.format == Keyring.currentFormat else {
             throw KeyStoreError.corruptKeyring("unknown keyring format \(ring.format)")
         }
-        var seen = Set<String>()
-        for r in ring.keys {
-            guard isKeyFileName(r.fileName), seen.insert(r.kid).inserted, r.algorithm != nil else {
-                throw KeyStoreError.corruptKeyring("bad or duplicate entry for kid \(r.kid)")
-            }
-        }
-        let actives = ring.active.count
-        guard actives == 1 else {
-            throw KeyStoreError.noActiveKey("the keyring has \(actives) active keys; exactly one is required")
-        }
+        try check(ring, source: path)
         var keys: [String: PrivateKey] = [:]
         for r in ring.keys where r.state.isPublished {
             let path = "\(dir)/\(r.fileName)"
@@ -851,17 +1027,7 @@ public actor KeyStore {
                 throw KeyStoreError.missingKeyFile("\(path) is missing")
             }
             let pem = String(decoding: pemBytes, as: UTF8.self)
-            let key = try parsePrivateKey(pem: pem, passphrase: c.passphrase, what: path)
-            if c.passphrase.encrypts, !pem.contains("BEGIN ENCRYPTED PRIVATE KEY") {
-                c.logger.warning(
-                    "key file is not encrypted; it will stay so until the key is replaced",
-                    metadata: ["kid": "\(r.kid)"]
-                )
-            }
-            guard let alg = r.algorithm, alg.keyType == key.type, try kid(of: key, alg: alg) == r.kid else {
-                throw KeyStoreError.corruptKeyFile("\(path) does not hold the \(r.alg) key with thumbprint \(r.kid)")
-            }
-            keys[r.kid] = key
+            keys[r.kid] = try checkedKey(r, pem: pem, c, what: path)
         }
         return Loaded(
             ring: ring,
@@ -929,6 +1095,8 @@ struct ChangePlan {
     var files: [(String, [UInt8])] = []
     var keys: [(String, PrivateKey)] = []
     var events: [AuditEvent] = []
+    /// The new keys' encrypted PEMs by kid (a database keyring stores them in its rows).
+    var pems: [String: String] = [:]
 
     mutating func addKey(_ rec: KeyRecord, _ key: PrivateKey, passphrase: KeyPassphrase) throws {
         let pem: String
@@ -938,6 +1106,7 @@ struct ChangePlan {
             throw KeyStoreError.cryptoFailure("serializing key \(rec.kid): \(error.code)")
         }
         files.append((rec.fileName, Array(pem.utf8)))
+        pems[rec.kid] = pem
         keys.append((rec.kid, key))
     }
 

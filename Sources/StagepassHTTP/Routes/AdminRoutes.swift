@@ -1,4 +1,5 @@
 import Hummingbird
+import Logging
 import StagepassBroker
 import StagepassJOSE
 
@@ -130,6 +131,14 @@ struct AdminRoutes: Sendable {
                     ]
                 )
             )
+            // Brokers sharing a PostgreSQL database reload their own policy files too.
+            if let postgres = broker.store as? PostgresStore {
+                do { try postgres.announcePolicyReload() } catch {
+                    Logger(label: "stagepass.replicas").warning(
+                        "could not tell the other brokers about the policy reload: they keep their policy"
+                    )
+                }
+            }
             return (p, changed)
         }
         return json(

@@ -27,6 +27,10 @@ public struct StagepassServerConfiguration: Sendable {
     public var keyScheduleInterval: Duration = .seconds(60)
     /// Connection deadlines and caps, and the shutdown drain time.
     public var connections = ConnectionLimits()
+    /// With PostgreSQL: how often the schedule lease is tried (or, by its holder, checked).
+    public var leaseInterval: Duration = .seconds(2)
+    /// With PostgreSQL: how often the keyring version is compared, should a change announcement be lost.
+    public var replicaCheckInterval: Duration = .seconds(2)
     public var logger: Logger
 
     public init(
@@ -117,7 +121,9 @@ public struct StagepassServer: Sendable {
                 passphrase: try c.passphrase(),
                 schedule: schedule,
                 audit: broker.audit,
-                actor: "broker"
+                actor: "broker",
+                // Brokers sharing a PostgreSQL database share its keyring: one active key, one JWKS.
+                database: broker.store as? PostgresStore
             )
         )
         try await keyStore.reconcile()  // audit gaps and leftovers of an interrupted key change (README, Operations)
@@ -148,20 +154,43 @@ public struct StagepassServer: Sendable {
             )
         }
         defer { if let note { RunningBrokers.withdraw(note) } }
-        // Graceful shutdown runs in reverse order: the HTTP server (last) drains first, bounded by the drain time.
-        var groupConfiguration = ServiceGroupConfiguration(
-            services: [
-                .init(service: KeyScheduleService(keys: keyStore, interval: c.keyScheduleInterval)),
-                .init(service: StatusListRefreshService(tokens: tokens, logger: logger)),
+        // Brokers sharing a PostgreSQL database: one of them (the schedule lease holder) runs the scheduled work, and
+        // each applies the changes the others announce.
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
+        var lease: ScheduleLease?
+        if let postgres = broker.store as? PostgresStore {
+            let held = ScheduleLease()
+            lease = held
+            services.append(
                 .init(
-                    service: DrainingHTTPService(
-                        app: app,
-                        registry: registry,
-                        drainTimeout: c.connections.drainTimeout,
+                    service: ReplicaService(
+                        store: postgres,
+                        keys: keyStore,
+                        policy: policies,
+                        audit: broker.audit,
+                        lease: held,
+                        leaseInterval: c.leaseInterval,
+                        checkInterval: c.replicaCheckInterval,
                         logger: logger
                     )
-                ),
-            ],
+                )
+            )
+        }
+        services += [
+            .init(service: KeyScheduleService(keys: keyStore, interval: c.keyScheduleInterval, lease: lease)),
+            .init(service: StatusListRefreshService(tokens: tokens, logger: logger, lease: lease)),
+            .init(
+                service: DrainingHTTPService(
+                    app: app,
+                    registry: registry,
+                    drainTimeout: c.connections.drainTimeout,
+                    logger: logger
+                )
+            ),
+        ]
+        // Graceful shutdown runs in reverse order: the HTTP server (last) drains first, bounded by the drain time.
+        var groupConfiguration = ServiceGroupConfiguration(
+            services: services,
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger
         )

@@ -18,8 +18,10 @@ struct DbCommand: ParsableCommand {
                 security keys, sessions, clients, the token ledger with its revocations and status-list indexes, \
                 approval requests, approvals, delegations, counters and the audit log row for row, in one transaction; \
                 then verifies the copied audit chain and compares every table. Throttle counters and WebAuthn \
-                challenges are not copied. The master key, the key passphrase and the signing keys are not in the \
-                database: start the PostgreSQL broker with the same --data and --keys.
+                challenges are not copied. The signing keyring (records and encrypted PKCS#8 PEMs exactly as stored) \
+                is copied from --keys into the database keyring, which every broker on PostgreSQL signs from. The \
+                master key and the key passphrase are not in the database: start the PostgreSQL broker with the same \
+                --data (or STAGEPASS_MASTER_KEY) and the same key passphrase.
                 Exit 0: copied and verified; 1: the source chain is broken or the copy does not match; 2: the \
                 target is not empty (nothing written) or a usage error.
                 """
@@ -27,6 +29,9 @@ struct DbCommand: ParsableCommand {
 
         @Option(name: .long, help: "The data directory of the embedded broker (its SQLite database).")
         var from: String = "./.stagepass"
+
+        @Option(name: .long, help: "The embedded broker's signing key store directory.")
+        var keys: String = "Keys"
 
         @Option(
             name: .long,
@@ -46,6 +51,13 @@ struct DbCommand: ParsableCommand {
             do { url = try PostgresURL(to) } catch let e as PostgresURL.ParseError {
                 throw ValidationError("--to: \(e.description)")
             }
+            let keyring: StoredKeyring?
+            do {
+                keyring = try KeyStore.exportDirectoryKeyring(keys)
+            } catch let e as KeyStoreError {
+                printError("db copy: --keys \(keys): \(e)")
+                throw ExitCode(1)
+            }
             let source = try SQLiteStore(path: path)
             let target = try PostgresStore(url: url)
             defer { target.close() }
@@ -57,14 +69,37 @@ struct DbCommand: ParsableCommand {
                 if case .targetNotEmpty = e { throw ExitCode(2) }
                 throw ExitCode(1)
             }
+            if let keyring {
+                // The same records and encrypted PEMs: tokens already issued keep verifying under their kid.
+                let change = KeyringChange(
+                    expectedVersion: 0,
+                    keys: keyring.keys.map(\.record),
+                    newPEMs: Dictionary(
+                        uniqueKeysWithValues: keyring.keys.compactMap { k in k.pem.map { (k.record.kid, $0) } }
+                    ),
+                    audit: []
+                )
+                guard try target.commitKeyring(change) != nil else {
+                    printError(
+                        "db copy: another writer created a keyring in the target during the copy; keys not copied"
+                    )
+                    throw ExitCode(1)
+                }
+            }
             print("copied \(path) to \(url.redacted):")
             let width = report.rows.map(\.table.count).max() ?? 0
             for (table, rows) in report.rows {
                 print("  \(table.padding(toLength: width, withPad: " ", startingAt: 0))  \(rows)")
             }
             print("audit chain intact on the target: \(report.targetChain.count) records, head \(report.headHash)")
+            if let keyring {
+                let kids = keyring.keys.map { "\($0.record.kid) (\($0.record.state.rawValue))" }
+                print("signing keyring copied from \(keys): \(kids.joined(separator: ", "))")
+            } else {
+                print("no signing keyring in \(keys): the first PostgreSQL broker creates one")
+            }
             print("not copied: throttle counters, WebAuthn challenges (short-lived)")
-            print("start the broker with --database and the same --data \(from) (master key) and --keys (signing keys)")
+            print("start the broker with --database, the same --data \(from) (master key) and the same key passphrase")
         }
     }
 }

@@ -31,11 +31,22 @@ struct KeyStoreOptions: ParsableArguments {
     @Option(name: .customLong("data"), help: "The broker's data directory: key actions go to its audit log.")
     var data: String = "./.stagepass"
 
+    @Option(
+        help:
+            "The brokers' PostgreSQL database (postgres://…): the keyring is kept there, shared by every broker on it; key actions go to its audit log. --keys is not used then."
+    )
+    var database: String?
+
     @Option(help: "Seconds to wait for each running broker of this key store to publish a change.")
     var brokerTimeout: Double = 10
 
-    /// The broker (database) of the data directory.
-    func openBroker() throws -> HumanBroker { try HumanBroker.open(dataDirectory: data) }
+    /// The broker (database) of the data directory, or of `--database`.
+    func openBroker() throws -> HumanBroker { try HumanBroker.open(dataDirectory: data, database: database) }
+
+    /// Whether there is a broker database whose ledger holds issued tokens.
+    var hasBrokerDatabase: Bool {
+        database != nil || FileManager.default.fileExists(atPath: HumanBroker.databasePath(data))
+    }
 
     /// Opens the store and reconciles it with the audit log (``KeyStore/reconcile()``: leftover temp files removed,
     /// key states without an audit record recorded as `key.recovered`, each repair named on stderr); configuration
@@ -81,7 +92,15 @@ struct KeyStoreOptions: ParsableArguments {
             // Every admin key action is an audit record: in the broker's hash-chained log when the data directory
             // holds a broker database, else in the process log.
             let audit: any AuditSink
-            if FileManager.default.fileExists(atPath: HumanBroker.databasePath(data)) {
+            var keyring: PostgresStore?
+            if let database {
+                let store: PostgresStore
+                do { store = try PostgresStore(url: database) } catch let e as PostgresURL.ParseError {
+                    throw ValidationError("--database: \(e.description)")
+                }
+                keyring = store
+                audit = HashChainAuditLog(store: store, clock: .system)
+            } else if FileManager.default.fileExists(atPath: HumanBroker.databasePath(data)) {
                 audit = try HumanBroker.open(dataDirectory: data).audit
             } else {
                 audit = LogAuditSink()
@@ -91,7 +110,8 @@ struct KeyStoreOptions: ParsableArguments {
                     directory: directory,
                     passphrase: passphrase,
                     audit: audit,
-                    actor: "cli:\(user)"
+                    actor: "cli:\(user)",
+                    database: keyring
                 )
             )
         }
@@ -111,6 +131,12 @@ func confirmWithRunningBrokers(
 )
     async throws
 {
+    if options.database != nil {
+        // Brokers on the database compare the keyring version before each signing and JWKS request, and re-read it
+        // at once when the change is announced.
+        print("brokers:     every broker on the database uses the change from its next request")
+        return
+    }
     let brokers = RunningBrokers.list(directory: options.directory)
     guard !brokers.isEmpty else {
         print("broker:      no running broker uses \(options.directory)")
@@ -287,7 +313,7 @@ extension KeysCommand {
             // Every token the key signed is revoked in the ledger too (when this data directory has a broker
             // database; none is created here); a running broker serves the new status list at once (it re-signs when
             // the revocation epoch moves).
-            if FileManager.default.fileExists(atPath: HumanBroker.databasePath(options.data)) {
+            if options.hasBrokerDatabase {
                 let jtis = try options.openBroker().revokeTokens(
                     .kid(kid),
                     describedAs: "kid:" + kid,

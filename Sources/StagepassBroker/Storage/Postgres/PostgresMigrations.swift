@@ -2,8 +2,9 @@ import Logging
 import PostgresNIO
 
 /// The PostgreSQL schema, as versioned migrations named like ``SQLiteStore/migrator``'s (`v1-…` to `v4-…`), so the
-/// two backends stay comparable migration by migration. Migrations are never changed once shipped; add new ones at
-/// the end (a keyring table for several brokers, for instance, would be `v5-…`).
+/// two backends stay comparable migration by migration, then `v5-keyring` (PostgreSQL only: the signing keyring that
+/// brokers sharing the database use, ``PostgresStore/commitKeyring(_:)``). Migrations are never changed once shipped;
+/// add new ones at the end.
 ///
 /// Each migration runs in its own transaction, under a transaction-scoped advisory lock
 /// (``PostgresStore/LockKey/migrations``), and records its name in `schema_migrations`: two brokers starting at once
@@ -262,6 +263,37 @@ enum PostgresMigrations {
                     created_at bigint NOT NULL
                 )
                 """
+            ]
+        ),
+        Migration(
+            name: "v6-keyring",
+            statements: [
+                // PostgreSQL only: the signing keyring of brokers sharing the database (SQLite brokers keep it in
+                // the key store directory).
+                """
+                CREATE TABLE keyring (
+                    kid text PRIMARY KEY,
+                    position bigint NOT NULL,
+                    alg text NOT NULL,
+                    state text NOT NULL CHECK (state IN ('next','active','retiring','retired','compromised')),
+                    created bigint NOT NULL,
+                    activated bigint,
+                    retiring_since bigint,
+                    retired bigint,
+                    retire_after bigint,
+                    origin text NOT NULL,
+                    private_key_pem text,
+                    CHECK ((state IN ('next','active','retiring')) = (private_key_pem IS NOT NULL))
+                )
+                """,
+                "CREATE UNIQUE INDEX keyring_one_active ON keyring ((true)) WHERE state = 'active'",
+                """
+                CREATE TABLE keyring_meta (
+                    id smallint PRIMARY KEY CHECK (id = 1),
+                    version bigint NOT NULL
+                )
+                """,
+                "INSERT INTO keyring_meta (id, version) VALUES (1, 0)",
             ]
         ),
     ]

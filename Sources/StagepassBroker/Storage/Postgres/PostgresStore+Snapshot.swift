@@ -85,6 +85,9 @@ extension PostgresStore: StoreTransfer {
                 ).first?.decode(Int64.self)
                 counts.append((table, Int(n ?? 0)))
             }
+            // The database keyring (PostgreSQL only) counts too: a copy never lands beside another broker's keys.
+            let keyringRows = try await Self.collect(conn.query("SELECT COUNT(*) FROM keyring", logger: logger))
+            counts.append(("keyring", Int(try keyringRows.first?.decode(Int64.self) ?? 0)))
             var counters: [String: Int64] = [:]
             for row in try await Self.collect(conn.query("SELECT name, value FROM counters", logger: logger)) {
                 let (name, value) = try row.decode((String, Int64).self)

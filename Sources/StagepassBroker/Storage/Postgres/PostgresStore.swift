@@ -28,6 +28,8 @@ public final class PostgresStore: BrokerStore {
     let client: PostgresClient
     let bridge: PostgresBridge
     let logger: Logger
+    /// This store's (this process's) identity in change notifications, so a broker ignores its own announcements.
+    public let instance = UUID().uuidString
     private let runTask: Task<Void, Never>
 
     /// Advisory lock keys (`pg_advisory_xact_lock(space, key)`), in this application's key space.
@@ -40,6 +42,8 @@ public final class PostgresStore: BrokerStore {
         case throttle = 3
         /// Held while creating status lists.
         case statusLists = 4
+        /// The schedule lease (``ScheduleLease``): a session-level lock held by one broker at a time.
+        case scheduleLease = 5
     }
     /// "SP" in ASCII: keeps these locks apart from other applications' advisory locks in the same database.
     static let lockSpace: Int32 = 0x5350
