@@ -56,11 +56,12 @@ struct ProblemAndMetricsMiddleware: RouterMiddleware {
     }
 }
 
-/// One log line and one count per storage fault: the cause classified from the SQLite result code
+/// One log line and one count per storage fault: the cause classified from the SQLite result code or the PostgreSQL SQLSTATE
 /// (`stagepass_storage_faults_total{cause}`). Never SQL, arguments or a path.
 func reportStorageFault(_ fault: StorageFault, logger: Logger, registry: PrometheusCollectorRegistry) {
     var metadata: Logger.Metadata = ["cause": "\(fault.cause.rawValue)"]
     if let code = fault.resultCode { metadata["sqlite_result"] = "\(code)" }
+    if let state = fault.sqlState { metadata["postgres_state"] = "\(state)" }
     logger.error("storage unavailable: \(fault.cause.phrase)", metadata: metadata)
     registry.makeCounter(name: "stagepass_storage_faults_total", labels: [("cause", fault.cause.rawValue)]).increment()
 }

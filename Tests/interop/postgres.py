@@ -59,6 +59,18 @@ class PostgresCluster:
         self.psql("CREATE ROLE stagepass LOGIN CREATEDB")
         return self
 
+    def pause(self) -> None:
+        """Stops the server (fast shutdown: open sessions are terminated), keeping its data for ``resume``."""
+        self._server("pg_ctl", "-D", str(self.dir / "data"), "-m", "fast", "-w", "-t", "60", "stop")
+        self.pid = None
+
+    def resume(self) -> None:
+        """Starts the paused server again on the same port and socket directory."""
+        data, sockets = self.dir / "data", self.dir / "sock"
+        self._server("pg_ctl", "-D", str(data), "-l", str(self.dir / "server.log"), "-w", "-t", "60", "-o",
+                     f"-k {sockets} -p {self.port} -c listen_addresses=127.0.0.1 -c fsync=on", "start")
+        self.pid = int((data / "postmaster.pid").read_text().splitlines()[0])
+
     def psql(self, sql: str, database: str = "postgres") -> str:
         proc = subprocess.run(
             [str(BIN / "psql"), "-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", str(self.port),

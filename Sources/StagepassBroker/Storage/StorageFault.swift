@@ -24,6 +24,9 @@ public struct StorageFault: Error, Sendable, Hashable, CustomStringConvertible {
         case corrupt
         /// `SQLITE_IOERR*` / `SQLITE_CANTOPEN`: the file system refused a read, write, sync or open.
         case ioError = "io_error"
+        /// PostgreSQL only: the database server cannot be reached, closed the connection, is shutting down or
+        /// starting, or has no connection slot left.
+        case unreachable
 
         /// A short phrase for people: "disk full", "read-only", …
         public var phrase: String {
@@ -33,6 +36,7 @@ public struct StorageFault: Error, Sendable, Hashable, CustomStringConvertible {
             case .locked: "locked"
             case .corrupt: "corrupt"
             case .ioError: "I/O error"
+            case .unreachable: "database unreachable"
             }
         }
     }
@@ -41,20 +45,33 @@ public struct StorageFault: Error, Sendable, Hashable, CustomStringConvertible {
     /// The extended SQLite result code (e.g. 13 `SQLITE_FULL`, 1290 `SQLITE_IOERR_FSYNC`); nil when the fault was
     /// found without SQLite (the free-space check).
     public let resultCode: Int32?
+    /// The PostgreSQL SQLSTATE (e.g. `53100` disk full, `57P01` shutting down), or the client's error name
+    /// (`connectionError`) when the server never answered; nil for SQLite.
+    public let sqlState: String?
 
-    public init(_ cause: Cause, resultCode: Int32? = nil) {
+    public init(_ cause: Cause, resultCode: Int32? = nil, sqlState: String? = nil) {
         self.cause = cause
         self.resultCode = resultCode
+        self.sqlState = sqlState
     }
 
-    /// "disk full (SQLITE_FULL 13)": safe to log and to show; no SQL, no path.
+    /// "disk full (SQLite result 13)", "database unreachable (PostgreSQL 57P01)": safe to log and to show; no SQL,
+    /// no path, no URL.
     public var description: String {
-        guard let resultCode else { return cause.phrase }
-        return "\(cause.phrase) (SQLite result \(resultCode))"
+        if let resultCode { return "\(cause.phrase) (SQLite result \(resultCode))" }
+        if let sqlState { return "\(cause.phrase) (PostgreSQL \(sqlState))" }
+        return cause.phrase
     }
 
-    /// Seconds a client should wait before retrying: a lock clears quickly, the other causes need an operator.
-    public var retryAfter: Int64 { cause == .locked ? 2 : 30 }
+    /// Seconds a client should wait before retrying: a lock clears quickly, a database server restarts in
+    /// seconds, the other causes need an operator.
+    public var retryAfter: Int64 {
+        switch cause {
+        case .locked: 2
+        case .unreachable: 5
+        default: 30
+        }
+    }
 
     /// Classifies an extended SQLite result code; nil for codes that are not a storage fault (a constraint
     /// violation, a schema error, a misuse: those are the broker's own bugs and stay internal errors).

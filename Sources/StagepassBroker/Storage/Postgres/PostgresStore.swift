@@ -1,6 +1,7 @@
 public import Foundation
 import Logging
 import PostgresNIO
+import Synchronization
 
 /// ``BrokerStore`` on PostgreSQL, through PostgresNIO's `PostgresClient` and its connection pool.
 ///
@@ -126,7 +127,9 @@ public final class PostgresStore: BrokerStore {
             if !applied.isEmpty { log.notice("migrated \(url.redacted): \(applied.joined(separator: ", "))") }
         } catch {
             runTask.cancel()
-            throw Self.storeError(error, "cannot open \(url.redacted)")
+            let mapped = Self.storeError(error, "cannot open \(url.redacted)")
+            if let fault = mapped as? StorageFault { throw StoreError.backend("cannot open \(url.redacted): \(fault)") }
+            throw mapped
         }
     }
 
@@ -152,7 +155,9 @@ public final class PostgresStore: BrokerStore {
             while true {
                 attempt += 1
                 do {
-                    return try await client.withTransaction(logger: logger) { conn in try await body(conn) }
+                    return try await Self.leased(client) { conn in
+                        try await conn.withTransaction(logger: logger) { c in try await body(c) }
+                    }
                 } catch {
                     if attempt < 5, Self.isRetryable(error) { continue }
                     throw Self.storeError(error, "PostgreSQL transaction failed")
@@ -165,9 +170,64 @@ public final class PostgresStore: BrokerStore {
     func rows(_ query: PostgresQuery) throws -> [PostgresRow] {
         let (client, logger) = (self.client, self.logger)
         return try bridge.wait {
-            do { return try await Self.collect(client.query(query, logger: logger)) } catch {
+            do {
+                return try await Self.leased(client) { conn in try await Self.collect(conn.query(query, logger: logger))
+                }
+            } catch {
                 throw Self.storeError(error, "PostgreSQL query failed")
             }
+        }
+    }
+
+    /// How long a call waits for a pooled connection before it fails as ``StorageFault/Cause/unreachable``: the
+    /// pool keeps retrying a server that went away (and only gives up after its circuit breaker trips, a minute
+    /// later), and a request must not hang meanwhile.
+    static let leaseTimeout: Duration = .seconds(5)
+
+    /// Runs `body` on a pooled connection, or fails as ``StorageFault/Cause/unreachable`` when no connection was
+    /// leased within ``leaseTimeout``. The deadline only ever stops a call that has not started: `body` and the
+    /// deadline race on one atomic state, so a call that got its connection runs to its end (a commit is never cut
+    /// off), and a call that timed out never runs.
+    static func leased<T: Sendable>(
+        _ client: PostgresClient,
+        _ body: @escaping (PostgresConnection) async throws -> T
+    ) async throws -> T {
+        // `body` runs at most once, in the one child task below, while this call waits for it: never concurrently.
+        nonisolated(unsafe) let body = body
+        let state = LeaseRace()
+        return try await withThrowingTaskGroup(of: T?.self) { group in
+            group.addTask {
+                try await client.withConnection { conn in
+                    guard state.claim(.started) else { throw CancellationError() }
+                    return try await body(conn)
+                }
+            }
+            group.addTask {
+                try? await Task.sleep(for: leaseTimeout)
+                if state.claim(.timedOut) {
+                    throw StorageFault(.unreachable, sqlState: "no connection within \(leaseTimeout)")
+                }
+                return nil
+            }
+            while let next = try await group.next() {
+                if let value = next {
+                    group.cancelAll()
+                    return value
+                }
+            }
+            throw StoreError.backend("PostgreSQL call ended without a result")
+        }
+    }
+
+    /// Who won the race between a leased call and its deadline (``leased(_:_:)``): the first to claim it.
+    final class LeaseRace: Sendable {
+        enum Outcome: Int {
+            case started = 1
+            case timedOut = 2
+        }
+        private let state = Atomic<Int>(0)
+        func claim(_ outcome: Outcome) -> Bool {
+            state.compareExchange(expected: 0, desired: outcome.rawValue, ordering: .acquiringAndReleasing).exchanged
         }
     }
 
@@ -212,6 +272,7 @@ public final class PostgresStore: BrokerStore {
     /// Messages name the SQLSTATE and the server's primary message, never the statement's values.
     static func storeError(_ error: any Error, _ context: String) -> any Error {
         if let e = error as? StoreError { return e }
+        if let fault = PostgresFault.classify(error) { return fault }
         if let e = error as? StoreTransferError { return e }
         if let e = error as? PostgresTransactionError {
             if let inner = e.closureError ?? e.beginError ?? e.commitError { return storeError(inner, context) }
