@@ -41,9 +41,10 @@ fuzz: deps
 	nice Fuzz/run.sh $(FUZZ_SECONDS)
 
 # Durable issuance under load (Specs/benchmarks.md, "Durable issuance"): release build, wrk against the token
-# exchange and /healthz, audit checked afterwards. Extra flags: make bench-issuance BENCH_ARGS="--runs 5".
+# exchange and /healthz, audit checked afterwards; SQLite, PostgreSQL with one broker and with two replicas.
+# Extra flags: make bench-issuance BENCH_ARGS="--runs 5".
 bench-issuance: deps
-	Benchmarks/issuance/run.sh $(BENCH_ARGS)
+	Benchmarks/issuance/run.sh --backends sqlite,postgres,postgres-2 $(BENCH_ARGS)
 
 # Formats every Swift file in place (.swift-format; Sources/.swift-format adds the no-force-unwrap rules).
 format:

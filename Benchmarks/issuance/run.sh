@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Durable issuance under load (Specs/benchmarks.md, "Durable issuance").
 #
-#   Benchmarks/issuance/run.sh [--database URL] [--runs N] [--seconds S] [--threads T] [--connections C]
-#                              [--no-build] [--workdir DIR] [--json FILE]
+#   Benchmarks/issuance/run.sh [--backends sqlite,postgres,postgres-2] [--runs N] [--seconds S] [--threads T]
+#                              [--connections C] [--no-build] [--workdir DIR] [--json FILE] [--database URL]
 #
-# Builds the release binary, then (bench.py) starts `stagepass serve` on a free loopback port with a fresh data
-# directory, signs a user in with password + TOTP, runs wrk (2 threads, 64 connections, 10 s by default) against the
-# RFC 8693 token exchange and against /healthz, checks that every response was 200, that `stagepass audit verify`
-# finds the chain intact and that the audit log holds a `token.issue` record for every 200; prints tokens/s, p50 and
-# p99 of both and their ratio. `--database URL` is passed to `stagepass serve` unchanged.
+# Builds the release binary, then (bench.py), per backend: starts `stagepass serve` on a free loopback port with a
+# fresh data directory (sqlite), on a PostgreSQL server the script starts itself (postgres), or as two replicas on
+# that server (postgres-2); signs a user in with password + TOTP, runs wrk (2 threads, 64 connections, 10 s by
+# default) against the RFC 8693 token exchange and against /healthz, checks that every response was 200, that
+# `stagepass audit verify` finds the chain intact and that the audit log holds a `token.issue` record for every 200;
+# prints tokens/s, p50 and p99 of both and their ratio, and the medians per backend.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -17,8 +18,7 @@ args=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --no-build) build=0; shift ;;
-        --replicas) echo "--replicas is not supported yet" >&2; exit 2 ;;
-        -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
         *) args+=("$1"); shift ;;
     esac
 done

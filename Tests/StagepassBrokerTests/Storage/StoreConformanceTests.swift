@@ -490,6 +490,36 @@ private func delegation(
         }
     }
 
+    /// Group commit: a batch is one transaction; an item that conflicts (a duplicate jti, a request that is not
+    /// approved) fails alone and leaves nothing, the others get contiguous seqs and chained audit records in order.
+    @Test(arguments: Backend.allCases) func aBatchCommitsTogetherAndAConflictFailsAlone(_ backend: Backend) throws {
+        try backend.run { t throws in
+            let s = t.store
+            _ = try s.insertToken(token("j1"), audit: try audit(s, "token.issue"), claimRequest: nil)
+            let batch = [
+                PendingToken(token: token("b1"), audit: try audit(s), claimRequest: nil),
+                PendingToken(token: token("j1"), audit: try audit(s), claimRequest: nil),
+                PendingToken(token: token("b2"), audit: try audit(s), claimRequest: nil),
+                PendingToken(token: token("b3"), audit: try audit(s), claimRequest: "no-such-request"),
+                PendingToken(token: token("b4"), audit: try audit(s), claimRequest: nil),
+            ]
+            let results = try s.insertTokens(batch)
+            #expect(results.count == 5)
+            #expect((try? results[0].get())?.seq == 2)
+            #expect((try? results[2].get())?.seq == 3)
+            #expect((try? results[4].get())?.seq == 4)
+            for i in [1, 3] {
+                guard case .failure(.conflict) = results[i] else {
+                    Issue.record("item \(i) should be a conflict: \(results[i])")
+                    continue
+                }
+            }
+            #expect(try s.token(jti: "b3") == nil)
+            #expect(try s.lastTokenSeq() == 4)
+            #expect(try HashChainAuditLog(store: s, clock: .system).verify().count == 4)
+        }
+    }
+
     @Test(arguments: Backend.allCases) func revocationTargets(_ backend: Backend) throws {
         try backend.run { t throws in
             let s = t.store

@@ -65,41 +65,95 @@ extension PostgresStore {
         return try transaction { conn in
             // The chain lock first: it also orders `seq`, so the ledger has no gaps and no duplicates.
             try await Self.lock(conn, .auditChain, logger: logger)
-            if let id = claimRequest {
-                let claimed = try await Self.collect(
-                    conn.query(
-                        """
-                        UPDATE approval_requests SET state = 'issued', token_jti = \(t.jti)
-                        WHERE id = \(id) AND state = 'approved'
-                        RETURNING 1
-                        """,
+            return try await Self.insertOne(conn, t, audit: audit, claimRequest: claimRequest, logger: logger)
+        }
+    }
+
+    /// Group commit on PostgreSQL: the whole batch in ONE transaction (one commit, one WAL flush), under one
+    /// acquisition of the chain lock. Each item runs inside a savepoint: an item that conflicts (its request is no
+    /// longer `approved`, a duplicate jti) is rolled back to its savepoint alone and gets its ``StoreError``; the
+    /// others commit, their `seq`s contiguous and their audit records chained in batch order.
+    public func insertTokens(_ batch: [PendingToken]) throws -> [Result<TokenRecord, StoreError>] {
+        guard batch.count > 1 else {
+            return try batch.map { p in
+                do {
+                    return .success(try insertToken(p.token, audit: p.audit, claimRequest: p.claimRequest))
+                } catch let e as StoreError {
+                    return .failure(e)
+                }
+            }
+        }
+        let logger = self.logger
+        return try transaction { conn in
+            try await Self.lock(conn, .auditChain, logger: logger)
+            var out: [Result<TokenRecord, StoreError>] = []
+            out.reserveCapacity(batch.count)
+            for p in batch {
+                try await Self.drain(conn.query("SAVEPOINT token_item", logger: logger))
+                do {
+                    let record = try await Self.insertOne(
+                        conn,
+                        p.token,
+                        audit: p.audit,
+                        claimRequest: p.claimRequest,
                         logger: logger
                     )
-                )
-                if claimed.isEmpty { throw StoreError.conflict("request \(id) is not approved") }
+                    try await Self.drain(conn.query("RELEASE SAVEPOINT token_item", logger: logger))
+                    out.append(.success(record))
+                } catch {
+                    // Only an item's own conflict is its failure; anything else fails the whole batch.
+                    guard let e = Self.storeError(error, "token insert") as? StoreError, case .conflict = e else {
+                        throw error
+                    }
+                    try await Self.drain(conn.query("ROLLBACK TO SAVEPOINT token_item", logger: logger))
+                    out.append(.failure(e))
+                }
             }
-            let next = try await Self.collect(
-                conn.query("SELECT COALESCE(MAX(seq), 0) + 1 FROM tokens", logger: logger)
-            )
-            guard let seq = try next.first?.decode(Int64.self) else {
-                throw StoreError.backend("no next token seq")
-            }
-            try await Self.drain(
+            return out
+        }
+    }
+
+    /// One ledger row, its request claim and its audit record, on `conn` inside a transaction that holds the chain
+    /// lock.
+    static func insertOne(
+        _ conn: PostgresConnection,
+        _ t: TokenRecord,
+        audit: AuditAppend,
+        claimRequest: String?,
+        logger: Logger
+    ) async throws -> TokenRecord {
+        if let id = claimRequest {
+            let claimed = try await collect(
                 conn.query(
                     """
-                    INSERT INTO tokens (seq, jti, kid, user_id, user_name, session_id, client_id, role, stage, audience,
-                                        request_id, issued_at, expires_at)
-                    VALUES (\(seq), \(t.jti), \(t.kid), \(t.userId), \(t.userName), \(t.sessionId), \(t.clientId),
-                            \(t.role), \(t.stage), \(t.audience), \(t.requestId), \(t.issuedAt), \(t.expiresAt))
+                    UPDATE approval_requests SET state = 'issued', token_jti = \(t.jti)
+                    WHERE id = \(id) AND state = 'approved'
+                    RETURNING 1
                     """,
                     logger: logger
                 )
             )
-            var out = t
-            out.seq = seq
-            _ = try await Self.appendAudit(conn, audit.chain, logger: logger)
-            return out
+            if claimed.isEmpty { throw StoreError.conflict("request \(id) is not approved") }
         }
+        let next = try await collect(conn.query("SELECT COALESCE(MAX(seq), 0) + 1 FROM tokens", logger: logger))
+        guard let seq = try next.first?.decode(Int64.self) else {
+            throw StoreError.backend("no next token seq")
+        }
+        try await drain(
+            conn.query(
+                """
+                INSERT INTO tokens (seq, jti, kid, user_id, user_name, session_id, client_id, role, stage, audience,
+                                    request_id, issued_at, expires_at)
+                VALUES (\(seq), \(t.jti), \(t.kid), \(t.userId), \(t.userName), \(t.sessionId), \(t.clientId),
+                        \(t.role), \(t.stage), \(t.audience), \(t.requestId), \(t.issuedAt), \(t.expiresAt))
+                """,
+                logger: logger
+            )
+        )
+        var out = t
+        out.seq = seq
+        _ = try await appendAudit(conn, audit.chain, logger: logger)
+        return out
     }
 
     public func token(jti: String) throws -> TokenRecord? {
