@@ -137,14 +137,15 @@ def one_run(args, backend: str, n: int, cluster: PostgresCluster | None) -> dict
                    "STAGEPASS_KEY_PASSPHRASE": "a benchmark passphrase"}
             count = 2 if backend == "postgres-2" else 1
             for i in range(count):
-                extra = ["--issuer", brokers[0].url] if i else []
-                r = Replica(args.bin, Path(tmp) / f"b{i}", policy(), database=url, shared_env=env, serve_args=extra)
-                if i:
-                    r.admin = brokers[0].admin
+                r = Replica(args.bin, Path(tmp) / f"b{i}", policy(), database=url, shared_env=env)
                 brokers.append(r)
         try:
-            for i, b in enumerate(brokers):
-                b.start()
+            for i, each in enumerate(brokers):
+                if i:
+                    # One issuer for the set (the first replica's URL); the first replica bootstrapped the admin.
+                    each.serve_args = [*each.serve_args, "--issuer", brokers[0].url]
+                    each.admin = brokers[0].admin
+                each.start()
             b = brokers[0]
             user = b.add_user("bench", ["developers"])
             session = b.sign_in(user)
