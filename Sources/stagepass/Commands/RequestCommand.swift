@@ -46,6 +46,18 @@ struct RequestCommand: AsyncParsableCommand {
     var triggeredBy: String?
     @Option(help: "Give up after this many seconds (default: when the request expires).") var timeout: Int64?
 
+    func validate() throws {
+        if clientSecretEnv != nil {
+            guard client != nil else { throw ValidationError("--client-secret-env needs --client") }
+            guard runId != nil else { throw ValidationError("--run-id is required with --client-secret-env") }
+        } else if runId != nil || commit != nil || triggeredBy != nil {
+            throw ValidationError(
+                "with a CI token the run id, commit and trigger come from the token: drop --run-id, --commit and "
+                    + "--triggered-by, or authenticate with --client-secret-env"
+            )
+        }
+    }
+
     func run() async throws {
         let env = ProcessInfo.processInfo.environment
         let api = BrokerClient(base: broker)
@@ -53,20 +65,18 @@ struct RequestCommand: AsyncParsableCommand {
         // How the pipeline authenticates: its client secret, or its CI token (RFC 7523 §2.2 client assertion).
         var basic: (String, String)?
         if let clientSecretEnv {
-            guard let client else { throw ValidationError("--client-secret-env needs --client") }
+            guard let client, let runId else {
+                throw ValidationError("--client-secret-env needs --client and --run-id")
+            }
             guard let secret = env[clientSecretEnv], !secret.isEmpty else {
                 throw ValidationError("the environment variable \(clientSecretEnv) is empty or unset")
             }
-            guard let runId else { throw ValidationError("--run-id is required with a client secret") }
             basic = (client, secret)
             let trigger = triggeredBy ?? env["GITHUB_ACTOR"] ?? env["GITLAB_USER_LOGIN"] ?? env["BUILD_USER_ID"]
             fields.append(("run_id", runId))
             if let commit { fields.append(("commit", commit)) }
             if let trigger, !trigger.isEmpty { fields.append(("triggered_by", trigger)) }
         } else {
-            if runId != nil || commit != nil || triggeredBy != nil {
-                throw ValidationError("with a CI token the run id, commit and trigger come from the token: drop them")
-            }
             let token = try await CIToken.find(
                 file: ciTokenFile,
                 gitlabVariable: ciTokenEnv,
