@@ -198,10 +198,10 @@ extension TokenBroker {
         } catch let unknown where unknown.code == .unknownKey {
             // One re-fetch (rate-limited per issuer), then one more try.
             guard await source.refetchForUnknownKid(now: now) else {
-                throw CITokenRefusal(
-                    "unknown_key",
-                    "\(unknown.detail) of '\(issuer.name)' (its keys were re-fetched within the last 30 s)"
-                )
+                let why =
+                    source.lastError.map { "its keys could not be re-fetched: \($0)" }
+                    ?? "its keys were re-fetched within the last 30 s"
+                throw CITokenRefusal("unknown_key", "\(unknown.detail) of '\(issuer.name)' (\(why))")
             }
             do { verified = try verifier.verify(token, at: now) } catch {
                 throw CITokenRefusal(error.code.name, "\(error.detail) of '\(issuer.name)', even after a re-fetch")
