@@ -214,9 +214,27 @@ def test_the_ci_actor_cannot_approve_their_own_run(broker, issuers):
     gh, _, _ = issuers
     d = start(broker, gh.sign(gh.github_claims()), stage="release")
     assert d.status == 200, d.text
+    # The approver sees what the CI platform signed (the binding covers it).
+    code = d.json["user_code"]
+    view = broker.request("GET", f"/v1/approvals/{code}", token=broker.sign_in(broker.rita),
+                          template="/v1/approvals/{code}")
+    assert view.json["ci_issuer"] == gh.url and view.json["triggered_by"] == "octocat"
+    assert view.json["ci_claims"]["repository_id"] == "1296269" and view.json["run_id"] == "5067897711"
     r = approve(broker, broker.olivia, d.json["user_code"])  # identities: github:octocat → olivia
     assert r.status == 403 and r.json["code"] == "forbidden", r.text
     assert approve(broker, broker.rita, d.json["user_code"]).status == 200
+
+
+def test_the_approval_page_shows_what_the_ci_platform_signed(broker, issuers):
+    from test_pages import Browserish, sign_in
+    gh, _, _ = issuers
+    d = start(broker, gh.sign(gh.github_claims()))
+    assert d.status == 200, d.text
+    c = Browserish(broker.url)
+    sign_in(broker, c, broker.rita)
+    status, _, html = c.get("/approve?code=" + d.json["user_code"])
+    assert status == 200
+    assert 'id="r-ci"' in html and gh.url in html and "repository_id=1296269" in html, html
 
 
 def test_a_ci_request_is_polled_only_by_its_pipeline(broker, issuers):
