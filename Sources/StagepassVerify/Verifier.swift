@@ -20,6 +20,8 @@ public struct VerifierConfiguration: Sendable {
     public private(set) var statusMaxAge: Int64?
     /// Verified tokens kept so a repeated token costs a hash lookup (0 or less disables the cache).
     public var cacheCapacity: Int
+    /// Which kind of JWT is expected (default: a Stagepass access token, `typ` `at+jwt`).
+    public var profile: TokenProfile = .accessToken
 
     /// - Throws: ``VerifierConfigurationError`` when a duration is negative, zero where it must be positive, or
     ///   above its ``VerifierLimits`` cap.
@@ -39,6 +41,18 @@ public struct VerifierConfiguration: Sendable {
         self.statusMaxAge = statusMaxAge
         self.cacheCapacity = cacheCapacity
     }
+}
+
+/// The kind of JWT a ``Verifier`` accepts (RFC 8725 §3.11: explicit typing keeps one kind of token from being
+/// accepted as another).
+public enum TokenProfile: Sendable, Hashable {
+    /// A Stagepass access token: `typ` must be `at+jwt` (RFC 9068 §2.1, §4); `jti` is required.
+    case accessToken
+    /// An OpenID Connect ID token from a CI platform (GitHub Actions, GitLab CI, Buildkite): `typ`, when present,
+    /// must be `JWT` (RFC 7519 §5.1, compared case-insensitively); `at+jwt` is refused, so a Stagepass access token is
+    /// never taken for a CI identity. `jti` is optional (Buildkite's tokens carry none); the caller decides how a
+    /// token without one is recognised again.
+    case idToken
 }
 
 /// The bounds of a ``VerifierConfiguration`` (Specs/token-profile.md, "Verifier bounds"), shared by the Swift
@@ -480,8 +494,16 @@ public final class Verifier: Sendable {
     ) throws(VerificationError) -> VerifiedToken {
         // RFC 9068 §2.1 / §4: access tokens carry typ "at+jwt" and verifiers must check it (no other token type
         // can be substituted, RFC 8725 §3.11).
-        guard let typ = h.member("typ"), typ.stringEquals("at+jwt") else {
-            throw VerificationError(.wrongType, "typ must be at+jwt")
+        switch configuration.profile {
+        case .accessToken:
+            guard let typ = h.member("typ"), typ.stringEquals("at+jwt") else {
+                throw VerificationError(.wrongType, "typ must be at+jwt")
+            }
+        case .idToken:
+            // RFC 7519 §5.1: "JWT" is the recommended value; media type names are case-insensitive.
+            if let typ = h.member("typ"), typ.string?.lowercased() != "jwt" {
+                throw VerificationError(.wrongType, "typ of an ID token must be JWT")
+            }
         }
         // RFC 7515 §4.1.11: a recipient that does not understand a listed critical extension must reject.
         // Stagepass defines none, so any crit is refused.
@@ -563,7 +585,12 @@ public final class Verifier: Sendable {
         guard iss != nil else { throw VerificationError(.missingClaim, "iss is required") }
         guard aud != nil else { throw VerificationError(.missingClaim, "aud is required") }
         let sub = try str("sub")
-        let jti = try str("jti")
+        let jti: String
+        if configuration.profile == .idToken, c.member("jti") == nil {
+            jti = ""
+        } else {
+            jti = try str("jti")
+        }
         var nbf: Int64?
         if let v = c.member("nbf") { nbf = try int("nbf", v) }
         // RFC 7519 §4.1 / OIDC Core §2: auth_time, when present, is a NumericDate.

@@ -133,6 +133,17 @@ struct ParsingTests {
             "--role", "r", "--stage", "s", "--run-id", "1",
         ])
         #expect(message.contains("--client-secret-env"))
+        #expect(
+            try usageError([
+                "request", "--broker", "http://b", "--client-secret-env", "S", "--audience", "a", "--role", "r",
+                "--stage", "s", "--run-id", "1",
+            ]).contains("--client")
+        )
+        // Without a secret the job authenticates with its CI token: nothing else is needed.
+        _ = try parsed(
+            ["request", "--broker", "http://b", "--audience", "a", "--role", "r", "--stage", "s"],
+            as: RequestCommand.self
+        )
         let r = try parsed(
             [
                 "request", "--broker", "http://b", "--client", "acme/web", "--client-secret-env", "SP_SECRET",

@@ -78,7 +78,9 @@ HANG_SECONDS = int(os.environ.get("STAGEPASS_HANG_SECONDS", "120"))
 
 # What a `stagepass` process reads from its environment besides its flags: the STAGEPASS_* settings (key passphrase,
 # master key, crash points), where the saved session lives, and the CI variables `stagepass request` falls back on.
-CLI_ENVIRONMENT_INPUTS = ("HOME", "XDG_CONFIG_HOME", "GITHUB_ACTOR", "GITLAB_USER_LOGIN", "BUILD_USER_ID")
+CLI_ENVIRONMENT_INPUTS = ("HOME", "XDG_CONFIG_HOME", "GITHUB_ACTOR", "GITLAB_USER_LOGIN", "BUILD_USER_ID",
+                          "ACTIONS_ID_TOKEN_REQUEST_URL", "ACTIONS_ID_TOKEN_REQUEST_TOKEN", "GITHUB_ACTIONS",
+                          "GITLAB_CI", "BUILDKITE")
 
 
 def cli_environment(home: Path, extra: dict | None = None) -> dict:

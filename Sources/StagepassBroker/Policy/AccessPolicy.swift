@@ -98,12 +98,22 @@ public struct PipelinePolicy: Sendable, Hashable {
     public var roles: Set<String>
     public var stages: Set<String>
     public var audiences: Set<String>
+    /// When set, the pipeline is authenticated by its CI platform's OIDC token matching this rule, never by a
+    /// client secret (see ``CIRule``).
+    public var ci: CIRule?
 
-    public init(name: String, roles: Set<String> = [], stages: Set<String> = [], audiences: Set<String> = []) {
+    public init(
+        name: String,
+        roles: Set<String> = [],
+        stages: Set<String> = [],
+        audiences: Set<String> = [],
+        ci: CIRule? = nil
+    ) {
         self.name = name
         self.roles = roles
         self.stages = stages
         self.audiences = audiences
+        self.ci = ci
     }
 }
 
@@ -163,6 +173,10 @@ public struct AccessPolicy: Sendable, Hashable {
     public var pipelines: [String: PipelinePolicy]
     /// CI identities mapped to users (`identities`), keyed by the normalised identity (``Identity/normalize(_:)``).
     public var identities: [String: String]
+    /// Trusted CI OIDC issuers (`ci_issuers`), by policy name.
+    public var ciIssuers: [String: CIIssuerPolicy] = [:]
+    /// Server-wide limits on CI identities (`ci_guardrails`).
+    public var ciGuardrails = CIGuardrails()
 
     public init(
         auth: AuthPolicy = .default,

@@ -167,13 +167,13 @@ extension SQLiteStore: StoreTransfer {
                     sql: """
                         INSERT INTO approval_requests (id, device_code_hash, user_code, client_id, role, stage,
                             audience, run_id, commit_sha, triggered_by, created_at, expires_at, state, interval,
-                            last_poll_at, decided_by, deny_reason, token_jti)
-                        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                            last_poll_at, decided_by, deny_reason, token_jti, ci_issuer, ci_claims)
+                        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                         """,
                     arguments: [
                         r.id, Data(r.deviceCodeHash), r.userCode, r.clientId, r.role, r.stage, r.audience, r.runId,
                         r.commit, r.triggeredBy, r.createdAt, r.expiresAt, r.state.rawValue, r.interval, r.lastPollAt,
-                        r.decidedBy, r.denyReason, r.tokenJti,
+                        r.decidedBy, r.denyReason, r.tokenJti, r.ciIssuer, r.ciClaims,
                     ]
                 )
             }

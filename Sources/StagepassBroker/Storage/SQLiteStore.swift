@@ -160,6 +160,24 @@ public final class SQLiteStore: BrokerStore {
             // One row that the readiness probe rewrites: a real commit, so a full disk or read-only file shows.
             try db.execute(sql: "CREATE TABLE storage_probe (id INTEGER PRIMARY KEY NOT NULL, at INTEGER NOT NULL)")
         }
+        m.registerMigration("v7-ci-federation") { db in
+            // Requests of pipelines authenticated by a CI token keep the token's issuer and mapped claims; each CI
+            // token is accepted once (the replay cache, pruned once its tokens expired).
+            try db.execute(
+                sql: """
+                    ALTER TABLE approval_requests ADD COLUMN ci_issuer TEXT;
+                    ALTER TABLE approval_requests ADD COLUMN ci_claims TEXT;
+                    CREATE TABLE ci_token_uses (
+                        issuer TEXT NOT NULL,
+                        token_key TEXT NOT NULL,
+                        expires_at INTEGER NOT NULL,
+                        used_at INTEGER NOT NULL,
+                        PRIMARY KEY (issuer, token_key)
+                    );
+                    CREATE INDEX ci_token_uses_expiry ON ci_token_uses(expires_at);
+                    """
+            )
+        }
         return m
     }
 

@@ -33,13 +33,17 @@ public struct TokenBroker: Sendable {
     public let statusListLayout: StatusListLayout
     /// Writes issued tokens' ledger rows and audit records, many per transaction (``IssuanceCommitter``).
     public let issuance: IssuanceCommitter
+    /// The keys of the trusted CI issuers (``CIKeyDirectory``).
+    public let ciKeys: CIKeyDirectory
 
     var store: any BrokerStore { human.store }
     var audit: HashChainAuditLog { human.audit }
     var clock: BrokerClock { human.clock }
 
-    public init(human: HumanBroker, keys: KeyStore, issuer: String) {
+    /// - Parameter ciKeys: where CI issuers' keys come from (default: pinned `jwks_file`s only).
+    public init(human: HumanBroker, keys: KeyStore, issuer: String, ciKeys: CIKeyDirectory = CIKeyDirectory()) {
         self.human = human
+        self.ciKeys = ciKeys
         self.keys = keys
         self.issuer = issuer
         let layout = StatusListLayout(store: human.store)
@@ -183,6 +187,12 @@ public struct TokenBroker: Sendable {
 
     // MARK: issuing
 
+    /// The CI identity behind a grant: the CI token's issuer and its mapped claims.
+    struct CIGrant: Sendable {
+        var issuer: String
+        var claims: [CIClaim: String]
+    }
+
     struct Grant: Sendable {
         var userId: String
         var userName: String
@@ -203,6 +213,8 @@ public struct TokenBroker: Sendable {
         /// The proof that satisfied the freshness rule (audited as `fresh_factor`).
         var freshFactor: String?
         var via: String
+        /// For a pipeline authenticated by its CI token: what the token said (the token's `act` names it).
+        var ci: CIGrant?
     }
 
     /// Signs a token for `g`. The ledger row and the `token.issue` audit record commit in one transaction before the
@@ -226,6 +238,12 @@ public struct TokenBroker: Sendable {
         if !g.approvals.isEmpty { details["approvals"] = g.approvals.joined(separator: ",") }
         if let d = g.delegationId { details["delegation"] = d }
         if let f = g.freshFactor { details["fresh_factor"] = f }
+        if let ci = g.ci {
+            details["ci_issuer"] = ci.issuer
+            for k in [CIClaim.repository, .repositoryId, .commit, .runId] {
+                if let v = ci.claims[k] { details["ci_\(k.rawValue)"] = v }
+            }
+        }
         let entry = try audit.entry(
             AuditEvent(
                 action: "token.issue",
@@ -281,6 +299,15 @@ public struct TokenBroker: Sendable {
             // RFC 8693 §4.1: the human (`sub`) approved; the pipeline acts.
             var act: [String: JSONValue] = ["sub": .string(c)]
             if let r = g.runId { act["run_id"] = .string(r) }
+            if let ci = g.ci {
+                // What the CI platform signed about the run (never what the job said): Specs/token-profile.md §3.
+                act["ci_iss"] = .string(ci.issuer)
+                let named: [(String, CIClaim)] = [
+                    ("repository", .repository), ("repository_id", .repositoryId), ("commit", .commit),
+                    ("workflow_ref", .workflowRef), ("ref", .ref), ("run_attempt", .runAttempt),
+                ]
+                for (name, claim) in named { if let v = ci.claims[claim] { act[name] = .string(v) } }
+            }
             claims["act"] = .object(act)
         }
         // RFC 9068 §2.1: typ at+jwt; RFC 7515 §4.1.4: kid names the key (its RFC 7638 thumbprint).

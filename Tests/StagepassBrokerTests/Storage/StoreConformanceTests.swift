@@ -625,6 +625,34 @@ private func delegation(
         }
     }
 
+    @Test(arguments: Backend.allCases) func ciTokensAreAcceptedOnceAndRequestsKeepTheirCIClaims(
+        _ backend: Backend
+    )
+        throws
+    {
+        try backend.run { t throws in
+            let s = t.store
+            #expect(try s.useCIToken(issuer: "https://ci.test", key: "jti-1", expiresAt: 1000, now: 100))
+            #expect(try !s.useCIToken(issuer: "https://ci.test", key: "jti-1", expiresAt: 1000, now: 200))
+            #expect(try s.useCIToken(issuer: "https://other.test", key: "jti-1", expiresAt: 1000, now: 200))
+            // Concurrent presentations of one token: exactly one is accepted.
+            let wins = Count()
+            try concurrently(8) { _ in
+                if try s.useCIToken(issuer: "https://ci.test", key: "jti-2", expiresAt: 1000, now: 300) { wins.add() }
+            }
+            #expect(wins.value == 1)
+            // Kept past the token's expiry (clock margin), pruned after it.
+            #expect(try !s.useCIToken(issuer: "https://ci.test", key: "jti-1", expiresAt: 1000, now: 1299))
+            #expect(try s.useCIToken(issuer: "https://ci.test", key: "jti-1", expiresAt: 5000, now: 1301))
+            var r = request("r-ci", code: "GGGG-HHHH", device: [9])
+            r.ciIssuer = "https://ci.test"
+            r.ciClaims = #"{"repository":"acme/web","run_id":"7"}"#
+            try s.insertRequest(r, audit: try audit(s))
+            #expect(try s.request(id: "r-ci") == r)
+            #expect(try s.request(id: "r-ci")?.ciClaims == r.ciClaims)
+        }
+    }
+
     @Test(arguments: Backend.allCases) func approvalsOncePerHumanWhilePending(_ backend: Backend) throws {
         try backend.run { t throws in
             let s = t.store

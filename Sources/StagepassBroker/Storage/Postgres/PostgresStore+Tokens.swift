@@ -290,7 +290,9 @@ extension PostgresStore {
             lastPollAt: try c("last_poll_at"),
             decidedBy: try c("decided_by"),
             denyReason: try c("deny_reason"),
-            tokenJti: try c("token_jti")
+            tokenJti: try c("token_jti"),
+            ciIssuer: try c("ci_issuer"),
+            ciClaims: try c("ci_claims")
         )
     }
 
@@ -303,10 +305,11 @@ extension PostgresStore {
                     conn.query(
                         """
                         INSERT INTO approval_requests (id, device_code_hash, user_code, client_id, role, stage, audience,
-                            run_id, commit_sha, triggered_by, created_at, expires_at, state, interval, decided_by)
+                            run_id, commit_sha, triggered_by, created_at, expires_at, state, interval, decided_by,
+                            ci_issuer, ci_claims)
                         VALUES (\(q.id), \(Data(q.deviceCodeHash)), \(q.userCode), \(q.clientId), \(q.role), \(q.stage),
                             \(q.audience), \(q.runId), \(q.commit), \(q.triggeredBy), \(q.createdAt), \(q.expiresAt),
-                            \(q.state.rawValue), \(q.interval), \(q.decidedBy))
+                            \(q.state.rawValue), \(q.interval), \(q.decidedBy), \(q.ciIssuer), \(q.ciClaims))
                         """,
                         logger: logger
                     )
