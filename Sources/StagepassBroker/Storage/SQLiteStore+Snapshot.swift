@@ -38,6 +38,17 @@ extension SQLiteStore: StoreTransfer {
             for r in try Row.fetchAll(db, sql: "SELECT name, value FROM counters") {
                 s.counters[r["name"]] = r["value"]
             }
+            s.ciTokenUses = try Row.fetchAll(
+                db,
+                sql: "SELECT * FROM ci_token_uses ORDER BY issuer COLLATE BINARY, token_key COLLATE BINARY"
+            ).map {
+                CITokenUseRecord(
+                    issuer: $0["issuer"],
+                    tokenKey: $0["token_key"],
+                    expiresAt: $0["expires_at"],
+                    usedAt: $0["used_at"]
+                )
+            }
             s.requests = try Row.fetchAll(db, sql: "SELECT * FROM approval_requests ORDER BY id").map {
                 try Self.readable(Self.request($0), "approval request")
             }
@@ -151,6 +162,12 @@ extension SQLiteStore: StoreTransfer {
                 try db.execute(
                     sql: "INSERT INTO status_lists (number, first_seq, size, created_at) VALUES (?, ?, ?, ?)",
                     arguments: [l.number, l.firstSeq, l.size, l.createdAt]
+                )
+            }
+            for u in s.ciTokenUses {
+                try db.execute(
+                    sql: "INSERT INTO ci_token_uses (issuer, token_key, expires_at, used_at) VALUES (?, ?, ?, ?)",
+                    arguments: [u.issuer, u.tokenKey, u.expiresAt, u.usedAt]
                 )
             }
             for (name, value) in s.counters.sorted(by: { $0.key < $1.key }) {

@@ -55,6 +55,16 @@ extension PostgresStore: StoreTransfer {
                 let (number, firstSeq, size, createdAt) = try $0.decode((Int64, Int64, Int64, Int64).self)
                 return StatusListRecord(number: number, firstSeq: firstSeq, size: size, createdAt: createdAt)
             }
+            s.ciTokenUses = try await all(
+                """
+                SELECT issuer, token_key, expires_at, used_at FROM ci_token_uses
+                ORDER BY issuer COLLATE "C", token_key COLLATE "C"
+                """
+            )
+            .map {
+                let (issuer, key, expiresAt, usedAt) = try $0.decode((String, String, Int64, Int64).self)
+                return CITokenUseRecord(issuer: issuer, tokenKey: key, expiresAt: expiresAt, usedAt: usedAt)
+            }
             for row in try await all("SELECT name, value FROM counters") {
                 let (name, value) = try row.decode((String, Int64).self)
                 s.counters[name] = value
@@ -176,6 +186,14 @@ extension PostgresStore: StoreTransfer {
                     """
                     INSERT INTO status_lists (number, first_seq, size, created_at)
                     VALUES (\(l.number), \(l.firstSeq), \(l.size), \(l.createdAt))
+                    """
+                )
+            }
+            for u in s.ciTokenUses {
+                try await run(
+                    """
+                    INSERT INTO ci_token_uses (issuer, token_key, expires_at, used_at)
+                    VALUES (\(u.issuer), \(u.tokenKey), \(u.expiresAt), \(u.usedAt))
                     """
                 )
             }
