@@ -279,6 +279,9 @@ public final class DPoPReplayCache: Sendable {
         /// Keys in insertion order, with the expiry they were inserted with (nearly sorted: iat varies by the skew).
         var queue: [(key: String, expiresAt: Int64)] = []
         var head = 0
+        /// When the last full sweep ran: at most one per second, so a flood against a full cache costs a lookup
+        /// per proof, not a sweep.
+        var sweptAt = Int64.min
     }
 
     public let capacity: Int
@@ -299,15 +302,16 @@ public final class DPoPReplayCache: Sendable {
         let outcome: VerificationErrorCode? = state.withLock { s in
             if let e = s.expiries[key], e > now { return .dpopReplayed }
             Self.purgeFront(&s, now: now)
-            if s.expiries.count >= capacity {
+            if s.expiries.count >= capacity, s.sweptAt != now {
                 // The front may hold a later expiry than entries behind it: one full sweep before refusing.
+                s.sweptAt = now
                 s.expiries = s.expiries.filter { $0.value > now }
                 s.queue = s.queue[s.head...].filter {
                     (s.expiries[$0.key] ?? .min) == $0.expiresAt && $0.expiresAt > now
                 }
                 s.head = 0
-                if s.expiries.count >= capacity { return .dpopReplayCacheFull }
             }
+            if s.expiries.count >= capacity { return .dpopReplayCacheFull }
             s.expiries[key] = expiresAt
             s.queue.append((key, expiresAt))
             return nil
