@@ -290,10 +290,16 @@ extension TokenBroker {
     /// `access_denied`, `expired_token`, or the token once approved (handed out once).
     /// A request opened with a CI token is polled without a secret: the device code, handed only to the job that
     /// presented that token, is its proof (`secret` nil).
-    public func poll(client: String, secret: String?, deviceCode: String) async throws -> IssuedToken {
+    public func poll(
+        client: String,
+        secret: String?,
+        deviceCode: String,
+        dpopProof: String? = nil
+    ) async throws -> IssuedToken {
+        let binding = try checkDPoPProof(dpopProof)
         // The checks read and write storage: they run on the storage lanes, off the cooperative pool.
         let grant = try await BrokerExecutor.storage.run {
-            try self.pollGrant(client: client, secret: secret, deviceCode: deviceCode)
+            try self.pollGrant(client: client, secret: secret, deviceCode: deviceCode, dpop: binding)
         }
         do { return try await issue(grant) } catch let e as StoreError where e == .conflict {
             throw OAuthError.invalidGrant("the device_code was already used")
@@ -301,7 +307,7 @@ extension TokenBroker {
     }
 
     /// Everything ``poll(client:secret:deviceCode:)`` checks and records before it signs.
-    func pollGrant(client: String, secret: String?, deviceCode: String) throws -> Grant {
+    func pollGrant(client: String, secret: String?, deviceCode: String, dpop: DPoPBinding? = nil) throws -> Grant {
         let c = AuthenticatedPipeline(
             name: try secret.map { try authenticateClient(client, secret: $0).name } ?? client
         )
@@ -312,6 +318,9 @@ extension TokenBroker {
         guard (secret == nil) == (r.ciIssuer != nil) else {
             throw secret == nil ? OAuthError.invalidClient : OAuthError.invalidGrant("unknown device_code")
         }
+        // RFC 9449 §11.1: every token request's proof is used once, polls included; a poll that could never be
+        // issued a token (DPoP required, no proof) says so at once, not after a human approved it.
+        let jkt = try recordDPoP(dpop, stage: policy.current.stages[r.stage], pipeline: c.name, policy: policy.current)
         let now = clock.now()
         switch r.state {
         case .denied:
@@ -384,6 +393,10 @@ extension TokenBroker {
             )
             throw OAuthError.accessDenied("the approval no longer stands: \(reason)")
         }
+        // The policy may have changed since the proof was recorded: a token it requires to be bound must be.
+        if jkt == nil, dpopRequired(stage: s, pipeline: c.name, policy: p) {
+            _ = try recordDPoP(nil, stage: s, pipeline: c.name, policy: p)
+        }
         return Grant(
             userId: last.userId,
             userName: last.userName,
@@ -400,7 +413,8 @@ extension TokenBroker {
             approvals: approvals.map(\.id),
             requestId: r.id,
             via: r.ciIssuer == nil ? "device-code" : "device-code+ci",
-            ci: r.ciIssuer.map { CIGrant(issuer: $0, claims: CIIdentity.parseClaims(r.ciClaims ?? "")) }
+            ci: r.ciIssuer.map { CIGrant(issuer: $0, claims: CIIdentity.parseClaims(r.ciClaims ?? "")) },
+            jkt: jkt
         )
     }
 

@@ -177,8 +177,11 @@ extension TokenBroker {
         pipeline: String?,
         audience: String,
         role: String,
-        stage: String
+        stage: String,
+        dpopProof: String? = nil
     ) async throws -> IssuedToken {
+        // RFC 9449 §4.3: the proof's own checks first; whether one is required is decided with the grant.
+        let binding = try checkDPoPProof(dpopProof)
         let now = clock.now()
         let ci = try await acceptCIToken(
             ciToken,
@@ -188,7 +191,15 @@ extension TokenBroker {
             details: ["role": role, "stage": stage, "audience": audience]
         )
         let grant = try await BrokerExecutor.storage.run {
-            try self.ciExchangeGrant(ci, pipeline: pipeline, audience: audience, role: role, stage: stage, now: now)
+            try self.ciExchangeGrant(
+                ci,
+                pipeline: pipeline,
+                audience: audience,
+                role: role,
+                stage: stage,
+                dpop: binding,
+                now: now
+            )
         }
         return try await issue(grant)
     }
@@ -199,6 +210,7 @@ extension TokenBroker {
         audience: String,
         role: String,
         stage: String,
+        dpop: DPoPBinding? = nil,
         now: Int64
     ) throws -> Grant {
         let name = try matchCIPipeline(
@@ -241,6 +253,9 @@ extension TokenBroker {
                     "no live delegation approves the pipeline '\(name)' for \(role)@\(stage): open an approval request"
                 )
             }
+            // A stage or pipeline that requires DPoP requires it on this path too (before the CI token is spent,
+            // so the job can retry with a proof).
+            let jkt = try recordDPoP(dpop, stage: s, pipeline: name, policy: p)
             grant = Grant(
                 userId: d.userId,
                 userName: d.userName,
@@ -256,7 +271,8 @@ extension TokenBroker {
                 commit: ci.claims[.commit],
                 delegationId: d.id,
                 via: "token-exchange+ci",
-                ci: CIGrant(issuer: ci.issuer, claims: ci.claims)
+                ci: CIGrant(issuer: ci.issuer, claims: ci.claims),
+                jkt: jkt
             )
         } catch let e as OAuthError {
             throw denied(e, action: "token.deny", actor: name, details: details)

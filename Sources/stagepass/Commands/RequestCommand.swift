@@ -45,6 +45,7 @@ struct RequestCommand: AsyncParsableCommand {
     )
     var triggeredBy: String?
     @Option(help: "Give up after this many seconds (default: when the request expires).") var timeout: Int64?
+    @OptionGroup var dpop: DPoPOptions
 
     func validate() throws {
         if clientSecretEnv != nil {
@@ -61,6 +62,7 @@ struct RequestCommand: AsyncParsableCommand {
     func run() async throws {
         let env = ProcessInfo.processInfo.environment
         let api = BrokerClient(base: broker)
+        let key = try dpop.makeKey()
         var fields = [("audience", audience), ("role", role), ("stage", stage)]
         // How the pipeline authenticates: its client secret, or its CI token (RFC 7523 §2.2 client assertion).
         var basic: (String, String)?
@@ -115,7 +117,13 @@ struct RequestCommand: AsyncParsableCommand {
             var poll = [("grant_type", "urn:ietf:params:oauth:grant-type:device_code"), ("device_code", deviceCode)]
             // A CI-authenticated request is polled by its device code and the public client_id (RFC 8628 §3.4).
             if basic == nil { poll.append(("client_id", pipeline)) }
-            let (s2, j2) = try await api.postForm("/v1/token", poll, basic: basic)
+            let (s2, j2) = try await api.postForm(
+                "/v1/token",
+                poll,
+                basic: basic,
+                // RFC 9449 §4.1: a fresh proof (new jti) for every token request, polls included.
+                headers: try tokenRequestProof(key, base: broker)
+            )
             if s2 == 200, let jwt = j2?["access_token"]?.stringValue {
                 print(jwt)
                 return

@@ -315,6 +315,19 @@ enum PostgresMigrations {
                 "CREATE INDEX ci_token_uses_expiry ON ci_token_uses(expires_at)",
             ]
         ),
+        // RFC 9449 §11.1: DPoP proofs the token endpoint accepted (SQLite's v8-dpop-proofs).
+        Migration(
+            name: "v8-dpop-proofs",
+            statements: [
+                """
+                CREATE TABLE dpop_proofs (
+                    key_hash bytea PRIMARY KEY CHECK (length(key_hash) = 32),
+                    expires_at bigint NOT NULL
+                )
+                """,
+                "CREATE INDEX dpop_proofs_expiry ON dpop_proofs(expires_at)",
+            ]
+        ),
     ]
 
     /// Applies the missing migrations, each in a transaction under the migration lock. Returns the names applied now.
