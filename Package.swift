@@ -50,7 +50,11 @@ let package = Package(
             exclude: ["include"],
             swiftSettings: upcoming
         ),
-        .target(name: "StagepassVerifyFetch", dependencies: ["StagepassVerify"], swiftSettings: upcoming),
+        .target(
+            name: "StagepassVerifyFetch",
+            dependencies: ["StagepassVerify", "StagepassJOSE"],
+            swiftSettings: upcoming
+        ),
         .target(
             name: "StagepassBroker",
             dependencies: [
@@ -67,7 +71,7 @@ let package = Package(
         .target(
             name: "StagepassHTTP",
             dependencies: [
-                "StagepassBroker", "StagepassJOSE",
+                "StagepassBroker", "StagepassJOSE", "StagepassVerify", "StagepassVerifyFetch",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
@@ -160,7 +164,7 @@ let package = Package(
         .testTarget(
             name: "StagepassVerifyFetchTests",
             dependencies: [
-                "StagepassVerifyFetch", "StagepassVerify",
+                "StagepassVerifyFetch", "StagepassVerify", "StagepassJOSE",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
             ],

@@ -26,11 +26,13 @@ import Synchronization
 /// ledger write. Argon2 runs on ``WorkPool/passwords`` instead: a bounded pool that refuses work past its queue, so a
 /// burst of sign-ins never builds an unbounded backlog.
 public final class BrokerExecutor: SerialExecutor {
-    /// Database calls of the broker's services (the store is synchronous until storage becomes async): one lane per
-    /// core, at least two.
+    /// Database calls of the broker's services (the store's calls are synchronous): four lanes per core, at least
+    /// eight. A lane waits out its call: a few microseconds in SQLite's page cache, a network round trip on
+    /// PostgreSQL, so with one lane per core a PostgreSQL broker could not have more than a couple of queries in
+    /// flight. SQLite still serialises its writers itself.
     public static let storage = BrokerExecutor(
         label: "stagepass.broker.storage",
-        lanes: max(2, ProcessInfo.processInfo.activeProcessorCount)
+        lanes: max(8, 4 * ProcessInfo.processInfo.activeProcessorCount)
     )
     /// ``KeyStore``'s executor: key generation, signing-key lookups, keyring and key-file writes.
     public static let keys = BrokerExecutor(label: "stagepass.broker.keys")

@@ -20,7 +20,10 @@ public struct KeySet: Sendable {
     /// Keys left out and why (for diagnostics; never fatal).
     public let skipped: [(kid: String?, reason: String)]
 
-    public init(jwks: JWKS) {
+    /// - Parameter rsaAlgorithm: the algorithm of RSA keys that carry no `alg` (nil: such keys are skipped). A CI
+    ///   issuer's configuration may fix it (its discovery document's `id_token_signing_alg_values_supported`);
+    ///   a key's own `alg` always wins.
+    public init(jwks: JWKS, rsaAlgorithm: JWSAlgorithm? = nil) {
         var entries = [String: Entry]()
         var ambiguous = Set<String>()
         var skipped = [(kid: String?, reason: String)]()
@@ -44,6 +47,8 @@ public struct KeySet: Sendable {
                 alg = .ES256
             } else if jwk.kty == "OKP" {
                 alg = .EdDSA
+            } else if jwk.kty == "RSA", let rsa = rsaAlgorithm, rsa == .RS256 || rsa == .PS256 {
+                alg = rsa
             } else {
                 skipped.append((kid, "RSA key without alg"))
                 continue
@@ -72,8 +77,8 @@ public struct KeySet: Sendable {
 
     /// Parses a JWKS document.
     /// - Throws: ``JOSEError`` when the document is not a JWKS at all.
-    public init(jwksJSON: [UInt8]) throws(JOSEError) {
-        self.init(jwks: try JWKS(json: jwksJSON))
+    public init(jwksJSON: [UInt8], rsaAlgorithm: JWSAlgorithm? = nil) throws(JOSEError) {
+        self.init(jwks: try JWKS(json: jwksJSON), rsaAlgorithm: rsaAlgorithm)
     }
 
     public subscript(kid: String) -> Entry? { entries[kid] }

@@ -20,6 +20,16 @@ public enum VerificationErrorCode: Int32, Sendable, Hashable, CaseIterable {
     case pipelineMismatch = 17
     case revoked = 18
     case statusUnavailable = 19
+    /// A token bound to a key (`cnf.jkt`) was presented without a DPoP proof (RFC 9449 §7.1).
+    case dpopRequired = 20
+    /// The DPoP proof fails a check of RFC 9449 §4.3 (form, typ, alg, jwk, signature, htm, htu, iat, ath).
+    case badDPoPProof = 21
+    /// The proof is valid but signed by another key than the token's `cnf.jkt`, or the token is not bound.
+    case dpopKeyMismatch = 22
+    /// The proof's `jti` was already accepted (RFC 9449 §11.1).
+    case dpopReplayed = 23
+    /// The replay cache is full of unexpired proofs: refused rather than forget one (fail closed).
+    case dpopReplayCacheFull = 24
 
     /// The stable snake_case name used on the wire, in the CLI and in the C ABI.
     public var name: String {
@@ -43,6 +53,11 @@ public enum VerificationErrorCode: Int32, Sendable, Hashable, CaseIterable {
         case .pipelineMismatch: return "pipeline_mismatch"
         case .revoked: return "revoked"
         case .statusUnavailable: return "status_unavailable"
+        case .dpopRequired: return "dpop_required"
+        case .badDPoPProof: return "bad_dpop_proof"
+        case .dpopKeyMismatch: return "dpop_key_mismatch"
+        case .dpopReplayed: return "dpop_replayed"
+        case .dpopReplayCacheFull: return "dpop_replay_cache_full"
         }
     }
 

@@ -20,6 +20,14 @@ public struct VerifierConfiguration: Sendable {
     public private(set) var statusMaxAge: Int64?
     /// Verified tokens kept so a repeated token costs a hash lookup (0 or less disables the cache).
     public var cacheCapacity: Int
+    /// Which kind of JWT is expected (default: a Stagepass access token, `typ` `at+jwt`).
+    public var profile: TokenProfile = .accessToken
+    /// How old a DPoP proof may be (its `iat` before now, plus ``leeway``), in seconds (default 60;
+    /// 1 ... ``VerifierLimits/maxDPoPProofAge``; RFC 9449 §11.1).
+    public private(set) var dpopProofMaxAge: Int64
+    /// DPoP proofs remembered for the replay check (``DPoPReplayCache``; at least 1, default 65536). When this many
+    /// unexpired proofs are held, new proofs are refused (`dpop_replay_cache_full`) until some expire.
+    public var dpopReplayCapacity: Int
 
     /// - Throws: ``VerifierConfigurationError`` when a duration is negative, zero where it must be positive, or
     ///   above its ``VerifierLimits`` cap.
@@ -29,9 +37,19 @@ public struct VerifierConfiguration: Sendable {
         leeway: Int64 = 30,
         maxLifetime: Int64 = 3600,
         statusMaxAge: Int64? = nil,
-        cacheCapacity: Int = 16384
+        cacheCapacity: Int = 16384,
+        dpopProofMaxAge: Int64 = 60,
+        dpopReplayCapacity: Int = 65536
     ) throws(VerifierConfigurationError) {
         try VerifierLimits.check(leeway: leeway, maxLifetime: maxLifetime, statusMaxAge: statusMaxAge)
+        guard (1...VerifierLimits.maxDPoPProofAge).contains(dpopProofMaxAge) else {
+            throw VerifierConfigurationError(
+                .invalidDPoPProofMaxAge,
+                "DPoP proof max age \(dpopProofMaxAge) s is outside 1...\(VerifierLimits.maxDPoPProofAge) s"
+            )
+        }
+        self.dpopProofMaxAge = dpopProofMaxAge
+        self.dpopReplayCapacity = max(1, dpopReplayCapacity)
         self.issuer = issuer
         self.audiences = audiences
         self.leeway = leeway
@@ -39,6 +57,18 @@ public struct VerifierConfiguration: Sendable {
         self.statusMaxAge = statusMaxAge
         self.cacheCapacity = cacheCapacity
     }
+}
+
+/// The kind of JWT a ``Verifier`` accepts (RFC 8725 §3.11: explicit typing keeps one kind of token from being
+/// accepted as another).
+public enum TokenProfile: Sendable, Hashable {
+    /// A Stagepass access token: `typ` must be `at+jwt` (RFC 9068 §2.1, §4); `jti` is required.
+    case accessToken
+    /// An OpenID Connect ID token from a CI platform (GitHub Actions, GitLab CI, Buildkite): `typ`, when present,
+    /// must be `JWT` (RFC 7519 §5.1, compared case-insensitively); `at+jwt` is refused, so a Stagepass access token is
+    /// never taken for a CI identity. `jti` is optional (Buildkite's tokens carry none); the caller decides how a
+    /// token without one is recognised again.
+    case idToken
 }
 
 /// The bounds of a ``VerifierConfiguration`` (Specs/token-profile.md, "Verifier bounds"), shared by the Swift
@@ -52,6 +82,9 @@ public enum VerifierLimits {
     public static let maxLifetime: Int64 = 86_400
     /// The largest fail-closed status-list age: 24 hours.
     public static let maxStatusMaxAge: Int64 = 86_400
+    /// The largest accepted DPoP proof age: 5 minutes (RFC 9449 §11.1: "a relatively brief period of time"). The
+    /// replay record must hold every proof this long.
+    public static let maxDPoPProofAge: Int64 = 300
 
     /// Checks the three durations against the bounds.
     /// - Throws: ``VerifierConfigurationError`` naming the first value out of range.
@@ -87,6 +120,7 @@ public struct VerifierConfigurationError: Error, Sendable, Hashable, CustomStrin
         case invalidLeeway = "invalid_leeway"
         case invalidMaxLifetime = "invalid_max_lifetime"
         case invalidStatusMaxAge = "invalid_status_max_age"
+        case invalidDPoPProofMaxAge = "invalid_dpop_proof_max_age"
     }
 
     private let _code: Code
@@ -111,6 +145,8 @@ public struct VerifierConfigurationError: Error, Sendable, Hashable, CustomStrin
     public static let invalidMaxLifetime = Self(.invalidMaxLifetime, "")
     /// The status max age is not positive or above ``VerifierLimits/maxStatusMaxAge``.
     public static let invalidStatusMaxAge = Self(.invalidStatusMaxAge, "")
+    /// The DPoP proof max age is not positive or above ``VerifierLimits/maxDPoPProofAge``.
+    public static let invalidDPoPProofMaxAge = Self(.invalidDPoPProofMaxAge, "")
 }
 
 /// What one caller requires of one token (checked after signature and time).
@@ -158,6 +194,7 @@ public struct VerifiedToken: Sendable {
         let stage: String?
         let sessionID: String?
         let status: StatusReference?
+        let confirmationThumbprint: String?
         let payload: [UInt8]
 
         init(
@@ -175,6 +212,7 @@ public struct VerifiedToken: Sendable {
             stage: String?,
             sessionID: String?,
             status: StatusReference?,
+            confirmationThumbprint: String?,
             payload: [UInt8]
         ) {
             self.kid = kid
@@ -191,6 +229,7 @@ public struct VerifiedToken: Sendable {
             self.stage = stage
             self.sessionID = sessionID
             self.status = status
+            self.confirmationThumbprint = confirmationThumbprint
             self.payload = payload
         }
     }
@@ -212,6 +251,7 @@ public struct VerifiedToken: Sendable {
         stage: String?,
         sessionID: String?,
         status: StatusReference?,
+        confirmationThumbprint: String?,
         payload: [UInt8]
     ) {
         storage = Storage(
@@ -229,6 +269,7 @@ public struct VerifiedToken: Sendable {
             stage: stage,
             sessionID: sessionID,
             status: status,
+            confirmationThumbprint: confirmationThumbprint,
             payload: payload
         )
     }
@@ -247,6 +288,9 @@ public struct VerifiedToken: Sendable {
     public var stage: String? { storage.stage }
     public var sessionID: String? { storage.sessionID }
     public var status: StatusReference? { storage.status }
+    /// `cnf.jkt` (RFC 7800 §3.1, RFC 9449 §6.1): the RFC 7638 thumbprint of the key the token is bound to, or nil
+    /// for a bearer token. A bound token is accepted only with a DPoP proof by that key.
+    public var confirmationThumbprint: String? { storage.confirmationThumbprint }
     /// The claims object as signed (UTF-8 JSON).
     public var payload: [UInt8] { storage.payload }
 
@@ -285,6 +329,9 @@ public final class Verifier: Sendable {
     private let statusOn: Atomic<Bool>
     private let cache: TokenCache
     private let now: @Sendable () -> Int64
+    private let dpopChecker: DPoPProofChecker
+    /// The DPoP proofs this verifier accepted (RFC 9449 §11.1).
+    public let replayCache: DPoPReplayCache
 
     /// - Parameters:
     ///   - keys: the JWKS source (memory, file, or URL via StagepassVerifyFetch).
@@ -304,6 +351,12 @@ public final class Verifier: Sendable {
         self.statusOn = Atomic(statusLists != nil)
         self.cache = TokenCache(capacity: configuration.cacheCapacity)
         self.now = clock ?? { systemNow() }
+        self.dpopChecker = DPoPProofChecker(
+            maxAge: configuration.dpopProofMaxAge,
+            leeway: configuration.leeway,
+            keyCache: 1024
+        )
+        self.replayCache = DPoPReplayCache(capacity: configuration.dpopReplayCapacity)
     }
 
     /// Verifies a status list token against the verifier's current keys and installs it (``StatusListHolder``
@@ -347,6 +400,34 @@ public final class Verifier: Sendable {
         requirements: Requirements = .none,
         at: Int64? = nil
     ) throws(VerificationError) -> VerifiedToken {
+        try verify(token, requirements: requirements, dpop: nil, at: at)
+    }
+
+    /// Verifies a compact JWS access token presented with the `DPoP` scheme (a presentation) or the `Bearer`
+    /// scheme (nil).
+    ///
+    /// After every check of ``verify(_:requirements:at:)`` (same order, same codes), the sender constraint
+    /// (RFC 9449 §7.1, RFC 7800): a token with `cnf.jkt` needs a presentation (`dpop_required`); the proof must pass
+    /// ``DPoPProofChecker`` for this method and URL with `ath` matching the token (`bad_dpop_proof`), be signed by
+    /// the key whose thumbprint is `cnf.jkt` (`dpop_key_mismatch`), and not have been accepted before
+    /// (`dpop_replayed`, `dpop_replay_cache_full`). A presentation with a token that has no `cnf.jkt` is refused
+    /// `dpop_key_mismatch` (the DPoP scheme asserts a binding the token does not have).
+    ///
+    /// ```swift
+    /// let token = try verifier.verify(
+    ///     accessToken, requirements: .init(stage: "production"),
+    ///     dpop: .init(proof: dpopHeader, method: "POST", url: "https://deploy.example/api/deploy"))
+    /// ```
+    /// - Parameters:
+    ///   - dpop: the `DPoP` header and the request it came with; nil for a bearer presentation.
+    /// - Returns: the verified token; the proof is then recorded as used.
+    /// - Throws: ``VerificationError`` naming the first failed check.
+    public func verify(
+        _ token: String,
+        requirements: Requirements = .none,
+        dpop: DPoPPresentation?,
+        at: Int64? = nil
+    ) throws(VerificationError) -> VerifiedToken {
         let now = at ?? self.now()
         let keySet = keys.current(now: now)
         let verified: VerifiedToken
@@ -359,7 +440,40 @@ public final class Verifier: Sendable {
         try checkTime(verified, now: now)
         try checkRequirements(verified, requirements)
         try checkStatus(verified, keySet: keySet, now: now)
+        try checkBinding(verified, token: token, dpop: dpop, now: now)
         return verified
+    }
+
+    /// RFC 9449 §7.1: the sender constraint of a `cnf.jkt` token, checked on every call (a proof is never cached).
+    private func checkBinding(
+        _ t: VerifiedToken,
+        token: String,
+        dpop: DPoPPresentation?,
+        now: Int64
+    ) throws(VerificationError) {
+        guard let dpop else {
+            // RFC 9449 §7.1 / RFC 6750: a bound token presented as a bearer token is refused.
+            if t.confirmationThumbprint != nil {
+                throw VerificationError(.dpopRequired, "the token is bound to a key (cnf.jkt): present a DPoP proof")
+            }
+            return
+        }
+        guard let jkt = t.confirmationThumbprint else {
+            throw VerificationError(.dpopKeyMismatch, "the token is not bound to a key (no cnf.jkt)")
+        }
+        let proof = try dpopChecker.check(
+            dpop.proof,
+            method: dpop.method,
+            url: dpop.url,
+            accessToken: token,
+            now: now
+        )
+        // RFC 9449 §4.3 step 12 / §6.1: the proof's key is the one the token is bound to.
+        guard Crypto.constantTimeEqual(Array(proof.thumbprint.utf8), Array(jkt.utf8)) else {
+            throw VerificationError(.dpopKeyMismatch, "the proof is signed by another key than the token's cnf.jkt")
+        }
+        // RFC 9449 §11.1: each proof once. Keyed by key and jti, so one client cannot spend another's jti.
+        try replayCache.record(proof.thumbprint + " " + proof.jti, expiresAt: proof.replayExpiresAt, now: now)
     }
 
     // MARK: - Parsing, header, signature, static claims (cached)
@@ -480,8 +594,16 @@ public final class Verifier: Sendable {
     ) throws(VerificationError) -> VerifiedToken {
         // RFC 9068 §2.1 / §4: access tokens carry typ "at+jwt" and verifiers must check it (no other token type
         // can be substituted, RFC 8725 §3.11).
-        guard let typ = h.member("typ"), typ.stringEquals("at+jwt") else {
-            throw VerificationError(.wrongType, "typ must be at+jwt")
+        switch configuration.profile {
+        case .accessToken:
+            guard let typ = h.member("typ"), typ.stringEquals("at+jwt") else {
+                throw VerificationError(.wrongType, "typ must be at+jwt")
+            }
+        case .idToken:
+            // RFC 7519 §5.1: "JWT" is the recommended value; media type names are case-insensitive.
+            if let typ = h.member("typ"), typ.string?.lowercased() != "jwt" {
+                throw VerificationError(.wrongType, "typ of an ID token must be JWT")
+            }
         }
         // RFC 7515 §4.1.11: a recipient that does not understand a listed critical extension must reject.
         // Stagepass defines none, so any crit is refused.
@@ -563,7 +685,12 @@ public final class Verifier: Sendable {
         guard iss != nil else { throw VerificationError(.missingClaim, "iss is required") }
         guard aud != nil else { throw VerificationError(.missingClaim, "aud is required") }
         let sub = try str("sub")
-        let jti = try str("jti")
+        let jti: String
+        if configuration.profile == .idToken, c.member("jti") == nil {
+            jti = ""
+        } else {
+            jti = try str("jti")
+        }
         var nbf: Int64?
         if let v = c.member("nbf") { nbf = try int("nbf", v) }
         // RFC 7519 §4.1 / OIDC Core §2: auth_time, when present, is a NumericDate.
@@ -578,6 +705,15 @@ public final class Verifier: Sendable {
             let uri = sl.member("uri")?.string
         {
             status = StatusReference(uri: uri, index: Int(idx))
+        }
+        // RFC 7800 §3.1 / RFC 9449 §6.1: cnf is an object; Stagepass binds with jkt only. A cnf without a usable jkt
+        // (another confirmation method, or a malformed one) names a binding this verifier cannot check: refused.
+        var jkt: String?
+        if let cnf = c.member("cnf") {
+            guard let v = cnf.member("jkt")?.string, !v.isEmpty else {
+                throw VerificationError(.missingClaim, "cnf must hold a jkt string")
+            }
+            jkt = v
         }
         return VerifiedToken(
             kid: entry.kid,
@@ -594,6 +730,7 @@ public final class Verifier: Sendable {
             stage: c.member("stage")?.string,
             sessionID: c.member("sid")?.string,
             status: status,
+            confirmationThumbprint: jkt,
             payload: payloadBytes
         )
     }

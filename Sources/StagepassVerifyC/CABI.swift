@@ -91,6 +91,24 @@ public func stagepass_verifier_new(
     _ maxLifetime: Int64,
     _ result: UnsafeMutablePointer<Int32>?
 ) -> OpaquePointer? {
+    stagepass_verifier_new_with_dpop(issuer, audiences, jwksJSON, leeway, maxLifetime, 0, 0, result)
+}
+
+@c(stagepass_verifier_new_with_dpop)
+public func stagepass_verifier_new_with_dpop(
+    _ issuer: UnsafePointer<CChar>?,
+    _ audiences: UnsafePointer<CChar>?,
+    _ jwksJSON: UnsafePointer<CChar>?,
+    _ leeway: Int64,
+    _ maxLifetime: Int64,
+    _ dpopProofMaxAge: Int64,
+    _ dpopReplayCapacity: Int64,
+    _ result: UnsafeMutablePointer<Int32>?
+) -> OpaquePointer? {
+    guard dpopReplayCapacity >= 0, dpopReplayCapacity <= Int64(Int32.max) else {
+        result?.pointee = Result.invalidConfiguration.rawValue
+        return nil
+    }
     guard let iss = string(issuer), let aud = string(audiences), let jwks = string(jwksJSON) else {
         result?.pointee = Result.invalidArgument.rawValue
         return nil
@@ -110,7 +128,9 @@ public func stagepass_verifier_new(
             issuer: iss,
             audiences: auds,
             leeway: leeway == -1 ? 30 : leeway,
-            maxLifetime: maxLifetime == 0 ? 3600 : maxLifetime
+            maxLifetime: maxLifetime == 0 ? 3600 : maxLifetime,
+            dpopProofMaxAge: dpopProofMaxAge == 0 ? 60 : dpopProofMaxAge,
+            dpopReplayCapacity: dpopReplayCapacity == 0 ? 65536 : Int(dpopReplayCapacity)
         )
     else {
         result?.pointee = Result.invalidConfiguration.rawValue
@@ -193,13 +213,66 @@ public func stagepass_verify(
     }
     let roles = string(role).map { $0.split(separator: ",").map(String.init) } ?? []
     let req = Requirements(roles: roles, stage: string(stage), pipeline: string(pipeline))
+    return verify(h, text, req, nil, now, claimsOut, claimsCap, claimsLen, detailOut, detailCap)
+}
+
+/// The one call into the verifier behind both exports: the verdict as a result code, claims or detail copied out.
+private func verify(
+    _ h: VerifierHandle,
+    _ text: String,
+    _ req: Requirements,
+    _ dpop: DPoPPresentation?,
+    _ now: Int64,
+    _ claimsOut: UnsafeMutablePointer<CChar>?,
+    _ claimsCap: Int,
+    _ claimsLen: UnsafeMutablePointer<Int>?,
+    _ detailOut: UnsafeMutablePointer<CChar>?,
+    _ detailCap: Int
+) -> Int32 {
     do {
-        let t = try h.verifier.verify(text, requirements: req, at: now == 0 ? nil : now)
+        let t = try h.verifier.verify(text, requirements: req, dpop: dpop, at: now == 0 ? nil : now)
         return copyOut(t.payload, claimsOut, claimsCap, claimsLen) ? Result.ok.rawValue : Result.bufferTooSmall.rawValue
     } catch {
         _ = copyOut(Array(error.detail.utf8.prefix(max(0, detailCap - 1))), detailOut, detailCap, nil)
         return error.code.rawValue
     }
+}
+
+/// `stagepass_verify` for a token presented with the DPoP scheme (RFC 9449 §7.1): `dpop_proof` is the request's
+/// `DPoP` header, `method` and `url` the request's. A NULL `dpop_proof` is a bearer presentation (then `method`
+/// and `url` are ignored), exactly `stagepass_verify`.
+@c(stagepass_verify_dpop)
+public func stagepass_verify_dpop(
+    _ v: OpaquePointer?,
+    _ token: UnsafePointer<CChar>?,
+    _ tokenLen: Int,
+    _ role: UnsafePointer<CChar>?,
+    _ stage: UnsafePointer<CChar>?,
+    _ pipeline: UnsafePointer<CChar>?,
+    _ dpopProof: UnsafePointer<CChar>?,
+    _ method: UnsafePointer<CChar>?,
+    _ url: UnsafePointer<CChar>?,
+    _ now: Int64,
+    _ claimsOut: UnsafeMutablePointer<CChar>?,
+    _ claimsCap: Int,
+    _ claimsLen: UnsafeMutablePointer<Int>?,
+    _ detailOut: UnsafeMutablePointer<CChar>?,
+    _ detailCap: Int
+) -> Int32 {
+    guard let h = handle(v), let token, tokenLen >= 0 else { return Result.invalidArgument.rawValue }
+    var presentation: DPoPPresentation?
+    if let proof = string(dpopProof) {
+        guard let m = string(method), let u = string(url) else { return Result.invalidArgument.rawValue }
+        presentation = DPoPPresentation(proof: proof, method: m, url: u)
+    }
+    let text = String(decoding: UnsafeRawBufferPointer(start: token, count: tokenLen), as: UTF8.self)
+    guard text.utf8.count == tokenLen else {
+        _ = copyOut(Array("token is not UTF-8".utf8), detailOut, detailCap, nil)
+        return VerificationErrorCode.malformed.rawValue
+    }
+    let roles = string(role).map { $0.split(separator: ",").map(String.init) } ?? []
+    let req = Requirements(roles: roles, stage: string(stage), pipeline: string(pipeline))
+    return verify(h, text, req, presentation, now, claimsOut, claimsCap, claimsLen, detailOut, detailCap)
 }
 
 @c(stagepass_verifier_free)

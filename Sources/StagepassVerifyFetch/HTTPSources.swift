@@ -80,6 +80,7 @@ enum Base64URLLite {
 
 public struct FetchError: Error, CustomStringConvertible {
     public let message: String
+    public init(message: String) { self.message = message }
     public var description: String { message }
 }
 

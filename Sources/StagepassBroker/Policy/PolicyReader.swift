@@ -24,6 +24,7 @@ struct PolicyReader {
 
     static let sections = [
         "tokens", "mfa", "sessions", "throttle", "audiences", "stages", "roles", "pipelines", "identities",
+        "ci_issuers", "ci_guardrails",
     ]
 
     func fail(_ line: Int, _ message: String) -> PolicyError { PolicyError(file: source, line: line, message: message) }
@@ -43,6 +44,8 @@ struct PolicyReader {
         if let s = section("audiences") { policy.audiences = try audiences(s) }
         if let s = section("stages") { policy.stages = try stages(s, tokens: policy.tokens, auth: policy.auth) }
         if let s = section("roles") { policy.roles = try roles(s, policy: policy) }
+        if let s = section("ci_issuers") { policy.ciIssuers = try ciIssuers(s) }
+        if let s = section("ci_guardrails") { policy.ciGuardrails = try ciGuardrails(s, policy: policy) }
         if let s = section("pipelines") { policy.pipelines = try pipelines(s, policy: policy) }
         if let s = section("identities") { policy.identities = try identities(s) }
         return policy

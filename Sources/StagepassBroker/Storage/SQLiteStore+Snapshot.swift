@@ -38,6 +38,17 @@ extension SQLiteStore: StoreTransfer {
             for r in try Row.fetchAll(db, sql: "SELECT name, value FROM counters") {
                 s.counters[r["name"]] = r["value"]
             }
+            s.ciTokenUses = try Row.fetchAll(
+                db,
+                sql: "SELECT * FROM ci_token_uses ORDER BY issuer COLLATE BINARY, token_key COLLATE BINARY"
+            ).map {
+                CITokenUseRecord(
+                    issuer: $0["issuer"],
+                    tokenKey: $0["token_key"],
+                    expiresAt: $0["expires_at"],
+                    usedAt: $0["used_at"]
+                )
+            }
             s.requests = try Row.fetchAll(db, sql: "SELECT * FROM approval_requests ORDER BY id").map {
                 try Self.readable(Self.request($0), "approval request")
             }
@@ -153,6 +164,12 @@ extension SQLiteStore: StoreTransfer {
                     arguments: [l.number, l.firstSeq, l.size, l.createdAt]
                 )
             }
+            for u in s.ciTokenUses {
+                try db.execute(
+                    sql: "INSERT INTO ci_token_uses (issuer, token_key, expires_at, used_at) VALUES (?, ?, ?, ?)",
+                    arguments: [u.issuer, u.tokenKey, u.expiresAt, u.usedAt]
+                )
+            }
             for (name, value) in s.counters.sorted(by: { $0.key < $1.key }) {
                 try db.execute(
                     sql: """
@@ -167,13 +184,13 @@ extension SQLiteStore: StoreTransfer {
                     sql: """
                         INSERT INTO approval_requests (id, device_code_hash, user_code, client_id, role, stage,
                             audience, run_id, commit_sha, triggered_by, created_at, expires_at, state, interval,
-                            last_poll_at, decided_by, deny_reason, token_jti)
-                        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                            last_poll_at, decided_by, deny_reason, token_jti, ci_issuer, ci_claims)
+                        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                         """,
                     arguments: [
                         r.id, Data(r.deviceCodeHash), r.userCode, r.clientId, r.role, r.stage, r.audience, r.runId,
                         r.commit, r.triggeredBy, r.createdAt, r.expiresAt, r.state.rawValue, r.interval, r.lastPollAt,
-                        r.decidedBy, r.denyReason, r.tokenJti,
+                        r.decidedBy, r.denyReason, r.tokenJti, r.ciIssuer, r.ciClaims,
                     ]
                 )
             }

@@ -357,7 +357,9 @@ extension SQLiteStore {
             lastPollAt: r["last_poll_at"],
             decidedBy: r["decided_by"],
             denyReason: r["deny_reason"],
-            tokenJti: r["token_jti"]
+            tokenJti: r["token_jti"],
+            ciIssuer: r["ci_issuer"],
+            ciClaims: r["ci_claims"]
         )
     }
 
@@ -373,12 +375,14 @@ extension SQLiteStore {
             try db.execute(
                 sql: """
                     INSERT INTO approval_requests (id, device_code_hash, user_code, client_id, role, stage, audience,
-                        run_id, commit_sha, triggered_by, created_at, expires_at, state, interval, decided_by)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                        run_id, commit_sha, triggered_by, created_at, expires_at, state, interval, decided_by,
+                        ci_issuer, ci_claims)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                     """,
                 arguments: [
                     q.id, Data(q.deviceCodeHash), q.userCode, q.clientId, q.role, q.stage, q.audience, q.runId,
                     q.commit, q.triggeredBy, q.createdAt, q.expiresAt, q.state.rawValue, q.interval, q.decidedBy,
+                    q.ciIssuer, q.ciClaims,
                 ]
             )
             _ = try Self.appendAudit(db, audit.chain)

@@ -72,6 +72,7 @@ public enum StoreCopy {
         same("approvals", a.approvals, b.approvals)
         same("delegations", a.delegations, b.delegations)
         same("audit_log", a.audit, b.audit)
+        same("ci_token_uses", a.ciTokenUses, b.ciTokenUses)
         return out
     }
 }

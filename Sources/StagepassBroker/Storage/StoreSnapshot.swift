@@ -1,3 +1,19 @@
+/// One use of a CI token in the replay cache (``CITokenStore``): copied so that a token used before a move is not
+/// accepted again after it.
+public struct CITokenUseRecord: Sendable, Hashable {
+    public var issuer: String
+    public var tokenKey: String
+    public var expiresAt: Int64
+    public var usedAt: Int64
+
+    public init(issuer: String, tokenKey: String, expiresAt: Int64, usedAt: Int64) {
+        self.issuer = issuer
+        self.tokenKey = tokenKey
+        self.expiresAt = expiresAt
+        self.usedAt = usedAt
+    }
+}
+
 /// One user's membership of one group.
 public struct MembershipRecord: Sendable, Hashable {
     public var userId: String
@@ -14,8 +30,8 @@ public struct MembershipRecord: Sendable, Hashable {
 /// same backup-code ids, factor boxes as sealed (the master key never takes part), and the audit chain's rows with
 /// their hashes exactly as written.
 ///
-/// Not part of a snapshot: throttle counters and WebAuthn challenges (short-lived; a moved broker starts them
-/// afresh), and the schema's own bookkeeping. Lists are in the order the broker reads them (approvals and delegations
+/// Not part of a snapshot: throttle counters, WebAuthn challenges and DPoP proof records (short-lived: a proof is
+/// refused as too old within ~90 s; a moved broker starts them afresh), and the schema's own bookkeeping. Lists are in the order the broker reads them (approvals and delegations
 /// in insertion order, which their "newest first" queries depend on).
 public struct StoreSnapshot: Sendable, Hashable {
     public var users: [UserRecord] = []
@@ -36,6 +52,8 @@ public struct StoreSnapshot: Sendable, Hashable {
     public var delegations: [DelegationRecord] = []
     /// The audit chain in `seq` order.
     public var audit: [AuditRow] = []
+    /// The CI-token replay cache, by issuer and key (a used CI token stays used across the move).
+    public var ciTokenUses: [CITokenUseRecord] = []
 
     public init() {}
 
@@ -49,6 +67,7 @@ public struct StoreSnapshot: Sendable, Hashable {
             ("counters", counters.count),
             ("approval_requests", requests.count), ("approvals", approvals.count),
             ("delegations", delegations.count), ("audit_log", audit.count),
+            ("ci_token_uses", ciTokenUses.count),
         ]
     }
 }

@@ -101,6 +101,11 @@ public struct ApprovalRequestRecord: Sendable, Hashable {
     public var decidedBy: String?
     public var denyReason: String?
     public var tokenJti: String?
+    /// For a pipeline authenticated by its CI platform's OIDC token: the token's `iss`.
+    public var ciIssuer: String?
+    /// With ``ciIssuer``: the token's mapped claims as canonical JSON (``CIIdentity/canonicalClaims``). The run id,
+    /// commit and trigger above were taken from them, and the binding covers them.
+    public var ciClaims: String?
 
     public init(
         id: String,
@@ -120,8 +125,12 @@ public struct ApprovalRequestRecord: Sendable, Hashable {
         lastPollAt: Int64? = nil,
         decidedBy: String? = nil,
         denyReason: String? = nil,
-        tokenJti: String? = nil
+        tokenJti: String? = nil,
+        ciIssuer: String? = nil,
+        ciClaims: String? = nil
     ) {
+        self.ciIssuer = ciIssuer
+        self.ciClaims = ciClaims
         self.id = id
         self.deviceCodeHash = deviceCodeHash
         self.userCode = userCode

@@ -1,6 +1,12 @@
 import Foundation
 import StagepassJOSE
 
+/// A pipeline whose identity was established (by its client secret, by its CI token, or, for a CI request's poll,
+/// by the device code).
+struct AuthenticatedPipeline {
+    var name: String
+}
+
 /// What the device authorization endpoint answers (RFC 8628 §3.2).
 public struct DeviceAuthorization: Sendable {
     public var requestId: String
@@ -12,6 +18,10 @@ public struct DeviceAuthorization: Sendable {
     public var interval: Int64
     /// True when a standing delegation already approved the run.
     public var preApproved: Bool
+    /// The pipeline the request is for (with a CI token: the one whose rule matched).
+    public var pipeline: String = ""
+    /// The run (with a CI token: its run id claim).
+    public var runId: String = ""
 }
 
 /// A request as shown to a human deciding on it.
@@ -111,9 +121,35 @@ extension TokenBroker {
         triggeredBy: String?
     ) throws -> DeviceAuthorization {
         let c = try authenticateClient(client, secret: secret)
+        return try openRequest(
+            client: c.name,
+            audience: audience,
+            role: role,
+            stage: stage,
+            runId: runId,
+            commit: commit,
+            triggeredBy: triggeredBy,
+            ci: nil
+        )
+    }
+
+    /// Opens an approval request for an authenticated pipeline: by client secret, or (`ci`) by its CI platform's
+    /// token, whose run id, commit and actor are then the ones passed here.
+    func openRequest(
+        client: String,
+        audience: String,
+        role: String,
+        stage: String,
+        runId: String,
+        commit: String?,
+        triggeredBy: String?,
+        ci: CIIdentity?
+    ) throws -> DeviceAuthorization {
+        let c = AuthenticatedPipeline(name: client)
         let p = policy.current
         let now = clock.now()
-        let details = ["client": c.name, "role": role, "stage": stage, "audience": audience, "run_id": runId]
+        var details = ["client": c.name, "role": role, "stage": stage, "audience": audience, "run_id": runId]
+        if let ci { details.merge(Self.ciAuditDetails(ci)) { a, _ in a } }
         func printable(_ s: String, max: Int) -> Bool {
             (1...max).contains(s.utf8.count) && s.unicodeScalars.allSatisfy { $0.value >= 0x20 && $0.value != 0x7f }
         }
@@ -131,7 +167,9 @@ extension TokenBroker {
         do throws(OAuthError) {
             try checkPipeline(c.name, role: role, stage: stage, audience: audience, policy: p)
             s = try authorize(groups: nil, role: role, stage: stage, audience: audience, policy: p).1
-            if !s.allowSelfApproval { triggers = try triggeringUsers(triggeredBy, stage: s, policy: p) }
+            if !s.allowSelfApproval {
+                triggers = try triggeringUsers(triggeredBy, stage: s, policy: p, ciIssuer: ci?.issuer)
+            }
         } catch {
             throw denied(error, action: "request.deny", actor: nil, details: details)
         }
@@ -150,7 +188,9 @@ extension TokenBroker {
             triggeredBy: triggeredBy,
             createdAt: now,
             expiresAt: now + p.tokens.requestLifetime,
-            interval: p.tokens.pollInterval
+            interval: p.tokens.pollInterval,
+            ciIssuer: ci?.issuer,
+            ciClaims: ci?.canonicalClaims
         )
         var auditDetails = details
         auditDetails["request"] = id
@@ -228,13 +268,18 @@ extension TokenBroker {
             userCode: record.userCode,
             expiresIn: p.tokens.requestLifetime,
             interval: p.tokens.pollInterval,
-            preApproved: preApproved
+            preApproved: preApproved,
+            pipeline: c.name,
+            runId: runId
         )
     }
 
     /// The approval binding: the hex SHA-256 of everything the human saw.
+    /// For a pipeline authenticated by a CI token, the token's issuer and its mapped claims (repository, ids, ref,
+    /// workflow, …) are covered too.
     static func binding(_ r: ApprovalRequestRecord) throws -> String {
-        let fields = [r.id, r.clientId, r.role, r.stage, r.audience, r.runId, r.commit ?? "", r.triggeredBy ?? ""]
+        var fields = [r.id, r.clientId, r.role, r.stage, r.audience, r.runId, r.commit ?? "", r.triggeredBy ?? ""]
+        if let issuer = r.ciIssuer { fields += ["ci", issuer, r.ciClaims ?? ""] }
         let joined = fields.map { "\($0.utf8.count):\($0)" }.joined()
         return try Crypto.sha256(Array(joined.utf8)).map { String(format: "%02x", $0) }.joined()
     }
@@ -243,10 +288,18 @@ extension TokenBroker {
 
     /// The pipeline's poll: `authorization_pending`, `slow_down` (and the interval grows by 5 s, §3.5),
     /// `access_denied`, `expired_token`, or the token once approved (handed out once).
-    public func poll(client: String, secret: String, deviceCode: String) async throws -> IssuedToken {
+    /// A request opened with a CI token is polled without a secret: the device code, handed only to the job that
+    /// presented that token, is its proof (`secret` nil).
+    public func poll(
+        client: String,
+        secret: String?,
+        deviceCode: String,
+        dpopProof: String? = nil
+    ) async throws -> IssuedToken {
+        let binding = try checkDPoPProof(dpopProof)
         // The checks read and write storage: they run on the storage lanes, off the cooperative pool.
         let grant = try await BrokerExecutor.storage.run {
-            try self.pollGrant(client: client, secret: secret, deviceCode: deviceCode)
+            try self.pollGrant(client: client, secret: secret, deviceCode: deviceCode, dpop: binding)
         }
         do { return try await issue(grant) } catch let e as StoreError where e == .conflict {
             throw OAuthError.invalidGrant("the device_code was already used")
@@ -254,11 +307,20 @@ extension TokenBroker {
     }
 
     /// Everything ``poll(client:secret:deviceCode:)`` checks and records before it signs.
-    func pollGrant(client: String, secret: String, deviceCode: String) throws -> Grant {
-        let c = try authenticateClient(client, secret: secret)
+    func pollGrant(client: String, secret: String?, deviceCode: String, dpop: DPoPBinding? = nil) throws -> Grant {
+        let c = AuthenticatedPipeline(
+            name: try secret.map { try authenticateClient(client, secret: $0).name } ?? client
+        )
         guard deviceCode.utf8.count <= 128,
             let r = try store.request(deviceCodeHash: try Crypto.sha256(Array(deviceCode.utf8))), r.clientId == c.name
         else { throw OAuthError.invalidGrant("unknown device_code") }
+        // Secret-less polling is for requests a CI token opened, and only those; a CI request is polled that way.
+        guard (secret == nil) == (r.ciIssuer != nil) else {
+            throw secret == nil ? OAuthError.invalidClient : OAuthError.invalidGrant("unknown device_code")
+        }
+        // RFC 9449 §11.1: every token request's proof is used once, polls included; a poll that could never be
+        // issued a token (DPoP required, no proof) says so at once, not after a human approved it.
+        let jkt = try recordDPoP(dpop, stage: policy.current.stages[r.stage], pipeline: c.name, policy: policy.current)
         let now = clock.now()
         switch r.state {
         case .denied:
@@ -284,6 +346,18 @@ extension TokenBroker {
                 actor: c.name,
                 details: ["request": r.id]
             )
+        }
+        if let ciIssuer = r.ciIssuer {
+            // The pipeline must still be one the policy authenticates by this issuer's tokens.
+            let rule = p.pipelines[r.clientId]?.ci
+            guard let rule, p.ciIssuers[rule.issuer]?.issuer == ciIssuer else {
+                throw denied(
+                    .accessDenied("the pipeline '\(r.clientId)' is no longer authenticated by \(ciIssuer) tokens"),
+                    action: "token.deny",
+                    actor: c.name,
+                    details: ["request": r.id]
+                )
+            }
         }
         let approvals = try store.approvals(requestId: r.id)
         guard let last = approvals.last else { throw OAuthError.authorizationPending }
@@ -319,6 +393,10 @@ extension TokenBroker {
             )
             throw OAuthError.accessDenied("the approval no longer stands: \(reason)")
         }
+        // The policy may have changed since the proof was recorded: a token it requires to be bound must be.
+        if jkt == nil, dpopRequired(stage: s, pipeline: c.name, policy: p) {
+            _ = try recordDPoP(nil, stage: s, pipeline: c.name, policy: p)
+        }
         return Grant(
             userId: last.userId,
             userName: last.userName,
@@ -334,7 +412,9 @@ extension TokenBroker {
             commit: r.commit,
             approvals: approvals.map(\.id),
             requestId: r.id,
-            via: "device-code"
+            via: r.ciIssuer == nil ? "device-code" : "device-code+ci",
+            ci: r.ciIssuer.map { CIGrant(issuer: $0, claims: CIIdentity.parseClaims(r.ciClaims ?? "")) },
+            jkt: jkt
         )
     }
 
@@ -398,7 +478,7 @@ extension TokenBroker {
             throw .forbidden("only holders of the role '\(r.role)' may decide on this request")
         }
         if !stage.allowSelfApproval {
-            let triggers = try triggeringUsers(r.triggeredBy, stage: stage, policy: p)
+            let triggers = try triggeringUsers(r.triggeredBy, stage: stage, policy: p, ciIssuer: r.ciIssuer)
             guard !triggers.contains(Identity.normalize(s.userName)) else {
                 throw .forbidden("the user who triggered the run cannot approve it")
             }
@@ -409,13 +489,21 @@ extension TokenBroker {
     /// The users (normalised names) a run's `triggered_by` names: the user of that name, and the user the policy's
     /// `identities` maps it to. For a stage that forbids self-approval, a run whose trigger is missing or names
     /// nobody cannot be decided, and is refused.
+    /// For a run authenticated by a CI token, the trigger is the token's actor, and the policy's identities may name
+    /// it per issuer as `ISSUER-NAME:actor` (e.g. `github:octocat`) as well as plainly.
     func triggeringUsers(
         _ triggeredBy: String?,
         stage: StagePolicy,
-        policy p: AccessPolicy
+        policy p: AccessPolicy,
+        ciIssuer: String? = nil
     ) throws(OAuthError)
         -> Set<String>
     {
+        if ciIssuer != nil, triggeredBy == nil {
+            throw .invalidRequest(
+                "the stage '\(stage.name)' forbids self-approval, and the CI token names no actor to keep from approving"
+            )
+        }
         guard let triggeredBy else {
             throw .invalidRequest(
                 "the stage '\(stage.name)' forbids self-approval: the request must name its trigger (triggered_by)"
@@ -425,6 +513,11 @@ extension TokenBroker {
         var users: Set<String> = []
         if (try? store.user(named: key)) != nil { users.insert(key) }
         if let mapped = p.identities[key] { users.insert(Identity.normalize(mapped)) }
+        if let ciIssuer, let name = p.ciIssuers.values.first(where: { $0.issuer == ciIssuer })?.name,
+            let mapped = p.identities[Identity.normalize(name + ":" + triggeredBy)]
+        {
+            users.insert(Identity.normalize(mapped))
+        }
         guard !users.isEmpty else {
             throw .invalidRequest(
                 "the stage '\(stage.name)' forbids self-approval, but triggered_by '\(triggeredBy.prefix(80))' names "
@@ -664,7 +757,8 @@ extension TokenBroker {
                 throw OAuthError.invalidRequest("the window must be 1..\(maxWindow) seconds for '\(stage)'")
             }
             try checkPipeline(client, role: role, stage: stage, audience: audience, policy: p)
-            guard try store.client(named: client) != nil else {
+            let registered = try store.client(named: client) != nil
+            guard p.pipelines[client]?.ci != nil || registered else {
                 throw OAuthError.notFound("no registered pipeline client '\(client)'")
             }
             let fresh = try requireFresh(s, stage: st, now: now, approving: true)

@@ -70,6 +70,11 @@ extension PagesAPI {
             "state": v.expired && r.state == .pending ? "expired" : r.state.rawValue, "pending": pending,
             "expiresIn": Self.duration(max(0, r.expiresAt - broker.clock.now())),
         ]
+        if let issuer = r.ciIssuer {
+            let claims = (try? JSONValue.parse(r.ciClaims ?? "{}"))?.objectValue ?? [:]
+            ctx["ciIssuer"] = issuer
+            ctx["ciClaims"] = claims.keys.sorted().map { ["name": $0, "value": claims[$0]?.stringValue ?? ""] }
+        }
         if let problem = tokens.freshnessProblem(s, stage: r.stage, approving: true) {
             let kinds = stage?.factorsForApproval ?? []
             ctx["fresh"] = false

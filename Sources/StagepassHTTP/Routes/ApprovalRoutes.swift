@@ -61,6 +61,11 @@ struct ApprovalRoutes: Sendable {
         ]
         if let c = r.commit { o["commit"] = .string(c) }
         if let t = r.triggeredBy { o["triggered_by"] = .string(t) }
+        if let issuer = r.ciIssuer {
+            // What the CI platform signed about the run: the approver sees it, and the approval's binding covers it.
+            o["ci_issuer"] = .string(issuer)
+            o["ci_claims"] = (try? JSONValue.parse(r.ciClaims ?? "{}")) ?? .object([:])
+        }
         if let stage = tokens.policy.current.stages[r.stage] {
             o["approval_factors"] = .array(stage.factorsForApproval.map(\.rawValue).sorted().map { .string($0) })
         }

@@ -1,6 +1,9 @@
+import Foundation
 import Logging
 import ServiceLifecycle
 import StagepassBroker
+import StagepassVerify
+import StagepassVerifyFetch
 
 /// Moves signing keys through their states on schedule (``KeyStore/runSchedule(every:)``); stops on graceful
 /// shutdown.
@@ -156,3 +159,28 @@ struct StatusListRefreshService: Service {
         }
     }
 }
+
+/// Keeps the trusted CI issuers' keys fresh in the background (each issuer's JWKS re-fetched when its Cache-Control
+/// max-age has passed), so a job's token is verified against cached keys without waiting on its platform; stops on
+/// graceful shutdown.
+struct CIIssuerRefreshService: Service {
+    let tokens: TokenBroker
+
+    /// The networked key source of a CI issuer: discovery document, then JWKS (StagepassVerifyFetch), each fetch
+    /// bounded by the issuer's `fetch_timeout`.
+    static let discoveryFetcher: CIKeyDirectory.Fetcher = { issuer, rsa, timeout in
+        DiscoveryKeySource(issuer: issuer, rsaAlgorithm: rsa, getter: URLSessionGetter(timeout: TimeInterval(timeout)))
+    }
+
+    func run() async throws {
+        let tokens = self.tokens
+        try await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                await tokens.ciKeys.refreshDue(tokens.policy.current, now: tokens.human.clock.now())
+                do { try await Task.sleep(for: .seconds(5)) } catch { return }
+            }
+        }
+    }
+}
+
+extension DiscoveryKeySource: CIIssuerKeySource {}

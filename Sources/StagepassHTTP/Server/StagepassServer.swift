@@ -128,7 +128,12 @@ public struct StagepassServer: Sendable {
         )
         try await keyStore.reconcile()  // audit gaps and leftovers of an interrupted key change (README, Operations)
         logger.info("key schedule: a demoted key stays published \(schedule.retiringPeriod) s")
-        let tokens = TokenBroker(human: broker, keys: keyStore, issuer: c.issuerURL)
+        let tokens = TokenBroker(
+            human: broker,
+            keys: keyStore,
+            issuer: c.issuerURL,
+            ciKeys: CIKeyDirectory(fetcher: CIIssuerRefreshService.discoveryFetcher)
+        )
         let registry = connectionRegistry()
         let app = buildApplication(
             broker: broker,
@@ -179,6 +184,7 @@ public struct StagepassServer: Sendable {
         services += [
             .init(service: KeyScheduleService(keys: keyStore, interval: c.keyScheduleInterval, lease: lease)),
             .init(service: StatusListRefreshService(tokens: tokens, logger: logger, lease: lease)),
+            .init(service: CIIssuerRefreshService(tokens: tokens)),
             .init(
                 service: DrainingHTTPService(
                     app: app,

@@ -20,7 +20,7 @@
 extern "C" {
 #endif
 
-/* Result codes. 0 is success; 1..19 are token verdicts (stable, same order as the Swift checks);
+/* Result codes. 0 is success; 1..24 are token verdicts (stable, same order as the Swift checks);
  * 100+ are errors of the call itself (bad argument, buffer too small, bad configuration). */
 enum stagepass_result {
     STAGEPASS_OK = 0,
@@ -43,6 +43,12 @@ enum stagepass_result {
     STAGEPASS_PIPELINE_MISMATCH = 17,
     STAGEPASS_REVOKED = 18,
     STAGEPASS_STATUS_UNAVAILABLE = 19,
+    /* Sender-constrained tokens (DPoP, RFC 9449), checked after status; added after 19, never renumbered. */
+    STAGEPASS_DPOP_REQUIRED = 20,          /* a cnf.jkt token presented without a proof (stagepass_verify) */
+    STAGEPASS_BAD_DPOP_PROOF = 21,         /* the proof fails a check: form, typ, alg, jwk, signature, htm, htu, iat, ath */
+    STAGEPASS_DPOP_KEY_MISMATCH = 22,      /* the proof's key is not the token's cnf.jkt, or the token is not bound */
+    STAGEPASS_DPOP_REPLAYED = 23,          /* the proof's jti was already accepted by this verifier */
+    STAGEPASS_DPOP_REPLAY_CACHE_FULL = 24, /* the replay cache is full of unexpired proofs: refused, fail closed */
 
     STAGEPASS_ERR_INVALID_ARGUMENT = 100,
     STAGEPASS_ERR_BUFFER_TOO_SMALL = 101,
@@ -66,6 +72,14 @@ const char *stagepass_result_name(int result);
  * Returns NULL and sets *result (if non-NULL) on failure. */
 stagepass_verifier *stagepass_verifier_new(const char *issuer, const char *audiences, const char *jwks_json,
                                            int64_t leeway_seconds, int64_t max_lifetime_seconds, int *result);
+
+/* stagepass_verifier_new with the DPoP settings (RFC 9449 §11.1): dpop_proof_max_age_seconds, how old a proof may be
+ * (its iat before now, plus the leeway): 1...300, or 0 for the default (60); dpop_replay_capacity, how many accepted
+ * proofs the handle remembers for the replay check: 1...2147483647, or 0 for the default (65536). */
+stagepass_verifier *stagepass_verifier_new_with_dpop(const char *issuer, const char *audiences, const char *jwks_json,
+                                                     int64_t leeway_seconds, int64_t max_lifetime_seconds,
+                                                     int64_t dpop_proof_max_age_seconds, int64_t dpop_replay_capacity,
+                                                     int *result);
 
 /* Replace the key set (e.g. after the caller re-fetched /.well-known/jwks.json). */
 int stagepass_verifier_set_jwks(stagepass_verifier *verifier, const char *jwks_json);
@@ -102,6 +116,20 @@ int stagepass_verify(stagepass_verifier *verifier, const char *token, size_t tok
                      const char *role, const char *stage, const char *pipeline, int64_t now,
                      char *claims_out, size_t claims_cap, size_t *claims_len,
                      char *detail_out, size_t detail_cap);
+
+/* stagepass_verify for a request that used the DPoP authorization scheme (RFC 9449 §7.1): dpop_proof is the
+ * request's DPoP header, method and url the request's method (e.g. "POST") and target URI (query and fragment are
+ * ignored). A token bound with cnf.jkt is accepted only with a valid, fresh proof by that key for this method and URL
+ * whose ath is the token's hash, seen once by this verifier (the replay cache is per handle: 65536 proofs; when full
+ * of unexpired proofs, new ones get STAGEPASS_DPOP_REPLAY_CACHE_FULL rather than an old one being forgotten).
+ * dpop_proof NULL is a bearer presentation: exactly stagepass_verify (a bound token gets STAGEPASS_DPOP_REQUIRED).
+ * A proof with a token that has no cnf.jkt gets STAGEPASS_DPOP_KEY_MISMATCH. method and url must be non-NULL when
+ * dpop_proof is (else STAGEPASS_ERR_INVALID_ARGUMENT). Other arguments and outputs as stagepass_verify. */
+int stagepass_verify_dpop(stagepass_verifier *verifier, const char *token, size_t token_len,
+                          const char *role, const char *stage, const char *pipeline,
+                          const char *dpop_proof, const char *method, const char *url, int64_t now,
+                          char *claims_out, size_t claims_cap, size_t *claims_len,
+                          char *detail_out, size_t detail_cap);
 
 void stagepass_verifier_free(stagepass_verifier *verifier);
 

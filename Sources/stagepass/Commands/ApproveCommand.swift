@@ -57,7 +57,14 @@ func describeRequest(_ r: JSONValue) -> String {
           pipeline: \(f("client"))   run: \(f("run_id"))   commit: \(f("commit"))   triggered by: \(f("triggered_by"))
           wants:    role \(f("role")) for stage \(f("stage")) at \(f("audience"))
           approvals: \(r["approvals"]?.arrayValue?.count ?? 0) of \(r["approvers_needed"]?.intValue ?? 1)
-        """
+        """ + ciLines(r)
+}
+
+/// The CI platform's signed claims of a run authenticated by its CI token.
+private func ciLines(_ r: JSONValue) -> String {
+    guard let issuer = r["ci_issuer"]?.stringValue, let claims = r["ci_claims"]?.objectValue else { return "" }
+    let shown = claims.keys.sorted().map { "\($0)=\(claims[$0]?.stringValue ?? "")" }.joined(separator: " ")
+    return "\n  signed by CI: \(issuer)\n    \(shown)"
 }
 
 /// `stagepass deny CODE`.

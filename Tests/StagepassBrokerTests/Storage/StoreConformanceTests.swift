@@ -272,6 +272,26 @@ private func delegation(
         }
     }
 
+    // MARK: DPoP proofs
+
+    /// RFC 9449 §11.1: a proof is recorded once (also under concurrency), refused while unexpired, forgotten after.
+    @Test(arguments: Backend.allCases) func dpopProofsAreRecordedOnce(_ backend: Backend) throws {
+        try backend.run { t throws in
+            let s = t.store
+            #expect(try s.recordDPoPProof(key: "jkt-a jti-1", expiresAt: 200, now: 100))
+            #expect(try !s.recordDPoPProof(key: "jkt-a jti-1", expiresAt: 250, now: 150))
+            // Another key with the same jti is another proof.
+            #expect(try s.recordDPoPProof(key: "jkt-b jti-1", expiresAt: 200, now: 150))
+            // Once expired the record is gone (the proof would fail its iat check anyway).
+            #expect(try s.recordDPoPProof(key: "jkt-a jti-1", expiresAt: 400, now: 200))
+            let wins = Count()
+            try concurrently(16) { _ in
+                if try s.recordDPoPProof(key: "jkt-c jti-9", expiresAt: 900, now: 300) { wins.add() }
+            }
+            #expect(wins.value == 1)
+        }
+    }
+
     // MARK: sessions
 
     @Test(arguments: Backend.allCases) func sessionsRoundTrip(_ backend: Backend) throws {
@@ -622,6 +642,34 @@ private func delegation(
             #expect(throws: StoreError.conflict) {
                 _ = try s.insertToken(token("late"), audit: try audit(s), claimRequest: "r2")
             }
+        }
+    }
+
+    @Test(arguments: Backend.allCases) func ciTokensAreAcceptedOnceAndRequestsKeepTheirCIClaims(
+        _ backend: Backend
+    )
+        throws
+    {
+        try backend.run { t throws in
+            let s = t.store
+            #expect(try s.useCIToken(issuer: "https://ci.test", key: "jti-1", expiresAt: 1000, now: 100))
+            #expect(try !s.useCIToken(issuer: "https://ci.test", key: "jti-1", expiresAt: 1000, now: 200))
+            #expect(try s.useCIToken(issuer: "https://other.test", key: "jti-1", expiresAt: 1000, now: 200))
+            // Concurrent presentations of one token: exactly one is accepted.
+            let wins = Count()
+            try concurrently(8) { _ in
+                if try s.useCIToken(issuer: "https://ci.test", key: "jti-2", expiresAt: 1000, now: 300) { wins.add() }
+            }
+            #expect(wins.value == 1)
+            // Kept past the token's expiry (clock margin), pruned after it.
+            #expect(try !s.useCIToken(issuer: "https://ci.test", key: "jti-1", expiresAt: 1000, now: 1299))
+            #expect(try s.useCIToken(issuer: "https://ci.test", key: "jti-1", expiresAt: 5000, now: 1301))
+            var r = request("r-ci", code: "GGGG-HHHH", device: [9])
+            r.ciIssuer = "https://ci.test"
+            r.ciClaims = #"{"repository":"acme/web","run_id":"7"}"#
+            try s.insertRequest(r, audit: try audit(s))
+            #expect(try s.request(id: "r-ci") == r)
+            #expect(try s.request(id: "r-ci")?.ciClaims == r.ciClaims)
         }
     }
 

@@ -296,6 +296,38 @@ enum PostgresMigrations {
                 "INSERT INTO keyring_meta (id, version) VALUES (1, 0)",
             ]
         ),
+        // Requests of pipelines authenticated by a CI token keep the token's issuer and mapped claims; each CI token
+        // is accepted once (the replay cache, pruned once its tokens expired).
+        Migration(
+            name: "v7-ci-federation",
+            statements: [
+                "ALTER TABLE approval_requests ADD COLUMN ci_issuer text",
+                "ALTER TABLE approval_requests ADD COLUMN ci_claims text",
+                """
+                CREATE TABLE ci_token_uses (
+                    issuer text NOT NULL,
+                    token_key text NOT NULL,
+                    expires_at bigint NOT NULL,
+                    used_at bigint NOT NULL,
+                    PRIMARY KEY (issuer, token_key)
+                )
+                """,
+                "CREATE INDEX ci_token_uses_expiry ON ci_token_uses(expires_at)",
+            ]
+        ),
+        // RFC 9449 §11.1: DPoP proofs the token endpoint accepted (SQLite's v8-dpop-proofs).
+        Migration(
+            name: "v8-dpop-proofs",
+            statements: [
+                """
+                CREATE TABLE dpop_proofs (
+                    key_hash bytea PRIMARY KEY CHECK (length(key_hash) = 32),
+                    expires_at bigint NOT NULL
+                )
+                """,
+                "CREATE INDEX dpop_proofs_expiry ON dpop_proofs(expires_at)",
+            ]
+        ),
     ]
 
     /// Applies the missing migrations, each in a transaction under the migration lock. Returns the names applied now.

@@ -55,6 +55,16 @@ extension PostgresStore: StoreTransfer {
                 let (number, firstSeq, size, createdAt) = try $0.decode((Int64, Int64, Int64, Int64).self)
                 return StatusListRecord(number: number, firstSeq: firstSeq, size: size, createdAt: createdAt)
             }
+            s.ciTokenUses = try await all(
+                """
+                SELECT issuer, token_key, expires_at, used_at FROM ci_token_uses
+                ORDER BY issuer COLLATE "C", token_key COLLATE "C"
+                """
+            )
+            .map {
+                let (issuer, key, expiresAt, usedAt) = try $0.decode((String, String, Int64, Int64).self)
+                return CITokenUseRecord(issuer: issuer, tokenKey: key, expiresAt: expiresAt, usedAt: usedAt)
+            }
             for row in try await all("SELECT name, value FROM counters") {
                 let (name, value) = try row.decode((String, Int64).self)
                 s.counters[name] = value
@@ -179,6 +189,14 @@ extension PostgresStore: StoreTransfer {
                     """
                 )
             }
+            for u in s.ciTokenUses {
+                try await run(
+                    """
+                    INSERT INTO ci_token_uses (issuer, token_key, expires_at, used_at)
+                    VALUES (\(u.issuer), \(u.tokenKey), \(u.expiresAt), \(u.usedAt))
+                    """
+                )
+            }
             for (name, value) in s.counters.sorted(by: { $0.key < $1.key }) {
                 try await run(
                     """
@@ -192,11 +210,11 @@ extension PostgresStore: StoreTransfer {
                     """
                     INSERT INTO approval_requests (id, device_code_hash, user_code, client_id, role, stage, audience,
                         run_id, commit_sha, triggered_by, created_at, expires_at, state, interval, last_poll_at,
-                        decided_by, deny_reason, token_jti)
+                        decided_by, deny_reason, token_jti, ci_issuer, ci_claims)
                     VALUES (\(r.id), \(Data(r.deviceCodeHash)), \(r.userCode), \(r.clientId), \(r.role), \(r.stage),
                         \(r.audience), \(r.runId), \(r.commit), \(r.triggeredBy), \(r.createdAt), \(r.expiresAt),
                         \(r.state.rawValue), \(r.interval), \(r.lastPollAt), \(r.decidedBy), \(r.denyReason),
-                        \(r.tokenJti))
+                        \(r.tokenJti), \(r.ciIssuer), \(r.ciClaims))
                     """
                 )
             }

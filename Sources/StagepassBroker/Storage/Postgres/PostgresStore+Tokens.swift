@@ -86,6 +86,19 @@ extension PostgresStore {
         let logger = self.logger
         return try transaction { conn in
             try await Self.lock(conn, .auditChain, logger: logger)
+            // The fast path: a handful of round trips for the whole batch. Should any row conflict (a duplicate jti),
+            // it is rolled back and every item runs alone in its own savepoint, as below.
+            try await Self.drain(conn.query("SAVEPOINT token_batch", logger: logger))
+            do {
+                let fast = try await Self.insertAll(conn, batch, logger: logger)
+                try await Self.drain(conn.query("RELEASE SAVEPOINT token_batch", logger: logger))
+                return fast
+            } catch {
+                guard let e = Self.storeError(error, "token batch") as? StoreError, case .conflict = e else {
+                    throw error
+                }
+                try await Self.drain(conn.query("ROLLBACK TO SAVEPOINT token_batch", logger: logger))
+            }
             var out: [Result<TokenRecord, StoreError>] = []
             out.reserveCapacity(batch.count)
             for p in batch {
@@ -111,6 +124,87 @@ extension PostgresStore {
             }
             return out
         }
+    }
+
+    /// The whole batch in a few statements, on `conn` inside a transaction that holds the chain lock: each request
+    /// claim (an item whose request is not `approved` fails alone: its UPDATE changes nothing), one read of the last
+    /// `seq` and of the chain head, the `seq`s and the audit chain computed in batch order, then one multi-row
+    /// INSERT for the ledger and one for the audit log. A duplicate jti fails the statement (the caller then takes
+    /// the per-item path).
+    static func insertAll(
+        _ conn: PostgresConnection,
+        _ batch: [PendingToken],
+        logger: Logger
+    ) async throws -> [Result<TokenRecord, StoreError>] {
+        var out: [Result<TokenRecord, StoreError>] = []
+        var kept: [(index: Int, item: PendingToken)] = []
+        for (i, p) in batch.enumerated() {
+            if let id = p.claimRequest {
+                let claimed = try await collect(
+                    conn.query(
+                        """
+                        UPDATE approval_requests SET state = 'issued', token_jti = \(p.token.jti)
+                        WHERE id = \(id) AND state = 'approved'
+                        RETURNING 1
+                        """,
+                        logger: logger
+                    )
+                )
+                if claimed.isEmpty {
+                    out.append(.failure(StoreError.conflict("request \(id) is not approved")))
+                    continue
+                }
+            }
+            out.append(.success(p.token))
+            kept.append((i, p))
+        }
+        guard !kept.isEmpty else { return out }
+        let top = try await collect(conn.query("SELECT COALESCE(MAX(seq), 0) FROM tokens", logger: logger))
+        guard var seq = try top.first?.decode(Int64.self) else { throw StoreError.backend("no token seq") }
+        var last = try await collect(
+            conn.query("SELECT seq, time, prev_hash, event, hash FROM audit_log ORDER BY seq DESC LIMIT 1", logger: logger)
+        ).first.map(auditRow)
+        var tokenSQL = """
+            INSERT INTO tokens (seq, jti, kid, user_id, user_name, session_id, client_id, role, stage, audience,
+                                request_id, issued_at, expires_at) VALUES
+            """
+        var tokenBinds = PostgresBindings(capacity: kept.count * 13)
+        var auditSQL = "INSERT INTO audit_log (seq, time, prev_hash, event, hash) VALUES "
+        var auditBinds = PostgresBindings(capacity: kept.count * 5)
+        for (n, entry) in kept.enumerated() {
+            seq += 1
+            var t = entry.item.token
+            t.seq = seq
+            out[entry.index] = .success(t)
+            let row = try entry.item.audit.chain(last)
+            last = row
+            let base = n * 13
+            tokenSQL += (n == 0 ? "" : ", ") + "(" + (1...13).map { "$\(base + $0)" }.joined(separator: ", ") + ")"
+            tokenBinds.append(t.seq)
+            tokenBinds.append(t.jti)
+            tokenBinds.append(t.kid)
+            tokenBinds.append(t.userId)
+            tokenBinds.append(t.userName)
+            tokenBinds.append(t.sessionId)
+            tokenBinds.append(t.clientId)
+            tokenBinds.append(t.role)
+            tokenBinds.append(t.stage)
+            tokenBinds.append(t.audience)
+            tokenBinds.append(t.requestId)
+            tokenBinds.append(t.issuedAt)
+            tokenBinds.append(t.expiresAt)
+            let a = n * 5
+            auditSQL += (n == 0 ? "" : ", ") + "(" + (1...5).map { "$\(a + $0)" }.joined(separator: ", ") + ")"
+            auditBinds.append(row.seq)
+            auditBinds.append(row.time)
+            auditBinds.append(row.prevHash)
+            auditBinds.append(row.event)
+            auditBinds.append(row.hash)
+        }
+        // Constant SQL text with numbered placeholders only; every value is a bound parameter.
+        try await drain(conn.query(PostgresQuery(unsafeSQL: tokenSQL, binds: tokenBinds), logger: logger))
+        try await drain(conn.query(PostgresQuery(unsafeSQL: auditSQL, binds: auditBinds), logger: logger))
+        return out
     }
 
     /// One ledger row, its request claim and its audit record, on `conn` inside a transaction that holds the chain
@@ -290,7 +384,9 @@ extension PostgresStore {
             lastPollAt: try c("last_poll_at"),
             decidedBy: try c("decided_by"),
             denyReason: try c("deny_reason"),
-            tokenJti: try c("token_jti")
+            tokenJti: try c("token_jti"),
+            ciIssuer: try c("ci_issuer"),
+            ciClaims: try c("ci_claims")
         )
     }
 
@@ -303,10 +399,11 @@ extension PostgresStore {
                     conn.query(
                         """
                         INSERT INTO approval_requests (id, device_code_hash, user_code, client_id, role, stage, audience,
-                            run_id, commit_sha, triggered_by, created_at, expires_at, state, interval, decided_by)
+                            run_id, commit_sha, triggered_by, created_at, expires_at, state, interval, decided_by,
+                            ci_issuer, ci_claims)
                         VALUES (\(q.id), \(Data(q.deviceCodeHash)), \(q.userCode), \(q.clientId), \(q.role), \(q.stage),
                             \(q.audience), \(q.runId), \(q.commit), \(q.triggeredBy), \(q.createdAt), \(q.expiresAt),
-                            \(q.state.rawValue), \(q.interval), \(q.decidedBy))
+                            \(q.state.rawValue), \(q.interval), \(q.decidedBy), \(q.ciIssuer), \(q.ciClaims))
                         """,
                         logger: logger
                     )
