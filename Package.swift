@@ -15,6 +15,8 @@ let package = Package(
         .executable(name: "stagepass", targets: ["stagepass"]),
         .library(name: "StagepassVerify", targets: ["StagepassVerify"]),
         .library(name: "StagepassVerifyC", type: .dynamic, targets: ["StagepassVerifyC"]),
+        // Hummingbird middleware for deploy endpoints, and the forward-auth guard behind `stagepass guard`.
+        .library(name: "StagepassHummingbird", targets: ["StagepassHummingbird"]),
     ],
     dependencies: [
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
@@ -51,6 +53,16 @@ let package = Package(
             swiftSettings: upcoming
         ),
         .target(name: "StagepassVerifyFetch", dependencies: ["StagepassVerify"], swiftSettings: upcoming),
+        .target(
+            name: "StagepassHummingbird",
+            dependencies: [
+                "StagepassVerify", "StagepassVerifyFetch", "StagepassJOSE",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: upcoming
+        ),
         .target(
             name: "StagepassBroker",
             dependencies: [
@@ -103,6 +115,7 @@ let package = Package(
             name: "stagepass",
             dependencies: [
                 "StagepassJOSE", "StagepassVerify", "StagepassVerifyFetch", "StagepassBroker", "StagepassHTTP",
+                "StagepassHummingbird",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
@@ -155,6 +168,17 @@ let package = Package(
         .testTarget(
             name: "StagepassVerifyCTests",
             dependencies: ["StagepassVerifyCHeader"],
+            swiftSettings: upcoming
+        ),
+        .testTarget(
+            name: "StagepassHummingbirdTests",
+            dependencies: [
+                "StagepassHummingbird", "StagepassVerify", "StagepassVerifyFetch", "StagepassJOSE",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: upcoming
         ),
         .testTarget(

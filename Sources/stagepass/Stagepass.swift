@@ -12,7 +12,7 @@ struct Stagepass: AsyncParsableCommand {
         subcommands: [
             // One line per command group.
             // Deploy endpoints: the offline verifier.
-            VerifyCommand.self, BenchCommand.self, DevSignCommand.self, DevJWKSCommand.self,
+            VerifyCommand.self, GuardCommand.self, BenchCommand.self, DevSignCommand.self, DevJWKSCommand.self,
             // Signing keys.
             KeysCommand.self,
             // The broker and its humans.

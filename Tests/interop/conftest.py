@@ -72,6 +72,7 @@ def pytest_configure(config):
     # The fault suite: `make chaos` runs every `chaos` test; `make test` runs all but the `slow` ones (its smoke subset).
     config.addinivalue_line("markers", "chaos: a fault-suite test (slow clients, signals, storms, kills, full disks)")
     config.addinivalue_line("markers", "slow: a long fault-suite test, run by `make chaos` only")
+    config.addinivalue_line("markers", "release: needs the release build (`make release`; `make test` makes it first)")
 
 
 HANG_SECONDS = int(os.environ.get("STAGEPASS_HANG_SECONDS", "120"))
