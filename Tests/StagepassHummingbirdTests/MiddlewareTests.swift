@@ -3,6 +3,7 @@ import Hummingbird
 import HummingbirdTesting
 import StagepassJOSE
 import StagepassVerify
+import Synchronization
 import Testing
 
 @testable import StagepassHummingbird
@@ -196,7 +197,7 @@ struct MiddlewareTests {
         let jkt = try JWK(publicKey: holder.publicKey(), alg: nil, use: nil).thumbprint()
         let token = try issuer.token(["cnf": .object(["jkt": .string(jkt)])])
         let url = "https://deploy.example/deploy"
-        func proof(_ key: PrivateKey = holder, method: String = "POST", url: String = url) throws -> String {
+        @Sendable func proof(_ key: PrivateKey = holder, method: String = "POST", url: String = url) throws -> String {
             try DPoPProof.make(key: key, method: method, url: url, accessToken: token, issuedAt: TestIssuer.now)
         }
         let dpopChallenge = #"Bearer realm="stagepass", DPoP realm="stagepass", algs="ES256 EdDSA", error="#
