@@ -19,11 +19,14 @@ version=$3
 install -d "$dest/bin" "$dest/lib/pkgconfig" "$dest/include" "$dest/share/doc/stagepass"
 install -m 0755 "$bin_dir/stagepass" "$dest/bin/stagepass"
 strip --strip-unneeded "$dest/bin/stagepass"
+# The build tree's runpath names the toolchain's Swift runtime, which the static build does not use.
+patchelf --remove-rpath "$dest/bin/stagepass"
 # The library is installed under its C name; its SONAME follows, and the build tree's runpath (the toolchain's
 # Swift runtime, not needed with the runtime linked in statically) is removed.
 install -m 0755 "$bin_dir/libStagepassVerifyC.so" "$dest/lib/libstagepass_verify.so"
 strip --strip-unneeded "$dest/lib/libstagepass_verify.so"
-patchelf --set-soname libstagepass_verify.so --remove-rpath "$dest/lib/libstagepass_verify.so"
+patchelf --remove-rpath "$dest/lib/libstagepass_verify.so"
+patchelf --set-soname libstagepass_verify.so "$dest/lib/libstagepass_verify.so"
 install -m 0644 Sources/StagepassVerifyC/include/stagepass_verify.h "$dest/include/stagepass_verify.h"
 sed "s/@VERSION@/$version/" Packaging/stagepass-verify.pc.in > "$dest/lib/pkgconfig/stagepass-verify.pc"
 chmod 0644 "$dest/lib/pkgconfig/stagepass-verify.pc"
