@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The forward-auth guard under load (Specs/benchmarks.md, "Forward-auth guard").
 #
-#   Benchmarks/guard/run.sh [--no-build] [--runs N] [--seconds S] [--threads T] [--connections C]
+#   Benchmarks/guard/run.sh [--no-build] [--bin PATH] [--runs N] [--seconds S] [--threads T] [--connections C]
 #
 # Release build (`make release`: static Swift runtime, the build `make install` ships). Signs an ES256 token with a
 # fresh key (`stagepass dev-sign`) and a status list for it, starts `stagepass guard` on a free loopback port with a
@@ -13,23 +13,24 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-build=1 runs=1 seconds=10 threads=2 connections=64
+build=1 runs=1 seconds=10 threads=2 connections=64 bin=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --no-build) build=0; shift ;;
+        --bin) bin=$2; build=0; shift 2 ;;  # another build of stagepass (figures are only recorded for release)
         --runs) runs=$2; shift 2 ;;
         --seconds) seconds=$2; shift 2 ;;
         --threads) threads=$2; shift 2 ;;
         --connections) connections=$2; shift 2 ;;
-        -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
         *) echo "unknown argument $1" >&2; exit 2 ;;
     esac
 done
 
 command -v wrk >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }
 flags=(-c release -Xswiftc -static-stdlib --scratch-path .build-release)
-[ "$build" = 1 ] && swift build "${flags[@]}" --product stagepass
-bin="$(swift build "${flags[@]}" --show-bin-path)/stagepass"
+if [ "$build" = 1 ]; then swift build "${flags[@]}" --product stagepass; fi
+[ -n "$bin" ] || bin="$(swift build "${flags[@]}" --show-bin-path)/stagepass"
 [ -x "$bin" ] || { echo "no release binary at $bin (drop --no-build)" >&2; exit 2; }
 
 work=$(mktemp -d)
