@@ -49,6 +49,7 @@ target base64url -- StagepassJOSE
 target token -- StagepassVerify StagepassJOSE
 target jwks -- StagepassVerify StagepassJOSE
 target statuslist -- StagepassVerify StagepassJOSE
+target dpop -- StagepassVerify StagepassJOSE
 # The broker's WebAuthn decoders, compiled into the target itself (read-only use of the broker sources).
 target cbor Sources/StagepassBroker/Factors/WebAuthn/{CBOR,COSEKey,WebAuthnError}.swift \
     Sources/StagepassBroker/BrokerError.swift -- StagepassJOSE

@@ -44,6 +44,9 @@ def main() -> int:
                         write("token", b64u_decode(seg))
                 except ValueError:
                     pass
+        for p in c.get("dpop_earlier", []) + ([c["dpop"]] if "dpop" in c else []):
+            write("dpop", p["proof"].encode("utf-8"))
+            write("dpop", p["url"].encode("utf-8"))
         j = json.dumps(c["jwks"], separators=(",", ":")).encode()
         if j not in jwks_seen:
             jwks_seen.add(j)

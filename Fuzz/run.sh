@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 SECONDS_PER_TARGET="${1:?usage: Fuzz/run.sh SECONDS [TARGET...]}"; shift
 OUT=.build/fuzz
 TARGETS=("$@")
-if [[ ${#TARGETS[@]} -eq 0 ]]; then TARGETS=(base64url token jwks statuslist cbor policy); fi
+if [[ ${#TARGETS[@]} -eq 0 ]]; then TARGETS=(base64url token jwks statuslist dpop cbor policy); fi
 mkdir -p "$OUT/artifacts" "$OUT/logs"
 total=0
 failed=0

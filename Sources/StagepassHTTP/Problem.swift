@@ -130,7 +130,7 @@ public struct Problem: Error, Sendable, HTTPResponseError {
         case .insufficientUserAuthentication: (.unauthorized, "Fresh second factor required")
         case .temporarilyUnavailable: (.serviceUnavailable, "Busy")
         case .invalidRequest, .invalidGrant, .unauthorizedClient, .unsupportedGrantType, .invalidScope,
-            .invalidTarget, .authorizationPending, .slowDown:
+            .invalidTarget, .authorizationPending, .slowDown, .invalidDPoPProof:
             (.badRequest, "Request refused")
         }
     }
@@ -187,7 +187,7 @@ extension OAuthError {
         case .temporarilyUnavailable: .serviceUnavailable
         case .invalidRequest, .invalidGrant, .unauthorizedClient, .unsupportedGrantType, .invalidScope,
             .invalidTarget, .authorizationPending, .slowDown, .accessDenied, .expiredToken,
-            .insufficientUserAuthentication, .notFound, .conflict, .forbidden:
+            .insufficientUserAuthentication, .notFound, .conflict, .forbidden, .invalidDPoPProof:
             .badRequest
         }
     }

@@ -60,10 +60,15 @@ public struct DPoPProofChecker: Sendable {
     public let maxAge: Int64
     /// Clock skew tolerated in both directions, in seconds.
     public let leeway: Int64
+    /// Proof keys already imported (nil: none kept).
+    private let keys: DPoPKeyCache?
 
-    public init(maxAge: Int64 = 60, leeway: Int64 = 30) {
+    /// - Parameter keyCache: how many proof keys to keep imported (0: none). Importing a P-256 point costs about as
+    ///   much as verifying a signature, and a client signs all its proofs with one key.
+    public init(maxAge: Int64 = 60, leeway: Int64 = 30, keyCache: Int = 0) {
         self.maxAge = max(1, maxAge)
         self.leeway = max(0, leeway)
+        self.keys = keyCache > 0 ? DPoPKeyCache(capacity: keyCache) : nil
     }
 
     /// Checks `proof` for a request with `method` to `url`.
@@ -123,13 +128,20 @@ public struct DPoPProofChecker: Sendable {
         for m in ["d", "p", "q", "dp", "dq", "qi", "oth", "k"] where jwkMembers[m] != nil {
             throw bad("jwk must not contain private key members")
         }
-        let jwk: JWK
         let key: PublicKey
         let thumbprint: String
+        // The members RFC 7638 §3.2 hashes identify the public key: the cache key (other members change nothing).
+        let identity = ["kty", "crv", "x", "y"].map { jwkMembers[$0]?.stringValue ?? "" }.joined(separator: "\u{0}")
         do {
-            jwk = try JWK(json: .object(jwkMembers))
-            key = try jwk.publicKey()
-            thumbprint = try jwk.thumbprint()
+            // Parsed every time (the JWK's own rules decide alike with and without the cache); imported once.
+            let jwk = try JWK(json: .object(jwkMembers))
+            if let hit = keys?.lookup(identity) {
+                (key, thumbprint) = hit
+            } else {
+                key = try jwk.publicKey()
+                thumbprint = try jwk.thumbprint()
+                keys?.insert(identity, (key, thumbprint))
+            }
         } catch {
             throw bad("jwk is not a usable public key")
         }
@@ -217,6 +229,39 @@ public struct DPoPProofChecker: Sendable {
     }
 }
 
+/// Imported proof keys by their RFC 7638 members, with their thumbprints: bounded, FIFO eviction (a miss only costs
+/// an import, so forgetting is harmless here, unlike in ``DPoPReplayCache``).
+final class DPoPKeyCache: Sendable {
+    private struct State {
+        var map: [String: (PublicKey, String)] = [:]
+        var order: [String] = []
+        var next = 0
+    }
+    private let capacity: Int
+    private let state: Mutex<State>
+
+    init(capacity: Int) {
+        self.capacity = max(1, capacity)
+        self.state = Mutex(State())
+    }
+
+    func lookup(_ identity: String) -> (PublicKey, String)? { state.withLock { $0.map[identity] } }
+
+    func insert(_ identity: String, _ entry: (PublicKey, String)) {
+        state.withLock { s in
+            guard s.map[identity] == nil else { return }
+            if s.order.count < capacity {
+                s.order.append(identity)
+            } else {
+                s.map[s.order[s.next]] = nil
+                s.order[s.next] = identity
+                s.next = (s.next + 1) % capacity
+            }
+            s.map[identity] = entry
+        }
+    }
+}
+
 /// The verifier's record of DPoP proofs already accepted (RFC 9449 §11.1): bounded in count and in time.
 ///
 /// An entry is kept until its proof could no longer pass the `iat` window (``DPoPProofClaims/replayExpiresAt``),
@@ -234,6 +279,9 @@ public final class DPoPReplayCache: Sendable {
         /// Keys in insertion order, with the expiry they were inserted with (nearly sorted: iat varies by the skew).
         var queue: [(key: String, expiresAt: Int64)] = []
         var head = 0
+        /// When the last full sweep ran: at most one per second, so a flood against a full cache costs a lookup
+        /// per proof, not a sweep.
+        var sweptAt = Int64.min
     }
 
     public let capacity: Int
@@ -254,15 +302,16 @@ public final class DPoPReplayCache: Sendable {
         let outcome: VerificationErrorCode? = state.withLock { s in
             if let e = s.expiries[key], e > now { return .dpopReplayed }
             Self.purgeFront(&s, now: now)
-            if s.expiries.count >= capacity {
+            if s.expiries.count >= capacity, s.sweptAt != now {
                 // The front may hold a later expiry than entries behind it: one full sweep before refusing.
+                s.sweptAt = now
                 s.expiries = s.expiries.filter { $0.value > now }
                 s.queue = s.queue[s.head...].filter {
                     (s.expiries[$0.key] ?? .min) == $0.expiresAt && $0.expiresAt > now
                 }
                 s.head = 0
-                if s.expiries.count >= capacity { return .dpopReplayCacheFull }
             }
+            if s.expiries.count >= capacity { return .dpopReplayCacheFull }
             s.expiries[key] = expiresAt
             s.queue.append((key, expiresAt))
             return nil

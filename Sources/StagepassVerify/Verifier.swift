@@ -337,7 +337,11 @@ public final class Verifier: Sendable {
         self.statusOn = Atomic(statusLists != nil)
         self.cache = TokenCache(capacity: configuration.cacheCapacity)
         self.now = clock ?? { systemNow() }
-        self.dpopChecker = DPoPProofChecker(maxAge: configuration.dpopProofMaxAge, leeway: configuration.leeway)
+        self.dpopChecker = DPoPProofChecker(
+            maxAge: configuration.dpopProofMaxAge,
+            leeway: configuration.leeway,
+            keyCache: 1024
+        )
         self.replayCache = DPoPReplayCache(capacity: configuration.dpopReplayCapacity)
     }
 

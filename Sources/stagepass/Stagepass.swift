@@ -13,6 +13,7 @@ struct Stagepass: AsyncParsableCommand {
             // One line per command group.
             // Deploy endpoints: the offline verifier.
             VerifyCommand.self, GuardCommand.self, BenchCommand.self, DevSignCommand.self, DevJWKSCommand.self,
+            DPoPProofCommand.self,
             // Signing keys.
             KeysCommand.self,
             // The broker and its humans.

@@ -140,6 +140,12 @@ BHQcTBFK/XVeR8w=
 -----END PRIVATE KEY-----
 """
 
+ED_DPOP_PEM = """\
+-----BEGIN PRIVATE KEY-----
+MC4CAQAwBQYDK2VwBCIEIDWS3/cALBUmvc2fUig6NgrgWWqI7gone8w95M3OMnD4
+-----END PRIVATE KEY-----
+"""
+
 # ---------------------------------------------------------------------------------------------
 # Profile constants (Specs/token-profile.md)
 # ---------------------------------------------------------------------------------------------
@@ -278,6 +284,8 @@ K_ED = Key("eddsa", ED_MAIN_PEM, "EdDSA")
 K_RS = Key("rs256", RSA_RS_PEM, "RS256")
 K_PS = Key("ps256", RSA_PS_PEM, "PS256")
 K_RS1024 = Key("rs256-1024", RSA_1024_PEM, "RS256")  # below the 2048-bit floor
+K_DPOP = K_ES_OTHER  # the client's DPoP proof key (RFC 9449): never an issuer key
+K_DPOP_ED = Key("eddsa-dpop", ED_DPOP_PEM, "EdDSA")  # an Ed25519 DPoP proof key
 
 JWKS_MAIN = {"keys": [K_ES.jwk(), K_ED.jwk(), K_RS.jwk(), K_PS.jwk()]}
 
@@ -476,7 +484,8 @@ CASES: list[dict] = []
 
 def case(cid: str, description: str, tok: str, expected: str, *, jwks: dict | None = None, config: dict | None = None,
          requirements: dict | None = None, status_lists: list[str] | None = None, status_max_age: int | None = None,
-         status_list_results: list[str] | None = None, now: int = NOW) -> None:
+         status_list_results: list[str] | None = None, now: int = NOW, dpop: dict | None = None,
+         dpop_earlier: list[dict] | None = None) -> None:
     assert all(c["id"] != cid for c in CASES), cid
     c = {
         "id": cid,
@@ -498,6 +507,10 @@ def case(cid: str, description: str, tok: str, expected: str, *, jwks: dict | No
         assert status_lists is not None and len(status_list_results) == len(status_lists), cid
         assert set(status_list_results) <= {"ok", "bad_status_list", "stale_status_list"}, cid
         c["status_list_results"] = status_list_results
+    if dpop_earlier is not None:
+        c["dpop_earlier"] = dpop_earlier
+    if dpop is not None:
+        c["dpop"] = dpop
     c["expected"] = expected
     CASES.append(c)
 
@@ -995,14 +1008,154 @@ def build_cases() -> None:
          "status_unavailable", status_lists=[sl1])
 
 
+# --- DPoP (RFC 9449; token-profile.md §8) ---------------------------------------------------------
+
+DPOP_URL = "https://deploy.test/api/deploy"
+PROOF_SERIAL = [0]  # proof jti values in the order proofs are made (reset per render: reproducible)
+
+
+def jwk_public(key: Key) -> dict:
+    return key.members()
+
+
+def dpop_proof(tok: str | None, key: Key = K_DPOP, /, *, header: dict | None = None, sign_alg: str | None = None,
+               signature: bytes | None = None, **changes) -> str:
+    """A DPoP proof JWT for POST DPOP_URL with `ath` of `tok` (RFC 9449 §4.2); changes edit or DELETE claims."""
+    h = {"typ": "dpop+jwt", "alg": key.alg, "jwk": jwk_public(key)} if header is None else header
+    PROOF_SERIAL[0] += 1
+    c = {"jti": f"proof-{PROOF_SERIAL[0]:03d}", "htm": "POST", "htu": DPOP_URL, "iat": NOW}
+    if tok is not None:
+        c["ath"] = b64u(hashlib.sha256(tok.encode()).digest())
+    for k, v in changes.items():
+        if v is DELETE:
+            c.pop(k, None)
+        else:
+            c[k] = v
+    return compact(h, c, key, sign_alg=sign_alg, signature=signature)
+
+
+def present(proof: str, method: str = "POST", url: str = DPOP_URL) -> dict:
+    return {"proof": proof, "method": method, "url": url}
+
+
+def bound(jti_value: str, key: Key = K_DPOP, **claim_changes) -> str:
+    """An access token bound to `key` (cnf.jkt, RFC 7800 §3.1)."""
+    return token(jti_value, cnf={"jkt": key.kid}, **claim_changes)
+
+
+def build_dpop_cases() -> None:
+    t = bound("dpop-valid-es256")
+    case("dpop-valid-es256", "bound token (cnf.jkt) with a valid ES256 proof for this method and URL", t, "ok",
+         dpop=present(dpop_proof(t)))
+    t = bound("dpop-valid-eddsa", K_DPOP_ED)
+    case("dpop-valid-eddsa", "bound token with a valid EdDSA (Ed25519) proof", t, "ok",
+         dpop=present(dpop_proof(t, K_DPOP_ED)))
+    t = bound("dpop-htu-normalised")
+    case("dpop-htu-normalised", "htu and the request URL differ only in case of scheme and host, the default port, "
+         "query and fragment (RFC 9449 §4.3 step 9)", t, "ok",
+         dpop=present(dpop_proof(t, htu="HTTPS://Deploy.TEST:443/api/deploy"), url=DPOP_URL + "?run=7#top"))
+    t = bound("dpop-high-s")
+    p = dpop_proof(t)
+    sig = sig_of(p)
+    high = sig[:32] + (P256_N - int.from_bytes(sig[32:], "big")).to_bytes(32, "big")
+    case("dpop-high-s", "a proof whose ES256 signature is the high-S twin: accepted (a proof is identified by its jti)",
+         t, "ok", dpop=present(with_sig(p, high)))
+    t = bound("dpop-iat-oldest")
+    case("dpop-iat-oldest", "proof iat = now - 90 (max age 60 s + leeway 30 s)", t, "ok",
+         dpop=present(dpop_proof(t, iat=NOW - 90)))
+    t = bound("dpop-iat-future-leeway")
+    case("dpop-iat-future-leeway", "proof iat = now + 30 (leeway)", t, "ok", dpop=present(dpop_proof(t, iat=NOW + 30)))
+    t = token("dpop-unbound-bearer")
+    case("dpop-unbound-bearer", "an unbound token presented as a bearer token", t, "ok")
+
+    t = bound("dpop-bound-as-bearer")
+    case("dpop-bound-as-bearer", "a bound token presented as a bearer token (no proof)", t, "dpop_required")
+    t = bound("dpop-order-expired", exp=NOW - 100, iat=NOW - 600)
+    case("dpop-order-expired", "an expired bound token without a proof: expired is reported first", t, "expired")
+    t = token("dpop-cnf-without-jkt", cnf={"x5t#S256": "bwcK0esc3ACC3DB2Y5_lESsXE8o9ltc05O89jdN-dg2"})
+    case("dpop-cnf-without-jkt", "cnf with a confirmation method other than jkt", t, "missing_claim")
+    t = token("dpop-cnf-not-object", cnf="jkt")
+    case("dpop-cnf-not-object", "cnf is a string", t, "missing_claim")
+
+    def bad(cid, description, proof_of, **kw):
+        tk = bound(cid)
+        case(cid, description, tk, "bad_dpop_proof", dpop=present(proof_of(tk), **kw))
+
+    bad("dpop-typ-jwt", "proof typ is JWT, not dpop+jwt",
+        lambda tk: dpop_proof(tk, header={"typ": "JWT", "alg": "ES256", "jwk": jwk_public(K_DPOP)}))
+    bad("dpop-typ-missing", "proof without typ", lambda tk: dpop_proof(tk, header={"alg": "ES256", "jwk": jwk_public(K_DPOP)}))
+    bad("dpop-alg-none", "proof alg none, empty signature",
+        lambda tk: dpop_proof(tk, header={"typ": "dpop+jwt", "alg": "none", "jwk": jwk_public(K_DPOP)}, signature=b""))
+    bad("dpop-alg-rs256", "proof alg RS256 (not ES256 or EdDSA)",
+        lambda tk: dpop_proof(tk, K_RS, header={"typ": "dpop+jwt", "alg": "RS256", "jwk": jwk_public(K_RS)}))
+    bad("dpop-no-jwk", "proof header without jwk", lambda tk: dpop_proof(tk, header={"typ": "dpop+jwt", "alg": "ES256"}))
+    priv = dict(jwk_public(K_DPOP), d=b64u_uint(K_DPOP.private.private_numbers().private_value, 32))
+    bad("dpop-private-jwk", "proof jwk carries the private key (d)",
+        lambda tk: dpop_proof(tk, header={"typ": "dpop+jwt", "alg": "ES256", "jwk": priv}))
+    bad("dpop-jwk-alg-mismatch", "proof alg EdDSA with an EC jwk",
+        lambda tk: dpop_proof(tk, header={"typ": "dpop+jwt", "alg": "EdDSA", "jwk": jwk_public(K_DPOP)},
+                              sign_alg="ES256"))
+    bad("dpop-crit", "proof header with crit",
+        lambda tk: dpop_proof(tk, header={"typ": "dpop+jwt", "alg": "ES256", "jwk": jwk_public(K_DPOP), "crit": ["x"]}))
+    bad("dpop-bad-signature", "proof signature with a flipped bit",
+        lambda tk: with_sig(dpop_proof(tk), flip_bit(sig_of(dpop_proof(tk)))))
+    bad("dpop-signed-by-other-key", "proof jwk is the token's key but another key signed it",
+        lambda tk: compact({"typ": "dpop+jwt", "alg": "ES256", "jwk": jwk_public(K_DPOP)},
+                           json.loads(base64.urlsafe_b64decode(dpop_proof(tk).split(".")[1] + "==")), K_ES))
+    bad("dpop-htm-mismatch", "proof htm GET for a POST request", lambda tk: dpop_proof(tk, htm="GET"))
+    bad("dpop-htm-case", "proof htm post (methods are case-sensitive)", lambda tk: dpop_proof(tk, htm="post"))
+    bad("dpop-htu-other-path", "proof htu names another path", lambda tk: dpop_proof(tk, htu="https://deploy.test/api/other"))
+    bad("dpop-htu-other-host", "proof htu names another host", lambda tk: dpop_proof(tk, htu="https://evil.test/api/deploy"))
+    bad("dpop-htu-other-port", "proof htu names another port",
+        lambda tk: dpop_proof(tk, htu="https://deploy.test:8443/api/deploy"))
+    bad("dpop-htu-missing", "proof without htu", lambda tk: dpop_proof(tk, htu=DELETE))
+    bad("dpop-htm-missing", "proof without htm", lambda tk: dpop_proof(tk, htm=DELETE))
+    bad("dpop-jti-missing", "proof without jti", lambda tk: dpop_proof(tk, jti=DELETE))
+    bad("dpop-jti-empty", "proof jti is empty", lambda tk: dpop_proof(tk, jti=""))
+    bad("dpop-jti-too-long", "proof jti of 129 bytes", lambda tk: dpop_proof(tk, jti="j" * 129))
+    bad("dpop-iat-too-old", "proof iat = now - 91", lambda tk: dpop_proof(tk, iat=NOW - 91))
+    bad("dpop-iat-future", "proof iat = now + 31", lambda tk: dpop_proof(tk, iat=NOW + 31))
+    bad("dpop-iat-missing", "proof without iat", lambda tk: dpop_proof(tk, iat=DELETE))
+    bad("dpop-iat-string", "proof iat is a string", lambda tk: dpop_proof(tk, iat=str(NOW)))
+    bad("dpop-ath-missing", "proof without ath (a resource request needs it)", lambda tk: dpop_proof(None))
+    bad("dpop-ath-other-token", "proof ath is the hash of another token", lambda tk: dpop_proof(tk + "x"))
+    bad("dpop-not-a-jws", "proof is not a compact JWS", lambda tk: "a.b")
+    bad("dpop-request-url-relative", "the request URL is not absolute", lambda tk: dpop_proof(tk), url="/api/deploy")
+    bad("dpop-method-differs", "the request method is GET, the proof says POST", lambda tk: dpop_proof(tk),
+        method="GET")
+
+    t = bound("dpop-other-key")
+    case("dpop-other-key", "a valid proof by another key than cnf.jkt", t, "dpop_key_mismatch",
+         dpop=present(dpop_proof(t, K_DPOP_ED)))
+    t = token("dpop-unbound-with-proof")
+    case("dpop-unbound-with-proof", "an unbound token presented with the DPoP scheme", t, "dpop_key_mismatch",
+         dpop=present(dpop_proof(t)))
+    t = bound("dpop-replayed")
+    p = present(dpop_proof(t))
+    case("dpop-replayed", "the same proof presented a second time", t, "dpop_replayed", dpop=p, dpop_earlier=[p])
+    t = bound("dpop-replayed-same-jti")
+    case("dpop-replayed-same-jti", "a new proof reusing an accepted proof's jti", t, "dpop_replayed",
+         dpop=present(dpop_proof(t, iat=NOW - 5, jti="proof-reused")),
+         dpop_earlier=[present(dpop_proof(t, jti="proof-reused"))])
+    t = bound("dpop-replay-cache-full")
+    case("dpop-replay-cache-full", "replay cache capacity 1 holding one unexpired proof: a new proof is refused "
+         "(fail closed, nothing evicted)", t, "dpop_replay_cache_full",
+         config=dict(DEFAULT_CONFIG, dpop_replay_capacity=1), dpop=present(dpop_proof(t, jti="second")),
+         dpop_earlier=[present(dpop_proof(t, jti="first"))])
+
+
 def document() -> dict:
     CASES.clear()
+    PROOF_SERIAL[0] = 0
     build_cases()
+    build_dpop_cases()
     return {
         "description": "Stagepass access token verifier conformance vectors. Each case: a compact JWS, the JWKS and "
         "verifier configuration it is checked with, the caller's requirements, optional status lists (installed "
         "with fetched_at = now), the verifier clock `now` (unix seconds) and the expected verdict: \"ok\" or the "
-        "first failing check's error code (Specs/token-profile.md). Generated by Specs/vectors/generate.py.",
+        "first failing check's error code (Specs/token-profile.md). A case with `dpop` presents the token with the "
+        "DPoP scheme (RFC 9449: proof, method, url), after each of `dpop_earlier` (each accepted); without it the "
+        "token is a bearer presentation. Generated by Specs/vectors/generate.py.",
         "version": 1,
         "cases": CASES,
     }
@@ -1020,7 +1173,7 @@ def self_check() -> None:
 
     warnings.simplefilter("ignore")  # joserfc warns about the deliberately small RSA key
 
-    for k in (K_ES, K_ES_OTHER, K_ED, K_RS, K_PS, K_RS1024):
+    for k in (K_ES, K_ES_OTHER, K_ED, K_RS, K_PS, K_RS1024, K_DPOP_ED):
         jk = JWKRegistry.import_key(k.members())
         assert jk.thumbprint() == k.kid, k.name
 

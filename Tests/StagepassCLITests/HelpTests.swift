@@ -140,7 +140,8 @@ struct HelpTests {
             ["verify"],
             [
                 "--jwks", "--issuer", "--audience", "--role", "--stage", "--pipeline", "--status-list",
-                "--status-max-age", "--leeway", "--max-lifetime", "--now", "<token>",
+                "--status-max-age", "--leeway", "--max-lifetime", "--now", "--dpop-proof", "--method", "--url",
+                "<token>",
             ]
         ),
         (["revoke"], ["--jti", "--session", "--user", "--kid", "--reason", "--broker", "--session-file"]),
@@ -148,10 +149,17 @@ struct HelpTests {
             ["request"],
             [
                 "--broker", "--client", "--client-secret-env", "--audience", "--role", "--stage", "--run-id",
-                "--commit", "--triggered-by", "--timeout",
+                "--commit", "--triggered-by", "--timeout", "--dpop", "--dpop-key-file", "--dpop-alg",
             ]
         ),
-        (["token"], ["--audience", "--role", "--stage", "--pipeline", "--broker", "--session-file"]),
+        (
+            ["token"],
+            [
+                "--audience", "--role", "--stage", "--pipeline", "--broker", "--session-file", "--dpop",
+                "--dpop-key-file", "--dpop-alg",
+            ]
+        ),
+        (["dpop-proof"], ["--method", "--url", "--token-file", "--dpop-key-file"]),
         (["login"], ["--broker", "--user", "--password-stdin", "--code", "--session-file"]),
         (["approve"], ["<user-code>", "--code", "--broker", "--session-file"]),
         (["deny"], ["<user-code>", "--reason"]),
@@ -186,7 +194,7 @@ struct HelpTests {
             helpOutput(["token"]).text.trimmingCharacters(in: .newlines) == """
                 OVERVIEW: Exchange the saved session for a scoped token (prints only the JWT).
 
-                USAGE: stagepass token [--broker <broker>] [--session-file <session-file>] --audience <audience> --role <role> --stage <stage> [--pipeline <pipeline>]
+                USAGE: stagepass token [--broker <broker>] [--session-file <session-file>] --audience <audience> --role <role> --stage <stage> [--pipeline <pipeline>] [--dpop] [--dpop-key-file <dpop-key-file>] [--dpop-alg <dpop-alg>]
 
                 OPTIONS:
                   --broker <broker>       Broker base URL (default: the one saved by stagepass login).
@@ -196,6 +204,12 @@ struct HelpTests {
                   --role <role>           The role.
                   --stage <stage>         The stage.
                   --pipeline <pipeline>   The pipeline client the token is for (client_id).
+                  --dpop                  Bind the token to a fresh per-run key held in memory (DPoP); see
+                                          --dpop-key-file to keep the key.
+                  --dpop-key-file <dpop-key-file>
+                                          Bind the token (implies --dpop) and write the per-run key here (mode
+                                          0600) for `stagepass dpop-proof`.
+                  --dpop-alg <dpop-alg>   The per-run key's algorithm: ES256 or EdDSA. (default: ES256)
                   -h, --help              Show help information.
                 """
         )

@@ -157,6 +157,45 @@ struct ParsingTests {
         #expect(try usageError(["token", "--audience", "api", "--role", "deployer"]).contains("--stage"))
     }
 
+    @Test func dpopOptionsParseAndAreValidated() throws {
+        let base = [
+            "request", "--broker", "http://b", "--client", "c", "--client-secret-env", "S", "--audience", "a",
+            "--role", "r", "--stage", "s", "--run-id", "1",
+        ]
+        let off = try parsed(base, as: RequestCommand.self)
+        #expect(!off.dpop.enabled && off.dpop.keyFile == nil && off.dpop.alg == "ES256")
+        let on = try parsed(base + ["--dpop-key-file", "k.pem", "--dpop-alg", "EdDSA"], as: RequestCommand.self)
+        #expect(on.dpop.keyFile == "k.pem" && on.dpop.alg == "EdDSA")
+        #expect(try parsed(base + ["--dpop"], as: RequestCommand.self).dpop.enabled)
+        #expect(try usageError(base + ["--dpop-alg", "RS256"]).contains("--dpop-alg"))
+        let t = try parsed(
+            ["token", "--audience", "a", "--role", "r", "--stage", "s", "--dpop-key-file", "k"],
+            as: TokenCommand.self
+        )
+        #expect(t.dpop.keyFile == "k")
+        let p = try parsed(
+            ["dpop-proof", "--method", "POST", "--url", "https://d/x", "--token-file", "t", "--dpop-key-file", "k"],
+            as: DPoPProofCommand.self
+        )
+        #expect(p.method == "POST" && p.url == "https://d/x" && p.tokenFile == "t" && p.keyFile == "k")
+        #expect(
+            try usageError(["dpop-proof", "--method", "POST", "--url", "d/x", "--token-file", "t"]).contains("--url")
+        )
+        #expect(
+            try usageError(["dpop-proof", "--method", "P O", "--url", "https://d", "--token-file", "t"]).contains(
+                "--method"
+            )
+        )
+        let verify = ["verify", "--jwks", "j", "--issuer", "i", "--audience", "a"]
+        #expect(try usageError(verify + ["--dpop-proof", "p", "tok"]).contains("--method"))
+        #expect(try usageError(verify + ["--method", "GET", "tok"]).contains("--dpop-proof"))
+        let v = try parsed(
+            verify + ["--dpop-proof", "p", "--method", "GET", "--url", "https://d/x", "tok"],
+            as: VerifyCommand.self
+        )
+        #expect(v.dpopProof == "p" && v.method == "GET" && v.url == "https://d/x")
+    }
+
     @Test func approveAndDenyTakeTheUserCode() throws {
         let a = try parsed(["approve", "BCDF-GHJK", "--code", "123456"], as: ApproveCommand.self)
         #expect(a.userCode == "BCDF-GHJK" && a.code == "123456")

@@ -86,6 +86,7 @@ import Testing
         .invalidTarget: (400, 400), .authorizationPending: (400, 400), .slowDown: (400, 400),
         .accessDenied: (403, 400), .expiredToken: (410, 400), .insufficientUserAuthentication: (401, 400),
         .notFound: (404, 400), .conflict: (409, 400), .forbidden: (403, 400), .temporarilyUnavailable: (503, 503),
+        .invalidDPoPProof: (400, 400),
     ]
 
     @Test(arguments: OAuthError.Kind.allCases)

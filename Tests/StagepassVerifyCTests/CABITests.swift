@@ -18,6 +18,10 @@ struct CABITests {
         let stage: String?
         let pipeline: String?
         let now: Int64
+        /// The DPoP presentation (proof, method, url), nil for a bearer one, and those made before it.
+        var dpop: [String]? = nil
+        var dpopEarlier: [[String]] = []
+        var replayCapacity: Int64 = 0
         let expected: String
 
         var testDescription: String { id }
@@ -41,6 +45,12 @@ struct CABITests {
             else { return nil }
             let requirements = c["requirements"] as? [String: Any] ?? [:]
             let roles = (requirements["roles"] as? [String]).flatMap { $0.isEmpty ? nil : $0.joined(separator: ",") }
+            func presentation(_ any: Any?) -> [String]? {
+                guard let d = any as? [String: Any], let p = d["proof"] as? String, let m = d["method"] as? String,
+                    let u = d["url"] as? String
+                else { return nil }
+                return [p, m, u]
+            }
             return Case(
                 id: id,
                 token: token,
@@ -53,6 +63,9 @@ struct CABITests {
                 stage: requirements["stage"] as? String,
                 pipeline: requirements["pipeline"] as? String,
                 now: (c["now"] as? NSNumber)?.int64Value ?? 0,
+                dpop: presentation(c["dpop"]),
+                dpopEarlier: (c["dpop_earlier"] as? [Any] ?? []).compactMap(presentation),
+                replayCapacity: (config["dpop_replay_capacity"] as? NSNumber)?.int64Value ?? 0,
                 expected: expected
             )
         }
@@ -65,7 +78,19 @@ struct CABITests {
     /// Creates a verifier for `c`, runs `body`, and frees it.
     static func withVerifier<T>(_ c: Case, _ body: (OpaquePointer) throws -> T) throws -> T {
         var result: Int32 = -1
-        let handle = stagepass_verifier_new(c.issuer, c.audiences, c.jwks, c.leeway, c.maxLifetime, &result)
+        let handle =
+            c.replayCapacity == 0
+            ? stagepass_verifier_new(c.issuer, c.audiences, c.jwks, c.leeway, c.maxLifetime, &result)
+            : stagepass_verifier_new_with_dpop(
+                c.issuer,
+                c.audiences,
+                c.jwks,
+                c.leeway,
+                c.maxLifetime,
+                0,
+                c.replayCapacity,
+                &result
+            )
         let verifier = try #require(handle, "stagepass_verifier_new failed: \(name(result))")
         defer { stagepass_verifier_free(verifier) }
         #expect(result == code(STAGEPASS_OK))
@@ -75,7 +100,8 @@ struct CABITests {
     static func verify(
         _ verifier: OpaquePointer,
         _ c: Case,
-        claimsCap: Int = 65536
+        claimsCap: Int = 65536,
+        dpop: [String]? = nil
     )
         -> (result: Int32, claims: String, claimsLength: Int, detail: String)
     {
@@ -86,20 +112,39 @@ struct CABITests {
         let utf8 = Array(c.token.utf8)
         let rc = utf8.withUnsafeBufferPointer { bytes in
             bytes.withMemoryRebound(to: CChar.self) { tokenBytes in
-                stagepass_verify(
-                    verifier,
-                    tokenBytes.baseAddress,
-                    tokenBytes.count,
-                    c.roles,
-                    c.stage,
-                    c.pipeline,
-                    c.now,
-                    &claims,
-                    claimsCap,
-                    &length,
-                    &detail,
-                    detailCap
-                )
+                // A DPoP presentation goes through stagepass_verify_dpop; a NULL proof there is a bearer one.
+                dpop == nil
+                    ? stagepass_verify(
+                        verifier,
+                        tokenBytes.baseAddress,
+                        tokenBytes.count,
+                        c.roles,
+                        c.stage,
+                        c.pipeline,
+                        c.now,
+                        &claims,
+                        claimsCap,
+                        &length,
+                        &detail,
+                        detailCap
+                    )
+                    : stagepass_verify_dpop(
+                        verifier,
+                        tokenBytes.baseAddress,
+                        tokenBytes.count,
+                        c.roles,
+                        c.stage,
+                        c.pipeline,
+                        dpop?[0],
+                        dpop?[1],
+                        dpop?[2],
+                        c.now,
+                        &claims,
+                        claimsCap,
+                        &length,
+                        &detail,
+                        detailCap
+                    )
             }
         }
         let text = rc == code(STAGEPASS_OK) ? String(cString: claims) : ""
@@ -115,7 +160,10 @@ struct CABITests {
     @Test(arguments: cases)
     func conformanceCase(_ c: Case) throws {
         try Self.withVerifier(c) { verifier in
-            let out = Self.verify(verifier, c)
+            for earlier in c.dpopEarlier {
+                #expect(Self.verify(verifier, c, dpop: earlier).result == Self.code(STAGEPASS_OK), "\(c.id)")
+            }
+            let out = Self.verify(verifier, c, dpop: c.dpop)
             #expect(Self.name(out.result) == c.expected, "\(c.id): \(out.detail)")
             if c.expected == "ok" {
                 #expect(out.claimsLength == out.claims.utf8.count)
@@ -124,6 +172,43 @@ struct CABITests {
             } else {
                 #expect(!out.detail.isEmpty, "a rejection says why")
             }
+        }
+    }
+
+    /// `stagepass_verify_dpop` needs the method and URL with a proof; `stagepass_verifier_new_with_dpop` bounds its
+    /// settings (Specs/token-profile.md §8).
+    @Test func dpopCallsCheckTheirArguments() throws {
+        let c = try #require(Self.cases.first { $0.id == "dpop-valid-es256" })
+        let proof = try #require(c.dpop)
+        try Self.withVerifier(c) { verifier in
+            #expect(Self.verify(verifier, c, dpop: [proof[0], proof[1], proof[2]]).result == Self.code(STAGEPASS_OK))
+            let noMethod = Array(c.token.utf8).withUnsafeBufferPointer { b in
+                b.withMemoryRebound(to: CChar.self) { t in
+                    stagepass_verify_dpop(
+                        verifier,
+                        t.baseAddress,
+                        t.count,
+                        nil,
+                        nil,
+                        nil,
+                        proof[0],
+                        nil,
+                        proof[2],
+                        c.now,
+                        nil,
+                        0,
+                        nil,
+                        nil,
+                        0
+                    )
+                }
+            }
+            #expect(noMethod == Self.code(STAGEPASS_ERR_INVALID_ARGUMENT))
+        }
+        for (age, capacity) in [(Int64(301), Int64(0)), (-1, 0), (0, -5)] {
+            var result: Int32 = -1
+            let h = stagepass_verifier_new_with_dpop(c.issuer, c.audiences, c.jwks, -1, 0, age, capacity, &result)
+            #expect(h == nil && result == Self.code(STAGEPASS_ERR_INVALID_CONFIGURATION), "\(age), \(capacity)")
         }
     }
 

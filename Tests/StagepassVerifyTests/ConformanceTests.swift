@@ -22,6 +22,10 @@ struct ConformanceTests {
         let statusLists: [String]?
         let statusListResults: [String]?
         let statusMaxAge: Int64?
+        let replayCapacity: Int?
+        /// The case's presentation (nil: bearer) and the presentations made before it (each accepted).
+        let dpop: DPoPPresentation?
+        let dpopEarlier: [DPoPPresentation]
         let expected: String
         var testDescription: String { id }
     }
@@ -37,6 +41,12 @@ struct ConformanceTests {
                 let now = (c["now"] as? NSNumber)?.int64Value, let expected = c["expected"] as? String
             else { return nil }
             let req = c["requirements"] as? [String: Any] ?? [:]
+            func presentation(_ any: Any?) -> DPoPPresentation? {
+                guard let d = any as? [String: Any], let proof = d["proof"] as? String,
+                    let method = d["method"] as? String, let url = d["url"] as? String
+                else { return nil }
+                return DPoPPresentation(proof: proof, method: method, url: url)
+            }
             return Vector(
                 id: id,
                 token: token,
@@ -54,6 +64,9 @@ struct ConformanceTests {
                 statusLists: c["status_lists"] as? [String],
                 statusListResults: c["status_list_results"] as? [String],
                 statusMaxAge: (c["status_max_age"] as? NSNumber)?.int64Value,
+                replayCapacity: (config["dpop_replay_capacity"] as? NSNumber)?.intValue,
+                dpop: presentation(c["dpop"]),
+                dpopEarlier: (c["dpop_earlier"] as? [Any] ?? []).compactMap(presentation),
                 expected: expected
             )
         }
@@ -75,7 +88,8 @@ struct ConformanceTests {
                 issuer: v.issuer,
                 audiences: v.audiences,
                 leeway: v.leeway,
-                maxLifetime: v.maxLifetime
+                maxLifetime: v.maxLifetime,
+                dpopReplayCapacity: v.replayCapacity ?? 65536
             ),
             keys: StaticKeySource(keys),
             clock: { v.now }
@@ -91,10 +105,14 @@ struct ConformanceTests {
             }
             #expect(outcome == v.statusListResults?[i], "\(v.id): list \(i) \(outcome)")
         }
-        // Twice: the second call takes the cached path and must reach the same verdict.
-        for _ in 0..<2 {
+        for p in v.dpopEarlier {
+            _ = try verifier.verify(v.token, requirements: v.requirements, dpop: p, at: v.now)
+        }
+        // Twice: the second call takes the cached path and must reach the same verdict. A DPoP presentation is
+        // made once (a second one would be a replay); the earlier presentations took the cached path for it.
+        for _ in 0..<(v.dpop == nil ? 2 : 1) {
             do {
-                _ = try verifier.verify(v.token, requirements: v.requirements, at: v.now)
+                _ = try verifier.verify(v.token, requirements: v.requirements, dpop: v.dpop, at: v.now)
                 #expect(v.expected == "ok", "\(v.id): accepted, expected \(v.expected)")
             } catch {
                 #expect(error.code.name == v.expected, "\(v.id): \(error)")

@@ -316,6 +316,22 @@ struct DPoPTests {
         }
     }
 
+    /// The verifier keeps imported proof keys; a cached key decides exactly as a fresh import would.
+    @Test func cachedProofKeysDecideAlike() throws {
+        let v = try verifier()
+        let t = try token(jkt: jkt)
+        for _ in 0..<3 { _ = try v.verify(t, dpop: .init(proof: try proof(t), method: "POST", url: url), at: now) }
+        var members = try publicJWK.objectValue ?? [:]
+        members["kid"] = .int(5)
+        let odd = try rawProof(
+            header: ["typ": .string("dpop+jwt"), "jwk": .object(members)],
+            claims: try claims(for: t)
+        )
+        expect(.badDPoPProof, v, t, .init(proof: odd, method: "POST", url: url))
+        let other = try PrivateKey.generate(for: .ES256)
+        expect(.dpopKeyMismatch, v, t, .init(proof: try proof(t, key: other), method: "POST", url: url))
+    }
+
     @Test func tokenWithUnusableCnfIsRefused() throws {
         let v = try verifier()
         for cnf: JSONValue in [.object(["x5t#S256": .string("abc")]), .string("jkt"), .object(["jkt": .int(1)])] {

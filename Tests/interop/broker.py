@@ -199,8 +199,9 @@ class Broker:
     # HTTP
 
     def request(self, method: str, path: str, *, json_body=None, form=None, token: str | None = None,
-                basic: tuple[str, str] | None = None, template: str | None = None) -> Response:
-        headers = {}
+                basic: tuple[str, str] | None = None, template: str | None = None,
+                headers: dict | None = None) -> Response:
+        headers = dict(headers or {})
         data = None
         if json_body is not None:
             data = json.dumps(json_body).encode()
@@ -246,9 +247,10 @@ class Broker:
         return self.request("POST", "/v1/device_authorization", basic=(client, secret),
                             form={"audience": audience, "role": role, "stage": stage, "run_id": run_id, **extra})
 
-    def poll(self, client: str, secret: str, device_code: str) -> Response:
+    def poll(self, client: str, secret: str, device_code: str, dpop: str | None = None) -> Response:
         return self.request("POST", "/v1/token", basic=(client, secret),
-                            form={"grant_type": DEVICE_CODE, "device_code": device_code})
+                            form={"grant_type": DEVICE_CODE, "device_code": device_code},
+                            headers={"DPoP": dpop} if dpop else None)
 
     def session_file(self, user: User, path: Path) -> Path:
         """`stagepass login` with a TOTP code, saving the session to `path`."""

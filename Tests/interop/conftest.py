@@ -25,12 +25,13 @@ HEADER_DIR = REPO / "Sources" / "StagepassVerifyC" / "include"
 
 sys.path.insert(0, str(HERE))
 
-# The verdict codes in C ABI order: stagepass_result 1..19 (Specs/token-profile.md, "Error codes").
+# The verdict codes in C ABI order: stagepass_result 1..24 (Specs/token-profile.md, "Error codes").
 CODES = (
     "malformed", "wrong_type", "unsupported_critical_header", "forbidden_header", "unknown_key",
     "unsupported_algorithm", "bad_signature", "wrong_issuer", "wrong_audience", "missing_claim", "expired",
     "not_yet_valid", "issued_in_future", "lifetime_exceeded", "role_mismatch", "stage_mismatch",
     "pipeline_mismatch", "revoked", "status_unavailable",
+    "dpop_required", "bad_dpop_proof", "dpop_key_mismatch", "dpop_replayed", "dpop_replay_cache_full",
 )
 
 

@@ -11,6 +11,8 @@ Uses only the standard library and `cryptography`.
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import json
 import math
 import re
@@ -35,7 +37,13 @@ CODES = (
     "unsupported_algorithm", "bad_signature", "wrong_issuer", "wrong_audience", "missing_claim", "expired",
     "not_yet_valid", "issued_in_future", "lifetime_exceeded", "role_mismatch", "stage_mismatch",
     "pipeline_mismatch", "revoked", "status_unavailable",
+    "dpop_required", "bad_dpop_proof", "dpop_key_mismatch", "dpop_replayed", "dpop_replay_cache_full",
 )
+DPOP_MAX_PROOF_BYTES = 4096
+DPOP_MAX_JTI_BYTES = 128
+DEFAULT_DPOP_MAX_AGE = 60
+DEFAULT_DPOP_REPLAY_CAPACITY = 65536
+PRIVATE_JWK_MEMBERS = ("d", "p", "q", "dp", "dq", "qi", "oth", "k")
 
 
 class Reject(Exception):
@@ -357,6 +365,110 @@ def parse_status_list(jwt: str, keys: dict[str, Key], fetched_at: int, max_age: 
 # --- the verifier ---------------------------------------------------------------------------------
 
 
+# --- DPoP proofs (RFC 9449 §4.3; token-profile.md §8) -------------------------------------------
+
+
+def thumbprint(j: dict) -> str:
+    """RFC 7638 §3 over the required members (EC crv,kty,x,y; OKP crv,kty,x)."""
+    required = {"EC": ("crv", "kty", "x", "y"), "OKP": ("crv", "kty", "x")}[j["kty"]]
+    canonical = json.dumps({k: j[k] for k in required}, separators=(",", ":"), sort_keys=True)
+    return base64.urlsafe_b64encode(hashlib.sha256(canonical.encode()).digest()).rstrip(b"=").decode()
+
+
+def normalized_uri(uri: str) -> str | None:
+    """htu comparison form: no query/fragment, lower-case scheme and host, no default port, "/" for an empty path,
+    upper-case percent-encoding hex digits (RFC 3986 §6.2.2-6.2.3)."""
+    for cut in ("?", "#"):
+        uri = uri.split(cut, 1)[0]
+    if "://" not in uri:
+        return None
+    scheme, rest = uri.split("://", 1)
+    scheme = scheme.lower()
+    if scheme not in ("http", "https"):
+        return None
+    authority, slash, path = rest.partition("/")
+    authority = authority.lower()
+    if not authority or "@" in authority:
+        return None
+    if scheme == "https" and authority.endswith(":443"):
+        authority = authority[:-4]
+    if scheme == "http" and authority.endswith(":80"):
+        authority = authority[:-3]
+    path = slash + path if slash else "/"
+    path = re.sub(r"%[0-9a-fA-F]{2}", lambda m: m.group(0).upper(), path)
+    return f"{scheme}://{authority}{path}"
+
+
+def check_dpop_proof(proof: str, method: str, url: str, token: str, now: int, max_age: int, leeway: int):
+    """(thumbprint, jti, iat) of a valid proof, or Reject("bad_dpop_proof")."""
+    def bad(why):
+        return Reject("bad_dpop_proof", why)
+    if len(proof.encode("utf-8", "surrogatepass")) > DPOP_MAX_PROOF_BYTES:
+        raise bad("too large")
+    parts = proof.split(".")
+    if len(parts) != 3 or not all(parts):
+        raise bad("not three segments")
+    try:
+        hb, pb, sig = (b64u_decode(x) for x in parts)
+        h, c = strict_json(hb, 4), strict_json(pb, 4)
+    except _Bad as e:
+        raise bad(str(e)) from None
+    if h.get("typ") != "dpop+jwt":
+        raise bad("typ")
+    if "crit" in h:
+        raise bad("crit")
+    alg = h.get("alg")
+    if alg not in ("ES256", "EdDSA"):
+        raise bad("alg")
+    j = h.get("jwk")
+    if not isinstance(j, dict):
+        raise bad("jwk")
+    if any(m in j for m in PRIVATE_JWK_MEMBERS):
+        raise bad("private jwk")
+    try:
+        if j.get("kty") == "EC" and j.get("crv") == "P-256" and alg == "ES256":
+            x, y = b64u_decode(j["x"]), b64u_decode(j["y"])
+            if len(x) != 32 or len(y) != 32:
+                raise bad("jwk")
+            pub = ec.EllipticCurvePublicNumbers(int.from_bytes(x, "big"), int.from_bytes(y, "big"),
+                                                ec.SECP256R1()).public_key()
+            if len(sig) != 64:
+                raise bad("signature")
+            r, s_ = int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:], "big")
+            if not (1 <= r < P256_N and 1 <= s_ < P256_N):
+                raise bad("signature")
+            # Either s form: a proof is identified by its jti, not by its signature bytes.
+            pub.verify(encode_dss_signature(r, s_), f"{parts[0]}.{parts[1]}".encode("ascii"),
+                       ec.ECDSA(hashes.SHA256()))
+        elif j.get("kty") == "OKP" and j.get("crv") == "Ed25519" and alg == "EdDSA":
+            x = b64u_decode(j["x"])
+            if len(x) != 32:
+                raise bad("jwk")
+            ed25519.Ed25519PublicKey.from_public_bytes(x).verify(sig, f"{parts[0]}.{parts[1]}".encode("ascii"))
+        else:
+            raise bad("jwk does not fit alg")
+        jkt = thumbprint(j)
+    except (InvalidSignature, ValueError, KeyError, TypeError, _Bad):
+        raise bad("signature or jwk") from None
+    jti = c.get("jti")
+    if not isinstance(jti, str) or not jti or len(jti.encode()) > DPOP_MAX_JTI_BYTES:
+        raise bad("jti")
+    if not isinstance(c.get("htm"), str) or c["htm"] != method:
+        raise bad("htm")
+    want = normalized_uri(url)
+    if want is None or not isinstance(c.get("htu"), str) or normalized_uri(c["htu"]) != want:
+        raise bad("htu")
+    iat = c.get("iat")
+    if not is_int(iat):
+        raise bad("iat")
+    if now + leeway < iat or iat + max_age + leeway < now:
+        raise bad("iat window")
+    ath = base64.urlsafe_b64encode(hashlib.sha256(token.encode()).digest()).rstrip(b"=").decode()
+    if not isinstance(c.get("ath"), str) or not hmac.compare_digest(c["ath"], ath):
+        raise bad("ath")
+    return jkt, jti, iat
+
+
 @dataclass
 class Verifier:
     issuer: str
@@ -366,6 +478,9 @@ class Verifier:
     max_lifetime: int = DEFAULT_MAX_LIFETIME
     status_checking: bool = False
     lists: dict[str, StatusList] = field(default_factory=dict)
+    dpop_max_age: int = DEFAULT_DPOP_MAX_AGE
+    dpop_replay_capacity: int = DEFAULT_DPOP_REPLAY_CAPACITY
+    seen_proofs: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self):
         self.keys = import_jwks(self.jwks)
@@ -390,7 +505,7 @@ class Verifier:
         return "ok"
 
     def verify(self, token: str, now: int, roles: list[str] | None = None, stage: str | None = None,
-               pipeline: str | None = None) -> dict:
+               pipeline: str | None = None, dpop: dict | None = None) -> dict:
         try:
             p = parse_compact(token, MAX_TOKEN_BYTES)
         except _Bad as e:
@@ -414,6 +529,13 @@ class Verifier:
         for name in ("nbf", "auth_time"):
             if name in c and not is_int(c[name]):
                 raise Reject("missing_claim", name)
+        # RFC 7800 §3.1 / RFC 9449 §6.1: a cnf must carry a jkt string (the only binding Stagepass checks).
+        jkt = None
+        if "cnf" in c:
+            cnf = c["cnf"]
+            if not isinstance(cnf, dict) or not isinstance(cnf.get("jkt"), str) or not cnf["jkt"]:
+                raise Reject("missing_claim", "cnf.jkt")
+            jkt = cnf["jkt"]
         exp, iat, lw = c["exp"], c["iat"], self.leeway
         if now >= exp + lw:  # RFC 7519 §4.1.4: reject on or after exp
             raise Reject("expired")
@@ -435,7 +557,27 @@ class Verifier:
                 raise Reject("pipeline_mismatch")
         if self.status_checking:
             self._check_status(c, now)
+        self._check_binding(token, jkt, dpop, now)
         return c
+
+    def _check_binding(self, token: str, jkt: str | None, dpop: dict | None, now: int) -> None:
+        if dpop is None:
+            if jkt is not None:
+                raise Reject("dpop_required")
+            return
+        if jkt is None:
+            raise Reject("dpop_key_mismatch", "token not bound")
+        proof_jkt, jti, iat = check_dpop_proof(dpop["proof"], dpop["method"], dpop["url"], token, now,
+                                               self.dpop_max_age, self.leeway)
+        if proof_jkt != jkt:
+            raise Reject("dpop_key_mismatch")
+        key = proof_jkt + " " + jti
+        if self.seen_proofs.get(key, now) > now:
+            raise Reject("dpop_replayed")
+        self.seen_proofs = {k: e for k, e in self.seen_proofs.items() if e > now}
+        if len(self.seen_proofs) >= self.dpop_replay_capacity:
+            raise Reject("dpop_replay_cache_full")
+        self.seen_proofs[key] = iat + self.dpop_max_age + self.leeway + 1
 
     def _check_status(self, c: dict, now: int) -> None:
         st = c.get("status")
@@ -481,13 +623,18 @@ def run_case(case: dict) -> str:
     """The verdict for one conformance case: "ok" or an error code."""
     cfg = case["config"]
     v = Verifier(cfg["issuer"], list(cfg["audiences"]), case["jwks"], cfg.get("leeway", DEFAULT_LEEWAY),
-                 cfg.get("max_lifetime", DEFAULT_MAX_LIFETIME))
+                 cfg.get("max_lifetime", DEFAULT_MAX_LIFETIME),
+                 dpop_replay_capacity=cfg.get("dpop_replay_capacity", DEFAULT_DPOP_REPLAY_CAPACITY))
     results = [v.set_status_list(sl, case["now"], case.get("status_max_age", 0)) for sl in case.get("status_lists", [])]
     if "status_list_results" in case:
         assert results == case["status_list_results"], (case["id"], results)
     req = case.get("requirements", {})
+    # Earlier presentations of the same token (replay cases): each must be accepted.
+    for earlier in case.get("dpop_earlier", []):
+        v.verify(case["token"], case["now"], req.get("roles"), req.get("stage"), req.get("pipeline"), earlier)
     try:
-        v.verify(case["token"], case["now"], req.get("roles"), req.get("stage"), req.get("pipeline"))
+        v.verify(case["token"], case["now"], req.get("roles"), req.get("stage"), req.get("pipeline"),
+                 case.get("dpop"))
     except Reject as r:
         return r.code
     return "ok"

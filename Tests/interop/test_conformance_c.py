@@ -46,6 +46,18 @@ class VerifyLib:
             ctypes.c_char_p, ctypes.c_size_t, ctypes.POINTER(ctypes.c_size_t),  # claims_out, cap, len
             ctypes.c_char_p, ctypes.c_size_t,  # detail_out, cap
         ]
+        lib.stagepass_verifier_new_with_dpop.restype = ctypes.c_void_p
+        lib.stagepass_verifier_new_with_dpop.argtypes = [
+            ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_int64, ctypes.c_int64,  # as _new
+            ctypes.c_int64, ctypes.c_int64, ctypes.POINTER(ctypes.c_int)]  # proof max age, replay capacity, result
+        lib.stagepass_verify_dpop.restype = ctypes.c_int
+        lib.stagepass_verify_dpop.argtypes = [
+            ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t,  # verifier, token, token_len
+            ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p,  # role, stage, pipeline
+            ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_int64,  # dpop_proof, method, url, now
+            ctypes.c_char_p, ctypes.c_size_t, ctypes.POINTER(ctypes.c_size_t),  # claims_out, cap, len
+            ctypes.c_char_p, ctypes.c_size_t,  # detail_out, cap
+        ]
         lib.stagepass_verifier_free.restype = None
         lib.stagepass_verifier_free.argtypes = [ctypes.c_void_p]
         self.lib = lib
@@ -55,15 +67,22 @@ class VerifyLib:
 
     def new(self, config: dict, jwks: dict) -> int:
         rc = ctypes.c_int(-1)
-        h = self.lib.stagepass_verifier_new(
-            config["issuer"].encode(), ",".join(config["audiences"]).encode(),
-            json.dumps(jwks, separators=(",", ":")).encode(), config["leeway"], config["max_lifetime"],
-            ctypes.byref(rc))
+        if "dpop_replay_capacity" in config:
+            h = self.lib.stagepass_verifier_new_with_dpop(
+                config["issuer"].encode(), ",".join(config["audiences"]).encode(),
+                json.dumps(jwks, separators=(",", ":")).encode(), config["leeway"], config["max_lifetime"],
+                0, config["dpop_replay_capacity"], ctypes.byref(rc))
+        else:
+            h = self.lib.stagepass_verifier_new(
+                config["issuer"].encode(), ",".join(config["audiences"]).encode(),
+                json.dumps(jwks, separators=(",", ":")).encode(), config["leeway"], config["max_lifetime"],
+                ctypes.byref(rc))
         assert h, f"stagepass_verifier_new failed: {rc.value} ({self.name(rc.value)})"
         return h
 
-    def verify(self, handle: int, token: str, now: int, requirements: dict | None = None):
-        """Returns (result, claims JSON text or None, detail)."""
+    def verify(self, handle: int, token: str, now: int, requirements: dict | None = None, dpop: dict | None = None):
+        """Returns (result, claims JSON text or None, detail). With `dpop` ({proof, method, url}) the token is
+        presented with the DPoP scheme through stagepass_verify_dpop."""
         req = requirements or {}
         tok = token.encode("utf-8")
         roles = ",".join(req["roles"]).encode() if req.get("roles") else None
@@ -74,8 +93,14 @@ class VerifyLib:
             claims = ctypes.create_string_buffer(cap)
             detail = ctypes.create_string_buffer(512)
             n = ctypes.c_size_t(0)
-            rc = self.lib.stagepass_verify(handle, tok, len(tok), roles, stage, pipeline, now,
-                                           claims, cap, ctypes.byref(n), detail, len(detail))
+            if dpop is None:
+                rc = self.lib.stagepass_verify(handle, tok, len(tok), roles, stage, pipeline, now,
+                                               claims, cap, ctypes.byref(n), detail, len(detail))
+            else:
+                rc = self.lib.stagepass_verify_dpop(handle, tok, len(tok), roles, stage, pipeline,
+                                                    dpop["proof"].encode(), dpop["method"].encode(),
+                                                    dpop["url"].encode(), now, claims, cap, ctypes.byref(n),
+                                                    detail, len(detail))
             if rc == STAGEPASS_ERR_BUFFER_TOO_SMALL:
                 assert n.value >= cap, "BUFFER_TOO_SMALL must report the length needed"
                 cap = n.value + 1
@@ -111,15 +136,18 @@ def run_case(lib: VerifyLib, case: dict):
             rc = lib.lib.stagepass_verifier_set_status_list(h, sl.encode(), case["now"], case.get("status_max_age", 0))
             # Each install's result is part of the vector: ok, bad_status_list (unusable) or stale_status_list.
             assert lib.name(rc) == case["status_list_results"][i], f"{case['id']}: list {i}: {lib.name(rc)}"
-        return lib.verify(h, case["token"], case["now"], case.get("requirements"))
+        for earlier in case.get("dpop_earlier", []):
+            rc, _, detail = lib.verify(h, case["token"], case["now"], case.get("requirements"), earlier)
+            assert rc == STAGEPASS_OK, f"{case['id']}: earlier presentation refused: {lib.name(rc)} ({detail})"
+        return lib.verify(h, case["token"], case["now"], case.get("requirements"), case.get("dpop"))
     finally:
         lib.free(h)
 
 
 def test_result_names(lib):
     assert lib.name(0) == "ok"
-    assert [lib.name(i) for i in range(1, 20)] == list(CODES)
-    assert lib.name(20) == "unknown"
+    assert [lib.name(i) for i in range(1, 25)] == list(CODES)
+    assert lib.name(25) == "unknown"
     assert [lib.name(i) for i in range(100, 105)] == [
         "invalid_argument", "buffer_too_small", "bad_jwks", "bad_status_list", "stale_status_list"]
     assert lib.name(-1) == "unknown"
@@ -180,7 +208,8 @@ def test_concurrent_calls_on_one_handle(lib):
     """One verifier, many threads (ctypes releases the GIL during the call)."""
     first = CASES[0]
     shared = [c for c in CASES if c["jwks"] == first["jwks"] and c["config"] == first["config"]
-              and c["now"] == first["now"] and "status_lists" not in c]
+              and c["now"] == first["now"] and "status_lists" not in c
+              and "dpop" not in c and "dpop_earlier" not in c]  # a DPoP proof is good once
     assert len(shared) > 50
     h = lib.new(first["config"], first["jwks"])
     failures: list[str] = []

@@ -43,11 +43,13 @@ def test_document_shape():
     assert len(ids) == len(set(ids)), "case ids must be unique"
     assert len(ids) >= 60
     allowed = {"id", "description", "token", "jwks", "config", "now", "requirements", "status_lists",
-               "status_max_age", "status_list_results", "expected"}
+               "status_max_age", "status_list_results", "dpop", "dpop_earlier", "expected"}
     for c in doc["cases"]:
         assert set(c) <= allowed, c["id"]
         assert c["expected"] == "ok" or c["expected"] in CODES, c["id"]
-        assert set(c["config"]) == {"issuer", "audiences", "leeway", "max_lifetime"}, c["id"]
+        assert set(c["config"]) - {"dpop_replay_capacity"} == {"issuer", "audiences", "leeway", "max_lifetime"}, c["id"]
+        for p in c.get("dpop_earlier", []) + ([c["dpop"]] if "dpop" in c else []):
+            assert set(p) == {"proof", "method", "url"}, c["id"]
         assert set(c.get("requirements", {})) <= {"roles", "stage", "pipeline"}, c["id"]
         if "status_lists" in c:
             assert len(c["status_list_results"]) == len(c["status_lists"]), c["id"]

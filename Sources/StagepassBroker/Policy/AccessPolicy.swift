@@ -57,6 +57,9 @@ public struct StagePolicy: Sendable, Hashable {
     public var approvers: Int
     /// Whether the human who triggered a run (the request's `triggered_by`) may approve it.
     public var allowSelfApproval: Bool
+    /// Whether every token for this stage must be sender-constrained (DPoP, RFC 9449): a token request without a
+    /// valid `DPoP` proof is refused `invalid_dpop_proof`.
+    public var requireDPoP: Bool
 
     /// The factors that count for approving a run.
     public var factorsForApproval: Set<FactorKind> { approvalFactors ?? factors }
@@ -68,7 +71,8 @@ public struct StagePolicy: Sendable, Hashable {
         factors: Set<FactorKind> = [.totp, .backup, .webauthn],
         approval: ApprovalMode = .session,
         approvers: Int = 1,
-        allowSelfApproval: Bool = true
+        allowSelfApproval: Bool = true,
+        requireDPoP: Bool = false
     ) {
         self.name = name
         self.maxTTL = maxTTL
@@ -77,6 +81,7 @@ public struct StagePolicy: Sendable, Hashable {
         self.approval = approval
         self.approvers = approvers
         self.allowSelfApproval = allowSelfApproval
+        self.requireDPoP = requireDPoP
     }
 }
 
@@ -98,12 +103,21 @@ public struct PipelinePolicy: Sendable, Hashable {
     public var roles: Set<String>
     public var stages: Set<String>
     public var audiences: Set<String>
+    /// Whether every token this pipeline gets must be sender-constrained (DPoP, RFC 9449), whatever the stage.
+    public var requireDPoP: Bool
 
-    public init(name: String, roles: Set<String> = [], stages: Set<String> = [], audiences: Set<String> = []) {
+    public init(
+        name: String,
+        roles: Set<String> = [],
+        stages: Set<String> = [],
+        audiences: Set<String> = [],
+        requireDPoP: Bool = false
+    ) {
         self.name = name
         self.roles = roles
         self.stages = stages
         self.audiences = audiences
+        self.requireDPoP = requireDPoP
     }
 }
 

@@ -1,7 +1,7 @@
 // The `pipelines` section.
 
 extension PolicyReader {
-    static let pipelineKeys = ["roles", "stages", "audiences"]
+    static let pipelineKeys = ["roles", "stages", "audiences", "require_dpop"]
 
     func pipelines(_ section: Entry, policy: AccessPolicy) throws -> [String: PipelinePolicy] {
         var result: [String: PipelinePolicy] = [:]
@@ -9,6 +9,7 @@ extension PolicyReader {
             var roles: [Item] = []
             var stages: [Item] = []
             var audiences: [Item] = []
+            var requireDPoP = false
             for e in try entries(p.value, path: p.path, line: p.line, allowed: Self.pipelineKeys) {
                 switch e.key {
                 case "roles":
@@ -20,6 +21,7 @@ extension PolicyReader {
                 case "audiences":
                     audiences = try names(e, "audience")
                     try checkDefined(audiences, in: policy.audiences.keys, "audience", path: e.path)
+                case "require_dpop": requireDPoP = try bool(e)
                 default: break
                 }
             }
@@ -36,7 +38,8 @@ extension PolicyReader {
                 name: p.key,
                 roles: Set(roles.map(\.name)),
                 stages: Set(stages.map(\.name)),
-                audiences: Set(audiences.map(\.name))
+                audiences: Set(audiences.map(\.name)),
+                requireDPoP: requireDPoP
             )
         }
         return result

@@ -5,7 +5,7 @@ extension PolicyReader {
 
     static let stageKeys = [
         "max_ttl", "mfa_max_age", "factors", "approval_factors", "approval", "max_window", "approvers",
-        "allow_self_approval",
+        "allow_self_approval", "require_dpop",
     ]
 
     func audiences(_ section: Entry) throws -> [String: AudiencePolicy] {
@@ -72,6 +72,7 @@ extension PolicyReader {
             }
             if let e = entry("approvers") { stage.approvers = try integer(e, atLeast: 1) }
             if let e = entry("allow_self_approval") { stage.allowSelfApproval = try bool(e) }
+            if let e = entry("require_dpop") { stage.requireDPoP = try bool(e) }
             guard let modeEntry = entry("approval") else {
                 throw fail(s.line, "\(s.path): missing 'approval' (per_run, delegated or session)")
             }

@@ -230,7 +230,7 @@ public struct StoreError: Error, Sendable, Hashable, CustomStringConvertible {
 /// The protocol is synchronous: the services call it on ``BrokerExecutor/storage`` lanes, never on the cooperative
 /// pool, and the command-line tool from its command threads.
 public protocol BrokerStore: AccountStore, FactorStore, SessionStore, ThrottleStore, AuditStore, TokenStore,
-    ApprovalStore, WebAuthnStore
+    ApprovalStore, WebAuthnStore, DPoPProofStore
 {
     /// Readiness probe of the backend (used by `/readyz`): cheap, but it must show whether a write can commit now.
     /// - Throws: ``StorageFault`` naming why not (disk full, read-only, locked, corrupt, I/O error).

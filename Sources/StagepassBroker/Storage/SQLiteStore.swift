@@ -1,5 +1,6 @@
 import Foundation
 public import GRDB
+import StagepassJOSE
 
 /// The embedded default ``BrokerStore``: SQLite through GRDB.
 ///
@@ -159,6 +160,19 @@ public final class SQLiteStore: BrokerStore {
         m.registerMigration("v6-storage-probe") { db in
             // One row that the readiness probe rewrites: a real commit, so a full disk or read-only file shows.
             try db.execute(sql: "CREATE TABLE storage_probe (id INTEGER PRIMARY KEY NOT NULL, at INTEGER NOT NULL)")
+        }
+        m.registerMigration("v7-dpop-proofs") { db in
+            // RFC 9449 §11.1: DPoP proofs the token endpoint accepted, by SHA-256 of thumbprint and jti, until they
+            // are too old to pass the iat check anyway.
+            try db.execute(
+                sql: """
+                    CREATE TABLE dpop_proofs (
+                        key_hash BLOB PRIMARY KEY NOT NULL CHECK (length(key_hash) = 32),
+                        expires_at INTEGER NOT NULL
+                    );
+                    CREATE INDEX dpop_proofs_expiry ON dpop_proofs(expires_at);
+                    """
+            )
         }
         return m
     }
@@ -512,6 +526,20 @@ public final class SQLiteStore: BrokerStore {
                 arguments: [now, now]
             )
             return db.changesCount
+        }
+    }
+
+    // MARK: DPoP proofs
+
+    public func recordDPoPProof(key: String, expiresAt: Int64, now: Int64) throws -> Bool {
+        let hash = Data(try Crypto.sha256(Array(key.utf8)))
+        return try db.write { db in
+            try db.execute(sql: "DELETE FROM dpop_proofs WHERE expires_at <= ?", arguments: [now])
+            try db.execute(
+                sql: "INSERT INTO dpop_proofs (key_hash, expires_at) VALUES (?, ?) ON CONFLICT(key_hash) DO NOTHING",
+                arguments: [hash, expiresAt]
+            )
+            return db.changesCount == 1
         }
     }
 

@@ -14,8 +14,8 @@ public struct MembershipRecord: Sendable, Hashable {
 /// same backup-code ids, factor boxes as sealed (the master key never takes part), and the audit chain's rows with
 /// their hashes exactly as written.
 ///
-/// Not part of a snapshot: throttle counters and WebAuthn challenges (short-lived; a moved broker starts them
-/// afresh), and the schema's own bookkeeping. Lists are in the order the broker reads them (approvals and delegations
+/// Not part of a snapshot: throttle counters, WebAuthn challenges and DPoP proof records (short-lived: a proof is
+/// refused as too old within ~90 s; a moved broker starts them afresh), and the schema's own bookkeeping. Lists are in the order the broker reads them (approvals and delegations
 /// in insertion order, which their "newest first" queries depend on).
 public struct StoreSnapshot: Sendable, Hashable {
     public var users: [UserRecord] = []

@@ -243,10 +243,16 @@ extension TokenBroker {
 
     /// The pipeline's poll: `authorization_pending`, `slow_down` (and the interval grows by 5 s, §3.5),
     /// `access_denied`, `expired_token`, or the token once approved (handed out once).
-    public func poll(client: String, secret: String, deviceCode: String) async throws -> IssuedToken {
+    public func poll(
+        client: String,
+        secret: String,
+        deviceCode: String,
+        dpopProof: String? = nil
+    ) async throws -> IssuedToken {
+        let binding = try checkDPoPProof(dpopProof)
         // The checks read and write storage: they run on the storage lanes, off the cooperative pool.
         let grant = try await BrokerExecutor.storage.run {
-            try self.pollGrant(client: client, secret: secret, deviceCode: deviceCode)
+            try self.pollGrant(client: client, secret: secret, deviceCode: deviceCode, dpop: binding)
         }
         do { return try await issue(grant) } catch let e as StoreError where e == .conflict {
             throw OAuthError.invalidGrant("the device_code was already used")
@@ -254,11 +260,14 @@ extension TokenBroker {
     }
 
     /// Everything ``poll(client:secret:deviceCode:)`` checks and records before it signs.
-    func pollGrant(client: String, secret: String, deviceCode: String) throws -> Grant {
+    func pollGrant(client: String, secret: String, deviceCode: String, dpop: DPoPBinding? = nil) throws -> Grant {
         let c = try authenticateClient(client, secret: secret)
         guard deviceCode.utf8.count <= 128,
             let r = try store.request(deviceCodeHash: try Crypto.sha256(Array(deviceCode.utf8))), r.clientId == c.name
         else { throw OAuthError.invalidGrant("unknown device_code") }
+        // RFC 9449 §11.1: every token request's proof is used once, polls included; a poll that could never be
+        // issued a token (DPoP required, no proof) says so at once, not after a human approved it.
+        let jkt = try recordDPoP(dpop, stage: policy.current.stages[r.stage], pipeline: c.name, policy: policy.current)
         let now = clock.now()
         switch r.state {
         case .denied:
@@ -319,6 +328,10 @@ extension TokenBroker {
             )
             throw OAuthError.accessDenied("the approval no longer stands: \(reason)")
         }
+        // The policy may have changed since the proof was recorded: a token it requires to be bound must be.
+        if jkt == nil, dpopRequired(stage: s, pipeline: c.name, policy: p) {
+            _ = try recordDPoP(nil, stage: s, pipeline: c.name, policy: p)
+        }
         return Grant(
             userId: last.userId,
             userName: last.userName,
@@ -334,7 +347,8 @@ extension TokenBroker {
             commit: r.commit,
             approvals: approvals.map(\.id),
             requestId: r.id,
-            via: "device-code"
+            via: "device-code",
+            jkt: jkt
         )
     }
 

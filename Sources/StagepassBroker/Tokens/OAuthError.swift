@@ -26,6 +26,8 @@ public struct OAuthError: Error, Sendable, Hashable, CustomStringConvertible {
         case slowDown = "slow_down"
         case accessDenied = "access_denied"
         case expiredToken = "expired_token"
+        // RFC 9449 §5 / §12.2: a missing (where required), malformed, invalid or replayed DPoP proof
+        case invalidDPoPProof = "invalid_dpop_proof"
         // RFC 9470 §3
         case insufficientUserAuthentication = "insufficient_user_authentication"
         // RFC 6749 §4.1.2.1 (defined for the authorization endpoint; used here on every endpoint, with 503)
@@ -65,6 +67,7 @@ public struct OAuthError: Error, Sendable, Hashable, CustomStringConvertible {
     public static func unsupportedGrantType(_ d: String) -> OAuthError { .init(.unsupportedGrantType, d) }
     public static func invalidScope(_ d: String) -> OAuthError { .init(.invalidScope, d) }
     public static func invalidTarget(_ d: String) -> OAuthError { .init(.invalidTarget, d) }
+    public static func invalidDPoPProof(_ d: String) -> OAuthError { .init(.invalidDPoPProof, d) }
     public static let authorizationPending = OAuthError(
         .authorizationPending,
         "the request has not been approved yet"

@@ -1,5 +1,6 @@
 import Foundation
 import StagepassJOSE
+import StagepassVerify
 
 /// A signed access token as handed out.
 public struct IssuedToken: Sendable {
@@ -11,6 +12,21 @@ public struct IssuedToken: Sendable {
     /// The status list position written into the token.
     public var statusURI: String
     public var statusIndex: Int64
+    /// `cnf.jkt` of a DPoP-bound token (RFC 9449 §6.1): the thumbprint of the key it is bound to; nil for a bearer
+    /// token.
+    public var confirmationThumbprint: String? = nil
+    /// The `token_type` of the token response (RFC 9449 §5: `DPoP` for a bound token, RFC 6750 `Bearer` otherwise).
+    public var tokenType: String { confirmationThumbprint == nil ? "Bearer" : "DPoP" }
+}
+
+/// A token request's DPoP proof after the stateless checks of RFC 9449 §4.3 (``TokenBroker/checkDPoPProof(_:)``),
+/// not yet recorded as used.
+public struct DPoPBinding: Sendable, Hashable {
+    /// The RFC 7638 thumbprint of the proof's key: the token's `cnf.jkt`.
+    public let thumbprint: String
+    /// The replay record's key (thumbprint and `jti`) and how long it is kept.
+    let replayKey: String
+    let expiresAt: Int64
 }
 
 /// The scoped-token core: policy checks, RFC 8693 token exchange, RFC 8628 pipeline approvals, delegations,
@@ -57,6 +73,69 @@ public struct TokenBroker: Sendable {
 
     /// The URI of status list `n` (the `sub` of the list token and the `uri` tokens carry).
     public func statusListURI(_ n: Int64) -> String { StatusListPublisher.uri(issuer: issuer, n) }
+
+    // MARK: DPoP (RFC 9449)
+
+    /// The token endpoint's URL: what a DPoP proof for a token request names in `htu` (RFC 9449 §4.2).
+    public var tokenEndpoint: String { (issuer.hasSuffix("/") ? String(issuer.dropLast()) : issuer) + "/v1/token" }
+
+    /// The checks of RFC 9449 §4.3 on a token request's proof (typ, alg ES256/EdDSA, public jwk, signature, `htm`
+    /// POST, `htu` ``tokenEndpoint``, `iat` within 60 s plus 30 s of skew). The "used once" check happens when the
+    /// grant is decided (``recordDPoP(_:stage:pipeline:policy:)``).
+    /// - Parameter proof: the `DPoP` header, or nil when the request had none.
+    /// - Returns: the binding, or nil without a proof.
+    /// - Throws: ``OAuthError`` `invalid_dpop_proof` naming the failed check.
+    public func checkDPoPProof(_ proof: String?) throws(OAuthError) -> DPoPBinding? {
+        guard let proof else { return nil }
+        do {
+            let c = try DPoPProofChecker().check(
+                proof,
+                method: "POST",
+                url: tokenEndpoint,
+                accessToken: nil,
+                now: clock.now()
+            )
+            return DPoPBinding(
+                thumbprint: c.thumbprint,
+                replayKey: c.thumbprint + " " + c.jti,
+                expiresAt: c.replayExpiresAt
+            )
+        } catch {
+            throw .invalidDPoPProof(error.detail)
+        }
+    }
+
+    /// Whether policy makes DPoP mandatory for `stage` or for `pipeline` (`require_dpop`, Specs/policy.md).
+    func dpopRequired(stage: StagePolicy, pipeline: String?, policy p: AccessPolicy) -> Bool {
+        stage.requireDPoP || (pipeline.flatMap { p.pipelines[$0]?.requireDPoP } ?? false)
+    }
+
+    /// Applies the DPoP rules to a grant about to be issued: a required proof must be present, and a proof is
+    /// accepted once (RFC 9449 §11.1, recorded in the store so the record survives restarts and is shared by every
+    /// broker on the database).
+    /// - Returns: the `cnf.jkt` for the token, or nil for a bearer token.
+    /// - Throws: ``OAuthError`` `invalid_dpop_proof` (missing where required, or already used).
+    func recordDPoP(
+        _ binding: DPoPBinding?,
+        stage: StagePolicy?,
+        pipeline: String?,
+        policy p: AccessPolicy
+    ) throws -> String? {
+        guard let binding else {
+            if let stage, dpopRequired(stage: stage, pipeline: pipeline, policy: p) {
+                let who = stage.requireDPoP ? "the stage '\(stage.name)'" : "the pipeline '\(pipeline ?? "")'"
+                throw OAuthError.invalidDPoPProof(
+                    "\(who) requires a DPoP-bound token (RFC 9449): send a DPoP proof header for POST "
+                        + "\(tokenEndpoint) (stagepass request or stagepass token with --dpop-key-file FILE)"
+                )
+            }
+            return nil
+        }
+        guard try store.recordDPoPProof(key: binding.replayKey, expiresAt: binding.expiresAt, now: clock.now()) else {
+            throw OAuthError.invalidDPoPProof("this DPoP proof was already used: make a fresh proof (new jti)")
+        }
+        return binding.thumbprint
+    }
 
     // MARK: policy checks
 
@@ -203,6 +282,8 @@ public struct TokenBroker: Sendable {
         /// The proof that satisfied the freshness rule (audited as `fresh_factor`).
         var freshFactor: String?
         var via: String
+        /// `cnf.jkt` (RFC 9449 §6.1) when the token is DPoP-bound.
+        var jkt: String? = nil
     }
 
     /// Signs a token for `g`. The ledger row and the `token.issue` audit record commit in one transaction before the
@@ -226,6 +307,7 @@ public struct TokenBroker: Sendable {
         if !g.approvals.isEmpty { details["approvals"] = g.approvals.joined(separator: ",") }
         if let d = g.delegationId { details["delegation"] = d }
         if let f = g.freshFactor { details["fresh_factor"] = f }
+        if let k = g.jkt { details["cnf_jkt"] = k }
         let entry = try audit.entry(
             AuditEvent(
                 action: "token.issue",
@@ -277,6 +359,8 @@ public struct TokenBroker: Sendable {
         if let r = g.runId { claims["run_id"] = .string(r) }
         if let c = g.commit { claims["commit"] = .string(c) }
         if !g.approvals.isEmpty { claims["approvals"] = .array(g.approvals.map { .string($0) }) }
+        // RFC 7800 §3.1 / RFC 9449 §6.1: the confirmation claim binds the token to the proof's key.
+        if let k = g.jkt { claims["cnf"] = .object(["jkt": .string(k)]) }
         if let c = g.clientId, g.requestId != nil || g.delegationId != nil {
             // RFC 8693 §4.1: the human (`sub`) approved; the pipeline acts.
             var act: [String: JSONValue] = ["sub": .string(c)]
@@ -296,7 +380,8 @@ public struct TokenBroker: Sendable {
             expiresIn: g.lifetime,
             record: record,
             statusURI: uri,
-            statusIndex: idx
+            statusIndex: idx,
+            confirmationThumbprint: g.jkt
         )
     }
 
@@ -321,8 +406,10 @@ public struct TokenBroker: Sendable {
         audience: String,
         role: String,
         stage: String,
-        pipeline: String? = nil
+        pipeline: String? = nil,
+        dpopProof: String? = nil
     ) async throws -> IssuedToken {
+        let binding = try checkDPoPProof(dpopProof)
         // The checks read storage: they run on the storage lanes, off the cooperative pool.
         let grant = try await BrokerExecutor.storage.run {
             try self.exchangeGrant(
@@ -330,7 +417,8 @@ public struct TokenBroker: Sendable {
                 audience: audience,
                 role: role,
                 stage: stage,
-                pipeline: pipeline
+                pipeline: pipeline,
+                dpop: binding
             )
         }
         do { return try await issue(grant) } catch let e as OAuthError {
@@ -351,7 +439,8 @@ public struct TokenBroker: Sendable {
         audience: String,
         role: String,
         stage: String,
-        pipeline: String?
+        pipeline: String?,
+        dpop: DPoPBinding? = nil
     )
         throws -> Grant
     {
@@ -410,6 +499,7 @@ public struct TokenBroker: Sendable {
             let fresh = try requireFresh(session, stage: s, now: now)
             let life = lifetime(stage: s, policy: p, sessionEnds: session.absoluteExpiresAt, now: now)
             guard life > 0 else { throw OAuthError.invalidGrant("the session is about to end; sign in again") }
+            let jkt = try recordDPoP(dpop, stage: s, pipeline: pipeline, policy: p)
             return Grant(
                 userId: session.userId,
                 userName: session.userName,
@@ -423,7 +513,8 @@ public struct TokenBroker: Sendable {
                 lifetime: life,
                 delegationId: delegation?.id,
                 freshFactor: fresh.label,
-                via: "token-exchange"
+                via: "token-exchange",
+                jkt: jkt
             )
         } catch let e as OAuthError {
             throw denied(e, action: "token.deny", actor: session.userName, factors: session.amr, details: details)

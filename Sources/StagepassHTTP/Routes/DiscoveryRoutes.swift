@@ -31,6 +31,8 @@ struct DiscoveryRoutes: Sendable {
             "id_token_signing_alg_values_supported": .array(JWSAlgorithm.allCases.map { .string($0.rawValue) }),
             "access_token_signing_alg_values_supported": .array(JWSAlgorithm.allCases.map { .string($0.rawValue) }),
             "acr_values_supported": .array(ACR.values(for: Set(FactorKind.allCases)).map { .string($0) }),
+            // RFC 9449 §5.1: the algorithms the token endpoint accepts for DPoP proofs.
+            "dpop_signing_alg_values_supported": .array(DPoPProof.algorithms.map { .string($0.rawValue) }),
             "status_list_endpoint": .string(base + "/v1/statuslists"),
             "status_list_uri": .string(tokens.statusListURI(1)),
         ]

@@ -41,7 +41,8 @@ struct TokenEndpointRoutes: Sendable {
         // RFC 8693 §2.2.1 (a superset of RFC 6749 §5.1).
         let body: [String: JSONValue] = [
             "access_token": .string(t.accessToken), "issued_token_type": .string(GrantType.accessTokenType),
-            "token_type": .string("Bearer"), "expires_in": .int(t.expiresIn),
+            // RFC 9449 §5: token_type DPoP for a token bound to the proof's key (cnf.jkt), Bearer otherwise.
+            "token_type": .string(t.tokenType), "expires_in": .int(t.expiresIn),
             "scope": .string("\(t.record.role):\(t.record.stage)"),
         ]
         return Response(
@@ -55,6 +56,7 @@ struct TokenEndpointRoutes: Sendable {
         var grant = "unknown"
         do {
             let form = try await FormBody(request, options)
+            let dpop = try dpopProof(request)
             switch try form.required("grant_type") {
             case GrantType.tokenExchange:
                 grant = "token-exchange"
@@ -71,7 +73,8 @@ struct TokenEndpointRoutes: Sendable {
                     audience: try form.required("audience"),
                     role: try form.required("role"),
                     stage: try form.required("stage"),
-                    pipeline: form.fields["pipeline"]
+                    pipeline: form.fields["pipeline"],
+                    dpopProof: dpop
                 )
                 count(grant, "issued")
                 return tokenResponse(t)
@@ -81,7 +84,8 @@ struct TokenEndpointRoutes: Sendable {
                 let t = try await tokens.poll(
                     client: client.id,
                     secret: client.secret,
-                    deviceCode: try form.required("device_code")
+                    deviceCode: try form.required("device_code"),
+                    dpopProof: dpop
                 )
                 count(grant, "issued")
                 return tokenResponse(t)
@@ -100,6 +104,14 @@ struct TokenEndpointRoutes: Sendable {
             count(grant, e.error)
             return e.tokenEndpointResponse
         }
+    }
+
+    /// The request's `DPoP` header (RFC 9449 §4.1), or nil. §4.3 step 1: more than one is refused.
+    func dpopProof(_ request: Request) throws(OAuthError) -> String? {
+        guard let name = PageSecurity.name("DPoP") else { return nil }
+        let values = request.headers[values: name]
+        guard values.count <= 1 else { throw .invalidDPoPProof("more than one DPoP header") }
+        return values.first
     }
 
     /// RFC 8628 §3.1 / §3.2.

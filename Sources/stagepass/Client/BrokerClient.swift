@@ -55,13 +55,15 @@ struct BrokerClient {
     func postForm(
         _ path: String,
         _ fields: [(String, String)],
-        basic: (String, String)? = nil
+        basic: (String, String)? = nil,
+        headers: [(String, String)] = []
     ) async throws
         -> (Int, JSONValue?)
     {
         var req = URLRequest(url: try url(path))
         req.httpMethod = "POST"
         req.setValue("application/x-www-form-urlencoded", forHTTPHeaderField: "Content-Type")
+        for (name, value) in headers { req.setValue(value, forHTTPHeaderField: name) }
         if let (id, secret) = basic {
             let cred = Data((formEncode(id) + ":" + formEncode(secret)).utf8).base64EncodedString()
             req.setValue("Basic \(cred)", forHTTPHeaderField: "Authorization")

@@ -25,6 +25,7 @@ struct RequestCommand: AsyncParsableCommand {
     )
     var triggeredBy: String?
     @Option(help: "Give up after this many seconds (default: when the request expires).") var timeout: Int64?
+    @OptionGroup var dpop: DPoPOptions
 
     func run() async throws {
         let env = ProcessInfo.processInfo.environment
@@ -33,6 +34,7 @@ struct RequestCommand: AsyncParsableCommand {
         }
         let trigger = triggeredBy ?? env["GITHUB_ACTOR"] ?? env["GITLAB_USER_LOGIN"] ?? env["BUILD_USER_ID"]
         let api = BrokerClient(base: broker)
+        let key = try dpop.makeKey()
         var fields = [("audience", audience), ("role", role), ("stage", stage), ("run_id", runId)]
         if let commit { fields.append(("commit", commit)) }
         if let trigger, !trigger.isEmpty { fields.append(("triggered_by", trigger)) }
@@ -59,7 +61,9 @@ struct RequestCommand: AsyncParsableCommand {
             let (s2, j2) = try await api.postForm(
                 "/v1/token",
                 [("grant_type", "urn:ietf:params:oauth:grant-type:device_code"), ("device_code", deviceCode)],
-                basic: (client, secret)
+                basic: (client, secret),
+                // RFC 9449 §4.1: a fresh proof (new jti) for every token request, polls included.
+                headers: try tokenRequestProof(key, base: broker)
             )
             if s2 == 200, let jwt = j2?["access_token"]?.stringValue {
                 print(jwt)

@@ -29,6 +29,14 @@ struct VerifyCommand: AsyncParsableCommand {
     @Option(name: .customLong("max-lifetime"), help: "Longest accepted exp - iat, seconds (1...86400).")
     var maxLifetime: Int64 = 3600
     @Option(help: "Verify as of this unix time (testing).") var now: Int64?
+    @Option(
+        name: .customLong("dpop-proof"),
+        help:
+            "The request's DPoP header: the token was presented with the DPoP scheme (RFC 9449; needs --method, --url)."
+    )
+    var dpopProof: String?
+    @Option(help: "The request's HTTP method (with --dpop-proof).") var method: String?
+    @Option(help: "The request's URL (with --dpop-proof; query and fragment are ignored).") var url: String?
     @Argument(help: "The token; read from standard input when absent.") var token: String?
 
     func validate() throws {
@@ -49,6 +57,11 @@ struct VerifyCommand: AsyncParsableCommand {
             }
         }
         guard !audience.isEmpty else { throw ValidationError("--audience is required") }
+        if dpopProof != nil {
+            guard method != nil, url != nil else { throw ValidationError("--dpop-proof needs --method and --url") }
+        } else if method != nil || url != nil {
+            throw ValidationError("--method and --url describe the request of a --dpop-proof; pass the proof too")
+        }
     }
 
     func run() async throws {
@@ -83,10 +96,16 @@ struct VerifyCommand: AsyncParsableCommand {
             throw ExitCode(2)
         }
         let verifier = Verifier(configuration: configuration, keys: keys, statusLists: lists)
+        // Without --dpop-proof the token was presented as a bearer token: a DPoP-bound one is refused dpop_required.
+        var presentation: DPoPPresentation?
+        if let dpopProof, let method, let url {
+            presentation = DPoPPresentation(proof: dpopProof, method: method, url: url)
+        }
         do {
             let t = try verifier.verify(
                 text,
                 requirements: Requirements(roles: role, stage: stage, pipeline: pipeline),
+                dpop: presentation,
                 at: now
             )
             FileHandle.standardOutput.write(Data(t.payload + [0x0A]))

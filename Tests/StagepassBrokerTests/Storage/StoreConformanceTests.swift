@@ -272,6 +272,26 @@ private func delegation(
         }
     }
 
+    // MARK: DPoP proofs
+
+    /// RFC 9449 §11.1: a proof is recorded once (also under concurrency), refused while unexpired, forgotten after.
+    @Test(arguments: Backend.allCases) func dpopProofsAreRecordedOnce(_ backend: Backend) throws {
+        try backend.run { t throws in
+            let s = t.store
+            #expect(try s.recordDPoPProof(key: "jkt-a jti-1", expiresAt: 200, now: 100))
+            #expect(try !s.recordDPoPProof(key: "jkt-a jti-1", expiresAt: 250, now: 150))
+            // Another key with the same jti is another proof.
+            #expect(try s.recordDPoPProof(key: "jkt-b jti-1", expiresAt: 200, now: 150))
+            // Once expired the record is gone (the proof would fail its iat check anyway).
+            #expect(try s.recordDPoPProof(key: "jkt-a jti-1", expiresAt: 400, now: 200))
+            let wins = Count()
+            try concurrently(16) { _ in
+                if try s.recordDPoPProof(key: "jkt-c jti-9", expiresAt: 900, now: 300) { wins.add() }
+            }
+            #expect(wins.value == 1)
+        }
+    }
+
     // MARK: sessions
 
     @Test(arguments: Backend.allCases) func sessionsRoundTrip(_ backend: Backend) throws {

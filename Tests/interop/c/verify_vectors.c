@@ -5,10 +5,13 @@
  *      -L<libdir> -Wl,-rpath,<libdir> -lStagepassVerifyC -ljansson
  *   out/verify_vectors [Specs/vectors/conformance.json]
  *
- * Per case: stagepass_verifier_new(issuer, audiences joined by ',', jwks, leeway, max_lifetime); each status
+ * Per case: stagepass_verifier_new_with_dpop(issuer, audiences joined by ',', jwks, leeway, max_lifetime, 0,
+ * dpop_replay_capacity or 0); each status
  * list installed with fetched_at = now and max_age = status_max_age (0 when absent), its result name compared
  * with status_list_results; stagepass_verify with the
- * case's requirements (roles joined by ',') and now. The verdict's stagepass_result_name must equal `expected`.
+ * case's requirements (roles joined by ',') and now, or, for a case with `dpop`, stagepass_verify_dpop with its
+ * proof, method and url after each of `dpop_earlier` (each must be accepted). The verdict's stagepass_result_name
+ * must equal `expected`.
  * Prints one line per mismatch and a summary; exits 0 only if every case matched.
  */
 #include <jansson.h>
@@ -65,9 +68,10 @@ static int run_case(const json_t *c) {
     char *audiences = join_strings(json_object_get(config, "audiences"));
     char *jwks = json_dumps(json_object_get(c, "jwks"), JSON_COMPACT);
     int result = -1;
-    stagepass_verifier *verifier = stagepass_verifier_new(
+    stagepass_verifier *verifier = stagepass_verifier_new_with_dpop(
         optional_string(config, "issuer"), audiences ? audiences : "", jwks ? jwks : "",
-        optional_integer(config, "leeway", -1), optional_integer(config, "max_lifetime", 0), &result);
+        optional_integer(config, "leeway", -1), optional_integer(config, "max_lifetime", 0), 0,
+        optional_integer(config, "dpop_replay_capacity", 0), &result);
     free(audiences);
     free(jwks);
     if (!verifier) {
@@ -96,9 +100,30 @@ static int run_case(const json_t *c) {
     static char claims[CLAIMS_CAP];
     char detail[DETAIL_CAP] = "";
     size_t claims_len = 0;
-    result = stagepass_verify(verifier, json_string_value(token), json_string_length(token), roles,
-                              optional_string(requirements, "stage"), optional_string(requirements, "pipeline"), now,
-                              claims, sizeof claims, &claims_len, detail, sizeof detail);
+    const json_t *earlier_list = json_object_get(c, "dpop_earlier");
+    json_t *earlier;
+    json_array_foreach(earlier_list, i, earlier) {
+        int rc = stagepass_verify_dpop(verifier, json_string_value(token), json_string_length(token), roles,
+                                       optional_string(requirements, "stage"), optional_string(requirements, "pipeline"),
+                                       optional_string(earlier, "proof"), optional_string(earlier, "method"),
+                                       optional_string(earlier, "url"), now, NULL, 0, NULL, detail, sizeof detail);
+        if (rc != STAGEPASS_OK) {
+            printf("FAIL %s: earlier DPoP presentation %zu refused: %s (%s)\n", id, i, stagepass_result_name(rc), detail);
+            ok = 0;
+        }
+    }
+    const json_t *dpop = json_object_get(c, "dpop");
+    if (json_is_object(dpop)) {
+        result = stagepass_verify_dpop(verifier, json_string_value(token), json_string_length(token), roles,
+                                       optional_string(requirements, "stage"), optional_string(requirements, "pipeline"),
+                                       optional_string(dpop, "proof"), optional_string(dpop, "method"),
+                                       optional_string(dpop, "url"), now, claims, sizeof claims, &claims_len, detail,
+                                       sizeof detail);
+    } else {
+        result = stagepass_verify(verifier, json_string_value(token), json_string_length(token), roles,
+                                  optional_string(requirements, "stage"), optional_string(requirements, "pipeline"), now,
+                                  claims, sizeof claims, &claims_len, detail, sizeof detail);
+    }
     free(roles);
     stagepass_verifier_free(verifier);
 

@@ -264,6 +264,19 @@ enum PostgresMigrations {
                 """
             ]
         ),
+        // RFC 9449 §11.1: DPoP proofs the token endpoint accepted (SQLite's v7-dpop-proofs).
+        Migration(
+            name: "v7-dpop-proofs",
+            statements: [
+                """
+                CREATE TABLE dpop_proofs (
+                    key_hash bytea PRIMARY KEY CHECK (length(key_hash) = 32),
+                    expires_at bigint NOT NULL
+                )
+                """,
+                "CREATE INDEX dpop_proofs_expiry ON dpop_proofs(expires_at)",
+            ]
+        ),
     ]
 
     /// Applies the missing migrations, each in a transaction under the migration lock. Returns the names applied now.

@@ -1,6 +1,7 @@
 public import Foundation
 import Logging
 import PostgresNIO
+import StagepassJOSE
 
 /// ``BrokerStore`` on PostgreSQL, through PostgresNIO's `PostgresClient` and its connection pool.
 ///
@@ -540,6 +541,26 @@ public final class PostgresStore: BrokerStore {
 
     public func deleteExpiredSessions(now: Int64) throws -> Int {
         try count("DELETE FROM sessions WHERE idle_expires_at <= \(now) OR absolute_expires_at <= \(now) RETURNING 1")
+    }
+
+    // MARK: DPoP proofs
+
+    public func recordDPoPProof(key: String, expiresAt: Int64, now: Int64) throws -> Bool {
+        let hash = Data(try Crypto.sha256(Array(key.utf8)))
+        let logger = self.logger
+        return try transaction { conn in
+            try await Self.drain(conn.query("DELETE FROM dpop_proofs WHERE expires_at <= \(now)", logger: logger))
+            let inserted = try await Self.collect(
+                conn.query(
+                    """
+                    INSERT INTO dpop_proofs (key_hash, expires_at) VALUES (\(hash), \(expiresAt))
+                    ON CONFLICT (key_hash) DO NOTHING RETURNING 1
+                    """,
+                    logger: logger
+                )
+            )
+            return inserted.count == 1
+        }
     }
 
     // MARK: throttling
