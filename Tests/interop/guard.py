@@ -251,11 +251,13 @@ class DPoPKey:
         canonical = json.dumps({k: self.jwk[k] for k in ("crv", "kty", "x", "y")}, separators=(",", ":"))
         return b64u(hashlib.sha256(canonical.encode()).digest())
 
-    def proof(self, method: str, url: str, access_token: str, iat: int | None = None) -> str:
+    def proof(self, method: str, url: str, access_token: str | None, iat: int | None = None) -> str:
+        """A proof for one request; `access_token` None for the token endpoint (no `ath`)."""
         header = {"typ": "dpop+jwt", "alg": "ES256", "jwk": self.jwk}
         claims = {"jti": b64u(os.urandom(16)), "htm": method, "htu": url.split("?")[0],
-                  "iat": int(time.time()) if iat is None else iat,
-                  "ath": b64u(hashlib.sha256(access_token.encode()).digest())}
+                  "iat": int(time.time()) if iat is None else iat}
+        if access_token is not None:
+            claims["ath"] = b64u(hashlib.sha256(access_token.encode()).digest())
         signing_input = (b64u(json.dumps(header).encode()) + "." + b64u(json.dumps(claims).encode())).encode()
         r, s = decode_dss_signature(self.key.sign(signing_input, ec.ECDSA(hashes.SHA256())))
         return signing_input.decode() + "." + b64u(r.to_bytes(32, "big") + s.to_bytes(32, "big"))

@@ -217,3 +217,34 @@ def test_dpop_replayed_requests_are_refused(stack, tmp_path):
         as_bearer = send(None, scheme="Bearer")
         assert as_bearer.status == 401 and "dpop_required" in as_bearer.headers["www-authenticate"]
         assert len(upstream.requests) == before + 1, "only the first request reached the upstream"
+
+
+def test_broker_issued_dpop_token_through_nginx(stack):
+    """The broker binds a token to the client's key at the token endpoint (a DPoP proof there, RFC 9449 §5); through
+    nginx and the guard that token passes once per proof and never as a Bearer token."""
+    broker, _, upstream, nginx = stack
+    dev = broker.add_user("guard-dpop", ["developers"])
+    session = broker.sign_in(dev)
+    holder = DPoPKey()
+    form = {"grant_type": "urn:ietf:params:oauth:grant-type:token-exchange", "subject_token": session,
+            "subject_token_type": "urn:stagepass:params:oauth:token-type:session", "audience": "deploy-api",
+            "role": "builder", "stage": "build"}
+    r = broker.request("POST", "/v1/token", form=form,
+                       headers={"DPoP": holder.proof("POST", broker.url + "/v1/token", None)})
+    assert r.status == 200, r.text
+    assert r.json["token_type"] == "DPoP"
+    token = r.json["access_token"]
+    assert claims(token)["cnf"]["jkt"] == holder.thumbprint()
+
+    url = nginx.url + "/deploy/web"
+    before = len(upstream.requests)
+    proof = holder.proof("POST", url, token)
+    headers = {"Authorization": f"DPoP {token}", "DPoP": proof}
+    ok = http("POST", url, headers=headers, data=b"release")
+    assert ok.status == 200, (ok.status, ok.headers)
+    assert ok.json["stagepass"]["X-Stagepass-Subject"] == "guard-dpop"
+    replayed = http("POST", url, headers=headers, data=b"release")
+    assert replayed.status == 401 and "dpop_replayed" in replayed.headers["www-authenticate"]
+    bearer = http("POST", url, headers={"Authorization": f"Bearer {token}"}, data=b"release")
+    assert bearer.status == 401 and "dpop_required" in bearer.headers["www-authenticate"]
+    assert len(upstream.requests) == before + 1
