@@ -15,6 +15,8 @@ let package = Package(
         .executable(name: "stagepass", targets: ["stagepass"]),
         .library(name: "StagepassVerify", targets: ["StagepassVerify"]),
         .library(name: "StagepassVerifyC", type: .dynamic, targets: ["StagepassVerifyC"]),
+        // Hummingbird middleware for deploy endpoints, and the forward-auth guard behind `stagepass guard`.
+        .library(name: "StagepassHummingbird", targets: ["StagepassHummingbird"]),
     ],
     dependencies: [
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
@@ -53,6 +55,16 @@ let package = Package(
         .target(
             name: "StagepassVerifyFetch",
             dependencies: ["StagepassVerify", "StagepassJOSE"],
+            swiftSettings: upcoming
+        ),
+        .target(
+            name: "StagepassHummingbird",
+            dependencies: [
+                "StagepassVerify", "StagepassVerifyFetch", "StagepassJOSE",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: upcoming
         ),
         .target(
@@ -107,6 +119,7 @@ let package = Package(
             name: "stagepass",
             dependencies: [
                 "StagepassJOSE", "StagepassVerify", "StagepassVerifyFetch", "StagepassBroker", "StagepassHTTP",
+                "StagepassHummingbird",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
@@ -159,6 +172,17 @@ let package = Package(
         .testTarget(
             name: "StagepassVerifyCTests",
             dependencies: ["StagepassVerifyCHeader"],
+            swiftSettings: upcoming
+        ),
+        .testTarget(
+            name: "StagepassHummingbirdTests",
+            dependencies: [
+                "StagepassHummingbird", "StagepassVerify", "StagepassVerifyFetch", "StagepassJOSE",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: upcoming
         ),
         .testTarget(

@@ -12,7 +12,8 @@ struct Stagepass: AsyncParsableCommand {
         subcommands: [
             // One line per command group.
             // Deploy endpoints: the offline verifier.
-            VerifyCommand.self, BenchCommand.self, DevSignCommand.self, DevJWKSCommand.self, DPoPProofCommand.self,
+            VerifyCommand.self, GuardCommand.self, BenchCommand.self, DevSignCommand.self, DevJWKSCommand.self,
+            DPoPProofCommand.self,
             // Signing keys.
             KeysCommand.self,
             // The broker and its humans.

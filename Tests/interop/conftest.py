@@ -73,6 +73,7 @@ def pytest_configure(config):
     # The fault suite: `make chaos` runs every `chaos` test; `make test` runs all but the `slow` ones (its smoke subset).
     config.addinivalue_line("markers", "chaos: a fault-suite test (slow clients, signals, storms, kills, full disks)")
     config.addinivalue_line("markers", "slow: a long fault-suite test, run by `make chaos` only")
+    config.addinivalue_line("markers", "release: installs a build (`make test`: its debug build; `make test-release`: the release build)")
 
 
 HANG_SECONDS = int(os.environ.get("STAGEPASS_HANG_SECONDS", "120"))

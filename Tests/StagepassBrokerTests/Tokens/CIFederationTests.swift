@@ -415,6 +415,54 @@ func refusal(_ body: () async throws -> Void) async -> (code: String, detail: St
         #expect(c["sub"]?.stringValue == "rita" && c["act"]?["repository"]?.stringValue == "octo-org/octo-repo")
     }
 
+    /// A pipeline that requires DPoP requires it on the CI-token exchange too: without a proof the exchange is
+    /// refused (and the CI token is not spent); with one, the token is bound to the proof's key.
+    @Test func theCITokenExchangeHonoursRequireDPoP() async throws {
+        var p = ciPolicy(github: gh, gitlab: gl, buildkite: bk)
+        p.pipelines["octo-deploy"]?.requireDPoP = true
+        let h = try await TokenHarness(policy: p)
+        try h.user("rita", ["release-managers"])
+        let now = h.manual.clock.now()
+        let s = try await h.signIn("rita")
+        _ = try h.tokens.delegate(
+            sessionToken: s,
+            client: "octo-deploy",
+            role: "deployer",
+            stage: "staging",
+            audience: "deploy-api",
+            window: 3600
+        )
+        let ciToken = try gh.sign(githubClaims(gh, now: now))
+        let e = await refusal {
+            _ = try await h.tokens.exchangeCI(
+                ciToken: ciToken,
+                pipeline: "octo-deploy",
+                audience: "deploy-api",
+                role: "deployer",
+                stage: "staging"
+            )
+        }
+        #expect(e?.code == "invalid_dpop_proof" && e?.detail.contains("octo-deploy") == true)
+        let key = try PrivateKey.generate(for: .ES256)
+        let proof = try DPoPProof.make(
+            key: key,
+            method: "POST",
+            url: h.tokens.tokenEndpoint,
+            issuedAt: h.manual.clock.now(),
+            jti: nil
+        )
+        // The same CI token still works: the refusal above did not spend it.
+        let t = try await h.tokens.exchangeCI(
+            ciToken: ciToken,
+            pipeline: "octo-deploy",
+            audience: "deploy-api",
+            role: "deployer",
+            stage: "staging",
+            dpopProof: proof
+        )
+        #expect(t.tokenType == "DPoP" && t.confirmationThumbprint != nil)
+    }
+
     @Test func theBindingCoversTheCIClaims() throws {
         var r = ApprovalRequestRecord(
             id: "req_1",

@@ -162,7 +162,10 @@ extension PostgresStore {
         let top = try await collect(conn.query("SELECT COALESCE(MAX(seq), 0) FROM tokens", logger: logger))
         guard var seq = try top.first?.decode(Int64.self) else { throw StoreError.backend("no token seq") }
         var last = try await collect(
-            conn.query("SELECT seq, time, prev_hash, event, hash FROM audit_log ORDER BY seq DESC LIMIT 1", logger: logger)
+            conn.query(
+                "SELECT seq, time, prev_hash, event, hash FROM audit_log ORDER BY seq DESC LIMIT 1",
+                logger: logger
+            )
         ).first.map(auditRow)
         var tokenSQL = """
             INSERT INTO tokens (seq, jti, kid, user_id, user_name, session_id, client_id, role, stage, audience,
