@@ -1,4 +1,5 @@
 public import StagepassJOSE
+import StagepassVerify
 
 /// The one claim vocabulary CI identities are judged in: each trusted CI issuer maps its own claims onto these
 /// names (``CIClaimMapping``), and pipeline rules (``CIRule``) and guardrails speak only these.
@@ -154,7 +155,7 @@ public enum CIMatcher: Sendable, Hashable, CustomStringConvertible {
     public func matches(_ value: String) -> Bool {
         switch self {
         case .exact(let v): return v == value
-        case .glob(let p): return ciGlobMatch(Array(p.utf8), Array(value.utf8))
+        case .glob(let p): return globMatch(p, value)
         case .anyOf(let all): return all.contains { $0.matches(value) }
         }
     }
@@ -213,31 +214,4 @@ public struct CIGuardrails: Sendable, Hashable {
     }
 
     public static let defaultUntrustedEvents: Set<String> = ["pull_request_target", "workflow_run"]
-}
-
-/// `*` matches any run of bytes (including none); everything else matches itself.
-func ciGlobMatch(_ p: [UInt8], _ s: [UInt8]) -> Bool {
-    var pi = 0
-    var si = 0
-    var star = -1
-    var mark = 0
-    let asterisk = UInt8(ascii: "*")
-    while si < s.count {
-        if pi < p.count && p[pi] == asterisk {
-            star = pi
-            mark = si
-            pi += 1
-        } else if pi < p.count && p[pi] == s[si] {
-            pi += 1
-            si += 1
-        } else if star >= 0 {
-            pi = star + 1
-            mark += 1
-            si = mark
-        } else {
-            return false
-        }
-    }
-    while pi < p.count && p[pi] == asterisk { pi += 1 }
-    return pi == p.count
 }
