@@ -21,10 +21,33 @@ public struct URLSessionGetter: HTTPGetting {
     public func get(_ url: URL) async throws -> (body: [UInt8], maxAge: Int64?) {
         var request = URLRequest(url: url, cachePolicy: .reloadIgnoringLocalCacheData, timeoutInterval: timeout)
         request.setValue("application/json, application/statuslist+jwt", forHTTPHeaderField: "Accept")
-        let (data, response) = try await URLSession.shared.data(for: request)
+        let (data, response) = try await Self.perform(request)
         guard let http = response as? HTTPURLResponse else { throw FetchError(message: "no HTTP response from \(url)") }
         guard http.statusCode == 200 else { throw FetchError(message: "HTTP \(http.statusCode) from \(url)") }
         return ([UInt8](data), HTTPFetch.maxAge(http.value(forHTTPHeaderField: "Cache-Control")))
+    }
+}
+
+extension URLSessionGetter {
+    /// One request through a completion handler, deliberately not `URLSession.data(for:)`: on Linux, cancelling the
+    /// awaiting task makes FoundationNetworking cancel the data task from inside the task's cancellation handler, which
+    /// can deadlock with the response being delivered at that moment (both wait for the same task-status lock). A
+    /// refresh loop is cancelled at shutdown, so its fetch must not be: a request runs to its answer or its
+    /// `timeoutInterval`, whichever comes first, and the cancelled loop then ends.
+    public static func perform(_ request: URLRequest) async throws -> (Data, URLResponse) {
+        try await withCheckedThrowingContinuation { continuation in
+            URLSession.shared.dataTask(with: request) { data, response, error in
+                if let error {
+                    continuation.resume(throwing: error)
+                } else if let response {
+                    continuation.resume(returning: (data ?? Data(), response))
+                } else {
+                    continuation.resume(
+                        throwing: FetchError(message: "no response from \(request.url?.absoluteString ?? "")")
+                    )
+                }
+            }.resume()
+        }
     }
 }
 

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import StagepassVerifyFetch
 
 #if canImport(FoundationNetworking)
 import FoundationNetworking
@@ -76,7 +77,8 @@ enum CIToken {
         var request = URLRequest(url: target, timeoutInterval: 30)
         request.setValue("bearer \(bearer)", forHTTPHeaderField: "Authorization")
         request.setValue("application/json", forHTTPHeaderField: "Accept")
-        let (data, response) = try await URLSession.shared.data(for: request)
+        // Through a completion handler, not `URLSession.data(for:)` (see URLSessionGetter.perform).
+        let (data, response) = try await URLSessionGetter.perform(request)
         let status = (response as? HTTPURLResponse)?.statusCode ?? 0
         guard status == 200,
             let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
