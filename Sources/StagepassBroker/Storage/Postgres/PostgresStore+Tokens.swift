@@ -140,18 +140,10 @@ extension PostgresStore {
         var kept: [(index: Int, item: PendingToken)] = []
         for (i, p) in batch.enumerated() {
             if let id = p.claimRequest {
-                let claimed = try await collect(
-                    conn.query(
-                        """
-                        UPDATE approval_requests SET state = 'issued', token_jti = \(p.token.jti)
-                        WHERE id = \(id) AND state = 'approved'
-                        RETURNING 1
-                        """,
-                        logger: logger
-                    )
-                )
-                if claimed.isEmpty {
-                    out.append(.failure(StoreError.conflict("request \(id) is not approved")))
+                do {
+                    try await claim(conn, request: id, jti: p.token.jti, logger: logger)
+                } catch let e as StoreError {
+                    out.append(.failure(e))
                     continue
                 }
             }
@@ -210,6 +202,22 @@ extension PostgresStore {
         return out
     }
 
+    /// Turns an `approved` request `issued` for token `jti` (compare-and-set in one statement).
+    /// - Throws: ``StoreError/conflict(_:)`` when the request is not `approved` (nothing changed).
+    static func claim(_ conn: PostgresConnection, request id: String, jti: String, logger: Logger) async throws {
+        let claimed = try await collect(
+            conn.query(
+                """
+                UPDATE approval_requests SET state = 'issued', token_jti = \(jti)
+                WHERE id = \(id) AND state = 'approved'
+                RETURNING 1
+                """,
+                logger: logger
+            )
+        )
+        if claimed.isEmpty { throw StoreError.conflict("request \(id) is not approved") }
+    }
+
     /// One ledger row, its request claim and its audit record, on `conn` inside a transaction that holds the chain
     /// lock.
     static func insertOne(
@@ -220,17 +228,7 @@ extension PostgresStore {
         logger: Logger
     ) async throws -> TokenRecord {
         if let id = claimRequest {
-            let claimed = try await collect(
-                conn.query(
-                    """
-                    UPDATE approval_requests SET state = 'issued', token_jti = \(t.jti)
-                    WHERE id = \(id) AND state = 'approved'
-                    RETURNING 1
-                    """,
-                    logger: logger
-                )
-            )
-            if claimed.isEmpty { throw StoreError.conflict("request \(id) is not approved") }
+            try await claim(conn, request: id, jti: t.jti, logger: logger)
         }
         let next = try await collect(conn.query("SELECT COALESCE(MAX(seq), 0) + 1 FROM tokens", logger: logger))
         guard let seq = try next.first?.decode(Int64.self) else {
