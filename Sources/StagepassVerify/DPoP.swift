@@ -324,6 +324,12 @@ public final class DPoPReplayCache: Sendable {
         }
     }
 
+    /// The unexpired entries at `now` (key and the expiry it was recorded with), for a caller that keeps the record
+    /// beyond the process (`stagepass verify --dpop-replay-file`).
+    public func entries(now: Int64) -> [(key: String, expiresAt: Int64)] {
+        state.withLock { s in s.expiries.filter { $0.value > now }.map { (key: $0.key, expiresAt: $0.value) } }
+    }
+
     private static func purgeFront(_ s: inout State, now: Int64) {
         while s.head < s.queue.count, s.queue[s.head].expiresAt <= now {
             let (k, e) = s.queue[s.head]

@@ -200,11 +200,20 @@ struct ParsingTests {
         let verify = ["verify", "--jwks", "j", "--issuer", "i", "--audience", "a"]
         #expect(try usageError(verify + ["--dpop-proof", "p", "tok"]).contains("--method"))
         #expect(try usageError(verify + ["--method", "GET", "tok"]).contains("--dpop-proof"))
+        #expect(try usageError(verify + ["--dpop-replay-file", "r", "tok"]).contains("--dpop-proof"))
+        // A one-shot verifier with a proof but no shared replay record would accept a replayed proof.
+        #expect(
+            try usageError(verify + ["--dpop-proof", "p", "--method", "GET", "--url", "https://d/x", "tok"]).contains(
+                "--dpop-replay-file"
+            )
+        )
         let v = try parsed(
-            verify + ["--dpop-proof", "p", "--method", "GET", "--url", "https://d/x", "tok"],
+            verify + [
+                "--dpop-proof", "p", "--method", "GET", "--url", "https://d/x", "--dpop-replay-file", "r", "tok",
+            ],
             as: VerifyCommand.self
         )
-        #expect(v.dpopProof == "p" && v.method == "GET" && v.url == "https://d/x")
+        #expect(v.dpopProof == "p" && v.method == "GET" && v.url == "https://d/x" && v.dpopReplayFile == "r")
     }
 
     @Test func approveAndDenyTakeTheUserCode() throws {

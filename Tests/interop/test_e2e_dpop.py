@@ -4,7 +4,9 @@ A real broker whose policy requires DPoP for production. A pipeline run asks wit
 it is refused at once with invalid_dpop_proof; with `--dpop-key-file` it gets a token bound to that key (cnf.jkt,
 token_type DPoP). The token then verifies only with a fresh proof by that key, through `stagepass verify` (the Swift
 library) and the C library (ctypes); as a bearer token, with a replayed proof or with a proof by another key it is
-refused. The broker records the proofs it accepted: a replayed token-request proof is refused too.
+refused. `stagepass verify` runs once per token, so it keeps its record of accepted proofs in a shared replay file:
+a proof replayed to a later or a concurrent invocation is refused. The broker records the proofs it accepted: a
+replayed token-request proof is refused too.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import stat
 import subprocess
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from cryptography.hazmat.primitives import hashes
@@ -139,20 +142,83 @@ def test_bound_token_carries_cnf_jkt_and_the_key_file_is_private(bound):
     assert c["stage"] == "production" and c["act"]["sub"] == "acme-web"
 
 
-def test_cli_verifies_with_a_proof_and_refuses_bearer_and_other_keys(broker, bound):
+def test_cli_verifies_with_a_proof_and_refuses_bearer_and_other_keys(broker, bound, tmp_path):
     token, key_file, token_file = bound
+    replay = ("--dpop-replay-file", str(tmp_path / "replay"))
     proof = cli_proof(broker, key_file, token_file)
-    ok = verify_cli(broker, token, "--dpop-proof", proof, "--method", "POST", "--url", DEPLOY_URL + "?run=1")
+    ok = verify_cli(broker, token, "--dpop-proof", proof, "--method", "POST", "--url", DEPLOY_URL + "?run=1", *replay)
     assert ok.returncode == 0, ok.stderr
     assert json.loads(ok.stdout)["cnf"]["jkt"] == claims(token)["cnf"]["jkt"]
     bearer = verify_cli(broker, token)
     assert bearer.returncode == 1 and json.loads(bearer.stderr)["error"] == "dpop_required"
     other = python_proof(ec.generate_private_key(ec.SECP256R1()), "POST", DEPLOY_URL, token)
-    r = verify_cli(broker, token, "--dpop-proof", other, "--method", "POST", "--url", DEPLOY_URL)
+    r = verify_cli(broker, token, "--dpop-proof", other, "--method", "POST", "--url", DEPLOY_URL, *replay)
     assert r.returncode == 1 and json.loads(r.stderr)["error"] == "dpop_key_mismatch"
     wrong_url = verify_cli(broker, token, "--dpop-proof", cli_proof(broker, key_file, token_file), "--method", "POST",
-                           "--url", "https://deploy.test/api/other")
+                           "--url", "https://deploy.test/api/other", *replay)
     assert wrong_url.returncode == 1 and json.loads(wrong_url.stderr)["error"] == "bad_dpop_proof"
+
+
+def test_cli_refuses_a_proof_replayed_to_a_later_invocation(broker, bound, tmp_path):
+    token, key_file, token_file = bound
+    replay_file = tmp_path / "replay"
+    args = ("--method", "POST", "--url", DEPLOY_URL, "--dpop-replay-file", str(replay_file))
+    proof = cli_proof(broker, key_file, token_file)
+    first = verify_cli(broker, token, "--dpop-proof", proof, *args)
+    assert first.returncode == 0, first.stderr
+    assert stat.S_IMODE(os.stat(replay_file).st_mode) == 0o600
+    # The record holds the proof's key and jti, not the proof or the token.
+    record = replay_file.read_text()
+    assert len(record.splitlines()) == 1 and token not in record and proof not in record
+    again = verify_cli(broker, token, "--dpop-proof", proof, *args)
+    assert again.returncode == 1 and json.loads(again.stderr)["error"] == "dpop_replayed"
+    # A fresh proof by the same key still passes; a refused proof is not recorded.
+    assert verify_cli(broker, token, "--dpop-proof", cli_proof(broker, key_file, token_file), *args).returncode == 0
+    assert len(replay_file.read_text().splitlines()) == 2
+    # Another replay file is another record: the deploy host keeps one path for every invocation.
+    other = verify_cli(broker, token, "--dpop-proof", proof, "--method", "POST", "--url", DEPLOY_URL,
+                       "--dpop-replay-file", str(tmp_path / "elsewhere"))
+    assert other.returncode == 0, other.stderr
+
+
+def test_cli_concurrent_invocations_accept_a_proof_once(broker, bound, tmp_path):
+    token, key_file, token_file = bound
+    args = ("--method", "POST", "--url", DEPLOY_URL, "--dpop-replay-file", str(tmp_path / "replay"))
+    proof = cli_proof(broker, key_file, token_file)
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda _: verify_cli(broker, token, "--dpop-proof", proof, *args), range(8)))
+    codes = sorted(r.returncode for r in results)
+    assert codes == [0] + [1] * 7, [r.stderr for r in results]
+    assert all(json.loads(r.stderr)["error"] == "dpop_replayed" for r in results if r.returncode == 1)
+
+
+def test_cli_replay_file_fails_closed(broker, bound, tmp_path):
+    token, key_file, token_file = bound
+    path = tmp_path / "replay"
+    args = ("--method", "POST", "--url", DEPLOY_URL, "--dpop-replay-file", str(path))
+    # A file others can write could have its record erased: refused, exit 2, nothing verified.
+    path.write_text("")
+    os.chmod(path, 0o666)
+    r = verify_cli(broker, token, "--dpop-proof", cli_proof(broker, key_file, token_file), *args)
+    assert r.returncode == 2 and "chmod 600" in r.stderr and r.stdout == ""
+    # A malformed line is not skipped: the record cannot be trusted, so nothing is accepted.
+    os.chmod(path, 0o600)
+    path.write_text("1 not base64!\n")
+    r = verify_cli(broker, token, "--dpop-proof", cli_proof(broker, key_file, token_file), *args)
+    assert r.returncode == 2 and "line 1 is malformed" in r.stderr and r.stdout == ""
+    # A last line a crash cut short (no newline) was never acknowledged: ignored, and the next record appends.
+    path.write_text(f"{int(time.time()) + 999} YWJj\n{int(time.time()) + 999} ZGVm")
+    r = verify_cli(broker, token, "--dpop-proof", cli_proof(broker, key_file, token_file), *args)
+    assert r.returncode == 0, r.stderr
+    assert path.read_text().endswith("\n") and len(path.read_text().splitlines()) == 2
+    r = verify_cli(broker, token, "--dpop-proof", cli_proof(broker, key_file, token_file), *args)
+    assert r.returncode == 0, r.stderr
+    # A symbolic link is not followed (O_NOFOLLOW): the record cannot be redirected.
+    link = tmp_path / "link"
+    link.symlink_to(path)
+    r = verify_cli(broker, token, "--dpop-proof", cli_proof(broker, key_file, token_file), "--method", "POST",
+                   "--url", DEPLOY_URL, "--dpop-replay-file", str(link))
+    assert r.returncode == 2 and r.stdout == ""
 
 
 def test_c_library_verifies_with_a_proof_and_refuses_replays(broker, bound):
@@ -212,3 +278,18 @@ def test_broker_refuses_a_replayed_token_request_proof(broker, client):
 def test_discovery_names_the_dpop_algorithms(broker):
     d = broker.request("GET", "/.well-known/openid-configuration").json
     assert d["dpop_signing_alg_values_supported"] == ["ES256", "EdDSA"]
+
+
+def test_cli_replay_file_drops_expired_proofs(broker, bound, tmp_path):
+    token, key_file, token_file = bound
+    path = tmp_path / "replay"
+    now = int(time.time())
+    live = f"{now + 999} {b64u(b'live proof')}\n"
+    path.write_text("".join(f"{now - 10} {b64u(f'old {i}'.encode())}\n" for i in range(300)) + live)
+    os.chmod(path, 0o600)
+    r = verify_cli(broker, token, "--dpop-proof", cli_proof(broker, key_file, token_file), "--method", "POST",
+                   "--url", DEPLOY_URL, "--dpop-replay-file", str(path))
+    assert r.returncode == 0, r.stderr
+    lines = path.read_text().splitlines()
+    assert len(lines) == 2 and live.strip() in lines
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600

@@ -37,6 +37,14 @@ struct VerifyCommand: AsyncParsableCommand {
     var dpopProof: String?
     @Option(help: "The request's HTTP method (with --dpop-proof).") var method: String?
     @Option(help: "The request's URL (with --dpop-proof; query and fragment are ignored).") var url: String?
+    @Option(
+        name: .customLong("dpop-replay-file"),
+        help: """
+            The replay record shared by every invocation on this host (created 0600; required with --dpop-proof): \
+            a proof accepted once is dpop_replayed afterwards.
+            """
+    )
+    var dpopReplayFile: String?
     @Argument(help: "The token; read from standard input when absent.") var token: String?
 
     func validate() throws {
@@ -59,8 +67,15 @@ struct VerifyCommand: AsyncParsableCommand {
         guard !audience.isEmpty else { throw ValidationError("--audience is required") }
         if dpopProof != nil {
             guard method != nil, url != nil else { throw ValidationError("--dpop-proof needs --method and --url") }
-        } else if method != nil || url != nil {
-            throw ValidationError("--method and --url describe the request of a --dpop-proof; pass the proof too")
+            // RFC 9449 §11.1: one process per token remembers nothing, so the proof's jti is checked against a
+            // record every invocation shares; without one a replayed proof would pass.
+            guard dpopReplayFile != nil else {
+                throw ValidationError("--dpop-proof needs --dpop-replay-file (the record of proofs already accepted)")
+            }
+        } else if method != nil || url != nil || dpopReplayFile != nil {
+            throw ValidationError(
+                "--method, --url and --dpop-replay-file go with a --dpop-proof; pass the proof too"
+            )
         }
     }
 
@@ -96,25 +111,48 @@ struct VerifyCommand: AsyncParsableCommand {
             throw ExitCode(2)
         }
         let verifier = Verifier(configuration: configuration, keys: keys, statusLists: lists)
+        let at = now ?? Int64(Date().timeIntervalSince1970)
         // Without --dpop-proof the token was presented as a bearer token: a DPoP-bound one is refused dpop_required.
         var presentation: DPoPPresentation?
+        var replayFile: DPoPReplayFile?
         if let dpopProof, let method, let url {
             presentation = DPoPPresentation(proof: dpopProof, method: method, url: url)
+            if let dpopReplayFile {
+                do {
+                    // Locked until this process exits: a concurrent invocation waits, then sees this proof.
+                    let file = try DPoPReplayFile(path: dpopReplayFile)
+                    try file.load(into: verifier.replayCache, now: at)
+                    replayFile = file
+                } catch {
+                    FileHandle.standardError.write(Data("stagepass verify: \(error)\n".utf8))
+                    throw ExitCode(2)
+                }
+            }
         }
+        let t: VerifiedToken
         do {
-            let t = try verifier.verify(
+            t = try verifier.verify(
                 text,
                 requirements: Requirements(roles: role, stage: stage, pipeline: pipeline),
                 dpop: presentation,
-                at: now
+                at: at
             )
-            FileHandle.standardOutput.write(Data(t.payload + [0x0A]))
         } catch {
             let line = JSONValue.object(["error": .string(error.code.name), "detail": .string(error.detail)])
                 .serialized()
             FileHandle.standardError.write(Data((line + "\n").utf8))
             throw ExitCode(1)
         }
+        if let replayFile {
+            // The proof is on disk before the verdict: an `ok` is never forgotten by the next invocation.
+            do {
+                try replayFile.save(from: verifier.replayCache, now: at)
+            } catch {
+                FileHandle.standardError.write(Data("stagepass verify: \(error)\n".utf8))
+                throw ExitCode(2)
+            }
+        }
+        FileHandle.standardOutput.write(Data(t.payload + [0x0A]))
     }
 }
 
