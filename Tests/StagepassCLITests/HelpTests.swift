@@ -140,7 +140,8 @@ struct HelpTests {
             ["verify"],
             [
                 "--jwks", "--issuer", "--audience", "--role", "--stage", "--pipeline", "--status-list",
-                "--status-max-age", "--leeway", "--max-lifetime", "--now", "--dpop-proof", "--method", "--url", "--dpop-replay-file",
+                "--status-max-age", "--leeway", "--max-lifetime", "--now", "--dpop-proof", "--method", "--url",
+                "--dpop-replay-file",
                 "<token>",
             ]
         ),
