@@ -68,7 +68,8 @@ bench-issuance: deps
 
 # The install test on the static-runtime release build (slow: a release build of every dependency).
 test-release: release
-	STAGEPASS_BIN=$(abspath $(BIN)) STAGEPASS_VERIFY_LIB=$(abspath $(LIB)) python3 -m pytest -q Tests/interop/test_install.py
+	STAGEPASS_BIN=$(RELEASE_DIR)/stagepass STAGEPASS_VERIFY_LIB=$(RELEASE_DIR)/libStagepassVerifyC.so \
+		python3 -m pytest -q Tests/interop/test_install.py
 
 # `stagepass guard` under wrk against the single-thread full-verify rate of the same run (Specs/benchmarks.md,
 # "Forward-auth guard"). Extra flags: make bench-guard BENCH_ARGS="--seconds 20".
