@@ -2,9 +2,10 @@ import Dispatch
 import Foundation
 import Synchronization
 
-/// Where the broker's blocking work runs: synchronous storage calls (GRDB), key generation and key-file writes
-/// (fsync). Such work must never run on the Swift cooperative thread pool, whose few threads (one per core) also
-/// serve every request: a thread stuck in SQLite or in RSA key generation is a core that serves nothing.
+/// Where the broker's blocking work runs: opening the store, reading the policy file, key generation and key-file
+/// writes (fsync). Such work must never run on the Swift cooperative thread pool, whose few threads (one per core)
+/// also serve every request: a thread stuck in a file read or in RSA key generation is a core that serves nothing.
+/// (Storage calls need no lane: the store is asynchronous, see ``BrokerStore``.)
 ///
 /// An executor is one or more serial Dispatch queues ("lanes"); a serial queue the program creates runs on a thread
 /// of its own when it has work (libdispatch's "overcommit" threads). On Linux, `DispatchQueue.global()` is *not* a way
@@ -13,7 +14,7 @@ import Synchronization
 /// - **Run a synchronous call** with ``run(_:)``; the calling task suspends (its thread goes back to the pool) until
 ///   the call returns on one of the executor's lanes:
 ///   ```swift
-///   let user = try await BrokerExecutor.storage.run { try store.user(named: name) }
+///   let policy = try await BrokerExecutor.blocking.run { try AccessPolicy.load(file: path) }
 ///   ```
 /// - **Give an actor this executor** (as ``KeyStore`` does with ``keys``), so every method of the actor runs off the
 ///   pool, on the first lane, serially, with the actor's usual guarantees:
@@ -21,18 +22,15 @@ import Synchronization
 ///   public nonisolated var unownedExecutor: UnownedSerialExecutor { BrokerExecutor.keys.asUnownedSerialExecutor() }
 ///   ```
 ///
-/// ``storage`` has several lanes, so reads from the WAL database still run side by side (SQLite serialises the
-/// writers itself); ``keys`` has one. Each has threads of its own, so a slow RSA key generation never delays a token's
-/// ledger write. Argon2 runs on ``WorkPool/passwords`` instead: a bounded pool that refuses work past its queue, so a
+/// ``blocking`` has a lane per core; ``keys`` has one. Each has threads of its own, so a slow RSA key generation
+/// never delays a policy reload. Argon2 runs on ``WorkPool/passwords`` instead: a bounded pool that refuses work past its queue, so a
 /// burst of sign-ins never builds an unbounded backlog.
 public final class BrokerExecutor: SerialExecutor {
-    /// Database calls of the broker's services (the store's calls are synchronous): four lanes per core, at least
-    /// eight. A lane waits out its call: a few microseconds in SQLite's page cache, a network round trip on
-    /// PostgreSQL, so with one lane per core a PostgreSQL broker could not have more than a couple of queries in
-    /// flight. SQLite still serialises its writers itself.
-    public static let storage = BrokerExecutor(
-        label: "stagepass.broker.storage",
-        lanes: max(8, 4 * ProcessInfo.processInfo.activeProcessorCount)
+    /// Occasional blocking calls of the server: opening the store, reading the policy file, closing a connection
+    /// pool. A lane per core, at least two.
+    public static let blocking = BrokerExecutor(
+        label: "stagepass.broker.blocking",
+        lanes: max(2, ProcessInfo.processInfo.activeProcessorCount)
     )
     /// ``KeyStore``'s executor: key generation, signing-key lookups, keyring and key-file writes.
     public static let keys = BrokerExecutor(label: "stagepass.broker.keys")

@@ -146,11 +146,11 @@ public struct HumanBroker: Sendable {
 
     /// On an empty database, creates the `admin` account (group `admins`) with a random password and a pending TOTP
     /// factor (activated by the first correct code at sign-in). Returns nil when any user exists.
-    public func bootstrapIfEmpty(adminName: String = "admin") throws -> Bootstrap? {
-        guard try store.allUsers().isEmpty else { return nil }
+    public func bootstrapIfEmpty(adminName: String = "admin") async throws -> Bootstrap? {
+        guard try await store.allUsers().isEmpty else { return nil }
         let password = Base64URL.encode(try Crypto.randomBytes(18))
-        try accounts.add(name: adminName, password: password, groups: ["admins"], actor: "bootstrap")
-        let enrolment = try factors.enrolTOTP(userName: adminName, actor: "bootstrap")
+        try await accounts.add(name: adminName, password: password, groups: ["admins"], actor: "bootstrap")
+        let enrolment = try await factors.enrolTOTP(userName: adminName, actor: "bootstrap")
         return Bootstrap(userName: adminName, password: password, enrolment: enrolment)
     }
 }

@@ -61,8 +61,17 @@ public struct AuditEvent: Sendable, Codable, Hashable {
 }
 
 /// Where audit events go. The hash-chained audit log implements it; `record` returns only once the event is durable.
+///
+/// The services call the asynchronous ``record(_:)``. The key store calls the blocking forms (``recordBlocking(_:)``,
+/// ``keyEvents()``): it runs on an executor of its own (``BrokerExecutor/keys``), where blocking is allowed, and a
+/// key change must not suspend half-way — an actor is reentrant at every `await`, so a second change could
+/// interleave with the first between its audit record and its files.
 public protocol AuditSink: Sendable {
-    func record(_ event: AuditEvent) throws
+    /// Records `event`; returns once it is durable.
+    func record(_ event: AuditEvent) async throws
+    /// Records `event`, blocking the calling thread until it is durable (key store only: never on the cooperative
+    /// pool).
+    func recordBlocking(_ event: AuditEvent) throws
     /// The event as a record to append inside another store transaction (so the change and its record commit
     /// together), or nil when this sink keeps its records elsewhere (then the caller records after the change).
     func chainedEntry(_ event: AuditEvent) throws -> AuditAppend?
@@ -72,6 +81,8 @@ public protocol AuditSink: Sendable {
 }
 
 extension AuditSink {
+    /// For sinks whose blocking form never waits on I/O (memory, a log line).
+    public func record(_ event: AuditEvent) async throws { try recordBlocking(event) }
     public func chainedEntry(_ event: AuditEvent) throws -> AuditAppend? { nil }
     public func keyEvents() throws -> [AuditEvent]? { nil }
 }
@@ -82,7 +93,7 @@ public final class MemoryAuditSink: AuditSink, @unchecked Sendable {
     private let lock = NSLock()
     private var storage: [AuditEvent] = []
     public init() {}
-    public func record(_ event: AuditEvent) throws { lock.withLock { storage.append(event) } }
+    public func recordBlocking(_ event: AuditEvent) throws { lock.withLock { storage.append(event) } }
     public var events: [AuditEvent] { lock.withLock { storage } }
     public func keyEvents() throws -> [AuditEvent]? { events.filter { $0.action.hasPrefix("key.") } }
 }

@@ -62,7 +62,7 @@ import Testing
             return a.wait(timeout: .now() + 10) == .success
         }
         #expect(try await [first, second] == [true, true])
-        #expect(try await BrokerExecutor.storage.run { BrokerExecutor.storage.isCurrent })
+        #expect(try await BrokerExecutor.blocking.run { BrokerExecutor.blocking.isCurrent })
     }
 
     @Test func keyStoreRunsOnTheKeysExecutor() async throws {

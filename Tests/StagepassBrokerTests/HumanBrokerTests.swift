@@ -15,9 +15,9 @@ import Testing
             clock: clock.clock,
             environment: [:]
         )
-        let first = try #require(try broker.bootstrapIfEmpty())
+        let first = try await #require(try broker.bootstrapIfEmpty())
         #expect(first.userName == "admin")
-        #expect(try broker.bootstrapIfEmpty() == nil)
+        await #expect(try broker.bootstrapIfEmpty() == nil)
         let attrs = try FileManager.default.attributesOfItem(atPath: HumanBroker.masterKeyPath(dir))
         #expect((attrs[.posixPermissions] as? NSNumber)?.intValue == 0o600)
         let dirAttrs = try FileManager.default.attributesOfItem(atPath: dir)
@@ -33,17 +33,17 @@ import Testing
         let p = try await again.sessions.signIn(name: "admin", password: first.password, address: "t")
         #expect(p.needsFactor && p.allowedFactors == [.totp])
         let secret = try #require(Base32.decode(first.enrolment.secret))
-        let s = try again.sessions.completeFactor(
+        let s = try await again.sessions.completeFactor(
             pendingToken: p.token,
             proof: .totp(try OTP.totp(secret: secret, unixTime: clock.clock.now())),
             address: "t"
         )
         #expect(s.session.amr == ["pwd", "otp"] && s.session.groups == ["admins"])
-        #expect(try again.factors.list(userId: s.session.userId).map(\.state) == [.active])
-        #expect(try again.audit.verify().isIntact)
+        await #expect(try again.factors.list(userId: s.session.userId).map(\.state) == [.active])
+        await #expect(try again.audit.verify().isIntact)
     }
 
-    @Test func aMalformedMasterKeyInTheEnvironmentIsRefused() throws {
+    @Test func aMalformedMasterKeyInTheEnvironmentIsRefused() async throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sp-\(UUID().uuidString)").path
         defer { try? FileManager.default.removeItem(atPath: dir) }
         #expect(throws: BrokerError.masterKey) {

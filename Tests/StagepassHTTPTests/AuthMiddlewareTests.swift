@@ -19,10 +19,14 @@ import Testing
     }
 
     func signIn(_ t: TestBroker, _ name: String) async throws -> (pending: String, mfa: String) {
-        let secret = try t.user(name)
+        let secret = try await t.user(name)
         let p = try await t.broker.sessions.signIn(name: name, password: "a long enough password", address: "test")
         let pending = try await t.broker.sessions.signIn(name: name, password: "a long enough password", address: "t")
-        let s = try t.broker.sessions.completeFactor(pendingToken: p.token, proof: .totp(t.code(secret)), address: "t")
+        let s = try await t.broker.sessions.completeFactor(
+            pendingToken: p.token,
+            proof: .totp(t.code(secret)),
+            address: "t"
+        )
         return (pending.token, s.token)
     }
 
@@ -121,7 +125,7 @@ import Testing
         }
         let nonce = Base64URL.encode(try Crypto.randomBytes(32))
         let nonceToken = try security.csrfToken(binding: "nonce:" + nonce)
-        let session = try t.broker.sessions.requireMFA(token: mfa)
+        let session = try await t.broker.sessions.requireMFA(token: mfa)
         let sessionToken = try security.csrfToken(binding: "session:" + session.id)
         try await app.test(.router) { client in
             func post(_ cookie: String, _ csrf: String) async throws -> String {

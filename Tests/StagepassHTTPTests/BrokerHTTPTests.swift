@@ -28,11 +28,19 @@ struct TestBroker: Sendable {
     var app: some ApplicationProtocol { buildApplication(broker: broker) }
 
     /// Adds a user with an active TOTP factor; returns the secret.
-    func user(_ name: String, password: String = "a long enough password", groups: [String] = []) throws -> [UInt8] {
-        try broker.accounts.add(name: name, password: password, groups: groups, actor: "root")
-        let e = try broker.factors.enrolTOTP(userName: name, actor: "root")
+    func user(
+        _ name: String,
+        password: String = "a long enough password",
+        groups: [String] = []
+    ) async throws -> [UInt8] {
+        try await broker.accounts.add(name: name, password: password, groups: groups, actor: "root")
+        let e = try await broker.factors.enrolTOTP(userName: name, actor: "root")
         let secret = Base32.decode(e.secret) ?? []
-        try broker.factors.confirmTOTP(userId: try broker.accounts.get(name).id, code: code(secret), actor: name)
+        try await broker.factors.confirmTOTP(
+            userId: try await broker.accounts.get(name).id,
+            code: code(secret),
+            actor: name
+        )
         manual.advance(30)
         return secret
     }
@@ -89,7 +97,7 @@ final class Seen: @unchecked Sendable {
 @Suite struct BrokerHTTPTests {
     @Test func fullSignInOverTheRouterMatchesTheSpec() async throws {
         let t = try TestBroker()
-        let secret = try t.user("alice", groups: ["deploy"])
+        let secret = try await t.user("alice", groups: ["deploy"])
         try await t.app.test(.router) { client in
             let p = try await t.call(
                 client,
@@ -149,14 +157,14 @@ final class Seen: @unchecked Sendable {
             #expect(after.status == 401)
             #expect(after.json?["code"]?.stringValue == "invalid_session")
         }
-        let events = try t.broker.audit.events()
+        let events = try await t.broker.audit.events()
         #expect(events.contains { $0.action == "signin" && $0.factors == ["pwd", "otp"] })
-        #expect(try t.broker.audit.verify().isIntact)
+        await #expect(try t.broker.audit.verify().isIntact)
     }
 
     @Test func unknownUserAndWrongPasswordGetTheSameStatusAndBody() async throws {
         let t = try TestBroker()
-        _ = try t.user("alice")
+        _ = try await t.user("alice")
         try await t.app.test(.router) { client in
             let wrong = try await t.call(
                 client,
@@ -179,7 +187,7 @@ final class Seen: @unchecked Sendable {
 
     @Test func throttlingAnswers429WithRetryAfter() async throws {
         let t = try TestBroker()
-        _ = try t.user("alice")
+        _ = try await t.user("alice")
         try await t.app.test(.router) { client in
             for _ in 0..<3 {
                 try await t.call(
@@ -227,16 +235,16 @@ final class Seen: @unchecked Sendable {
 
     @Test func badInputGetsAProblemAndChangesNothing() async throws {
         let t = try TestBroker()
-        let secret = try t.user("alice")
-        let codes = try t.broker.factors.regenerateBackupCodes(userName: "alice", actor: "root")
+        let secret = try await t.user("alice")
+        let codes = try await t.broker.factors.regenerateBackupCodes(userName: "alice", actor: "root")
         let step1 = try await t.broker.sessions.signIn(name: "alice", password: "a long enough password", address: "x")
-        let mfa = try t.broker.sessions.completeFactor(
+        let mfa = try await t.broker.sessions.completeFactor(
             pendingToken: step1.token,
             proof: .totp(t.code(secret)),
             address: "x"
         )
         let step2 = try await t.broker.sessions.signIn(name: "alice", password: "a long enough password", address: "x")
-        let auditBefore = try t.broker.audit.events().count
+        let auditBefore = try await t.broker.audit.events().count
         try await t.app.test(.router) { client in
             for (path, body, ct, status) in Self.badBodies {
                 let token = path == "/v1/auth/factor" ? step2.token : mfa.token
@@ -258,13 +266,13 @@ final class Seen: @unchecked Sendable {
             )
             #expect(f.status == 200)
         }
-        #expect(try t.broker.audit.events().count == auditBefore + 1)
-        #expect(try t.broker.factors.backupCodesLeft(userId: try t.broker.accounts.get("alice").id) == 9)
+        await #expect(try t.broker.audit.events().count == auditBefore + 1)
+        await #expect(try t.broker.factors.backupCodesLeft(userId: try t.broker.accounts.get("alice").id) == 9)
     }
 
     @Test func firstEnrolmentFromAPendingSessionIsOffByDefault() async throws {
         let t = try TestBroker()
-        try t.broker.accounts.add(name: "bob", password: "a long enough password", actor: "root")
+        try await t.broker.accounts.add(name: "bob", password: "a long enough password", actor: "root")
         try await t.app.test(.router) { client in
             let p = try await t.call(
                 client,
@@ -276,12 +284,12 @@ final class Seen: @unchecked Sendable {
             let e = try await t.call(client, .post, "/v1/factors/totp", token: pending)
             #expect(e.status == 403 && e.json?["code"]?.stringValue == "step_up_required")
         }
-        #expect(try t.broker.factors.list(userId: try t.broker.accounts.get("bob").id).isEmpty)
+        await #expect(try t.broker.factors.list(userId: try t.broker.accounts.get("bob").id).isEmpty)
     }
 
     @Test func firstEnrolmentFromAPendingSessionWhenPolicyAllows() async throws {
         let t = try TestBroker(policy: AuthPolicy(firstEnrolmentWithPassword: true))
-        try t.broker.accounts.add(name: "bob", password: "a long enough password", actor: "root")
+        try await t.broker.accounts.add(name: "bob", password: "a long enough password", actor: "root")
         try await t.app.test(.router) { client in
             let p = try await t.call(
                 client,
@@ -342,7 +350,7 @@ final class Seen: @unchecked Sendable {
     /// A full sign-in through the real HTTP server on a loopback port started by the test.
     @Test func fullSignInOverALiveLoopbackServer() async throws {
         let t = try TestBroker()
-        let secret = try t.user("carol")
+        let secret = try await t.user("carol")
         let app = buildApplication(broker: t.broker, configuration: .init(address: .hostname("127.0.0.1", port: 0)))
         try await app.test(.live) { client in
             let p = try await t.call(
@@ -365,7 +373,7 @@ final class Seen: @unchecked Sendable {
             #expect(try await t.call(client, .post, "/v1/auth/logout", token: token).status == 204)
         }
         // The live server saw a real peer address, used for per-address throttling.
-        #expect(try t.broker.audit.events().contains { $0.details["address"] == "127.0.0.1" })
+        await #expect(try t.broker.audit.events().contains { $0.details["address"] == "127.0.0.1" })
     }
 
     @Test func everyDocumentedPathIsImplemented() async throws {
@@ -384,7 +392,7 @@ final class Seen: @unchecked Sendable {
         )
         try await keys.rotate()
         t.broker.policies.replace(try AccessPolicy.example())
-        let tokens = TokenBroker(human: t.broker, keys: keys, issuer: "http://sp.test")
+        let tokens = await TokenBroker(human: t.broker, keys: keys, issuer: "http://sp.test")
         let app = buildApplication(broker: t.broker, tokens: tokens)
         try await app.test(.router) { client in
             for path in Set(doc.operations.map(\.path)) {

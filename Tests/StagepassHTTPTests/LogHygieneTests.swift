@@ -34,7 +34,7 @@ struct CapturingHandler: LogHandler {
 @Suite struct LogHygieneTests {
     @Test func logsNeverContainPasswordsCodesOrTokens() async throws {
         let t = try TestBroker()
-        let secret = try t.user("alice")
+        let secret = try await t.user("alice")
         let sink = CapturedLogs()
         var logger = Logger(label: "test") { _ in CapturingHandler(sink: sink) }
         logger.logLevel = .trace
@@ -74,7 +74,7 @@ struct CapturingHandler: LogHandler {
         for s in secrets { #expect(!logs.contains(s), "a secret reached the logs") }
         // The audit log holds no secret either.
         var audit = ""
-        try t.broker.audit.export { audit += $0 }
+        try await t.broker.audit.export { audit += $0 }
         for s in secrets { #expect(!audit.contains(s), "a secret reached the audit log") }
     }
 }

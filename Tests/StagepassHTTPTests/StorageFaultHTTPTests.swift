@@ -12,11 +12,11 @@ import Testing
 @Suite struct StorageFaultHTTPTests {
     @Test func writesRefusedMeansUnreadyAnd503ThenRecovery() async throws {
         let t = try TestBroker()
-        _ = try t.user("alice")
+        _ = try await t.user("alice")
         let store = try #require(t.broker.store as? SQLiteStore)
         try await t.app.test(.router) { client in
             #expect(try await t.call(client, .get, "/readyz").status == 200)
-            try store.unsafeExecute("PRAGMA query_only = ON")  // every write now fails with SQLITE_READONLY
+            try await store.unsafeExecute("PRAGMA query_only = ON")  // every write now fails with SQLITE_READONLY
             let signIn = #"{"user":"alice","password":"a long enough password"}"#
             let r = try await t.call(client, .post, "/v1/auth/password", body: signIn)
             #expect(r.status == 503)
@@ -29,7 +29,7 @@ import Testing
             let metrics = try await t.call(client, .get, "/metrics")
             #expect(metrics.raw.contains(#"stagepass_storage_faults_total{cause="read_only"}"#))
 
-            try store.unsafeExecute("PRAGMA query_only = OFF")
+            try await store.unsafeExecute("PRAGMA query_only = OFF")
             #expect(try await t.call(client, .get, "/readyz").status == 200)
             #expect(try await t.call(client, .post, "/v1/auth/password", body: signIn).status == 200)
         }

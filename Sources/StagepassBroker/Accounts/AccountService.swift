@@ -55,7 +55,7 @@ public struct AccountService: Sendable {
     /// - Throws: ``BrokerError/invalidRequest(_:)`` for a bad name, group or password (nothing is stored),
     ///   ``BrokerError/conflict(_:)`` if the name is taken.
     @discardableResult
-    public func add(name: String, password: String, groups: [String] = [], actor: String) throws -> User {
+    public func add(name: String, password: String, groups: [String] = [], actor: String) async throws -> User {
         guard Self.isValidName(name) else {
             throw BrokerError.invalidRequest(
                 "user names are 1-64 characters of a-z 0-9 . _ - (starting with a-z or 0-9)"
@@ -66,11 +66,11 @@ public struct AccountService: Sendable {
         let id = "u_" + Base64URL.encode(try Crypto.randomBytes(12))
         let record = UserRecord(id: id, name: name, passwordHash: try hasher.hash(password), createdAt: clock.now())
         do {
-            try store.insertUser(record, groups: groups)
+            try await store.insertUser(record, groups: groups)
         } catch let e as StoreError where e == .conflict {
             throw BrokerError.conflict("a user named \(name) already exists")
         }
-        try audit.record(
+        try await audit.record(
             AuditEvent(
                 action: "user.add",
                 actor: actor,
@@ -78,21 +78,21 @@ public struct AccountService: Sendable {
                 details: ["groups": groups.sorted().joined(separator: ",")]
             )
         )
-        return try get(name)
+        return try await get(name)
     }
 
     /// The user named `name`, with groups.
     /// - Throws: ``BrokerError/notFound(_:)``.
-    public func get(_ name: String) throws -> User {
-        guard let r = try store.user(named: name) else { throw BrokerError.notFound("no user named \(name)") }
-        return try user(r)
+    public func get(_ name: String) async throws -> User {
+        guard let r = try await store.user(named: name) else { throw BrokerError.notFound("no user named \(name)") }
+        return try await user(r)
     }
 
-    func user(_ r: UserRecord) throws -> User {
+    func user(_ r: UserRecord) async throws -> User {
         User(
             id: r.id,
             name: r.name,
-            groups: try store.groups(ofUser: r.id),
+            groups: try await store.groups(ofUser: r.id),
             disabled: r.disabled,
             locked: r.locked,
             createdAt: r.createdAt
@@ -100,16 +100,22 @@ public struct AccountService: Sendable {
     }
 
     /// Every user, sorted by name.
-    public func list() throws -> [User] { try store.allUsers().map(user) }
+    public func list() async throws -> [User] {
+        var out: [User] = []
+        for u in try await store.allUsers() { out.append(try await user(u)) }
+        return out
+    }
 
     /// Disables (or re-enables) an account; disabling ends its sessions and its delegations.
-    public func setDisabled(_ name: String, _ disabled: Bool, actor: String) throws {
-        let u = try get(name)
-        try store.setDisabled(userId: u.id, disabled)
-        if disabled { try store.deleteSessions(userId: u.id) }
-        try audit.record(AuditEvent(action: disabled ? "user.disable" : "user.enable", actor: actor, subject: name))
+    public func setDisabled(_ name: String, _ disabled: Bool, actor: String) async throws {
+        let u = try await get(name)
+        try await store.setDisabled(userId: u.id, disabled)
+        if disabled { try await store.deleteSessions(userId: u.id) }
+        try await audit.record(
+            AuditEvent(action: disabled ? "user.disable" : "user.enable", actor: actor, subject: name)
+        )
         if disabled {
-            try endDelegations(userId: u.id, reason: "the delegator was disabled", actor: actor)
+            try await endDelegations(userId: u.id, reason: "the delegator was disabled", actor: actor)
         }
     }
 
@@ -123,13 +129,13 @@ public struct AccountService: Sendable {
         sessionId: String? = nil,
         reason: String,
         actor: String
-    ) throws
+    ) async throws
         -> [String]
     {
         let now = clock.now()
         var live: [DelegationRecord] = []
-        if let userId { live += try store.liveDelegations(userId: userId, now: now) }
-        if let sessionId { live += try store.liveDelegations(sessionId: sessionId, now: now) }
+        if let userId { live += try await store.liveDelegations(userId: userId, now: now) }
+        if let sessionId { live += try await store.liveDelegations(sessionId: sessionId, now: now) }
         let ids = Array(Set(live.map(\.id))).sorted()
         guard !ids.isEmpty else { return [] }
         let event = AuditEvent(
@@ -140,27 +146,27 @@ public struct AccountService: Sendable {
             details: ["delegations": ids.joined(separator: ",")]
         )
         let chained = try audit.chainedEntry(event)
-        let revoked = try store.revokeDelegations(ids: ids, at: now, reason: reason, audit: chained)
-        if chained == nil, !revoked.isEmpty { try audit.record(event) }
+        let revoked = try await store.revokeDelegations(ids: ids, at: now, reason: reason, audit: chained)
+        if chained == nil, !revoked.isEmpty { try await audit.record(event) }
         return revoked
     }
 
     /// Clears a factor lockout and the user's throttle counters.
-    public func unlock(_ name: String, actor: String) throws {
-        let u = try get(name)
-        try store.setLocked(userId: u.id, false)
-        try store.clearThrottle(key: Throttle.factorKey(u.id))
-        try store.clearThrottle(key: Throttle.accountKey(name))
-        try audit.record(AuditEvent(action: "user.unlock", actor: actor, subject: name))
+    public func unlock(_ name: String, actor: String) async throws {
+        let u = try await get(name)
+        try await store.setLocked(userId: u.id, false)
+        try await store.clearThrottle(key: Throttle.factorKey(u.id))
+        try await store.clearThrottle(key: Throttle.accountKey(name))
+        try await audit.record(AuditEvent(action: "user.unlock", actor: actor, subject: name))
     }
 
     /// Replaces the user's groups. Removing any group ends the user's delegations (a delegation is only as alive
     /// as the role behind it; approvals are re-checked against the groups when the token is issued).
-    public func setGroups(_ name: String, _ groups: [String], actor: String) throws {
+    public func setGroups(_ name: String, _ groups: [String], actor: String) async throws {
         for g in groups where !Self.isValidName(g) { throw BrokerError.invalidRequest("bad group name '\(g)'") }
-        let u = try get(name)
-        try store.setGroups(userId: u.id, groups)
-        try audit.record(
+        let u = try await get(name)
+        try await store.setGroups(userId: u.id, groups)
+        try await audit.record(
             AuditEvent(
                 action: "user.groups",
                 actor: actor,
@@ -170,7 +176,7 @@ public struct AccountService: Sendable {
         )
         let removed = Set(u.groups).subtracting(groups)
         if !removed.isEmpty {
-            try endDelegations(
+            try await endDelegations(
                 userId: u.id,
                 reason: "the delegator left \(removed.sorted().joined(separator: ","))",
                 actor: actor
@@ -179,14 +185,14 @@ public struct AccountService: Sendable {
     }
 
     /// Sets a new password (ends the user's sessions).
-    public func setPassword(_ name: String, _ password: String, actor: String) throws {
+    public func setPassword(_ name: String, _ password: String, actor: String) async throws {
         try Self.validatePassword(password)
-        let u = try get(name)
-        try store.setPasswordHash(userId: u.id, try hasher.hash(password))
-        try store.deleteSessions(userId: u.id)
-        try audit.record(AuditEvent(action: "user.password", actor: actor, subject: name))
+        let u = try await get(name)
+        try await store.setPasswordHash(userId: u.id, try hasher.hash(password))
+        try await store.deleteSessions(userId: u.id)
+        try await audit.record(AuditEvent(action: "user.password", actor: actor, subject: name))
     }
 
     /// Every group that has at least one member or was ever assigned.
-    public func groups() throws -> [String] { try store.allGroups() }
+    public func groups() async throws -> [String] { try await store.allGroups() }
 }

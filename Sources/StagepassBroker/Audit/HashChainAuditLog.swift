@@ -76,26 +76,23 @@ public final class HashChainAuditLog: AuditSink {
     }
 
     /// Appends one event (``AuditSink``).
-    public func record(_ event: AuditEvent) throws {
-        let json = try Self.canonicalEvent(event)
-        let now = clock.now()
-        _ = try store.appendAudit(time: now, event: json) { last in
-            let seq = (last?.seq ?? 0) + 1
-            let prev = last?.hash ?? Self.genesis
-            let hash = try Self.chainHash(
-                prev: prev,
-                record: Self.canonicalRecord(seq: seq, time: now, prev: prev, event: json)
-            )
-            return AuditRow(seq: seq, time: now, prevHash: prev, event: json, hash: hash)
-        }
+    public func record(_ event: AuditEvent) async throws {
+        let e = try entry(event)
+        _ = try await store.appendAudit(time: e.time, event: e.event, chain: e.chain)
+    }
+
+    /// Appends one event, blocking the calling thread (``AuditSink/recordBlocking(_:)``: the key store).
+    public func recordBlocking(_ event: AuditEvent) throws {
+        let e = try entry(event)
+        _ = try store.appendAuditBlocking(time: e.time, event: e.event, chain: e.chain)
     }
 
     /// Walks the whole chain and names the first bad record.
-    public func verify() throws -> AuditVerification {
+    public func verify() async throws -> AuditVerification {
         var walk = ChainWalk()
         var after: Int64 = 0
         while true {
-            let page = try store.auditRows(after: after, limit: 1000)
+            let page = try await store.auditRows(after: after, limit: 1000)
             if page.isEmpty { break }
             for r in page {
                 if let bad = try walk.check(r) { return bad }
@@ -152,10 +149,10 @@ public final class HashChainAuditLog: AuditSink {
     }
 
     /// Writes every record as one JSON line: `{"event":{…},"hash":"…","prev_hash":"…","seq":n,"time":t}`.
-    public func export(_ write: (String) throws -> Void) throws {
+    public func export(_ write: (String) throws -> Void) async throws {
         var after: Int64 = 0
         while true {
-            let page = try store.auditRows(after: after, limit: 1000)
+            let page = try await store.auditRows(after: after, limit: 1000)
             if page.isEmpty { return }
             for r in page {
                 try write(
@@ -167,33 +164,21 @@ public final class HashChainAuditLog: AuditSink {
         }
     }
 
-    /// The signing-key events (action `key.…`) in order (``AuditSink/keyEvents()``). On SQLite the filter runs in
-    /// the database: canonical events sort their keys, so each starts with its action (`{"action":"key.`).
+    /// The signing-key events (action `key.…`) in order (``AuditSink/keyEvents()``), blocking the calling thread.
+    /// The filter runs in the database: canonical events sort their keys, so each starts with its action
+    /// (`{"action":"key.`).
     public func keyEvents() throws -> [AuditEvent]? {
-        let rows: [String]
-        if let sqlite = store as? SQLiteStore {
-            rows = try sqlite.auditEvents(withActionPrefix: "key.")
-        } else {
-            var out: [String] = []
-            var after: Int64 = 0
-            while true {
-                let page = try store.auditRows(after: after, limit: 1000)
-                guard let last = page.last else { break }
-                out += page.map(\.event).filter { $0.hasPrefix("{\"action\":\"key.") }
-                after = last.seq
-            }
-            rows = out
-        }
+        let rows = try store.auditEventsBlocking(withActionPrefix: "key.")
         return try rows.map { try JSONDecoder().decode(AuditEvent.self, from: Data($0.utf8)) }
             .filter { $0.action.hasPrefix("key.") }
     }
 
     /// The decoded events in order (tests, admin pages).
-    public func events() throws -> [AuditEvent] {
+    public func events() async throws -> [AuditEvent] {
         var out: [AuditEvent] = []
         var after: Int64 = 0
         while true {
-            let page = try store.auditRows(after: after, limit: 1000)
+            let page = try await store.auditRows(after: after, limit: 1000)
             if page.isEmpty { return out }
             for r in page {
                 out.append(try JSONDecoder().decode(AuditEvent.self, from: Data(r.event.utf8)))

@@ -49,21 +49,21 @@ public struct FactorService: Sendable {
         self.issuer = issuer
     }
 
-    func userRecord(_ name: String) throws -> UserRecord {
-        guard let u = try store.user(named: name) else { throw BrokerError.notFound("no user named \(name)") }
+    func userRecord(_ name: String) async throws -> UserRecord {
+        guard let u = try await store.user(named: name) else { throw BrokerError.notFound("no user named \(name)") }
         return u
     }
 
     /// The user's factors, without secrets.
-    public func list(userId: String) throws -> [FactorInfo] {
-        try store.factors(ofUser: userId).map {
+    public func list(userId: String) async throws -> [FactorInfo] {
+        try await store.factors(ofUser: userId).map {
             FactorInfo(id: $0.id, kind: $0.kind, state: $0.state, createdAt: $0.createdAt, lastUsedAt: $0.lastUsedAt)
         }
     }
 
     /// True when the user has an active factor of one of `kinds`.
-    public func hasActiveFactor(userId: String, kinds: Set<FactorKind>) throws -> Bool {
-        try store.factors(ofUser: userId).contains { $0.state == .active && kinds.contains($0.kind) }
+    public func hasActiveFactor(userId: String, kinds: Set<FactorKind>) async throws -> Bool {
+        try await store.factors(ofUser: userId).contains { $0.state == .active && kinds.contains($0.kind) }
     }
 
     // MARK: TOTP
@@ -73,13 +73,13 @@ public struct FactorService: Sendable {
     /// (``SessionService/authorizeFactorChange(token:)``); `authorisedBy` names what authorised it in the audit
     /// record (an administrator's command passes nil: the actor is the authority).
     /// - Throws: ``BrokerError/notFound(_:)`` for an unknown user.
-    public func enrolTOTP(userName: String, actor: String, authorisedBy: String? = nil) throws -> TOTPEnrolment {
-        let user = try userRecord(userName)
+    public func enrolTOTP(userName: String, actor: String, authorisedBy: String? = nil) async throws -> TOTPEnrolment {
+        let user = try await userRecord(userName)
         let secret = try Crypto.randomBytes(20)
         let id = "f_" + Base64URL.encode(try Crypto.randomBytes(12))
         let box = try masterKey.seal(secret, factorId: id)
-        try store.deletePendingFactors(userId: user.id, kind: .totp)
-        try store.insertFactor(
+        try await store.deletePendingFactors(userId: user.id, kind: .totp)
+        try await store.insertFactor(
             FactorRecord(
                 id: id,
                 userId: user.id,
@@ -89,7 +89,7 @@ public struct FactorService: Sendable {
                 createdAt: clock.now()
             )
         )
-        try audit.record(
+        try await audit.record(
             AuditEvent(
                 action: "factor.enrol",
                 actor: actor,
@@ -120,18 +120,18 @@ public struct FactorService: Sendable {
         code: String,
         actor: String,
         authorisedBy: String? = nil
-    ) throws
+    ) async throws
         -> FactorInfo
     {
         let c = try Self.normalizeTOTP(code)
-        let pending = try store.factors(ofUser: userId).filter { $0.kind == .totp && $0.state == .pending }
+        let pending = try await store.factors(ofUser: userId).filter { $0.kind == .totp && $0.state == .pending }
         guard !pending.isEmpty else { throw BrokerError.noFactor("no TOTP enrolment is waiting for confirmation") }
-        let f = try verifyTOTP(candidates: pending, code: c)
-        try store.setFactorState(id: f.id, .active)
+        let f = try await verifyTOTP(candidates: pending, code: c)
+        try await store.setFactorState(id: f.id, .active)
         let now = clock.now()
-        try store.touchFactor(id: f.id, at: now)
-        let name = try store.user(id: userId)?.name
-        try audit.record(
+        try await store.touchFactor(id: f.id, at: now)
+        let name = try await store.user(id: userId)?.name
+        try await audit.record(
             AuditEvent(
                 action: "factor.confirm",
                 actor: actor,
@@ -146,42 +146,42 @@ public struct FactorService: Sendable {
     /// Verifies a TOTP code against the user's TOTP factors (active ones; pending ones too when `allowPending`,
     /// which then become active: the first correct code activates a factor). Returns the factor used.
     /// - Throws: ``BrokerError/invalidFactor``, ``BrokerError/factorReplay``, ``BrokerError/noFactor(_:)``.
-    public func verifyTOTP(userId: String, code: String, allowPending: Bool) throws -> FactorRecord {
+    public func verifyTOTP(userId: String, code: String, allowPending: Bool) async throws -> FactorRecord {
         let c = try Self.normalizeTOTP(code)
-        let candidates = try store.factors(ofUser: userId).filter {
+        let candidates = try await store.factors(ofUser: userId).filter {
             $0.kind == .totp && ($0.state == .active || allowPending)
         }
         guard !candidates.isEmpty else { throw BrokerError.noFactor("no TOTP factor is enrolled") }
-        let f = try verifyTOTP(candidates: candidates, code: c)
-        if f.state == .pending { try store.setFactorState(id: f.id, .active) }
+        let f = try await verifyTOTP(candidates: candidates, code: c)
+        if f.state == .pending { try await store.setFactorState(id: f.id, .active) }
         return f
     }
 
-    private func verifyTOTP(candidates: [FactorRecord], code: String) throws -> FactorRecord {
+    private func verifyTOTP(candidates: [FactorRecord], code: String) async throws -> FactorRecord {
         let now = clock.now()
         for f in candidates {
             guard let box = f.secretBox else { continue }
             let secret = try masterKey.open(box, factorId: f.id)
             guard let step = OTP.matchingStep(secret: secret, code: code, unixTime: now) else { continue }
-            guard try store.claimTOTPStep(factorId: f.id, step: step) else { throw BrokerError.factorReplay }
+            guard try await store.claimTOTPStep(factorId: f.id, step: step) else { throw BrokerError.factorReplay }
             return f
         }
         throw BrokerError.invalidFactor
     }
 
     /// Removes a factor of the user; proofs made with it stop counting in every session.
-    public func remove(userId: String, factorId: String, actor: String, authorisedBy: String? = nil) throws {
-        guard let f = try store.factor(id: factorId), f.userId == userId else {
+    public func remove(userId: String, factorId: String, actor: String, authorisedBy: String? = nil) async throws {
+        guard let f = try await store.factor(id: factorId), f.userId == userId else {
             throw BrokerError.notFound("no such factor")
         }
-        try store.deleteFactor(id: factorId)
-        if f.kind == .backup { try store.replaceBackupCodes(userId: userId, hashes: []) }
-        try store.forgetProofs(userId: userId, credentials: [factorId])
-        try audit.record(
+        try await store.deleteFactor(id: factorId)
+        if f.kind == .backup { try await store.replaceBackupCodes(userId: userId, hashes: []) }
+        try await store.forgetProofs(userId: userId, credentials: [factorId])
+        try await audit.record(
             AuditEvent(
                 action: "factor.remove",
                 actor: actor,
-                subject: try store.user(id: userId)?.name,
+                subject: try await store.user(id: userId)?.name,
                 details: Self.authorised(["factor_id": factorId, "method": f.kind.rawValue], by: authorisedBy)
             )
         )
@@ -197,20 +197,27 @@ public struct FactorService: Sendable {
 
     /// Generates a fresh set of ``backupCodeCount`` one-time codes (`xxxxx-xxxxx`, 50 random bits each), replacing
     /// and invalidating any earlier set. The codes are returned once; only their hashes are stored.
-    public func regenerateBackupCodes(userName: String, actor: String, authorisedBy: String? = nil) throws -> [String] {
-        let user = try userRecord(userName)
+    public func regenerateBackupCodes(
+        userName: String,
+        actor: String,
+        authorisedBy: String? = nil
+    ) async throws -> [String] {
+        let user = try await userRecord(userName)
         var codes: [String] = []
         for _ in 0..<Self.backupCodeCount {
             let s = Base32.encode(try Crypto.randomBytes(7)).lowercased()
             let ten = String(s.prefix(10))
             codes.append(String(ten.prefix(5)) + "-" + String(ten.suffix(5)))
         }
-        try store.replaceBackupCodes(userId: user.id, hashes: codes.map { try Self.backupHash(userId: user.id, $0) })
-        let old = try store.factors(ofUser: user.id).filter { $0.kind == .backup }.map(\.id)
-        for id in old { try store.deleteFactor(id: id) }
-        try store.forgetProofs(userId: user.id, credentials: Set(old))
+        try await store.replaceBackupCodes(
+            userId: user.id,
+            hashes: codes.map { try Self.backupHash(userId: user.id, $0) }
+        )
+        let old = try await store.factors(ofUser: user.id).filter { $0.kind == .backup }.map(\.id)
+        for id in old { try await store.deleteFactor(id: id) }
+        try await store.forgetProofs(userId: user.id, credentials: Set(old))
         let id = "f_" + Base64URL.encode(try Crypto.randomBytes(12))
-        try store.insertFactor(
+        try await store.insertFactor(
             FactorRecord(
                 id: id,
                 userId: user.id,
@@ -220,7 +227,7 @@ public struct FactorService: Sendable {
                 createdAt: clock.now()
             )
         )
-        try audit.record(
+        try await audit.record(
             AuditEvent(
                 action: "factor.enrol",
                 actor: actor,
@@ -245,45 +252,49 @@ public struct FactorService: Sendable {
     /// - Returns: the id of the user's (active) backup-code factor.
     /// - Throws: ``BrokerError/invalidFactor`` for an unknown or already used code, ``BrokerError/noFactor(_:)``.
     @discardableResult
-    public func useBackupCode(userId: String, code: String) throws -> String {
+    public func useBackupCode(userId: String, code: String) async throws -> String {
         let trimmed = code.filter { $0 != " " }
         guard (10...11).contains(trimmed.utf8.count) else {
             throw BrokerError.invalidRequest("a backup code is xxxxx-xxxxx")
         }
-        let unused = try store.unusedBackupCodes(userId: userId)
+        let unused = try await store.unusedBackupCodes(userId: userId)
         guard
-            let factor = try store.factors(ofUser: userId).first(where: { $0.kind == .backup && $0.state == .active })
+            let factor = try await store.factors(ofUser: userId).first(where: {
+                $0.kind == .backup && $0.state == .active
+            })
         else {
             throw BrokerError.noFactor("no backup codes were generated")
         }
         let h = try Self.backupHash(userId: userId, trimmed)
         var match: Int64?
         for r in unused where Crypto.constantTimeEqual(r.codeHash, h) && match == nil { match = r.id }
-        guard let match, try store.consumeBackupCode(id: match, at: clock.now()) else {
+        guard let match, try await store.consumeBackupCode(id: match, at: clock.now()) else {
             throw BrokerError.invalidFactor
         }
         return factor.id
     }
 
     /// Unused backup codes left.
-    public func backupCodesLeft(userId: String) throws -> Int { try store.unusedBackupCodes(userId: userId).count }
+    public func backupCodesLeft(userId: String) async throws -> Int {
+        try await store.unusedBackupCodes(userId: userId).count
+    }
 
     // MARK: master-key rotation
 
     /// Re-encrypts every stored factor secret from this service's master key to `newKey`, in one transaction: if any
     /// secret does not open under the current key nothing changes. Returns the number of secrets re-encrypted.
     /// - Throws: ``BrokerError/masterKey(_:)``.
-    public func rotateMasterKey(to newKey: MasterKey, actor: String) throws -> Int {
+    public func rotateMasterKey(to newKey: MasterKey, actor: String) async throws -> Int {
         var boxes: [String: [UInt8]] = [:]
         for kind in FactorKind.allCases {
-            for f in try store.factors(kind: kind) {
+            for f in try await store.factors(kind: kind) {
                 guard let box = f.secretBox else { continue }
                 let secret = try masterKey.open(box, factorId: f.id)
                 boxes[f.id] = try newKey.seal(secret, factorId: f.id)
             }
         }
-        try store.replaceSecretBoxes(boxes)
-        try audit.record(
+        try await store.replaceSecretBoxes(boxes)
+        try await audit.record(
             AuditEvent(
                 action: "masterkey.rotate",
                 actor: actor,

@@ -649,7 +649,7 @@ public actor KeyStore {
                 actor: configuration.actor
             )
             do {
-                try configuration.audit.record(intent)
+                try configuration.audit.recordBlocking(intent)
             } catch {
                 throw KeyStoreError.auditFailure(
                     "the audit log refused the intent record \(intent.action); nothing was changed: \(error)"
@@ -691,7 +691,7 @@ public actor KeyStore {
         var failures: [String] = []
         for (i, event) in events.enumerated() {
             do {
-                try configuration.audit.record(event)
+                try configuration.audit.recordBlocking(event)
             } catch {
                 failures.append(event.action)
             }
@@ -837,7 +837,7 @@ public actor KeyStore {
                 report.recovered.append(event.details["kid"] ?? "")
             }
             do {
-                try configuration.audit.record(event)
+                try configuration.audit.recordBlocking(event)
             } catch {
                 throw KeyStoreError.auditFailure("the audit log refused \(event.action): \(error)")
             }

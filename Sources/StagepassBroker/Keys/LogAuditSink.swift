@@ -7,7 +7,7 @@ public struct LogAuditSink: AuditSink {
 
     public init(logger: Logger = Logger(label: "stagepass.audit")) { self.logger = logger }
 
-    public func record(_ event: AuditEvent) throws {
+    public func recordBlocking(_ event: AuditEvent) throws {
         var metadata: Logger.Metadata = ["action": "\(event.action)", "result": "\(event.result)"]
         if let actor = event.actor { metadata["actor"] = "\(actor)" }
         if let subject = event.subject { metadata["subject"] = "\(subject)" }

@@ -208,31 +208,28 @@ public struct SessionService: Sendable {
         else { throw BrokerError.invalidRequest("user and password are required and bounded in length") }
         let account = Throttle.accountKey(name)
         let addressKey = Throttle.addressKey(address)
-        let storage = BrokerExecutor.storage  // storage work runs on its lanes, Argon2 on the hashing pool
         let limits = throttle.policy.hashLimits(workers: hasher.pool.workers)
         return try await throttle.limitingConcurrency(account: account, address: addressKey) {
             // A place on the hashing pool first: when it is full the attempt is refused before anything is counted.
             let admission = try hasher.pool.admit(limits)
-            let (ticket, user) = try await storage.run { () throws -> (Throttle.Ticket, UserRecord?) in
-                _ = try store.deleteExpiredSessions(now: clock.now())  // opportunistic sweep
-                let ticket: Throttle.Ticket
-                do { ticket = try throttle.reservePassword(account: account, address: addressKey) } catch let e
-                    as BrokerError where e.kind == .throttled
-                {
-                    try audit.record(
-                        AuditEvent(
-                            action: "signin.password",
-                            subject: name,
-                            result: "denied",
-                            reason: "throttled",
-                            factors: [AMR.password],
-                            details: ["address": address]
-                        )
+            _ = try await store.deleteExpiredSessions(now: clock.now())  // opportunistic sweep
+            let ticket: Throttle.Ticket
+            do { ticket = try await throttle.reservePassword(account: account, address: addressKey) } catch let e
+                as BrokerError where e.kind == .throttled
+            {
+                try await audit.record(
+                    AuditEvent(
+                        action: "signin.password",
+                        subject: name,
+                        result: "denied",
+                        reason: "throttled",
+                        factors: [AMR.password],
+                        details: ["address": address]
                     )
-                    throw e
-                }
-                return (ticket, try store.user(named: name))
+                )
+                throw e
             }
+            let user = try await store.user(named: name)
             let ok: Bool
             do {
                 ok = try await hasher.verifyOffPool(
@@ -242,43 +239,40 @@ public struct SessionService: Sendable {
                 )
             } catch {
                 // Refused for waiting too long: the attempt proved and guessed nothing, so it leaves no trace.
-                try await storage.run { try throttle.refund(ticket) }
+                try await throttle.refund(ticket)
                 throw error
             }
-            let accepted = try await storage.run { () throws -> UserRecord in
-                guard let user, ok, !user.disabled, !user.locked else {
-                    let reason =
-                        user == nil
-                        ? "unknown_user" : !ok ? "bad_password" : user?.disabled == true ? "disabled" : "locked"
-                    try audit.record(
-                        AuditEvent(
-                            action: "signin.password",
-                            subject: name,
-                            result: "failure",
-                            reason: reason,
-                            factors: [AMR.password],
-                            details: ["address": address]
-                        )
+            guard let accepted = user, ok, !accepted.disabled, !accepted.locked else {
+                let reason =
+                    user == nil
+                    ? "unknown_user" : !ok ? "bad_password" : user?.disabled == true ? "disabled" : "locked"
+                try await audit.record(
+                    AuditEvent(
+                        action: "signin.password",
+                        subject: name,
+                        result: "failure",
+                        reason: reason,
+                        factors: [AMR.password],
+                        details: ["address": address]
                     )
-                    throw BrokerError.invalidCredentials
-                }
-                try throttle.succeeded(ticket)
-                return user
+                )
+                throw BrokerError.invalidCredentials
             }
+            try await throttle.succeeded(ticket)
             // A rehash refused by a busy pool waits for the next sign-in.
             if hasher.needsRehash(accepted.passwordHash),
                 let fresh = try? await hasher.hashOffPool(password, limits: limits)
             {
-                try await storage.run { try store.setPasswordHash(userId: accepted.id, fresh) }
+                try await store.setPasswordHash(userId: accepted.id, fresh)
             }
-            return try await storage.run { try startSession(user: accepted, address: address) }
+            return try await startSession(user: accepted, address: address)
         }
     }
 
     /// After a correct password: an MFA session for an exempt user, else a pending session that needs a factor.
-    private func startSession(user: UserRecord, address: String) throws -> PasswordStepResult {
+    private func startSession(user: UserRecord, address: String) async throws -> PasswordStepResult {
         let p = policy
-        let groups = try store.groups(ofUser: user.id)
+        let groups = try await store.groups(ofUser: user.id)
         let now = clock.now()
         let token = try Self.newToken()
         let passwordProof = [AMR.password: FactorStamp(at: now, credential: nil)]
@@ -295,8 +289,8 @@ public struct SessionService: Sendable {
                 absoluteExpiresAt: now + p.absoluteSeconds,
                 proofs: passwordProof
             )
-            try store.insertSession(rec)
-            try audit.record(
+            try await store.insertSession(rec)
+            try await audit.record(
                 AuditEvent(
                     action: "signin",
                     actor: user.name,
@@ -324,8 +318,8 @@ public struct SessionService: Sendable {
             absoluteExpiresAt: now + p.pendingSeconds,
             proofs: passwordProof
         )
-        try store.insertSession(rec)
-        try audit.record(
+        try await store.insertSession(rec)
+        try await audit.record(
             AuditEvent(
                 action: "signin.password",
                 subject: user.name,
@@ -333,7 +327,7 @@ public struct SessionService: Sendable {
                 details: ["session": rec.id, "address": address, "next": "factor"]
             )
         )
-        let usable = Set(try store.factors(ofUser: user.id).map(\.kind))
+        let usable = Set(try await store.factors(ofUser: user.id).map(\.kind))
         let allowed = p.allowedFactors(groups: groups).intersection(usable)
         return PasswordStepResult(
             token: token,
@@ -354,11 +348,12 @@ public struct SessionService: Sendable {
     /// - Throws: ``BrokerError/invalidSession``, ``BrokerError/invalidFactor``, ``BrokerError/factorReplay``,
     ///   ``BrokerError/factorNotAllowed(_:)``, ``BrokerError/noFactor(_:)``, ``BrokerError/throttled(retryAfter:)``,
     ///   ``BrokerError/accountLocked``, ``BrokerError/invalidRequest(_:)``.
-    public func completeFactor(pendingToken: String, proof: FactorProof, address: String) throws -> IssuedSession {
-        let (rec, user) = try lookup(pendingToken)
+    public func completeFactor(pendingToken: String, proof: FactorProof, address: String) async throws -> IssuedSession
+    {
+        let (rec, user) = try await lookup(pendingToken)
         guard rec.state == .pending else { throw BrokerError.invalidSession }
-        let firstFactor = !(try factors.hasActiveFactor(userId: user.id, kinds: Set(FactorKind.allCases)))
-        let proved = try prove(
+        let firstFactor = !(try await factors.hasActiveFactor(userId: user.id, kinds: Set(FactorKind.allCases)))
+        let proved = try await prove(
             user: user,
             proof: proof,
             address: address,
@@ -369,7 +364,7 @@ public struct SessionService: Sendable {
         )
         var proofs = rec.proofs
         proofs[AMR.value(for: proved.kind)] = FactorStamp(at: proved.at, credential: proved.credential)
-        return try promote(
+        return try await promote(
             rec,
             user: user,
             amr: [AMR.password] + proved.methods,
@@ -386,7 +381,7 @@ public struct SessionService: Sendable {
         amr: [String],
         proofs: [String: FactorStamp],
         details: [String: String]
-    ) throws -> IssuedSession {
+    ) async throws -> IssuedSession {
         let p = policy
         let now = clock.now()
         let token = try Self.newToken()
@@ -402,9 +397,9 @@ public struct SessionService: Sendable {
             absoluteExpiresAt: now + p.absoluteSeconds,
             proofs: proofs
         )
-        try store.deleteSession(id: pending.id)
-        try store.insertSession(mfa)
-        try audit.record(
+        try await store.deleteSession(id: pending.id)
+        try await store.insertSession(mfa)
+        try await audit.record(
             AuditEvent(
                 action: "signin",
                 actor: user.name,
@@ -415,7 +410,7 @@ public struct SessionService: Sendable {
         )
         return IssuedSession(
             token: token,
-            session: session(mfa, name: user.name, groups: try store.groups(ofUser: user.id))
+            session: session(mfa, name: user.name, groups: try await store.groups(ofUser: user.id))
         )
     }
 
@@ -429,11 +424,11 @@ public struct SessionService: Sendable {
         proof: FactorProof,
         address: String,
         purpose: WebAuthnPurpose = .stepUp
-    ) throws
+    ) async throws
         -> Session
     {
-        let (s, proved) = try verify(token: token, proof: proof, address: address, purpose: purpose)
-        return try record(proved, in: s, address: address)
+        let (s, proved) = try await verify(token: token, proof: proof, address: address, purpose: purpose)
+        return try await record(proved, in: s, address: address)
     }
 
     /// Verifies a factor for an MFA session without recording it in the session: the caller decides, once the
@@ -445,12 +440,12 @@ public struct SessionService: Sendable {
         proof: FactorProof,
         address: String,
         purpose: WebAuthnPurpose = .stepUp
-    ) throws
+    ) async throws
         -> (Session, ProvedFactor)
     {
-        let (rec, user) = try lookup(token)
+        let (rec, user) = try await lookup(token)
         guard rec.state == .mfa else { throw BrokerError.mfaRequired }
-        let proved = try prove(
+        let proved = try await prove(
             user: user,
             proof: proof,
             address: address,
@@ -459,7 +454,7 @@ public struct SessionService: Sendable {
             purpose: purpose,
             allowPending: false
         )
-        return (session(rec, name: user.name, groups: try store.groups(ofUser: user.id)), proved)
+        return (session(rec, name: user.name, groups: try await store.groups(ofUser: user.id)), proved)
     }
 
     /// Records a verified factor in the session: the proof of its method, `auth_time`, and the method in `amr`.
@@ -468,17 +463,17 @@ public struct SessionService: Sendable {
         in s: Session,
         address: String,
         details: [String: String] = [:]
-    ) throws
+    ) async throws
         -> Session
     {
-        guard var rec = try store.session(id: s.id), rec.userId == s.userId, rec.state == .mfa else {
+        guard var rec = try await store.session(id: s.id), rec.userId == s.userId, rec.state == .mfa else {
             throw BrokerError.invalidSession
         }
         rec.authTime = max(rec.authTime, proved.at)
         rec.proofs[AMR.value(for: proved.kind)] = FactorStamp(at: proved.at, credential: proved.credential)
         for method in proved.methods where !rec.amr.contains(method) { rec.amr.append(method) }
-        try store.updateSession(rec)
-        try audit.record(
+        try await store.updateSession(rec)
+        try await audit.record(
             AuditEvent(
                 action: "stepup",
                 actor: s.userName,
@@ -490,7 +485,7 @@ public struct SessionService: Sendable {
                 }
             )
         )
-        return session(rec, name: s.userName, groups: try store.groups(ofUser: rec.userId))
+        return session(rec, name: s.userName, groups: try await store.groups(ofUser: rec.userId))
     }
 
     /// Verifies `proof` for `user` with throttling (reserved before the work) and lockout.
@@ -502,29 +497,34 @@ public struct SessionService: Sendable {
         sessionId: String,
         purpose: WebAuthnPurpose,
         allowPending: Bool
-    ) throws -> ProvedFactor {
+    ) async throws -> ProvedFactor {
         if user.locked { throw BrokerError.accountLocked }
-        let groups = try store.groups(ofUser: user.id)
+        let groups = try await store.groups(ofUser: user.id)
         let method = AMR.value(for: proof.kind)
         guard policy.allowedFactors(groups: groups).contains(proof.kind) else {
             throw BrokerError.factorNotAllowed("the policy does not accept \(proof.kind.rawValue) for this account")
         }
         let factorKey = Throttle.factorKey(user.id)
         let addressKey = Throttle.addressKey(address)
-        return try throttle.limitingConcurrency(account: factorKey, address: addressKey) {
-            let ticket = try throttle.reserve([factorKey, addressKey])
+        return try await throttle.limitingConcurrency(account: factorKey, address: addressKey) {
+            let ticket = try await throttle.reserve([factorKey, addressKey])
             var methods = [method]
             let credential: String
             var webauthnReason: String?
             do {
                 switch proof {
                 case .totp(let code):
-                    credential = try factors.verifyTOTP(userId: user.id, code: code, allowPending: allowPending).id
+                    credential = try await factors.verifyTOTP(userId: user.id, code: code, allowPending: allowPending)
+                        .id
                 case .backupCode(let code):
-                    credential = try factors.useBackupCode(userId: user.id, code: code)
+                    credential = try await factors.useBackupCode(userId: user.id, code: code)
                 case .webauthn(let json):
                     do {
-                        let r = try webauthn.finishAssertion(userId: user.id, purpose: purpose, credentialJSON: json)
+                        let r = try await webauthn.finishAssertion(
+                            userId: user.id,
+                            purpose: purpose,
+                            credentialJSON: json
+                        )
                         methods = r.amr
                         credential = r.factorId
                     } catch let e as WebAuthnError {
@@ -537,7 +537,7 @@ public struct SessionService: Sendable {
             } catch let e as BrokerError where e == .invalidFactor || e == .factorReplay {
                 var details = ["session": sessionId, "address": address]
                 if let webauthnReason { details["webauthn"] = webauthnReason }
-                try audit.record(
+                try await audit.record(
                     AuditEvent(
                         action: action,
                         actor: user.name,
@@ -549,9 +549,9 @@ public struct SessionService: Sendable {
                     )
                 )
                 if let n = ticket.counts.first, n >= policy.throttle.lockoutAfterFactorFailures {
-                    try store.setLocked(userId: user.id, true)
-                    try store.deleteSessions(userId: user.id)
-                    try audit.record(
+                    try await store.setLocked(userId: user.id, true)
+                    try await store.deleteSessions(userId: user.id)
+                    try await audit.record(
                         AuditEvent(
                             action: "lockout",
                             subject: user.name,
@@ -565,12 +565,12 @@ public struct SessionService: Sendable {
                 throw e
             } catch {
                 // Malformed input or a missing factor proved nothing and guessed nothing: give the attempt back.
-                try throttle.refund(ticket)
+                try await throttle.refund(ticket)
                 throw error
             }
-            try throttle.succeeded(ticket)
+            try await throttle.succeeded(ticket)
             let now = clock.now()
-            try store.touchFactor(id: credential, at: now)
+            try await store.touchFactor(id: credential, at: now)
             return ProvedFactor(kind: proof.kind, methods: methods, credential: credential, at: now)
         }
     }
@@ -583,11 +583,11 @@ public struct SessionService: Sendable {
     /// active factor may enrol only when `mfa.first_enrolment_with_password` is on; otherwise an administrator starts
     /// the first enrolment (`stagepass factors totp-enrol NAME`).
     /// - Throws: ``BrokerError/invalidSession``, ``BrokerError/mfaRequired``, ``BrokerError/stepUpRequired(_:)``.
-    public func authorizeFactorChange(token: String) throws -> FactorChangeGrant {
-        let (rec, user) = try lookup(token)
-        let s = session(rec, name: user.name, groups: try store.groups(ofUser: user.id))
+    public func authorizeFactorChange(token: String) async throws -> FactorChangeGrant {
+        let (rec, user) = try await lookup(token)
+        let s = session(rec, name: user.name, groups: try await store.groups(ofUser: user.id))
         let p = policy
-        let active = try store.factors(ofUser: user.id).filter { $0.state == .active }
+        let active = try await store.factors(ofUser: user.id).filter { $0.state == .active }
         if active.isEmpty {
             guard p.firstEnrolmentWithPassword else {
                 throw BrokerError.stepUpRequired(
@@ -618,18 +618,18 @@ public struct SessionService: Sendable {
 
     // MARK: lookup and sign-out
 
-    private func lookup(_ token: String) throws -> (SessionRecord, UserRecord) {
+    private func lookup(_ token: String) async throws -> (SessionRecord, UserRecord) {
         guard token.utf8.count <= 128 else { throw BrokerError.invalidSession }
         let h = try Self.tokenHash(token)
-        guard let rec = try store.session(tokenHash: h), Crypto.constantTimeEqual(rec.tokenHash, h) else {
+        guard let rec = try await store.session(tokenHash: h), Crypto.constantTimeEqual(rec.tokenHash, h) else {
             throw BrokerError.invalidSession
         }
         let now = clock.now()
         guard now < rec.idleExpiresAt, now < rec.absoluteExpiresAt else {
-            try store.deleteSession(id: rec.id)
+            try await store.deleteSession(id: rec.id)
             throw BrokerError.invalidSession
         }
-        guard let user = try store.user(id: rec.userId), !user.disabled, !user.locked else {
+        guard let user = try await store.user(id: rec.userId), !user.disabled, !user.locked else {
             throw BrokerError.invalidSession
         }
         return (rec, user)
@@ -637,8 +637,8 @@ public struct SessionService: Sendable {
 
     /// Looks up a session by bearer token (any state), checks idle and absolute expiry, and slides the idle expiry.
     /// - Throws: ``BrokerError/invalidSession``.
-    public func authenticate(token: String) throws -> Session {
-        var (rec, user) = try lookup(token)
+    public func authenticate(token: String) async throws -> Session {
+        var (rec, user) = try await lookup(token)
         if rec.state == .mfa {
             let p = policy
             let now = clock.now()
@@ -648,26 +648,26 @@ public struct SessionService: Sendable {
             // earlier than the exact idle rule, never later.
             if next - rec.idleExpiresAt >= max(1, min(60, p.idleSeconds / 10)) {
                 rec.idleExpiresAt = next
-                try store.updateSession(rec)
+                try await store.updateSession(rec)
             }
         }
-        return session(rec, name: user.name, groups: try store.groups(ofUser: user.id))
+        return session(rec, name: user.name, groups: try await store.groups(ofUser: user.id))
     }
 
     /// Like ``authenticate(token:)`` but requires a completed second factor.
     /// - Throws: ``BrokerError/invalidSession``, ``BrokerError/mfaRequired``.
-    public func requireMFA(token: String) throws -> Session {
-        let s = try authenticate(token: token)
+    public func requireMFA(token: String) async throws -> Session {
+        let s = try await authenticate(token: token)
         guard s.isMFA else { throw BrokerError.mfaRequired }
         return s
     }
 
     /// Whether the session `id` of user `userId` is still alive (exists, unexpired, its user enabled and unlocked).
-    public func isAlive(sessionId id: String, userId: String) throws -> Bool {
-        guard let rec = try store.session(id: id), rec.userId == userId, rec.state == .mfa else { return false }
+    public func isAlive(sessionId id: String, userId: String) async throws -> Bool {
+        guard let rec = try await store.session(id: id), rec.userId == userId, rec.state == .mfa else { return false }
         let now = clock.now()
         guard now < rec.idleExpiresAt, now < rec.absoluteExpiresAt else { return false }
-        guard let user = try store.user(id: userId) else { return false }
+        guard let user = try await store.user(id: userId) else { return false }
         return !user.disabled && !user.locked
     }
 
@@ -677,14 +677,14 @@ public struct SessionService: Sendable {
         pendingToken: String,
         factor: FactorInfo,
         address: String
-    ) throws
+    ) async throws
         -> IssuedSession
     {
-        let (rec, user) = try lookup(pendingToken)
+        let (rec, user) = try await lookup(pendingToken)
         guard rec.state == .pending else { throw BrokerError.invalidSession }
         var proofs = rec.proofs
         proofs[AMR.value(for: factor.kind)] = FactorStamp(at: clock.now(), credential: factor.id)
-        return try promote(
+        return try await promote(
             rec,
             user: user,
             amr: [AMR.password, AMR.value(for: factor.kind)],
@@ -695,19 +695,21 @@ public struct SessionService: Sendable {
 
     /// Ends the session of `token`.
     /// - Throws: ``BrokerError/invalidSession`` when there is no such session.
-    public func signOut(token: String) throws {
-        let (rec, user) = try lookup(token)
-        try store.deleteSession(id: rec.id)
-        try audit.record(
+    public func signOut(token: String) async throws {
+        let (rec, user) = try await lookup(token)
+        try await store.deleteSession(id: rec.id)
+        try await audit.record(
             AuditEvent(action: "signout", actor: user.name, subject: user.name, details: ["session": rec.id])
         )
     }
 
     /// Ends every session of a user (admin action).
-    public func signOutAll(userName: String, actor: String) throws {
-        guard let u = try store.user(named: userName) else { throw BrokerError.notFound("no user named \(userName)") }
-        try store.deleteSessions(userId: u.id)
-        try audit.record(AuditEvent(action: "signout.all", actor: actor, subject: userName))
+    public func signOutAll(userName: String, actor: String) async throws {
+        guard let u = try await store.user(named: userName) else {
+            throw BrokerError.notFound("no user named \(userName)")
+        }
+        try await store.deleteSessions(userId: u.id)
+        try await audit.record(AuditEvent(action: "signout.all", actor: actor, subject: userName))
     }
 
     private func session(_ r: SessionRecord, name: String, groups: [String]) -> Session {
@@ -730,13 +732,13 @@ public struct SessionService: Sendable {
 extension BrokerStore {
     /// Forgets every proof made with `credential` in the user's sessions (the factor was removed or replaced): a
     /// proof is only as good as the factor behind it.
-    func forgetProofs(userId: String, credentials: Set<String>) throws {
+    func forgetProofs(userId: String, credentials: Set<String>) async throws {
         guard !credentials.isEmpty else { return }
-        for var rec in try sessions(userId: userId) {
+        for var rec in try await sessions(userId: userId) {
             let stale = rec.proofs.filter { $0.value.credential.map(credentials.contains) ?? false }.map(\.key)
             guard !stale.isEmpty else { continue }
             for method in stale { rec.proofs[method] = nil }
-            try updateSession(rec)
+            try await updateSession(rec)
         }
     }
 }

@@ -132,10 +132,10 @@ public struct Throttle: Sendable {
     /// Reserves one attempt on every key, atomically (see ``BrokerStore/reserveAttempt(keys:now:window:delay:)``).
     /// - Throws: ``BrokerError/throttled(retryAfter:)`` when a key still waits; nothing is counted then.
     @discardableResult
-    public func reserve(_ keys: [String]) throws -> Ticket {
+    public func reserve(_ keys: [String]) async throws -> Ticket {
         let p = policy
         let now = clock.now()
-        switch try store.reserveAttempt(
+        switch try await store.reserveAttempt(
             keys: keys,
             now: now,
             window: p.window,
@@ -153,7 +153,7 @@ public struct Throttle: Sendable {
     /// - Throws: ``BrokerError/overloaded(retryAfter:)`` when the global budget of this window is spent (until the
     ///   window ends); ``BrokerError/throttled(retryAfter:)`` when the account or address still waits. Nothing is
     ///   counted then.
-    public func reservePassword(account: String, address: String) throws -> Ticket {
+    public func reservePassword(account: String, address: String) async throws -> Ticket {
         let p = policy
         let now = clock.now()
         let window = max(1, p.globalWindow)
@@ -162,7 +162,12 @@ public struct Throttle: Sendable {
         let budget = max(1, p.globalFailures)
         let globalPrevious: Int64?
         let globalCount: Int
-        switch try store.reserveAttempt(keys: [global], now: now, window: window, delay: { $0 >= budget ? window : 0 })
+        switch try await store.reserveAttempt(
+            keys: [global],
+            now: now,
+            window: window,
+            delay: { $0 >= budget ? window : 0 }
+        )
         {
         case .reserved(let counts, let previous):
             globalCount = counts.first ?? 1
@@ -172,14 +177,14 @@ public struct Throttle: Sendable {
         }
         let rest: ThrottleReservation
         do {
-            rest = try store.reserveAttempt(
+            rest = try await store.reserveAttempt(
                 keys: [account, address],
                 now: now,
                 window: p.window,
                 delay: { Self.delay(after: $0, policy: p) }
             )
         } catch {
-            try store.refundAttempt(key: global, reservedAt: now, previous: globalPrevious)
+            try await store.refundAttempt(key: global, reservedAt: now, previous: globalPrevious)
             throw error
         }
         switch rest {
@@ -191,26 +196,26 @@ public struct Throttle: Sendable {
                 at: now
             )
         case .throttled(let wait):
-            try store.refundAttempt(key: global, reservedAt: now, previous: globalPrevious)
+            try await store.refundAttempt(key: global, reservedAt: now, previous: globalPrevious)
             throw BrokerError.throttled(retryAfter: wait)
         }
     }
 
     /// Gives back the attempt on every key of the ticket (input that proved and guessed nothing, or a success on a
     /// shared key), leaving no trace of it.
-    public func refund(_ ticket: Ticket) throws {
+    public func refund(_ ticket: Ticket) async throws {
         for (key, previous) in zip(ticket.keys, ticket.previous) {
-            try store.refundAttempt(key: key, reservedAt: ticket.at, previous: previous)
+            try await store.refundAttempt(key: key, reservedAt: ticket.at, previous: previous)
         }
     }
 
     /// After a success: clears the per-account (or per-factor) key — the first of the ticket — and gives back the
     /// others' reservations, so that people behind one address do not slow each other down by signing in.
-    public func succeeded(_ ticket: Ticket) throws {
+    public func succeeded(_ ticket: Ticket) async throws {
         guard let first = ticket.keys.first else { return }
-        try store.clearThrottle(key: first)
+        try await store.clearThrottle(key: first)
         for (key, previous) in zip(ticket.keys, ticket.previous).dropFirst() {
-            try store.refundAttempt(key: key, reservedAt: ticket.at, previous: previous)
+            try await store.refundAttempt(key: key, reservedAt: ticket.at, previous: previous)
         }
     }
 

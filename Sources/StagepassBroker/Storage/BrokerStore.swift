@@ -227,12 +227,15 @@ public struct StoreError: Error, Sendable, Hashable, CustomStringConvertible {
 /// ``AuditStore/appendAudit(time:event:chain:)``. Every method throws ``StoreError``, ``StorageFault`` when the backend cannot read or
 /// commit (nothing was changed), or the backend's own error for anything else.
 ///
-/// The protocol is synchronous: the services call it on ``BrokerExecutor/storage`` lanes, never on the cooperative
-/// pool, and the command-line tool from its command threads.
+/// Every call is `async`: the calling task suspends while the backend works, and no thread of the caller waits —
+/// ``SQLiteStore`` runs its statements on GRDB's writer and reader queues, ``PostgresStore`` on PostgresNIO's
+/// connection pool. A call is not cancelled with the calling task: once asked for, a write runs to its commit or
+/// rollback. The only blocking calls are the audit log's ``AuditStore/appendAuditBlocking(time:event:chain:)`` and
+/// ``AuditStore/auditEventsBlocking(withActionPrefix:)``, for the key store (see ``AuditSink``).
 public protocol BrokerStore: AccountStore, FactorStore, SessionStore, ThrottleStore, AuditStore, TokenStore,
     ApprovalStore, WebAuthnStore, CITokenStore, DPoPProofStore
 {
     /// Readiness probe of the backend (used by `/readyz`): cheap, but it must show whether a write can commit now.
     /// - Throws: ``StorageFault`` naming why not (disk full, read-only, locked, corrupt, I/O error).
-    func ping() throws
+    func ping() async throws
 }

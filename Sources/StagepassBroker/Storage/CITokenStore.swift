@@ -5,5 +5,5 @@ public protocol CITokenStore: Sendable {
     /// whose token expired before `now` minus a margin are pruned in the same transaction.
     /// - Parameters:
     ///   - expiresAt: the token's `exp` plus the issuer's leeway: the entry is kept at least until then.
-    func useCIToken(issuer: String, key: String, expiresAt: Int64, now: Int64) throws -> Bool
+    func useCIToken(issuer: String, key: String, expiresAt: Int64, now: Int64) async throws -> Bool
 }

@@ -5,5 +5,5 @@ public protocol DPoPProofStore: Sendable {
     /// Records the proof identified by `key` (its key thumbprint and `jti`) as used until `expiresAt`, deleting
     /// expired records in the same transaction. Atomic: of concurrent calls with one key, exactly one returns true.
     /// - Returns: false when `key` is already recorded and unexpired at `now` (a replay); nothing is changed then.
-    func recordDPoPProof(key: String, expiresAt: Int64, now: Int64) throws -> Bool
+    func recordDPoPProof(key: String, expiresAt: Int64, now: Int64) async throws -> Bool
 }

@@ -18,13 +18,44 @@ struct SQLiteAccess: Sendable {
     /// A committed write that leaves the `-wal` file larger than this triggers a truncating checkpoint.
     let walTruncateBytes: Int64
 
-    /// A transaction on the writer. A storage failure rolls back, is recorded and thrown as ``StorageFault``;
-    /// other errors (the closure's own, a constraint) pass through unchanged.
-    func write<T>(_ updates: (Database) throws -> T) throws -> T {
-        let result: T
-        do {
-            result = try writer.write(updates)
-        } catch {
+    /// A transaction on the writer, run on GRDB's writer queue while the calling task suspends (no thread of the
+    /// caller waits). A storage failure rolls back, is recorded and thrown as ``StorageFault``; other errors (the
+    /// closure's own, a constraint) pass through unchanged. The write is not cancelled with the task: once asked
+    /// for, it runs to its commit or rollback, and the caller learns which.
+    func write<T: Sendable>(_ updates: @escaping @Sendable (Database) throws -> T) async throws -> T {
+        let outcome: Result<T, any Error> = await withCheckedContinuation { continuation in
+            writer.asyncWrite(updates) { _, result in continuation.resume(returning: result) }
+        }
+        return try committed(outcome) { checkpointLater() }
+    }
+
+    /// A read on one of GRDB's reader connections (a WAL snapshot: it never waits for a writer), the calling task
+    /// suspended meanwhile; a storage failure is recorded and thrown as ``StorageFault``.
+    func read<T: Sendable>(_ value: @escaping @Sendable (Database) throws -> T) async throws -> T {
+        let outcome: Result<T, any Error> = await withCheckedContinuation { continuation in
+            writer.asyncRead { db in continuation.resume(returning: Result { try value(db.get()) }) }
+        }
+        return try readResult(outcome)
+    }
+
+    /// ``write(_:)`` blocking the calling thread: for callers on a thread of their own (the key store's audit
+    /// records, the command-line tool's copy), never the cooperative pool.
+    func writeBlocking<T>(_ updates: (Database) throws -> T) throws -> T {
+        try committed(Result { try writer.write(updates) }) { checkpoint() }
+    }
+
+    /// ``read(_:)`` blocking the calling thread (same callers as ``writeBlocking(_:)``).
+    func readBlocking<T>(_ value: (Database) throws -> T) throws -> T {
+        try readResult(Result { try writer.read(value) })
+    }
+
+    private func committed<T>(_ outcome: Result<T, any Error>, checkpoint: () -> Void) throws -> T {
+        switch outcome {
+        case .success(let result):
+            health.recordSuccess()
+            if let path, Self.fileSize(path + "-wal") > walTruncateBytes { checkpoint() }
+            return result
+        case .failure(let error):
             guard let fault = classify(error) else { throw error }
             health.recordFailure(fault)
             // Only a full disk gains from emptying the log; a lock would make the checkpoint wait out the busy
@@ -32,16 +63,12 @@ struct SQLiteAccess: Sendable {
             if fault.cause == .diskFull { checkpoint() }
             throw fault
         }
-        health.recordSuccess()
-        if let path, Self.fileSize(path + "-wal") > walTruncateBytes { checkpoint() }
-        return result
     }
 
-    /// A read; a storage failure is recorded and thrown as ``StorageFault``.
-    func read<T>(_ value: (Database) throws -> T) throws -> T {
-        do {
-            return try writer.read(value)
-        } catch {
+    private func readResult<T>(_ outcome: Result<T, any Error>) throws -> T {
+        switch outcome {
+        case .success(let value): return value
+        case .failure(let error):
             guard let fault = classify(error) else { throw error }
             health.recordFailure(fault)
             throw fault
@@ -58,6 +85,14 @@ struct SQLiteAccess: Sendable {
         guard path != nil else { return }
         _ = try? writer.writeWithoutTransaction { db in
             try Row.fetchOne(db, sql: "PRAGMA wal_checkpoint(TRUNCATE)")
+        }
+    }
+
+    /// ``checkpoint()`` queued on the writer, for an asynchronous caller that must not wait for it.
+    func checkpointLater() {
+        guard path != nil else { return }
+        writer.asyncWriteWithoutTransaction { db in
+            _ = try? Row.fetchOne(db, sql: "PRAGMA wal_checkpoint(TRUNCATE)")
         }
     }
 

@@ -5,8 +5,8 @@ extension SQLiteStore {
     /// Entries are kept this long past their token's expiry, so replicas whose clocks differ a little agree.
     static let ciTokenPruneMargin: Int64 = 300
 
-    public func useCIToken(issuer: String, key: String, expiresAt: Int64, now: Int64) throws -> Bool {
-        try db.write { db in
+    public func useCIToken(issuer: String, key: String, expiresAt: Int64, now: Int64) async throws -> Bool {
+        try await db.write { db in
             try db.execute(
                 sql: "DELETE FROM ci_token_uses WHERE expires_at < ?",
                 arguments: [now - Self.ciTokenPruneMargin]

@@ -2,9 +2,9 @@ import Foundation
 import GRDB
 
 extension SQLiteStore: StoreTransfer {
-    public func exportSnapshot() throws -> StoreSnapshot {
+    public func exportSnapshot() async throws -> StoreSnapshot {
         // One read transaction: a consistent picture of the whole database.
-        try db.read { db in
+        try await db.read { db in
             var s = StoreSnapshot()
             s.users = try Row.fetchAll(db, sql: "SELECT * FROM users ORDER BY id").map(Self.user)
             s.groups = try String.fetchAll(db, sql: "SELECT name FROM groups ORDER BY name")
@@ -65,8 +65,8 @@ extension SQLiteStore: StoreTransfer {
         return record
     }
 
-    public func importSnapshot(_ s: StoreSnapshot) throws {
-        try db.write { db in
+    public func importSnapshot(_ s: StoreSnapshot) async throws {
+        try await db.write { db in
             var counts: [(table: String, rows: Int)] = []
             for table in StoreSnapshot.occupancyTables {
                 // Constant table names from StoreSnapshot, never input.

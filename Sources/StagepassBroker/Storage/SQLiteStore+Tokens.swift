@@ -99,8 +99,8 @@ extension SQLiteStore {
 
     // MARK: clients
 
-    public func insertClient(_ c: ClientRecord) throws {
-        try db.write { db in
+    public func insertClient(_ c: ClientRecord) async throws {
+        try await db.write { db in
             if try Row.fetchOne(db, sql: "SELECT 1 FROM clients WHERE name = ?", arguments: [c.name]) != nil {
                 throw StoreError.conflict("client \(c.name) exists")
             }
@@ -116,18 +116,18 @@ extension SQLiteStore {
         return ClientRecord(name: r["name"], secretHash: [UInt8](h), createdAt: r["created_at"])
     }
 
-    public func client(named name: String) throws -> ClientRecord? {
-        try db.read { db in
+    public func client(named name: String) async throws -> ClientRecord? {
+        try await db.read { db in
             try Row.fetchOne(db, sql: "SELECT * FROM clients WHERE name = ?", arguments: [name]).map(Self.client)
         }
     }
 
-    public func allClients() throws -> [ClientRecord] {
-        try db.read { db in try Row.fetchAll(db, sql: "SELECT * FROM clients ORDER BY name").map(Self.client) }
+    public func allClients() async throws -> [ClientRecord] {
+        try await db.read { db in try Row.fetchAll(db, sql: "SELECT * FROM clients ORDER BY name").map(Self.client) }
     }
 
-    public func deleteClient(named name: String) throws {
-        try db.write { db in
+    public func deleteClient(named name: String) async throws {
+        try await db.write { db in
             try db.execute(sql: "DELETE FROM clients WHERE name = ?", arguments: [name])
             if db.changesCount == 0 { throw StoreError.notFound("no client named \(name)") }
         }
@@ -155,17 +155,17 @@ extension SQLiteStore {
         )
     }
 
-    public func insertToken(_ t: TokenRecord, audit: AuditAppend, claimRequest: String?) throws -> TokenRecord {
-        let results = try insertTokens([PendingToken(token: t, audit: audit, claimRequest: claimRequest)])
+    public func insertToken(_ t: TokenRecord, audit: AuditAppend, claimRequest: String?) async throws -> TokenRecord {
+        let results = try await insertTokens([PendingToken(token: t, audit: audit, claimRequest: claimRequest)])
         guard let first = results.first else { throw StoreError.backend("the ledger write returned no result") }
         return try first.get()
     }
 
     /// One write transaction (one commit, so one fsync under `synchronous = FULL`) for the whole batch; each item in
     /// a `SAVEPOINT` (<https://www.sqlite.org/lang_savepoint.html>), rolled back alone when it conflicts.
-    public func insertTokens(_ batch: [PendingToken]) throws -> [Result<TokenRecord, StoreError>] {
+    public func insertTokens(_ batch: [PendingToken]) async throws -> [Result<TokenRecord, StoreError>] {
         guard !batch.isEmpty else { return [] }
-        return try db.write { db in
+        return try await db.write { db in
             var last = try Self.lastAuditRow(db)
             var out: [Result<TokenRecord, StoreError>] = []
             out.reserveCapacity(batch.count)
@@ -219,13 +219,18 @@ extension SQLiteStore {
         return out
     }
 
-    public func token(jti: String) throws -> TokenRecord? {
-        try db.read { db in
+    public func token(jti: String) async throws -> TokenRecord? {
+        try await db.read { db in
             try Row.fetchOne(db, sql: "SELECT * FROM tokens WHERE jti = ?", arguments: [jti]).map(Self.token)
         }
     }
 
-    public func revoke(_ target: RevocationTarget, at: Int64, reason: String, audit: AuditAppend) throws -> [String] {
+    public func revoke(
+        _ target: RevocationTarget,
+        at: Int64,
+        reason: String,
+        audit: AuditAppend
+    ) async throws -> [String] {
         let (condition, args): (String, StatementArguments)
         switch target {
         case .jti(let j): (condition, args) = ("jti = ?", [j])
@@ -235,7 +240,7 @@ extension SQLiteStore {
         }
         let updateArgs: StatementArguments = [at, reason]
         let allArgs = updateArgs + args
-        return try db.write { db -> [String] in
+        return try await db.write { db -> [String] in
             let jtis = try String.fetchAll(
                 db,
                 sql: "SELECT jti FROM tokens WHERE revoked_at IS NULL AND \(condition)",
@@ -251,8 +256,8 @@ extension SQLiteStore {
         }
     }
 
-    public func revokedSeqs(in range: ClosedRange<Int64>) throws -> [Int64] {
-        try db.read { db in
+    public func revokedSeqs(in range: ClosedRange<Int64>) async throws -> [Int64] {
+        try await db.read { db in
             try Int64.fetchAll(
                 db,
                 sql: "SELECT seq FROM tokens WHERE revoked_at IS NOT NULL AND seq BETWEEN ? AND ? ORDER BY seq",
@@ -261,12 +266,12 @@ extension SQLiteStore {
         }
     }
 
-    public func lastTokenSeq() throws -> Int64 {
-        try db.read { db in try Int64.fetchOne(db, sql: "SELECT COALESCE(MAX(seq), 0) FROM tokens") ?? 0 }
+    public func lastTokenSeq() async throws -> Int64 {
+        try await db.read { db in try Int64.fetchOne(db, sql: "SELECT COALESCE(MAX(seq), 0) FROM tokens") ?? 0 }
     }
 
-    public func revocationEpoch() throws -> Int64 {
-        try db.read { db in
+    public func revocationEpoch() async throws -> Int64 {
+        try await db.read { db in
             try Int64.fetchOne(db, sql: "SELECT value FROM counters WHERE name = 'revocation_epoch'") ?? 0
         }
     }
@@ -301,15 +306,15 @@ extension SQLiteStore {
         StatusListRecord(number: r["number"], firstSeq: r["first_seq"], size: r["size"], createdAt: r["created_at"])
     }
 
-    public func statusLists() throws -> [StatusListRecord] {
-        try db.read { db in
+    public func statusLists() async throws -> [StatusListRecord] {
+        try await db.read { db in
             try Row.fetchAll(db, sql: "SELECT * FROM status_lists ORDER BY number").map(Self.statusList)
         }
     }
 
-    public func placeStatusList(seq: Int64, size: Int64, at: Int64) throws -> StatusListRecord {
+    public func placeStatusList(seq: Int64, size: Int64, at: Int64) async throws -> StatusListRecord {
         guard seq >= 1, size >= 1 else { throw StoreError.conflict("a status list needs seq >= 1 and size >= 1") }
-        return try db.write { db in
+        return try await db.write { db in
             if let r = try Row.fetchOne(
                 db,
                 sql: "SELECT * FROM status_lists WHERE first_seq <= ? ORDER BY number DESC LIMIT 1",
@@ -363,8 +368,8 @@ extension SQLiteStore {
         )
     }
 
-    public func insertRequest(_ q: ApprovalRequestRecord, audit: AuditAppend) throws {
-        try db.write { db in
+    public func insertRequest(_ q: ApprovalRequestRecord, audit: AuditAppend) async throws {
+        try await db.write { db in
             if try Row.fetchOne(
                 db,
                 sql: "SELECT 1 FROM approval_requests WHERE user_code = ? OR device_code_hash = ?",
@@ -389,22 +394,22 @@ extension SQLiteStore {
         }
     }
 
-    public func request(id: String) throws -> ApprovalRequestRecord? {
-        try db.read { db in
+    public func request(id: String) async throws -> ApprovalRequestRecord? {
+        try await db.read { db in
             try Row.fetchOne(db, sql: "SELECT * FROM approval_requests WHERE id = ?", arguments: [id])
                 .flatMap(Self.request)
         }
     }
 
-    public func request(userCode: String) throws -> ApprovalRequestRecord? {
-        try db.read { db in
+    public func request(userCode: String) async throws -> ApprovalRequestRecord? {
+        try await db.read { db in
             try Row.fetchOne(db, sql: "SELECT * FROM approval_requests WHERE user_code = ?", arguments: [userCode])
                 .flatMap(Self.request)
         }
     }
 
-    public func request(deviceCodeHash: [UInt8]) throws -> ApprovalRequestRecord? {
-        try db.read { db in
+    public func request(deviceCodeHash: [UInt8]) async throws -> ApprovalRequestRecord? {
+        try await db.read { db in
             try Row.fetchOne(
                 db,
                 sql: "SELECT * FROM approval_requests WHERE device_code_hash = ?",
@@ -413,8 +418,8 @@ extension SQLiteStore {
         }
     }
 
-    public func pendingRequests(now: Int64) throws -> [ApprovalRequestRecord] {
-        try db.read { db in
+    public func pendingRequests(now: Int64) async throws -> [ApprovalRequestRecord] {
+        try await db.read { db in
             try Row.fetchAll(
                 db,
                 sql: "SELECT * FROM approval_requests WHERE state = 'pending' AND expires_at > ? ORDER BY created_at",
@@ -423,8 +428,8 @@ extension SQLiteStore {
         }
     }
 
-    public func notePoll(requestId: String, at: Int64, interval: Int64) throws {
-        try db.write { db in
+    public func notePoll(requestId: String, at: Int64, interval: Int64) async throws {
+        try await db.write { db in
             try db.execute(
                 sql: "UPDATE approval_requests SET last_poll_at = ?, interval = ? WHERE id = ?",
                 arguments: [at, interval, requestId]
@@ -439,8 +444,8 @@ extension SQLiteStore {
         decidedBy: String?,
         reason: String?,
         audit: AuditAppend
-    ) throws -> Bool {
-        try db.write { db in
+    ) async throws -> Bool {
+        try await db.write { db in
             try db.execute(
                 sql: """
                     UPDATE approval_requests SET state = ?, decided_by = COALESCE(?, decided_by),
@@ -472,8 +477,8 @@ extension SQLiteStore {
         )
     }
 
-    public func insertApproval(_ a: ApprovalRecord, audit: AuditAppend) throws -> [ApprovalRecord] {
-        try db.write { db in
+    public func insertApproval(_ a: ApprovalRecord, audit: AuditAppend) async throws -> [ApprovalRecord] {
+        try await db.write { db in
             guard
                 try String.fetchOne(
                     db,
@@ -508,8 +513,8 @@ extension SQLiteStore {
         }
     }
 
-    public func approvals(requestId: String) throws -> [ApprovalRecord] {
-        try db.read { db in
+    public func approvals(requestId: String) async throws -> [ApprovalRecord] {
+        try await db.read { db in
             try Row.fetchAll(
                 db,
                 sql: "SELECT * FROM approvals WHERE request_id = ? ORDER BY created_at, rowid",
@@ -518,8 +523,8 @@ extension SQLiteStore {
         }
     }
 
-    public func insertDelegation(_ d: DelegationRecord, audit: AuditAppend) throws {
-        try db.write { db in
+    public func insertDelegation(_ d: DelegationRecord, audit: AuditAppend) async throws {
+        try await db.write { db in
             try db.execute(
                 sql: """
                     INSERT INTO delegations (id, user_id, user_name, session_id, amr, auth_time, client_id, role, stage,
@@ -558,11 +563,11 @@ extension SQLiteStore {
         where condition: String,
         _ args: StatementArguments,
         now: Int64
-    ) throws
+    ) async throws
         -> [DelegationRecord]
     {
         let clause = condition.isEmpty ? "" : "\(condition) AND "
-        return try db.read { db in
+        return try await db.read { db in
             try Row.fetchAll(
                 db,
                 sql: """
@@ -580,32 +585,37 @@ extension SQLiteStore {
         stage: String,
         audience: String,
         now: Int64
-    ) throws
+    ) async throws
         -> [DelegationRecord]
     {
-        try liveDelegations(
+        try await liveDelegations(
             where: "client_id = ? AND role = ? AND stage = ? AND audience = ?",
             [clientId, role, stage, audience],
             now: now
         )
     }
 
-    public func liveDelegations(sessionId: String, now: Int64) throws -> [DelegationRecord] {
-        try liveDelegations(where: "session_id = ?", [sessionId], now: now)
+    public func liveDelegations(sessionId: String, now: Int64) async throws -> [DelegationRecord] {
+        try await liveDelegations(where: "session_id = ?", [sessionId], now: now)
     }
 
-    public func liveDelegations(now: Int64) throws -> [DelegationRecord] {
-        try liveDelegations(where: "", [], now: now)
+    public func liveDelegations(now: Int64) async throws -> [DelegationRecord] {
+        try await liveDelegations(where: "", [], now: now)
     }
 
-    public func delegation(id: String) throws -> DelegationRecord? {
-        try db.read { db in
+    public func delegation(id: String) async throws -> DelegationRecord? {
+        try await db.read { db in
             try Row.fetchOne(db, sql: "SELECT * FROM delegations WHERE id = ?", arguments: [id]).map(Self.delegation)
         }
     }
 
-    public func revokeDelegations(ids: [String], at: Int64, reason: String, audit: AuditAppend?) throws -> [String] {
-        try db.write { db in
+    public func revokeDelegations(
+        ids: [String],
+        at: Int64,
+        reason: String,
+        audit: AuditAppend?
+    ) async throws -> [String] {
+        try await db.write { db in
             var revoked: [String] = []
             for id in ids {
                 try db.execute(
@@ -620,7 +630,7 @@ extension SQLiteStore {
         }
     }
 
-    public func liveDelegations(userId: String, now: Int64) throws -> [DelegationRecord] {
-        try liveDelegations(where: "user_id = ?", [userId], now: now)
+    public func liveDelegations(userId: String, now: Int64) async throws -> [DelegationRecord] {
+        try await liveDelegations(where: "user_id = ?", [userId], now: now)
     }
 }

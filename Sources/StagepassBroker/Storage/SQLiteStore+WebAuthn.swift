@@ -60,8 +60,8 @@ extension SQLiteStore {
         )
     }
 
-    public func insertWebAuthnCredential(_ c: WebAuthnCredentialRecord, factor f: FactorRecord) throws {
-        try db.write { db in
+    public func insertWebAuthnCredential(_ c: WebAuthnCredentialRecord, factor f: FactorRecord) async throws {
+        try await db.write { db in
             let taken = try Row.fetchOne(
                 db,
                 sql: "SELECT 1 FROM webauthn_credentials WHERE credential_id = ?",
@@ -91,8 +91,8 @@ extension SQLiteStore {
         }
     }
 
-    public func webAuthnCredential(credentialId: [UInt8]) throws -> WebAuthnCredentialRecord? {
-        try db.read { db in
+    public func webAuthnCredential(credentialId: [UInt8]) async throws -> WebAuthnCredentialRecord? {
+        try await db.read { db in
             try Row.fetchOne(
                 db,
                 sql: Self.credentialSelect + " WHERE c.credential_id = ?",
@@ -101,15 +101,15 @@ extension SQLiteStore {
         }
     }
 
-    public func webAuthnCredential(factorId: String) throws -> WebAuthnCredentialRecord? {
-        try db.read { db in
+    public func webAuthnCredential(factorId: String) async throws -> WebAuthnCredentialRecord? {
+        try await db.read { db in
             try Row.fetchOne(db, sql: Self.credentialSelect + " WHERE c.factor_id = ?", arguments: [factorId])
                 .map(Self.credential)
         }
     }
 
-    public func webAuthnCredentials(userId: String) throws -> [WebAuthnCredentialRecord] {
-        try db.read { db in
+    public func webAuthnCredentials(userId: String) async throws -> [WebAuthnCredentialRecord] {
+        try await db.read { db in
             try Row.fetchAll(
                 db,
                 sql: Self.credentialSelect + " WHERE f.user_id = ? ORDER BY c.created_at, c.factor_id",
@@ -118,8 +118,8 @@ extension SQLiteStore {
         }
     }
 
-    public func renameWebAuthnCredential(factorId: String, name: String) throws {
-        try db.write { db in
+    public func renameWebAuthnCredential(factorId: String, name: String) async throws {
+        try await db.write { db in
             try db.execute(
                 sql: "UPDATE webauthn_credentials SET name = ? WHERE factor_id = ?",
                 arguments: [name, factorId]
@@ -128,8 +128,8 @@ extension SQLiteStore {
         }
     }
 
-    public func advanceWebAuthnSignCount(factorId: String, to newCount: Int64, usedAt: Int64) throws -> Bool {
-        try db.write { db in
+    public func advanceWebAuthnSignCount(factorId: String, to newCount: Int64, usedAt: Int64) async throws -> Bool {
+        try await db.write { db in
             try db.execute(
                 sql: """
                     UPDATE webauthn_credentials SET sign_count = ?, last_used_at = ?
@@ -141,8 +141,8 @@ extension SQLiteStore {
         }
     }
 
-    public func insertWebAuthnChallenge(_ c: WebAuthnChallengeRecord) throws {
-        try db.write { db in
+    public func insertWebAuthnChallenge(_ c: WebAuthnChallengeRecord) async throws {
+        try await db.write { db in
             try db.execute(
                 sql: """
                     INSERT INTO webauthn_challenges (challenge_hash, user_id, purpose, binding, created_at, expires_at)
@@ -153,8 +153,8 @@ extension SQLiteStore {
         }
     }
 
-    public func consumeWebAuthnChallenge(hash: [UInt8]) throws -> WebAuthnChallengeRecord? {
-        try db.write { db in
+    public func consumeWebAuthnChallenge(hash: [UInt8]) async throws -> WebAuthnChallengeRecord? {
+        try await db.write { db in
             // One statement: two concurrent finishes of the same ceremony cannot both get the row.
             try Row.fetchOne(
                 db,
@@ -174,8 +174,8 @@ extension SQLiteStore {
         }
     }
 
-    public func deleteExpiredWebAuthnChallenges(now: Int64) throws -> Int {
-        try db.write { db in
+    public func deleteExpiredWebAuthnChallenges(now: Int64) async throws -> Int {
+        try await db.write { db in
             try db.execute(sql: "DELETE FROM webauthn_challenges WHERE expires_at <= ?", arguments: [now])
             return db.changesCount
         }

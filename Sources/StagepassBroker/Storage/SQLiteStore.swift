@@ -197,8 +197,8 @@ public final class SQLiteStore: BrokerStore {
 
     // MARK: users and groups
 
-    public func insertUser(_ user: UserRecord, groups: [String]) throws {
-        try db.write { db in
+    public func insertUser(_ user: UserRecord, groups: [String]) async throws {
+        try await db.write { db in
             if try Row.fetchOne(db, sql: "SELECT 1 FROM users WHERE name = ?", arguments: [user.name]) != nil {
                 throw StoreError.conflict("user \(user.name) exists")
             }
@@ -232,43 +232,43 @@ public final class SQLiteStore: BrokerStore {
         )
     }
 
-    public func user(named name: String) throws -> UserRecord? {
-        try db.read { db in
+    public func user(named name: String) async throws -> UserRecord? {
+        try await db.read { db in
             try Row.fetchOne(db, sql: "SELECT * FROM users WHERE name = ?", arguments: [name]).map(Self.user)
         }
     }
 
-    public func user(id: String) throws -> UserRecord? {
-        try db.read { db in
+    public func user(id: String) async throws -> UserRecord? {
+        try await db.read { db in
             try Row.fetchOne(db, sql: "SELECT * FROM users WHERE id = ?", arguments: [id]).map(Self.user)
         }
     }
 
-    public func allUsers() throws -> [UserRecord] {
-        try db.read { db in try Row.fetchAll(db, sql: "SELECT * FROM users ORDER BY name").map(Self.user) }
+    public func allUsers() async throws -> [UserRecord] {
+        try await db.read { db in try Row.fetchAll(db, sql: "SELECT * FROM users ORDER BY name").map(Self.user) }
     }
 
-    private func updateUser(_ sql: String, _ args: StatementArguments) throws {
-        try db.write { db in
+    private func updateUser(_ sql: String, _ args: StatementArguments) async throws {
+        try await db.write { db in
             try db.execute(sql: sql, arguments: args)
             if db.changesCount == 0 { throw StoreError.notFound("no such user") }
         }
     }
 
-    public func setDisabled(userId: String, _ disabled: Bool) throws {
-        try updateUser("UPDATE users SET disabled = ? WHERE id = ?", [disabled, userId])
+    public func setDisabled(userId: String, _ disabled: Bool) async throws {
+        try await updateUser("UPDATE users SET disabled = ? WHERE id = ?", [disabled, userId])
     }
 
-    public func setLocked(userId: String, _ locked: Bool) throws {
-        try updateUser("UPDATE users SET locked = ? WHERE id = ?", [locked, userId])
+    public func setLocked(userId: String, _ locked: Bool) async throws {
+        try await updateUser("UPDATE users SET locked = ? WHERE id = ?", [locked, userId])
     }
 
-    public func setPasswordHash(userId: String, _ hash: String) throws {
-        try updateUser("UPDATE users SET password_hash = ? WHERE id = ?", [hash, userId])
+    public func setPasswordHash(userId: String, _ hash: String) async throws {
+        try await updateUser("UPDATE users SET password_hash = ? WHERE id = ?", [hash, userId])
     }
 
-    public func groups(ofUser userId: String) throws -> [String] {
-        try db.read { db in
+    public func groups(ofUser userId: String) async throws -> [String] {
+        try await db.read { db in
             try String.fetchAll(
                 db,
                 sql: "SELECT group_name FROM memberships WHERE user_id = ? ORDER BY group_name",
@@ -277,8 +277,8 @@ public final class SQLiteStore: BrokerStore {
         }
     }
 
-    public func setGroups(userId: String, _ groups: [String]) throws {
-        try db.write { db in
+    public func setGroups(userId: String, _ groups: [String]) async throws {
+        try await db.write { db in
             guard try Row.fetchOne(db, sql: "SELECT 1 FROM users WHERE id = ?", arguments: [userId]) != nil else {
                 throw StoreError.notFound("no such user")
             }
@@ -286,8 +286,8 @@ public final class SQLiteStore: BrokerStore {
         }
     }
 
-    public func allGroups() throws -> [String] {
-        try db.read { db in try String.fetchAll(db, sql: "SELECT name FROM groups ORDER BY name") }
+    public func allGroups() async throws -> [String] {
+        try await db.read { db in try String.fetchAll(db, sql: "SELECT name FROM groups ORDER BY name") }
     }
 
     // MARK: factors
@@ -309,8 +309,8 @@ public final class SQLiteStore: BrokerStore {
         )
     }
 
-    public func insertFactor(_ f: FactorRecord) throws {
-        try db.write { db in
+    public func insertFactor(_ f: FactorRecord) async throws {
+        try await db.write { db in
             try db.execute(
                 sql: """
                     INSERT INTO factors (id, user_id, kind, state, secret_box, last_used_step, created_at)
@@ -324,14 +324,14 @@ public final class SQLiteStore: BrokerStore {
         }
     }
 
-    public func factor(id: String) throws -> FactorRecord? {
-        try db.read { db in
+    public func factor(id: String) async throws -> FactorRecord? {
+        try await db.read { db in
             try Row.fetchOne(db, sql: "SELECT * FROM factors WHERE id = ?", arguments: [id]).flatMap(Self.factor)
         }
     }
 
-    public func factors(ofUser userId: String) throws -> [FactorRecord] {
-        try db.read { db in
+    public func factors(ofUser userId: String) async throws -> [FactorRecord] {
+        try await db.read { db in
             try Row.fetchAll(
                 db,
                 sql: "SELECT * FROM factors WHERE user_id = ? ORDER BY created_at, id",
@@ -340,26 +340,26 @@ public final class SQLiteStore: BrokerStore {
         }
     }
 
-    public func factors(kind: FactorKind) throws -> [FactorRecord] {
-        try db.read { db in
+    public func factors(kind: FactorKind) async throws -> [FactorRecord] {
+        try await db.read { db in
             try Row.fetchAll(db, sql: "SELECT * FROM factors WHERE kind = ? ORDER BY id", arguments: [kind.rawValue])
                 .compactMap(Self.factor)
         }
     }
 
-    public func setFactorState(id: String, _ state: FactorState) throws {
-        try db.write { db in
+    public func setFactorState(id: String, _ state: FactorState) async throws {
+        try await db.write { db in
             try db.execute(sql: "UPDATE factors SET state = ? WHERE id = ?", arguments: [state.rawValue, id])
             if db.changesCount == 0 { throw StoreError.notFound("no such factor") }
         }
     }
 
-    public func deleteFactor(id: String) throws {
-        try db.write { db in try db.execute(sql: "DELETE FROM factors WHERE id = ?", arguments: [id]) }
+    public func deleteFactor(id: String) async throws {
+        try await db.write { db in try db.execute(sql: "DELETE FROM factors WHERE id = ?", arguments: [id]) }
     }
 
-    public func deletePendingFactors(userId: String, kind: FactorKind) throws {
-        try db.write { db in
+    public func deletePendingFactors(userId: String, kind: FactorKind) async throws {
+        try await db.write { db in
             try db.execute(
                 sql: "DELETE FROM factors WHERE user_id = ? AND kind = ? AND state = 'pending'",
                 arguments: [userId, kind.rawValue]
@@ -367,8 +367,8 @@ public final class SQLiteStore: BrokerStore {
         }
     }
 
-    public func replaceSecretBoxes(_ boxes: [String: [UInt8]]) throws {
-        try db.write { db in
+    public func replaceSecretBoxes(_ boxes: [String: [UInt8]]) async throws {
+        try await db.write { db in
             for (id, box) in boxes {
                 try db.execute(sql: "UPDATE factors SET secret_box = ? WHERE id = ?", arguments: [Data(box), id])
                 if db.changesCount == 0 { throw StoreError.notFound("no such factor \(id)") }
@@ -376,8 +376,8 @@ public final class SQLiteStore: BrokerStore {
         }
     }
 
-    public func claimTOTPStep(factorId: String, step: Int64) throws -> Bool {
-        try db.write { db in
+    public func claimTOTPStep(factorId: String, step: Int64) async throws -> Bool {
+        try await db.write { db in
             try db.execute(
                 sql: """
                     UPDATE factors SET last_used_step = ?
@@ -389,16 +389,16 @@ public final class SQLiteStore: BrokerStore {
         }
     }
 
-    public func touchFactor(id: String, at: Int64) throws {
-        try db.write { db in
+    public func touchFactor(id: String, at: Int64) async throws {
+        try await db.write { db in
             try db.execute(sql: "UPDATE factors SET last_used_at = ? WHERE id = ?", arguments: [at, id])
         }
     }
 
     // MARK: backup codes
 
-    public func replaceBackupCodes(userId: String, hashes: [[UInt8]]) throws {
-        try db.write { db in
+    public func replaceBackupCodes(userId: String, hashes: [[UInt8]]) async throws {
+        try await db.write { db in
             try db.execute(sql: "DELETE FROM backup_codes WHERE user_id = ?", arguments: [userId])
             for h in hashes {
                 try db.execute(
@@ -409,8 +409,8 @@ public final class SQLiteStore: BrokerStore {
         }
     }
 
-    public func unusedBackupCodes(userId: String) throws -> [BackupCodeRecord] {
-        try db.read { db in
+    public func unusedBackupCodes(userId: String) async throws -> [BackupCodeRecord] {
+        try await db.read { db in
             try Row.fetchAll(
                 db,
                 sql: "SELECT * FROM backup_codes WHERE user_id = ? AND used_at IS NULL ORDER BY id",
@@ -427,8 +427,8 @@ public final class SQLiteStore: BrokerStore {
         }
     }
 
-    public func consumeBackupCode(id: Int64, at: Int64) throws -> Bool {
-        try db.write { db in
+    public func consumeBackupCode(id: Int64, at: Int64) async throws -> Bool {
+        try await db.write { db in
             try db.execute(
                 sql: "UPDATE backup_codes SET used_at = ? WHERE id = ? AND used_at IS NULL",
                 arguments: [at, id]
@@ -472,8 +472,8 @@ public final class SQLiteStore: BrokerStore {
         return String(decoding: try encoder.encode(proofs), as: UTF8.self)
     }
 
-    public func insertSession(_ s: SessionRecord) throws {
-        try db.write { db in
+    public func insertSession(_ s: SessionRecord) async throws {
+        try await db.write { db in
             try db.execute(
                 sql: """
                     INSERT INTO sessions (id, token_hash, user_id, state, amr, auth_time, created_at,
@@ -488,21 +488,21 @@ public final class SQLiteStore: BrokerStore {
         }
     }
 
-    public func session(tokenHash: [UInt8]) throws -> SessionRecord? {
-        try db.read { db in
+    public func session(tokenHash: [UInt8]) async throws -> SessionRecord? {
+        try await db.read { db in
             try Row.fetchOne(db, sql: "SELECT * FROM sessions WHERE token_hash = ?", arguments: [Data(tokenHash)])
                 .flatMap(Self.session)
         }
     }
 
-    public func session(id: String) throws -> SessionRecord? {
-        try db.read { db in
+    public func session(id: String) async throws -> SessionRecord? {
+        try await db.read { db in
             try Row.fetchOne(db, sql: "SELECT * FROM sessions WHERE id = ?", arguments: [id]).flatMap(Self.session)
         }
     }
 
-    public func updateSession(_ s: SessionRecord) throws {
-        try db.write { db in
+    public func updateSession(_ s: SessionRecord) async throws {
+        try await db.write { db in
             try db.execute(
                 sql: """
                     UPDATE sessions SET token_hash = ?, state = ?, amr = ?, auth_time = ?, idle_expires_at = ?,
@@ -518,16 +518,16 @@ public final class SQLiteStore: BrokerStore {
         }
     }
 
-    public func deleteSession(id: String) throws {
-        try db.write { db in try db.execute(sql: "DELETE FROM sessions WHERE id = ?", arguments: [id]) }
+    public func deleteSession(id: String) async throws {
+        try await db.write { db in try db.execute(sql: "DELETE FROM sessions WHERE id = ?", arguments: [id]) }
     }
 
-    public func deleteSessions(userId: String) throws {
-        try db.write { db in try db.execute(sql: "DELETE FROM sessions WHERE user_id = ?", arguments: [userId]) }
+    public func deleteSessions(userId: String) async throws {
+        try await db.write { db in try db.execute(sql: "DELETE FROM sessions WHERE user_id = ?", arguments: [userId]) }
     }
 
-    public func sessions(userId: String) throws -> [SessionRecord] {
-        try db.read { db in
+    public func sessions(userId: String) async throws -> [SessionRecord] {
+        try await db.read { db in
             try Row.fetchAll(
                 db,
                 sql: "SELECT * FROM sessions WHERE user_id = ? ORDER BY created_at",
@@ -537,8 +537,8 @@ public final class SQLiteStore: BrokerStore {
         }
     }
 
-    public func deleteExpiredSessions(now: Int64) throws -> Int {
-        try db.write { db in
+    public func deleteExpiredSessions(now: Int64) async throws -> Int {
+        try await db.write { db in
             try db.execute(
                 sql: "DELETE FROM sessions WHERE idle_expires_at <= ? OR absolute_expires_at <= ?",
                 arguments: [now, now]
@@ -549,9 +549,9 @@ public final class SQLiteStore: BrokerStore {
 
     // MARK: DPoP proofs
 
-    public func recordDPoPProof(key: String, expiresAt: Int64, now: Int64) throws -> Bool {
+    public func recordDPoPProof(key: String, expiresAt: Int64, now: Int64) async throws -> Bool {
         let hash = Data(try Crypto.sha256(Array(key.utf8)))
-        return try db.write { db in
+        return try await db.write { db in
             try db.execute(sql: "DELETE FROM dpop_proofs WHERE expires_at <= ?", arguments: [now])
             try db.execute(
                 sql: "INSERT INTO dpop_proofs (key_hash, expires_at) VALUES (?, ?) ON CONFLICT(key_hash) DO NOTHING",
@@ -563,16 +563,16 @@ public final class SQLiteStore: BrokerStore {
 
     // MARK: throttling
 
-    public func throttle(key: String) throws -> ThrottleRecord? {
-        try db.read { db in
+    public func throttle(key: String) async throws -> ThrottleRecord? {
+        try await db.read { db in
             try Row.fetchOne(db, sql: "SELECT * FROM throttles WHERE key = ?", arguments: [key]).map {
                 ThrottleRecord(key: $0["key"], failures: $0["failures"], lastFailureAt: $0["last_failure_at"])
             }
         }
     }
 
-    public func putThrottle(_ r: ThrottleRecord) throws {
-        try db.write { db in
+    public func putThrottle(_ r: ThrottleRecord) async throws {
+        try await db.write { db in
             try db.execute(
                 sql: """
                     INSERT INTO throttles (key, failures, last_failure_at) VALUES (?, ?, ?)
@@ -583,21 +583,21 @@ public final class SQLiteStore: BrokerStore {
         }
     }
 
-    public func clearThrottle(key: String) throws {
-        try db.write { db in try db.execute(sql: "DELETE FROM throttles WHERE key = ?", arguments: [key]) }
+    public func clearThrottle(key: String) async throws {
+        try await db.write { db in try db.execute(sql: "DELETE FROM throttles WHERE key = ?", arguments: [key]) }
     }
 
     public func reserveAttempt(
         keys: [String],
         now: Int64,
         window: Int64,
-        delay: (Int) -> Int64
-    ) throws
+        delay: @escaping @Sendable (Int) -> Int64
+    ) async throws
         -> ThrottleReservation
     {
         // One write transaction: SQLite runs one writer at a time, so the check and the count cannot interleave
         // with another reservation (https://www.sqlite.org/lang_transaction.html).
-        try db.write { db in
+        try await db.write { db in
             var current: [Int] = []
             var previous: [Int64?] = []
             var wait: Int64 = 0
@@ -639,8 +639,8 @@ public final class SQLiteStore: BrokerStore {
         }
     }
 
-    public func refundAttempt(key: String, reservedAt: Int64, previous: Int64?) throws {
-        try db.write { db in
+    public func refundAttempt(key: String, reservedAt: Int64, previous: Int64?) async throws {
+        try await db.write { db in
             try db.execute(
                 sql: """
                     UPDATE throttles SET failures = MAX(failures - 1, 0),
@@ -659,8 +659,20 @@ public final class SQLiteStore: BrokerStore {
         AuditRow(seq: r["seq"], time: r["time"], prevHash: r["prev_hash"], event: r["event"], hash: r["hash"])
     }
 
-    public func appendAudit(time: Int64, event: String, chain: (AuditRow?) throws -> AuditRow) throws -> AuditRow {
-        try db.write { db in try Self.appendAudit(db, chain) }
+    public func appendAudit(
+        time: Int64,
+        event: String,
+        chain: @escaping @Sendable (AuditRow?) throws -> AuditRow
+    ) async throws -> AuditRow {
+        try await db.write { db in try Self.appendAudit(db, chain) }
+    }
+
+    public func appendAuditBlocking(
+        time: Int64,
+        event: String,
+        chain: (AuditRow?) throws -> AuditRow
+    ) throws -> AuditRow {
+        try db.writeBlocking { db in try Self.appendAudit(db, chain) }
     }
 
     /// Appends one chained audit row inside the caller's transaction.
@@ -690,8 +702,8 @@ public final class SQLiteStore: BrokerStore {
         return row
     }
 
-    public func auditRows(after seq: Int64, limit: Int) throws -> [AuditRow] {
-        try db.read { db in
+    public func auditRows(after seq: Int64, limit: Int) async throws -> [AuditRow] {
+        try await db.read { db in
             try Row.fetchAll(
                 db,
                 sql: "SELECT * FROM audit_log WHERE seq > ? ORDER BY seq LIMIT ?",
@@ -705,7 +717,7 @@ public final class SQLiteStore: BrokerStore {
     /// small committed write (a one-row heartbeat), skipped when a write committed in the last second and none
     /// failed since. A rollback-only check would not do: SQLite needs no new space to roll back.
     /// - Throws: ``StorageFault`` naming the cause.
-    public func ping() throws {
+    public func ping() async throws {
         if let path = db.path, let free = SQLiteAccess.freeBytes(path), free < minimumFreeBytes {
             let fault = StorageFault(.diskFull)
             health.recordFailure(fault)
@@ -713,7 +725,7 @@ public final class SQLiteStore: BrokerStore {
         }
         if health.recentlyHealthy(within: .seconds(1)) { return }
         let now = Int64(Date().timeIntervalSince1970)
-        try db.write { db in
+        try await db.write { db in
             try db.execute(
                 sql: "INSERT INTO storage_probe (id, at) VALUES (1, ?) ON CONFLICT(id) DO UPDATE SET at = excluded.at",
                 arguments: [now]
@@ -724,7 +736,7 @@ public final class SQLiteStore: BrokerStore {
     /// Test hook: runs raw SQL (used by tamper tests to bypass the append-only triggers deliberately).
     /// Runs outside a transaction, so that it can also switch `PRAGMA query_only` back off (a transaction's `BEGIN
     /// IMMEDIATE` is itself refused while the connection is query-only).
-    package func unsafeExecute(_ sql: String) throws {
-        try db.writer.writeWithoutTransaction { db in try db.execute(sql: sql) }
+    package func unsafeExecute(_ sql: String) async throws {
+        try await db.writer.writeWithoutTransaction { db in try db.execute(sql: sql) }
     }
 }

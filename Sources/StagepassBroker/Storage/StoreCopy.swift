@@ -24,20 +24,20 @@ public enum StoreCopy {
     public static func copy(
         from source: any BrokerStore & StoreTransfer,
         to target: any BrokerStore & StoreTransfer
-    ) throws -> StoreCopyReport {
-        let snapshot = try source.exportSnapshot()
+    ) async throws -> StoreCopyReport {
+        let snapshot = try await source.exportSnapshot()
         let sourceChain = try HashChainAuditLog.verify(rows: snapshot.audit)
         guard sourceChain.isIntact else { throw StoreTransferError.sourceChainBroken(sourceChain) }
-        try target.importSnapshot(snapshot)
+        try await target.importSnapshot(snapshot)
 
         var problems: [String] = []
-        let chain = try HashChainAuditLog(store: target, clock: .system).verify()
+        let chain = try await HashChainAuditLog(store: target, clock: .system).verify()
         if !chain.isIntact {
             problems.append("target audit chain BROKEN at seq \(chain.firstBadSeq ?? 0): \(chain.reason ?? "")")
         } else if chain.count != snapshot.audit.count {
             problems.append("target audit chain has \(chain.count) records, source \(snapshot.audit.count)")
         }
-        let copied = try target.exportSnapshot()
+        let copied = try await target.exportSnapshot()
         problems += differences(snapshot, copied)
         guard problems.isEmpty else { throw StoreTransferError.mismatch(problems) }
         return StoreCopyReport(

@@ -77,12 +77,12 @@ public struct StoreSnapshot: Sendable, Hashable {
 public protocol StoreTransfer: Sendable {
     /// Reads every durable record (``StoreSnapshot``) in one read transaction: a consistent picture even while a
     /// broker writes.
-    func exportSnapshot() throws -> StoreSnapshot
+    func exportSnapshot() async throws -> StoreSnapshot
     /// Writes `snapshot` into this store in one transaction. Refuses with ``StoreTransferError/targetNotEmpty(_:)``,
     /// writing nothing, unless the store holds no users, groups, factors, sessions, clients, tokens, approval requests,
     /// delegations or audit records and every counter is zero. Token and audit `seq`s are kept: the next token or
     /// record continues after the highest copied one.
-    func importSnapshot(_ snapshot: StoreSnapshot) throws
+    func importSnapshot(_ snapshot: StoreSnapshot) async throws
 }
 
 extension StoreSnapshot {

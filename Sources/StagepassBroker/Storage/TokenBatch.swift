@@ -21,12 +21,12 @@ extension TokenStore {
     /// A backend without a batched write: one ``insertToken(_:audit:claimRequest:)`` transaction per item, in
     /// order. Correct (each item succeeds or fails alone, the chain stays in order) but one commit per token; a
     /// backend overrides it with one transaction for the whole batch.
-    public func insertTokens(_ batch: [PendingToken]) throws -> [Result<TokenRecord, StoreError>] {
+    public func insertTokens(_ batch: [PendingToken]) async throws -> [Result<TokenRecord, StoreError>] {
         var out: [Result<TokenRecord, StoreError>] = []
         out.reserveCapacity(batch.count)
         for p in batch {
             do {
-                out.append(.success(try insertToken(p.token, audit: p.audit, claimRequest: p.claimRequest)))
+                out.append(.success(try await insertToken(p.token, audit: p.audit, claimRequest: p.claimRequest)))
             } catch let e as StoreError {
                 out.append(.failure(e))
             }

@@ -315,35 +315,35 @@ public struct AuditAppend: Sendable {
 /// audit record commit together (a token is never returned without both), an approved request turns `issued` once.
 public protocol TokenStore: Sendable {
     // MARK: clients
-    func insertClient(_ client: ClientRecord) throws
-    func client(named name: String) throws -> ClientRecord?
-    func allClients() throws -> [ClientRecord]
-    func deleteClient(named name: String) throws
+    func insertClient(_ client: ClientRecord) async throws
+    func client(named name: String) async throws -> ClientRecord?
+    func allClients() async throws -> [ClientRecord]
+    func deleteClient(named name: String) async throws
 
     // MARK: ledger
     /// Inserts the ledger row (assigning `seq`) and appends `audit` in one transaction. With `claimRequest`, the
     /// request must be `approved` and turns `issued` in the same transaction (else ``StoreError/conflict``).
-    func insertToken(_ token: TokenRecord, audit: AuditAppend, claimRequest: String?) throws -> TokenRecord
+    func insertToken(_ token: TokenRecord, audit: AuditAppend, claimRequest: String?) async throws -> TokenRecord
     /// Group commit: every item of `batch` as by ``insertToken(_:audit:claimRequest:)``, in ONE transaction with one
     /// commit. Each item is written inside a savepoint, so an item that conflicts (its request is not `approved`
     /// any more, a duplicate jti) is rolled back alone and gets its ``StoreError``, while the others commit; the
     /// audit records chain in `batch` order. Returns one result per item, in order. Throws (nothing committed)
     /// when the transaction as a whole fails, e.g. ``StorageFault``.
-    func insertTokens(_ batch: [PendingToken]) throws -> [Result<TokenRecord, StoreError>]
-    func token(jti: String) throws -> TokenRecord?
+    func insertTokens(_ batch: [PendingToken]) async throws -> [Result<TokenRecord, StoreError>]
+    func token(jti: String) async throws -> TokenRecord?
     /// Marks every matching unrevoked token revoked (and bumps the revocation epoch) with `audit`, in one
     /// transaction. Returns the jtis revoked.
-    func revoke(_ target: RevocationTarget, at: Int64, reason: String, audit: AuditAppend) throws -> [String]
+    func revoke(_ target: RevocationTarget, at: Int64, reason: String, audit: AuditAppend) async throws -> [String]
     /// The `seq`s of revoked tokens in `range`.
-    func revokedSeqs(in range: ClosedRange<Int64>) throws -> [Int64]
+    func revokedSeqs(in range: ClosedRange<Int64>) async throws -> [Int64]
     /// The highest `seq` issued (0 when none).
-    func lastTokenSeq() throws -> Int64
+    func lastTokenSeq() async throws -> Int64
     /// A counter bumped by every revocation (status list caches compare it).
-    func revocationEpoch() throws -> Int64
+    func revocationEpoch() async throws -> Int64
     /// Every status list created so far, by number.
-    func statusLists() throws -> [StatusListRecord]
+    func statusLists() async throws -> [StatusListRecord]
     /// The status list holding `seq`, creating lists of `size` entries after the last one (in one transaction) until
     /// one holds it. Existing lists are never changed, whatever `size` says.
-    func placeStatusList(seq: Int64, size: Int64, at: Int64) throws -> StatusListRecord
+    func placeStatusList(seq: Int64, size: Int64, at: Int64) async throws -> StatusListRecord
 
 }

@@ -91,23 +91,23 @@ public struct WebAuthnChallengeRecord: Sendable, Hashable {
 public protocol WebAuthnStore: Sendable {
     /// Inserts the factor row and its credential in one transaction.
     /// - Throws: ``StoreError/conflict`` when the credential id is already registered (to anyone).
-    func insertWebAuthnCredential(_ credential: WebAuthnCredentialRecord, factor: FactorRecord) throws
+    func insertWebAuthnCredential(_ credential: WebAuthnCredentialRecord, factor: FactorRecord) async throws
     /// The credential with this id, whoever owns it.
-    func webAuthnCredential(credentialId: [UInt8]) throws -> WebAuthnCredentialRecord?
-    func webAuthnCredential(factorId: String) throws -> WebAuthnCredentialRecord?
+    func webAuthnCredential(credentialId: [UInt8]) async throws -> WebAuthnCredentialRecord?
+    func webAuthnCredential(factorId: String) async throws -> WebAuthnCredentialRecord?
     /// The user's credentials, oldest first.
-    func webAuthnCredentials(userId: String) throws -> [WebAuthnCredentialRecord]
+    func webAuthnCredentials(userId: String) async throws -> [WebAuthnCredentialRecord]
     /// - Throws: ``StoreError/notFound`` when there is no such credential.
-    func renameWebAuthnCredential(factorId: String, name: String) throws
+    func renameWebAuthnCredential(factorId: String, name: String) async throws
     /// Compare-and-set of the signature counter (WebAuthn Level 2 §6.1.1, §7.2 step 21), in one statement: stores
     /// `newCount` and `usedAt` only if `newCount` is greater than the stored counter, or both are zero. False means
     /// the counter did not grow (a possible clone, or a concurrent use that won the race).
-    func advanceWebAuthnSignCount(factorId: String, to newCount: Int64, usedAt: Int64) throws -> Bool
+    func advanceWebAuthnSignCount(factorId: String, to newCount: Int64, usedAt: Int64) async throws -> Bool
 
-    func insertWebAuthnChallenge(_ challenge: WebAuthnChallengeRecord) throws
+    func insertWebAuthnChallenge(_ challenge: WebAuthnChallengeRecord) async throws
     /// Atomically deletes and returns the challenge with this hash (nil when unknown or already used). Expiry is
     /// the caller's check, so an expired challenge is still consumed and reported as expired.
-    func consumeWebAuthnChallenge(hash: [UInt8]) throws -> WebAuthnChallengeRecord?
+    func consumeWebAuthnChallenge(hash: [UInt8]) async throws -> WebAuthnChallengeRecord?
     /// Deletes challenges that expired before `now`; returns how many.
-    func deleteExpiredWebAuthnChallenges(now: Int64) throws -> Int
+    func deleteExpiredWebAuthnChallenges(now: Int64) async throws -> Int
 }

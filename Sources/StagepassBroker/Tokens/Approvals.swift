@@ -66,7 +66,7 @@ public struct ClientRegistry: Sendable {
 
     /// Registers a client and returns its secret, which is shown once.
     /// - Throws: ``BrokerError/invalidRequest(_:)`` for a bad name, ``StoreError/conflict`` if it exists.
-    public func add(name: String, actor: String) throws -> String {
+    public func add(name: String, actor: String) async throws -> String {
         guard (1...128).contains(name.utf8.count),
             name.unicodeScalars.allSatisfy({
                 $0.isASCII
@@ -74,19 +74,19 @@ public struct ClientRegistry: Sendable {
             })
         else { throw BrokerError.invalidRequest("a client name is 1-128 characters of A-Z a-z 0-9 - _ . / @") }
         let secret = "spc_" + Base64URL.encode(try Crypto.randomBytes(32))
-        try human.store.insertClient(
+        try await human.store.insertClient(
             ClientRecord(name: name, secretHash: try Crypto.sha256(Array(secret.utf8)), createdAt: human.clock.now())
         )
-        try human.audit.record(AuditEvent(action: "client.add", actor: actor, subject: name))
+        try await human.audit.record(AuditEvent(action: "client.add", actor: actor, subject: name))
         return secret
     }
 
-    public func remove(name: String, actor: String) throws {
-        try human.store.deleteClient(named: name)
-        try human.audit.record(AuditEvent(action: "client.remove", actor: actor, subject: name))
+    public func remove(name: String, actor: String) async throws {
+        try await human.store.deleteClient(named: name)
+        try await human.audit.record(AuditEvent(action: "client.remove", actor: actor, subject: name))
     }
 
-    public func list() throws -> [ClientRecord] { try human.store.allClients() }
+    public func list() async throws -> [ClientRecord] { try await human.store.allClients() }
 }
 
 extension TokenBroker {
@@ -94,13 +94,13 @@ extension TokenBroker {
     public var clients: ClientRegistry { ClientRegistry(human: human) }
 
     /// RFC 6749 §2.3.1 client authentication. Unknown clients and wrong secrets fail alike, after the same work.
-    func authenticateClient(_ name: String, secret: String) throws -> ClientRecord {
-        let record = try store.client(named: name)
+    func authenticateClient(_ name: String, secret: String) async throws -> ClientRecord {
+        let record = try await store.client(named: name)
         let presented = try Crypto.sha256(Array(secret.utf8))
         let fallback = try Crypto.sha256(Array("no such client".utf8))
         let expected = record?.secretHash ?? fallback
         guard Crypto.constantTimeEqual(presented, expected), let record else {
-            _ = denied(.invalidClient, action: "client.auth", actor: nil, details: ["client": name])
+            _ = await denied(.invalidClient, action: "client.auth", actor: nil, details: ["client": name])
             throw OAuthError.invalidClient
         }
         return record
@@ -119,9 +119,9 @@ extension TokenBroker {
         runId: String,
         commit: String?,
         triggeredBy: String?
-    ) throws -> DeviceAuthorization {
-        let c = try authenticateClient(client, secret: secret)
-        return try openRequest(
+    ) async throws -> DeviceAuthorization {
+        let c = try await authenticateClient(client, secret: secret)
+        return try await openRequest(
             client: c.name,
             audience: audience,
             role: role,
@@ -144,7 +144,7 @@ extension TokenBroker {
         commit: String?,
         triggeredBy: String?,
         ci: CIIdentity?
-    ) throws -> DeviceAuthorization {
+    ) async throws -> DeviceAuthorization {
         let c = AuthenticatedPipeline(name: client)
         let p = policy.current
         let now = clock.now()
@@ -168,10 +168,10 @@ extension TokenBroker {
             try checkPipeline(c.name, role: role, stage: stage, audience: audience, policy: p)
             s = try authorize(groups: nil, role: role, stage: stage, audience: audience, policy: p).1
             if !s.allowSelfApproval {
-                triggers = try triggeringUsers(triggeredBy, stage: s, policy: p, ciIssuer: ci?.issuer)
+                triggers = try await triggeringUsers(triggeredBy, stage: s, policy: p, ciIssuer: ci?.issuer)
             }
         } catch {
-            throw denied(error, action: "request.deny", actor: nil, details: details)
+            throw await denied(error, action: "request.deny", actor: nil, details: details)
         }
         let deviceCode = "spd_" + Base64URL.encode(try Crypto.randomBytes(32))
         let id = "req_" + Base64URL.encode(try Crypto.randomBytes(12))
@@ -202,7 +202,7 @@ extension TokenBroker {
             record.userCode = try UserCode.generate()
             auditDetails["user_code"] = record.userCode
             do {
-                try store.insertRequest(
+                try await store.insertRequest(
                     record,
                     audit: try audit.entry(
                         AuditEvent(action: "request.start", actor: c.name, subject: c.name, details: auditDetails)
@@ -213,14 +213,23 @@ extension TokenBroker {
         }
         guard inserted else { throw BrokerError.internalError("could not allocate a user code") }
         var preApproved = false
-        if case .delegated = s.approval, s.approvers == 1,
-            let d = try store.liveDelegations(clientId: c.name, role: role, stage: stage, audience: audience, now: now)
-                .first(where: { d in
-                    // The delegator must still stand behind it, and may not approve a run they triggered.
-                    (try? standing(userId: d.userId, role: role, sessionId: nil, policy: p)) == .some(nil)
-                        && !triggers.contains(Identity.normalize(d.userName))
-                })
-        {
+        var standingDelegation: DelegationRecord?
+        if case .delegated = s.approval, s.approvers == 1 {
+            for d in try await store.liveDelegations(
+                clientId: c.name,
+                role: role,
+                stage: stage,
+                audience: audience,
+                now: now
+            ) where !triggers.contains(Identity.normalize(d.userName)) {
+                // The delegator must still stand behind it, and may not approve a run they triggered.
+                if (try? await standing(userId: d.userId, role: role, sessionId: nil, policy: p)) == .some(nil) {
+                    standingDelegation = d
+                    break
+                }
+            }
+        }
+        if let d = standingDelegation {
             let approval = ApprovalRecord(
                 id: "apr_" + Base64URL.encode(try Crypto.randomBytes(9)),
                 requestId: id,
@@ -233,7 +242,7 @@ extension TokenBroker {
                 binding: try Self.binding(record),
                 delegationId: d.id
             )
-            _ = try store.insertApproval(
+            _ = try await store.insertApproval(
                 approval,
                 audit: try audit.entry(
                     AuditEvent(
@@ -245,7 +254,7 @@ extension TokenBroker {
                     )
                 )
             )
-            preApproved = try store.transitionRequest(
+            preApproved = try await store.transitionRequest(
                 id: id,
                 from: .pending,
                 to: .approved,
@@ -297,22 +306,21 @@ extension TokenBroker {
         dpopProof: String? = nil
     ) async throws -> IssuedToken {
         let binding = try checkDPoPProof(dpopProof)
-        // The checks read and write storage: they run on the storage lanes, off the cooperative pool.
-        let grant = try await BrokerExecutor.storage.run {
-            try self.pollGrant(client: client, secret: secret, deviceCode: deviceCode, dpop: binding)
-        }
+        let grant = try await self.pollGrant(client: client, secret: secret, deviceCode: deviceCode, dpop: binding)
         do { return try await issue(grant) } catch let e as StoreError where e == .conflict {
             throw OAuthError.invalidGrant("the device_code was already used")
         }
     }
 
     /// Everything ``poll(client:secret:deviceCode:)`` checks and records before it signs.
-    func pollGrant(client: String, secret: String?, deviceCode: String, dpop: DPoPBinding? = nil) throws -> Grant {
-        let c = AuthenticatedPipeline(
-            name: try secret.map { try authenticateClient(client, secret: $0).name } ?? client
-        )
+    func pollGrant(client: String, secret: String?, deviceCode: String, dpop: DPoPBinding? = nil) async throws -> Grant
+    {
+        var name = client
+        if let secret { name = try await authenticateClient(client, secret: secret).name }
+        let c = AuthenticatedPipeline(name: name)
         guard deviceCode.utf8.count <= 128,
-            let r = try store.request(deviceCodeHash: try Crypto.sha256(Array(deviceCode.utf8))), r.clientId == c.name
+            let r = try await store.request(deviceCodeHash: try Crypto.sha256(Array(deviceCode.utf8))),
+            r.clientId == c.name
         else { throw OAuthError.invalidGrant("unknown device_code") }
         // Secret-less polling is for requests a CI token opened, and only those; a CI request is polled that way.
         guard (secret == nil) == (r.ciIssuer != nil) else {
@@ -320,7 +328,12 @@ extension TokenBroker {
         }
         // RFC 9449 §11.1: every token request's proof is used once, polls included; a poll that could never be
         // issued a token (DPoP required, no proof) says so at once, not after a human approved it.
-        let jkt = try recordDPoP(dpop, stage: policy.current.stages[r.stage], pipeline: c.name, policy: policy.current)
+        let jkt = try await recordDPoP(
+            dpop,
+            stage: policy.current.stages[r.stage],
+            pipeline: c.name,
+            policy: policy.current
+        )
         let now = clock.now()
         switch r.state {
         case .denied:
@@ -333,14 +346,14 @@ extension TokenBroker {
         if now >= r.expiresAt { throw OAuthError.expiredToken }
         if let last = r.lastPollAt, now - last < r.interval {
             let slower = r.interval + 5
-            try store.notePoll(requestId: r.id, at: now, interval: slower)
+            try await store.notePoll(requestId: r.id, at: now, interval: slower)
             throw OAuthError.slowDown(interval: slower)
         }
-        try store.notePoll(requestId: r.id, at: now, interval: r.interval)
+        try await store.notePoll(requestId: r.id, at: now, interval: r.interval)
         guard r.state == .approved else { throw OAuthError.authorizationPending }
         let p = policy.current
         guard let s = p.stages[r.stage] else {
-            throw denied(
+            throw await denied(
                 .accessDenied("the stage '\(r.stage)' is no longer in the policy"),
                 action: "token.deny",
                 actor: c.name,
@@ -351,7 +364,7 @@ extension TokenBroker {
             // The pipeline must still be one the policy authenticates by this issuer's tokens.
             let rule = p.pipelines[r.clientId]?.ci
             guard let rule, p.ciIssuers[rule.issuer]?.issuer == ciIssuer else {
-                throw denied(
+                throw await denied(
                     .accessDenied("the pipeline '\(r.clientId)' is no longer authenticated by \(ciIssuer) tokens"),
                     action: "token.deny",
                     actor: c.name,
@@ -359,22 +372,22 @@ extension TokenBroker {
                 )
             }
         }
-        let approvals = try store.approvals(requestId: r.id)
+        let approvals = try await store.approvals(requestId: r.id)
         guard let last = approvals.last else { throw OAuthError.authorizationPending }
         // An approval is only as alive as the human behind it: re-checked now, at issuance.
         for a in approvals {
             let reason: String?
             if let did = a.delegationId {
-                if let d = try store.delegation(id: did), d.revokedAt == nil {
-                    reason = try standing(userId: d.userId, role: r.role, sessionId: nil, policy: p)
+                if let d = try await store.delegation(id: did), d.revokedAt == nil {
+                    reason = try await standing(userId: d.userId, role: r.role, sessionId: nil, policy: p)
                 } else {
                     reason = "the delegation \(did) was revoked"
                 }
             } else {
-                reason = try standing(userId: a.userId, role: r.role, sessionId: a.sessionId, policy: p)
+                reason = try await standing(userId: a.userId, role: r.role, sessionId: a.sessionId, policy: p)
             }
             guard let reason else { continue }
-            _ = try store.transitionRequest(
+            _ = try await store.transitionRequest(
                 id: r.id,
                 from: .approved,
                 to: .denied,
@@ -395,7 +408,7 @@ extension TokenBroker {
         }
         // The policy may have changed since the proof was recorded: a token it requires to be bound must be.
         if jkt == nil, dpopRequired(stage: s, pipeline: c.name, policy: p) {
-            _ = try recordDPoP(nil, stage: s, pipeline: c.name, policy: p)
+            _ = try await recordDPoP(nil, stage: s, pipeline: c.name, policy: p)
         }
         return Grant(
             userId: last.userId,
@@ -422,28 +435,28 @@ extension TokenBroker {
 
     /// Finds a request by user code for a human, throttling failed lookups per user and per address (RFC 8628 §5.1):
     /// the attempt is reserved before the lookup and given back when the code named a request.
-    func lookup(userCode: String, session: Session, address: String) throws -> ApprovalRequestRecord {
+    func lookup(userCode: String, session: Session, address: String) async throws -> ApprovalRequestRecord {
         let keys = ["usercode:" + session.userId, Throttle.addressKey(address)]
-        let ticket = try human.sessions.throttle.reserve(keys)
-        guard let code = UserCode.normalize(userCode), let r = try store.request(userCode: code) else {
+        let ticket = try await human.sessions.throttle.reserve(keys)
+        guard let code = UserCode.normalize(userCode), let r = try await store.request(userCode: code) else {
             throw OAuthError.notFound("no request with that code")
         }
-        try human.sessions.throttle.refund(ticket)
+        try await human.sessions.throttle.refund(ticket)
         return r
     }
 
     /// The request behind a user code, with its approvals so far.
-    public func view(userCode: String, sessionToken: String, address: String) throws -> RequestView {
-        let s = try human.sessions.requireMFA(token: sessionToken)
-        let r = try lookup(userCode: userCode, session: s, address: address)
-        return try view(r)
+    public func view(userCode: String, sessionToken: String, address: String) async throws -> RequestView {
+        let s = try await human.sessions.requireMFA(token: sessionToken)
+        let r = try await lookup(userCode: userCode, session: s, address: address)
+        return try await view(r)
     }
 
-    func view(_ r: ApprovalRequestRecord) throws -> RequestView {
+    func view(_ r: ApprovalRequestRecord) async throws -> RequestView {
         let needed = policy.current.stages[r.stage]?.approvers ?? 1
         return RequestView(
             request: r,
-            approvals: try store.approvals(requestId: r.id),
+            approvals: try await store.approvals(requestId: r.id),
             approversNeeded: needed,
             expired: clock.now() >= r.expiresAt
         )
@@ -451,13 +464,16 @@ extension TokenBroker {
 
     /// Pending, unexpired requests the session's user may approve: they hold the role, did not trigger the run
     /// where the stage forbids self-approval, and have not approved it yet.
-    public func pendingRequests(sessionToken: String) throws -> [RequestView] {
-        let s = try human.sessions.requireMFA(token: sessionToken)
+    public func pendingRequests(sessionToken: String) async throws -> [RequestView] {
+        let s = try await human.sessions.requireMFA(token: sessionToken)
         let p = policy.current
-        return try store.pendingRequests(now: clock.now())
-            .filter { r in (try? checkDecider(s, r, policy: p)) != nil }
-            .map(view)
-            .filter { v in !v.approvals.contains { $0.userId == s.userId } }
+        var views: [RequestView] = []
+        for r in try await store.pendingRequests(now: clock.now())
+        where await (try? checkDecider(s, r, policy: p)) != nil {
+            let v = try await view(r)
+            if !v.approvals.contains(where: { $0.userId == s.userId }) { views.append(v) }
+        }
+        return views
     }
 
     /// Checks that `s` may decide on `r`: the request is pending and unexpired, the human holds its role, and (where
@@ -466,7 +482,7 @@ extension TokenBroker {
         _ s: Session,
         _ r: ApprovalRequestRecord,
         policy p: AccessPolicy
-    ) throws(OAuthError)
+    ) async throws(OAuthError)
         -> StagePolicy
     {
         guard r.state == .pending else { throw .conflict("the request is already \(r.state.rawValue)") }
@@ -478,7 +494,7 @@ extension TokenBroker {
             throw .forbidden("only holders of the role '\(r.role)' may decide on this request")
         }
         if !stage.allowSelfApproval {
-            let triggers = try triggeringUsers(r.triggeredBy, stage: stage, policy: p, ciIssuer: r.ciIssuer)
+            let triggers = try await triggeringUsers(r.triggeredBy, stage: stage, policy: p, ciIssuer: r.ciIssuer)
             guard !triggers.contains(Identity.normalize(s.userName)) else {
                 throw .forbidden("the user who triggered the run cannot approve it")
             }
@@ -496,7 +512,7 @@ extension TokenBroker {
         stage: StagePolicy,
         policy p: AccessPolicy,
         ciIssuer: String? = nil
-    ) throws(OAuthError)
+    ) async throws(OAuthError)
         -> Set<String>
     {
         if ciIssuer != nil, triggeredBy == nil {
@@ -511,7 +527,7 @@ extension TokenBroker {
         }
         let key = Identity.normalize(triggeredBy)
         var users: Set<String> = []
-        if (try? store.user(named: key)) != nil { users.insert(key) }
+        if (try? await store.user(named: key)) != nil { users.insert(key) }
         if let mapped = p.identities[key] { users.insert(Identity.normalize(mapped)) }
         if let ciIssuer, let name = p.ciIssuers.values.first(where: { $0.issuer == ciIssuer })?.name,
             let mapped = p.identities[Identity.normalize(name + ":" + triggeredBy)]
@@ -529,14 +545,14 @@ extension TokenBroker {
 
     /// Why the human behind an approval or delegation no longer stands behind it (disabled, locked, gone, no longer
     /// holding the role, or, for a session-bound approval, the session ended), or nil when they still do.
-    func standing(userId: String, role: String, sessionId: String?, policy p: AccessPolicy) throws -> String? {
-        guard let u = try store.user(id: userId) else { return "the approver's account no longer exists" }
+    func standing(userId: String, role: String, sessionId: String?, policy p: AccessPolicy) async throws -> String? {
+        guard let u = try await store.user(id: userId) else { return "the approver's account no longer exists" }
         if u.disabled { return "\(u.name) was disabled" }
         if u.locked { return "\(u.name) is locked" }
-        guard let r = p.roles[role], !r.groups.isDisjoint(with: try store.groups(ofUser: userId)) else {
+        guard let r = p.roles[role], !r.groups.isDisjoint(with: try await store.groups(ofUser: userId)) else {
             return "\(u.name) no longer holds the role '\(role)'"
         }
-        if let sessionId, !(try human.sessions.isAlive(sessionId: sessionId, userId: userId)) {
+        if let sessionId, await !(try human.sessions.isAlive(sessionId: sessionId, userId: userId)) {
             return "the session \(u.name) approved from has ended"
         }
         return nil
@@ -561,13 +577,13 @@ extension TokenBroker {
         userCode: String,
         sessionToken: String,
         address: String
-    ) throws
+    ) async throws
         -> WebAuthnRequestOptions
     {
-        let s = try human.sessions.requireMFA(token: sessionToken)
-        let r = try lookup(userCode: userCode, session: s, address: address)
-        do { _ = try checkDecider(s, r, policy: policy.current) } catch {
-            throw denied(
+        let s = try await human.sessions.requireMFA(token: sessionToken)
+        let r = try await lookup(userCode: userCode, session: s, address: address)
+        do { _ = try await checkDecider(s, r, policy: policy.current) } catch {
+            throw await denied(
                 error,
                 action: "request.approve",
                 actor: s.userName,
@@ -575,7 +591,10 @@ extension TokenBroker {
                 details: ["request": r.id, "stage": r.stage, "step": "webauthn.begin"]
             )
         }
-        return try human.webauthn.beginAssertion(userId: s.userId, purpose: .approval(binding: try Self.binding(r)))
+        return try await human.webauthn.beginAssertion(
+            userId: s.userId,
+            purpose: .approval(binding: try Self.binding(r))
+        )
     }
 
     /// A human approves one run. With `proof`, the factor is verified for this approval (a security-key assertion
@@ -589,19 +608,19 @@ extension TokenBroker {
         sessionToken: String,
         proof: FactorProof?,
         address: String
-    ) throws
+    ) async throws
         -> ApprovalOutcome
     {
-        var s = try human.sessions.requireMFA(token: sessionToken)
-        let r = try lookup(userCode: userCode, session: s, address: address)
+        var s = try await human.sessions.requireMFA(token: sessionToken)
+        let r = try await lookup(userCode: userCode, session: s, address: address)
         let p = policy.current
         var details = [
             "request": r.id, "client": r.clientId, "role": r.role, "stage": r.stage, "audience": r.audience,
             "run_id": r.runId,
         ]
         do {
-            let stage = try checkDecider(s, r, policy: p)
-            if try store.approvals(requestId: r.id).contains(where: { $0.userId == s.userId }) {
+            let stage = try await checkDecider(s, r, policy: p)
+            if try await store.approvals(requestId: r.id).contains(where: { $0.userId == s.userId }) {
                 throw OAuthError.conflict("\(s.userName) already approved this request")
             }
             let fresh: FreshProof
@@ -617,7 +636,7 @@ extension TokenBroker {
                         acrValues: ACR.values(for: kinds)
                     )
                 }
-                let verified = try human.sessions.verify(
+                let verified = try await human.sessions.verify(
                     token: sessionToken,
                     proof: proof,
                     address: address,
@@ -645,7 +664,7 @@ extension TokenBroker {
             details["fresh_factor"] = fresh.label
             let all: [ApprovalRecord]
             do {
-                all = try store.insertApproval(
+                all = try await store.insertApproval(
                     approval,
                     audit: try audit.entry(
                         AuditEvent(
@@ -661,11 +680,16 @@ extension TokenBroker {
                 throw OAuthError.conflict(e.detail)
             }
             if let proved {
-                s = try human.sessions.record(proved, in: s, address: address, details: ["binding": approval.binding])
+                s = try await human.sessions.record(
+                    proved,
+                    in: s,
+                    address: address,
+                    details: ["binding": approval.binding]
+                )
             }
             var released = false
             if all.count >= stage.approvers {
-                released = try store.transitionRequest(
+                released = try await store.transitionRequest(
                     id: r.id,
                     from: .pending,
                     to: .approved,
@@ -692,20 +716,20 @@ extension TokenBroker {
                 approved: released
             )
         } catch let e as OAuthError {
-            throw denied(e, action: "request.approve", actor: s.userName, factors: s.amr, details: details)
+            throw await denied(e, action: "request.approve", actor: s.userName, factors: s.amr, details: details)
         }
     }
 
     /// A human denies one run; the pipeline's next poll gets `access_denied`.
-    public func deny(userCode: String, sessionToken: String, reason: String?, address: String) throws {
-        let s = try human.sessions.requireMFA(token: sessionToken)
-        let r = try lookup(userCode: userCode, session: s, address: address)
+    public func deny(userCode: String, sessionToken: String, reason: String?, address: String) async throws {
+        let s = try await human.sessions.requireMFA(token: sessionToken)
+        let r = try await lookup(userCode: userCode, session: s, address: address)
         let p = policy.current
         if let reason, reason.utf8.count > 500 {
             throw OAuthError.invalidRequest("the reason is longer than 500 bytes")
         }
-        _ = try checkDecider(s, r, policy: p)
-        let ok = try store.transitionRequest(
+        _ = try await checkDecider(s, r, policy: p)
+        let ok = try await store.transitionRequest(
             id: r.id,
             from: .pending,
             to: .denied,
@@ -738,8 +762,8 @@ extension TokenBroker {
         stage: String,
         audience: String,
         window: Int64
-    ) throws -> DelegationRecord {
-        let s = try human.sessions.requireMFA(token: sessionToken)
+    ) async throws -> DelegationRecord {
+        let s = try await human.sessions.requireMFA(token: sessionToken)
         let p = policy.current
         let now = clock.now()
         let details = [
@@ -757,7 +781,7 @@ extension TokenBroker {
                 throw OAuthError.invalidRequest("the window must be 1..\(maxWindow) seconds for '\(stage)'")
             }
             try checkPipeline(client, role: role, stage: stage, audience: audience, policy: p)
-            let registered = try store.client(named: client) != nil
+            let registered = try await store.client(named: client) != nil
             guard p.pipelines[client]?.ci != nil || registered else {
                 throw OAuthError.notFound("no registered pipeline client '\(client)'")
             }
@@ -776,7 +800,7 @@ extension TokenBroker {
                 createdAt: now,
                 expiresAt: now + window
             )
-            try store.insertDelegation(
+            try await store.insertDelegation(
                 d,
                 audit: try audit.entry(
                     AuditEvent(
@@ -792,39 +816,39 @@ extension TokenBroker {
             )
             return d
         } catch let e as OAuthError {
-            throw denied(e, action: "delegation.grant", actor: s.userName, factors: s.amr, details: details)
+            throw await denied(e, action: "delegation.grant", actor: s.userName, factors: s.amr, details: details)
         }
     }
 
     /// Live delegations: the session user's own, or (with `all`, for an administrator with a fresh factor) everyone's.
     /// - Throws: ``BrokerError`` for the session; ``OAuthError`` `forbidden` / `insufficient_user_authentication`.
-    public func delegations(sessionToken: String, all: Bool = false) throws -> [DelegationRecord] {
-        let s = try human.sessions.requireMFA(token: sessionToken)
+    public func delegations(sessionToken: String, all: Bool = false) async throws -> [DelegationRecord] {
+        let s = try await human.sessions.requireMFA(token: sessionToken)
         if all {
             try requireAdmin(s)
-            return try store.liveDelegations(now: clock.now())
+            return try await store.liveDelegations(now: clock.now())
         }
-        return try store.liveDelegations(userId: s.userId, now: clock.now())
+        return try await store.liveDelegations(userId: s.userId, now: clock.now())
     }
 
     /// Revokes one delegation: its delegator may, and so may an administrator with a fresh factor. Audited.
     /// - Returns: false when it was already revoked or expired.
     /// - Throws: ``OAuthError`` `not_found`, `forbidden`, `insufficient_user_authentication`.
     @discardableResult
-    public func revokeDelegation(id: String, sessionToken: String, reason: String?) throws -> Bool {
-        let s = try human.sessions.requireMFA(token: sessionToken)
+    public func revokeDelegation(id: String, sessionToken: String, reason: String?) async throws -> Bool {
+        let s = try await human.sessions.requireMFA(token: sessionToken)
         if let reason, reason.utf8.count > 500 {
             throw OAuthError.invalidRequest("the reason is longer than 500 bytes")
         }
         do {
-            guard let d = try store.delegation(id: id) else { throw OAuthError.notFound("no such delegation") }
+            guard let d = try await store.delegation(id: id) else { throw OAuthError.notFound("no such delegation") }
             if d.userId != s.userId {
                 // Not found rather than forbidden for non-admins: delegation ids of others are not disclosed.
                 guard policy.current.isAdmin(groups: s.groups) else { throw OAuthError.notFound("no such delegation") }
                 try requireAdmin(s)
             }
             let why = reason ?? "revoked by \(s.userName)"
-            let revoked = try store.revokeDelegations(
+            let revoked = try await store.revokeDelegations(
                 ids: [d.id],
                 at: clock.now(),
                 reason: why,
@@ -844,7 +868,13 @@ extension TokenBroker {
             )
             return !revoked.isEmpty
         } catch let e as OAuthError {
-            throw denied(e, action: "delegation.revoke", actor: s.userName, factors: s.amr, details: ["delegation": id])
+            throw await denied(
+                e,
+                action: "delegation.revoke",
+                actor: s.userName,
+                factors: s.amr,
+                details: ["delegation": id]
+            )
         }
     }
 }

@@ -48,13 +48,11 @@ extension TokenBroker {
                 unavailable.retryAfter = 30
                 let e = unavailable
                 let audited = d
-                throw try await BrokerExecutor.storage.run {
-                    self.denied(e, action: action, actor: nil, details: audited)
-                }
+                throw await self.denied(e, action: action, actor: nil, details: audited)
             }
             let e = endpoint.refusal("CI token refused: \(error.code): \(error.detail)")
             let audited = d
-            throw try await BrokerExecutor.storage.run { self.denied(e, action: action, actor: nil, details: audited) }
+            throw await self.denied(e, action: action, actor: nil, details: audited)
         }
     }
 
@@ -68,7 +66,7 @@ extension TokenBroker {
         audience: String,
         endpoint: CIEndpoint,
         action: String
-    ) throws -> String {
+    ) async throws -> String {
         let evaluation = CIPolicyEvaluator.evaluate(
             ci,
             role: role,
@@ -86,7 +84,7 @@ extension TokenBroker {
         }
         if let pipeline { d["client"] = pipeline }
         let e = endpoint.refusal("the CI token matches no pipeline rule: \(evaluation.publicExplanation)")
-        throw denied(e, action: action, actor: pipeline, details: d)
+        throw await denied(e, action: action, actor: pipeline, details: d)
     }
 
     /// Accepts the CI token once (the replay cache survives restarts and is shared by replicas).
@@ -97,16 +95,16 @@ extension TokenBroker {
         endpoint: CIEndpoint,
         action: String
     )
-        throws
+        async throws
     {
         let keepUntil = ci.expiresAt + (issuer?.leeway ?? 30)
-        guard try store.useCIToken(issuer: ci.issuer, key: ci.replayKey, expiresAt: keepUntil, now: now) else {
+        guard try await store.useCIToken(issuer: ci.issuer, key: ci.replayKey, expiresAt: keepUntil, now: now) else {
             var d = Self.ciAuditDetails(ci)
             d["ci_refusal"] = "replayed"
             let e = endpoint.refusal(
                 "CI token refused: replayed: this CI token was already used (each is accepted once)"
             )
-            throw denied(e, action: action, actor: nil, details: d)
+            throw await denied(e, action: action, actor: nil, details: d)
         }
     }
 
@@ -135,33 +133,31 @@ extension TokenBroker {
             action: "request.deny",
             details: base
         )
-        return try await BrokerExecutor.storage.run {
-            let name = try self.matchCIPipeline(
-                ci,
-                pipeline: pipeline,
-                role: role,
-                stage: stage,
-                audience: audience,
-                endpoint: .clientAssertion,
-                action: "request.deny"
-            )
-            guard let runId = ci.claims[.runId], !runId.isEmpty else {
-                let e = OAuthError.invalidRequest("the CI token carries no run id (\(ci.issuerName))")
-                throw self.denied(e, action: "request.deny", actor: name, details: Self.ciAuditDetails(ci))
-            }
-            let issuer = self.policy.current.ciIssuers[ci.issuerName]
-            try self.consumeCIToken(ci, issuer: issuer, now: now, endpoint: .clientAssertion, action: "request.deny")
-            return try self.openRequest(
-                client: name,
-                audience: audience,
-                role: role,
-                stage: stage,
-                runId: String(runId.prefix(200)),
-                commit: ci.claims[.commit].map { String($0.prefix(100)) },
-                triggeredBy: ci.claims[.actor].map { String($0.prefix(256)) },
-                ci: ci
-            )
+        let name = try await self.matchCIPipeline(
+            ci,
+            pipeline: pipeline,
+            role: role,
+            stage: stage,
+            audience: audience,
+            endpoint: .clientAssertion,
+            action: "request.deny"
+        )
+        guard let runId = ci.claims[.runId], !runId.isEmpty else {
+            let e = OAuthError.invalidRequest("the CI token carries no run id (\(ci.issuerName))")
+            throw await self.denied(e, action: "request.deny", actor: name, details: Self.ciAuditDetails(ci))
         }
+        let issuer = self.policy.current.ciIssuers[ci.issuerName]
+        try await self.consumeCIToken(ci, issuer: issuer, now: now, endpoint: .clientAssertion, action: "request.deny")
+        return try await self.openRequest(
+            client: name,
+            audience: audience,
+            role: role,
+            stage: stage,
+            runId: String(runId.prefix(200)),
+            commit: ci.claims[.commit].map { String($0.prefix(100)) },
+            triggeredBy: ci.claims[.actor].map { String($0.prefix(256)) },
+            ci: ci
+        )
     }
 
     // MARK: token exchange with a CI token (RFC 8693 §2.1)
@@ -190,17 +186,15 @@ extension TokenBroker {
             action: "token.deny",
             details: ["role": role, "stage": stage, "audience": audience]
         )
-        let grant = try await BrokerExecutor.storage.run {
-            try self.ciExchangeGrant(
-                ci,
-                pipeline: pipeline,
-                audience: audience,
-                role: role,
-                stage: stage,
-                dpop: binding,
-                now: now
-            )
-        }
+        let grant = try await self.ciExchangeGrant(
+            ci,
+            pipeline: pipeline,
+            audience: audience,
+            role: role,
+            stage: stage,
+            dpop: binding,
+            now: now
+        )
         return try await issue(grant)
     }
 
@@ -212,8 +206,8 @@ extension TokenBroker {
         stage: String,
         dpop: DPoPBinding? = nil,
         now: Int64
-    ) throws -> Grant {
-        let name = try matchCIPipeline(
+    ) async throws -> Grant {
+        let name = try await matchCIPipeline(
             ci,
             pipeline: pipeline,
             role: role,
@@ -236,17 +230,21 @@ extension TokenBroker {
             }
             var triggers: Set<String> = []
             if !s.allowSelfApproval {
-                triggers = try triggeringUsers(ci.claims[.actor], stage: s, policy: p, ciIssuer: ci.issuer)
+                triggers = try await triggeringUsers(ci.claims[.actor], stage: s, policy: p, ciIssuer: ci.issuer)
             }
-            let delegation = try store.liveDelegations(
+            var delegation: DelegationRecord?
+            for d in try await store.liveDelegations(
                 clientId: name,
                 role: role,
                 stage: stage,
                 audience: audience,
                 now: now
-            ).first { d in
-                (try? standing(userId: d.userId, role: role, sessionId: nil, policy: p)) == .some(nil)
-                    && !triggers.contains(Identity.normalize(d.userName))
+            ) where !triggers.contains(Identity.normalize(d.userName)) {
+                // The delegator must still stand behind it.
+                if (try? await standing(userId: d.userId, role: role, sessionId: nil, policy: p)) == .some(nil) {
+                    delegation = d
+                    break
+                }
             }
             guard let d = delegation else {
                 throw OAuthError.unauthorizedClient(
@@ -255,7 +253,7 @@ extension TokenBroker {
             }
             // A stage or pipeline that requires DPoP requires it on this path too (before the CI token is spent,
             // so the job can retry with a proof).
-            let jkt = try recordDPoP(dpop, stage: s, pipeline: name, policy: p)
+            let jkt = try await recordDPoP(dpop, stage: s, pipeline: name, policy: p)
             grant = Grant(
                 userId: d.userId,
                 userName: d.userName,
@@ -275,9 +273,9 @@ extension TokenBroker {
                 jkt: jkt
             )
         } catch let e as OAuthError {
-            throw denied(e, action: "token.deny", actor: name, details: details)
+            throw await denied(e, action: "token.deny", actor: name, details: details)
         }
-        try consumeCIToken(
+        try await consumeCIToken(
             ci,
             issuer: p.ciIssuers[ci.issuerName],
             now: now,

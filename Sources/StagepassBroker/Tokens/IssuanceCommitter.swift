@@ -2,7 +2,7 @@ import Dispatch
 import Synchronization
 
 /// Group commit of issued tokens: concurrent issuances hand their ledger row and `token.issue` audit record to
-/// ``commit(_:)`` and suspend; one writer, on a thread of its own, takes everything waiting (at most ``maxBatch``),
+/// ``commit(_:)`` and suspend; one writer task takes everything waiting (at most ``maxBatch``),
 /// writes it with ONE ``TokenStore/insertTokens(_:)`` transaction (one commit, one fsync) and resumes each waiter
 /// with its own result: its row (with its `seq`) or its error. A waiter is resumed only after the transaction that
 /// holds its row and audit record committed, so the caller signs and returns the token only then (invariant I12 of
@@ -32,11 +32,9 @@ public final class IssuanceCommitter: Sendable {
     public static let defaultMaxBatch = 256
 
     /// The batched write (``TokenStore/insertTokens(_:)`` of the store).
-    let write: @Sendable ([PendingToken]) throws -> [Result<TokenRecord, StoreError>]
+    let write: @Sendable ([PendingToken]) async throws -> [Result<TokenRecord, StoreError>]
     /// At most this many items in one transaction.
     public let maxBatch: Int
-    /// The writer's queue: a serial queue of its own, so a commit never holds a storage lane or a cooperative thread.
-    private let queue: DispatchQueue
 
     private struct Waiter: Sendable {
         var item: PendingToken
@@ -58,15 +56,17 @@ public final class IssuanceCommitter: Sendable {
     /// - Parameters:
     ///   - store: Where the tokens are written.
     ///   - maxBatch: The cap on one transaction (at least 1).
-    public convenience init(store: any TokenStore, maxBatch: Int = IssuanceCommitter.defaultMaxBatch) {
-        self.init(maxBatch: maxBatch) { batch in try store.insertTokens(batch) }
+    public convenience init(store: any TokenStore, maxBatch: Int = IssuanceCommitter.defaultMaxBatch) async {
+        self.init(maxBatch: maxBatch) { batch in try await store.insertTokens(batch) }
     }
 
     /// A committer over any batched write (tests give one that fails).
-    init(maxBatch: Int, write: @escaping @Sendable ([PendingToken]) throws -> [Result<TokenRecord, StoreError>]) {
+    init(
+        maxBatch: Int,
+        write: @escaping @Sendable ([PendingToken]) async throws -> [Result<TokenRecord, StoreError>]
+    ) {
         self.write = write
         self.maxBatch = max(1, maxBatch)
-        queue = DispatchQueue(label: "stagepass.broker.issuance")
     }
 
     /// Writes `item` with whatever else is waiting and returns its row (with `seq`) once the transaction committed.
@@ -80,12 +80,12 @@ public final class IssuanceCommitter: Sendable {
                 s.running = true
                 return true
             }
-            if start { queue.async { self.drain() } }
+            if start { Task { await self.drain() } }
         }
     }
 
     /// Commits and resumes batches until nothing waits.
-    private func drain() {
+    private func drain() async {
         while true {
             let batch: [Waiter] = state.withLock { s in
                 guard !s.pending.isEmpty, !s.held else {
@@ -98,7 +98,8 @@ public final class IssuanceCommitter: Sendable {
                 return b
             }
             guard !batch.isEmpty else { return }
-            let outcome = Result { try write(batch.map(\.item)) }
+            let outcome: Result<[Result<TokenRecord, StoreError>], any Error>
+            do { outcome = .success(try await write(batch.map(\.item))) } catch { outcome = .failure(error) }
             let observer = state.withLock { s in
                 s.stats.commits += 1
                 s.stats.items += batch.count
@@ -147,6 +148,6 @@ public final class IssuanceCommitter: Sendable {
             s.running = true
             return true
         }
-        if start { queue.async { self.drain() } }
+        if start { Task { await self.drain() } }
     }
 }

@@ -33,7 +33,7 @@ extension HumanBroker {
         factors: [String],
         reason: String?,
         details: [String: String] = [:]
-    ) throws -> [String] {
+    ) async throws -> [String] {
         let entry = try audit.entry(
             AuditEvent(
                 action: "revoke",
@@ -44,7 +44,7 @@ extension HumanBroker {
                 details: details.merging(["target": subject]) { a, _ in a }
             )
         )
-        return try store.revoke(target, at: clock.now(), reason: reason ?? "revoked by \(actor)", audit: entry)
+        return try await store.revoke(target, at: clock.now(), reason: reason ?? "revoked by \(actor)", audit: entry)
     }
 }
 
@@ -55,26 +55,23 @@ extension TokenBroker {
     /// - Returns: the jtis newly revoked.
     /// - Throws: ``OAuthError`` (`forbidden`, `insufficient_user_authentication`, `not_found`).
     public func revoke(_ what: RevocationRequest, sessionToken: String, reason: String?) async throws -> [String] {
-        // The checks read storage: on the storage lanes, off the cooperative pool.
-        let s = try await BrokerExecutor.storage.run {
-            try self.authorizeRevocation(what, sessionToken: sessionToken, reason: reason)
-        }
+        let s = try await self.authorizeRevocation(what, sessionToken: sessionToken, reason: reason)
         return try await revoke(what, actor: s.userName, factors: s.amr, reason: reason)
     }
 
     /// Who may revoke what (see ``revoke(_:sessionToken:reason:)``); refusals are audited.
-    func authorizeRevocation(_ what: RevocationRequest, sessionToken: String, reason: String?) throws -> Session {
-        let s = try human.sessions.requireMFA(token: sessionToken)
+    func authorizeRevocation(_ what: RevocationRequest, sessionToken: String, reason: String?) async throws -> Session {
+        let s = try await human.sessions.requireMFA(token: sessionToken)
         if let reason, reason.utf8.count > 500 {
             throw OAuthError.invalidRequest("the reason is longer than 500 bytes")
         }
         do {
             switch what {
             case .jti(let j):
-                guard let t = try store.token(jti: j) else { throw OAuthError.notFound("no token with that jti") }
+                guard let t = try await store.token(jti: j) else { throw OAuthError.notFound("no token with that jti") }
                 if t.userId != s.userId { try requireAdmin(s) }
             case .session(let sid):
-                let owner = try store.session(id: sid)?.userId
+                let owner = try await store.session(id: sid)?.userId
                 if sid != s.id && owner != s.userId { try requireAdmin(s) }
             case .user(let name):
                 if name != s.userName { try requireAdmin(s) }
@@ -82,7 +79,7 @@ extension TokenBroker {
                 try requireAdmin(s)
             }
         } catch let e as OAuthError {
-            throw denied(
+            throw await denied(
                 e,
                 action: "revoke",
                 actor: s.userName,
@@ -113,7 +110,7 @@ extension TokenBroker {
         do {
             r = try await keys.rotate(alg: alg, force: force)
         } catch let e as KeyStoreError where e == .nextNotPrePublished {
-            try? audit.record(
+            try? await audit.record(
                 AuditEvent(
                     action: "admin.key.rotate",
                     actor: admin.userName,
@@ -135,7 +132,7 @@ extension TokenBroker {
             factors: admin.amr,
             details: details
         )
-        try await BrokerExecutor.storage.run { try self.audit.record(event) }
+        try await self.audit.record(event)
         return r
     }
 
@@ -166,9 +163,7 @@ extension TokenBroker {
             keyDetails["new_active"] = try await keys.compromise(kid: kid).activeKid
         }
         let initial = keyDetails
-        return try await BrokerExecutor.storage.run {
-            try self.revokeInStore(what, actor: actor, factors: factors, reason: reason, details: initial)
-        }
+        return try await self.revokeInStore(what, actor: actor, factors: factors, reason: reason, details: initial)
     }
 
     /// The storage part of ``revoke(_:actor:factors:reason:)``: ends sessions and delegations where the target asks
@@ -179,7 +174,7 @@ extension TokenBroker {
         factors: [String],
         reason: String?,
         details initial: [String: String]
-    ) throws -> [String] {
+    ) async throws -> [String] {
         let now = clock.now()
         let target: RevocationTarget
         var details = initial
@@ -188,19 +183,19 @@ extension TokenBroker {
         case .session(let sid):
             target = .session(sid)
             // Revoking a session also ends it, and the delegations granted from it.
-            try store.deleteSession(id: sid)
-            let ended = try human.accounts.endDelegations(
+            try await store.deleteSession(id: sid)
+            let ended = try await human.accounts.endDelegations(
                 sessionId: sid,
                 reason: "its session was revoked",
                 actor: actor
             )
             if !ended.isEmpty { details["delegations"] = ended.joined(separator: ",") }
         case .user(let name):
-            guard let u = try store.user(named: name) else { throw OAuthError.notFound("no such user") }
+            guard let u = try await store.user(named: name) else { throw OAuthError.notFound("no such user") }
             target = .user(id: u.id, issuedBefore: now)
             // A compromised account must stop minting at once: every session and every delegation ends too.
-            try store.deleteSessions(userId: u.id)
-            let ended = try human.accounts.endDelegations(
+            try await store.deleteSessions(userId: u.id)
+            let ended = try await human.accounts.endDelegations(
                 userId: u.id,
                 reason: "the delegator was revoked",
                 actor: actor
@@ -210,7 +205,7 @@ extension TokenBroker {
         case .kid(let kid):
             target = .kid(kid)
         }
-        return try human.revokeTokens(
+        return try await human.revokeTokens(
             target,
             describedAs: Self.describe(what),
             actor: actor,
@@ -234,11 +229,10 @@ public final class StatusListLayout: Sendable {
 
     init(store: any BrokerStore) { self.store = store }
 
-    /// The list holding `seq` (creating it with `size` entries if `seq` is past the last list). Synchronous storage
-    /// work: call it on the storage lanes.
-    func place(seq: Int64, size: Int64, at now: Int64) throws -> StatusListRecord {
+    /// The list holding `seq` (creating it with `size` entries if `seq` is past the last list).
+    func place(seq: Int64, size: Int64, at now: Int64) async throws -> StatusListRecord {
         if let r = newest.withLock({ $0 }), r.contains(seq: seq) { return r }
-        let r = try store.placeStatusList(seq: seq, size: size, at: now)
+        let r = try await store.placeStatusList(seq: seq, size: size, at: now)
         newest.withLock { n in
             if n.map({ $0.number < r.number }) ?? true { n = r }
         }
@@ -251,7 +245,7 @@ public final class StatusListLayout: Sendable {
     }
 
     /// Every list created so far (from the store).
-    public func lists() throws -> [StatusListRecord] { try store.statusLists() }
+    public func lists() async throws -> [StatusListRecord] { try await store.statusLists() }
 }
 
 /// Serves the Token Status Lists (draft-ietf-oauth-status-list-20): one `statuslist+jwt` per
@@ -266,12 +260,10 @@ public final class StatusListLayout: Sendable {
 ///   `exp` is `status_list_lifetime` ≥ `ttl` after it, so a served list is always valid for longer than a verifier
 ///   caches it).
 ///
-/// Never per request: the decision and the signing run without a suspension point on this actor, so concurrent
-/// requests for a list that needs a new signature wait for the first one, which signs; the others find its result
-/// in the cache (single flight).
+/// Never per request: concurrent requests for one list share one computation (single flight). A request reads the
+/// revocation epoch first and joins a computation of that list only if it started at that epoch or later, so a
+/// request made after a revocation never receives a list computed before it.
 public actor StatusListPublisher {
-    /// The publisher reads the ledger synchronously: it runs on the storage lanes, never on the cooperative pool.
-    public nonisolated var unownedExecutor: UnownedSerialExecutor { BrokerExecutor.storage.asUnownedSerialExecutor() }
 
     let store: any BrokerStore
     let keys: KeyStore
@@ -290,6 +282,8 @@ public actor StatusListPublisher {
         var digest: [UInt8]
     }
     private var cache: [Int64: Cached] = [:]
+    /// The computation of each list under way, with the revocation epoch it started at.
+    private var inFlight: [Int64: (epoch: Int64, task: Task<String?, any Error>)] = [:]
     /// How many list tokens this publisher signed (tests and the benchmark read it).
     public private(set) var signatures = 0
 
@@ -314,11 +308,11 @@ public actor StatusListPublisher {
     }
 
     /// How many lists exist (at least one, even before the first token).
-    public func count() throws -> Int64 { max(1, try layout.lists().last?.number ?? 0) }
+    public func count() async throws -> Int64 { max(1, try await layout.lists().last?.number ?? 0) }
 
     /// List `n`'s place in the ledger; before the first token, list 1 is an empty list of the policy's size.
-    func record(_ n: Int64) throws -> StatusListRecord? {
-        let lists = try layout.lists()
+    func record(_ n: Int64) async throws -> StatusListRecord? {
+        let lists = try await layout.lists()
         if let r = lists.first(where: { $0.number == n }) { return r }
         guard n == 1, lists.isEmpty else { return nil }
         return StatusListRecord(number: 1, firstSeq: 1, size: policy.current.tokens.statusListSize, createdAt: 0)
@@ -327,18 +321,27 @@ public actor StatusListPublisher {
     /// The signed list `n`, or nil when there is no such list.
     public func list(_ n: Int64) async throws -> String? {
         guard n >= 1 else { return nil }
+        let epoch = try await store.revocationEpoch()
+        if let running = inFlight[n], running.epoch >= epoch { return try await running.task.value }
+        let task = Task { try await self.compute(n, epoch: epoch) }
+        inFlight[n] = (epoch, task)
+        defer { if inFlight[n]?.task == task { inFlight[n] = nil } }
+        return try await task.value
+    }
+
+    /// List `n` as of revocation epoch `epoch` (read before its bits, so the bits are at least that recent): the
+    /// cached copy while it holds, else a new signature.
+    private func compute(_ n: Int64, epoch: Int64) async throws -> String? {
         let tokens = policy.current.tokens
-        // The key must stay published until this list expires. This is the only suspension point: everything after
-        // it runs to completion on the actor, one request at a time (single flight).
+        // The key must stay published until this list expires.
         let key = try await keys.signingKey(coveringLifetime: tokens.statusListLifetime)
-        guard let r = try record(n) else { return nil }
-        let epoch = try store.revocationEpoch()
+        guard let r = try await record(n) else { return nil }
         let now = clock.now()
         let fresh: (Cached) -> Bool = { c in
             c.kid == key.kid && c.size == r.size && now - c.iat < max(1, tokens.statusListTTL / 2)
         }
         if let c = cache[n], c.epoch == epoch, fresh(c) { return c.jwt }
-        let bytes = try bits(r)
+        let bytes = try await bits(r)
         let digest = try Crypto.sha256(bytes)
         if var c = cache[n], fresh(c), c.digest == digest {
             // A revocation elsewhere: this list's bits did not change, the signed copy still holds.
@@ -366,9 +369,9 @@ public actor StatusListPublisher {
     }
 
     /// The uncompressed list: `size / 8` bytes, one bit per entry.
-    func bits(_ r: StatusListRecord) throws -> [UInt8] {
+    func bits(_ r: StatusListRecord) async throws -> [UInt8] {
         var bytes = [UInt8](repeating: 0, count: Int((r.size + 7) / 8))
-        for idx in try revokedIndices(r).map(Int.init) {
+        for idx in try await revokedIndices(r).map(Int.init) {
             // draft §4.1: entry idx is bit (idx % 8) of byte idx / 8, least significant bit first; 1 = INVALID (§7.1).
             bytes[idx / 8] |= UInt8(1) << UInt8(idx % 8)
         }
@@ -376,12 +379,12 @@ public actor StatusListPublisher {
     }
 
     /// The revoked indices of list `n` (the `stagepass status-list` view, from the store).
-    public func revokedIndices(_ n: Int64) throws -> [Int64] {
-        guard let r = try record(n) else { return [] }
-        return try revokedIndices(r)
+    public func revokedIndices(_ n: Int64) async throws -> [Int64] {
+        guard let r = try await record(n) else { return [] }
+        return try await revokedIndices(r)
     }
 
-    func revokedIndices(_ r: StatusListRecord) throws -> [Int64] {
-        try store.revokedSeqs(in: r.seqs).map { $0 - r.firstSeq }
+    func revokedIndices(_ r: StatusListRecord) async throws -> [Int64] {
+        try await store.revokedSeqs(in: r.seqs).map { $0 - r.firstSeq }
     }
 }

@@ -57,14 +57,14 @@ public struct TokenBroker: Sendable {
     var clock: BrokerClock { human.clock }
 
     /// - Parameter ciKeys: where CI issuers' keys come from (default: pinned `jwks_file`s only).
-    public init(human: HumanBroker, keys: KeyStore, issuer: String, ciKeys: CIKeyDirectory = CIKeyDirectory()) {
+    public init(human: HumanBroker, keys: KeyStore, issuer: String, ciKeys: CIKeyDirectory = CIKeyDirectory()) async {
         self.human = human
         self.ciKeys = ciKeys
         self.keys = keys
         self.issuer = issuer
         let layout = StatusListLayout(store: human.store)
         statusListLayout = layout
-        issuance = IssuanceCommitter(store: human.store)
+        issuance = await IssuanceCommitter(store: human.store)
         statusLists = StatusListPublisher(
             store: human.store,
             keys: keys,
@@ -124,7 +124,7 @@ public struct TokenBroker: Sendable {
         stage: StagePolicy?,
         pipeline: String?,
         policy p: AccessPolicy
-    ) throws -> String? {
+    ) async throws -> String? {
         guard let binding else {
             if let stage, dpopRequired(stage: stage, pipeline: pipeline, policy: p) {
                 let who = stage.requireDPoP ? "the stage '\(stage.name)'" : "the pipeline '\(pipeline ?? "")'"
@@ -135,7 +135,8 @@ public struct TokenBroker: Sendable {
             }
             return nil
         }
-        guard try store.recordDPoPProof(key: binding.replayKey, expiresAt: binding.expiresAt, now: clock.now()) else {
+        guard try await store.recordDPoPProof(key: binding.replayKey, expiresAt: binding.expiresAt, now: clock.now())
+        else {
             throw OAuthError.invalidDPoPProof("this DPoP proof was already used: make a fresh proof (new jti)")
         }
         return binding.thumbprint
@@ -233,9 +234,9 @@ public struct TokenBroker: Sendable {
     }
 
     /// Users other than `excluding` who hold `role` (and so may approve its runs).
-    public func holders(ofRole role: String, excluding: Set<String>) throws -> [String] {
+    public func holders(ofRole role: String, excluding: Set<String>) async throws -> [String] {
         guard let r = policy.current.roles[role] else { return [] }
-        return try human.accounts.list()
+        return try await human.accounts.list()
             .filter { !$0.disabled && !r.groups.isDisjoint(with: $0.groups) && !excluding.contains($0.name) }
             .map(\.name)
     }
@@ -247,10 +248,10 @@ public struct TokenBroker: Sendable {
         actor: String?,
         factors: [String] = [],
         details: [String: String]
-    ) -> OAuthError {
+    ) async -> OAuthError {
         var d = details
         d["error"] = e.error
-        try? audit.record(
+        try? await audit.record(
             AuditEvent(
                 action: action,
                 actor: actor,
@@ -351,15 +352,15 @@ public struct TokenBroker: Sendable {
         )
         let layout = statusListLayout
         let listSize = policy.current.tokens.statusListSize
-        // Awaited off the storage lanes: the committer's own thread writes this row with every other one waiting.
+        // Group commit: the committer writes this row with every other one waiting, in one transaction.
         let record = try await issuance.commit(PendingToken(token: row, audit: entry, claimRequest: g.requestId))
         // The token's list exists (durably) before the token does; its size is fixed from then on. Only the first
-        // token of a new list writes (on the storage lanes); the others find the list in the layout's cache.
+        // token of a new list writes; the others find the list in the layout's cache.
         let list: StatusListRecord
         if let known = layout.known(seq: record.seq) {
             list = known
         } else {
-            list = try await BrokerExecutor.storage.run { try layout.place(seq: record.seq, size: listSize, at: now) }
+            list = try await layout.place(seq: record.seq, size: listSize, at: now)
         }
         let idx = record.seq - list.firstSeq
         let uri = statusListURI(list.number)
@@ -437,19 +438,16 @@ public struct TokenBroker: Sendable {
         dpopProof: String? = nil
     ) async throws -> IssuedToken {
         let binding = try checkDPoPProof(dpopProof)
-        // The checks read storage: they run on the storage lanes, off the cooperative pool.
-        let grant = try await BrokerExecutor.storage.run {
-            try self.exchangeGrant(
-                sessionToken: sessionToken,
-                audience: audience,
-                role: role,
-                stage: stage,
-                pipeline: pipeline,
-                dpop: binding
-            )
-        }
+        let grant = try await self.exchangeGrant(
+            sessionToken: sessionToken,
+            audience: audience,
+            role: role,
+            stage: stage,
+            pipeline: pipeline,
+            dpop: binding
+        )
         do { return try await issue(grant) } catch let e as OAuthError {
-            throw denied(
+            throw await denied(
                 e,
                 action: "token.deny",
                 actor: grant.userName,
@@ -469,14 +467,14 @@ public struct TokenBroker: Sendable {
         pipeline: String?,
         dpop: DPoPBinding? = nil
     )
-        throws -> Grant
+        async throws -> Grant
     {
         let session: Session
-        do { session = try human.sessions.requireMFA(token: sessionToken) } catch let f as StorageFault {
+        do { session = try await human.sessions.requireMFA(token: sessionToken) } catch let f as StorageFault {
             throw f  // the store failed, not the session: 503, never invalid_grant
         } catch {
             // RFC 8693 §2.2.2: an unusable subject_token is invalid_grant (audited without naming anyone).
-            throw denied(
+            throw await denied(
                 .invalidGrant("subject_token is not a live session verified with a second factor"),
                 action: "token.deny",
                 actor: nil,
@@ -498,7 +496,7 @@ public struct TokenBroker: Sendable {
             var delegation: DelegationRecord?
             if let pipeline {
                 try checkPipeline(pipeline, role: role, stage: stage, audience: audience, policy: p)
-                guard try store.client(named: pipeline) != nil else {
+                guard try await store.client(named: pipeline) != nil else {
                     throw OAuthError.unauthorizedClient("no registered pipeline client '\(pipeline)'")
                 }
                 switch s.approval {
@@ -507,7 +505,7 @@ public struct TokenBroker: Sendable {
                         "the stage '\(stage)' needs per-run approval for pipelines: use `stagepass request`"
                     )
                 case .delegated:
-                    delegation = try store.liveDelegations(
+                    delegation = try await store.liveDelegations(
                         clientId: pipeline,
                         role: role,
                         stage: stage,
@@ -526,7 +524,7 @@ public struct TokenBroker: Sendable {
             let fresh = try requireFresh(session, stage: s, now: now)
             let life = lifetime(stage: s, policy: p, sessionEnds: session.absoluteExpiresAt, now: now)
             guard life > 0 else { throw OAuthError.invalidGrant("the session is about to end; sign in again") }
-            let jkt = try recordDPoP(dpop, stage: s, pipeline: pipeline, policy: p)
+            let jkt = try await recordDPoP(dpop, stage: s, pipeline: pipeline, policy: p)
             return Grant(
                 userId: session.userId,
                 userName: session.userName,
@@ -544,7 +542,7 @@ public struct TokenBroker: Sendable {
                 jkt: jkt
             )
         } catch let e as OAuthError {
-            throw denied(e, action: "token.deny", actor: session.userName, factors: session.amr, details: details)
+            throw await denied(e, action: "token.deny", actor: session.userName, factors: session.amr, details: details)
         }
     }
 

@@ -50,7 +50,7 @@ struct BearerSessionAuthenticator: Authenticator {
     func authenticate(request: Request, context: Context) async throws -> Session? {
         guard let token = context.identity.sessionToken else { return nil }
         let sessions = self.sessions
-        return try await offload { try sessions.authenticate(token: token) }
+        return try await sessions.authenticate(token: token)
     }
 
     func store(_ identity: Session, in context: inout Context) { context.identity.session = identity }
@@ -65,7 +65,7 @@ struct FactorChangeAuthenticator: Authenticator {
     func authenticate(request: Request, context: Context) async throws -> FactorChangeGrant? {
         guard let token = context.identity.sessionToken else { return nil }
         let sessions = self.sessions
-        return try await offload { try sessions.authorizeFactorChange(token: token) }
+        return try await sessions.authorizeFactorChange(token: token)
     }
 
     func store(_ identity: FactorChangeGrant, in context: inout Context) {
@@ -101,7 +101,7 @@ struct AdminAuthorizer: RouterMiddleware {
                 reason: error.errorDescription,
                 factors: s.amr
             )
-            _ = try? await offload { try audit.record(event) }
+            _ = try? await audit.record(event)
             throw error
         }
         var context = context

@@ -21,10 +21,10 @@ extension PagesAPI {
             try await admin(request, context) { pr, s in try await revoke(request, pr, s) }
         }
         routes.get("/admin/audit") { request, context in
-            try await admin(request, context) { pr, s in try await offload { try auditPage(request, pr, s) } }
+            try await admin(request, context) { pr, s in try await auditPage(request, pr, s) }
         }
         routes.post("/admin/audit/verify") { request, context in
-            try await admin(request, context) { pr, s in try await offload { try verifyAudit(request, pr, s) } }
+            try await admin(request, context) { pr, s in try await verifyAudit(request, pr, s) }
         }
         return routes
     }
@@ -42,7 +42,7 @@ extension PagesAPI {
 
     func rotate(_ request: Request, _ pr: PageRequest, _ s: Session) async throws -> Response {
         let f = try pr.form()
-        if let step = try freshAdmin(pr, s, next: "/admin/keys") { return step }
+        if let step = try await freshAdmin(pr, s, next: "/admin/keys") { return step }
         do {
             let r = try await tokens.rotateKeys(by: s, force: f["force"] == "1")
             return try await keysPage(pr, s, notice: "Rotated: \(r.activeKid) signs now.")
@@ -67,7 +67,7 @@ extension PagesAPI {
 
     func revoke(_ request: Request, _ pr: PageRequest, _ s: Session) async throws -> Response {
         let f = try pr.form()
-        if let step = try freshAdmin(pr, s, next: "/admin/revocations") { return step }
+        if let step = try await freshAdmin(pr, s, next: "/admin/revocations") { return step }
         // The page revokes tokens, sessions and users; keys are compromised from the keys' own commands.
         guard let kind = f["kind"], kind != "kid", let what = RevocationRequest(kind: kind, value: f["value"] ?? "")
         else { return try await revocationsPage(pr, s, error: "Choose what to revoke.") }
@@ -90,7 +90,7 @@ extension PagesAPI {
         notice: String? = nil,
         error: String? = nil
     )
-        throws -> Response
+        async throws -> Response
     {
         let q = request.uri.queryParameters
         let user = q["user"].map(String.init) ?? ""
@@ -100,7 +100,7 @@ extension PagesAPI {
         var rows: [[String: Any]] = []
         var after: Int64 = 0
         while true {
-            let batch = try broker.store.auditRows(after: after, limit: 1000)
+            let batch = try await broker.store.auditRows(after: after, limit: 1000)
             for row in batch {
                 guard let e = try? JSONDecoder().decode(AuditEvent.self, from: Data(row.event.utf8)) else { continue }
                 if !user.isEmpty && e.actor != user && e.subject != user { continue }
@@ -131,11 +131,13 @@ extension PagesAPI {
         )
     }
 
-    func verifyAudit(_ request: Request, _ pr: PageRequest, _ s: Session) throws -> Response {
+    func verifyAudit(_ request: Request, _ pr: PageRequest, _ s: Session) async throws -> Response {
         _ = try pr.form()
-        let v = try broker.audit.verify()
-        if v.isIntact { return try auditPage(request, pr, s, notice: "The hash chain is intact: \(v.count) records.") }
-        return try auditPage(
+        let v = try await broker.audit.verify()
+        if v.isIntact {
+            return try await auditPage(request, pr, s, notice: "The hash chain is intact: \(v.count) records.")
+        }
+        return try await auditPage(
             request,
             pr,
             s,

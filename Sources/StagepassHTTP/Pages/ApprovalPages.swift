@@ -9,7 +9,7 @@ extension PagesAPI {
     var approvalRoutes: RouteCollection<StagepassRequestContext> {
         let routes = pageRoutes()
         routes.get("/approvals") { request, context in
-            try await signedIn(request, context) { pr, s in try await offload { try approvalsPage(pr, s) } }
+            try await signedIn(request, context) { pr, s in try await approvalsPage(pr, s) }
         }
         routes.get("/approve") { request, context in
             try await signedIn(request, context) { pr, s in
@@ -21,20 +21,20 @@ extension PagesAPI {
                     case "recorded": "Your approval is recorded; waiting for more approvers."
                     default: nil
                     }
-                return try await offload { try approvePage(code, context.clientAddress, pr, s, notice: notice) }
+                return try await approvePage(code, context.clientAddress, pr, s, notice: notice)
             }
         }
         routes.post("/approve/:code") { request, context in
-            try await signedIn(request, context) { pr, s in try await offload { try approve(request, context, pr, s) } }
+            try await signedIn(request, context) { pr, s in try await approve(request, context, pr, s) }
         }
         routes.post("/deny/:code") { request, context in
-            try await signedIn(request, context) { pr, s in try await offload { try deny(request, context, pr, s) } }
+            try await signedIn(request, context) { pr, s in try await deny(request, context, pr, s) }
         }
         return routes
     }
 
-    func approvalsPage(_ pr: PageRequest, _ s: Session) throws -> Response {
-        let views = try tokens.pendingRequests(sessionToken: pr.sessionToken ?? "")
+    func approvalsPage(_ pr: PageRequest, _ s: Session) async throws -> Response {
+        let views = try await tokens.pendingRequests(sessionToken: pr.sessionToken ?? "")
         return render(
             "approvals",
             title: "Approvals",
@@ -52,13 +52,13 @@ extension PagesAPI {
         )
     }
 
-    func approveContext(_ v: RequestView, _ s: Session) throws -> [String: Any] {
+    func approveContext(_ v: RequestView, _ s: Session) async throws -> [String: Any] {
         let r = v.request
         let p = tokens.policy.current
         let stage = p.stages[r.stage]
         var excluded = Set(v.approvals.map(\.userName)).union([s.userName])
         if stage?.allowSelfApproval == false, let t = r.triggeredBy { excluded.insert(t) }
-        let others = try tokens.holders(ofRole: r.role, excluding: excluded)
+        let others = try await tokens.holders(ofRole: r.role, excluding: excluded)
         let pending = r.state == .pending && !v.expired
         var ctx: [String: Any] = [
             "userCode": r.userCode, "client": r.clientId, "runId": r.runId, "commit": r.commit ?? "—",
@@ -95,14 +95,14 @@ extension PagesAPI {
         _ s: Session,
         error: String? = nil,
         notice: String? = nil
-    ) throws -> Response {
+    ) async throws -> Response {
         do {
-            let v = try tokens.view(userCode: code, sessionToken: pr.sessionToken ?? "", address: address)
+            let v = try await tokens.view(userCode: code, sessionToken: pr.sessionToken ?? "", address: address)
             return render(
                 "approve",
                 title: "Approve run \(v.request.runId)",
                 pr,
-                try approveContext(v, s),
+                try await approveContext(v, s),
                 error: error,
                 notice: notice
             )
@@ -125,21 +125,21 @@ extension PagesAPI {
         _ context: StagepassRequestContext,
         _ pr: PageRequest,
         _ s: Session
-    ) throws
+    ) async throws
         -> Response
     {
         let f = try pr.form()
         let code = try context.parameters.require("code")
         let proof = (f["code"]?.isEmpty == false) ? FactorProof.code(f["code"] ?? "") : nil
         do {
-            let o = try tokens.approve(
+            let o = try await tokens.approve(
                 userCode: code,
                 sessionToken: pr.sessionToken ?? "",
                 proof: proof,
                 address: context.clientAddress
             )
-            let session = (try? broker.sessions.requireMFA(token: pr.sessionToken ?? "")) ?? s
-            return try approvePage(
+            let session = (try? await broker.sessions.requireMFA(token: pr.sessionToken ?? "")) ?? s
+            return try await approvePage(
                 code,
                 context.clientAddress,
                 pr,
@@ -149,8 +149,8 @@ extension PagesAPI {
                     : "Your approval is recorded (\(o.approvals) of \(o.needed)); waiting for more approvers."
             )
         } catch {
-            let session = (try? broker.sessions.requireMFA(token: pr.sessionToken ?? "")) ?? s
-            return try approvePage(code, context.clientAddress, pr, session, error: Self.message(error))
+            let session = (try? await broker.sessions.requireMFA(token: pr.sessionToken ?? "")) ?? s
+            return try await approvePage(code, context.clientAddress, pr, session, error: Self.message(error))
         }
     }
 
@@ -159,22 +159,22 @@ extension PagesAPI {
         _ context: StagepassRequestContext,
         _ pr: PageRequest,
         _ s: Session
-    ) throws
+    ) async throws
         -> Response
     {
         let f = try pr.form()
         let code = try context.parameters.require("code")
         let reason = f["reason"].flatMap { $0.isEmpty ? nil : $0 }
         do {
-            try tokens.deny(
+            try await tokens.deny(
                 userCode: code,
                 sessionToken: pr.sessionToken ?? "",
                 reason: reason,
                 address: context.clientAddress
             )
-            return try approvePage(code, context.clientAddress, pr, s, notice: "Denied: the pipeline is told so.")
+            return try await approvePage(code, context.clientAddress, pr, s, notice: "Denied: the pipeline is told so.")
         } catch {
-            return try approvePage(code, context.clientAddress, pr, s, error: Self.message(error))
+            return try await approvePage(code, context.clientAddress, pr, s, error: Self.message(error))
         }
     }
 }

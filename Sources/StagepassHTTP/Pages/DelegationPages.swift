@@ -9,14 +9,14 @@ extension PagesAPI {
     var delegationRoutes: RouteCollection<StagepassRequestContext> {
         let routes = pageRoutes()
         routes.get("/delegations") { request, context in
-            try await signedIn(request, context) { pr, s in try await offload { try delegationsPage(pr, s) } }
+            try await signedIn(request, context) { pr, s in try await delegationsPage(pr, s) }
         }
         routes.post("/delegations") { request, context in
-            try await signedIn(request, context) { pr, s in try await offload { try delegate(request, pr, s) } }
+            try await signedIn(request, context) { pr, s in try await delegate(request, pr, s) }
         }
         routes.post("/delegations/:id/revoke") { request, context in
             try await signedIn(request, context) { pr, s in
-                try await offload { try revokeDelegation(request, context, pr, s) }
+                try await revokeDelegation(request, context, pr, s)
             }
         }
         return routes
@@ -27,13 +27,13 @@ extension PagesAPI {
         _ s: Session,
         error: String? = nil,
         notice: String? = nil
-    ) throws -> Response {
+    ) async throws -> Response {
         let p = tokens.policy.current
         let delegable = p.stages.values.compactMap { st -> String? in
             if case .delegated(let w) = st.approval { return "\(st.name): up to \(Self.duration(w))" }
             return nil
         }.sorted()
-        let items = try tokens.delegations(sessionToken: pr.sessionToken ?? "").map {
+        let items = try await tokens.delegations(sessionToken: pr.sessionToken ?? "").map {
             [
                 "id": $0.id, "client": $0.clientId, "role": $0.role, "stage": $0.stage, "audience": $0.audience,
                 "until": time($0.expiresAt),
@@ -59,25 +59,29 @@ extension PagesAPI {
         _ pr: PageRequest,
         _ s: Session
     )
-        throws -> Response
+        async throws -> Response
     {
         _ = try pr.form()
         let id = try context.parameters.require("id")
         do {
-            let revoked = try tokens.revokeDelegation(id: id, sessionToken: pr.sessionToken ?? "", reason: nil)
-            return try delegationsPage(pr, s, notice: revoked ? "The delegation was revoked." : "It had already ended.")
+            let revoked = try await tokens.revokeDelegation(id: id, sessionToken: pr.sessionToken ?? "", reason: nil)
+            return try await delegationsPage(
+                pr,
+                s,
+                notice: revoked ? "The delegation was revoked." : "It had already ended."
+            )
         } catch {
-            return try delegationsPage(pr, s, error: Self.message(error))
+            return try await delegationsPage(pr, s, error: Self.message(error))
         }
     }
 
-    func delegate(_ request: Request, _ pr: PageRequest, _ s: Session) throws -> Response {
+    func delegate(_ request: Request, _ pr: PageRequest, _ s: Session) async throws -> Response {
         let f = try pr.form()
         guard let hours = Int64(f["hours"] ?? ""), hours > 0, hours <= 720 else {
-            return try delegationsPage(pr, s, error: "Hours must be a whole number from 1 to 720.")
+            return try await delegationsPage(pr, s, error: "Hours must be a whole number from 1 to 720.")
         }
         do {
-            let d = try tokens.delegate(
+            let d = try await tokens.delegate(
                 sessionToken: pr.sessionToken ?? "",
                 client: f["client"] ?? "",
                 role: f["role"] ?? "",
@@ -85,13 +89,13 @@ extension PagesAPI {
                 audience: f["audience"] ?? "",
                 window: hours * 3600
             )
-            return try delegationsPage(
+            return try await delegationsPage(
                 pr,
                 s,
                 notice: "Delegated \(d.clientId) for \(d.stage) until \(time(d.expiresAt))."
             )
         } catch {
-            return try delegationsPage(pr, s, error: Self.message(error))
+            return try await delegationsPage(pr, s, error: Self.message(error))
         }
     }
 }

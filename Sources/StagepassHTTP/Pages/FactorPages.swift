@@ -10,28 +10,28 @@ extension PagesAPI {
     var factorRoutes: RouteCollection<StagepassRequestContext> {
         let routes = pageRoutes()
         routes.get("/factors") { request, context in
-            try await signedIn(request, context) { pr, s in try await offload { try factorsPage(pr, s) } }
+            try await signedIn(request, context) { pr, s in try await factorsPage(pr, s) }
         }
         routes.post("/factors/totp") { request, context in
-            try await signedIn(request, context) { pr, s in try await offload { try enrolTOTP(request, pr, s) } }
+            try await signedIn(request, context) { pr, s in try await enrolTOTP(request, pr, s) }
         }
         routes.post("/factors/totp/confirm") { request, context in
-            try await signedIn(request, context) { pr, s in try await offload { try confirmTOTP(request, pr, s) } }
+            try await signedIn(request, context) { pr, s in try await confirmTOTP(request, pr, s) }
         }
         routes.post("/factors/backup-codes") { request, context in
-            try await signedIn(request, context) { pr, s in try await offload { try backupCodes(request, pr, s) } }
+            try await signedIn(request, context) { pr, s in try await backupCodes(request, pr, s) }
         }
         routes.post("/factors/:id/remove") { request, context in
             try await signedIn(request, context) { pr, s in
-                try await offload { try removeFactor(request, context, pr, s) }
+                try await removeFactor(request, context, pr, s)
             }
         }
         return routes
     }
 
-    func factorsContext(_ s: Session) throws -> [String: Any] {
-        let list = try broker.factors.list(userId: s.userId)
-        let names = (try? webauthnNames(s.userId)) ?? [:]
+    func factorsContext(_ s: Session) async throws -> [String: Any] {
+        let list = try await broker.factors.list(userId: s.userId)
+        let names = await (try? webauthnNames(s.userId)) ?? [:]
         return [
             "changeWindow": Self.duration(broker.policy.factorChangeMaxAge),
             "backupLastUsed": list.first { $0.kind == .backup }?.lastUsedAt.map { time($0) } ?? false,
@@ -42,7 +42,7 @@ extension PagesAPI {
                     "lastUsed": f.lastUsedAt.map { time($0) } ?? "never",
                 ]
             },
-            "backupLeft": try broker.factors.backupCodesLeft(userId: s.userId),
+            "backupLeft": try await broker.factors.backupCodesLeft(userId: s.userId),
         ]
     }
 
@@ -52,12 +52,12 @@ extension PagesAPI {
         extra: [String: Any] = [:],
         error: String? = nil,
         notice: String? = nil
-    ) throws -> Response {
+    ) async throws -> Response {
         render(
             "factors",
             title: "Factors",
             pr,
-            try factorsContext(s).merging(extra) { _, b in b },
+            try await factorsContext(s).merging(extra) { _, b in b },
             error: error,
             notice: notice
         )
@@ -69,63 +69,68 @@ extension PagesAPI {
         case stepUp(Response)
     }
 
-    func factorChange(_ pr: PageRequest, _ s: Session) throws -> FactorChange {
-        do { return .granted(try broker.sessions.authorizeFactorChange(token: pr.sessionToken ?? "")) } catch let e
+    func factorChange(_ pr: PageRequest, _ s: Session) async throws -> FactorChange {
+        do { return .granted(try await broker.sessions.authorizeFactorChange(token: pr.sessionToken ?? "")) } catch let
+            e
             as BrokerError where e == .stepUpRequired
         {
-            return .stepUp(try stepUpPage(pr, s, next: "/factors", why: e.detail))
+            return await .stepUp(try stepUpPage(pr, s, next: "/factors", why: e.detail))
         }
     }
 
-    func enrolTOTP(_ request: Request, _ pr: PageRequest, _ s: Session) throws -> Response {
+    func enrolTOTP(_ request: Request, _ pr: PageRequest, _ s: Session) async throws -> Response {
         _ = try pr.form()
         let grant: FactorChangeGrant
-        switch try factorChange(pr, s) {
+        switch try await factorChange(pr, s) {
         case .granted(let g): grant = g
         case .stepUp(let page): return page
         }
-        let e = try broker.factors.enrolTOTP(userName: s.userName, actor: s.userName, authorisedBy: grant.authorisedBy)
+        let e = try await broker.factors.enrolTOTP(
+            userName: s.userName,
+            actor: s.userName,
+            authorisedBy: grant.authorisedBy
+        )
         let svg = Data(e.qr.svg().utf8).base64EncodedString()
-        return try factorsPage(
+        return try await factorsPage(
             pr,
             s,
             extra: ["enrolment": ["qr": "data:image/svg+xml;base64," + svg, "secret": e.secret]]
         )
     }
 
-    func confirmTOTP(_ request: Request, _ pr: PageRequest, _ s: Session) throws -> Response {
+    func confirmTOTP(_ request: Request, _ pr: PageRequest, _ s: Session) async throws -> Response {
         let f = try pr.form()
         let grant: FactorChangeGrant
-        switch try factorChange(pr, s) {
+        switch try await factorChange(pr, s) {
         case .granted(let g): grant = g
         case .stepUp(let page): return page
         }
         do {
-            _ = try broker.factors.confirmTOTP(
+            _ = try await broker.factors.confirmTOTP(
                 userId: s.userId,
                 code: f["code"] ?? "",
                 actor: s.userName,
                 authorisedBy: grant.authorisedBy
             )
-            return try factorsPage(pr, s, notice: "The authenticator app is active.")
+            return try await factorsPage(pr, s, notice: "The authenticator app is active.")
         } catch let e as BrokerError {
-            return try factorsPage(pr, s, error: Self.message(e))
+            return try await factorsPage(pr, s, error: Self.message(e))
         }
     }
 
-    func backupCodes(_ request: Request, _ pr: PageRequest, _ s: Session) throws -> Response {
+    func backupCodes(_ request: Request, _ pr: PageRequest, _ s: Session) async throws -> Response {
         _ = try pr.form()
         let grant: FactorChangeGrant
-        switch try factorChange(pr, s) {
+        switch try await factorChange(pr, s) {
         case .granted(let g): grant = g
         case .stepUp(let page): return page
         }
-        let codes = try broker.factors.regenerateBackupCodes(
+        let codes = try await broker.factors.regenerateBackupCodes(
             userName: s.userName,
             actor: s.userName,
             authorisedBy: grant.authorisedBy
         )
-        return try factorsPage(pr, s, extra: ["codes": codes, "hasCodes": !codes.isEmpty])
+        return try await factorsPage(pr, s, extra: ["codes": codes, "hasCodes": !codes.isEmpty])
     }
 
     /// Removing a factor is a step-up action: the form carries a code, proved first; then the change rule applies.
@@ -134,27 +139,27 @@ extension PagesAPI {
         _ context: StagepassRequestContext,
         _ pr: PageRequest,
         _ s: Session
-    ) throws
+    ) async throws
         -> Response
     {
         let f = try pr.form()
         let id = try context.parameters.require("id")
         do {
-            _ = try broker.sessions.stepUp(
+            _ = try await broker.sessions.stepUp(
                 token: pr.sessionToken ?? "",
                 proof: FactorProof.code(f["code"] ?? ""),
                 address: context.clientAddress
             )
-            let grant = try broker.sessions.authorizeFactorChange(token: pr.sessionToken ?? "")
-            try broker.factors.remove(
+            let grant = try await broker.sessions.authorizeFactorChange(token: pr.sessionToken ?? "")
+            try await broker.factors.remove(
                 userId: s.userId,
                 factorId: id,
                 actor: s.userName,
                 authorisedBy: grant.authorisedBy
             )
-            return try factorsPage(pr, s, notice: "The factor was removed.")
+            return try await factorsPage(pr, s, notice: "The factor was removed.")
         } catch let e as BrokerError {
-            return try factorsPage(pr, s, error: Self.message(e))
+            return try await factorsPage(pr, s, error: Self.message(e))
         }
     }
 }

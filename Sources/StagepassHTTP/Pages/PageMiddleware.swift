@@ -11,7 +11,7 @@ struct PageSessionAuthenticator: Authenticator {
 
     func authenticate(request: Request, context: Context) async throws -> PageRequest? {
         let (cookies, broker, security) = (request.cookies, self.broker, self.security)
-        return try await offload { try PageRequest(cookies: cookies, broker: broker, security: security) }
+        return try await PageRequest(cookies: cookies, broker: broker, security: security)
     }
 
     func store(_ identity: PageRequest, in context: inout Context) {

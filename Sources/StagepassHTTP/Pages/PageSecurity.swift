@@ -109,7 +109,7 @@ struct PageRequest: Sendable {
         var token: String
     }
 
-    init(cookies: Cookies, broker: HumanBroker, security: PageSecurity) throws {
+    init(cookies: Cookies, broker: HumanBroker, security: PageSecurity) async throws {
         if let n = cookies[security.csrfCookie]?.value, n.utf8.count == 43 {
             nonce = n
             newNonce = false
@@ -117,11 +117,11 @@ struct PageRequest: Sendable {
             nonce = Base64URL.encode(try Crypto.randomBytes(32))
             newNonce = true
         }
-        if let t = cookies[security.sessionCookie]?.value, let s = try? broker.sessions.requireMFA(token: t) {
+        if let t = cookies[security.sessionCookie]?.value, let s = try? await broker.sessions.requireMFA(token: t) {
             session = s
             sessionToken = t
         }
-        if let t = cookies[security.pendingCookie]?.value, let s = try? broker.sessions.authenticate(token: t),
+        if let t = cookies[security.pendingCookie]?.value, let s = try? await broker.sessions.authenticate(token: t),
             !s.isMFA
         {
             pending = PendingSignIn(session: s, token: t)

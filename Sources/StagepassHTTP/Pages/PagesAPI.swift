@@ -184,9 +184,9 @@ struct PagesAPI: Sendable {
     }
 
     /// Admin actions need a fresh factor: otherwise the step-up page, which returns to `next`.
-    func freshAdmin(_ pr: PageRequest, _ s: Session, next: String) throws -> Response? {
+    func freshAdmin(_ pr: PageRequest, _ s: Session, next: String) async throws -> Response? {
         do { try tokens.requireAdmin(s) } catch let e where e.kind == .insufficientUserAuthentication {
-            return try stepUpPage(pr, s, next: next, why: e.errorDescription)
+            return try await stepUpPage(pr, s, next: next, why: e.errorDescription)
         }
         return nil
     }

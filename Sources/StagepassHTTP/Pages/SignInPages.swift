@@ -17,29 +17,29 @@ extension PagesAPI {
             try await guarded(request, context) { pr in try await signIn(request, context, pr) }
         }
         routes.get("/signin/factor") { request, context in
-            try await guarded(request, context) { pr in try await offload { try factorPage(request, pr) } }
+            try await guarded(request, context) { pr in try await factorPage(request, pr) }
         }
         routes.post("/signin/factor") { request, context in
-            try await guarded(request, context) { pr in try await offload { try factorStep(request, context, pr) } }
+            try await guarded(request, context) { pr in try await factorStep(request, context, pr) }
         }
         routes.post("/signout") { request, context in
             try await guarded(request, context) { pr in
                 _ = try pr.form()
-                if let t = pr.sessionToken { try? broker.sessions.signOut(token: t) }
+                if let t = pr.sessionToken { try? await broker.sessions.signOut(token: t) }
                 return redirect("/signin", cookies: [security.setCookie(security.sessionCookie, "", maxAge: 0)])
             }
         }
         routes.get("/") { request, context in
-            try await signedIn(request, context) { pr, s in try await offload { try home(pr, s) } }
+            try await signedIn(request, context) { pr, s in try await home(pr, s) }
         }
         routes.get("/stepup") { request, context in
             try await signedIn(request, context) { pr, s in
                 let next = Self.safeNext(request.uri.queryParameters["next"].map(String.init))
-                return try stepUpPage(pr, s, next: next, why: "This needs a second factor proved just now.")
+                return try await stepUpPage(pr, s, next: next, why: "This needs a second factor proved just now.")
             }
         }
         routes.post("/stepup") { request, context in
-            try await signedIn(request, context) { pr, s in try await offload { try stepUp(request, context, pr, s) } }
+            try await signedIn(request, context) { pr, s in try await stepUp(request, context, pr, s) }
         }
         return routes
     }
@@ -84,9 +84,9 @@ extension PagesAPI {
         pr.pending.map { ($0.session, $0.token) }
     }
 
-    func factorContext(_ s: Session, next: String) throws -> [String: Any] {
+    func factorContext(_ s: Session, next: String) async throws -> [String: Any] {
         let allowed = broker.policy.allowedFactors(groups: s.groups)
-        let mine = try broker.factors.list(userId: s.userId)
+        let mine = try await broker.factors.list(userId: s.userId)
         return [
             "account": s.userName, "next": next,
             "totp": allowed.contains(.totp) && mine.contains { $0.kind == .totp },
@@ -95,20 +95,21 @@ extension PagesAPI {
         ]
     }
 
-    func factorPage(_ request: Request, _ pr: PageRequest) throws -> Response {
+    func factorPage(_ request: Request, _ pr: PageRequest) async throws -> Response {
         guard let (s, _) = pendingSession(pr) else { return redirect("/signin") }
         let next = Self.safeNext(request.uri.queryParameters["next"].map(String.init))
-        return render("factor", title: "Second factor", pr, try factorContext(s, next: next))
+        return render("factor", title: "Second factor", pr, try await factorContext(s, next: next))
     }
 
-    func factorStep(_ request: Request, _ context: StagepassRequestContext, _ pr: PageRequest) throws -> Response {
+    func factorStep(_ request: Request, _ context: StagepassRequestContext, _ pr: PageRequest) async throws -> Response
+    {
         let f = try pr.form()
         guard let (s, token) = pendingSession(pr) else { return redirect("/signin") }
         let next = Self.safeNext(f["next"])
         let code = f["code"] ?? ""
         let proof: FactorProof = f["method"] == "backup" ? .backupCode(code) : .totp(code)
         do {
-            let issued = try broker.sessions.completeFactor(
+            let issued = try await broker.sessions.completeFactor(
                 pendingToken: token,
                 proof: proof,
                 address: context.clientAddress
@@ -121,7 +122,7 @@ extension PagesAPI {
                 ]
             )
         } catch let e as BrokerError {
-            return render(
+            return await render(
                 "factor",
                 title: "Second factor",
                 pr,
@@ -132,9 +133,9 @@ extension PagesAPI {
         }
     }
 
-    func home(_ pr: PageRequest, _ s: Session) throws -> Response {
+    func home(_ pr: PageRequest, _ s: Session) async throws -> Response {
         let p = tokens.policy.current
-        let pending = (try? tokens.pendingRequests(sessionToken: pr.sessionToken ?? ""))?.count ?? 0
+        let pending = (try? await tokens.pendingRequests(sessionToken: pr.sessionToken ?? ""))?.count ?? 0
         return render(
             "home",
             title: "Home",
@@ -148,8 +149,10 @@ extension PagesAPI {
         )
     }
 
-    func stepUpPage(_ pr: PageRequest, _ s: Session, next: String, why: String) throws -> Response {
-        let hasKey = try broker.factors.list(userId: s.userId).contains { $0.kind == .webauthn && $0.state == .active }
+    func stepUpPage(_ pr: PageRequest, _ s: Session, next: String, why: String) async throws -> Response {
+        let hasKey = try await broker.factors.list(userId: s.userId).contains {
+            $0.kind == .webauthn && $0.state == .active
+        }
         return render("stepup", title: "Confirm", pr, ["next": next, "why": why, "webauthn": hasKey])
     }
 
@@ -158,13 +161,13 @@ extension PagesAPI {
         _ context: StagepassRequestContext,
         _ pr: PageRequest,
         _ s: Session
-    ) throws
+    ) async throws
         -> Response
     {
         let f = try pr.form()
         let next = Self.safeNext(f["next"])
         do {
-            _ = try broker.sessions.stepUp(
+            _ = try await broker.sessions.stepUp(
                 token: pr.sessionToken ?? "",
                 proof: FactorProof.code(f["code"] ?? ""),
                 address: context.clientAddress

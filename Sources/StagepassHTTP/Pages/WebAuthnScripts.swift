@@ -5,9 +5,9 @@ import StagepassJOSE
 
 extension PagesAPI {
     /// Security-key names by factor id, for the factors table.
-    func webauthnNames(_ userId: String) throws -> [String: String] {
+    func webauthnNames(_ userId: String) async throws -> [String: String] {
         Dictionary(
-            try broker.webauthn.listCredentials(userId: userId).map { ($0.factorId, $0.name) },
+            try await broker.webauthn.listCredentials(userId: userId).map { ($0.factorId, $0.name) },
             uniquingKeysWith: { a, _ in a }
         )
     }
@@ -31,15 +31,14 @@ extension PagesAPI {
         )
     }
 
-    /// Script calls report refusals as `{"detail": …}` with the matching status (the script shows the detail). The
-    /// body's broker calls run off the cooperative pool (``offload(_:)``).
+    /// Script calls report refusals as `{"detail": …}` with the matching status (the script shows the detail).
     func scripted(
         _ request: Request,
         _ context: StagepassRequestContext,
-        _ body: @escaping @Sendable (PageRequest) throws -> Response
+        _ body: @escaping @Sendable (PageRequest) async throws -> Response
     ) async throws -> Response {
         let pr = try context.requirePage()
-        do { return try await offload { try body(pr) } } catch {
+        do { return try await body(pr) } catch {
             let status: HTTPResponse.Status
             switch error {
             case let e as PageError: status = e.status
@@ -62,8 +61,8 @@ extension PagesAPI {
                 guard let s = pr.session else { throw PageError(status: .unauthorized, message: "sign in first") }
                 _ = try pr.scriptBody()
                 // Registering a key is a factor change: a fresh proof of an active factor first.
-                _ = try broker.sessions.authorizeFactorChange(token: pr.sessionToken ?? "")
-                let o = try broker.webauthn.beginRegistration(userId: s.userId, userName: s.userName)
+                _ = try await broker.sessions.authorizeFactorChange(token: pr.sessionToken ?? "")
+                let o = try await broker.webauthn.beginRegistration(userId: s.userId, userName: s.userName)
                 return scriptJSON(["publicKey": o.json])
             }
         }
@@ -72,8 +71,8 @@ extension PagesAPI {
                 guard let s = pr.session else { throw PageError(status: .unauthorized, message: "sign in first") }
                 let body = try pr.scriptBody()
                 let name = body.fields["name"]?.stringValue.flatMap { $0.isEmpty ? nil : $0 } ?? "Security key"
-                let grant = try broker.sessions.authorizeFactorChange(token: pr.sessionToken ?? "")
-                _ = try broker.webauthn.finishRegistration(
+                let grant = try await broker.sessions.authorizeFactorChange(token: pr.sessionToken ?? "")
+                _ = try await broker.webauthn.finishRegistration(
                     userId: s.userId,
                     name: String(name.prefix(64)),
                     credentialJSON: try credential(body),
@@ -90,7 +89,7 @@ extension PagesAPI {
                 }
                 _ = try pr.scriptBody()
                 return scriptJSON([
-                    "publicKey": try broker.webauthn.beginAssertion(userId: s.userId, purpose: .signIn).json
+                    "publicKey": try await broker.webauthn.beginAssertion(userId: s.userId, purpose: .signIn).json
                 ])
             }
         }
@@ -100,7 +99,7 @@ extension PagesAPI {
                     throw PageError(status: .unauthorized, message: "start again at the sign-in page")
                 }
                 let body = try pr.scriptBody()
-                let issued = try broker.sessions.completeFactor(
+                let issued = try await broker.sessions.completeFactor(
                     pendingToken: token,
                     proof: .webauthn(credentialJSON: try credential(body)),
                     address: context.clientAddress
@@ -120,7 +119,7 @@ extension PagesAPI {
                 guard let s = pr.session else { throw PageError(status: .unauthorized, message: "sign in first") }
                 _ = try pr.scriptBody()
                 return scriptJSON([
-                    "publicKey": try broker.webauthn.beginAssertion(userId: s.userId, purpose: .stepUp).json
+                    "publicKey": try await broker.webauthn.beginAssertion(userId: s.userId, purpose: .stepUp).json
                 ])
             }
         }
@@ -130,7 +129,7 @@ extension PagesAPI {
                     throw PageError(status: .unauthorized, message: "sign in first")
                 }
                 let body = try pr.scriptBody()
-                _ = try broker.sessions.stepUp(
+                _ = try await broker.sessions.stepUp(
                     token: token,
                     proof: .webauthn(credentialJSON: try credential(body)),
                     address: context.clientAddress
@@ -146,7 +145,7 @@ extension PagesAPI {
                     throw PageError(status: .unauthorized, message: "sign in first")
                 }
                 _ = try pr.scriptBody()
-                let o = try tokens.beginApprovalAssertion(
+                let o = try await tokens.beginApprovalAssertion(
                     userCode: try context.parameters.require("code"),
                     sessionToken: token,
                     address: context.clientAddress
@@ -161,7 +160,7 @@ extension PagesAPI {
                 }
                 let body = try pr.scriptBody()
                 let code = try context.parameters.require("code")
-                let o = try tokens.approve(
+                let o = try await tokens.approve(
                     userCode: code,
                     sessionToken: token,
                     proof: .webauthn(credentialJSON: try credential(body)),

@@ -21,7 +21,7 @@ struct AdminRoutes: Sendable {
         routes.post("/v1/admin/clients") { request, context in try await addClient(request, context) }
         routes.get("/v1/admin/users") { _, context in
             _ = try context.requireAdmin()
-            let users = try await offload { try broker.accounts.list() }
+            let users = try await broker.accounts.list()
             return json(.ok, ["users": .array(users.map { .object(userJSON($0)) })])
         }
         routes.post("/v1/admin/users") { request, context in try await addUser(request, context) }
@@ -99,47 +99,44 @@ struct AdminRoutes: Sendable {
                 detail: "the broker runs the shipped example policy; start it with --policy FILE to reload"
             )
         }
-        // Reading the file and writing the audit records are blocking work: off the cooperative pool.
-        let (p, changed) = try await offload { () throws -> (AccessPolicy, [String]) in
-            let p: AccessPolicy
-            do { p = try AccessPolicy.load(file: file) } catch {
-                try broker.audit.record(
-                    AuditEvent(
-                        action: "policy.load",
-                        actor: s.userName,
-                        subject: file,
-                        result: "failure",
-                        reason: "\(error)",
-                        factors: s.amr,
-                        details: ["applied": "none"]
-                    )
-                )
-                throw Problem.badRequest("the policy file is invalid; the running policy is unchanged: \(error)")
-            }
-            let old = tokens.policy.current
-            let changed = PolicySections.changed(from: old, to: p)
-            tokens.policy.replace(p)
-            try broker.audit.record(
+        let p: AccessPolicy
+        // Reading the file blocks: on a blocking lane, off the cooperative pool.
+        do { p = try await BrokerExecutor.blocking.run { try AccessPolicy.load(file: file) } } catch {
+            try await broker.audit.record(
                 AuditEvent(
                     action: "policy.load",
                     actor: s.userName,
                     subject: file,
+                    result: "failure",
+                    reason: "\(error)",
                     factors: s.amr,
-                    details: [
-                        "roles": String(p.roles.count), "stages": String(p.stages.count), "applied": "all",
-                        "changed": changed.isEmpty ? "none" : changed.joined(separator: ","),
-                    ]
+                    details: ["applied": "none"]
                 )
             )
-            // Brokers sharing a PostgreSQL database reload their own policy files too.
-            if let postgres = broker.store as? PostgresStore {
-                do { try postgres.announcePolicyReload() } catch {
-                    Logger(label: "stagepass.replicas").warning(
-                        "could not tell the other brokers about the policy reload: they keep their policy"
-                    )
-                }
+            throw Problem.badRequest("the policy file is invalid; the running policy is unchanged: \(error)")
+        }
+        let old = tokens.policy.current
+        let changed = PolicySections.changed(from: old, to: p)
+        tokens.policy.replace(p)
+        try await broker.audit.record(
+            AuditEvent(
+                action: "policy.load",
+                actor: s.userName,
+                subject: file,
+                factors: s.amr,
+                details: [
+                    "roles": String(p.roles.count), "stages": String(p.stages.count), "applied": "all",
+                    "changed": changed.isEmpty ? "none" : changed.joined(separator: ","),
+                ]
+            )
+        )
+        // Brokers sharing a PostgreSQL database reload their own policy files too.
+        if let postgres = broker.store as? PostgresStore {
+            do { try await postgres.announcePolicyReload() } catch {
+                Logger(label: "stagepass.replicas").warning(
+                    "could not tell the other brokers about the policy reload: they keep their policy"
+                )
             }
-            return (p, changed)
         }
         return json(
             .ok,
@@ -166,9 +163,7 @@ struct AdminRoutes: Sendable {
         }
         let name = try body.string("name", max: 256)
         let password = try body.string("password", max: AccountService.maximumPasswordLength)
-        let u = try await offload {
-            try broker.accounts.add(name: name, password: password, groups: groups, actor: s.userName)
-        }
+        let u = try await broker.accounts.add(name: name, password: password, groups: groups, actor: s.userName)
         return json(.created, userJSON(u))
     }
 
@@ -179,18 +174,18 @@ struct AdminRoutes: Sendable {
         let body = try await JSONBody(request, options, allowEmpty: true)
         let accounts = broker.accounts
         switch try context.parameters.require("action") {
-        case "disable": try await offload { try accounts.setDisabled(name, true, actor: s.userName) }
-        case "enable": try await offload { try accounts.setDisabled(name, false, actor: s.userName) }
-        case "unlock": try await offload { try accounts.unlock(name, actor: s.userName) }
+        case "disable": try await accounts.setDisabled(name, true, actor: s.userName)
+        case "enable": try await accounts.setDisabled(name, false, actor: s.userName)
+        case "unlock": try await accounts.unlock(name, actor: s.userName)
         case "groups":
             guard let groups = body.fields["groups"]?.arrayValue?.compactMap(\.stringValue) else {
                 throw Problem.badRequest("field 'groups' must be an array of strings")
             }
-            try await offload { try accounts.setGroups(name, groups, actor: s.userName) }
+            try await accounts.setGroups(name, groups, actor: s.userName)
         default:
             throw Problem(code: "not_found", status: .notFound, title: "Not found", detail: "no such user action")
         }
-        return json(.ok, userJSON(try await offload { try accounts.get(name) }))
+        return json(.ok, userJSON(try await accounts.get(name)))
     }
 
     func addClient(_ request: Request, _ context: StagepassRequestContext) async throws -> Response {
@@ -198,7 +193,7 @@ struct AdminRoutes: Sendable {
         let body = try await JSONBody(request, options)
         let name = try body.string("name", max: 128)
         let clients = tokens.clients
-        let secret = try await offload { try clients.add(name: name, actor: s.userName) }
+        let secret = try await clients.add(name: name, actor: s.userName)
         return json(.created, ["name": .string(name), "client_secret": .string(secret)])
     }
 }

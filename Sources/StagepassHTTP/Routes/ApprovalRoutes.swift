@@ -13,13 +13,13 @@ struct ApprovalRoutes: Sendable {
         routes.add(middleware: BearerTokenAuthenticator())
         routes.get("/v1/approvals") { _, context in
             let token = try context.requireSessionToken()
-            let views = try await offload { try tokens.pendingRequests(sessionToken: token) }
+            let views = try await tokens.pendingRequests(sessionToken: token)
             return json(.ok, ["requests": .array(views.map { .object(requestJSON($0)) })])
         }
         routes.get("/v1/approvals/:code") { _, context in
             let code = try context.parameters.require("code")
             let (token, address) = (try context.requireSessionToken(), context.clientAddress)
-            let v = try await offload { try tokens.view(userCode: code, sessionToken: token, address: address) }
+            let v = try await tokens.view(userCode: code, sessionToken: token, address: address)
             return json(.ok, requestJSON(v))
         }
         routes.post("/v1/approvals/:code/approve") { request, context in try await approve(request, context) }
@@ -28,7 +28,7 @@ struct ApprovalRoutes: Sendable {
         routes.get("/v1/delegations") { request, context in
             let all = request.uri.queryParameters["all"].map { $0 == "true" || $0 == "1" } ?? false
             let token = try context.requireSessionToken()
-            let list = try await offload { try tokens.delegations(sessionToken: token, all: all) }
+            let list = try await tokens.delegations(sessionToken: token, all: all)
             return json(.ok, ["delegations": .array(list.map { .object(delegationJSON($0)) })])
         }
         routes.post("/v1/delegations/:id/revoke") { request, context in
@@ -36,7 +36,7 @@ struct ApprovalRoutes: Sendable {
             let token = try context.requireSessionToken()
             let body = try await JSONBody(request, options, allowEmpty: true)
             let reason = body.fields["reason"] == nil ? nil : try body.string("reason", max: 500)
-            let revoked = try await offload { try tokens.revokeDelegation(id: id, sessionToken: token, reason: reason) }
+            let revoked = try await tokens.revokeDelegation(id: id, sessionToken: token, reason: reason)
             return json(.ok, ["delegation_id": .string(id), "revoked": .bool(revoked)])
         }
         return routes
@@ -80,9 +80,7 @@ struct ApprovalRoutes: Sendable {
         let body = try await JSONBody(request, options, allowEmpty: true)
         let proof = body.fields["method"] == nil ? nil : try body.proof()
         let address = context.clientAddress
-        let o = try await offload {
-            try tokens.approve(userCode: code, sessionToken: token, proof: proof, address: address)
-        }
+        let o = try await tokens.approve(userCode: code, sessionToken: token, proof: proof, address: address)
         return json(
             .ok,
             [
@@ -98,7 +96,7 @@ struct ApprovalRoutes: Sendable {
         let body = try await JSONBody(request, options, allowEmpty: true)
         let reason = body.fields["reason"] == nil ? nil : try body.string("reason", max: 500)
         let address = context.clientAddress
-        try await offload { try tokens.deny(userCode: code, sessionToken: token, reason: reason, address: address) }
+        try await tokens.deny(userCode: code, sessionToken: token, reason: reason, address: address)
         return json(.ok, ["state": .string("denied")])
     }
 
@@ -110,16 +108,14 @@ struct ApprovalRoutes: Sendable {
         }
         let (client, role) = (try body.string("client", max: 128), try body.string("role", max: 128))
         let (stage, audience) = (try body.string("stage", max: 128), try body.string("audience", max: 256))
-        let d = try await offload {
-            try tokens.delegate(
-                sessionToken: token,
-                client: client,
-                role: role,
-                stage: stage,
-                audience: audience,
-                window: window
-            )
-        }
+        let d = try await tokens.delegate(
+            sessionToken: token,
+            client: client,
+            role: role,
+            stage: stage,
+            audience: audience,
+            window: window
+        )
         return json(.created, delegationJSON(d))
     }
 

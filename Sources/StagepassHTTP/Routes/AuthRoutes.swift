@@ -17,7 +17,7 @@ struct AuthRoutes: Sendable {
         routes.post("/v1/auth/step-up") { request, context in try await stepUp(request, context) }
         routes.post("/v1/auth/logout") { _, context in
             let token = try context.requireSessionToken()
-            try await offload { try broker.sessions.signOut(token: token) }
+            try await broker.sessions.signOut(token: token)
             return Response(status: .noContent, headers: [.cacheControl: "no-store"])
         }
         // Only `/v1/me` resolves the session itself; the calls above hand the token to the broker.
@@ -54,9 +54,7 @@ struct AuthRoutes: Sendable {
         let proof = try body.proof()
         do {
             let address = context.clientAddress
-            let s = try await offload {
-                try broker.sessions.completeFactor(pendingToken: token, proof: proof, address: address)
-            }
+            let s = try await broker.sessions.completeFactor(pendingToken: token, proof: proof, address: address)
             count("factor", "success")
             return json(.ok, sessionJSON(s.session, token: s.token))
         } catch {
@@ -69,13 +67,13 @@ struct AuthRoutes: Sendable {
         let token = try context.requireSessionToken()
         let body = try await JSONBody(request, options)
         let (proof, address) = (try body.proof(), context.clientAddress)
-        let s = try await offload { try broker.sessions.stepUp(token: token, proof: proof, address: address) }
+        let s = try await broker.sessions.stepUp(token: token, proof: proof, address: address)
         return json(.ok, sessionJSON(s, token: nil))
     }
 
     func me(_ context: StagepassRequestContext) async throws -> Response {
         let s = try context.requireSession()
-        let factors = try await offload { try broker.factors.list(userId: s.userId) }
+        let factors = try await broker.factors.list(userId: s.userId)
         var out = sessionJSON(s, token: nil)
         out["user"] = .string(s.userName)
         out["groups"] = .array(s.groups.map { .string($0) })

@@ -22,9 +22,11 @@ struct FactorRoutes: Sendable {
         let grant = try context.requireFactorChange()
         let s = grant.session
         _ = try await JSONBody(request, options, allowEmpty: true)
-        let e = try await offload {
-            try broker.factors.enrolTOTP(userName: s.userName, actor: s.userName, authorisedBy: grant.authorisedBy)
-        }
+        let e = try await broker.factors.enrolTOTP(
+            userName: s.userName,
+            actor: s.userName,
+            authorisedBy: grant.authorisedBy
+        )
         return json(
             .created,
             [
@@ -40,20 +42,20 @@ struct FactorRoutes: Sendable {
         let s = grant.session
         let body = try await JSONBody(request, options)
         let code = try body.string("code", max: 16)
-        let f = try await offload {
-            try broker.factors.confirmTOTP(
-                userId: s.userId,
-                code: code,
-                actor: s.userName,
-                authorisedBy: grant.authorisedBy
-            )
-        }
+        let f = try await broker.factors.confirmTOTP(
+            userId: s.userId,
+            code: code,
+            actor: s.userName,
+            authorisedBy: grant.authorisedBy
+        )
         var out: [String: JSONValue] = ["factor_id": .string(f.id), "state": .string(f.state.rawValue)]
         if !s.isMFA {
             let address = context.clientAddress
-            let upgraded = try await offload {
-                try broker.sessions.upgradeAfterEnrolment(pendingToken: token, factor: f, address: address)
-            }
+            let upgraded = try await broker.sessions.upgradeAfterEnrolment(
+                pendingToken: token,
+                factor: f,
+                address: address
+            )
             out["session"] = .object(sessionJSON(upgraded.session, token: upgraded.token))
         }
         return json(.ok, out)
@@ -63,13 +65,11 @@ struct FactorRoutes: Sendable {
         let grant = try context.requireFactorChange()
         guard grant.session.isMFA else { throw BrokerError.mfaRequired }
         _ = try await JSONBody(request, options, allowEmpty: true)
-        let codes = try await offload {
-            try broker.factors.regenerateBackupCodes(
-                userName: grant.session.userName,
-                actor: grant.session.userName,
-                authorisedBy: grant.authorisedBy
-            )
-        }
+        let codes = try await broker.factors.regenerateBackupCodes(
+            userName: grant.session.userName,
+            actor: grant.session.userName,
+            authorisedBy: grant.authorisedBy
+        )
         return json(.created, ["codes": .array(codes.map { .string($0) })])
     }
 }

@@ -187,18 +187,16 @@ struct TokenEndpointRoutes: Sendable {
                 let client = try context.requireClient(form: form)
                 let (stage, runId) = (try form.required("stage"), try form.required("run_id"))
                 let (commit, triggeredBy) = (form.fields["commit"], form.fields["triggered_by"])
-                d = try await offload {
-                    try tokens.startRequest(
-                        client: client.id,
-                        secret: client.secret,
-                        audience: audience,
-                        role: role,
-                        stage: stage,
-                        runId: runId,
-                        commit: commit,
-                        triggeredBy: triggeredBy
-                    )
-                }
+                d = try await tokens.startRequest(
+                    client: client.id,
+                    secret: client.secret,
+                    audience: audience,
+                    role: role,
+                    stage: stage,
+                    runId: runId,
+                    commit: commit,
+                    triggeredBy: triggeredBy
+                )
             }
             let verify = tokens.baseURL + "/approve"
             let body: [String: JSONValue] = [

@@ -89,36 +89,35 @@ struct ReplicaService: Service {
     static func reloadPolicy(_ policy: PolicyHolder, audit: any AuditSink, logger: Logger) async {
         guard let file = policy.file else { return }
         do {
-            try await BrokerExecutor.storage.run {
-                let p: AccessPolicy
-                do { p = try AccessPolicy.load(file: file) } catch {
-                    try audit.record(
-                        AuditEvent(
-                            action: "policy.load",
-                            actor: "broker",
-                            subject: file,
-                            result: "failure",
-                            reason: "\(error)",
-                            details: ["applied": "none", "trigger": "another broker reloaded"]
-                        )
-                    )
-                    throw error
-                }
-                let changed = PolicySections.changed(from: policy.current, to: p)
-                policy.replace(p)
-                try audit.record(
+            let p: AccessPolicy
+            // Reading the file blocks: on a blocking lane, off the cooperative pool.
+            do { p = try await BrokerExecutor.blocking.run { try AccessPolicy.load(file: file) } } catch {
+                try await audit.record(
                     AuditEvent(
                         action: "policy.load",
                         actor: "broker",
                         subject: file,
-                        details: [
-                            "roles": String(p.roles.count), "stages": String(p.stages.count), "applied": "all",
-                            "changed": changed.isEmpty ? "none" : changed.joined(separator: ","),
-                            "trigger": "another broker reloaded",
-                        ]
+                        result: "failure",
+                        reason: "\(error)",
+                        details: ["applied": "none", "trigger": "another broker reloaded"]
                     )
                 )
+                throw error
             }
+            let changed = PolicySections.changed(from: policy.current, to: p)
+            policy.replace(p)
+            try await audit.record(
+                AuditEvent(
+                    action: "policy.load",
+                    actor: "broker",
+                    subject: file,
+                    details: [
+                        "roles": String(p.roles.count), "stages": String(p.stages.count), "applied": "all",
+                        "changed": changed.isEmpty ? "none" : changed.joined(separator: ","),
+                        "trigger": "another broker reloaded",
+                    ]
+                )
+            )
             logger.notice("policy reloaded from \(file): another broker reloaded its policy")
         } catch {
             logger.error("reloading the policy after another broker did failed; the running policy is unchanged")

@@ -88,31 +88,29 @@ public struct StagepassServer: Sendable {
             // The URL as logged never carries its password.
             logger.info("storage: PostgreSQL \((try? PostgresURL(database).redacted) ?? "(invalid URL)")")
         }
-        // Opening the store, the first-start bootstrap and the policy record are storage work: on a storage lane.
-        let (broker, first) = try await BrokerExecutor.storage.run {
-            let broker = try HumanBroker.open(
+        // Opening the store (files, migrations, the key store) blocks: on a blocking lane, off the cooperative pool.
+        let broker = try await BrokerExecutor.blocking.run {
+            try HumanBroker.open(
                 dataDirectory: c.dataDirectory,
                 database: c.database,
                 policies: policies,
                 webAuthn: c.webAuthn
             )
-            return (broker, try broker.bootstrapIfEmpty())
         }
+        let first = try await broker.bootstrapIfEmpty()
         if let first { announceFirstStart(first) }
         // The policy in force is itself an audited decision.
-        try await BrokerExecutor.storage.run {
-            try broker.audit.record(
-                AuditEvent(
-                    action: "policy.load",
-                    actor: "broker",
-                    subject: c.policyFile ?? "<example policy>",
-                    details: [
-                        "roles": String(c.policy.roles.count), "stages": String(c.policy.stages.count),
-                        "audiences": String(c.policy.audiences.count), "pipelines": String(c.policy.pipelines.count),
-                    ]
-                )
+        try await broker.audit.record(
+            AuditEvent(
+                action: "policy.load",
+                actor: "broker",
+                subject: c.policyFile ?? "<example policy>",
+                details: [
+                    "roles": String(c.policy.roles.count), "stages": String(c.policy.stages.count),
+                    "audiences": String(c.policy.audiences.count), "pipelines": String(c.policy.pipelines.count),
+                ]
             )
-        }
+        )
         // The retiring window covers the longest token any stage can issue and the status lists (Specs/policy.md).
         let schedule = try KeySchedule.standard(covering: c.policy.longestSignedLifetime)
         let keyStore = try KeyStore(
@@ -128,7 +126,7 @@ public struct StagepassServer: Sendable {
         )
         try await keyStore.reconcile()  // audit gaps and leftovers of an interrupted key change (README, Operations)
         logger.info("key schedule: a demoted key stays published \(schedule.retiringPeriod) s")
-        let tokens = TokenBroker(
+        let tokens = await TokenBroker(
             human: broker,
             keys: keyStore,
             issuer: c.issuerURL,
@@ -206,7 +204,7 @@ public struct StagepassServer: Sendable {
         try await ServiceGroup(configuration: groupConfiguration).run()
         // After the drain: a PostgreSQL store's connection pool is closed (SQLite closes with the process).
         if let postgres = broker.store as? PostgresStore {
-            try await BrokerExecutor.storage.run { postgres.close() }
+            await postgres.close()
         }
         logger.notice("stopped")
     }

@@ -10,11 +10,11 @@ struct Audit: ParsableCommand {
         subcommands: [Verify.self, Export.self]
     )
 
-    struct Verify: ParsableCommand {
+    struct Verify: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Walk the chain; exit 1 naming the first bad record.")
         @OptionGroup var options: DataOptions
-        func run() throws {
-            let v = try options.open().audit.verify()
+        func run() async throws {
+            let v = try await options.open().audit.verify()
             if let bad = v.firstBadSeq {
                 print("audit chain BROKEN at seq \(bad): \(v.reason ?? "")")
                 throw ExitCode(1)
@@ -23,9 +23,9 @@ struct Audit: ParsableCommand {
         }
     }
 
-    struct Export: ParsableCommand {
+    struct Export: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Write every record as JSON lines to stdout.")
         @OptionGroup var options: DataOptions
-        func run() throws { try options.open().audit.export { print($0) } }
+        func run() async throws { try await options.open().audit.export { print($0) } }
     }
 }

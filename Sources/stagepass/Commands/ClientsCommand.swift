@@ -10,42 +10,42 @@ struct Clients: ParsableCommand {
         subcommands: [Add.self, List.self, Remove.self]
     )
 
-    struct Add: ParsableCommand {
+    struct Add: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Register a pipeline client and print its secret ONCE (only a hash is stored)."
         )
         @OptionGroup var options: DataOptions
         @Argument var name: String
-        func run() throws {
-            try runReporting {
-                let secret = try ClientRegistry(human: try options.open()).add(name: name, actor: cliActor())
+        func run() async throws {
+            try await runReporting {
+                let secret = try await ClientRegistry(human: try options.open()).add(name: name, actor: cliActor())
                 print(secret)
                 printError("registered \(name); the secret above is shown once. Store it in your CI's secret store.")
             }
         }
     }
 
-    struct List: ParsableCommand {
+    struct List: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "List pipeline clients.")
         @OptionGroup var options: DataOptions
-        func run() throws {
-            try runReporting {
-                for c in try ClientRegistry(human: try options.open()).list() {
+        func run() async throws {
+            try await runReporting {
+                for c in try await ClientRegistry(human: try options.open()).list() {
                     print("\(c.name)\tcreated \(formatTime(c.createdAt))")
                 }
             }
         }
     }
 
-    struct Remove: ParsableCommand {
+    struct Remove: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Remove a pipeline client (its secret stops working)."
         )
         @OptionGroup var options: DataOptions
         @Argument var name: String
-        func run() throws {
-            try runReporting {
-                try ClientRegistry(human: try options.open()).remove(name: name, actor: cliActor())
+        func run() async throws {
+            try await runReporting {
+                try await ClientRegistry(human: try options.open()).remove(name: name, actor: cliActor())
                 print("removed \(name)")
             }
         }

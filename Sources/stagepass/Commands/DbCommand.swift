@@ -10,7 +10,7 @@ struct DbCommand: ParsableCommand {
         subcommands: [Copy.self]
     )
 
-    struct Copy: ParsableCommand {
+    struct Copy: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Copy an embedded (SQLite) broker's database into an empty PostgreSQL database.",
             discussion: """
@@ -42,7 +42,7 @@ struct DbCommand: ParsableCommand {
         )
         var to: String
 
-        func run() throws {
+        func run() async throws {
             let path = HumanBroker.databasePath(from)
             guard FileManager.default.fileExists(atPath: path) else {
                 throw ValidationError("--from: no broker database at \(path)")
@@ -59,11 +59,10 @@ struct DbCommand: ParsableCommand {
                 throw ExitCode(1)
             }
             let source = try SQLiteStore(path: path)
-            let target = try PostgresStore(url: url)
-            defer { target.close() }
+            let target = try await PostgresStore.open(url: url)
             let report: StoreCopyReport
             do {
-                report = try StoreCopy.copy(from: source, to: target)
+                report = try await StoreCopy.copy(from: source, to: target)
             } catch let e as StoreTransferError {
                 printError("db copy: \(e.description)")
                 if case .targetNotEmpty = e { throw ExitCode(2) }
@@ -79,7 +78,8 @@ struct DbCommand: ParsableCommand {
                     ),
                     audit: []
                 )
-                guard try target.commitKeyring(change) != nil else {
+                // The keyring write blocks (the key store's path): on a blocking lane, off the cooperative pool.
+                guard try await BrokerExecutor.blocking.run({ try target.commitKeyring(change) }) != nil else {
                     printError(
                         "db copy: another writer created a keyring in the target during the copy; keys not copied"
                     )
@@ -100,6 +100,7 @@ struct DbCommand: ParsableCommand {
             }
             print("not copied: throttle counters, WebAuthn challenges (short-lived)")
             print("start the broker with --database, the same --data \(from) (master key) and the same key passphrase")
+            await target.close()
         }
     }
 }

@@ -11,7 +11,7 @@ struct Factors: ParsableCommand {
         subcommands: [TOTPEnrol.self, BackupCodes.self, RotateMasterKey.self]
     )
 
-    struct TOTPEnrol: ParsableCommand {
+    struct TOTPEnrol: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "totp-enrol",
             abstract: "Start a TOTP enrolment: prints the secret, the otpauth:// URI and a QR code, once. The factor "
@@ -21,9 +21,9 @@ struct Factors: ParsableCommand {
         @Argument var name: String
         @Flag(help: "Print {\"secret\":…,\"uri\":…} only.") var json = false
 
-        func run() throws {
-            try runReporting {
-                let e = try options.open().factors.enrolTOTP(userName: name, actor: cliActor())
+        func run() async throws {
+            try await runReporting {
+                let e = try await options.open().factors.enrolTOTP(userName: name, actor: cliActor())
                 if json {
                     print(JSONValue.object(["secret": .string(e.secret), "uri": .string(e.uri)]).serialized())
                 } else {
@@ -38,36 +38,36 @@ struct Factors: ParsableCommand {
         }
     }
 
-    struct BackupCodes: ParsableCommand {
+    struct BackupCodes: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "backup-codes",
             abstract: "Generate 10 one-time backup codes (the previous set stops working)."
         )
         @OptionGroup var options: DataOptions
         @Argument var name: String
-        func run() throws {
-            try runReporting {
-                for c in try options.open().factors.regenerateBackupCodes(userName: name, actor: cliActor()) {
+        func run() async throws {
+            try await runReporting {
+                for c in try await options.open().factors.regenerateBackupCodes(userName: name, actor: cliActor()) {
                     print(c)
                 }
             }
         }
     }
 
-    struct RotateMasterKey: ParsableCommand {
+    struct RotateMasterKey: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "rotate-master-key",
             abstract: "Re-encrypt every factor secret under a new master key and write it to DIR/master.key."
         )
         @OptionGroup var options: DataOptions
-        func run() throws {
+        func run() async throws {
             if ProcessInfo.processInfo.environment["STAGEPASS_MASTER_KEY"] != nil {
                 throw ValidationError(
                     "STAGEPASS_MASTER_KEY is set: rotate by hand (this command manages DIR/master.key)"
                 )
             }
-            try runReporting {
-                let broker = try options.open()
+            try await runReporting {
+                let broker = try await options.open()
                 let newKey = try MasterKey.generate()
                 let path = HumanBroker.masterKeyPath(options.data)
                 let staged = path + ".new"
@@ -76,7 +76,7 @@ struct Factors: ParsableCommand {
                 } catch let e as SecretFileError {
                     throw BrokerError.masterKey("cannot write \(staged): \(e.detail)")
                 }
-                let n = try broker.factors.rotateMasterKey(to: newKey, actor: cliActor())
+                let n = try await broker.factors.rotateMasterKey(to: newKey, actor: cliActor())
                 // rename(2) is atomic: DIR/master.key is always either the old key or the new one. Should this
                 // fail after the database commit, DIR/master.key.new holds the key that now opens the secrets.
                 guard rename(staged, path) == 0 else {

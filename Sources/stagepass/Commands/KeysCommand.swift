@@ -41,7 +41,11 @@ struct KeyStoreOptions: ParsableArguments {
     var brokerTimeout: Double = 10
 
     /// The broker (database) of the data directory, or of `--database`.
-    func openBroker() throws -> HumanBroker { try HumanBroker.open(dataDirectory: data, database: database) }
+    func openBroker() async throws -> HumanBroker {
+        let (data, database) = (self.data, self.database)
+        // Opening blocks (files, migrations): on a blocking lane, off the cooperative pool.
+        return try await BrokerExecutor.blocking.run { try HumanBroker.open(dataDirectory: data, database: database) }
+    }
 
     /// Whether there is a broker database whose ledger holds issued tokens.
     var hasBrokerDatabase: Bool {
@@ -52,7 +56,9 @@ struct KeyStoreOptions: ParsableArguments {
     /// key states without an audit record recorded as `key.recovered`, each repair named on stderr); configuration
     /// errors exit 2 with a message, other store errors exit 1.
     func open() async throws -> KeyStore {
-        let store = try openUnreconciled()
+        // Opening blocks (key files, the database keyring): on a blocking lane, off the cooperative pool.
+        let options = self
+        let store = try await BrokerExecutor.blocking.run { try options.openUnreconciled() }
         let report = try await runReportingErrors { try await store.reconcile() }
         for kid in report.recovered {
             printError("stagepass keys: WARNING: key \(kid) had no audit record of its state; recorded key.recovered")
@@ -314,7 +320,7 @@ extension KeysCommand {
             // database; none is created here); a running broker serves the new status list at once (it re-signs when
             // the revocation epoch moves).
             if options.hasBrokerDatabase {
-                let jtis = try options.openBroker().revokeTokens(
+                let jtis = try await options.openBroker().revokeTokens(
                     .kid(kid),
                     describedAs: "kid:" + kid,
                     actor: cliActor(),

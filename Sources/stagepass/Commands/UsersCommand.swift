@@ -11,19 +11,19 @@ struct Users: ParsableCommand {
         subcommands: [Add.self, List.self, Disable.self, Enable.self, Unlock.self]
     )
 
-    struct Add: ParsableCommand {
+    struct Add: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Add a user (Argon2id password hash).")
         @OptionGroup var options: DataOptions
         @Argument var name: String
         @Option(help: "Comma-separated groups, e.g. deployers,admins.") var groups: String = ""
         @Flag(help: "Read the password from the first line of standard input.") var passwordStdin = false
 
-        func run() throws {
+        func run() async throws {
             let password = passwordStdin ? try readStdinLine() : try promptSecret("Password for \(name): ")
             let groups = self.groups.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
                 .filter { !$0.isEmpty }
-            try runReporting {
-                let u = try options.open().accounts.add(
+            try await runReporting {
+                let u = try await options.open().accounts.add(
                     name: name,
                     password: password,
                     groups: groups,
@@ -34,14 +34,14 @@ struct Users: ParsableCommand {
         }
     }
 
-    struct List: ParsableCommand {
+    struct List: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "List users.")
         @OptionGroup var options: DataOptions
         @Flag(help: "JSON lines output.") var json = false
 
-        func run() throws {
-            try runReporting {
-                for u in try options.open().accounts.list() {
+        func run() async throws {
+            try await runReporting {
+                for u in try await options.open().accounts.list() {
                     if json {
                         print(
                             JSONValue.object([
@@ -59,37 +59,37 @@ struct Users: ParsableCommand {
         }
     }
 
-    struct Disable: ParsableCommand {
+    struct Disable: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Disable a user and end their sessions.")
         @OptionGroup var options: DataOptions
         @Argument var name: String
-        func run() throws {
-            try runReporting {
-                try options.open().accounts.setDisabled(name, true, actor: cliActor())
+        func run() async throws {
+            try await runReporting {
+                try await options.open().accounts.setDisabled(name, true, actor: cliActor())
                 print("disabled \(name)")
             }
         }
     }
 
-    struct Enable: ParsableCommand {
+    struct Enable: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Re-enable a disabled user.")
         @OptionGroup var options: DataOptions
         @Argument var name: String
-        func run() throws {
-            try runReporting {
-                try options.open().accounts.setDisabled(name, false, actor: cliActor())
+        func run() async throws {
+            try await runReporting {
+                try await options.open().accounts.setDisabled(name, false, actor: cliActor())
                 print("enabled \(name)")
             }
         }
     }
 
-    struct Unlock: ParsableCommand {
+    struct Unlock: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Clear a lockout after repeated factor failures.")
         @OptionGroup var options: DataOptions
         @Argument var name: String
-        func run() throws {
-            try runReporting {
-                try options.open().accounts.unlock(name, actor: cliActor())
+        func run() async throws {
+            try await runReporting {
+                try await options.open().accounts.unlock(name, actor: cliActor())
                 print("unlocked \(name)")
             }
         }

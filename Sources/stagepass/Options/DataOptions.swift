@@ -16,10 +16,16 @@ struct DataOptions: ParsableArguments {
     )
     var database: String?
 
-    func open(policy: AuthPolicy = .default, webAuthn: WebAuthnConfiguration = .localDevelopment) throws -> HumanBroker
-    {
+    func open(
+        policy: AuthPolicy = .default,
+        webAuthn: WebAuthnConfiguration = .localDevelopment
+    ) async throws -> HumanBroker {
+        let (data, database) = (self.data, self.database)
         do {
-            return try HumanBroker.open(dataDirectory: data, database: database, policy: policy, webAuthn: webAuthn)
+            // Opening blocks (files, migrations): on a blocking lane, off the cooperative pool.
+            return try await BrokerExecutor.blocking.run {
+                try HumanBroker.open(dataDirectory: data, database: database, policy: policy, webAuthn: webAuthn)
+            }
         } catch let e as PostgresURL.ParseError {
             throw ValidationError("--database: \(e.description)")
         }

@@ -57,8 +57,8 @@ func failProblem(_ status: Int, _ json: JSONValue?) -> ExitCode {
 let busyExitCode = 75
 
 /// Prints a broker error as `error: <code>: <detail>` and exits non-zero, instead of a Swift dump.
-func runReporting(_ body: () throws -> Void) throws {
-    do { try body() } catch let e as BrokerError {
+func runReporting(_ body: () async throws -> Void) async throws {
+    do { try await body() } catch let e as BrokerError {
         FileHandle.standardError.write(Data("error: \(e.code): \(e.detail)\n".utf8))
         throw ExitCode(2)
     } catch let e as StoreError {

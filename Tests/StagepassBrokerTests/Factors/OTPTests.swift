@@ -24,7 +24,7 @@ private struct HOTPFile: Decodable {
 
 @Suite struct OTPTests {
     /// RFC 4226 Appendix D: HOTP values for the 20-byte ASCII secret, counters 0–9.
-    @Test func hotpRFC4226AppendixD() throws {
+    @Test func hotpRFC4226AppendixD() async throws {
         let file = try JSONDecoder().decode(HOTPFile.self, from: Data(contentsOf: vectorsURL("rfc4226_hotp.json")))
         #expect(file.vectors.count == 10)
         for row in file.vectors {
@@ -33,7 +33,7 @@ private struct HOTPFile: Decodable {
     }
 
     /// RFC 6238 Appendix B: the SHA-1 rows (8 digits, X = 30, T0 = 0).
-    @Test func totpRFC6238AppendixB() throws {
+    @Test func totpRFC6238AppendixB() async throws {
         let file = try JSONDecoder().decode(TOTPFile.self, from: Data(contentsOf: vectorsURL("rfc6238_totp.json")))
         let sha1 = file.vectors.filter { $0.mode == "SHA1" }
         #expect(sha1.count == 6)
@@ -45,14 +45,14 @@ private struct HOTPFile: Decodable {
         }
     }
 
-    @Test func base32RoundTripAndRFC4648Vectors() {
+    @Test func base32RoundTripAndRFC4648Vectors() async {
         #expect(Base32.encode(Array("foobar".utf8)) == "MZXW6YTBOI")
         #expect(Base32.encode(Array("12345678901234567890".utf8)) == "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ")
         #expect(Base32.decode("mzxw6ytboi======") == Array("foobar".utf8))
         #expect(Base32.decode("MZX!") == nil)
     }
 
-    @Test func windowAcceptsOneStepOfDrift() throws {
+    @Test func windowAcceptsOneStepOfDrift() async throws {
         let s = Array("12345678901234567890".utf8)
         let t: Int64 = 1_700_000_010
         let prev = try OTP.totp(secret: s, unixTime: t - 30)
@@ -63,7 +63,7 @@ private struct HOTPFile: Decodable {
         #expect(OTP.matchingStep(secret: s, code: far, unixTime: t) == nil || far == prev || far == next)
     }
 
-    @Test func otpauthURIFormat() {
+    @Test func otpauthURIFormat() async {
         let uri = OTP.otpauthURI(secret: Array("12345678901234567890".utf8), account: "alice")
         #expect(
             uri == "otpauth://totp/Stagepass:alice?secret=GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ&issuer=Stagepass"
@@ -77,54 +77,54 @@ private struct HOTPFile: Decodable {
     let key: MasterKey
     let factors: FactorService
 
-    init() throws {
+    init() async throws {
         f = try Fixture()
         key = try MasterKey.generate()
         factors = FactorService(store: f.store, masterKey: key, clock: f.manual.clock, audit: f.audit)
-        try f.accounts.add(name: "alice", password: "a long enough password", actor: "root")
+        try await f.accounts.add(name: "alice", password: "a long enough password", actor: "root")
     }
 
     func code(_ e: TOTPEnrolment, offset: Int64 = 0) -> String {
         (try? OTP.totp(secret: Base32.decode(e.secret) ?? [], unixTime: f.manual.clock.now() + offset)) ?? "no-code"
     }
 
-    @Test func enrolmentIsPendingUntilFirstCorrectCode() throws {
-        let alice = try f.accounts.get("alice")
-        let e = try factors.enrolTOTP(userName: "alice", actor: "alice")
+    @Test func enrolmentIsPendingUntilFirstCorrectCode() async throws {
+        let alice = try await f.accounts.get("alice")
+        let e = try await factors.enrolTOTP(userName: "alice", actor: "alice")
         #expect(e.uri.hasPrefix("otpauth://totp/Stagepass:alice?secret=\(e.secret)&issuer=Stagepass"))
-        #expect(try factors.list(userId: alice.id).map(\.state) == [.pending])
-        #expect(throws: BrokerError.noFactor) {
-            try factors.verifyTOTP(userId: alice.id, code: code(e), allowPending: false)
+        await #expect(try factors.list(userId: alice.id).map(\.state) == [.pending])
+        await #expect(throws: BrokerError.noFactor) {
+            try await factors.verifyTOTP(userId: alice.id, code: code(e), allowPending: false)
         }
-        #expect(throws: BrokerError.invalidFactor) {
-            try factors.confirmTOTP(userId: alice.id, code: "000000", actor: "alice")
+        await #expect(throws: BrokerError.invalidFactor) {
+            try await factors.confirmTOTP(userId: alice.id, code: "000000", actor: "alice")
         }
-        #expect(throws: BrokerError.invalidRequest) {
-            try factors.confirmTOTP(userId: alice.id, code: "12345", actor: "alice")
+        await #expect(throws: BrokerError.invalidRequest) {
+            try await factors.confirmTOTP(userId: alice.id, code: "12345", actor: "alice")
         }
-        #expect(try factors.list(userId: alice.id).map(\.state) == [.pending])
-        try factors.confirmTOTP(userId: alice.id, code: code(e), actor: "alice")
-        #expect(try factors.list(userId: alice.id).map(\.state) == [.active])
+        await #expect(try factors.list(userId: alice.id).map(\.state) == [.pending])
+        try await factors.confirmTOTP(userId: alice.id, code: code(e), actor: "alice")
+        await #expect(try factors.list(userId: alice.id).map(\.state) == [.active])
     }
 
-    @Test func replayOfTheSameStepIsRefused() throws {
-        let alice = try f.accounts.get("alice")
-        let e = try factors.enrolTOTP(userName: "alice", actor: "alice")
-        try factors.confirmTOTP(userId: alice.id, code: code(e), actor: "alice")
-        #expect(throws: BrokerError.factorReplay) {
-            try factors.verifyTOTP(userId: alice.id, code: code(e), allowPending: false)
+    @Test func replayOfTheSameStepIsRefused() async throws {
+        let alice = try await f.accounts.get("alice")
+        let e = try await factors.enrolTOTP(userName: "alice", actor: "alice")
+        try await factors.confirmTOTP(userId: alice.id, code: code(e), actor: "alice")
+        await #expect(throws: BrokerError.factorReplay) {
+            try await factors.verifyTOTP(userId: alice.id, code: code(e), allowPending: false)
         }
         // An older step (previous window) is also refused once a newer one was used.
-        #expect(throws: BrokerError.factorReplay) {
-            try factors.verifyTOTP(userId: alice.id, code: code(e, offset: -30), allowPending: false)
+        await #expect(throws: BrokerError.factorReplay) {
+            try await factors.verifyTOTP(userId: alice.id, code: code(e, offset: -30), allowPending: false)
         }
         f.manual.advance(30)
-        _ = try factors.verifyTOTP(userId: alice.id, code: code(e), allowPending: false)
+        _ = try await factors.verifyTOTP(userId: alice.id, code: code(e), allowPending: false)
     }
 
-    @Test func seedsAreEncryptedAtRestWithFactorIdAsAAD() throws {
-        let e = try factors.enrolTOTP(userName: "alice", actor: "alice")
-        let rec = try #require(try f.store.factor(id: e.factorId))
+    @Test func seedsAreEncryptedAtRestWithFactorIdAsAAD() async throws {
+        let e = try await factors.enrolTOTP(userName: "alice", actor: "alice")
+        let rec = try await #require(try f.store.factor(id: e.factorId))
         let box = try #require(rec.secretBox)
         let secret = try #require(Base32.decode(e.secret))
         #expect(box.count == 12 + secret.count + 16)
@@ -133,27 +133,27 @@ private struct HOTPFile: Decodable {
         #expect(try key.open(box, factorId: e.factorId) == secret)
     }
 
-    @Test func masterKeyRotationReencryptsAllSeeds() throws {
-        let alice = try f.accounts.get("alice")
-        try f.accounts.add(name: "bob", password: "another long password", actor: "root")
-        let e1 = try factors.enrolTOTP(userName: "alice", actor: "alice")
-        let e2 = try factors.enrolTOTP(userName: "bob", actor: "bob")
+    @Test func masterKeyRotationReencryptsAllSeeds() async throws {
+        let alice = try await f.accounts.get("alice")
+        try await f.accounts.add(name: "bob", password: "another long password", actor: "root")
+        let e1 = try await factors.enrolTOTP(userName: "alice", actor: "alice")
+        let e2 = try await factors.enrolTOTP(userName: "bob", actor: "bob")
         let newKey = try MasterKey.generate()
-        #expect(try factors.rotateMasterKey(to: newKey, actor: "root") == 2)
+        await #expect(try factors.rotateMasterKey(to: newKey, actor: "root") == 2)
         let rotated = FactorService(store: f.store, masterKey: newKey, clock: f.manual.clock, audit: f.audit)
-        try rotated.confirmTOTP(userId: alice.id, code: code(e1), actor: "alice")
+        try await rotated.confirmTOTP(userId: alice.id, code: code(e1), actor: "alice")
         // The old key no longer opens anything, and a rotation from the wrong key changes nothing.
-        #expect(throws: BrokerError.masterKey) {
-            try factors.verifyTOTP(userId: try f.accounts.get("bob").id, code: code(e2), allowPending: true)
+        await #expect(throws: BrokerError.masterKey) {
+            try await factors.verifyTOTP(userId: try await f.accounts.get("bob").id, code: code(e2), allowPending: true)
         }
-        let before = try f.store.factors(kind: .totp).map(\.secretBox)
-        #expect(throws: BrokerError.masterKey) {
-            try factors.rotateMasterKey(to: try MasterKey.generate(), actor: "root")
+        let before = try await f.store.factors(kind: .totp).map(\.secretBox)
+        await #expect(throws: BrokerError.masterKey) {
+            try await factors.rotateMasterKey(to: try MasterKey.generate(), actor: "root")
         }
-        #expect(try f.store.factors(kind: .totp).map(\.secretBox) == before)
+        await #expect(try f.store.factors(kind: .totp).map(\.secretBox) == before)
     }
 
-    @Test func masterKeyParsing() throws {
+    @Test func masterKeyParsing() async throws {
         let k = try MasterKey.generate()
         #expect(try MasterKey(base64url: k.base64url + "\n").fingerprint == (try k.fingerprint))
         #expect(throws: BrokerError.masterKey) { try MasterKey(base64url: "short") }
@@ -163,18 +163,25 @@ private struct HOTPFile: Decodable {
         #expect(try MasterKey.load(environment: [:], keyFile: "/nonexistent/key") == nil)
     }
 
-    @Test func backupCodesAreSingleUseAndRegenerationInvalidates() throws {
-        let alice = try f.accounts.get("alice")
-        let codes = try factors.regenerateBackupCodes(userName: "alice", actor: "alice")
+    @Test func backupCodesAreSingleUseAndRegenerationInvalidates() async throws {
+        let alice = try await f.accounts.get("alice")
+        let codes = try await factors.regenerateBackupCodes(userName: "alice", actor: "alice")
         #expect(codes.count == 10 && Set(codes).count == 10)
         #expect(codes.allSatisfy { $0.count == 11 && $0.dropFirst(5).first == "-" })
-        try factors.useBackupCode(userId: alice.id, code: codes[0])
-        #expect(throws: BrokerError.invalidFactor) { try factors.useBackupCode(userId: alice.id, code: codes[0]) }
-        try factors.useBackupCode(userId: alice.id, code: codes[1].uppercased().replacingOccurrences(of: "-", with: ""))
-        #expect(try factors.backupCodesLeft(userId: alice.id) == 8)
-        let fresh = try factors.regenerateBackupCodes(userName: "alice", actor: "alice")
-        #expect(throws: BrokerError.invalidFactor) { try factors.useBackupCode(userId: alice.id, code: codes[2]) }
-        try factors.useBackupCode(userId: alice.id, code: fresh[0])
-        #expect(try f.store.factors(ofUser: alice.id).filter { $0.kind == .backup }.count == 1)
+        try await factors.useBackupCode(userId: alice.id, code: codes[0])
+        await #expect(throws: BrokerError.invalidFactor) {
+            try await factors.useBackupCode(userId: alice.id, code: codes[0])
+        }
+        try await factors.useBackupCode(
+            userId: alice.id,
+            code: codes[1].uppercased().replacingOccurrences(of: "-", with: "")
+        )
+        await #expect(try factors.backupCodesLeft(userId: alice.id) == 8)
+        let fresh = try await factors.regenerateBackupCodes(userName: "alice", actor: "alice")
+        await #expect(throws: BrokerError.invalidFactor) {
+            try await factors.useBackupCode(userId: alice.id, code: codes[2])
+        }
+        try await factors.useBackupCode(userId: alice.id, code: fresh[0])
+        await #expect(try f.store.factors(ofUser: alice.id).filter { $0.kind == .backup }.count == 1)
     }
 }

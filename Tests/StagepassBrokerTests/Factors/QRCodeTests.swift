@@ -4,7 +4,7 @@ import Testing
 @testable import StagepassBroker
 
 @Suite struct QRCodeTests {
-    @Test func otpauthURIFitsAndHasFunctionPatterns() throws {
+    @Test func otpauthURIFitsAndHasFunctionPatterns() async throws {
         let uri =
             "otpauth://totp/Stagepass:alice?secret=GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ&issuer=Stagepass"
             + "&algorithm=SHA1&digits=6&period=30"
@@ -20,14 +20,14 @@ import Testing
         #expect(qr.terminal().split(separator: "\n").count == (qr.size + 4 + 1) / 2)
     }
 
-    @Test func versionsAboveSixCarryVersionInformation() throws {
+    @Test func versionsAboveSixCarryVersionInformation() async throws {
         let qr = try QRCode.encode(Array(repeating: UInt8(ascii: "a"), count: 150))
         #expect(qr.version >= 7)
         #expect(throws: QRCode.EncodeError.tooLong) { try QRCode.encode(Array(repeating: 0, count: 400)) }
     }
 
     /// Level M while it fits version 10 (213 bytes in byte mode), then L (up to 271 bytes at 10-L), then refused.
-    @Test func fallsBackToLevelLThenRefuses() throws {
+    @Test func fallsBackToLevelLThenRefuses() async throws {
         let m = try QRCode.encode(Array(repeating: UInt8(ascii: "a"), count: 213))
         #expect(m.errorCorrection == .medium && m.version == 10)
         let l = try QRCode.encode(Array(repeating: UInt8(ascii: "a"), count: 214))
@@ -40,7 +40,7 @@ import Testing
 
     /// The wrapper owns the libqrencode symbol: the modules are a `width × width` copy, and the symbol is freed
     /// (`QRcode_free`) exactly once when the wrapper goes away.
-    @Test func symbolIsCopiedOutAndFreedOnce() throws {
+    @Test func symbolIsCopiedOutAndFreedOnce() async throws {
         final class Counter { var frees = 0 }
         let counter = Counter()
         var modules: [[Bool]] = []
@@ -57,14 +57,14 @@ import Testing
     }
 
     /// Every byte value survives (byte mode), including NUL, which libqrencode's string API would stop at.
-    @Test func binaryDataWithNulEncodes() throws {
+    @Test func binaryDataWithNulEncodes() async throws {
         let qr = try QRCode.encode([0, 1, 2, 0, 255])
         #expect(qr.version == 1 && qr.size == 21)
     }
 
     /// Decodes the generated code with zbarimg (Debian `zbar-tools`, installed by `make test`): an independent
     /// QR decoder must read back exactly what we encoded.
-    @Test func decodesWithZbar() throws {
+    @Test func decodesWithZbar() async throws {
         let zbar = "/usr/bin/zbarimg"
         #expect(
             FileManager.default.isExecutableFile(atPath: zbar),

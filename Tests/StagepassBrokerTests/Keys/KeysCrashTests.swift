@@ -88,7 +88,7 @@ struct KeysCrashTests {
     }
 
     /// Configuration errors exit 2 with a message naming the fix.
-    @Test func cliConfigurationErrorsExit2() throws {
+    @Test func cliConfigurationErrorsExit2() async throws {
         let dir = try TempDir()
         let bin = stagepassBinary()
         try #require(FileManager.default.isExecutableFile(atPath: bin))

@@ -180,7 +180,7 @@ struct KeysLifecycleTests {
         #expect(s.jwksMaxAge >= 1 && s.jwksMaxAge <= 300)
     }
 
-    @Test func invalidSchedulesAreRefused() {
+    @Test func invalidSchedulesAreRefused() async {
         #expect(throws: KeyStoreError.invalidSchedule) {
             try KeySchedule(rotationPeriod: 100, prePublication: 200, maxTokenLifetime: 60, leeway: 0)
         }

@@ -59,7 +59,7 @@ struct KeysReachRunningBrokerTests {
         await #expect(throws: KeyStoreError.corruptKeyring) { try await broker.jwks() }
     }
 
-    @Test func runningBrokersAnnounceThemselvesAndDeadOnesAreForgotten() throws {
+    @Test func runningBrokersAnnounceThemselvesAndDeadOnesAreForgotten() async throws {
         let dir = try TempDir()
         let note = try RunningBrokers.announce(directory: dir.keys, url: "http://127.0.0.1:1")
         #expect(try modeOf(note) == 0o600)
@@ -80,7 +80,7 @@ struct KeysReachRunningBrokerTests {
 struct KeysScheduleFollowsPolicyTests {
     static let t0: Int64 = 1_700_000_000
 
-    @Test func theWindowCoversTheLongestTokenAnyStageCanIssue() throws {
+    @Test func theWindowCoversTheLongestTokenAnyStageCanIssue() async throws {
         let p = try AccessPolicy.load(
             yaml: """
                 tokens: {max_ttl: 6h, status_list_lifetime: 1h}
@@ -102,7 +102,7 @@ struct KeysScheduleFollowsPolicyTests {
         #expect(q.longestTokenLifetime == 2 * 86_400)
     }
 
-    @Test func aStageLongerThanTheScheduleCoversIsRefusedAtLoad() throws {
+    @Test func aStageLongerThanTheScheduleCoversIsRefusedAtLoad() async throws {
         for yaml in [
             "tokens: {max_ttl: 30d}\nstages:\n  archive:\n    approval: session\n    max_ttl: 8d\n",
             "tokens: {max_ttl: 8d}\nstages:\n  archive: {approval: session}\n",

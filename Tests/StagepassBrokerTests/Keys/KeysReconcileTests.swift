@@ -12,14 +12,14 @@ struct KeysReconcileTests {
     /// An audit sink that refuses every record.
     struct RefusingSink: AuditSink {
         struct Refused: Error {}
-        func record(_ event: AuditEvent) throws { throw Refused() }
+        func recordBlocking(_ event: AuditEvent) throws { throw Refused() }
         func keyEvents() throws -> [AuditEvent]? { [] }
     }
 
     /// A sink holding a copy of `events`.
-    func sink(_ events: [AuditEvent]) throws -> MemoryAuditSink {
+    func sink(_ events: [AuditEvent]) async throws -> MemoryAuditSink {
         let s = MemoryAuditSink()
-        for e in events { try s.record(e) }
+        for e in events { try await s.record(e) }
         return s
     }
 
@@ -75,7 +75,7 @@ struct KeysReconcileTests {
         let second = try await store.rotate(force: true)
         // The last rotation's completion never reached the log (a kill between the keyring write and the records).
         let lastChange = try #require(full.events.last?.details["change"])
-        let partial = try sink(
+        let partial = try await sink(
             full.events.filter { $0.details["change"] != lastChange || $0.action.hasSuffix(".intent") }
         )
 
@@ -131,7 +131,7 @@ struct KeysReconcileTests {
         let audit = MemoryAuditSink()
         let r = try await makeStore(dir.keys, clock: clock, audit: audit).rotate()
         // A rotation recorded its intent, then died before writing the keyring.
-        try audit.record(
+        try await audit.record(
             AuditEvent(
                 action: "key.rotate.intent",
                 actor: "cli:test",

@@ -82,7 +82,7 @@ struct KeysRefusalTests {
         }
     }
 
-    @Test func passphraseRules() throws {
+    @Test func passphraseRules() async throws {
         #expect(throws: KeyStoreError.missingPassphrase) {
             try KeyPassphrase.resolve(passphraseFile: nil, environment: [:], insecureDev: false)
         }

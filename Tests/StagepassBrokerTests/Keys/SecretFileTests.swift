@@ -17,7 +17,7 @@ func modeOf(_ path: String) throws -> Int {
 
 @Suite("Secret files: mode 0600 from creation, refused when others can read them")
 struct SecretFileTests {
-    @Test func writeCreatesMode0600AndReplacesAtomically() throws {
+    @Test func writeCreatesMode0600AndReplacesAtomically() async throws {
         let dir = try TempDir()
         let path = dir.path + "/secret"
         try SecretFile.write(Array("one\n".utf8), to: path)
@@ -30,7 +30,7 @@ struct SecretFileTests {
         #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path) == ["secret"])
     }
 
-    @Test func createOnlyWriteNeverReplaces() throws {
+    @Test func createOnlyWriteNeverReplaces() async throws {
         let dir = try TempDir()
         let path = dir.path + "/master.key"
         try SecretFile.write(Array("first".utf8), to: path, replace: false)
@@ -39,7 +39,7 @@ struct SecretFileTests {
         #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path) == ["master.key"])
     }
 
-    @Test func aBareFileNameIsWrittenInTheCurrentDirectory() throws {
+    @Test func aBareFileNameIsWrittenInTheCurrentDirectory() async throws {
         let dir = try TempDir()
         #expect(SecretFile.split("s.json") == (".", "s.json"))
         #expect(SecretFile.split(dir.path + "/s.json") == (dir.path, "s.json"))
@@ -54,14 +54,14 @@ struct SecretFileTests {
         #expect(throws: SecretFileError.insecurePermissions) { try SecretFile.read(path) }
     }
 
-    @Test func aMissingFileIsNilAndADirectoryIsRefused() throws {
+    @Test func aMissingFileIsNilAndADirectoryIsRefused() async throws {
         let dir = try TempDir()
         #expect(try SecretFile.read(dir.path + "/absent") == nil)
         #expect(chmod(dir.path, 0o700) == 0)
         #expect(throws: SecretFileError.notARegularFile) { try SecretFile.read(dir.path) }
     }
 
-    @Test func privateDirectoryIsCreated0700AndAnOpenOneIsTightened() throws {
+    @Test func privateDirectoryIsCreated0700AndAnOpenOneIsTightened() async throws {
         let dir = try TempDir()
         let fresh = dir.path + "/a/b/data"
         try SecretFile.ensurePrivateDirectory(fresh)
@@ -78,7 +78,7 @@ struct SecretFileTests {
         #expect(try modeOf(shared) == 0o1777)
     }
 
-    @Test func privateFileIsCreated0600WithoutTouchingContent() throws {
+    @Test func privateFileIsCreated0600WithoutTouchingContent() async throws {
         let dir = try TempDir()
         let path = dir.path + "/db"
         try SecretFile.ensurePrivateFile(path)
@@ -94,11 +94,11 @@ struct SecretFileTests {
 
     /// Every secret file of a fresh data directory has its mode right after creation: the directory 0700, the master
     /// key, the database and its WAL files 0600.
-    @Test func aFreshDataDirectoryHoldsOnlyPrivateFiles() throws {
+    @Test func aFreshDataDirectoryHoldsOnlyPrivateFiles() async throws {
         let base = try TempDir()
         let dir = base.path + "/data"
         let broker = try HumanBroker.open(dataDirectory: dir, hasherParameters: .testing, environment: [:])
-        _ = try broker.bootstrapIfEmpty()
+        _ = try await broker.bootstrapIfEmpty()
         #expect(try modeOf(dir) == 0o700)
         #expect(try modeOf(HumanBroker.masterKeyPath(dir)) == 0o600)
         let db = HumanBroker.databasePath(dir)
@@ -110,7 +110,7 @@ struct SecretFileTests {
     }
 
     /// A data directory and database left open to others by an earlier version are tightened on open.
-    @Test func anOpenDataDirectoryIsTightened() throws {
+    @Test func anOpenDataDirectoryIsTightened() async throws {
         let base = try TempDir()
         let dir = base.path + "/data"
         _ = try HumanBroker.open(dataDirectory: dir, hasherParameters: .testing, environment: [:])
@@ -121,7 +121,7 @@ struct SecretFileTests {
         #expect(try modeOf(db) == 0o600)
     }
 
-    @Test func aWorldReadableMasterKeyIsRefused() throws {
+    @Test func aWorldReadableMasterKeyIsRefused() async throws {
         let base = try TempDir()
         let dir = base.path + "/data"
         _ = try HumanBroker.open(dataDirectory: dir, hasherParameters: .testing, environment: [:])
@@ -141,7 +141,7 @@ struct SecretFileTests {
         #expect(FileManager.default.fileExists(atPath: keyFile))
     }
 
-    @Test func aWorldReadablePassphraseFileIsRefused() throws {
+    @Test func aWorldReadablePassphraseFileIsRefused() async throws {
         let dir = try TempDir()
         let path = dir.path + "/key-passphrase"
         try SecretFile.write(Array("pass\n".utf8), to: path)

@@ -29,7 +29,7 @@ import Testing
 
         """
 
-    @Test func issuersRulesAndGuardrailsReadIntoTheModel() throws {
+    @Test func issuersRulesAndGuardrailsReadIntoTheModel() async throws {
         let p = try AccessPolicy.load(
             yaml: Self.base + """
                 ci_guardrails:
@@ -120,7 +120,7 @@ import Testing
         ),
     ]
 
-    @Test(arguments: bad) func errorsNameTheLine(_ c: Bad) throws {
+    @Test(arguments: bad) func errorsNameTheLine(_ c: Bad) async throws {
         do {
             _ = try AccessPolicy.load(yaml: (c.alone ? "" : Self.base) + c.yaml, source: "p.yaml")
             Issue.record("loaded")

@@ -8,7 +8,7 @@ import Testing
 struct PolicyTests {
     // MARK: The shipped example
 
-    @Test func exampleHasTheDocumentedProperties() throws {
+    @Test func exampleHasTheDocumentedProperties() async throws {
         let p = try AccessPolicy.example()
         #expect(p.audiences.keys.sorted() == ["deploy-api"])
         #expect(p.stages.keys.sorted() == ["build", "production", "staging"])
@@ -40,13 +40,13 @@ struct PolicyTests {
         #expect(p.auth == .default)
     }
 
-    @Test func exampleIsWhatTheDocsShow() throws {
+    @Test func exampleIsWhatTheDocsShow() async throws {
         // Specs/policy.md embeds the example verbatim; keep them in step.
         let spec = try String(contentsOf: Self.repoRoot.appendingPathComponent("Specs/policy.md"), encoding: .utf8)
         #expect(spec.contains(AccessPolicy.exampleYAML.trimmingCharacters(in: .newlines)))
     }
 
-    @Test func exampleIsTheShippedResourceFile() throws {
+    @Test func exampleIsTheShippedResourceFile() async throws {
         // Compiled into the module from Sources/StagepassBroker/Resources, byte for byte.
         let path = "Sources/StagepassBroker/Resources/example-policy.yaml"
         let file = try String(contentsOf: Self.repoRoot.appendingPathComponent(path), encoding: .utf8)
@@ -60,7 +60,7 @@ struct PolicyTests {
 
     // MARK: A full custom policy
 
-    @Test func fullCustomPolicyReadsIntoTheModel() throws {
+    @Test func fullCustomPolicyReadsIntoTheModel() async throws {
         let yaml = """
             tokens:
               max_ttl: 2h
@@ -197,7 +197,7 @@ struct PolicyTests {
         #expect(p == expected)
     }
 
-    @Test func omittedSectionsTakeTheDefaults() throws {
+    @Test func omittedSectionsTakeTheDefaults() async throws {
         let p = try AccessPolicy.load(yaml: "stages: {build: {approval: session}}\nroles:\npipelines: {}\n")
         #expect(p.tokens == TokenSettings())
         #expect(p.auth == .default)
@@ -222,14 +222,14 @@ struct PolicyTests {
         #expect(PolicyDuration.parse(text) == nil)
     }
 
-    @Test func durationsFormatShortest() {
+    @Test func durationsFormatShortest() async {
         #expect(PolicyDuration.format(300) == "5m")
         #expect(PolicyDuration.format(5400) == "1h30m")
         #expect(PolicyDuration.format(86_461) == "1d1m1s")
         #expect(PolicyDuration.format(0) == "0s")
     }
 
-    @Test func durationFormsAreEquivalentInAFile() throws {
+    @Test func durationFormsAreEquivalentInAFile() async throws {
         for form in ["300", "300s", "5m", "\"5m\"", "'300'"] {
             let p = try AccessPolicy.load(yaml: "stages:\n  s: {max_ttl: \(form), approval: session}\n")
             #expect(p.stages["s"]?.maxTTL == 300, "\(form)")
@@ -541,7 +541,7 @@ struct PolicyTests {
         }
     }
 
-    @Test func fileErrorsNameTheFile() throws {
+    @Test func fileErrorsNameTheFile() async throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("policy-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: dir) }
@@ -566,7 +566,7 @@ struct PolicyTests {
         }
     }
 
-    @Test func authPolicyLoadKeepsItsErrorTypeAndNamesTheLine() throws {
+    @Test func authPolicyLoadKeepsItsErrorTypeAndNamesTheLine() async throws {
         #expect(try AuthPolicy.load(yaml: "sessions:\n  idle_seconds: 10m\n").idleSeconds == 600)
         do {
             _ = try AuthPolicy.load(yaml: "mfa:\n  factors: [totp]\n  exempt_groupz: []\n")

@@ -9,7 +9,7 @@ import Testing
     static let right = "a long enough password"
 
     /// The live count of a throttle key (0 when there is none).
-    func count(_ b: Broker, _ key: String) throws -> Int { try b.f.store.throttle(key: key)?.failures ?? 0 }
+    func count(_ b: Broker, _ key: String) async throws -> Int { try await b.f.store.throttle(key: key)?.failures ?? 0 }
 
     func globalKey(_ b: Broker, window: Int64 = 60) -> String {
         Throttle.globalKey(window: b.f.manual.clock.now() / window)
@@ -20,12 +20,12 @@ import Testing
         policy.throttle.hashQueuePerWorker = 0
         let pool = WorkPool(label: "test.signin.full", workers: 1)
         let b = try Broker(policy: policy, pool: pool)
-        try b.user("alice")
+        try await b.user("alice")
         let gate = Gate()
         let limits = policy.throttle.hashLimits(workers: 1)
         async let blocker: Void = pool.run(limits) { gate.wait() }
         #expect(await eventually { pool.statistics.running == 1 })
-        let before = try b.log.events().count
+        let before = try await b.log.events().count
         var refusals: [BrokerError] = []
         for name in ["alice", "nobody"] {
             do {
@@ -36,8 +36,10 @@ import Testing
         #expect(refusals.count == 2 && refusals.allSatisfy { $0 == .overloaded })
         #expect(Set(refusals.map(\.detail)).count == 1)
         #expect(refusals.allSatisfy { ($0.retryAfter ?? 0) >= 1 })
-        for key in ["acct:alice", "acct:nobody", "addr:10.0.0.1", globalKey(b)] { #expect(try count(b, key) == 0) }
-        #expect(try b.log.events().count == before)  // no audit record, no session
+        for key in ["acct:alice", "acct:nobody", "addr:10.0.0.1", globalKey(b)] {
+            await #expect(try count(b, key) == 0)
+        }
+        await #expect(try b.log.events().count == before)  // no audit record, no session
         gate.open()
         try await blocker
         let ok = try await b.sessions.signIn(name: "alice", password: Self.right, address: "10.0.0.1")
@@ -48,7 +50,7 @@ import Testing
         let nanos = FakeNanos()
         let pool = WorkPool(label: "test.signin.wait", workers: 1, now: { nanos.now() })
         let b = try Broker(pool: pool)
-        try b.user("alice")
+        try await b.user("alice")
         let gate = Gate()
         let limits = AuthPolicy.default.throttle.hashLimits(workers: 1)
         async let blocker: Void = pool.run(limits) { gate.wait() }
@@ -59,13 +61,15 @@ import Testing
         }
         #expect(await eventually { pool.statistics.queued == 1 })
         // The attempt was reserved before it queued for the hash.
-        #expect(try count(b, "acct:alice") == 1 && count(b, "addr:10.0.0.2") == 1 && count(b, globalKey(b)) == 1)
+        await #expect(try count(b, "acct:alice") == 1)
+        await #expect(try count(b, "addr:10.0.0.2") == 1)
+        await #expect(try count(b, globalKey(b)) == 1)
         nanos.advance(milliseconds: 1001)  // past the default one-second maximum wait
         gate.open()
         try await blocker
         await #expect(throws: BrokerError.overloaded) { _ = try await attempt.value }
-        for key in ["acct:alice", "addr:10.0.0.2", globalKey(b)] { #expect(try count(b, key) == 0) }
-        #expect(try b.log.events().filter { $0.action == "signin.password" }.isEmpty)
+        for key in ["acct:alice", "addr:10.0.0.2", globalKey(b)] { await #expect(try count(b, key) == 0) }
+        await #expect(try b.log.events().filter { $0.action == "signin.password" }.isEmpty)
     }
 
     @Test func freshNamesFromFreshAddressesSpendTheGlobalBudget() async throws {
@@ -73,13 +77,13 @@ import Testing
         policy.throttle.globalFailures = 3
         policy.throttle.globalWindow = 60
         let b = try Broker(policy: policy)
-        try b.user("alice")
+        try await b.user("alice")
         for i in 0..<3 {
             await #expect(throws: BrokerError.invalidCredentials) {
                 _ = try await b.sessions.signIn(name: "fresh\(i)", password: "guess", address: "192.0.2.\(i)")
             }
         }
-        #expect(try count(b, globalKey(b)) == 3)
+        await #expect(try count(b, globalKey(b)) == 3)
         let now = b.f.manual.clock.now()
         let left = 60 - now % 60
         // Spent: every password attempt is refused the same way, known or unknown name, right password or not.
@@ -92,7 +96,8 @@ import Testing
         }
         #expect(refusals.count == 3 && refusals.allSatisfy { $0 == .overloaded && $0.retryAfter == left })
         #expect(Set(refusals.map(\.detail)).count == 1)
-        #expect(try count(b, "acct:alice") == 0 && count(b, "addr:198.51.100.7") == 0)
+        await #expect(try count(b, "acct:alice") == 0)
+        await #expect(try count(b, "addr:198.51.100.7") == 0)
         // The next window has a fresh budget.
         b.f.manual.advance(left)
         let ok = try await b.sessions.signIn(name: "alice", password: Self.right, address: "198.51.100.7")
@@ -103,10 +108,10 @@ import Testing
         var policy = AuthPolicy.default
         policy.throttle.globalFailures = 1
         let b = try Broker(policy: policy)
-        try b.user("alice")
+        try await b.user("alice")
         for _ in 0..<3 {
             _ = try await b.sessions.signIn(name: "alice", password: Self.right, address: "10.0.0.3")
-            #expect(try count(b, globalKey(b)) == 0)
+            await #expect(try count(b, globalKey(b)) == 0)
         }
         await #expect(throws: BrokerError.invalidCredentials) {
             _ = try await b.sessions.signIn(name: "nobody", password: "guess", address: "10.0.0.4")
@@ -123,14 +128,14 @@ import Testing
                 _ = try await b.sessions.signIn(name: "u\(i)", password: "guess", address: "203.0.113.9")
             }
         }
-        #expect(try count(b, globalKey(b)) == 3)
+        await #expect(try count(b, globalKey(b)) == 3)
         await #expect(throws: BrokerError.throttled) {
             _ = try await b.sessions.signIn(name: "u9", password: "guess", address: "203.0.113.9")
         }
-        #expect(try count(b, globalKey(b)) == 3)
+        await #expect(try count(b, globalKey(b)) == 3)
     }
 
-    @Test func theGlobalKeysAlternateSoThatAnOldWindowNeverCarriesOver() throws {
+    @Test func theGlobalKeysAlternateSoThatAnOldWindowNeverCarriesOver() async throws {
         #expect(Throttle.globalKey(window: 10) == Throttle.globalKey(window: 12))
         #expect(Throttle.globalKey(window: 10) != Throttle.globalKey(window: 11))
     }

@@ -28,11 +28,15 @@ struct Broker {
 
     /// Adds a user with an active TOTP factor; returns its secret.
     @discardableResult
-    func user(_ name: String, groups: [String] = [], password: String = "a long enough password") throws -> [UInt8] {
-        try accounts.add(name: name, password: password, groups: groups, actor: "root")
-        let e = try factors.enrolTOTP(userName: name, actor: "root")
+    func user(
+        _ name: String,
+        groups: [String] = [],
+        password: String = "a long enough password"
+    ) async throws -> [UInt8] {
+        try await accounts.add(name: name, password: password, groups: groups, actor: "root")
+        let e = try await factors.enrolTOTP(userName: name, actor: "root")
         let secret = Base32.decode(e.secret) ?? []
-        try factors.confirmTOTP(userId: try accounts.get(name).id, code: code(secret), actor: name)
+        try await factors.confirmTOTP(userId: try await accounts.get(name).id, code: code(secret), actor: name)
         f.manual.advance(30)
         return secret
     }
@@ -45,57 +49,57 @@ struct Broker {
 @Suite struct SessionTests {
     @Test func fullSignInGivesMFASessionWithAmrAndAuthTime() async throws {
         let b = try Broker()
-        let secret = try b.user("alice", groups: ["deploy"])
+        let secret = try await b.user("alice", groups: ["deploy"])
         let step1 = try await b.sessions.signIn(name: "alice", password: "a long enough password", address: "10.0.0.1")
         #expect(step1.needsFactor)
         #expect(step1.allowedFactors == [.totp])
         #expect(step1.session.state == .pending)
-        #expect(throws: BrokerError.mfaRequired) { try b.sessions.requireMFA(token: step1.token) }
-        let mfa = try b.sessions.completeFactor(
+        await #expect(throws: BrokerError.mfaRequired) { try await b.sessions.requireMFA(token: step1.token) }
+        let mfa = try await b.sessions.completeFactor(
             pendingToken: step1.token,
             proof: .totp(b.code(secret)),
             address: "10.0.0.1"
         )
         #expect(mfa.token.hasPrefix("sps_") && mfa.token.count == 4 + 43)
-        let s = try b.sessions.requireMFA(token: mfa.token)
+        let s = try await b.sessions.requireMFA(token: mfa.token)
         #expect(s.amr == ["pwd", "otp"])
         #expect(s.authTime == b.f.manual.clock.now())
         #expect(s.groups == ["deploy"])
         // The pending token no longer works; only the token's hash is stored.
-        #expect(throws: BrokerError.invalidSession) { try b.sessions.authenticate(token: step1.token) }
-        #expect(try b.f.store.session(id: s.id)?.tokenHash == (try Crypto.sha256(Array(mfa.token.utf8))))
-        let signin = try b.log.events().last
+        await #expect(throws: BrokerError.invalidSession) { try await b.sessions.authenticate(token: step1.token) }
+        await #expect(try b.f.store.session(id: s.id)?.tokenHash == (try Crypto.sha256(Array(mfa.token.utf8))))
+        let signin = try await b.log.events().last
         #expect(signin?.action == "signin" && signin?.factors == ["pwd", "otp"])
     }
 
     @Test func backupCodeSignInIsNamedBkp() async throws {
         let b = try Broker()
-        try b.user("alice")
-        let codes = try b.factors.regenerateBackupCodes(userName: "alice", actor: "alice")
+        try await b.user("alice")
+        let codes = try await b.factors.regenerateBackupCodes(userName: "alice", actor: "alice")
         let p = try await b.sessions.signIn(name: "alice", password: "a long enough password", address: "a")
-        let mfa = try b.sessions.completeFactor(pendingToken: p.token, proof: .backupCode(codes[3]), address: "a")
+        let mfa = try await b.sessions.completeFactor(pendingToken: p.token, proof: .backupCode(codes[3]), address: "a")
         #expect(mfa.session.amr == ["pwd", "bkp"])
         let p2 = try await b.sessions.signIn(name: "alice", password: "a long enough password", address: "a")
-        #expect(throws: BrokerError.invalidFactor) {
-            try b.sessions.completeFactor(pendingToken: p2.token, proof: .backupCode(codes[3]), address: "a")
+        await #expect(throws: BrokerError.invalidFactor) {
+            try await b.sessions.completeFactor(pendingToken: p2.token, proof: .backupCode(codes[3]), address: "a")
         }
     }
 
     @Test func replayedTOTPIsRefusedAtSignIn() async throws {
         let b = try Broker()
-        let secret = try b.user("alice")
+        let secret = try await b.user("alice")
         let code = b.code(secret)
         let p = try await b.sessions.signIn(name: "alice", password: "a long enough password", address: "a")
-        _ = try b.sessions.completeFactor(pendingToken: p.token, proof: .totp(code), address: "a")
+        _ = try await b.sessions.completeFactor(pendingToken: p.token, proof: .totp(code), address: "a")
         let p2 = try await b.sessions.signIn(name: "alice", password: "a long enough password", address: "a")
-        #expect(throws: BrokerError.factorReplay) {
-            try b.sessions.completeFactor(pendingToken: p2.token, proof: .totp(code), address: "a")
+        await #expect(throws: BrokerError.factorReplay) {
+            try await b.sessions.completeFactor(pendingToken: p2.token, proof: .totp(code), address: "a")
         }
     }
 
     @Test func unknownUserAndWrongPasswordAreIndistinguishable() async throws {
         let b = try Broker()
-        try b.user("alice")
+        try await b.user("alice")
         var errors: [BrokerError] = []
         for name in ["alice", "mallory"] {
             do {
@@ -106,14 +110,14 @@ struct Broker {
         #expect(errors[0] == .invalidCredentials && errors[1] == .invalidCredentials)
         #expect(errors[0].detail == errors[1].detail)
         // Both paths counted the same throttle failure.
-        #expect(try b.f.store.throttle(key: "acct:alice")?.failures == 1)
-        #expect(try b.f.store.throttle(key: "acct:mallory")?.failures == 1)
+        await #expect(try b.f.store.throttle(key: "acct:alice")?.failures == 1)
+        await #expect(try b.f.store.throttle(key: "acct:mallory")?.failures == 1)
     }
 
     @Test func disabledAccountGivesTheSameError() async throws {
         let b = try Broker()
-        try b.user("alice")
-        try b.accounts.setDisabled("alice", true, actor: "root")
+        try await b.user("alice")
+        try await b.accounts.setDisabled("alice", true, actor: "root")
         await #expect(throws: BrokerError.invalidCredentials) {
             _ = try await b.sessions.signIn(name: "alice", password: "a long enough password", address: "x")
         }
@@ -121,7 +125,7 @@ struct Broker {
 
     @Test func passwordThrottlingGrowsAndClearsOnSuccess() async throws {
         let b = try Broker()
-        try b.user("alice")
+        try await b.user("alice")
         for _ in 0..<3 {
             await #expect(throws: BrokerError.invalidCredentials) {
                 _ = try await b.sessions.signIn(name: "alice", password: "wrong password!!", address: "1.2.3.4")
@@ -147,7 +151,7 @@ struct Broker {
         b.f.manual.advance(2)
         let ok = try await b.sessions.signIn(name: "alice", password: "a long enough password", address: "9.9.9.9")
         #expect(ok.needsFactor)
-        #expect(try b.f.store.throttle(key: "acct:alice") == nil)
+        await #expect(try b.f.store.throttle(key: "acct:alice") == nil)
     }
 
     @Test func perAddressThrottlingAcrossAccounts() async throws {
@@ -166,26 +170,26 @@ struct Broker {
         var policy = AuthPolicy.default
         policy.throttle = Throttle.Policy(freeFailures: 100, lockoutAfterFactorFailures: 3)
         let b = try Broker(policy: policy)
-        let secret = try b.user("alice")
+        let secret = try await b.user("alice")
         let p = try await b.sessions.signIn(name: "alice", password: "a long enough password", address: "a")
         let wrong = b.code(secret) == "000000" ? "111111" : "000000"
         for _ in 0..<2 {
-            #expect(throws: BrokerError.invalidFactor) {
-                try b.sessions.completeFactor(pendingToken: p.token, proof: .totp(wrong), address: "a")
+            await #expect(throws: BrokerError.invalidFactor) {
+                try await b.sessions.completeFactor(pendingToken: p.token, proof: .totp(wrong), address: "a")
             }
         }
-        #expect(throws: BrokerError.accountLocked) {
-            try b.sessions.completeFactor(pendingToken: p.token, proof: .totp(wrong), address: "a")
+        await #expect(throws: BrokerError.accountLocked) {
+            try await b.sessions.completeFactor(pendingToken: p.token, proof: .totp(wrong), address: "a")
         }
-        #expect(try b.accounts.get("alice").locked)
+        await #expect(try b.accounts.get("alice").locked)
         // The locked state answers exactly like a wrong password: no oracle for the right one.
         await #expect(throws: BrokerError.invalidCredentials) {
             _ = try await b.sessions.signIn(name: "alice", password: "a long enough password", address: "a")
         }
-        #expect(try b.log.events().contains { $0.action == "lockout" && $0.subject == "alice" })
-        try b.accounts.unlock("alice", actor: "root")
+        await #expect(try b.log.events().contains { $0.action == "lockout" && $0.subject == "alice" })
+        try await b.accounts.unlock("alice", actor: "root")
         let p2 = try await b.sessions.signIn(name: "alice", password: "a long enough password", address: "a")
-        _ = try b.sessions.completeFactor(pendingToken: p2.token, proof: .totp(b.code(secret)), address: "a")
+        _ = try await b.sessions.completeFactor(pendingToken: p2.token, proof: .totp(b.code(secret)), address: "a")
     }
 
     @Test func idleAndAbsoluteExpiryWithInjectedClock() async throws {
@@ -193,59 +197,63 @@ struct Broker {
         policy.idleSeconds = 600
         policy.absoluteSeconds = 1500
         let b = try Broker(policy: policy)
-        let secret = try b.user("alice")
+        let secret = try await b.user("alice")
         let p = try await b.sessions.signIn(name: "alice", password: "a long enough password", address: "a")
-        let mfa = try b.sessions.completeFactor(pendingToken: p.token, proof: .totp(b.code(secret)), address: "a")
+        let mfa = try await b.sessions.completeFactor(pendingToken: p.token, proof: .totp(b.code(secret)), address: "a")
         b.f.manual.advance(599)
-        _ = try b.sessions.authenticate(token: mfa.token)  // slides the idle expiry
+        _ = try await b.sessions.authenticate(token: mfa.token)  // slides the idle expiry
         b.f.manual.advance(599)
-        _ = try b.sessions.authenticate(token: mfa.token)
+        _ = try await b.sessions.authenticate(token: mfa.token)
         b.f.manual.advance(301)  // 1499 s since sign-in: still inside the absolute limit
-        _ = try b.sessions.authenticate(token: mfa.token)
+        _ = try await b.sessions.authenticate(token: mfa.token)
         b.f.manual.advance(1)
-        #expect(throws: BrokerError.invalidSession) { try b.sessions.authenticate(token: mfa.token) }
+        await #expect(throws: BrokerError.invalidSession) { try await b.sessions.authenticate(token: mfa.token) }
 
         let p2 = try await b.sessions.signIn(name: "alice", password: "a long enough password", address: "a")
         b.f.manual.advance(30)
-        let mfa2 = try b.sessions.completeFactor(pendingToken: p2.token, proof: .totp(b.code(secret)), address: "a")
+        let mfa2 = try await b.sessions.completeFactor(
+            pendingToken: p2.token,
+            proof: .totp(b.code(secret)),
+            address: "a"
+        )
         b.f.manual.advance(600)
-        #expect(throws: BrokerError.invalidSession) { try b.sessions.authenticate(token: mfa2.token) }
+        await #expect(throws: BrokerError.invalidSession) { try await b.sessions.authenticate(token: mfa2.token) }
     }
 
     @Test func pendingSessionExpires() async throws {
         let b = try Broker()
-        let secret = try b.user("alice")
+        let secret = try await b.user("alice")
         let p = try await b.sessions.signIn(name: "alice", password: "a long enough password", address: "a")
         b.f.manual.advance(301)
-        #expect(throws: BrokerError.invalidSession) {
-            try b.sessions.completeFactor(pendingToken: p.token, proof: .totp(b.code(secret)), address: "a")
+        await #expect(throws: BrokerError.invalidSession) {
+            try await b.sessions.completeFactor(pendingToken: p.token, proof: .totp(b.code(secret)), address: "a")
         }
     }
 
     @Test func stepUpRefreshesAuthTimeAndSignOutEnds() async throws {
         let b = try Broker()
-        let secret = try b.user("alice")
-        let codes = try b.factors.regenerateBackupCodes(userName: "alice", actor: "alice")
+        let secret = try await b.user("alice")
+        let codes = try await b.factors.regenerateBackupCodes(userName: "alice", actor: "alice")
         let p = try await b.sessions.signIn(name: "alice", password: "a long enough password", address: "a")
-        let mfa = try b.sessions.completeFactor(pendingToken: p.token, proof: .totp(b.code(secret)), address: "a")
+        let mfa = try await b.sessions.completeFactor(pendingToken: p.token, proof: .totp(b.code(secret)), address: "a")
         b.f.manual.advance(120)
-        #expect(throws: BrokerError.invalidFactor) {  // the sign-in code, four steps later: outside the window
-            try b.sessions.stepUp(
+        await #expect(throws: BrokerError.invalidFactor) {  // the sign-in code, four steps later: outside the window
+            try await b.sessions.stepUp(
                 token: mfa.token,
                 proof: .totp(try OTP.totp(secret: secret, unixTime: b.f.manual.clock.now() - 120)),
                 address: "a"
             )
         }
-        let s = try b.sessions.stepUp(token: mfa.token, proof: .backupCode(codes[0]), address: "a")
+        let s = try await b.sessions.stepUp(token: mfa.token, proof: .backupCode(codes[0]), address: "a")
         #expect(s.authTime == b.f.manual.clock.now())
         #expect(s.amr == ["pwd", "otp", "bkp"])
         let p2 = try await b.sessions.signIn(name: "alice", password: "a long enough password", address: "a")
-        #expect(throws: BrokerError.mfaRequired) {
-            _ = try b.sessions.stepUp(token: p2.token, proof: .backupCode(codes[1]), address: "a")
+        await #expect(throws: BrokerError.mfaRequired) {
+            _ = try await b.sessions.stepUp(token: p2.token, proof: .backupCode(codes[1]), address: "a")
         }
-        try b.sessions.signOut(token: mfa.token)
-        #expect(throws: BrokerError.invalidSession) { try b.sessions.authenticate(token: mfa.token) }
-        #expect(throws: BrokerError.invalidSession) { try b.sessions.signOut(token: mfa.token) }
+        try await b.sessions.signOut(token: mfa.token)
+        await #expect(throws: BrokerError.invalidSession) { try await b.sessions.authenticate(token: mfa.token) }
+        await #expect(throws: BrokerError.invalidSession) { try await b.sessions.signOut(token: mfa.token) }
     }
 
     @Test func policyExemptionIsExplicitAndFactorsNarrowPerGroup() async throws {
@@ -266,18 +274,18 @@ struct Broker {
         #expect(throws: BrokerError.invalidRequest) { try AuthPolicy.load(yaml: "sessions: {idle_seconds: 0}") }
 
         let b = try Broker(policy: policy)
-        try b.accounts.add(name: "bot", password: "a long enough password", groups: ["robots"], actor: "root")
+        try await b.accounts.add(name: "bot", password: "a long enough password", groups: ["robots"], actor: "root")
         let r = try await b.sessions.signIn(name: "bot", password: "a long enough password", address: "a")
         #expect(!r.needsFactor && r.session.amr == ["pwd"] && r.session.isMFA)
 
-        try b.user("root", groups: ["admins"])
-        let codes = try b.factors.regenerateBackupCodes(userName: "root", actor: "root")
+        try await b.user("root", groups: ["admins"])
+        let codes = try await b.factors.regenerateBackupCodes(userName: "root", actor: "root")
         let p = try await b.sessions.signIn(name: "root", password: "a long enough password", address: "a")
         #expect(p.allowedFactors == [.totp])
-        #expect(throws: BrokerError.factorNotAllowed) {
-            try b.sessions.completeFactor(pendingToken: p.token, proof: .backupCode(codes[0]), address: "a")
+        await #expect(throws: BrokerError.factorNotAllowed) {
+            try await b.sessions.completeFactor(pendingToken: p.token, proof: .backupCode(codes[0]), address: "a")
         }
-        #expect(try b.factors.backupCodesLeft(userId: try b.accounts.get("root").id) == 10)
+        await #expect(try b.factors.backupCodesLeft(userId: try b.accounts.get("root").id) == 10)
     }
 }
 
@@ -295,7 +303,7 @@ struct Broker {
         #expect(real.memoryKiB == dummy.memoryKiB && real.iterations == dummy.iterations)
         #expect(real.parallelism == dummy.parallelism)
         let b = try Broker()
-        try b.user("alice")
+        try await b.user("alice")
         var errors: [BrokerError] = []
         for name in ["alice", "nobody"] {
             do { _ = try await b.sessions.signIn(name: name, password: "wrong password!!", address: "t") } catch let e
@@ -305,7 +313,7 @@ struct Broker {
             }
         }
         #expect(errors.count == 2 && errors.allSatisfy { $0 == .invalidCredentials && $0.detail == errors[0].detail })
-        let failures = try b.log.events().filter { $0.action == "signin.password" && $0.result == "failure" }
+        let failures = try await b.log.events().filter { $0.action == "signin.password" && $0.result == "failure" }
         #expect(failures.map(\.reason) == ["bad_password", "unknown_user"])
     }
 }

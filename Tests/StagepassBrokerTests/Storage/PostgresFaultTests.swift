@@ -24,7 +24,7 @@ import Testing
     }
 
     /// The fault names the cause and the SQLSTATE only, and asks for a short wait.
-    @Test func unreachableFaultsAreShortAndSayWhy() {
+    @Test func unreachableFaultsAreShortAndSayWhy() async {
         let fault = StorageFault(.unreachable, sqlState: "57P01")
         #expect(fault.description == "database unreachable (PostgreSQL 57P01)")
         #expect(fault.retryAfter == 5)

@@ -28,19 +28,15 @@ import Testing
         )
     }
 
-    func actions(_ db: PostgresStore) throws -> [String] {
-        try db.auditRows(after: 0, limit: 1000).compactMap {
+    func actions(_ db: PostgresStore) async throws -> [String] {
+        try await db.auditRows(after: 0, limit: 1000).compactMap {
             try JSONValue.parse($0.event)["action"]?.stringValue
         }
     }
 
     @Test func twoBrokersSignWithTheOneActiveKeyAndPublishOneJWKS() async throws {
         let url = try PostgresCluster.shared().createDatabase()
-        let (a, b) = (try PostgresStore(url: url), try PostgresStore(url: url))
-        defer {
-            a.close()
-            b.close()
-        }
+        let (a, b) = (try await PostgresStore.open(url: url), try await PostgresStore.open(url: url))
         let clock = ManualClock(1_700_000_000)
         let ka = try keyStore(a, clock: clock)
         let kb = try keyStore(b, clock: clock)
@@ -54,27 +50,23 @@ import Testing
         let token = try await signToken(kb, now: clock.clock.now(), lifetime: 300)
         #expect(verifies(token, against: try await ka.jwks()))
         // The change and its audit records were one transaction; the private keys are stored encrypted.
-        #expect(try actions(a) == ["key.generate", "key.generate", "key.rotate"])
+        await #expect(try actions(a) == ["key.generate", "key.generate", "key.rotate"])
         #expect(try a.keyringVersion() == 1)
-        let pems = try a.rows("SELECT private_key_pem FROM keyring").map { try $0.decode(String.self) }
+        let pems = try await a.rows("SELECT private_key_pem FROM keyring").map { try $0.decode(String.self) }
         #expect(pems.count == 2 && pems.allSatisfy { $0.contains("BEGIN ENCRYPTED PRIVATE KEY") })
 
         // A compromise committed by B: A stops signing with and publishing the key at its next request.
         _ = try await kb.compromise(kid: r.activeKid)
         #expect(try await ka.signingKey().kid == r.nextKid)
         #expect(try await !ka.jwks().keys.contains { $0.kid == r.activeKid })
-        let destroyed = try a.rows("SELECT private_key_pem IS NULL FROM keyring WHERE kid = \(r.activeKid)")
+        let destroyed = try await a.rows("SELECT private_key_pem IS NULL FROM keyring WHERE kid = \(r.activeKid)")
         #expect(try destroyed.first?.decode(Bool.self) == true)
-        #expect(try actions(a).suffix(2) == ["key.generate", "key.compromise"])
+        await #expect(try actions(a).suffix(2) == ["key.generate", "key.compromise"])
     }
 
     @Test func concurrentChangesCommitOneAtATime() async throws {
         let url = try PostgresCluster.shared().createDatabase()
-        let (a, b) = (try PostgresStore(url: url), try PostgresStore(url: url))
-        defer {
-            a.close()
-            b.close()
-        }
+        let (a, b) = (try await PostgresStore.open(url: url), try await PostgresStore.open(url: url))
         let clock = ManualClock(1_700_000_000)
         let (ka, kb) = (try keyStore(a, clock: clock), try keyStore(b, clock: clock))
         try await ka.rotate()
@@ -87,15 +79,14 @@ import Testing
         let (x, y) = try await (ra, rb)
         #expect(x.activeKid != y.activeKid)
         #expect(try a.keyringVersion() == 3)
-        let states = try a.rows("SELECT state FROM keyring").map { try $0.decode(String.self) }
+        let states = try await a.rows("SELECT state FROM keyring").map { try $0.decode(String.self) }
         #expect(states.filter { $0 == "active" }.count == 1 && states.filter { $0 == "next" }.count == 1)
-        #expect(try actions(a).filter { $0 == "key.rotate" }.count == 3)
+        await #expect(try actions(a).filter { $0 == "key.rotate" }.count == 3)
     }
 
     @Test func aBrokerWithAnotherPassphraseRefusesTheKeyring() async throws {
         let url = try PostgresCluster.shared().createDatabase()
-        let a = try PostgresStore(url: url)
-        defer { a.close() }
+        let a = try await PostgresStore.open(url: url)
         let clock = ManualClock(1_700_000_000)
         try await keyStore(a, clock: clock).rotate()
         #expect(throws: KeyStoreError.self) {
@@ -114,8 +105,7 @@ import Testing
 
     @Test func oneLeaseHolderAtATimeAndTheLeaseMovesWhenItsConnectionDies() async throws {
         let url = try PostgresCluster.shared().createDatabase()
-        let (a, b) = (try PostgresStore(url: url), try PostgresStore(url: url))
-        defer { b.close() }
+        let (a, b) = (try await PostgresStore.open(url: url), try await PostgresStore.open(url: url))
         let (la, lb) = (ScheduleLease(), ScheduleLease())
         let ta = Task { await a.holdLease(la, every: .milliseconds(50)) }
         #expect(try await eventually { la.isHeld })
@@ -126,7 +116,7 @@ import Testing
 
         // The holder's connection dies (as when its process is killed): the server releases the lock and B takes it.
         let space = PostgresStore.lockSpace + PostgresStore.LockKey.scheduleLease.rawValue
-        try b.unsafeExecute(
+        try await b.unsafeExecute(
             "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND classid = \(space) AND granted"
         )
         #expect(try await eventually { lb.isHeld })

@@ -24,13 +24,13 @@ import Testing
             try log.entry(AuditEvent(action: action, actor: "root", subject: subject, factors: ["pwd", "otp"]))
         }
 
-        func fill() throws {
+        func fill() async throws {
             let s = store
-            try s.insertUser(
+            try await s.insertUser(
                 UserRecord(id: "u1", name: "alice", passwordHash: "$argon2id$a", createdAt: 10),
                 groups: ["ops", "dev"]
             )
-            try s.insertUser(
+            try await s.insertUser(
                 UserRecord(
                     id: "u2",
                     name: "bob",
@@ -41,8 +41,8 @@ import Testing
                 ),
                 groups: ["dev"]
             )
-            try log.record(AuditEvent(action: "user.create", actor: "root", subject: "alice", factors: []))
-            try s.insertFactor(
+            try await log.record(AuditEvent(action: "user.create", actor: "root", subject: "alice", factors: []))
+            try await s.insertFactor(
                 FactorRecord(
                     id: "f1",
                     userId: "u1",
@@ -52,15 +52,15 @@ import Testing
                     createdAt: 12
                 )
             )
-            try check(try s.claimTOTPStep(factorId: "f1", step: 4242))
-            try s.touchFactor(id: "f1", at: 50)
-            try s.insertFactor(
+            try check(try await s.claimTOTPStep(factorId: "f1", step: 4242))
+            try await s.touchFactor(id: "f1", at: 50)
+            try await s.insertFactor(
                 FactorRecord(id: "f2", userId: "u2", kind: .totp, state: .pending, secretBox: [1, 2], createdAt: 13)
             )
-            try s.replaceBackupCodes(userId: "u1", hashes: [[1, 1], [2, 2], [3, 3]])
-            let codes = try s.unusedBackupCodes(userId: "u1")
-            try check(try s.consumeBackupCode(id: codes[1].id, at: 60))
-            try s.insertWebAuthnCredential(
+            try await s.replaceBackupCodes(userId: "u1", hashes: [[1, 1], [2, 2], [3, 3]])
+            let codes = try await s.unusedBackupCodes(userId: "u1")
+            try check(try await s.consumeBackupCode(id: codes[1].id, at: 60))
+            try await s.insertWebAuthnCredential(
                 WebAuthnCredentialRecord(
                     factorId: "k1",
                     userId: "u1",
@@ -84,7 +84,7 @@ import Testing
                     createdAt: 14
                 )
             )
-            try s.insertSession(
+            try await s.insertSession(
                 SessionRecord(
                     id: "s1",
                     tokenHash: [UInt8](repeating: 5, count: 32),
@@ -100,10 +100,10 @@ import Testing
                     ]
                 )
             )
-            try s.insertClient(ClientRecord(name: "ci", secretHash: [4, 4], createdAt: 15))
-            try s.putThrottle(ThrottleRecord(key: "acct:alice", failures: 2, lastFailureAt: 90))
+            try await s.insertClient(ClientRecord(name: "ci", secretHash: [4, 4], createdAt: 15))
+            try await s.putThrottle(ThrottleRecord(key: "acct:alice", failures: 2, lastFailureAt: 90))
             for i in 1...5 {
-                _ = try s.insertToken(
+                _ = try await s.insertToken(
                     TokenRecord(
                         jti: "j\(i)",
                         kid: "k-2026",
@@ -123,13 +123,15 @@ import Testing
                 )
             }
             try check(
-                try s.revoke(.jti("j2"), at: 300, reason: "leaked", audit: try event("token.revoke", "j2")) == ["j2"]
+                try await s.revoke(.jti("j2"), at: 300, reason: "leaked", audit: try event("token.revoke", "j2")) == [
+                    "j2"
+                ]
             )
-            _ = try s.revoke(.jti("j4"), at: 301, reason: "rotated", audit: try event("token.revoke", "j4"))
+            _ = try await s.revoke(.jti("j4"), at: 301, reason: "rotated", audit: try event("token.revoke", "j4"))
             // A layout of two sizes: the copy must keep it, or copied tokens would change list or index.
-            _ = try s.placeStatusList(seq: 1, size: 4, at: 299)
-            _ = try s.placeStatusList(seq: 6, size: 1024, at: 299)
-            try s.insertRequest(
+            _ = try await s.placeStatusList(seq: 1, size: 4, at: 299)
+            _ = try await s.placeStatusList(seq: 6, size: 1024, at: 299)
+            try await s.insertRequest(
                 ApprovalRequestRecord(
                     id: "r1",
                     deviceCodeHash: [7, 7],
@@ -147,8 +149,8 @@ import Testing
                 ),
                 audit: try event("request.create", "r1")
             )
-            try s.notePoll(requestId: "r1", at: 405, interval: 10)
-            try s.insertDelegation(
+            try await s.notePoll(requestId: "r1", at: 405, interval: 10)
+            try await s.insertDelegation(
                 DelegationRecord(
                     id: "d1",
                     userId: "u1",
@@ -165,7 +167,7 @@ import Testing
                 ),
                 audit: try event("delegation.grant", "d1")
             )
-            _ = try s.insertApproval(
+            _ = try await s.insertApproval(
                 ApprovalRecord(
                     id: "a1",
                     requestId: "r1",
@@ -181,7 +183,7 @@ import Testing
                 audit: try event("request.approve", "r1")
             )
             try check(
-                try s.transitionRequest(
+                try await s.transitionRequest(
                     id: "r1",
                     from: .pending,
                     to: .approved,
@@ -190,7 +192,7 @@ import Testing
                     audit: try event("request.approved", "r1")
                 )
             )
-            _ = try s.insertToken(
+            _ = try await s.insertToken(
                 TokenRecord(
                     jti: "j6",
                     kid: "k-2026",
@@ -208,7 +210,7 @@ import Testing
                 audit: try event("token.issue", "j6"),
                 claimRequest: "r1"
             )
-            _ = try s.revokeDelegations(
+            _ = try await s.revokeDelegations(
                 ids: ["d1"],
                 at: 440,
                 reason: "done",
@@ -240,31 +242,30 @@ import Testing
     }
 
     @Test func everyRecordIsCopiedAndTheChainVerifies() async throws {
-        let o = try await onOwnThread { () throws -> Observed in
+        let o = try await { () async throws -> Observed in
             let source = try Source()
-            try source.fill()
-            let target = try freshTarget()
-            defer { target.close() }
+            try await source.fill()
+            let target = try await freshTarget()
             var o = Observed()
-            o.report = try StoreCopy.copy(from: source.store, to: target)
-            o.before = try source.store.exportSnapshot()
-            o.after = try target.exportSnapshot()
-            o.revokedSeqs = try target.revokedSeqs(in: 1...6)
-            o.lastSeq = try target.lastTokenSeq()
-            o.epoch = try target.revocationEpoch()
-            o.statusLists = try target.statusLists().map(\.size)
-            o.box = try target.factor(id: "f1")?.secretBox
-            o.replayAccepted = try target.claimTOTPStep(factorId: "f1", step: 4242)
-            o.unusedCodes = try target.unusedBackupCodes(userId: "u1").map(\.codeHash)
-            o.throttle = try target.throttle(key: "acct:alice")
-            o.requestState = try target.request(id: "r1")?.state
-            o.approvalDelegations = try target.approvals(requestId: "r1").map(\.delegationId)
-            o.delegationReason = try target.delegation(id: "d1")?.revokedReason
+            o.report = try await StoreCopy.copy(from: source.store, to: target)
+            o.before = try await source.store.exportSnapshot()
+            o.after = try await target.exportSnapshot()
+            o.revokedSeqs = try await target.revokedSeqs(in: 1...6)
+            o.lastSeq = try await target.lastTokenSeq()
+            o.epoch = try await target.revocationEpoch()
+            o.statusLists = try await target.statusLists().map(\.size)
+            o.box = try await target.factor(id: "f1")?.secretBox
+            o.replayAccepted = try await target.claimTOTPStep(factorId: "f1", step: 4242)
+            o.unusedCodes = try await target.unusedBackupCodes(userId: "u1").map(\.codeHash)
+            o.throttle = try await target.throttle(key: "acct:alice")
+            o.requestState = try await target.request(id: "r1")?.state
+            o.approvalDelegations = try await target.approvals(requestId: "r1").map(\.delegationId)
+            o.delegationReason = try await target.delegation(id: "d1")?.revokedReason
 
             // New records continue the ledger, the backup-code ids and the chain from the copied head.
             let log = HashChainAuditLog(store: target, clock: ManualClock(2000).clock)
             o.nextSeq =
-                try target.insertToken(
+                try await target.insertToken(
                     TokenRecord(
                         jti: "j7",
                         kid: "k-2026",
@@ -282,12 +283,12 @@ import Testing
                     audit: try log.entry(AuditEvent(action: "token.issue", actor: "root", subject: "j7", factors: [])),
                     claimRequest: nil
                 ).seq
-            try target.replaceBackupCodes(userId: "u2", hashes: [[9]])
-            o.newCodeId = try target.unusedBackupCodes(userId: "u2").first?.id ?? 0
-            o.newRows = try target.auditRows(after: 14, limit: 10)
-            o.chainAfter = try log.verify()
+            try await target.replaceBackupCodes(userId: "u2", hashes: [[9]])
+            o.newCodeId = try await target.unusedBackupCodes(userId: "u2").first?.id ?? 0
+            o.newRows = try await target.auditRows(after: 14, limit: 10)
+            o.chainAfter = try await log.verify()
             return o
-        }
+        }()
         let (before, after) = (o.before, o.after)
         #expect(after == before)
         #expect(after.users.count == 2 && after.factors.count == 3 && after.backupCodes.count == 3)
@@ -323,19 +324,21 @@ import Testing
     }
 
     @Test func aTamperedSourceIsRefusedAndNothingIsWritten() async throws {
-        let (outcome, left) = try await onOwnThread {
-            () throws -> (Result<StoreCopyReport, StoreTransferError>, StoreSnapshot) in
+        let (outcome, left) = try await {
+            () async throws -> (Result<StoreCopyReport, StoreTransferError>, StoreSnapshot) in
             let source = try Source()
-            try source.fill()
-            try source.store.unsafeExecute("DROP TRIGGER audit_log_no_update")
-            try source.store.unsafeExecute("UPDATE audit_log SET event = replace(event, 'j2', 'j3') WHERE seq = 7")
-            let target = try freshTarget()
-            defer { target.close() }
-            let outcome = Result { try StoreCopy.copy(from: source.store, to: target) }.mapError {
-                $0 as? StoreTransferError ?? .mismatch(["\($0)"])
+            try await source.fill()
+            try await source.store.unsafeExecute("DROP TRIGGER audit_log_no_update")
+            try await source.store.unsafeExecute(
+                "UPDATE audit_log SET event = replace(event, 'j2', 'j3') WHERE seq = 7"
+            )
+            let target = try await freshTarget()
+            let outcome: Result<StoreCopyReport, StoreTransferError>
+            do { outcome = .success(try await StoreCopy.copy(from: source.store, to: target)) } catch {
+                outcome = .failure(error as? StoreTransferError ?? .mismatch(["\(error)"]))
             }
-            return (outcome, try target.exportSnapshot())
-        }
+            return (outcome, try await target.exportSnapshot())
+        }()
         guard case .failure(.sourceChainBroken(let v)) = outcome else {
             Issue.record("expected sourceChainBroken, got \(outcome)")
             return
@@ -347,26 +350,29 @@ import Testing
 
     @Test func aNonEmptyTargetIsRefusedAndNothingIsWritten() async throws {
         typealias Outcome = Result<StoreCopyReport, StoreTransferError>
-        let (first, left, second) = try await onOwnThread { () throws -> (Outcome, StoreSnapshot, Outcome) in
+        let (first, left, second) = try await { () async throws -> (Outcome, StoreSnapshot, Outcome) in
             let source = try Source()
-            try source.fill()
-            func attempt(_ target: PostgresStore) -> Outcome {
-                Result { try StoreCopy.copy(from: source.store, to: target) }.mapError {
-                    $0 as? StoreTransferError ?? .mismatch(["\($0)"])
+            try await source.fill()
+            func attempt(_ target: PostgresStore) async -> Outcome {
+                do { return .success(try await StoreCopy.copy(from: source.store, to: target)) } catch {
+                    return .failure(error as? StoreTransferError ?? .mismatch(["\(error)"]))
                 }
             }
-            let target = try freshTarget()
-            defer { target.close() }
-            try target.insertClient(ClientRecord(name: "already-here", secretHash: [1], createdAt: 1))
-            let first = attempt(target)
-            let left = try target.exportSnapshot()
+            let target = try await freshTarget()
+            try await target.insertClient(ClientRecord(name: "already-here", secretHash: [1], createdAt: 1))
+            let first = await attempt(target)
+            let left = try await target.exportSnapshot()
 
             // A target holding nothing but one revocation (its epoch bump and audit record) is not empty either.
-            let other = try freshTarget()
-            defer { other.close() }
-            _ = try other.revoke(.jti("none"), at: 1, reason: "x", audit: try source.event("token.revoke", "none"))
-            return (first, left, attempt(other))
-        }
+            let other = try await freshTarget()
+            _ = try await other.revoke(
+                .jti("none"),
+                at: 1,
+                reason: "x",
+                audit: try source.event("token.revoke", "none")
+            )
+            return (first, left, await attempt(other))
+        }()
         guard case .failure(let e) = first else {
             Issue.record("a non-empty target was accepted")
             return
@@ -381,14 +387,14 @@ import Testing
         #expect(reason == "the target database is not empty: audit_log has 1 row")
     }
 
-    @Test func theSnapshotRestoresIntoSQLiteToo() throws {
+    @Test func theSnapshotRestoresIntoSQLiteToo() async throws {
         let source = try Source()
-        try source.fill()
+        try await source.fill()
         let back = try SQLiteStore()
-        try back.importSnapshot(try source.store.exportSnapshot())
-        #expect(try back.exportSnapshot() == source.store.exportSnapshot())
-        #expect(try HashChainAuditLog(store: back, clock: .system).verify().count == 14)
-        #expect(throws: StoreTransferError.self) { try back.importSnapshot(StoreSnapshot()) }
+        try await back.importSnapshot(try await source.store.exportSnapshot())
+        await #expect(try back.exportSnapshot() == source.store.exportSnapshot())
+        await #expect(try HashChainAuditLog(store: back, clock: .system).verify().count == 14)
+        await #expect(throws: StoreTransferError.self) { try await back.importSnapshot(StoreSnapshot()) }
     }
 }
 
@@ -397,16 +403,7 @@ private func check(_ ok: Bool, _ line: Int = #line) throws {
     if !ok { throw StoreError.backend("fixture step at line \(line) failed") }
 }
 
-/// A fresh, migrated PostgreSQL database of the test cluster.
-private func freshTarget() throws -> PostgresStore {
-    try PostgresStore(url: try PostgresCluster.shared().createDatabase())
-}
-
-/// Runs `body` on a thread of its own, never a cooperative one (a ``PostgresStore`` call blocks its thread while
-/// PostgresNIO's tasks run), and returns its result.
-func onOwnThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
-    try await withCheckedThrowingContinuation { c in
-        let t = Thread { c.resume(with: Result { try body() }) }
-        t.start()
-    }
+/// A fresh, migrated PostgreSQL database of the test cluster (its pool stops when the store is released).
+private func freshTarget() async throws -> PostgresStore {
+    try await PostgresStore.open(url: try PostgresCluster.shared().createDatabase())
 }

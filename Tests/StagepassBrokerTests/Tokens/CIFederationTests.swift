@@ -183,7 +183,7 @@ func refusal(_ body: () async throws -> Void) async -> (code: String, detail: St
 
     func harness() async throws -> TokenHarness {
         let h = try await TokenHarness(policy: ciPolicy(github: gh, gitlab: gl, buildkite: bk))
-        try h.user("rita", ["release-managers"])
+        try await h.user("rita", ["release-managers"])
         return h
     }
 
@@ -211,7 +211,7 @@ func refusal(_ body: () async throws -> Void) async -> (code: String, detail: St
         let ciToken = try gh.sign(githubClaims(gh, now: now))
         let d = try await start(h, ciToken)
         #expect(d.pipeline == "octo-deploy" && d.runId == "5067897711")
-        let r = try #require(try h.human.store.request(id: d.requestId))
+        let r = try await #require(try h.human.store.request(id: d.requestId))
         #expect(r.runId == "5067897711" && r.commit == "example-sha-0d6fa26" && r.triggeredBy == "octocat")
         #expect(r.ciIssuer == gh.issuer)
         #expect(CIIdentity.parseClaims(r.ciClaims ?? "")[.workflowRef]?.hasSuffix("deploy.yml@refs/heads/main") == true)
@@ -223,7 +223,7 @@ func refusal(_ body: () async throws -> Void) async -> (code: String, detail: St
                 == "authorization_pending"
         )
         let s = try await h.signIn("rita")
-        #expect(try h.tokens.approve(userCode: d.userCode, sessionToken: s, proof: nil, address: "t").approved)
+        await #expect(try h.tokens.approve(userCode: d.userCode, sessionToken: s, proof: nil, address: "t").approved)
         h.manual.advance(10)
         let t = try await h.tokens.poll(client: "octo-deploy", secret: nil, deviceCode: d.deviceCode)
         let c = try await h.verifier().verify(t.accessToken).claims
@@ -237,11 +237,11 @@ func refusal(_ body: () async throws -> Void) async -> (code: String, detail: St
         #expect(act["commit"]?.stringValue == "example-sha-0d6fa26")
         #expect(c["commit"]?.stringValue == "example-sha-0d6fa26")
         // The audit names the issuer, the rule and the claims, never the token.
-        let start = try #require(try h.auditEvents.first { $0.action == "request.start" })
+        let start = try await #require(try h.auditEvents.first { $0.action == "request.start" })
         #expect(start.details["ci_issuer"] == gh.issuer && start.details["client"] == "octo-deploy")
         #expect(start.details["ci_claims"]?.contains("\"repository_id\":\"1296269\"") == true)
         let signature = String(ciToken.split(separator: ".")[2])
-        #expect(try h.auditEvents.allSatisfy { e in !e.details.values.contains { $0.contains(signature) } })
+        await #expect(try h.auditEvents.allSatisfy { e in !e.details.values.contains { $0.contains(signature) } })
     }
 
     @Test func gitlabAndBuildkiteShapedTokensMapOntoTheirPipelines() async throws {
@@ -249,13 +249,13 @@ func refusal(_ body: () async throws -> Void) async -> (code: String, detail: St
         let now = h.manual.clock.now()
         let g = try await start(h, try gl.sign(gitlabClaims(gl, now: now)))
         #expect(g.pipeline == "gl-deploy" && g.runId == "574")
-        #expect(try h.human.store.request(id: g.requestId)?.triggeredBy == "sample-user")
+        await #expect(try h.human.store.request(id: g.requestId)?.triggeredBy == "sample-user")
         // Buildkite tokens carry no actor: a stage that forbids self-approval cannot keep the trigger out.
         let noActor = await refusal { _ = try await start(h, try bk.sign(buildkiteClaims(bk, now: now))) }
         #expect(noActor?.code == "invalid_request" && noActor?.detail.contains("names no actor") == true)
         let b = try await start(h, try bk.sign(buildkiteClaims(bk, now: now + 1)), stage: "staging")
         #expect(b.pipeline == "bk-deploy" && b.runId == "1")
-        let r = try #require(try h.human.store.request(id: b.requestId))
+        let r = try await #require(try h.human.store.request(id: b.requestId))
         #expect(r.commit == "9f3182061f1e2cca4702c368cbc039b7dc9d4485" && r.triggeredBy == nil)
     }
 
@@ -264,7 +264,7 @@ func refusal(_ body: () async throws -> Void) async -> (code: String, detail: St
         let other = try TestCIPlatform(issuer: "https://evil.example")
         let e = await refusal { _ = try await start(h, try other.sign(githubClaims(other, now: h.manual.clock.now()))) }
         #expect(e?.code == "invalid_client" && e?.detail.contains("wrong_issuer") == true)
-        #expect(
+        await #expect(
             try h.auditEvents.contains { $0.action == "request.deny" && $0.details["ci_refusal"] == "wrong_issuer" }
         )
     }
@@ -306,7 +306,7 @@ func refusal(_ body: () async throws -> Void) async -> (code: String, detail: St
         #expect(e?.detail.contains("repository_id '99999' does not match") == true)
         // The job is not told what the rule expects; the audit record is.
         #expect(e?.detail.contains("1296269") == false)
-        let deny = try #require(try h.auditEvents.last { $0.action == "request.deny" })
+        let deny = try await #require(try h.auditEvents.last { $0.action == "request.deny" })
         #expect(deny.details["ci_explanation"]?.contains("the rule needs '1296269'") == true)
     }
 
@@ -373,11 +373,11 @@ func refusal(_ body: () async throws -> Void) async -> (code: String, detail: St
 
     @Test func theActorIsMappedThroughTheIdentitiesAndCannotApproveTheirOwnRun() async throws {
         let h = try await harness()
-        try h.user("olivia", ["release-managers"])
+        try await h.user("olivia", ["release-managers"])
         let d = try await start(h, try gh.sign(githubClaims(gh, now: h.manual.clock.now())))
         let s = try await h.signIn("olivia")
         let e = await refusal {
-            _ = try h.tokens.approve(userCode: d.userCode, sessionToken: s, proof: nil, address: "t")
+            _ = try await h.tokens.approve(userCode: d.userCode, sessionToken: s, proof: nil, address: "t")
         }
         #expect(e?.code == "forbidden")
     }
@@ -396,7 +396,7 @@ func refusal(_ body: () async throws -> Void) async -> (code: String, detail: St
         }
         #expect(e?.code == "unauthorized_client" && e?.detail.contains("needs a human's approval") == true)
         let s = try await h.signIn("rita")
-        _ = try h.tokens.delegate(
+        _ = try await h.tokens.delegate(
             sessionToken: s,
             client: "octo-deploy",
             role: "deployer",
@@ -421,10 +421,10 @@ func refusal(_ body: () async throws -> Void) async -> (code: String, detail: St
         var p = ciPolicy(github: gh, gitlab: gl, buildkite: bk)
         p.pipelines["octo-deploy"]?.requireDPoP = true
         let h = try await TokenHarness(policy: p)
-        try h.user("rita", ["release-managers"])
+        try await h.user("rita", ["release-managers"])
         let now = h.manual.clock.now()
         let s = try await h.signIn("rita")
-        _ = try h.tokens.delegate(
+        _ = try await h.tokens.delegate(
             sessionToken: s,
             client: "octo-deploy",
             role: "deployer",
@@ -463,7 +463,7 @@ func refusal(_ body: () async throws -> Void) async -> (code: String, detail: St
         #expect(t.tokenType == "DPoP" && t.confirmationThumbprint != nil)
     }
 
-    @Test func theBindingCoversTheCIClaims() throws {
+    @Test func theBindingCoversTheCIClaims() async throws {
         var r = ApprovalRequestRecord(
             id: "req_1",
             deviceCodeHash: [1],
@@ -540,7 +540,7 @@ func refusal(_ body: () async throws -> Void) async -> (code: String, detail: St
         )
     }
 
-    @Test func matchesExactGlobAndListConditions() {
+    @Test func matchesExactGlobAndListConditions() async {
         let e = eval(identity(good))
         #expect(e.matched == "web")
         #expect(e.rules.first { $0.pipeline == "api" }?.mismatch?.claim == .repository)
@@ -564,7 +564,7 @@ func refusal(_ body: () async throws -> Void) async -> (code: String, detail: St
         #expect(!e.publicExplanation.contains("the rule needs"))
     }
 
-    @Test func aMissingClaimIsAMismatch() {
+    @Test func aMissingClaimIsAMismatch() async {
         var c = good
         c[.repositoryId] = nil
         #expect(
@@ -573,7 +573,7 @@ func refusal(_ body: () async throws -> Void) async -> (code: String, detail: St
         )
     }
 
-    @Test func guardrailsComeFirst() {
+    @Test func guardrailsComeFirst() async {
         var c = good
         c[.event] = "workflow_run"
         #expect(eval(identity(c)).guardrail?.claim == .event)
@@ -594,7 +594,7 @@ func refusal(_ body: () async throws -> Void) async -> (code: String, detail: St
         #expect(e.guardrail?.reason.contains("not allowed on this server") == true)
     }
 
-    @Test func otherRepositoriesRulesAreNotDisclosed() {
+    @Test func otherRepositoriesRulesAreNotDisclosed() async {
         var c = good
         c[.repository] = "acme/other"
         c[.repositoryId] = "5"
@@ -604,12 +604,12 @@ func refusal(_ body: () async throws -> Void) async -> (code: String, detail: St
         #expect(e.explanation.contains("pipeline 'api'") && e.explanation.contains("pipeline 'web'"))
     }
 
-    @Test func roleStageAndAudienceOfThePipelineStillApply() {
+    @Test func roleStageAndAudienceOfThePipelineStillApply() async {
         let e = eval(identity(good), stage: "build", pipeline: "web")
         #expect(e.rules.first?.mismatch?.reason == "the pipeline may not reach the stage 'build'")
     }
 
-    @Test func aPlatformThatCannotSayProtectionNeedsTheRuleToPinTheRef() {
+    @Test func aPlatformThatCannotSayProtectionNeedsTheRuleToPinTheRef() async {
         var p = policy
         p.ciIssuers["buildkite"] = CIIssuerPolicy(
             name: "buildkite",
@@ -644,12 +644,12 @@ func refusal(_ body: () async throws -> Void) async -> (code: String, detail: St
         #expect(run(p).matched == "bk")
     }
 
-    @Test func anotherIssuersTokenDoesNotMatch() {
+    @Test func anotherIssuersTokenDoesNotMatch() async {
         let e = eval(identity(good, issuer: "gitlab"), pipeline: "web")
         #expect(e.rules.first?.mismatch?.reason == "issued by 'gitlab', the rule trusts 'github'")
     }
 
-    @Test func claimsAreMappedFromEachPlatformsNames() {
+    @Test func claimsAreMappedFromEachPlatformsNames() async {
         let raw: JSONValue = .object([
             "project_path": .string("g/p"), "project_id": .string("20"), "namespace_id": .int(72),
             "ref_protected": .bool(true), "user_login": .string("u"), "pipeline_id": .string("5"), "sha": .null,

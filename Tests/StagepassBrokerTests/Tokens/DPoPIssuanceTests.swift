@@ -35,10 +35,10 @@ import Testing
 
     /// A pipeline run for production, approved by rita; returns the client secret and device code.
     func approvedRun(_ h: TokenHarness) async throws -> (String, String) {
-        try h.user("rita", ["release-managers"])
-        try h.user("root", ["developers"])
-        let secret = try h.tokens.clients.add(name: "acme-web", actor: "root")
-        let d = try h.tokens.startRequest(
+        try await h.user("rita", ["release-managers"])
+        try await h.user("root", ["developers"])
+        let secret = try await h.tokens.clients.add(name: "acme-web", actor: "root")
+        let d = try await h.tokens.startRequest(
             client: "acme-web",
             secret: secret,
             audience: "deploy-api",
@@ -49,7 +49,7 @@ import Testing
             triggeredBy: "root"
         )
         let s = try await h.signIn("rita")
-        _ = try h.tokens.approve(userCode: d.userCode, sessionToken: s, proof: nil, address: "t")
+        _ = try await h.tokens.approve(userCode: d.userCode, sessionToken: s, proof: nil, address: "t")
         h.manual.advance(10)
         return (secret, d.deviceCode)
     }
@@ -80,7 +80,7 @@ import Testing
         let verified = try v.verify(t.accessToken, dpop: .init(proof: p, method: "POST", url: url))
         #expect(verified.confirmationThumbprint == jkt)
         #expect(verified.claims["cnf"]?["jkt"]?.stringValue == jkt)
-        let issue = try #require(try h.auditEvents.last { $0.action == "token.issue" })
+        let issue = try await #require(try h.auditEvents.last { $0.action == "token.issue" })
         #expect(issue.details["cnf_jkt"] == jkt)
     }
 
@@ -107,9 +107,9 @@ import Testing
 
     @Test func pendingPollWithoutARequiredProofIsRefusedAtOnce() async throws {
         let h = try await TokenHarness(policy: policy())
-        try h.user("root", ["developers"])
-        let secret = try h.tokens.clients.add(name: "acme-web", actor: "root")
-        let d = try h.tokens.startRequest(
+        try await h.user("root", ["developers"])
+        let secret = try await h.tokens.clients.add(name: "acme-web", actor: "root")
+        let d = try await h.tokens.startRequest(
             client: "acme-web",
             secret: secret,
             audience: "deploy-api",
@@ -137,7 +137,7 @@ import Testing
 
     @Test func replayedOrInvalidProofsAreRefused() async throws {
         let h = try await TokenHarness(policy: policy(stageRequires: false))
-        try h.user("dana", ["developers"])
+        try await h.user("dana", ["developers"])
         let s = try await h.signIn("dana")
         let key = try PrivateKey.generate(for: .ES256)
         let p = try proof(h, key: key)
@@ -194,7 +194,7 @@ import Testing
         _ = try await h.verifier().verify(bearer.accessToken)
     }
 
-    @Test func requireDPoPIsReadFromThePolicy() throws {
+    @Test func requireDPoPIsReadFromThePolicy() async throws {
         let yaml = AccessPolicy.exampleYAML
             .replacingOccurrences(
                 of: "    approvers: 1\n",

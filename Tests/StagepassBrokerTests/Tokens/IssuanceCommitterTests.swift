@@ -19,9 +19,9 @@ import Testing
     /// 256), so one fsync covered them all.
     @Test func twoHundredConcurrentIssuancesShareACommitAndTheChainVerifies() async throws {
         let h = try await TokenHarness()
-        try h.user("dana", ["developers"])
+        try await h.user("dana", ["developers"])
         let s = try await h.signIn("dana")
-        let auditBefore = try h.human.audit.verify().count
+        let auditBefore = try await h.human.audit.verify().count
         let committer = h.tokens.issuance
         let before = committer.stats
         committer.hold()
@@ -54,12 +54,14 @@ import Testing
         #expect(stats.items - before.items == 200)
         #expect(stats.largestBatch == 200)
         // Every returned token has its durable ledger row and audit record; the chain is intact.
-        let check = try h.human.audit.verify()
+        let check = try await h.human.audit.verify()
         #expect(check.isIntact)
         #expect(check.count == auditBefore + 200)
-        let audited = Set(try h.auditEvents.filter { $0.action == "token.issue" }.compactMap { $0.details["jti"] })
+        let audited = await Set(
+            try h.auditEvents.filter { $0.action == "token.issue" }.compactMap { $0.details["jti"] }
+        )
         #expect(Set(issued.map(\.jti)).isSubset(of: audited))
-        for t in issued { #expect(try h.human.store.token(jti: t.jti)?.seq == t.record.seq) }
+        for t in issued { await #expect(try h.human.store.token(jti: t.jti)?.seq == t.record.seq) }
         // And every one verifies offline with its status-list entry.
         let v = try await h.verifier()
         for t in issued.prefix(5) { _ = try v.verify(t.accessToken) }
@@ -70,7 +72,7 @@ import Testing
     @Test func naturalBatchingOnAFileDatabase() async throws {
         let tmp = try TempDir()
         let store = try SQLiteStore(path: tmp.path + "/batch.db")
-        let committer = IssuanceCommitter(store: store)
+        let committer = await IssuanceCommitter(store: store)
         let audit = HashChainAuditLog(store: store, clock: .system)
         let records = try await withThrowingTaskGroup(of: TokenRecord.self) { group in
             for i in 0..<200 {
@@ -84,7 +86,7 @@ import Testing
         print("natural batching, 200 issuances: \(stats.commits) commits, largest batch \(stats.largestBatch)")
         #expect(Set(records.map(\.seq)).count == 200)
         #expect(stats.items == 200 && stats.failedCommits == 0)
-        let check = try audit.verify()
+        let check = try await audit.verify()
         #expect(check.isIntact && check.count == 200)
     }
 
@@ -93,8 +95,11 @@ import Testing
     @Test func aConflictingItemFailsAloneAndTheOthersCommit() async throws {
         let f = try Fixture()
         let audit = HashChainAuditLog(store: f.store, clock: f.manual.clock)
-        try f.store.insertRequest(Self.request("req_a", state: .approved), audit: try audit.entry(Self.event("a")))
-        try f.store.insertRequest(Self.request("req_b", state: .pending), audit: try audit.entry(Self.event("b")))
+        try await f.store.insertRequest(
+            Self.request("req_a", state: .approved),
+            audit: try audit.entry(Self.event("a"))
+        )
+        try await f.store.insertRequest(Self.request("req_b", state: .pending), audit: try audit.entry(Self.event("b")))
         let batch = [
             try Self.pending(0, audit: audit, claim: "req_a"),
             try Self.pending(1, audit: audit, claim: "req_b"),  // pending, not approved: conflict
@@ -102,21 +107,21 @@ import Testing
             try Self.pending(3, audit: audit, claim: "req_a"),  // claimed by item 0 in this batch: conflict
             try Self.pending(4, audit: audit),
         ]
-        let results = try f.store.insertTokens(batch)
+        let results = try await f.store.insertTokens(batch)
         #expect(results.count == 5)
         let ok = results.compactMap { try? $0.get() }
         #expect(ok.map(\.jti) == ["tok_0", "tok_2", "tok_4"])
         #expect(ok.map(\.seq) == [1, 2, 3])
         for i in [1, 3] {
             #expect(throws: StoreError.conflict) { try results[i].get() }
-            #expect(try f.store.token(jti: "tok_\(i)") == nil)
+            await #expect(try f.store.token(jti: "tok_\(i)") == nil)
         }
-        #expect(try f.store.request(id: "req_a")?.state == .issued)
-        #expect(try f.store.request(id: "req_a")?.tokenJti == "tok_0")
-        #expect(try f.store.request(id: "req_b")?.state == .pending)
-        let check = try audit.verify()
+        await #expect(try f.store.request(id: "req_a")?.state == .issued)
+        await #expect(try f.store.request(id: "req_a")?.tokenJti == "tok_0")
+        await #expect(try f.store.request(id: "req_b")?.state == .pending)
+        let check = try await audit.verify()
         #expect(check.isIntact && check.count == 5)
-        let jtis = try f.store.auditRows(after: 2, limit: 10).map {
+        let jtis = try await f.store.auditRows(after: 2, limit: 10).map {
             try JSONDecoder().decode(AuditEvent.self, from: Data($0.event.utf8)).details["jti"]
         }
         #expect(jtis == ["tok_0", "tok_2", "tok_4"])
@@ -126,8 +131,11 @@ import Testing
     @Test func eachWaiterGetsItsOwnResult() async throws {
         let f = try Fixture()
         let audit = HashChainAuditLog(store: f.store, clock: f.manual.clock)
-        try f.store.insertRequest(Self.request("req_a", state: .approved), audit: try audit.entry(Self.event("a")))
-        let committer = IssuanceCommitter(store: f.store)
+        try await f.store.insertRequest(
+            Self.request("req_a", state: .approved),
+            audit: try audit.entry(Self.event("a"))
+        )
+        let committer = await IssuanceCommitter(store: f.store)
         committer.hold()
         let outcomes = await withTaskGroup(of: (Int, Bool).self) { group in
             for i in 0..<4 {
@@ -151,16 +159,16 @@ import Testing
         // One claim of the request wins, three are refused; all four shared one transaction.
         #expect(outcomes.values.filter { $0 }.count == 1)
         #expect(committer.stats.commits == 1 && committer.stats.largestBatch == 4)
-        let check = try audit.verify()
+        let check = try await audit.verify()
         #expect(check.isIntact && check.count == 2)
-        #expect(try f.store.request(id: "req_a")?.state == .issued)
+        await #expect(try f.store.request(id: "req_a")?.state == .issued)
     }
 
     /// A batch larger than the cap is split: no transaction holds more than `maxBatch` items.
     @Test func batchesAreCapped() async throws {
         let f = try Fixture()
         let audit = HashChainAuditLog(store: f.store, clock: f.manual.clock)
-        let committer = IssuanceCommitter(store: f.store, maxBatch: 8)
+        let committer = await IssuanceCommitter(store: f.store, maxBatch: 8)
         committer.hold()
         let seqs = try await withThrowingTaskGroup(of: Int64.self) { group in
             for i in 0..<20 {
@@ -175,7 +183,7 @@ import Testing
         }
         #expect(Set(seqs) == Set(1...20))
         #expect(committer.stats.largestBatch == 8 && committer.stats.commits == 3)
-        #expect(try audit.verify().isIntact)
+        await #expect(try audit.verify().isIntact)
     }
 
     /// A storage failure of the whole transaction reaches every waiter of the batch; nothing of it was written.
@@ -204,8 +212,8 @@ import Testing
         }
         #expect(failures == 3)
         #expect(committer.stats.failedCommits == 1)
-        #expect(try f.store.lastTokenSeq() == 0)
-        #expect(try audit.verify().count == 0)
+        await #expect(try f.store.lastTokenSeq() == 0)
+        await #expect(try audit.verify().count == 0)
     }
 
     // MARK: fixtures

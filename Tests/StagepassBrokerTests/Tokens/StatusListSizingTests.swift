@@ -21,9 +21,9 @@ import Testing
     }
 
     /// Moves the ledger's `seq` on to `last` (as if that many tokens had been issued) without signing each one.
-    func skipLedger(_ h: TokenHarness, to last: Int64) throws {
+    func skipLedger(_ h: TokenHarness, to last: Int64) async throws {
         let store = try #require(h.human.store as? SQLiteStore)
-        try store.db.write { db in
+        try await store.db.write { db in
             try db.execute(
                 sql: "UPDATE sqlite_sequence SET seq = ? WHERE name = 'tokens'",
                 arguments: [last]
@@ -41,7 +41,7 @@ import Testing
         let perHour = Int64(10_000 * 3600)
         #expect((perHour + TokenSettings().statusListSize - 1) / TokenSettings().statusListSize == 35)
         let h = try await TokenHarness()
-        try h.user("dana", ["developers"])
+        try await h.user("dana", ["developers"])
         let s = try await h.signIn("dana")
         let t = try await mint(h, s)
         #expect(t.statusIndex == 0)
@@ -62,26 +62,28 @@ import Testing
         print("status list of 2^20 entries, one revoked: lst \(compressed.count) bytes, token \(jwt.utf8.count) bytes")
     }
 
-    @Test func storeCreatesListsContiguouslyAndNeverResizesOne() throws {
+    @Test func storeCreatesListsContiguouslyAndNeverResizesOne() async throws {
         let store = try SQLiteStore()
-        #expect(try store.statusLists().isEmpty)
-        let a = try store.placeStatusList(seq: 1, size: 1024, at: 10)
+        await #expect(try store.statusLists().isEmpty)
+        let a = try await store.placeStatusList(seq: 1, size: 1024, at: 10)
         #expect(a == StatusListRecord(number: 1, firstSeq: 1, size: 1024, createdAt: 10))
         // A later, different size does not touch list 1.
-        #expect(try store.placeStatusList(seq: 1024, size: 4096, at: 11) == a)
-        let b = try store.placeStatusList(seq: 1025, size: 4096, at: 12)
+        await #expect(try store.placeStatusList(seq: 1024, size: 4096, at: 11) == a)
+        let b = try await store.placeStatusList(seq: 1025, size: 4096, at: 12)
         #expect(b == StatusListRecord(number: 2, firstSeq: 1025, size: 4096, createdAt: 12))
         // A seq past several lists' worth creates each one in between.
-        let d = try store.placeStatusList(seq: 1024 + 4096 + 2048 + 5, size: 2048, at: 13)
+        let d = try await store.placeStatusList(seq: 1024 + 4096 + 2048 + 5, size: 2048, at: 13)
         #expect(d.number == 4 && d.firstSeq == 1024 + 4096 + 2048 + 1 && d.size == 2048)
-        #expect(try store.statusLists().map(\.number) == [1, 2, 3, 4])
-        #expect(try store.statusLists()[2] == StatusListRecord(number: 3, firstSeq: 5121, size: 2048, createdAt: 13))
-        #expect(throws: StoreError.self) { _ = try store.placeStatusList(seq: 0, size: 1024, at: 14) }
+        await #expect(try store.statusLists().map(\.number) == [1, 2, 3, 4])
+        await #expect(
+            try store.statusLists()[2] == StatusListRecord(number: 3, firstSeq: 5121, size: 2048, createdAt: 13)
+        )
+        await #expect(throws: StoreError.self) { _ = try await store.placeStatusList(seq: 0, size: 1024, at: 14) }
     }
 
     @Test func tokensKeepTheirIndexAcrossASizeChange() async throws {
         let h = try await TokenHarness(policy: policy(size: 1024))
-        try h.user("dana", ["developers"])
+        try await h.user("dana", ["developers"])
         let s = try await h.signIn("dana")
         let t1 = try await mint(h, s)
         #expect(t1.statusURI.hasSuffix("/statuslists/1") && t1.statusIndex == 0)
@@ -89,20 +91,20 @@ import Testing
         h.human.policies.replace(policy(size: 4096))
         let t2 = try await mint(h, s)
         #expect(t2.statusURI.hasSuffix("/statuslists/1") && t2.statusIndex == 1)
-        try skipLedger(h, to: 1024)
+        try await skipLedger(h, to: 1024)
         let t3 = try await mint(h, s)
         #expect(t3.record.seq == 1025)
         #expect(t3.statusURI.hasSuffix("/statuslists/2") && t3.statusIndex == 0)
         let t4 = try await mint(h, s)
         #expect(t4.statusURI.hasSuffix("/statuslists/2") && t4.statusIndex == 1)
-        #expect(
+        await #expect(
             try h.tokens.statusListLayout.lists().map { [$0.number, $0.firstSeq, $0.size] } == [
                 [1, 1, 1024], [2, 1025, 4096],
             ]
         )
         // Back to a small size: list 2 keeps 4096 entries; list 3 starts after it.
         h.human.policies.replace(policy(size: 1024))
-        try skipLedger(h, to: 1024 + 4096)
+        try await skipLedger(h, to: 1024 + 4096)
         let t5 = try await mint(h, s)
         #expect(t5.statusURI.hasSuffix("/statuslists/3") && t5.statusIndex == 0)
         #expect(try await h.tokens.statusLists.count() == 3)
@@ -134,11 +136,11 @@ import Testing
         for t in [t2, t3, t5] { #expect(throws: Never.self) { try v.verify(t.accessToken) } }
     }
 
-    @Test func listsOfTokensIssuedBeforeTheLayoutKeepTheirOldSize() throws {
+    @Test func listsOfTokensIssuedBeforeTheLayoutKeepTheirOldSize() async throws {
         // A database from before the layout table: its tokens sat in lists of 2^16 by seq.
         let queue = try DatabaseQueue()
         try SQLiteStore.migrator.migrate(queue, upTo: "v4-factor-proofs")
-        try queue.write { db in
+        try await queue.write { db in
             try db.execute(
                 sql: """
                     INSERT INTO tokens (jti, kid, user_id, user_name, role, stage, audience, issued_at, expires_at)
@@ -150,7 +152,7 @@ import Testing
             )
         }
         try SQLiteStore.migrator.migrate(queue)
-        let lists = try queue.read { db in
+        let lists = try await queue.read { db in
             try Row.fetchAll(db, sql: "SELECT number, first_seq, size FROM status_lists ORDER BY number").map {
                 [$0["number"], $0["first_seq"], $0["size"]] as [Int64]
             }
@@ -159,15 +161,15 @@ import Testing
         // An empty ledger gets no legacy list: the first token creates list 1 with the policy's size.
         let empty = try DatabaseQueue()
         try SQLiteStore.migrator.migrate(empty)
-        #expect(try empty.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM status_lists") } == 0)
+        await #expect(try empty.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM status_lists") } == 0)
     }
 
     @Test func listIsSignedOncePerChange() async throws {
         let h = try await TokenHarness(policy: policy(size: 1024))
-        try h.user("dana", ["developers"])
+        try await h.user("dana", ["developers"])
         let s = try await h.signIn("dana")
         let t1 = try await mint(h, s)
-        try skipLedger(h, to: 1024)
+        try await skipLedger(h, to: 1024)
         let t2 = try await mint(h, s)
         #expect(t2.statusURI.hasSuffix("/statuslists/2"))
         let lists = h.tokens.statusLists
@@ -209,7 +211,7 @@ import Testing
 
     @Test func concurrentFetchesShareOneSignature() async throws {
         let h = try await TokenHarness()
-        try h.user("dana", ["developers"])
+        try await h.user("dana", ["developers"])
         let s = try await h.signIn("dana")
         let t = try await mint(h, s)
         let lists = h.tokens.statusLists

@@ -68,15 +68,19 @@ final class TokenHarness: @unchecked Sendable {
         )
         keys = try makeStore(tmp.keys, clock: manual)
         try await keys.rotate()
-        tokens = TokenBroker(human: human, keys: keys, issuer: issuer)
+        tokens = await TokenBroker(human: human, keys: keys, issuer: issuer)
     }
 
     /// Adds a user with an active TOTP factor.
-    func user(_ name: String, _ groups: [String]) throws {
-        try human.accounts.add(name: name, password: "a long enough password", groups: groups, actor: "root")
-        let e = try human.factors.enrolTOTP(userName: name, actor: "root")
+    func user(_ name: String, _ groups: [String]) async throws {
+        try await human.accounts.add(name: name, password: "a long enough password", groups: groups, actor: "root")
+        let e = try await human.factors.enrolTOTP(userName: name, actor: "root")
         let secret = Base32.decode(e.secret) ?? []
-        try human.factors.confirmTOTP(userId: try human.accounts.get(name).id, code: code(secret), actor: name)
+        try await human.factors.confirmTOTP(
+            userId: try await human.accounts.get(name).id,
+            code: code(secret),
+            actor: name
+        )
         secrets[name] = secret
         manual.advance(30)
     }
@@ -89,13 +93,17 @@ final class TokenHarness: @unchecked Sendable {
     /// Password + TOTP; returns the MFA session token (the clock moves on a TOTP step afterwards).
     func signIn(_ name: String) async throws -> String {
         let p = try await human.sessions.signIn(name: name, password: "a long enough password", address: "t")
-        let s = try human.sessions.completeFactor(pendingToken: p.token, proof: .totp(code(for: name)), address: "t")
+        let s = try await human.sessions.completeFactor(
+            pendingToken: p.token,
+            proof: .totp(code(for: name)),
+            address: "t"
+        )
         manual.advance(30)
         return s.token
     }
 
-    func stepUp(_ token: String, _ name: String) throws {
-        _ = try human.sessions.stepUp(token: token, proof: .totp(code(for: name)), address: "t")
+    func stepUp(_ token: String, _ name: String) async throws {
+        _ = try await human.sessions.stepUp(token: token, proof: .totp(code(for: name)), address: "t")
         manual.advance(30)
     }
 
@@ -116,8 +124,8 @@ final class TokenHarness: @unchecked Sendable {
     }
 
     var auditEvents: [AuditEvent] {
-        get throws {
-            try human.store.auditRows(after: 0, limit: 10_000).compactMap {
+        get async throws {
+            try await human.store.auditRows(after: 0, limit: 10_000).compactMap {
                 try? JSONDecoder().decode(AuditEvent.self, from: Data($0.event.utf8))
             }
         }
@@ -132,7 +140,7 @@ func oauthCode(_ body: () async throws -> Void) async -> String? {
 @Suite struct TokenExchangeTests {
     @Test func builderGetsABuildTokenThatVerifiesOffline() async throws {
         let h = try await TokenHarness()
-        try h.user("dana", ["developers"])
+        try await h.user("dana", ["developers"])
         let s = try await h.signIn("dana")
         let t = try await h.tokens.exchange(sessionToken: s, audience: "deploy-api", role: "builder", stage: "build")
         let v = try await h.verifier().verify(
@@ -147,16 +155,16 @@ func oauthCode(_ body: () async throws -> Void) async -> String? {
         #expect(c["client_id"] == nil)
         #expect((c["exp"]?.intValue ?? 0) - (c["iat"]?.intValue ?? 0) == 3600)
         // The audit names the human, both factors, role, stage, audience and jti.
-        let issue = try #require(try h.auditEvents.last { $0.action == "token.issue" })
+        let issue = try await #require(try h.auditEvents.last { $0.action == "token.issue" })
         #expect(issue.actor == "dana" && issue.factors == ["pwd", "otp"])
         #expect(issue.details["jti"] == t.jti && issue.details["stage"] == "build")
         #expect(issue.details["audience"] == "deploy-api" && issue.details["role"] == "builder")
-        #expect(try h.human.store.token(jti: t.jti)?.userName == "dana")
+        await #expect(try h.human.store.token(jti: t.jti)?.userName == "dana")
     }
 
     @Test func productionNeedsAFreshFactorAndLivesFiveMinutes() async throws {
         let h = try await TokenHarness()
-        try h.user("rita", ["release-managers"])
+        try await h.user("rita", ["release-managers"])
         let s = try await h.signIn("rita")
         h.manual.advance(301)
         let err = await oauthCode {
@@ -179,9 +187,9 @@ func oauthCode(_ body: () async throws -> Void) async -> String? {
             #expect(e.maxAge == 300)
             #expect(e.acrValues == ["urn:stagepass:acr:totp", "urn:stagepass:acr:webauthn"])
         }
-        let denial = try #require(try h.auditEvents.last { $0.action == "token.deny" })
+        let denial = try await #require(try h.auditEvents.last { $0.action == "token.deny" })
         #expect(denial.result == "denied" && denial.details["error"] == "insufficient_user_authentication")
-        try h.stepUp(s, "rita")
+        try await h.stepUp(s, "rita")
         let t = try await h.tokens.exchange(
             sessionToken: s,
             audience: "deploy-api",
@@ -194,10 +202,14 @@ func oauthCode(_ body: () async throws -> Void) async -> String? {
 
     @Test func backupCodesDoNotCountForProduction() async throws {
         let h = try await TokenHarness()
-        try h.user("rita", ["release-managers"])
-        let codes = try h.human.factors.regenerateBackupCodes(userName: "rita", actor: "root")
+        try await h.user("rita", ["release-managers"])
+        let codes = try await h.human.factors.regenerateBackupCodes(userName: "rita", actor: "root")
         let p = try await h.human.sessions.signIn(name: "rita", password: "a long enough password", address: "t")
-        let s = try h.human.sessions.completeFactor(pendingToken: p.token, proof: .backupCode(codes[0]), address: "t")
+        let s = try await h.human.sessions.completeFactor(
+            pendingToken: p.token,
+            proof: .backupCode(codes[0]),
+            address: "t"
+        )
         let err = await oauthCode {
             _ = try await h.tokens.exchange(
                 sessionToken: s.token,
@@ -218,7 +230,7 @@ func oauthCode(_ body: () async throws -> Void) async -> String? {
 
     @Test func roleStageAndAudienceAreEnforced() async throws {
         let h = try await TokenHarness()
-        try h.user("dana", ["developers"])
+        try await h.user("dana", ["developers"])
         let s = try await h.signIn("dana")
         #expect(
             await oauthCode {
@@ -260,14 +272,14 @@ func oauthCode(_ body: () async throws -> Void) async -> String? {
                 )
             } == "invalid_grant"
         )
-        #expect(try h.human.store.lastTokenSeq() == 0)
-        #expect(try h.auditEvents.filter { $0.action == "token.deny" }.count == 4)
+        await #expect(try h.human.store.lastTokenSeq() == 0)
+        await #expect(try h.auditEvents.filter { $0.action == "token.deny" }.count == 4)
     }
 
     @Test func perRunStagesRefuseADirectPipelineExchange() async throws {
         let h = try await TokenHarness()
-        try h.user("rita", ["release-managers"])
-        _ = try h.tokens.clients.add(name: "acme-web", actor: "root")
+        try await h.user("rita", ["release-managers"])
+        _ = try await h.tokens.clients.add(name: "acme-web", actor: "root")
         let s = try await h.signIn("rita")
         #expect(
             await oauthCode {
@@ -292,7 +304,7 @@ func oauthCode(_ body: () async throws -> Void) async -> String? {
                 )
             } == "unauthorized_client"
         )
-        let d = try h.tokens.delegate(
+        let d = try await h.tokens.delegate(
             sessionToken: s,
             client: "acme-web",
             role: "deployer",
@@ -310,7 +322,7 @@ func oauthCode(_ body: () async throws -> Void) async -> String? {
         let claims = try await h.verifier().verify(t.accessToken).claims
         #expect(claims["client_id"]?.stringValue == "acme-web")
         #expect(claims["act"]?["sub"]?.stringValue == "acme-web")
-        let issued = try #require(try h.auditEvents.last { $0.action == "token.issue" })
+        let issued = try await #require(try h.auditEvents.last { $0.action == "token.issue" })
         #expect(issued.details["delegation"] == d.id)
     }
 }
@@ -318,12 +330,12 @@ func oauthCode(_ body: () async throws -> Void) async -> String? {
 @Suite struct PipelineApprovalTests {
     @Test func approvedRunGetsATokenWithActAndTheCodeIsUsedOnce() async throws {
         let h = try await TokenHarness()
-        try h.user("rita", ["release-managers"])
-        try h.user("root", ["developers"])
-        let secret = try h.tokens.clients.add(name: "acme-web", actor: "root")
+        try await h.user("rita", ["release-managers"])
+        try await h.user("root", ["developers"])
+        let secret = try await h.tokens.clients.add(name: "acme-web", actor: "root")
         #expect(
             await oauthCode {
-                _ = try h.tokens.startRequest(
+                _ = try await h.tokens.startRequest(
                     client: "acme-web",
                     secret: "wrong",
                     audience: "deploy-api",
@@ -335,7 +347,7 @@ func oauthCode(_ body: () async throws -> Void) async -> String? {
                 )
             } == "invalid_client"
         )
-        let d = try h.tokens.startRequest(
+        let d = try await h.tokens.startRequest(
             client: "acme-web",
             secret: secret,
             audience: "deploy-api",
@@ -356,9 +368,9 @@ func oauthCode(_ body: () async throws -> Void) async -> String? {
                 _ = try await h.tokens.poll(client: "acme-web", secret: secret, deviceCode: d.deviceCode)
             } == "slow_down"
         )
-        #expect(try h.human.store.request(id: d.requestId)?.interval == 10)
+        await #expect(try h.human.store.request(id: d.requestId)?.interval == 10)
         let s = try await h.signIn("rita")
-        let o = try h.tokens.approve(userCode: d.userCode, sessionToken: s, proof: nil, address: "t")
+        let o = try await h.tokens.approve(userCode: d.userCode, sessionToken: s, proof: nil, address: "t")
         #expect(o.approved)
         h.manual.advance(10)
         let t = try await h.tokens.poll(client: "acme-web", secret: secret, deviceCode: d.deviceCode)
@@ -377,16 +389,16 @@ func oauthCode(_ body: () async throws -> Void) async -> String? {
                 _ = try await h.tokens.poll(client: "acme-web", secret: secret, deviceCode: d.deviceCode)
             } == "invalid_grant"
         )
-        let approve = try #require(try h.auditEvents.last { $0.action == "request.approve" })
+        let approve = try await #require(try h.auditEvents.last { $0.action == "request.approve" })
         #expect(approve.actor == "rita" && approve.factors == ["pwd", "otp"])
         #expect(approve.details["binding"] == o.approval.binding)
     }
 
     @Test func twoDistinctApproversAndNoSelfApproval() async throws {
         let h = try await TokenHarness(policy: examplePolicy(approvers: 2))
-        for n in ["rita", "rob", "carl"] { try h.user(n, ["release-managers"]) }
-        let secret = try h.tokens.clients.add(name: "acme-web", actor: "root")
-        let d = try h.tokens.startRequest(
+        for n in ["rita", "rob", "carl"] { try await h.user(n, ["release-managers"]) }
+        let secret = try await h.tokens.clients.add(name: "acme-web", actor: "root")
+        let d = try await h.tokens.startRequest(
             client: "acme-web",
             secret: secret,
             audience: "deploy-api",
@@ -399,16 +411,16 @@ func oauthCode(_ body: () async throws -> Void) async -> String? {
         let carl = try await h.signIn("carl")
         #expect(
             await oauthCode {
-                _ = try h.tokens.approve(userCode: d.userCode, sessionToken: carl, proof: nil, address: "t")
+                _ = try await h.tokens.approve(userCode: d.userCode, sessionToken: carl, proof: nil, address: "t")
             }
                 == "forbidden"
         )
         let rita = try await h.signIn("rita")
-        let first = try h.tokens.approve(userCode: d.userCode, sessionToken: rita, proof: nil, address: "t")
+        let first = try await h.tokens.approve(userCode: d.userCode, sessionToken: rita, proof: nil, address: "t")
         #expect(!first.approved && first.approvals == 1 && first.needed == 2)
         #expect(
             await oauthCode {
-                _ = try h.tokens.approve(userCode: d.userCode, sessionToken: rita, proof: nil, address: "t")
+                _ = try await h.tokens.approve(userCode: d.userCode, sessionToken: rita, proof: nil, address: "t")
             }
                 == "conflict"
         )
@@ -420,25 +432,25 @@ func oauthCode(_ body: () async throws -> Void) async -> String? {
                 == "authorization_pending"
         )
         let rob = try await h.signIn("rob")
-        let second = try h.tokens.approve(userCode: d.userCode, sessionToken: rob, proof: nil, address: "t")
+        let second = try await h.tokens.approve(userCode: d.userCode, sessionToken: rob, proof: nil, address: "t")
         #expect(second.approved)
         h.manual.advance(5)
         let t = try await h.tokens.poll(client: "acme-web", secret: secret, deviceCode: d.deviceCode)
         let c = try await h.verifier().verify(t.accessToken).claims
         #expect(c["approvals"]?.arrayValue?.count == 2)
         #expect(c["sub"]?.stringValue == "rob")
-        let released = try #require(try h.auditEvents.last { $0.action == "request.approved" })
+        let released = try await #require(try h.auditEvents.last { $0.action == "request.approved" })
         #expect(released.details["approvers"] == "rita,rob")
     }
 
     @Test func staleApproverMustStepUpInTheApproval() async throws {
         let h = try await TokenHarness()
-        try h.user("rita", ["release-managers"])
-        try h.user("dana", ["developers"])
-        let secret = try h.tokens.clients.add(name: "acme-web", actor: "root")
+        try await h.user("rita", ["release-managers"])
+        try await h.user("dana", ["developers"])
+        let secret = try await h.tokens.clients.add(name: "acme-web", actor: "root")
         let s = try await h.signIn("rita")
         h.manual.advance(400)
-        let d = try h.tokens.startRequest(
+        let d = try await h.tokens.startRequest(
             client: "acme-web",
             secret: secret,
             audience: "deploy-api",
@@ -450,11 +462,11 @@ func oauthCode(_ body: () async throws -> Void) async -> String? {
         )
         #expect(
             await oauthCode {
-                _ = try h.tokens.approve(userCode: d.userCode, sessionToken: s, proof: nil, address: "t")
+                _ = try await h.tokens.approve(userCode: d.userCode, sessionToken: s, proof: nil, address: "t")
             }
                 == "insufficient_user_authentication"
         )
-        let o = try h.tokens.approve(
+        let o = try await h.tokens.approve(
             userCode: d.userCode,
             sessionToken: s,
             proof: .totp(h.code(for: "rita")),
@@ -465,10 +477,10 @@ func oauthCode(_ body: () async throws -> Void) async -> String? {
 
     @Test func denialAndExpiryEndTheRequest() async throws {
         let h = try await TokenHarness()
-        try h.user("rita", ["release-managers"])
-        try h.user("dana", ["developers"])
-        let secret = try h.tokens.clients.add(name: "acme-web", actor: "root")
-        let d1 = try h.tokens.startRequest(
+        try await h.user("rita", ["release-managers"])
+        try await h.user("dana", ["developers"])
+        let secret = try await h.tokens.clients.add(name: "acme-web", actor: "root")
+        let d1 = try await h.tokens.startRequest(
             client: "acme-web",
             secret: secret,
             audience: "deploy-api",
@@ -480,18 +492,20 @@ func oauthCode(_ body: () async throws -> Void) async -> String? {
         )
         let dana = try await h.signIn("dana")
         #expect(
-            await oauthCode { try h.tokens.deny(userCode: d1.userCode, sessionToken: dana, reason: nil, address: "t") }
+            await oauthCode {
+                try await h.tokens.deny(userCode: d1.userCode, sessionToken: dana, reason: nil, address: "t")
+            }
                 == "forbidden"
         )
         let rita = try await h.signIn("rita")
-        try h.tokens.deny(userCode: d1.userCode, sessionToken: rita, reason: "not today", address: "t")
+        try await h.tokens.deny(userCode: d1.userCode, sessionToken: rita, reason: "not today", address: "t")
         #expect(
             await oauthCode {
                 _ = try await h.tokens.poll(client: "acme-web", secret: secret, deviceCode: d1.deviceCode)
             }
                 == "access_denied"
         )
-        let d2 = try h.tokens.startRequest(
+        let d2 = try await h.tokens.startRequest(
             client: "acme-web",
             secret: secret,
             audience: "deploy-api",
@@ -510,7 +524,7 @@ func oauthCode(_ body: () async throws -> Void) async -> String? {
         )
         #expect(
             await oauthCode {
-                _ = try h.tokens.approve(userCode: d2.userCode, sessionToken: rita, proof: nil, address: "t")
+                _ = try await h.tokens.approve(userCode: d2.userCode, sessionToken: rita, proof: nil, address: "t")
             }
                 != nil
         )
@@ -518,12 +532,12 @@ func oauthCode(_ body: () async throws -> Void) async -> String? {
 
     @Test func delegationApprovesRunsWithinItsWindowOnly() async throws {
         let h = try await TokenHarness()
-        try h.user("rita", ["release-managers"])
-        let secret = try h.tokens.clients.add(name: "acme-web", actor: "root")
+        try await h.user("rita", ["release-managers"])
+        let secret = try await h.tokens.clients.add(name: "acme-web", actor: "root")
         let s = try await h.signIn("rita")
         #expect(
             await oauthCode {
-                _ = try h.tokens.delegate(
+                _ = try await h.tokens.delegate(
                     sessionToken: s,
                     client: "acme-web",
                     role: "deployer",
@@ -535,7 +549,7 @@ func oauthCode(_ body: () async throws -> Void) async -> String? {
         )
         #expect(
             await oauthCode {
-                _ = try h.tokens.delegate(
+                _ = try await h.tokens.delegate(
                     sessionToken: s,
                     client: "acme-web",
                     role: "deployer",
@@ -545,7 +559,7 @@ func oauthCode(_ body: () async throws -> Void) async -> String? {
                 )
             } == "invalid_request"
         )
-        let dl = try h.tokens.delegate(
+        let dl = try await h.tokens.delegate(
             sessionToken: s,
             client: "acme-web",
             role: "deployer",
@@ -553,7 +567,7 @@ func oauthCode(_ body: () async throws -> Void) async -> String? {
             audience: "deploy-api",
             window: 3600
         )
-        let d = try h.tokens.startRequest(
+        let d = try await h.tokens.startRequest(
             client: "acme-web",
             secret: secret,
             audience: "deploy-api",
@@ -566,9 +580,9 @@ func oauthCode(_ body: () async throws -> Void) async -> String? {
         #expect(d.preApproved)
         let t = try await h.tokens.poll(client: "acme-web", secret: secret, deviceCode: d.deviceCode)
         #expect(try await h.verifier().verify(t.accessToken).claims["sub"]?.stringValue == "rita")
-        #expect(try h.human.store.approvals(requestId: d.requestId).first?.delegationId == dl.id)
+        await #expect(try h.human.store.approvals(requestId: d.requestId).first?.delegationId == dl.id)
         h.manual.advance(3601)
-        let later = try h.tokens.startRequest(
+        let later = try await h.tokens.startRequest(
             client: "acme-web",
             secret: secret,
             audience: "deploy-api",
@@ -586,12 +600,14 @@ func oauthCode(_ body: () async throws -> Void) async -> String? {
         #expect(UserCode.normalize("BCDF-GHJA") == nil)  // a vowel is not in the alphabet
         #expect(UserCode.normalize("BCD") == nil)
         let h = try await TokenHarness()
-        try h.user("rita", ["release-managers"])
+        try await h.user("rita", ["release-managers"])
         let s = try await h.signIn("rita")
         var codes: [String] = []
         for _ in 0..<8 {
             codes.append(
-                await oauthCode { _ = try h.tokens.view(userCode: "BCDF-GHJK", sessionToken: s, address: "9.9.9.9") }
+                await oauthCode {
+                    _ = try await h.tokens.view(userCode: "BCDF-GHJK", sessionToken: s, address: "9.9.9.9")
+                }
                     ?? "none"
             )
         }
@@ -603,8 +619,8 @@ func oauthCode(_ body: () async throws -> Void) async -> String? {
 @Suite struct RevocationTests {
     @Test func eachRevocationKindReachesTheStatusList() async throws {
         let h = try await TokenHarness()
-        try h.user("ada", ["admins", "developers"])
-        try h.user("dana", ["developers"])
+        try await h.user("ada", ["admins", "developers"])
+        try await h.user("dana", ["developers"])
         let admin = try await h.signIn("ada")
         let dana = try await h.signIn("dana")
         func mint(_ s: String) async throws -> IssuedToken {
@@ -631,9 +647,9 @@ func oauthCode(_ body: () async throws -> Void) async -> String? {
         // By session: the session ends too.
         let dana2 = try await h.signIn("dana")
         let c = try await mint(dana2)
-        let sid = try h.human.sessions.requireMFA(token: dana2).id
+        let sid = try await h.human.sessions.requireMFA(token: dana2).id
         _ = try await h.tokens.revoke(.session(sid), sessionToken: dana2, reason: nil)
-        #expect(throws: BrokerError.invalidSession) { _ = try h.human.sessions.requireMFA(token: dana2) }
+        await #expect(throws: BrokerError.invalidSession) { _ = try await h.human.sessions.requireMFA(token: dana2) }
         v = try await h.verifier()
         #expect(throws: VerificationError(.revoked, "")) { try v.verify(c.accessToken) }
         // By key: admin only, and an admin whose factor is stale must step up.
@@ -642,7 +658,7 @@ func oauthCode(_ body: () async throws -> Void) async -> String? {
             await oauthCode { _ = try await h.tokens.revoke(.kid(keep.record.kid), sessionToken: admin, reason: nil) }
                 == "insufficient_user_authentication"
         )
-        try h.stepUp(admin, "ada")
+        try await h.stepUp(admin, "ada")
         // A deploy endpoint still holding the JWKS from before the compromise (it holds the promoted `next` key).
         let cachedKeys = KeySet(jwks: try await h.keys.jwks())
         let jtis = try await h.tokens.revoke(.kid(keep.record.kid), sessionToken: admin, reason: "leak")
@@ -665,13 +681,13 @@ func oauthCode(_ body: () async throws -> Void) async -> String? {
             #expect(throws: VerificationError(.revoked, "")) { try stale.verify(t.accessToken) }
         }
         #expect(try await h.tokens.statusLists.revokedIndices(1) == [0, 1, 2, 3])
-        let revokes = try h.auditEvents.filter { $0.action == "revoke" && $0.result == "success" }
+        let revokes = try await h.auditEvents.filter { $0.action == "revoke" && $0.result == "success" }
         #expect(revokes.count == 4)
     }
 
     @Test func statusListIsResignedOnRevocationAndCachedOtherwise() async throws {
         let h = try await TokenHarness()
-        try h.user("dana", ["developers"])
+        try await h.user("dana", ["developers"])
         let s = try await h.signIn("dana")
         let t = try await h.tokens.exchange(sessionToken: s, audience: "deploy-api", role: "builder", stage: "build")
         let first = try #require(try await h.tokens.statusLists.list(1))

@@ -38,7 +38,7 @@ import Testing
         #expect(throws: (any Error).self) { try COSEKey(bytes: bytes) }
     }
 
-    @Test func lengthThatExactlyFitsStillDecodes() throws {
+    @Test func lengthThatExactlyFitsStillDecodes() async throws {
         #expect(
             try CBORDecoder.decode(hexBytes("5818" + String(repeating: "00", count: 24)))
                 == .bytes([UInt8](repeating: 0, count: 24))

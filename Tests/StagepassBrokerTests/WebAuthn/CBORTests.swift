@@ -3,7 +3,7 @@ import Testing
 @testable import StagepassBroker
 
 @Suite struct WebAuthnCBORTests {
-    @Test func decodesTheWebAuthnSubset() throws {
+    @Test func decodesTheWebAuthnSubset() async throws {
         // RFC 8949 Appendix A examples: 0, 23, 24, 1000000, -1, -1000, h'01020304', "IETF", [1,[2,3]], {1:2,3:4}.
         #expect(try CBORDecoder.decode([0x00]) == .unsigned(0))
         #expect(try CBORDecoder.decode([0x17]) == .unsigned(23))
@@ -32,7 +32,7 @@ import Testing
         #expect(v == .unsigned(1) && end == 2)
     }
 
-    @Test func sixteenLevelsAreAcceptedSeventeenAreNot() throws {
+    @Test func sixteenLevelsAreAcceptedSeventeenAreNot() async throws {
         let sixteen = [UInt8](repeating: 0x81, count: 16) + [0x00]
         _ = try CBORDecoder.decode(sixteen)
         #expect(throws: CBORError.tooDeep) { try CBORDecoder.decode([UInt8](repeating: 0x81, count: 17) + [0x00]) }

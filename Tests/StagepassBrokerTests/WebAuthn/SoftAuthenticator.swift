@@ -235,8 +235,8 @@ struct WebAuthnHarness {
     }
 
     /// Adds a user; returns its id.
-    func user(_ name: String, groups: [String] = ["deploy"]) throws -> String {
-        try human.accounts.add(name: name, password: Self.password, groups: groups, actor: "root").id
+    func user(_ name: String, groups: [String] = ["deploy"]) async throws -> String {
+        try await human.accounts.add(name: name, password: Self.password, groups: groups, actor: "root").id
     }
 
     /// Registers `key` for the user (none attestation unless told otherwise).
@@ -246,9 +246,9 @@ struct WebAuthnHarness {
         userId: String,
         name: String = "key",
         attestation: SoftAuthenticator.Attestation = .none
-    ) throws -> WebAuthnCredentialInfo {
-        let options = try service.beginRegistration(userId: userId, userName: "someone")
-        return try service.finishRegistration(
+    ) async throws -> WebAuthnCredentialInfo {
+        let options = try await service.beginRegistration(userId: userId, userName: "someone")
+        return try await service.finishRegistration(
             userId: userId,
             name: name,
             credentialJSON: try key.register(challenge: options.challenge, attestation: attestation)
@@ -256,8 +256,8 @@ struct WebAuthnHarness {
     }
 
     var events: [AuditEvent] {
-        get throws {
-            try human.store.auditRows(after: 0, limit: 10_000).compactMap {
+        get async throws {
+            try await human.store.auditRows(after: 0, limit: 10_000).compactMap {
                 try? JSONDecoder().decode(AuditEvent.self, from: Data($0.event.utf8))
             }
         }
@@ -265,7 +265,7 @@ struct WebAuthnHarness {
 }
 
 /// The WebAuthnError a body throws (nil when it throws nothing or something else).
-func webAuthnError(_ body: () throws -> Void) -> WebAuthnError? {
-    do { try body() } catch let e as WebAuthnError { return e } catch { return nil }
+func webAuthnError(_ body: () async throws -> Void) async -> WebAuthnError? {
+    do { try await body() } catch let e as WebAuthnError { return e } catch { return nil }
     return nil
 }

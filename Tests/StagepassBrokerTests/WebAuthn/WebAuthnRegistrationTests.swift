@@ -8,14 +8,14 @@ import Testing
 
     /// §7.1 with `none` (§8.7) and `packed` self-attestation (§8.2), for ES256 and EdDSA.
     @Test(arguments: cases)
-    func registersAKey(_ c: (COSEAlgorithm, Bool)) throws {
+    func registersAKey(_ c: (COSEAlgorithm, Bool)) async throws {
         let h = try WebAuthnHarness()
-        let uid = try h.user("alice")
+        let uid = try await h.user("alice")
         let key = try SoftAuthenticator(c.0)
-        let options = try h.service.beginRegistration(userId: uid, userName: "alice")
+        let options = try await h.service.beginRegistration(userId: uid, userName: "alice")
         #expect(options.challenge.count == 32)
         #expect(options.userHandle == Array(uid.utf8))
-        let info = try h.service.finishRegistration(
+        let info = try await h.service.finishRegistration(
             userId: uid,
             name: "  YubiKey 5C  ",
             credentialJSON: try key.register(challenge: options.challenge, attestation: c.1 ? .packedSelf : .none)
@@ -26,18 +26,18 @@ import Testing
         #expect(info.userVerifiedAtRegistration)
         #expect(info.credentialId == Base64URL.encode(key.credentialId))
         #expect(info.aaguid == "00000000-0000-0000-0000-000000000000")
-        #expect(try h.service.listCredentials(userId: uid) == [info])
-        let factor = try #require(try h.human.store.factor(id: info.factorId))
+        await #expect(try h.service.listCredentials(userId: uid) == [info])
+        let factor = try await #require(try h.human.store.factor(id: info.factorId))
         #expect(factor.kind == .webauthn && factor.state == .active && factor.secretBox == nil)
-        let enrol = try #require(try h.events.last { $0.action == "factor.enrol" })
+        let enrol = try await #require(try h.events.last { $0.action == "factor.enrol" })
         #expect(enrol.result == "success" && enrol.factors == ["hwk", "user"])
         #expect(enrol.details["attestation"] == info.attestation && enrol.details["alg"] == c.0.name)
         // The same key is not registered twice, and the next options exclude it.
-        let again = try h.service.beginRegistration(userId: uid, userName: "alice")
+        let again = try await h.service.beginRegistration(userId: uid, userName: "alice")
         #expect(again.excludeCredentials == [key.credentialId])
-        #expect(
+        await #expect(
             webAuthnError {
-                try h.service.finishRegistration(
+                try await h.service.finishRegistration(
                     userId: uid,
                     name: "dup",
                     credentialJSON: try key.register(challenge: again.challenge)
@@ -47,11 +47,11 @@ import Testing
         )
     }
 
-    @Test func creationOptionsJSONIsWhatTheBrowserNeeds() throws {
+    @Test func creationOptionsJSONIsWhatTheBrowserNeeds() async throws {
         let h = try WebAuthnHarness()
-        let uid = try h.user("alice")
-        try h.register(try SoftAuthenticator(.es256), userId: uid)
-        let o = try h.service.beginRegistration(userId: uid, userName: "alice")
+        let uid = try await h.user("alice")
+        try await h.register(try SoftAuthenticator(.es256), userId: uid)
+        let o = try await h.service.beginRegistration(userId: uid, userName: "alice")
         let j = try JSONValue.parse(o.jsonString)
         #expect(j["rp"]?["id"]?.stringValue == "localhost")
         #expect(j["user"]?["id"]?.stringValue == Base64URL.encode(Array(uid.utf8)))
@@ -65,52 +65,58 @@ import Testing
     }
 
     /// One refused registration per failed check of §7.1, each with its own reason.
-    @Test func refusals() throws {
+    @Test func refusals() async throws {
         let h = try WebAuthnHarness()
-        let uid = try h.user("alice")
+        let uid = try await h.user("alice")
         func refused(
             _ alg: COSEAlgorithm = .es256,
             attestation: SoftAuthenticator.Attestation = .none,
             knobs: SoftAuthenticator.Knobs = .init(),
             object: (([UInt8], [UInt8]) throws -> [UInt8])? = nil
-        ) throws -> WebAuthnError? {
+        ) async throws -> WebAuthnError? {
             let key = try SoftAuthenticator(alg)
-            let o = try h.service.beginRegistration(userId: uid, userName: "alice")
+            let o = try await h.service.beginRegistration(userId: uid, userName: "alice")
             let json = try key.register(
                 challenge: o.challenge,
                 attestation: attestation,
                 knobs: knobs,
                 attestationObject: object
             )
-            return webAuthnError { try h.service.finishRegistration(userId: uid, name: "k", credentialJSON: json) }
+            return await webAuthnError {
+                try await h.service.finishRegistration(userId: uid, name: "k", credentialJSON: json)
+            }
         }
         var k = SoftAuthenticator.Knobs()
         k.origin = "https://evil.example"
-        #expect(try refused(knobs: k) == .originMismatch)
+        await #expect(try refused(knobs: k) == .originMismatch)
         k = .init()
         k.type = "webauthn.get"
-        #expect(try refused(knobs: k) == .wrongType)
+        await #expect(try refused(knobs: k) == .wrongType)
         k = .init()
         k.rpID = "evil.example"
-        #expect(try refused(knobs: k) == .rpIdMismatch)
+        await #expect(try refused(knobs: k) == .rpIdMismatch)
         k = .init()
         k.up = false
-        #expect(try refused(knobs: k) == .userNotPresent)
+        await #expect(try refused(knobs: k) == .userNotPresent)
         k = .init()
         k.crossOrigin = true
-        #expect(try refused(knobs: k) == .crossOrigin)
+        await #expect(try refused(knobs: k) == .crossOrigin)
         k = .init()
         k.tokenBinding = "present"
-        #expect(try refused(knobs: k) == .tokenBinding)
+        await #expect(try refused(knobs: k) == .tokenBinding)
         // Attestation statements.
-        #expect(try refused(attestation: .packed(alg: -8, corruptSignature: false, x5c: false)) == .invalidAttestation)
-        #expect(try refused(attestation: .packed(alg: nil, corruptSignature: true, x5c: false)) == .invalidAttestation)
+        await #expect(
+            try refused(attestation: .packed(alg: -8, corruptSignature: false, x5c: false)) == .invalidAttestation
+        )
+        await #expect(
+            try refused(attestation: .packed(alg: nil, corruptSignature: true, x5c: false)) == .invalidAttestation
+        )
         let badSig = SoftAuthenticator.Attestation.packed(alg: nil, corruptSignature: true, x5c: false)
-        #expect(try refused(.eddsa, attestation: badSig) == .invalidAttestation)
+        await #expect(try refused(.eddsa, attestation: badSig) == .invalidAttestation)
         let x5c = SoftAuthenticator.Attestation.packed(alg: nil, corruptSignature: false, x5c: true)
-        #expect(try refused(attestation: x5c) == .unsupportedAttestation)
-        #expect(try refused(attestation: .format("fido-u2f")) == .unsupportedAttestation)
-        #expect(try refused(attestation: .format("tpm")) == .unsupportedAttestation)
+        await #expect(try refused(attestation: x5c) == .unsupportedAttestation)
+        await #expect(try refused(attestation: .format("fido-u2f")) == .unsupportedAttestation)
+        await #expect(try refused(attestation: .format("tpm")) == .unsupportedAttestation)
         // Keys: RSA (kty 3, alg -257), P-384, a point not on P-256, a key carrying d, no alg.
         k = .init()
         k.coseKey = TestCBOR.encode(
@@ -119,7 +125,7 @@ import Testing
                 (.integer(-2), .bytes([1, 0, 1])),
             ])
         )
-        #expect(try refused(knobs: k) == .unsupportedKey)
+        await #expect(try refused(knobs: k) == .unsupportedKey)
         func ec2(crv: Int64 = 1, x: [UInt8], y: [UInt8], extra: [(CBOR, CBOR)] = [], alg: Int64? = -7) -> [UInt8] {
             var pairs: [(CBOR, CBOR)] = [(.integer(1), .integer(2))]
             if let alg { pairs.append((.integer(3), .integer(alg))) }
@@ -128,13 +134,13 @@ import Testing
         }
         let x = [UInt8](repeating: 1, count: 32)
         k.coseKey = ec2(crv: 2, x: x, y: x)
-        #expect(try refused(knobs: k) == .unsupportedKey)
+        await #expect(try refused(knobs: k) == .unsupportedKey)
         k.coseKey = ec2(x: x, y: x)  // (1…1, 1…1) is not on P-256
-        #expect(try refused(knobs: k) == .unsupportedKey)
+        await #expect(try refused(knobs: k) == .unsupportedKey)
         k.coseKey = ec2(x: x, y: x, alg: nil)
-        #expect(try refused(knobs: k) == .unsupportedKey)
+        await #expect(try refused(knobs: k) == .unsupportedKey)
         k.coseKey = ec2(x: x, y: x, extra: [(.integer(-4), .bytes(x))])
-        #expect(try refused(knobs: k) == .unsupportedKey)
+        await #expect(try refused(knobs: k) == .unsupportedKey)
         // Malformed CBOR in the attestation object, several shapes.
         let shapes: [(String, ([UInt8], [UInt8]) -> [UInt8])] = [
             ("truncated", { ad, _ in Array(self.noneObject(ad).dropLast(3)) }),
@@ -171,21 +177,21 @@ import Testing
             ),
         ]
         for (what, shape) in shapes {
-            #expect(try refused(object: shape) == .malformedCBOR, "\(what)")
+            await #expect(try refused(object: shape) == .malformedCBOR, "\(what)")
         }
         // A COSE key that is not well-formed CBOR inside authData.
         k = .init()
         k.coseKey = [0xA5, 0x01, 0x02]
-        #expect(try refused(knobs: k) == .malformedCBOR)
+        await #expect(try refused(knobs: k) == .malformedCBOR)
         // Extension flag with a non-map, and bytes no flag announces.
         k = .init()
         k.extensions = [0x01]
-        #expect(try refused(knobs: k) == .invalidAuthenticatorData)
+        await #expect(try refused(knobs: k) == .invalidAuthenticatorData)
         // Refusals are audited with their reason.
-        let failures = try h.events.filter { $0.action == "factor.enrol" && $0.result == "failure" }
+        let failures = try await h.events.filter { $0.action == "factor.enrol" && $0.result == "failure" }
         #expect(failures.contains { $0.reason == "origin_mismatch" })
         #expect(failures.contains { $0.reason == "malformed_cbor" })
-        #expect(try h.service.listCredentials(userId: uid).isEmpty)
+        await #expect(try h.service.listCredentials(userId: uid).isEmpty)
     }
 
     func noneObject(_ ad: [UInt8]) -> [UInt8] {
@@ -194,27 +200,27 @@ import Testing
         )
     }
 
-    @Test func challengesAreSingleUseExpireAndBelongToOneUser() throws {
+    @Test func challengesAreSingleUseExpireAndBelongToOneUser() async throws {
         let h = try WebAuthnHarness()
-        let alice = try h.user("alice")
-        let bob = try h.user("bob")
+        let alice = try await h.user("alice")
+        let bob = try await h.user("bob")
         let key = try SoftAuthenticator(.es256)
         // A challenge never issued.
-        #expect(
+        await #expect(
             webAuthnError {
-                try h.service.finishRegistration(
+                try await h.service.finishRegistration(
                     userId: alice,
                     name: "k",
-                    credentialJSON: try key.register(challenge: try Crypto.randomBytes(32))
+                    credentialJSON: try await key.register(challenge: try Crypto.randomBytes(32))
                 )
             }
                 == .unknownChallenge
         )
         // Issued to bob, used by alice.
-        let forBob = try h.service.beginRegistration(userId: bob, userName: "bob")
-        #expect(
+        let forBob = try await h.service.beginRegistration(userId: bob, userName: "bob")
+        await #expect(
             webAuthnError {
-                try h.service.finishRegistration(
+                try await h.service.finishRegistration(
                     userId: alice,
                     name: "k",
                     credentialJSON: try key.register(challenge: forBob.challenge)
@@ -223,9 +229,9 @@ import Testing
                 == .challengeMismatch
         )
         // That attempt consumed it.
-        #expect(
+        await #expect(
             webAuthnError {
-                try h.service.finishRegistration(
+                try await h.service.finishRegistration(
                     userId: bob,
                     name: "k",
                     credentialJSON: try key.register(challenge: forBob.challenge)
@@ -234,11 +240,11 @@ import Testing
                 == .unknownChallenge
         )
         // Expired after five minutes.
-        let o = try h.service.beginRegistration(userId: alice, userName: "alice")
+        let o = try await h.service.beginRegistration(userId: alice, userName: "alice")
         h.manual.advance(300)
-        #expect(
+        await #expect(
             webAuthnError {
-                try h.service.finishRegistration(
+                try await h.service.finishRegistration(
                     userId: alice,
                     name: "k",
                     credentialJSON: try key.register(challenge: o.challenge)
@@ -247,11 +253,11 @@ import Testing
                 == .challengeExpired
         )
         // An assertion challenge is not a registration challenge.
-        try h.register(try SoftAuthenticator(.eddsa), userId: alice)
-        let a = try h.service.beginAssertion(userId: alice, purpose: .signIn)
-        #expect(
+        try await h.register(try SoftAuthenticator(.eddsa), userId: alice)
+        let a = try await h.service.beginAssertion(userId: alice, purpose: .signIn)
+        await #expect(
             webAuthnError {
-                try h.service.finishRegistration(
+                try await h.service.finishRegistration(
                     userId: alice,
                     name: "k",
                     credentialJSON: try key.register(challenge: a.challenge)
@@ -261,9 +267,9 @@ import Testing
         )
     }
 
-    @Test func badCredentialJSONIsAnInvalidRequest() throws {
+    @Test func badCredentialJSONIsAnInvalidRequest() async throws {
         let h = try WebAuthnHarness()
-        let uid = try h.user("alice")
+        let uid = try await h.user("alice")
         for json in [
             "", "[]", "{\"type\":\"public-key\"}",
             "{\"id\":\"AA\",\"rawId\":\"AB\",\"type\":\"public-key\",\"response\":{}}",
@@ -271,14 +277,16 @@ import Testing
             "{\"id\":\"AA\",\"rawId\":\"AA\",\"type\":\"public-key\",\"type\":\"public-key\",\"response\":{}}",
             "{\"id\":\"A+\",\"rawId\":\"A+\",\"type\":\"public-key\",\"response\":{}}",
         ] {
-            let e = webAuthnError { try h.service.finishRegistration(userId: uid, name: "k", credentialJSON: json) }
+            let e = await webAuthnError {
+                try await h.service.finishRegistration(userId: uid, name: "k", credentialJSON: json)
+            }
             #expect(e == .invalidRequest, "\(json)")
         }
         let key = try SoftAuthenticator(.es256)
-        let o = try h.service.beginRegistration(userId: uid, userName: "alice")
-        #expect(
+        let o = try await h.service.beginRegistration(userId: uid, userName: "alice")
+        await #expect(
             webAuthnError {
-                try h.service.finishRegistration(
+                try await h.service.finishRegistration(
                     userId: uid,
                     name: "\u{7}bell",
                     credentialJSON: try key.register(challenge: o.challenge)
@@ -288,10 +296,10 @@ import Testing
         )
         var k = SoftAuthenticator.Knobs()
         k.clientDataJSON = Array("{\"type\":\"webauthn.create\",\"type\":\"x\"}".utf8)
-        let o2 = try h.service.beginRegistration(userId: uid, userName: "alice")
-        #expect(
+        let o2 = try await h.service.beginRegistration(userId: uid, userName: "alice")
+        await #expect(
             webAuthnError {
-                try h.service.finishRegistration(
+                try await h.service.finishRegistration(
                     userId: uid,
                     name: "k",
                     credentialJSON: try key.register(challenge: o2.challenge, knobs: k)
@@ -301,22 +309,24 @@ import Testing
         )
     }
 
-    @Test func renameAndRemove() throws {
+    @Test func renameAndRemove() async throws {
         let h = try WebAuthnHarness()
-        let alice = try h.user("alice")
-        let bob = try h.user("bob")
-        let info = try h.register(try SoftAuthenticator(.es256), userId: alice, name: "old")
-        try h.service.rename(userId: alice, factorId: info.factorId, name: "new")
-        #expect(try h.service.listCredentials(userId: alice).map(\.name) == ["new"])
-        #expect(webAuthnError { try h.service.rename(userId: bob, factorId: info.factorId, name: "x") } == .notFound)
-        #expect(webAuthnError { try h.service.remove(userId: bob, factorId: info.factorId) } == .notFound)
-        try h.service.remove(userId: alice, factorId: info.factorId)
-        #expect(try h.service.listCredentials(userId: alice).isEmpty)
-        #expect(try h.human.store.factor(id: info.factorId) == nil)
-        #expect(try h.events.last?.action == "factor.remove")
+        let alice = try await h.user("alice")
+        let bob = try await h.user("bob")
+        let info = try await h.register(try SoftAuthenticator(.es256), userId: alice, name: "old")
+        try await h.service.rename(userId: alice, factorId: info.factorId, name: "new")
+        await #expect(try h.service.listCredentials(userId: alice).map(\.name) == ["new"])
+        await #expect(
+            webAuthnError { try await h.service.rename(userId: bob, factorId: info.factorId, name: "x") } == .notFound
+        )
+        await #expect(webAuthnError { try await h.service.remove(userId: bob, factorId: info.factorId) } == .notFound)
+        try await h.service.remove(userId: alice, factorId: info.factorId)
+        await #expect(try h.service.listCredentials(userId: alice).isEmpty)
+        await #expect(try h.human.store.factor(id: info.factorId) == nil)
+        await #expect(try h.events.last?.action == "factor.remove")
         // Removing the factor through FactorService cascades to the credential too.
-        let other = try h.register(try SoftAuthenticator(.eddsa), userId: alice)
-        try h.human.factors.remove(userId: alice, factorId: other.factorId, actor: "root")
-        #expect(try h.human.store.webAuthnCredential(factorId: other.factorId) == nil)
+        let other = try await h.register(try SoftAuthenticator(.eddsa), userId: alice)
+        try await h.human.factors.remove(userId: alice, factorId: other.factorId, actor: "root")
+        await #expect(try h.human.store.webAuthnCredential(factorId: other.factorId) == nil)
     }
 }

@@ -10,51 +10,51 @@ import Testing
     @Test(arguments: [true, false])
     func signInWithASecurityKey(_ uv: Bool) async throws {
         let h = try WebAuthnHarness()
-        let uid = try h.user("alice")
+        let uid = try await h.user("alice")
         let key = try SoftAuthenticator(.es256)
-        try h.register(key, userId: uid)
+        try await h.register(key, userId: uid)
         let p = try await h.human.sessions.signIn(
             name: "alice",
             password: WebAuthnHarness.password,
             address: "10.0.0.1"
         )
         #expect(p.needsFactor && p.allowedFactors == [.webauthn])
-        let o = try h.service.beginAssertion(userId: p.session.userId, purpose: .signIn)
+        let o = try await h.service.beginAssertion(userId: p.session.userId, purpose: .signIn)
         var k = SoftAuthenticator.Knobs()
         k.uv = uv
-        let mfa = try h.human.sessions.completeFactor(
+        let mfa = try await h.human.sessions.completeFactor(
             pendingToken: p.token,
             proof: .webauthn(credentialJSON: try key.assert(challenge: o.challenge, knobs: k)),
             address: "10.0.0.1"
         )
-        let s = try h.human.sessions.requireMFA(token: mfa.token)
+        let s = try await h.human.sessions.requireMFA(token: mfa.token)
         #expect(s.amr == (uv ? ["pwd", "hwk", "user"] : ["pwd", "hwk"]))
         #expect(s.authTime == h.manual.clock.now())
-        let signin = try #require(try h.events.last { $0.action == "signin" })
+        let signin = try await #require(try h.events.last { $0.action == "signin" })
         #expect(signin.factors == s.amr)
     }
 
     @Test func aRefusedAssertionCountsLikeAWrongCode() async throws {
         let h = try WebAuthnHarness()
-        let uid = try h.user("alice")
+        let uid = try await h.user("alice")
         let key = try SoftAuthenticator(.eddsa)
-        try h.register(key, userId: uid)
+        try await h.register(key, userId: uid)
         let p = try await h.human.sessions.signIn(name: "alice", password: WebAuthnHarness.password, address: "a")
-        let o = try h.service.beginAssertion(userId: uid, purpose: .signIn)
-        #expect(throws: BrokerError.invalidFactor) {
-            try h.human.sessions.completeFactor(
+        let o = try await h.service.beginAssertion(userId: uid, purpose: .signIn)
+        await #expect(throws: BrokerError.invalidFactor) {
+            try await h.human.sessions.completeFactor(
                 pendingToken: p.token,
                 proof: .webauthn(credentialJSON: try key.assert(challenge: o.challenge, corruptSignature: true)),
                 address: "a"
             )
         }
-        #expect(try h.human.store.throttle(key: Throttle.factorKey(uid))?.failures == 1)
-        let failure = try #require(try h.events.last { $0.action == "signin.factor" })
+        await #expect(try h.human.store.throttle(key: Throttle.factorKey(uid))?.failures == 1)
+        let failure = try await #require(try h.events.last { $0.action == "signin.factor" })
         #expect(failure.result == "failure" && failure.details["webauthn"] == "invalid_signature")
         // A challenge issued for a step-up does not complete a sign-in.
-        let wrong = try h.service.beginAssertion(userId: uid, purpose: .stepUp)
+        let wrong = try await h.service.beginAssertion(userId: uid, purpose: .stepUp)
         do {
-            _ = try h.human.sessions.completeFactor(
+            _ = try await h.human.sessions.completeFactor(
                 pendingToken: p.token,
                 proof: .webauthn(credentialJSON: try key.assert(challenge: wrong.challenge)),
                 address: "a"
@@ -63,35 +63,35 @@ import Testing
         } catch let e as BrokerError {
             #expect(e == .invalidFactor && e.detail.contains("challenge_mismatch"))
         }
-        #expect(try h.human.store.throttle(key: Throttle.factorKey(uid))?.failures == 2)
+        await #expect(try h.human.store.throttle(key: Throttle.factorKey(uid))?.failures == 2)
         // Malformed JSON is a bad request, not a factor failure.
-        #expect(throws: BrokerError.invalidRequest) {
-            try h.human.sessions.completeFactor(
+        await #expect(throws: BrokerError.invalidRequest) {
+            try await h.human.sessions.completeFactor(
                 pendingToken: p.token,
                 proof: .webauthn(credentialJSON: "{"),
                 address: "a"
             )
         }
-        #expect(try h.human.store.throttle(key: Throttle.factorKey(uid))?.failures == 2)
+        #expect(try await h.human.store.throttle(key: Throttle.factorKey(uid))?.failures == 2)
         // After a success the factor throttle is cleared.
-        let ok = try h.service.beginAssertion(userId: uid, purpose: .signIn)
-        _ = try h.human.sessions.completeFactor(
+        let ok = try await h.service.beginAssertion(userId: uid, purpose: .signIn)
+        _ = try await h.human.sessions.completeFactor(
             pendingToken: p.token,
             proof: .webauthn(credentialJSON: try key.assert(challenge: ok.challenge)),
             address: "a"
         )
-        #expect(try h.human.store.throttle(key: Throttle.factorKey(uid)) == nil)
+        #expect(try await h.human.store.throttle(key: Throttle.factorKey(uid)) == nil)
     }
 
     @Test func thePolicyMustAcceptSecurityKeys() async throws {
         let h = try WebAuthnHarness(factors: [.totp, .backup])
-        let uid = try h.user("alice")
+        let uid = try await h.user("alice")
         let key = try SoftAuthenticator(.es256)
-        try h.register(key, userId: uid)
+        try await h.register(key, userId: uid)
         let p = try await h.human.sessions.signIn(name: "alice", password: WebAuthnHarness.password, address: "a")
-        let o = try h.service.beginAssertion(userId: uid, purpose: .signIn)
-        #expect(throws: BrokerError.factorNotAllowed) {
-            try h.human.sessions.completeFactor(
+        let o = try await h.service.beginAssertion(userId: uid, purpose: .signIn)
+        await #expect(throws: BrokerError.factorNotAllowed) {
+            try await h.human.sessions.completeFactor(
                 pendingToken: p.token,
                 proof: .webauthn(credentialJSON: try key.assert(challenge: o.challenge)),
                 address: "a"
@@ -101,15 +101,19 @@ import Testing
 
     @Test func stepUpAddsHwk() async throws {
         let h = try WebAuthnHarness()
-        let uid = try h.user("alice")
-        let codes = try h.human.factors.regenerateBackupCodes(userName: "alice", actor: "root")
+        let uid = try await h.user("alice")
+        let codes = try await h.human.factors.regenerateBackupCodes(userName: "alice", actor: "root")
         let key = try SoftAuthenticator(.eddsa)
-        try h.register(key, userId: uid)
+        try await h.register(key, userId: uid)
         let p = try await h.human.sessions.signIn(name: "alice", password: WebAuthnHarness.password, address: "a")
-        let mfa = try h.human.sessions.completeFactor(pendingToken: p.token, proof: .backupCode(codes[0]), address: "a")
+        let mfa = try await h.human.sessions.completeFactor(
+            pendingToken: p.token,
+            proof: .backupCode(codes[0]),
+            address: "a"
+        )
         h.manual.advance(60)
-        let o = try h.service.beginAssertion(userId: uid, purpose: .stepUp)
-        let s = try h.human.sessions.stepUp(
+        let o = try await h.service.beginAssertion(userId: uid, purpose: .stepUp)
+        let s = try await h.human.sessions.stepUp(
             token: mfa.token,
             proof: .webauthn(credentialJSON: try key.assert(challenge: o.challenge)),
             address: "a"
@@ -128,8 +132,8 @@ import Testing
         return p
     }
 
-    func start(_ h: TokenHarness, _ secret: String, run: String) throws -> DeviceAuthorization {
-        try h.tokens.startRequest(
+    func start(_ h: TokenHarness, _ secret: String, run: String) async throws -> DeviceAuthorization {
+        try await h.tokens.startRequest(
             client: "acme-web",
             secret: secret,
             audience: "deploy-api",
@@ -143,25 +147,25 @@ import Testing
 
     @Test func anAssertionForOneRequestCannotApproveAnother() async throws {
         let h = try await TokenHarness(policy: Self.policy())
-        try h.user("rita", ["release-managers"])
-        let rita = try h.human.accounts.get("rita").id
+        try await h.user("rita", ["release-managers"])
+        let rita = try await h.human.accounts.get("rita").id
         let key = try SoftAuthenticator(.es256)
-        let o = try h.human.webauthn.beginRegistration(userId: rita, userName: "rita")
-        try h.human.webauthn.finishRegistration(
+        let o = try await h.human.webauthn.beginRegistration(userId: rita, userName: "rita")
+        try await h.human.webauthn.finishRegistration(
             userId: rita,
             name: "key",
             credentialJSON: try key.register(challenge: o.challenge)
         )
-        let secret = try h.tokens.clients.add(name: "acme-web", actor: "root")
+        let secret = try await h.tokens.clients.add(name: "acme-web", actor: "root")
         let s = try await h.signIn("rita")
-        let a = try start(h, secret, run: "run-A")
-        let b = try start(h, secret, run: "run-B")
+        let a = try await start(h, secret, run: "run-A")
+        let b = try await start(h, secret, run: "run-B")
         h.manual.advance(400)  // the sign-in factor is stale for production (mfa_max_age 300)
-        let forA = try h.tokens.beginApprovalAssertion(userCode: a.userCode, sessionToken: s, address: "t")
+        let forA = try await h.tokens.beginApprovalAssertion(userCode: a.userCode, sessionToken: s, address: "t")
         let assertionA = try key.assert(challenge: forA.challenge)
         // Replayed against request B: refused, and B stays pending.
         do {
-            _ = try h.tokens.approve(
+            _ = try await h.tokens.approve(
                 userCode: b.userCode,
                 sessionToken: s,
                 proof: .webauthn(credentialJSON: assertionA),
@@ -171,10 +175,10 @@ import Testing
         } catch let e as BrokerError {
             #expect(e == .invalidFactor && e.detail.contains("challenge_mismatch"))
         }
-        #expect(try h.human.store.request(userCode: b.userCode)?.state == .pending)
+        await #expect(try h.human.store.request(userCode: b.userCode)?.state == .pending)
         // A fresh assertion for A approves A, and the approval records hwk.
-        let forA2 = try h.tokens.beginApprovalAssertion(userCode: a.userCode, sessionToken: s, address: "t")
-        let outcome = try h.tokens.approve(
+        let forA2 = try await h.tokens.beginApprovalAssertion(userCode: a.userCode, sessionToken: s, address: "t")
+        let outcome = try await h.tokens.approve(
             userCode: a.userCode,
             sessionToken: s,
             proof: .webauthn(credentialJSON: try key.assert(challenge: forA2.challenge)),
@@ -182,7 +186,7 @@ import Testing
         )
         #expect(outcome.approved)
         #expect(outcome.approval.amr.contains("hwk") && outcome.approval.amr.contains("user"))
-        let stepup = try #require(try h.auditEvents.last { $0.action == "stepup" })
+        let stepup = try await #require(try h.auditEvents.last { $0.action == "stepup" })
         #expect(stepup.details["binding"] == outcome.approval.binding)
         // The pipeline receives a token whose amr carries hwk.
         h.manual.advance(10)
@@ -190,8 +194,8 @@ import Testing
         let c = try await h.verifier().verify(t.accessToken).claims
         #expect(c["amr"]?.arrayValue?.compactMap(\.stringValue).contains("hwk") == true)
         // A decided request hands out no more challenges.
-        #expect(throws: OAuthError.self) {
-            _ = try h.tokens.beginApprovalAssertion(userCode: a.userCode, sessionToken: s, address: "t")
+        await #expect(throws: OAuthError.self) {
+            _ = try await h.tokens.beginApprovalAssertion(userCode: a.userCode, sessionToken: s, address: "t")
         }
     }
 
@@ -199,29 +203,29 @@ import Testing
     /// approval has not proved a phishing-resistant factor for it.
     @Test func aSecurityKeyOnlyStageRefusesATOTPStepUp() async throws {
         let h = try await TokenHarness(policy: Self.policy(productionFactors: [.webauthn]))
-        try h.user("rita", ["release-managers"])
-        let rita = try h.human.accounts.get("rita").id
+        try await h.user("rita", ["release-managers"])
+        let rita = try await h.human.accounts.get("rita").id
         let key = try SoftAuthenticator(.eddsa)
-        let o = try h.human.webauthn.beginRegistration(userId: rita, userName: "rita")
-        try h.human.webauthn.finishRegistration(
+        let o = try await h.human.webauthn.beginRegistration(userId: rita, userName: "rita")
+        try await h.human.webauthn.finishRegistration(
             userId: rita,
             name: "key",
             credentialJSON: try key.register(challenge: o.challenge)
         )
-        let secret = try h.tokens.clients.add(name: "acme-web", actor: "root")
+        let secret = try await h.tokens.clients.add(name: "acme-web", actor: "root")
         // Sign in with the key: amr pwd, hwk, user.
         let p = try await h.human.sessions.signIn(name: "rita", password: "a long enough password", address: "t")
-        let so = try h.human.webauthn.beginAssertion(userId: rita, purpose: .signIn)
-        let s = try h.human.sessions.completeFactor(
+        let so = try await h.human.webauthn.beginAssertion(userId: rita, purpose: .signIn)
+        let s = try await h.human.sessions.completeFactor(
             pendingToken: p.token,
             proof: .webauthn(credentialJSON: try key.assert(challenge: so.challenge)),
             address: "t"
         ).token
-        let d = try start(h, secret, run: "run-1")
+        let d = try await start(h, secret, run: "run-1")
         h.manual.advance(400)
         #expect(
             await oauthCode {
-                _ = try h.tokens.approve(
+                _ = try await h.tokens.approve(
                     userCode: d.userCode,
                     sessionToken: s,
                     proof: .totp(h.code(for: "rita")),
@@ -229,8 +233,8 @@ import Testing
                 )
             } == "insufficient_user_authentication"
         )
-        let fresh = try h.tokens.beginApprovalAssertion(userCode: d.userCode, sessionToken: s, address: "t")
-        let ok = try h.tokens.approve(
+        let fresh = try await h.tokens.beginApprovalAssertion(userCode: d.userCode, sessionToken: s, address: "t")
+        let ok = try await h.tokens.approve(
             userCode: d.userCode,
             sessionToken: s,
             proof: .webauthn(credentialJSON: try key.assert(challenge: fresh.challenge)),

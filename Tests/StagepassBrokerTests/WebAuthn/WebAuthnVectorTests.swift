@@ -9,7 +9,7 @@ import Testing
 /// involved). The cases run in order on one store: refused registrations, two good ones (ES256 packed
 /// self-attestation, EdDSA none), then assertions, good and refused, each naming the expected outcome.
 @Suite struct WebAuthnRecordedVectorTests {
-    @Test func recordedRegistrationsAndAssertions() throws {
+    @Test func recordedRegistrationsAndAssertions() async throws {
         let url = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
             .appendingPathComponent("vectors/webauthn-vectors.json")
         let doc = try JSONValue.parse(Array(try Data(contentsOf: url)))
@@ -27,7 +27,7 @@ import Testing
                 origins: [try #require(doc["origin"]?.stringValue)]
             )
         )
-        try human.store.insertUser(
+        try await human.store.insertUser(
             UserRecord(id: userId, name: "vector", passwordHash: "unused", createdAt: time),
             groups: []
         )
@@ -40,7 +40,7 @@ import Testing
             let purpose = try #require(c["purpose"]?.stringValue)
             let challenge = try Base64URL.decode(try #require(c["challenge"]?.stringValue))
             // The broker issued this challenge (the script derives it the way WebAuthnService does).
-            try human.store.insertWebAuthnChallenge(
+            try await human.store.insertWebAuthnChallenge(
                 WebAuthnChallengeRecord(
                     challengeHash: try Crypto.sha256(challenge),
                     userId: userId,
@@ -54,7 +54,11 @@ import Testing
             var got = "ok"
             do {
                 if c["ceremony"]?.stringValue == "registration" {
-                    let info = try human.webauthn.finishRegistration(userId: userId, name: "key", credentialJSON: json)
+                    let info = try await human.webauthn.finishRegistration(
+                        userId: userId,
+                        name: "key",
+                        credentialJSON: json
+                    )
                     #expect(info.algorithm == c["alg"]?.stringValue, "\(name)")
                     #expect(info.attestation == c["attestation"]?.stringValue, "\(name)")
                 } else {
@@ -67,7 +71,7 @@ import Testing
                             binding: c["finish_binding"]?.stringValue ?? c["binding"]?.stringValue ?? ""
                         )
                     }
-                    let r = try human.webauthn.finishAssertion(
+                    let r = try await human.webauthn.finishAssertion(
                         userId: userId,
                         purpose: finishPurpose,
                         credentialJSON: json
@@ -86,6 +90,6 @@ import Testing
         for code in ["invalid_signature", "origin_mismatch", "rp_id_mismatch", "possible_clone", "malformed_cbor"] {
             #expect(outcomes[code, default: 0] > 0, "\(code)")
         }
-        #expect(Set(try human.webauthn.listCredentials(userId: userId).map(\.algorithm)) == ["ES256", "EdDSA"])
+        await #expect(Set(try human.webauthn.listCredentials(userId: userId).map(\.algorithm)) == ["ES256", "EdDSA"])
     }
 }

@@ -88,12 +88,12 @@ public struct WebAuthnService: Sendable {
 
     /// Issues and stores a challenge: 16 random bytes ‖ ``challengeTail(userId:scope:)`` (32 bytes in all, §13.4.3
     /// asks for at least 16 random bytes).
-    private func issueChallenge(userId: String, scope: Scope) throws -> (challenge: [UInt8], expiresAt: Int64) {
+    private func issueChallenge(userId: String, scope: Scope) async throws -> (challenge: [UInt8], expiresAt: Int64) {
         let now = clock.now()
-        _ = try store.deleteExpiredWebAuthnChallenges(now: now)  // opportunistic sweep
+        _ = try await store.deleteExpiredWebAuthnChallenges(now: now)  // opportunistic sweep
         let challenge = try Crypto.randomBytes(16) + Self.challengeTail(userId: userId, scope: scope)
         let expiresAt = now + configuration.challengeLifetime
-        try store.insertWebAuthnChallenge(
+        try await store.insertWebAuthnChallenge(
             WebAuthnChallengeRecord(
                 challengeHash: try Crypto.sha256(challenge),
                 userId: userId,
@@ -109,9 +109,9 @@ public struct WebAuthnService: Sendable {
     /// Consumes the challenge `C.challenge` names and checks it was issued to this user, for this scope, and is
     /// still valid (§7.1 step 8, §7.2 step 12). The stored hash is compared in constant time, and the derived tail
     /// again, so an assertion for approval A can never pass as one for approval B.
-    private func consumeChallenge(_ challenge: [UInt8], userId: String, scope: Scope) throws {
+    private func consumeChallenge(_ challenge: [UInt8], userId: String, scope: Scope) async throws {
         let hash = try Crypto.sha256(challenge)
-        guard challenge.count == 32, let record = try store.consumeWebAuthnChallenge(hash: hash),
+        guard challenge.count == 32, let record = try await store.consumeWebAuthnChallenge(hash: hash),
             Crypto.constantTimeEqual(record.challengeHash, hash)
         else {
             throw WebAuthnError.unknownChallenge("the challenge was not issued by this server, or was already used")
@@ -141,15 +141,15 @@ public struct WebAuthnService: Sendable {
     ///   - userId: the account's id (its UTF-8 bytes become the user handle).
     ///   - userName: shown by the browser as `user.name` and `user.displayName`.
     /// - Throws: ``WebAuthnError/notFound(_:)`` for an unknown user, ``WebAuthnError/tooManyCredentials(_:)``.
-    public func beginRegistration(userId: String, userName: String) throws -> WebAuthnCreationOptions {
-        guard try store.user(id: userId) != nil else { throw WebAuthnError.notFound("no such user") }
-        let existing = try store.webAuthnCredentials(userId: userId)
+    public func beginRegistration(userId: String, userName: String) async throws -> WebAuthnCreationOptions {
+        guard try await store.user(id: userId) != nil else { throw WebAuthnError.notFound("no such user") }
+        let existing = try await store.webAuthnCredentials(userId: userId)
         guard existing.count < Self.maximumCredentialsPerUser else {
             throw WebAuthnError.tooManyCredentials(
                 "at most \(Self.maximumCredentialsPerUser) security keys per account; remove one first"
             )
         }
-        let (challenge, expiresAt) = try issueChallenge(userId: userId, scope: .registration)
+        let (challenge, expiresAt) = try await issueChallenge(userId: userId, scope: .registration)
         return WebAuthnCreationOptions(
             challenge: challenge,
             rpID: configuration.rpID,
@@ -182,14 +182,14 @@ public struct WebAuthnService: Sendable {
         credentialJSON: String,
         authorisedBy: String? = nil
     )
-        throws -> WebAuthnCredentialInfo
+        async throws -> WebAuthnCredentialInfo
     {
-        let userName = try store.user(id: userId)?.name
+        let userName = try await store.user(id: userId)?.name
         do {
             let keyName = try Self.validName(name)
             let credential = try PostedCredential(json: credentialJSON, assertion: false)
             let client = try ClientData(credential.clientDataJSON)
-            try consumeChallenge(client.challenge, userId: userId, scope: .registration)
+            try await consumeChallenge(client.challenge, userId: userId, scope: .registration)
             try client.check(type: "webauthn.create", origins: configuration.origins)  // §7.1 steps 7, 9, 10
             let clientDataHash = try Crypto.sha256(credential.clientDataJSON)  // §7.1 step 11
             // §7.1 step 12: decode the attestation object (§6.5.4).
@@ -226,13 +226,13 @@ public struct WebAuthnService: Sendable {
                 clientDataHash: clientDataHash
             )
             // §7.1 step 22: a credential id is registered once, to one account.
-            if try store.webAuthnCredential(credentialId: attested.credentialId) != nil {
+            if try await store.webAuthnCredential(credentialId: attested.credentialId) != nil {
                 throw WebAuthnError.credentialExists("this security key is already registered")
             }
-            guard try store.webAuthnCredentials(userId: userId).count < Self.maximumCredentialsPerUser else {
+            guard try await store.webAuthnCredentials(userId: userId).count < Self.maximumCredentialsPerUser else {
                 throw WebAuthnError.tooManyCredentials("at most \(Self.maximumCredentialsPerUser) security keys")
             }
-            guard try store.user(id: userId) != nil else { throw WebAuthnError.notFound("no such user") }
+            guard try await store.user(id: userId) != nil else { throw WebAuthnError.notFound("no such user") }
             // §7.1 step 23: store the credential.
             let now = clock.now()
             let factorId = "f_" + Base64URL.encode(try Crypto.randomBytes(12))
@@ -250,7 +250,7 @@ public struct WebAuthnService: Sendable {
                 createdAt: now
             )
             do {
-                try store.insertWebAuthnCredential(
+                try await store.insertWebAuthnCredential(
                     record,
                     factor: FactorRecord(
                         id: factorId,
@@ -264,7 +264,7 @@ public struct WebAuthnService: Sendable {
             } catch let e as StoreError where e == .conflict {
                 throw WebAuthnError.credentialExists("this security key is already registered")
             }
-            try audit.record(
+            try await audit.record(
                 AuditEvent(
                     action: "factor.enrol",
                     actor: userName,
@@ -283,7 +283,7 @@ public struct WebAuthnService: Sendable {
             )
             return WebAuthnCredentialInfo(record)
         } catch let e as WebAuthnError {
-            try audit.record(
+            try await audit.record(
                 AuditEvent(
                     action: "factor.enrol",
                     actor: userName,
@@ -368,10 +368,10 @@ public struct WebAuthnService: Sendable {
     /// Starts an assertion for `purpose`: stores a challenge and returns the request options, listing the user's
     /// keys in `allowCredentials`.
     /// - Throws: ``WebAuthnError/noCredentials(_:)`` when the user has no security key.
-    public func beginAssertion(userId: String, purpose: WebAuthnPurpose) throws -> WebAuthnRequestOptions {
-        let keys = try store.webAuthnCredentials(userId: userId)
+    public func beginAssertion(userId: String, purpose: WebAuthnPurpose) async throws -> WebAuthnRequestOptions {
+        let keys = try await store.webAuthnCredentials(userId: userId)
         guard !keys.isEmpty else { throw WebAuthnError.noCredentials("no security key is registered") }
-        let (challenge, expiresAt) = try issueChallenge(userId: userId, scope: .assertion(purpose))
+        let (challenge, expiresAt) = try await issueChallenge(userId: userId, scope: .assertion(purpose))
         return WebAuthnRequestOptions(
             challenge: challenge,
             rpID: configuration.rpID,
@@ -395,20 +395,21 @@ public struct WebAuthnService: Sendable {
         userId: String,
         purpose: WebAuthnPurpose,
         credentialJSON: String
-    ) throws
+    ) async throws
         -> WebAuthnAssertionResult
     {
-        let userName = try store.user(id: userId)?.name
+        let userName = try await store.user(id: userId)?.name
         var details = ["method": "webauthn", "purpose": purpose.storedName]
         if let b = purpose.binding { details["binding"] = b }
         do {
             let credential = try PostedCredential(json: credentialJSON, assertion: true)
             let client = try ClientData(credential.clientDataJSON)
             // The challenge is consumed first, so every attempt, good or bad, uses it up.
-            try consumeChallenge(client.challenge, userId: userId, scope: .assertion(purpose))
+            try await consumeChallenge(client.challenge, userId: userId, scope: .assertion(purpose))
             // §7.2 steps 5–7: the credential is one of this user's keys; a user handle, if sent, is this user's.
-            guard let stored = try store.webAuthnCredential(credentialId: credential.rawId), stored.userId == userId,
-                let factor = try store.factor(id: stored.factorId), factor.state == .active
+            guard let stored = try await store.webAuthnCredential(credentialId: credential.rawId),
+                stored.userId == userId,
+                let factor = try await store.factor(id: stored.factorId), factor.state == .active
             else { throw WebAuthnError.unknownCredential("this security key is not registered to this account") }
             details["factor_id"] = stored.factorId
             if let handle = credential.userHandle, !handle.isEmpty,
@@ -431,9 +432,10 @@ public struct WebAuthnService: Sendable {
             // §7.2 step 21 / §6.1.1: the counter must grow unless both are zero; compare-and-set in the store.
             let presented = Int64(authData.signCount)
             details["sign_count"] = String(presented)
-            guard try store.advanceWebAuthnSignCount(factorId: stored.factorId, to: presented, usedAt: clock.now())
+            guard
+                try await store.advanceWebAuthnSignCount(factorId: stored.factorId, to: presented, usedAt: clock.now())
             else {
-                let now = try store.webAuthnCredential(factorId: stored.factorId)?.signCount ?? stored.signCount
+                let now = try await store.webAuthnCredential(factorId: stored.factorId)?.signCount ?? stored.signCount
                 details["stored_sign_count"] = String(now)
                 throw WebAuthnError.possibleClone(
                     "the signature counter did not grow (stored \(now), presented \(presented)): the key may be cloned"
@@ -446,7 +448,7 @@ public struct WebAuthnService: Sendable {
                 signCount: presented
             )
             details["user_verified"] = String(authData.userVerified)
-            try audit.record(
+            try await audit.record(
                 AuditEvent(
                     action: "factor.verify",
                     actor: userName,
@@ -458,7 +460,7 @@ public struct WebAuthnService: Sendable {
             return result
         } catch let e as WebAuthnError {
             details["detail"] = e.detail
-            try audit.record(
+            try await audit.record(
                 AuditEvent(
                     action: "factor.verify",
                     actor: userName,
@@ -476,20 +478,20 @@ public struct WebAuthnService: Sendable {
     // MARK: management
 
     /// The user's security keys.
-    public func listCredentials(userId: String) throws -> [WebAuthnCredentialInfo] {
-        try store.webAuthnCredentials(userId: userId).map(WebAuthnCredentialInfo.init)
+    public func listCredentials(userId: String) async throws -> [WebAuthnCredentialInfo] {
+        try await store.webAuthnCredentials(userId: userId).map(WebAuthnCredentialInfo.init)
     }
 
     /// Renames one of the user's keys.
     /// - Throws: ``WebAuthnError/notFound(_:)``, ``WebAuthnError/invalidRequest(_:)`` for a bad name.
-    public func rename(userId: String, factorId: String, name: String, actor: String? = nil) throws {
+    public func rename(userId: String, factorId: String, name: String, actor: String? = nil) async throws {
         let keyName = try Self.validName(name)
-        guard let c = try store.webAuthnCredential(factorId: factorId), c.userId == userId else {
+        guard let c = try await store.webAuthnCredential(factorId: factorId), c.userId == userId else {
             throw WebAuthnError.notFound("no such security key")
         }
-        try store.renameWebAuthnCredential(factorId: factorId, name: keyName)
-        let userName = try store.user(id: userId)?.name
-        try audit.record(
+        try await store.renameWebAuthnCredential(factorId: factorId, name: keyName)
+        let userName = try await store.user(id: userId)?.name
+        try await audit.record(
             AuditEvent(
                 action: "factor.rename",
                 actor: actor ?? userName,
@@ -502,14 +504,15 @@ public struct WebAuthnService: Sendable {
     /// Removes one of the user's keys (the factor row and, by cascade, the credential). The caller decides what
     /// fresh factor that needs (the pages ask for a step-up).
     /// - Throws: ``WebAuthnError/notFound(_:)``.
-    public func remove(userId: String, factorId: String, actor: String? = nil, authorisedBy: String? = nil) throws {
-        guard let c = try store.webAuthnCredential(factorId: factorId), c.userId == userId else {
+    public func remove(userId: String, factorId: String, actor: String? = nil, authorisedBy: String? = nil) async throws
+    {
+        guard let c = try await store.webAuthnCredential(factorId: factorId), c.userId == userId else {
             throw WebAuthnError.notFound("no such security key")
         }
-        try store.deleteFactor(id: factorId)
-        try store.forgetProofs(userId: userId, credentials: [factorId])
-        let userName = try store.user(id: userId)?.name
-        try audit.record(
+        try await store.deleteFactor(id: factorId)
+        try await store.forgetProofs(userId: userId, credentials: [factorId])
+        let userName = try await store.user(id: userId)?.name
+        try await audit.record(
             AuditEvent(
                 action: "factor.remove",
                 actor: actor ?? userName,

@@ -3,11 +3,12 @@ import Foundation
 import Logging
 import Synchronization
 
-/// The one place where ``PostgresStore``'s synchronous methods wait for PostgresNIO's asynchronous calls.
+/// The one place where ``PostgresStore``'s few blocking calls wait for PostgresNIO's asynchronous ones.
 ///
-/// ``BrokerStore`` is synchronous: the services call it on ``BrokerExecutor/storage`` lanes and the command-line
-/// tool on its command threads. PostgresNIO is asynchronous. ``wait(_:)`` starts the asynchronous work as a task and
-/// blocks the calling thread on a semaphore until the task finishes.
+/// ``BrokerStore`` is asynchronous; what blocks is opening and closing the store and the key store's calls (its
+/// keyring through ``KeyringDatabase``, its audit records through ``AuditStore/appendAuditBlocking(time:event:chain:)``),
+/// which run on ``BrokerExecutor/keys`` so that a key change never suspends half-way. ``wait(_:)`` starts the
+/// asynchronous work as a task and blocks the calling thread on a semaphore until the task finishes.
 ///
 /// That is only sound off the Swift cooperative pool: a cooperative thread blocked here serves nothing else while it
 /// waits, and PostgresNIO's pool starts some tasks of its own on the pool, so callers blocking every cooperative
@@ -62,13 +63,13 @@ final class PostgresBridge: Sendable {
     private func noteCallingContext() {
         let inTask = withUnsafeCurrentTask { $0 != nil }
         guard inTask, !Thread.isMainThread else { return }
-        if BrokerExecutor.storage.isCurrent || BrokerExecutor.keys.isCurrent {
+        if BrokerExecutor.blocking.isCurrent || BrokerExecutor.keys.isCurrent {
             return
         }
         misplaced.wrappingAdd(1, ordering: .relaxed)
         if !warned.exchange(true, ordering: .relaxed) {
             logger.warning(
-                "PostgreSQL store called from an asynchronous context off the storage lanes (the cooperative pool?): run storage calls through BrokerExecutor.storage"
+                "blocking PostgreSQL store call from an asynchronous context off the broker's lanes (the cooperative pool?): use the store's asynchronous calls"
             )
         }
     }

@@ -3,10 +3,10 @@ import Logging
 import PostgresNIO
 
 extension PostgresStore {
-    public func useCIToken(issuer: String, key: String, expiresAt: Int64, now: Int64) throws -> Bool {
+    public func useCIToken(issuer: String, key: String, expiresAt: Int64, now: Int64) async throws -> Bool {
         let cutoff = now - SQLiteStore.ciTokenPruneMargin
         let logger = self.logger
-        return try transaction { conn in
+        return try await transaction { conn in
             try await Self.drain(conn.query("DELETE FROM ci_token_uses WHERE expires_at < \(cutoff)", logger: logger))
             let inserted = try await Self.collect(
                 conn.query(

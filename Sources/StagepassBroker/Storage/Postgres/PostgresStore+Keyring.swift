@@ -14,12 +14,12 @@ extension PostgresStore: KeyringDatabase {
     public static let changeChannel = "stagepass_changes"
 
     public func keyringVersion() throws -> Int64 {
-        try rows("SELECT version FROM keyring_meta WHERE id = 1").first?.decode(Int64.self) ?? 0
+        try rowsBlocking("SELECT version FROM keyring_meta WHERE id = 1").first?.decode(Int64.self) ?? 0
     }
 
     public func loadKeyring() throws -> StoredKeyring {
         // One statement: one snapshot of the version and the rows together.
-        let found = try rows(
+        let found = try rowsBlocking(
             """
             SELECT m.version, k.kid, k.alg, k.state, k.created, k.activated, k.retiring_since, k.retired,
                    k.retire_after, k.origin, k.private_key_pem
@@ -61,7 +61,7 @@ extension PostgresStore: KeyringDatabase {
         let ordered = change.keys.enumerated().sorted {
             ($0.element.state == .active ? 1 : 0) < ($1.element.state == .active ? 1 : 0)
         }
-        return try transaction { conn -> Int64? in
+        return try transactionBlocking { conn -> Int64? in
             let current =
                 try await Self.collect(
                     conn.query("SELECT version FROM keyring_meta WHERE id = 1 FOR UPDATE", logger: logger)
@@ -110,8 +110,8 @@ extension PostgresStore: KeyringDatabase {
     }
 
     /// Tells every broker listening on ``changeChannel`` that this one reloaded its access policy.
-    public func announcePolicyReload() throws {
-        _ = try rows("SELECT pg_notify(\(Self.changeChannel), \(BrokerChange.policy(from: instance).payload))")
+    public func announcePolicyReload() async throws {
+        _ = try await rows("SELECT pg_notify(\(Self.changeChannel), \(BrokerChange.policy(from: instance).payload))")
     }
 }
 

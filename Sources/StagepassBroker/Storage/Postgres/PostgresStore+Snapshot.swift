@@ -3,9 +3,9 @@ import Logging
 import PostgresNIO
 
 extension PostgresStore: StoreTransfer {
-    public func exportSnapshot() throws -> StoreSnapshot {
+    public func exportSnapshot() async throws -> StoreSnapshot {
         let logger = self.logger
-        return try transaction { conn in
+        return try await transaction { conn in
             // One snapshot for every table (the first statement of the transaction fixes it).
             try await Self.drain(
                 conn.query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY", logger: logger)
@@ -81,9 +81,9 @@ extension PostgresStore: StoreTransfer {
         }
     }
 
-    public func importSnapshot(_ s: StoreSnapshot) throws {
+    public func importSnapshot(_ s: StoreSnapshot) async throws {
         let logger = self.logger
-        try transaction { conn in
+        try await transaction { conn in
             func run(_ query: PostgresQuery) async throws { try await Self.drain(conn.query(query, logger: logger)) }
             // The chain lock: no broker appends to this database while the copy is written.
             try await Self.lock(conn, .auditChain, logger: logger)

@@ -5,9 +5,9 @@ import PostgresNIO
 extension PostgresStore {
     // MARK: clients
 
-    public func insertClient(_ c: ClientRecord) throws {
+    public func insertClient(_ c: ClientRecord) async throws {
         do {
-            _ = try rows(
+            _ = try await rows(
                 """
                 INSERT INTO clients (name, secret_hash, created_at)
                 VALUES (\(c.name), \(Data(c.secretHash)), \(c.createdAt))
@@ -23,16 +23,16 @@ extension PostgresStore {
         return ClientRecord(name: try c("name"), secretHash: try c.bytes("secret_hash"), createdAt: try c("created_at"))
     }
 
-    public func client(named name: String) throws -> ClientRecord? {
-        try rows("SELECT * FROM clients WHERE name = \(name)").first.map(Self.client)
+    public func client(named name: String) async throws -> ClientRecord? {
+        try await rows("SELECT * FROM clients WHERE name = \(name)").first.map(Self.client)
     }
 
-    public func allClients() throws -> [ClientRecord] {
-        try rows("SELECT * FROM clients ORDER BY name COLLATE \"C\"").map(Self.client)
+    public func allClients() async throws -> [ClientRecord] {
+        try await rows("SELECT * FROM clients ORDER BY name COLLATE \"C\"").map(Self.client)
     }
 
-    public func deleteClient(named name: String) throws {
-        if try count("DELETE FROM clients WHERE name = \(name) RETURNING 1") == 0 {
+    public func deleteClient(named name: String) async throws {
+        if try await count("DELETE FROM clients WHERE name = \(name) RETURNING 1") == 0 {
             throw StoreError.notFound("no client named \(name)")
         }
     }
@@ -60,9 +60,9 @@ extension PostgresStore {
         )
     }
 
-    public func insertToken(_ t: TokenRecord, audit: AuditAppend, claimRequest: String?) throws -> TokenRecord {
+    public func insertToken(_ t: TokenRecord, audit: AuditAppend, claimRequest: String?) async throws -> TokenRecord {
         let logger = self.logger
-        return try transaction { conn in
+        return try await transaction { conn in
             // The chain lock first: it also orders `seq`, so the ledger has no gaps and no duplicates.
             try await Self.lock(conn, .auditChain, logger: logger)
             return try await Self.insertOne(conn, t, audit: audit, claimRequest: claimRequest, logger: logger)
@@ -73,18 +73,17 @@ extension PostgresStore {
     /// acquisition of the chain lock. Each item runs inside a savepoint: an item that conflicts (its request is no
     /// longer `approved`, a duplicate jti) is rolled back to its savepoint alone and gets its ``StoreError``; the
     /// others commit, their `seq`s contiguous and their audit records chained in batch order.
-    public func insertTokens(_ batch: [PendingToken]) throws -> [Result<TokenRecord, StoreError>] {
-        guard batch.count > 1 else {
-            return try batch.map { p in
-                do {
-                    return .success(try insertToken(p.token, audit: p.audit, claimRequest: p.claimRequest))
-                } catch let e as StoreError {
-                    return .failure(e)
-                }
+    public func insertTokens(_ batch: [PendingToken]) async throws -> [Result<TokenRecord, StoreError>] {
+        if batch.count == 1, let p = batch.first {
+            do {
+                return [.success(try await insertToken(p.token, audit: p.audit, claimRequest: p.claimRequest))]
+            } catch let e as StoreError {
+                return [.failure(e)]
             }
         }
+        guard !batch.isEmpty else { return [] }
         let logger = self.logger
-        return try transaction { conn in
+        return try await transaction { conn in
             try await Self.lock(conn, .auditChain, logger: logger)
             // The fast path: a handful of round trips for the whole batch. Should any row conflict (a duplicate jti),
             // it is rolled back and every item runs alone in its own savepoint, as below.
@@ -251,13 +250,18 @@ extension PostgresStore {
         return out
     }
 
-    public func token(jti: String) throws -> TokenRecord? {
-        try rows("SELECT * FROM tokens WHERE jti = \(jti)").first.map(Self.token)
+    public func token(jti: String) async throws -> TokenRecord? {
+        try await rows("SELECT * FROM tokens WHERE jti = \(jti)").first.map(Self.token)
     }
 
-    public func revoke(_ target: RevocationTarget, at: Int64, reason: String, audit: AuditAppend) throws -> [String] {
+    public func revoke(
+        _ target: RevocationTarget,
+        at: Int64,
+        reason: String,
+        audit: AuditAppend
+    ) async throws -> [String] {
         let logger = self.logger
-        return try transaction { conn in
+        return try await transaction { conn in
             try await Self.lock(conn, .auditChain, logger: logger)
             let query: PostgresQuery
             switch target {
@@ -293,8 +297,8 @@ extension PostgresStore {
         }
     }
 
-    public func revokedSeqs(in range: ClosedRange<Int64>) throws -> [Int64] {
-        try rows(
+    public func revokedSeqs(in range: ClosedRange<Int64>) async throws -> [Int64] {
+        try await rows(
             """
             SELECT seq FROM tokens WHERE revoked_at IS NOT NULL AND seq BETWEEN \(range.lowerBound) AND \(range.upperBound)
             ORDER BY seq
@@ -302,12 +306,12 @@ extension PostgresStore {
         ).map { try $0.decode(Int64.self) }
     }
 
-    public func lastTokenSeq() throws -> Int64 {
-        try rows("SELECT COALESCE(MAX(seq), 0) FROM tokens").first?.decode(Int64.self) ?? 0
+    public func lastTokenSeq() async throws -> Int64 {
+        try await rows("SELECT COALESCE(MAX(seq), 0) FROM tokens").first?.decode(Int64.self) ?? 0
     }
 
-    public func revocationEpoch() throws -> Int64 {
-        try rows("SELECT value FROM counters WHERE name = 'revocation_epoch'").first?.decode(Int64.self) ?? 0
+    public func revocationEpoch() async throws -> Int64 {
+        try await rows("SELECT value FROM counters WHERE name = 'revocation_epoch'").first?.decode(Int64.self) ?? 0
     }
 
     // MARK: status lists
@@ -317,14 +321,16 @@ extension PostgresStore {
         return StatusListRecord(number: number, firstSeq: firstSeq, size: size, createdAt: createdAt)
     }
 
-    public func statusLists() throws -> [StatusListRecord] {
-        try rows("SELECT number, first_seq, size, created_at FROM status_lists ORDER BY number").map(Self.statusList)
+    public func statusLists() async throws -> [StatusListRecord] {
+        try await rows("SELECT number, first_seq, size, created_at FROM status_lists ORDER BY number").map(
+            Self.statusList
+        )
     }
 
-    public func placeStatusList(seq: Int64, size: Int64, at: Int64) throws -> StatusListRecord {
+    public func placeStatusList(seq: Int64, size: Int64, at: Int64) async throws -> StatusListRecord {
         guard seq >= 1, size >= 1 else { throw StoreError.conflict("a status list needs seq >= 1 and size >= 1") }
         let logger = self.logger
-        return try transaction { conn in
+        return try await transaction { conn in
             // Lists are created by one transaction at a time (every replica): the layout stays contiguous.
             try await Self.lock(conn, .statusLists, logger: logger)
             let covering = try await Self.collect(
@@ -391,10 +397,10 @@ extension PostgresStore {
         )
     }
 
-    public func insertRequest(_ q: ApprovalRequestRecord, audit: AuditAppend) throws {
+    public func insertRequest(_ q: ApprovalRequestRecord, audit: AuditAppend) async throws {
         let logger = self.logger
         do {
-            try transaction { conn in
+            try await transaction { conn in
                 try await Self.lock(conn, .auditChain, logger: logger)
                 try await Self.drain(
                     conn.query(
@@ -416,21 +422,21 @@ extension PostgresStore {
         }
     }
 
-    public func request(id: String) throws -> ApprovalRequestRecord? {
-        try rows("SELECT * FROM approval_requests WHERE id = \(id)").first.flatMap(Self.request)
+    public func request(id: String) async throws -> ApprovalRequestRecord? {
+        try await rows("SELECT * FROM approval_requests WHERE id = \(id)").first.flatMap(Self.request)
     }
 
-    public func request(userCode: String) throws -> ApprovalRequestRecord? {
-        try rows("SELECT * FROM approval_requests WHERE user_code = \(userCode)").first.flatMap(Self.request)
+    public func request(userCode: String) async throws -> ApprovalRequestRecord? {
+        try await rows("SELECT * FROM approval_requests WHERE user_code = \(userCode)").first.flatMap(Self.request)
     }
 
-    public func request(deviceCodeHash: [UInt8]) throws -> ApprovalRequestRecord? {
-        try rows("SELECT * FROM approval_requests WHERE device_code_hash = \(Data(deviceCodeHash))").first
+    public func request(deviceCodeHash: [UInt8]) async throws -> ApprovalRequestRecord? {
+        try await rows("SELECT * FROM approval_requests WHERE device_code_hash = \(Data(deviceCodeHash))").first
             .flatMap(Self.request)
     }
 
-    public func pendingRequests(now: Int64) throws -> [ApprovalRequestRecord] {
-        try rows(
+    public func pendingRequests(now: Int64) async throws -> [ApprovalRequestRecord] {
+        try await rows(
             """
             SELECT * FROM approval_requests WHERE state = 'pending' AND expires_at > \(now)
             ORDER BY created_at, id COLLATE "C"
@@ -438,8 +444,8 @@ extension PostgresStore {
         ).compactMap(Self.request)
     }
 
-    public func notePoll(requestId: String, at: Int64, interval: Int64) throws {
-        _ = try rows(
+    public func notePoll(requestId: String, at: Int64, interval: Int64) async throws {
+        _ = try await rows(
             "UPDATE approval_requests SET last_poll_at = \(at), interval = \(interval) WHERE id = \(requestId)"
         )
     }
@@ -451,9 +457,9 @@ extension PostgresStore {
         decidedBy: String?,
         reason: String?,
         audit: AuditAppend
-    ) throws -> Bool {
+    ) async throws -> Bool {
         let logger = self.logger
-        return try transaction { conn in
+        return try await transaction { conn in
             try await Self.lock(conn, .auditChain, logger: logger)
             let moved = try await Self.collect(
                 conn.query(
@@ -490,10 +496,10 @@ extension PostgresStore {
         )
     }
 
-    public func insertApproval(_ a: ApprovalRecord, audit: AuditAppend) throws -> [ApprovalRecord] {
+    public func insertApproval(_ a: ApprovalRecord, audit: AuditAppend) async throws -> [ApprovalRecord] {
         let logger = self.logger
         let amr = try Self.json(a.amr)
-        return try transaction { conn in
+        return try await transaction { conn in
             try await Self.lock(conn, .auditChain, logger: logger)
             let state = try await Self.collect(
                 conn.query("SELECT state FROM approval_requests WHERE id = \(a.requestId) FOR UPDATE", logger: logger)
@@ -529,14 +535,16 @@ extension PostgresStore {
         }
     }
 
-    public func approvals(requestId: String) throws -> [ApprovalRecord] {
-        try rows("SELECT * FROM approvals WHERE request_id = \(requestId) ORDER BY created_at, ord").map(Self.approval)
+    public func approvals(requestId: String) async throws -> [ApprovalRecord] {
+        try await rows("SELECT * FROM approvals WHERE request_id = \(requestId) ORDER BY created_at, ord").map(
+            Self.approval
+        )
     }
 
-    public func insertDelegation(_ d: DelegationRecord, audit: AuditAppend) throws {
+    public func insertDelegation(_ d: DelegationRecord, audit: AuditAppend) async throws {
         let logger = self.logger
         let amr = try Self.json(d.amr)
-        try transaction { conn in
+        try await transaction { conn in
             try await Self.lock(conn, .auditChain, logger: logger)
             try await Self.drain(
                 conn.query(
@@ -579,10 +587,10 @@ extension PostgresStore {
         stage: String,
         audience: String,
         now: Int64
-    ) throws
+    ) async throws
         -> [DelegationRecord]
     {
-        try rows(
+        try await rows(
             """
             SELECT * FROM delegations
             WHERE client_id = \(clientId) AND role = \(role) AND stage = \(stage) AND audience = \(audience)
@@ -592,8 +600,8 @@ extension PostgresStore {
         ).map(Self.delegation)
     }
 
-    public func liveDelegations(sessionId: String, now: Int64) throws -> [DelegationRecord] {
-        try rows(
+    public func liveDelegations(sessionId: String, now: Int64) async throws -> [DelegationRecord] {
+        try await rows(
             """
             SELECT * FROM delegations WHERE session_id = \(sessionId) AND revoked_at IS NULL AND expires_at > \(now)
             ORDER BY created_at DESC, ord DESC
@@ -601,8 +609,8 @@ extension PostgresStore {
         ).map(Self.delegation)
     }
 
-    public func liveDelegations(userId: String, now: Int64) throws -> [DelegationRecord] {
-        try rows(
+    public func liveDelegations(userId: String, now: Int64) async throws -> [DelegationRecord] {
+        try await rows(
             """
             SELECT * FROM delegations WHERE user_id = \(userId) AND revoked_at IS NULL AND expires_at > \(now)
             ORDER BY created_at DESC, ord DESC
@@ -610,8 +618,8 @@ extension PostgresStore {
         ).map(Self.delegation)
     }
 
-    public func liveDelegations(now: Int64) throws -> [DelegationRecord] {
-        try rows(
+    public func liveDelegations(now: Int64) async throws -> [DelegationRecord] {
+        try await rows(
             """
             SELECT * FROM delegations WHERE revoked_at IS NULL AND expires_at > \(now)
             ORDER BY created_at DESC, ord DESC
@@ -619,13 +627,18 @@ extension PostgresStore {
         ).map(Self.delegation)
     }
 
-    public func delegation(id: String) throws -> DelegationRecord? {
-        try rows("SELECT * FROM delegations WHERE id = \(id)").first.map(Self.delegation)
+    public func delegation(id: String) async throws -> DelegationRecord? {
+        try await rows("SELECT * FROM delegations WHERE id = \(id)").first.map(Self.delegation)
     }
 
-    public func revokeDelegations(ids: [String], at: Int64, reason: String, audit: AuditAppend?) throws -> [String] {
+    public func revokeDelegations(
+        ids: [String],
+        at: Int64,
+        reason: String,
+        audit: AuditAppend?
+    ) async throws -> [String] {
         let logger = self.logger
-        return try transaction { conn in
+        return try await transaction { conn in
             if audit != nil { try await Self.lock(conn, .auditChain, logger: logger) }
             var revoked: [String] = []
             for id in ids {

@@ -21,10 +21,10 @@ extension PostgresStore {
         )
     }
 
-    public func insertWebAuthnCredential(_ c: WebAuthnCredentialRecord, factor f: FactorRecord) throws {
+    public func insertWebAuthnCredential(_ c: WebAuthnCredentialRecord, factor f: FactorRecord) async throws {
         let logger = self.logger
         do {
-            try transaction { conn in
+            try await transaction { conn in
                 try await Self.drain(
                     conn.query(
                         """
@@ -52,8 +52,8 @@ extension PostgresStore {
         }
     }
 
-    public func webAuthnCredential(credentialId: [UInt8]) throws -> WebAuthnCredentialRecord? {
-        try rows(
+    public func webAuthnCredential(credentialId: [UInt8]) async throws -> WebAuthnCredentialRecord? {
+        try await rows(
             """
             SELECT c.*, f.user_id FROM webauthn_credentials c
             JOIN factors f ON f.id = c.factor_id AND f.kind = 'webauthn'
@@ -62,8 +62,8 @@ extension PostgresStore {
         ).first.map(Self.credential)
     }
 
-    public func webAuthnCredential(factorId: String) throws -> WebAuthnCredentialRecord? {
-        try rows(
+    public func webAuthnCredential(factorId: String) async throws -> WebAuthnCredentialRecord? {
+        try await rows(
             """
             SELECT c.*, f.user_id FROM webauthn_credentials c
             JOIN factors f ON f.id = c.factor_id AND f.kind = 'webauthn'
@@ -72,8 +72,8 @@ extension PostgresStore {
         ).first.map(Self.credential)
     }
 
-    public func webAuthnCredentials(userId: String) throws -> [WebAuthnCredentialRecord] {
-        try rows(
+    public func webAuthnCredentials(userId: String) async throws -> [WebAuthnCredentialRecord] {
+        try await rows(
             """
             SELECT c.*, f.user_id FROM webauthn_credentials c
             JOIN factors f ON f.id = c.factor_id AND f.kind = 'webauthn'
@@ -83,14 +83,16 @@ extension PostgresStore {
         ).map(Self.credential)
     }
 
-    public func renameWebAuthnCredential(factorId: String, name: String) throws {
-        if try count("UPDATE webauthn_credentials SET name = \(name) WHERE factor_id = \(factorId) RETURNING 1") == 0 {
+    public func renameWebAuthnCredential(factorId: String, name: String) async throws {
+        if try await count("UPDATE webauthn_credentials SET name = \(name) WHERE factor_id = \(factorId) RETURNING 1")
+            == 0
+        {
             throw StoreError.notFound("no such security key")
         }
     }
 
-    public func advanceWebAuthnSignCount(factorId: String, to newCount: Int64, usedAt: Int64) throws -> Bool {
-        try count(
+    public func advanceWebAuthnSignCount(factorId: String, to newCount: Int64, usedAt: Int64) async throws -> Bool {
+        try await count(
             """
             UPDATE webauthn_credentials SET sign_count = \(newCount), last_used_at = \(usedAt)
             WHERE factor_id = \(factorId) AND (sign_count < \(newCount) OR (sign_count = 0 AND \(newCount) = 0))
@@ -99,8 +101,8 @@ extension PostgresStore {
         ) == 1
     }
 
-    public func insertWebAuthnChallenge(_ c: WebAuthnChallengeRecord) throws {
-        _ = try rows(
+    public func insertWebAuthnChallenge(_ c: WebAuthnChallengeRecord) async throws {
+        _ = try await rows(
             """
             INSERT INTO webauthn_challenges (challenge_hash, user_id, purpose, binding, created_at, expires_at)
             VALUES (\(Data(c.challengeHash)), \(c.userId), \(c.purpose), \(c.binding), \(c.createdAt), \(c.expiresAt))
@@ -108,9 +110,10 @@ extension PostgresStore {
         )
     }
 
-    public func consumeWebAuthnChallenge(hash: [UInt8]) throws -> WebAuthnChallengeRecord? {
+    public func consumeWebAuthnChallenge(hash: [UInt8]) async throws -> WebAuthnChallengeRecord? {
         // One statement: two concurrent finishes of the same ceremony cannot both get the row.
-        try rows("DELETE FROM webauthn_challenges WHERE challenge_hash = \(Data(hash)) RETURNING *").first.map { row in
+        try await rows("DELETE FROM webauthn_challenges WHERE challenge_hash = \(Data(hash)) RETURNING *").first.map {
+            row in
             let c = Cells(row)
             return WebAuthnChallengeRecord(
                 challengeHash: try c.bytes("challenge_hash"),
@@ -123,7 +126,7 @@ extension PostgresStore {
         }
     }
 
-    public func deleteExpiredWebAuthnChallenges(now: Int64) throws -> Int {
-        try count("DELETE FROM webauthn_challenges WHERE expires_at <= \(now) RETURNING 1")
+    public func deleteExpiredWebAuthnChallenges(now: Int64) async throws -> Int {
+        try await count("DELETE FROM webauthn_challenges WHERE expires_at <= \(now) RETURNING 1")
     }
 }

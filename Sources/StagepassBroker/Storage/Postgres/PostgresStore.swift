@@ -6,9 +6,11 @@ import Synchronization
 
 /// ``BrokerStore`` on PostgreSQL, through PostgresNIO's `PostgresClient` and its connection pool.
 ///
-/// The store is internally asynchronous; its synchronous methods wait through ``PostgresBridge`` (one place, valid
-/// off the cooperative pool: the broker calls storage on ``BrokerExecutor/storage`` lanes). Every query binds its
-/// values (`PostgresQuery` interpolation sends them as parameters, never as SQL text).
+/// Every ``BrokerStore`` call is asynchronous: it leases a pooled connection and suspends the calling task on the
+/// network round trips, holding no thread. The blocking calls the key store needs (its keyring, its audit records:
+/// ``KeyringDatabase``, ``AuditStore/appendAuditBlocking(time:event:chain:)``) wait through ``PostgresBridge``, on the
+/// key store's own executor. Every query binds its values (`PostgresQuery` interpolation sends them as parameters,
+/// never as SQL text).
 ///
 /// Guarantees, the same as ``SQLiteStore``'s (one conformance suite, `StoreConformanceTests`, runs on both):
 /// - Compare-and-set writes are single statements (`UPDATE … WHERE <expected> RETURNING`, `DELETE … RETURNING`):
@@ -70,7 +72,41 @@ public final class PostgresStore: BrokerStore {
         )
     }
 
-    public init(url: PostgresURL, maximumConnections: Int = 10, openTimeout: Duration = .seconds(30)) throws {
+    public convenience init(url: PostgresURL, maximumConnections: Int = 10, openTimeout: Duration = .seconds(30)) throws
+    {
+        self.init(unopened: url, maximumConnections: maximumConnections)
+        // Blocking: the caller is on a thread of its own (a blocking lane, the key store's executor), never the pool.
+        try bridge.wait { try await self.migrate(openTimeout: openTimeout) }
+    }
+
+    /// ``init(url:maximumConnections:openTimeout:)`` without blocking: connects and migrates while the calling task
+    /// suspends.
+    public static func open(
+        url: PostgresURL,
+        maximumConnections: Int = 10,
+        openTimeout: Duration = .seconds(30)
+    ) async throws -> PostgresStore {
+        let store = PostgresStore(unopened: url, maximumConnections: maximumConnections)
+        try await store.migrate(openTimeout: openTimeout)
+        return store
+    }
+
+    /// ``open(url:maximumConnections:openTimeout:)`` from a URL string.
+    public static func open(
+        url: String,
+        maximumConnections: Int = 10,
+        openTimeout: Duration = .seconds(30),
+        environment: [String: String] = ProcessInfo.processInfo.environment
+    ) async throws -> PostgresStore {
+        try await open(
+            url: try PostgresURL(url, environment: environment),
+            maximumConnections: maximumConnections,
+            openTimeout: openTimeout
+        )
+    }
+
+    /// The pool, started, with the schema not yet checked.
+    private init(unopened url: PostgresURL, maximumConnections: Int) {
         self.url = url
         var quiet = Logger(label: "stagepass.postgres")
         quiet.logLevel = .warning
@@ -108,22 +144,25 @@ public final class PostgresStore: BrokerStore {
         )
         self.bridge = bridge
         runTask = Task(executorPreference: bridge.executor) { await client.run() }
+    }
+
+    /// Migrates the schema (``PostgresMigrations``); the pool retries a failing connection with backoff, and opening
+    /// gives up after `openTimeout`. On failure the pool is stopped.
+    private func migrate(openTimeout: Duration) async throws {
+        let (client, log, url) = (self.client, self.logger, self.url)
         do {
-            let applied = try bridge.wait {
-                // The pool retries a failing connection with backoff; opening gives up after `openTimeout`.
-                try await withThrowingTaskGroup(of: [String]?.self) { group in
-                    group.addTask { try await PostgresMigrations.migrate(client, logger: log) }
-                    group.addTask {
-                        try await Task.sleep(for: openTimeout)
-                        return nil
-                    }
-                    let first = try await group.next()
-                    group.cancelAll()
-                    guard let applied = first ?? nil else {
-                        throw StoreError.backend("no answer within \(openTimeout)")
-                    }
-                    return applied
+            let applied = try await withThrowingTaskGroup(of: [String]?.self) { group in
+                group.addTask { try await PostgresMigrations.migrate(client, logger: log) }
+                group.addTask {
+                    try await Task.sleep(for: openTimeout)
+                    return nil
                 }
+                let first = try await group.next()
+                group.cancelAll()
+                guard let applied = first ?? nil else {
+                    throw StoreError.backend("no answer within \(openTimeout)")
+                }
+                return applied
             }
             if !applied.isEmpty { log.notice("migrated \(url.redacted): \(applied.joined(separator: ", "))") }
         } catch {
@@ -138,20 +177,21 @@ public final class PostgresStore: BrokerStore {
 
     /// Stops the pool: cancels the client's `run()` task (its connections close) and waits until it has returned.
     /// Calls after this fail with ``StoreError/backend(_:)``.
-    public func close() {
+    public func close() async {
         runTask.cancel()
-        let task = runTask
-        _ = try? bridge.wait { await task.value }
+        await runTask.value
     }
 
     // MARK: plumbing
 
-    /// Runs `body` in a transaction (READ COMMITTED, PostgreSQL's default) on a pooled connection. A serialisation
-    /// failure or a deadlock (SQLSTATE 40001, 40P01) is retried a few times; other errors go through
-    /// ``storeError(_:_:)``.
-    func transaction<T: Sendable>(_ body: @escaping (PostgresConnection) async throws -> T) throws -> T {
+    /// Runs `body` in a transaction (READ COMMITTED, PostgreSQL's default) on a pooled connection; the calling task
+    /// suspends meanwhile (no thread waits). A serialisation failure or a deadlock (SQLSTATE 40001, 40P01) is
+    /// retried a few times; other errors go through ``storeError(_:_:)``. The call runs in a task of its own, so it
+    /// is not cancelled with the caller's: once asked for, a transaction runs to its commit or rollback.
+    func transaction<T: Sendable>(_ body: @escaping @Sendable (PostgresConnection) async throws -> T) async throws -> T
+    {
         let (client, logger) = (self.client, self.logger)
-        return try bridge.wait {
+        return try await Task {
             var attempt = 0
             while true {
                 attempt += 1
@@ -164,20 +204,35 @@ public final class PostgresStore: BrokerStore {
                     throw Self.storeError(error, "PostgreSQL transaction failed")
                 }
             }
-        }
+        }.value
     }
 
-    /// Runs one statement outside an explicit transaction and returns its rows.
-    func rows(_ query: PostgresQuery) throws -> [PostgresRow] {
+    /// Runs one statement outside an explicit transaction and returns its rows (the calling task suspends).
+    func rows(_ query: PostgresQuery) async throws -> [PostgresRow] {
         let (client, logger) = (self.client, self.logger)
-        return try bridge.wait {
+        return try await Task {
             do {
                 return try await Self.leased(client) { conn in try await Self.collect(conn.query(query, logger: logger))
                 }
             } catch {
                 throw Self.storeError(error, "PostgreSQL query failed")
             }
-        }
+        }.value
+    }
+
+    /// ``transaction(_:)`` blocking the calling thread (``PostgresBridge``): for the key store's keyring and audit
+    /// records, which run on an executor of their own, never on the cooperative pool.
+    func transactionBlocking<T: Sendable>(
+        _ body: @escaping @Sendable (PostgresConnection) async throws -> T
+    ) throws
+        -> T
+    {
+        try bridge.wait { try await self.transaction(body) }
+    }
+
+    /// ``rows(_:)`` blocking the calling thread (same callers as ``transactionBlocking(_:)``).
+    func rowsBlocking(_ query: PostgresQuery) throws -> [PostgresRow] {
+        try bridge.wait { try await self.rows(query) }
     }
 
     /// How long a call waits for a pooled connection before it fails as ``StorageFault/Cause/unreachable``: the
@@ -233,7 +288,7 @@ public final class PostgresStore: BrokerStore {
     }
 
     /// Runs one statement and counts the rows it returned (`… RETURNING 1` counts the rows changed).
-    func count(_ query: PostgresQuery) throws -> Int { try rows(query).count }
+    func count(_ query: PostgresQuery) async throws -> Int { try await rows(query).count }
 
     static func collect(_ sequence: PostgresRowSequence) async throws -> [PostgresRow] {
         var out: [PostgresRow] = []
@@ -317,10 +372,10 @@ public final class PostgresStore: BrokerStore {
 
     // MARK: users and groups
 
-    public func insertUser(_ user: UserRecord, groups: [String]) throws {
+    public func insertUser(_ user: UserRecord, groups: [String]) async throws {
         let logger = self.logger
         do {
-            try transaction { conn in
+            try await transaction { conn in
                 try await Self.drain(
                     conn.query(
                         """
@@ -367,41 +422,41 @@ public final class PostgresStore: BrokerStore {
         )
     }
 
-    public func user(named name: String) throws -> UserRecord? {
-        try rows("SELECT * FROM users WHERE name = \(name)").first.map(Self.user)
+    public func user(named name: String) async throws -> UserRecord? {
+        try await rows("SELECT * FROM users WHERE name = \(name)").first.map(Self.user)
     }
 
-    public func user(id: String) throws -> UserRecord? {
-        try rows("SELECT * FROM users WHERE id = \(id)").first.map(Self.user)
+    public func user(id: String) async throws -> UserRecord? {
+        try await rows("SELECT * FROM users WHERE id = \(id)").first.map(Self.user)
     }
 
-    public func allUsers() throws -> [UserRecord] {
-        try rows("SELECT * FROM users ORDER BY name COLLATE \"C\"").map(Self.user)
+    public func allUsers() async throws -> [UserRecord] {
+        try await rows("SELECT * FROM users ORDER BY name COLLATE \"C\"").map(Self.user)
     }
 
-    public func setDisabled(userId: String, _ disabled: Bool) throws {
-        let n = try count("UPDATE users SET disabled = \(disabled) WHERE id = \(userId) RETURNING 1")
+    public func setDisabled(userId: String, _ disabled: Bool) async throws {
+        let n = try await count("UPDATE users SET disabled = \(disabled) WHERE id = \(userId) RETURNING 1")
         if n == 0 { throw StoreError.notFound("no such user") }
     }
 
-    public func setLocked(userId: String, _ locked: Bool) throws {
-        let n = try count("UPDATE users SET locked = \(locked) WHERE id = \(userId) RETURNING 1")
+    public func setLocked(userId: String, _ locked: Bool) async throws {
+        let n = try await count("UPDATE users SET locked = \(locked) WHERE id = \(userId) RETURNING 1")
         if n == 0 { throw StoreError.notFound("no such user") }
     }
 
-    public func setPasswordHash(userId: String, _ hash: String) throws {
-        let n = try count("UPDATE users SET password_hash = \(hash) WHERE id = \(userId) RETURNING 1")
+    public func setPasswordHash(userId: String, _ hash: String) async throws {
+        let n = try await count("UPDATE users SET password_hash = \(hash) WHERE id = \(userId) RETURNING 1")
         if n == 0 { throw StoreError.notFound("no such user") }
     }
 
-    public func groups(ofUser userId: String) throws -> [String] {
-        try rows("SELECT group_name FROM memberships WHERE user_id = \(userId) ORDER BY group_name COLLATE \"C\"")
+    public func groups(ofUser userId: String) async throws -> [String] {
+        try await rows("SELECT group_name FROM memberships WHERE user_id = \(userId) ORDER BY group_name COLLATE \"C\"")
             .map { try $0.decode(String.self) }
     }
 
-    public func setGroups(userId: String, _ groups: [String]) throws {
+    public func setGroups(userId: String, _ groups: [String]) async throws {
         let logger = self.logger
-        try transaction { conn in
+        try await transaction { conn in
             let found = try await Self.collect(
                 conn.query("SELECT 1 FROM users WHERE id = \(userId) FOR UPDATE", logger: logger)
             )
@@ -410,8 +465,8 @@ public final class PostgresStore: BrokerStore {
         }
     }
 
-    public func allGroups() throws -> [String] {
-        try rows("SELECT name FROM groups ORDER BY name COLLATE \"C\"").map { try $0.decode(String.self) }
+    public func allGroups() async throws -> [String] {
+        try await rows("SELECT name FROM groups ORDER BY name COLLATE \"C\"").map { try $0.decode(String.self) }
     }
 
     // MARK: factors
@@ -433,8 +488,8 @@ public final class PostgresStore: BrokerStore {
         )
     }
 
-    public func insertFactor(_ f: FactorRecord) throws {
-        _ = try rows(
+    public func insertFactor(_ f: FactorRecord) async throws {
+        _ = try await rows(
             """
             INSERT INTO factors (id, user_id, kind, state, secret_box, last_used_step, created_at)
             VALUES (\(f.id), \(f.userId), \(f.kind.rawValue), \(f.state.rawValue), \(f.secretBox.map { Data($0) }),
@@ -443,39 +498,39 @@ public final class PostgresStore: BrokerStore {
         )
     }
 
-    public func factor(id: String) throws -> FactorRecord? {
-        try rows("SELECT * FROM factors WHERE id = \(id)").first.flatMap(Self.factor)
+    public func factor(id: String) async throws -> FactorRecord? {
+        try await rows("SELECT * FROM factors WHERE id = \(id)").first.flatMap(Self.factor)
     }
 
-    public func factors(ofUser userId: String) throws -> [FactorRecord] {
-        try rows("SELECT * FROM factors WHERE user_id = \(userId) ORDER BY created_at, id COLLATE \"C\"")
+    public func factors(ofUser userId: String) async throws -> [FactorRecord] {
+        try await rows("SELECT * FROM factors WHERE user_id = \(userId) ORDER BY created_at, id COLLATE \"C\"")
             .compactMap(Self.factor)
     }
 
-    public func factors(kind: FactorKind) throws -> [FactorRecord] {
-        try rows("SELECT * FROM factors WHERE kind = \(kind.rawValue) ORDER BY id COLLATE \"C\"").compactMap(
+    public func factors(kind: FactorKind) async throws -> [FactorRecord] {
+        try await rows("SELECT * FROM factors WHERE kind = \(kind.rawValue) ORDER BY id COLLATE \"C\"").compactMap(
             Self.factor
         )
     }
 
-    public func setFactorState(id: String, _ state: FactorState) throws {
-        let n = try count("UPDATE factors SET state = \(state.rawValue) WHERE id = \(id) RETURNING 1")
+    public func setFactorState(id: String, _ state: FactorState) async throws {
+        let n = try await count("UPDATE factors SET state = \(state.rawValue) WHERE id = \(id) RETURNING 1")
         if n == 0 { throw StoreError.notFound("no such factor") }
     }
 
-    public func deleteFactor(id: String) throws {
-        _ = try rows("DELETE FROM factors WHERE id = \(id)")
+    public func deleteFactor(id: String) async throws {
+        _ = try await rows("DELETE FROM factors WHERE id = \(id)")
     }
 
-    public func deletePendingFactors(userId: String, kind: FactorKind) throws {
-        _ = try rows(
+    public func deletePendingFactors(userId: String, kind: FactorKind) async throws {
+        _ = try await rows(
             "DELETE FROM factors WHERE user_id = \(userId) AND kind = \(kind.rawValue) AND state = 'pending'"
         )
     }
 
-    public func replaceSecretBoxes(_ boxes: [String: [UInt8]]) throws {
+    public func replaceSecretBoxes(_ boxes: [String: [UInt8]]) async throws {
         let logger = self.logger
-        try transaction { conn in
+        try await transaction { conn in
             for (id, box) in boxes.sorted(by: { $0.key < $1.key }) {
                 let changed = try await Self.collect(
                     conn.query(
@@ -488,8 +543,8 @@ public final class PostgresStore: BrokerStore {
         }
     }
 
-    public func claimTOTPStep(factorId: String, step: Int64) throws -> Bool {
-        try count(
+    public func claimTOTPStep(factorId: String, step: Int64) async throws -> Bool {
+        try await count(
             """
             UPDATE factors SET last_used_step = \(step)
             WHERE id = \(factorId) AND (last_used_step IS NULL OR last_used_step < \(step))
@@ -498,15 +553,15 @@ public final class PostgresStore: BrokerStore {
         ) == 1
     }
 
-    public func touchFactor(id: String, at: Int64) throws {
-        _ = try rows("UPDATE factors SET last_used_at = \(at) WHERE id = \(id)")
+    public func touchFactor(id: String, at: Int64) async throws {
+        _ = try await rows("UPDATE factors SET last_used_at = \(at) WHERE id = \(id)")
     }
 
     // MARK: backup codes
 
-    public func replaceBackupCodes(userId: String, hashes: [[UInt8]]) throws {
+    public func replaceBackupCodes(userId: String, hashes: [[UInt8]]) async throws {
         let logger = self.logger
-        try transaction { conn in
+        try await transaction { conn in
             try await Self.drain(conn.query("DELETE FROM backup_codes WHERE user_id = \(userId)", logger: logger))
             for h in hashes {
                 try await Self.drain(
@@ -519,8 +574,9 @@ public final class PostgresStore: BrokerStore {
         }
     }
 
-    public func unusedBackupCodes(userId: String) throws -> [BackupCodeRecord] {
-        try rows("SELECT * FROM backup_codes WHERE user_id = \(userId) AND used_at IS NULL ORDER BY id").map { row in
+    public func unusedBackupCodes(userId: String) async throws -> [BackupCodeRecord] {
+        try await rows("SELECT * FROM backup_codes WHERE user_id = \(userId) AND used_at IS NULL ORDER BY id").map {
+            row in
             let c = Cells(row)
             return BackupCodeRecord(
                 id: try c("id"),
@@ -531,8 +587,8 @@ public final class PostgresStore: BrokerStore {
         }
     }
 
-    public func consumeBackupCode(id: Int64, at: Int64) throws -> Bool {
-        try count("UPDATE backup_codes SET used_at = \(at) WHERE id = \(id) AND used_at IS NULL RETURNING 1") == 1
+    public func consumeBackupCode(id: Int64, at: Int64) async throws -> Bool {
+        try await count("UPDATE backup_codes SET used_at = \(at) WHERE id = \(id) AND used_at IS NULL RETURNING 1") == 1
     }
 
     // MARK: sessions
@@ -557,9 +613,9 @@ public final class PostgresStore: BrokerStore {
         )
     }
 
-    public func insertSession(_ s: SessionRecord) throws {
+    public func insertSession(_ s: SessionRecord) async throws {
         let (amr, proofs) = (try Self.json(s.amr), try Self.proofsJSON(s.proofs))
-        _ = try rows(
+        _ = try await rows(
             """
             INSERT INTO sessions (id, token_hash, user_id, state, amr, auth_time, created_at, idle_expires_at,
                                   absolute_expires_at, proofs)
@@ -569,17 +625,17 @@ public final class PostgresStore: BrokerStore {
         )
     }
 
-    public func session(tokenHash: [UInt8]) throws -> SessionRecord? {
-        try rows("SELECT * FROM sessions WHERE token_hash = \(Data(tokenHash))").first.flatMap(Self.session)
+    public func session(tokenHash: [UInt8]) async throws -> SessionRecord? {
+        try await rows("SELECT * FROM sessions WHERE token_hash = \(Data(tokenHash))").first.flatMap(Self.session)
     }
 
-    public func session(id: String) throws -> SessionRecord? {
-        try rows("SELECT * FROM sessions WHERE id = \(id)").first.flatMap(Self.session)
+    public func session(id: String) async throws -> SessionRecord? {
+        try await rows("SELECT * FROM sessions WHERE id = \(id)").first.flatMap(Self.session)
     }
 
-    public func updateSession(_ s: SessionRecord) throws {
+    public func updateSession(_ s: SessionRecord) async throws {
         let (amr, proofs) = (try Self.json(s.amr), try Self.proofsJSON(s.proofs))
-        let n = try count(
+        let n = try await count(
             """
             UPDATE sessions SET token_hash = \(Data(s.tokenHash)), state = \(s.state.rawValue), amr = \(amr),
                 auth_time = \(s.authTime), idle_expires_at = \(s.idleExpiresAt),
@@ -591,29 +647,31 @@ public final class PostgresStore: BrokerStore {
         if n == 0 { throw StoreError.notFound("no such session") }
     }
 
-    public func deleteSession(id: String) throws {
-        _ = try rows("DELETE FROM sessions WHERE id = \(id)")
+    public func deleteSession(id: String) async throws {
+        _ = try await rows("DELETE FROM sessions WHERE id = \(id)")
     }
 
-    public func deleteSessions(userId: String) throws {
-        _ = try rows("DELETE FROM sessions WHERE user_id = \(userId)")
+    public func deleteSessions(userId: String) async throws {
+        _ = try await rows("DELETE FROM sessions WHERE user_id = \(userId)")
     }
 
-    public func sessions(userId: String) throws -> [SessionRecord] {
-        try rows("SELECT * FROM sessions WHERE user_id = \(userId) ORDER BY created_at, id COLLATE \"C\"")
+    public func sessions(userId: String) async throws -> [SessionRecord] {
+        try await rows("SELECT * FROM sessions WHERE user_id = \(userId) ORDER BY created_at, id COLLATE \"C\"")
             .compactMap(Self.session)
     }
 
-    public func deleteExpiredSessions(now: Int64) throws -> Int {
-        try count("DELETE FROM sessions WHERE idle_expires_at <= \(now) OR absolute_expires_at <= \(now) RETURNING 1")
+    public func deleteExpiredSessions(now: Int64) async throws -> Int {
+        try await count(
+            "DELETE FROM sessions WHERE idle_expires_at <= \(now) OR absolute_expires_at <= \(now) RETURNING 1"
+        )
     }
 
     // MARK: DPoP proofs
 
-    public func recordDPoPProof(key: String, expiresAt: Int64, now: Int64) throws -> Bool {
+    public func recordDPoPProof(key: String, expiresAt: Int64, now: Int64) async throws -> Bool {
         let hash = Data(try Crypto.sha256(Array(key.utf8)))
         let logger = self.logger
-        return try transaction { conn in
+        return try await transaction { conn in
             try await Self.drain(conn.query("DELETE FROM dpop_proofs WHERE expires_at <= \(now)", logger: logger))
             let inserted = try await Self.collect(
                 conn.query(
@@ -630,16 +688,16 @@ public final class PostgresStore: BrokerStore {
 
     // MARK: throttling
 
-    public func throttle(key: String) throws -> ThrottleRecord? {
-        try rows("SELECT failures, last_failure_at FROM throttles WHERE key = \(key)").first.map { row in
+    public func throttle(key: String) async throws -> ThrottleRecord? {
+        try await rows("SELECT failures, last_failure_at FROM throttles WHERE key = \(key)").first.map { row in
             let (failures, last) = try row.decode((Int, Int64).self)
             return ThrottleRecord(key: key, failures: failures, lastFailureAt: last)
         }
     }
 
-    public func putThrottle(_ r: ThrottleRecord) throws {
+    public func putThrottle(_ r: ThrottleRecord) async throws {
         let logger = self.logger
-        try transaction { conn in
+        try await transaction { conn in
             try await Self.lockThrottle(conn, key: r.key, logger: logger)
             try await Self.drain(
                 conn.query(
@@ -654,9 +712,9 @@ public final class PostgresStore: BrokerStore {
         }
     }
 
-    public func clearThrottle(key: String) throws {
+    public func clearThrottle(key: String) async throws {
         let logger = self.logger
-        try transaction { conn in
+        try await transaction { conn in
             try await Self.lockThrottle(conn, key: key, logger: logger)
             try await Self.drain(conn.query("DELETE FROM throttles WHERE key = \(key)", logger: logger))
         }
@@ -666,15 +724,15 @@ public final class PostgresStore: BrokerStore {
         keys: [String],
         now: Int64,
         window: Int64,
-        delay: (Int) -> Int64
-    ) throws
+        delay: @escaping @Sendable (Int) -> Int64
+    ) async throws
         -> ThrottleReservation
     {
         let logger = self.logger
         // Every key's lock first, in sorted order (no two reservations wait for each other in a cycle); then the
         // same read-check-write as SQLiteStore's, which no other reservation or refund of these keys can interleave.
-        return try withoutActuallyEscaping(delay) { delay in
-            try transaction { conn in
+        return try await withoutActuallyEscaping(delay) { delay in
+            try await transaction { conn in
                 for key in Set(keys).sorted() { try await Self.lockThrottle(conn, key: key, logger: logger) }
                 var current: [Int] = []
                 var previous: [Int64?] = []
@@ -717,10 +775,10 @@ public final class PostgresStore: BrokerStore {
         }
     }
 
-    public func refundAttempt(key: String, reservedAt: Int64, previous: Int64?) throws {
+    public func refundAttempt(key: String, reservedAt: Int64, previous: Int64?) async throws {
         let logger = self.logger
         let restore = previous ?? 0
-        try transaction { conn in
+        try await transaction { conn in
             try await Self.lockThrottle(conn, key: key, logger: logger)
             try await Self.drain(
                 conn.query(
@@ -746,11 +804,32 @@ public final class PostgresStore: BrokerStore {
         return AuditRow(seq: seq, time: time, prevHash: prev, event: event, hash: hash)
     }
 
-    public func appendAudit(time: Int64, event: String, chain: (AuditRow?) throws -> AuditRow) throws -> AuditRow {
+    public func appendAudit(
+        time: Int64,
+        event: String,
+        chain: @escaping @Sendable (AuditRow?) throws -> AuditRow
+    ) async throws -> AuditRow {
+        let logger = self.logger
+        return try await transaction { conn in try await Self.appendAudit(conn, chain, logger: logger) }
+    }
+
+    public func appendAuditBlocking(
+        time: Int64,
+        event: String,
+        chain: (AuditRow?) throws -> AuditRow
+    ) throws -> AuditRow {
         let logger = self.logger
         return try withoutActuallyEscaping(chain) { chain in
-            try transaction { conn in try await Self.appendAudit(conn, chain, logger: logger) }
+            // `chain` runs once inside this blocked call, never concurrently with the caller.
+            nonisolated(unsafe) let chain = chain
+            return try transactionBlocking { conn in try await Self.appendAudit(conn, chain, logger: logger) }
         }
+    }
+
+    public func auditEventsBlocking(withActionPrefix prefix: String) throws -> [String] {
+        let pattern = "{\"action\":\"\(prefix.replacingOccurrences(of: "_", with: "\\_"))%"
+        return try rowsBlocking("SELECT event FROM audit_log WHERE event LIKE \(pattern) ESCAPE '\\' ORDER BY seq")
+            .map { try $0.decode(String.self) }
     }
 
     /// Appends one chained audit record inside the caller's transaction, under the chain lock (taken here if the
@@ -780,18 +859,18 @@ public final class PostgresStore: BrokerStore {
         return row
     }
 
-    public func auditRows(after seq: Int64, limit: Int) throws -> [AuditRow] {
-        try rows(
+    public func auditRows(after seq: Int64, limit: Int) async throws -> [AuditRow] {
+        try await rows(
             "SELECT seq, time, prev_hash, event, hash FROM audit_log WHERE seq > \(seq) ORDER BY seq LIMIT \(Int64(limit))"
         ).map(Self.auditRow)
     }
 
-    public func ping() throws {
-        _ = try rows("SELECT 1")
+    public func ping() async throws {
+        _ = try await rows("SELECT 1")
     }
 
     /// Test hook: runs raw constant SQL (tamper tests use it to try to bypass the append-only triggers).
-    package func unsafeExecute(_ sql: String) throws {
-        _ = try rows(PostgresQuery(unsafeSQL: sql))
+    package func unsafeExecute(_ sql: String) async throws {
+        _ = try await rows(PostgresQuery(unsafeSQL: sql))
     }
 }
