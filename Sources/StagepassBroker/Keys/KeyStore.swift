@@ -111,6 +111,8 @@ public actor KeyStore {
     private var coveredLifetime: Int64
     /// The database keyring's version when it was last read or written (database keyrings only).
     private var loadedVersion: Int64?
+    /// When the last database version check that found the keyring unchanged began (database keyrings only).
+    private var versionCheckedAt: ContinuousClock.Instant?
 
     static let keyringFileName = "keyring.json"
 
@@ -193,6 +195,11 @@ public actor KeyStore {
     /// - Throws: ``KeyStoreError/notInitialized`` for an empty store, ``KeyStoreError/noActiveKey`` otherwise.
     public func signingKey() throws -> SigningKey {
         try refreshFromDisk()
+        return try activeKey()
+    }
+
+    /// The active key as loaded (no check of the keyring on disk or in the database).
+    private func activeKey() throws -> SigningKey {
         guard isInitialized else { throw KeyStoreError.notInitialized("no keyring in \(configuration.directory)") }
         guard let r = ring.active.first, let alg = r.algorithm, let key = privateKeys[r.kid] else {
             throw KeyStoreError.noActiveKey("the keyring has no usable active key")
@@ -202,10 +209,23 @@ public actor KeyStore {
 
     /// The active key, for signing something that lives `lifetime` seconds (a token, a status list): the retiring
     /// window of every key grows to cover it, so the key stays published until that object has expired.
+    ///
+    /// With a database keyring, `requestedAt` (when the caller asked, taken before it awaited this actor) lets
+    /// concurrent requests share one version check: a check that began after the request was made has seen every
+    /// key change committed before it, so the request is served from it without a round trip of its own. Without it
+    /// (nil), the keyring is checked now.
     /// - Throws: ``KeyStoreError/invalidSchedule`` when `lifetime` exceeds
     ///   ``KeySchedule/longestCoverableLifetime`` (nothing is signed); otherwise as ``signingKey()``.
-    public func signingKey(coveringLifetime lifetime: Int64) throws -> SigningKey {
+    public func signingKey(
+        coveringLifetime lifetime: Int64,
+        requestedAt: ContinuousClock.Instant? = nil
+    ) throws -> SigningKey {
         try cover(lifetime: lifetime)
+        if let requestedAt, configuration.database != nil, stampValid, let checked = versionCheckedAt,
+            checked > requestedAt
+        {
+            return try activeKey()
+        }
         return try signingKey()
     }
 
@@ -269,7 +289,12 @@ public actor KeyStore {
     public func refreshFromDisk() throws {
         if let database = configuration.database {
             // One single-row read: the version every committed change increases.
-            if stampValid, try database.keyringVersion() == loadedVersion { return }
+            let started = ContinuousClock.now
+            if stampValid, try database.keyringVersion() == loadedVersion {
+                versionCheckedAt = started
+                return
+            }
+            versionCheckedAt = nil
             try reload()
             return
         }

@@ -350,7 +350,8 @@ public struct SessionService: Sendable {
     ///   ``BrokerError/accountLocked``, ``BrokerError/invalidRequest(_:)``.
     public func completeFactor(pendingToken: String, proof: FactorProof, address: String) async throws -> IssuedSession
     {
-        let (rec, user) = try await lookup(pendingToken)
+        let held = try await lookup(pendingToken)
+        let (rec, user) = (held.session, held.user)
         guard rec.state == .pending else { throw BrokerError.invalidSession }
         let firstFactor = !(try await factors.hasActiveFactor(userId: user.id, kinds: Set(FactorKind.allCases)))
         let proved = try await prove(
@@ -443,7 +444,8 @@ public struct SessionService: Sendable {
     ) async throws
         -> (Session, ProvedFactor)
     {
-        let (rec, user) = try await lookup(token)
+        let held = try await lookup(token)
+        let (rec, user) = (held.session, held.user)
         guard rec.state == .mfa else { throw BrokerError.mfaRequired }
         let proved = try await prove(
             user: user,
@@ -584,7 +586,8 @@ public struct SessionService: Sendable {
     /// the first enrolment (`stagepass factors totp-enrol NAME`).
     /// - Throws: ``BrokerError/invalidSession``, ``BrokerError/mfaRequired``, ``BrokerError/stepUpRequired(_:)``.
     public func authorizeFactorChange(token: String) async throws -> FactorChangeGrant {
-        let (rec, user) = try await lookup(token)
+        let held = try await lookup(token)
+        let (rec, user) = (held.session, held.user)
         let s = session(rec, name: user.name, groups: try await store.groups(ofUser: user.id))
         let p = policy
         let active = try await store.factors(ofUser: user.id).filter { $0.state == .active }
@@ -618,27 +621,30 @@ public struct SessionService: Sendable {
 
     // MARK: lookup and sign-out
 
-    private func lookup(_ token: String) async throws -> (SessionRecord, UserRecord) {
+    /// The live session of `token` with its user and groups (one store read).
+    private func lookup(_ token: String) async throws -> SessionHolder {
         guard token.utf8.count <= 128 else { throw BrokerError.invalidSession }
         let h = try Self.tokenHash(token)
-        guard let rec = try await store.session(tokenHash: h), Crypto.constantTimeEqual(rec.tokenHash, h) else {
+        guard let held = try await store.sessionHolder(tokenHash: h),
+            Crypto.constantTimeEqual(held.session.tokenHash, h)
+        else {
             throw BrokerError.invalidSession
         }
+        let rec = held.session
         let now = clock.now()
         guard now < rec.idleExpiresAt, now < rec.absoluteExpiresAt else {
             try await store.deleteSession(id: rec.id)
             throw BrokerError.invalidSession
         }
-        guard let user = try await store.user(id: rec.userId), !user.disabled, !user.locked else {
-            throw BrokerError.invalidSession
-        }
-        return (rec, user)
+        guard !held.user.disabled, !held.user.locked else { throw BrokerError.invalidSession }
+        return held
     }
 
     /// Looks up a session by bearer token (any state), checks idle and absolute expiry, and slides the idle expiry.
     /// - Throws: ``BrokerError/invalidSession``.
     public func authenticate(token: String) async throws -> Session {
-        var (rec, user) = try await lookup(token)
+        let held = try await lookup(token)
+        var rec = held.session
         if rec.state == .mfa {
             let p = policy
             let now = clock.now()
@@ -651,7 +657,7 @@ public struct SessionService: Sendable {
                 try await store.updateSession(rec)
             }
         }
-        return session(rec, name: user.name, groups: try await store.groups(ofUser: user.id))
+        return session(rec, name: held.user.name, groups: held.groups)
     }
 
     /// Like ``authenticate(token:)`` but requires a completed second factor.
@@ -680,7 +686,8 @@ public struct SessionService: Sendable {
     ) async throws
         -> IssuedSession
     {
-        let (rec, user) = try await lookup(pendingToken)
+        let held = try await lookup(pendingToken)
+        let (rec, user) = (held.session, held.user)
         guard rec.state == .pending else { throw BrokerError.invalidSession }
         var proofs = rec.proofs
         proofs[AMR.value(for: factor.kind)] = FactorStamp(at: clock.now(), credential: factor.id)
@@ -696,7 +703,8 @@ public struct SessionService: Sendable {
     /// Ends the session of `token`.
     /// - Throws: ``BrokerError/invalidSession`` when there is no such session.
     public func signOut(token: String) async throws {
-        let (rec, user) = try await lookup(token)
+        let held = try await lookup(token)
+        let (rec, user) = (held.session, held.user)
         try await store.deleteSession(id: rec.id)
         try await audit.record(
             AuditEvent(action: "signout", actor: user.name, subject: user.name, details: ["session": rec.id])

@@ -495,6 +495,26 @@ public final class SQLiteStore: BrokerStore {
         }
     }
 
+    public func sessionHolder(tokenHash: [UInt8]) async throws -> SessionHolder? {
+        try await db.read { db in
+            guard
+                let session = try Row.fetchOne(
+                    db,
+                    sql: "SELECT * FROM sessions WHERE token_hash = ?",
+                    arguments: [Data(tokenHash)]
+                ).flatMap(Self.session),
+                let user = try Row.fetchOne(db, sql: "SELECT * FROM users WHERE id = ?", arguments: [session.userId])
+                    .map(Self.user)
+            else { return nil }
+            let groups = try String.fetchAll(
+                db,
+                sql: "SELECT group_name FROM memberships WHERE user_id = ? ORDER BY group_name",
+                arguments: [user.id]
+            )
+            return SessionHolder(session: session, user: user, groups: groups)
+        }
+    }
+
     public func session(id: String) async throws -> SessionRecord? {
         try await db.read { db in
             try Row.fetchOne(db, sql: "SELECT * FROM sessions WHERE id = ?", arguments: [id]).flatMap(Self.session)

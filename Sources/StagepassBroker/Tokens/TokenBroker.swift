@@ -305,7 +305,7 @@ public struct TokenBroker: Sendable {
     /// is signed only after it committed.
     func issue(_ g: Grant) async throws -> IssuedToken {
         // The key stays published (retiring) until this token has expired, plus leeway.
-        let key = try await keys.signingKey(coveringLifetime: g.lifetime)
+        let key = try await keys.signingKey(coveringLifetime: g.lifetime, requestedAt: .now)
         let now = clock.now()
         let jti = "tok_" + Base64URL.encode(try Crypto.randomBytes(16))
         let exp = now + g.lifetime

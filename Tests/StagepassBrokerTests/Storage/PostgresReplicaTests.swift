@@ -55,8 +55,12 @@ import Testing
         let pems = try await a.rows("SELECT private_key_pem FROM keyring").map { try $0.decode(String.self) }
         #expect(pems.count == 2 && pems.allSatisfy { $0.contains("BEGIN ENCRYPTED PRIVATE KEY") })
 
-        // A compromise committed by B: A stops signing with and publishing the key at its next request.
+        // A compromise committed by B: A stops signing with and publishing the key at its next request, also when
+        // it has just checked the keyring for an earlier request (a shared check only serves requests made
+        // before it began).
+        #expect(try await ka.signingKey(coveringLifetime: 300, requestedAt: .now).kid == r.activeKid)
         _ = try await kb.compromise(kid: r.activeKid)
+        #expect(try await ka.signingKey(coveringLifetime: 300, requestedAt: .now).kid == r.nextKid)
         #expect(try await ka.signingKey().kid == r.nextKid)
         #expect(try await !ka.jwks().keys.contains { $0.kid == r.activeKid })
         let destroyed = try await a.rows("SELECT private_key_pem IS NULL FROM keyring WHERE kid = \(r.activeKid)")

@@ -342,6 +342,42 @@ private func delegation(
         }
     }
 
+    @Test(arguments: Backend.allCases) func aSessionIsReadWithItsUserAndGroups(_ backend: Backend) async throws {
+        try await backend.run { t async throws in
+            let s = t.store
+            try await s.insertUser(user("u1", "alice"), groups: ["ops", "developers", "admins"])
+            try await s.insertUser(user("u2", "bob"), groups: [])
+            func session(_ id: String, _ user: String, _ hash: [UInt8]) -> SessionRecord {
+                SessionRecord(
+                    id: id,
+                    tokenHash: hash,
+                    userId: user,
+                    state: .mfa,
+                    amr: ["pwd", "otp"],
+                    authTime: 10,
+                    createdAt: 10,
+                    idleExpiresAt: 100,
+                    absoluteExpiresAt: 1000,
+                    proofs: ["otp": FactorStamp(at: 10, credential: "f1")]
+                )
+            }
+            try await s.insertSession(session("s1", "u1", [1]))
+            try await s.insertSession(session("s2", "u2", [2]))
+            let alice = try #require(try await s.sessionHolder(tokenHash: [1]))
+            #expect(alice.session == session("s1", "u1", [1]))
+            #expect(alice.user == user("u1", "alice"))
+            #expect(alice.groups == ["admins", "developers", "ops"])
+            let bob = try #require(try await s.sessionHolder(tokenHash: [2]))
+            #expect(bob.user.name == "bob" && bob.groups.isEmpty)
+            await #expect(try s.sessionHolder(tokenHash: [3]) == nil)
+            // The user as it is now: disabled, with new groups.
+            try await s.setDisabled(userId: "u1", true)
+            try await s.setGroups(userId: "u1", ["ops"])
+            let now = try #require(try await s.sessionHolder(tokenHash: [1]))
+            #expect(now.user.disabled && now.groups == ["ops"])
+        }
+    }
+
     // MARK: throttles
 
     @Test(arguments: Backend.allCases) func throttleReserveAndRefund(_ backend: Backend) async throws {

@@ -629,6 +629,31 @@ public final class PostgresStore: BrokerStore {
         try await rows("SELECT * FROM sessions WHERE token_hash = \(Data(tokenHash))").first.flatMap(Self.session)
     }
 
+    public func sessionHolder(tokenHash: [UInt8]) async throws -> SessionHolder? {
+        // One statement, one round trip: the session row, its user's columns (prefixed) and the sorted groups.
+        let found = try await rows(
+            """
+            SELECT s.*, u.name AS u_name, u.password_hash AS u_password_hash, u.disabled AS u_disabled,
+                   u.locked AS u_locked, u.created_at AS u_created_at,
+                   ARRAY(SELECT m.group_name FROM memberships m WHERE m.user_id = s.user_id
+                         ORDER BY m.group_name COLLATE "C") AS u_groups
+            FROM sessions s JOIN users u ON u.id = s.user_id
+            WHERE s.token_hash = \(Data(tokenHash))
+            """
+        )
+        guard let row = found.first, let session = try Self.session(row) else { return nil }
+        let c = Cells(row)
+        let user = UserRecord(
+            id: session.userId,
+            name: try c("u_name"),
+            passwordHash: try c("u_password_hash"),
+            disabled: try c("u_disabled"),
+            locked: try c("u_locked"),
+            createdAt: try c("u_created_at")
+        )
+        return SessionHolder(session: session, user: user, groups: try c("u_groups"))
+    }
+
     public func session(id: String) async throws -> SessionRecord? {
         try await rows("SELECT * FROM sessions WHERE id = \(id)").first.flatMap(Self.session)
     }
