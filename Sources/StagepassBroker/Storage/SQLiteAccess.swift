@@ -26,7 +26,19 @@ struct SQLiteAccess: Sendable {
         let outcome: Result<T, any Error> = await withCheckedContinuation { continuation in
             writer.asyncWrite(updates) { _, result in continuation.resume(returning: result) }
         }
-        return try committed(outcome) { checkpointLater() }
+        switch outcome {
+        case .success(let result):
+            health.recordSuccess()
+            if let path, Self.fileSize(path + "-wal") > walTruncateBytes { await checkpointAwaited() }
+            return result
+        case .failure(let error):
+            guard let fault = classify(error) else { throw error }
+            health.recordFailure(fault)
+            // As in writeBlocking(_:): only a full disk gains from emptying the log, and the caller learns of the
+            // failure once the log is empty, so space freed meanwhile is usable by its retry.
+            if fault.cause == .diskFull { await checkpointAwaited() }
+            throw fault
+        }
     }
 
     /// A read on one of GRDB's reader connections (a WAL snapshot: it never waits for a writer), the calling task
@@ -88,11 +100,14 @@ struct SQLiteAccess: Sendable {
         }
     }
 
-    /// ``checkpoint()`` queued on the writer, for an asynchronous caller that must not wait for it.
-    func checkpointLater() {
+    /// ``checkpoint()`` on the writer's queue while the calling task suspends.
+    func checkpointAwaited() async {
         guard path != nil else { return }
-        writer.asyncWriteWithoutTransaction { db in
-            _ = try? Row.fetchOne(db, sql: "PRAGMA wal_checkpoint(TRUNCATE)")
+        await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
+            writer.asyncWriteWithoutTransaction { db in
+                _ = try? Row.fetchOne(db, sql: "PRAGMA wal_checkpoint(TRUNCATE)")
+                done.resume()
+            }
         }
     }
 
