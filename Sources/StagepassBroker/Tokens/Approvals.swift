@@ -215,19 +215,15 @@ extension TokenBroker {
         var preApproved = false
         var standingDelegation: DelegationRecord?
         if case .delegated = s.approval, s.approvers == 1 {
-            for d in try await store.liveDelegations(
+            standingDelegation = try await firstStandingDelegation(
                 clientId: c.name,
                 role: role,
                 stage: stage,
                 audience: audience,
-                now: now
-            ) where !triggers.contains(Identity.normalize(d.userName)) {
-                // The delegator must still stand behind it, and may not approve a run they triggered.
-                if (try? await standing(userId: d.userId, role: role, sessionId: nil, policy: p)) == .some(nil) {
-                    standingDelegation = d
-                    break
-                }
-            }
+                excluding: triggers,
+                now: now,
+                policy: p
+            )
         }
         if let d = standingDelegation {
             let approval = ApprovalRecord(
@@ -541,6 +537,31 @@ extension TokenBroker {
             )
         }
         return users
+    }
+
+    /// The first live delegation for this pipeline, role, stage and audience whose delegator still stands behind it
+    /// (``standing(userId:role:sessionId:policy:)``) and did not trigger the run (`excluding`, normalised names).
+    func firstStandingDelegation(
+        clientId: String,
+        role: String,
+        stage: String,
+        audience: String,
+        excluding triggers: Set<String>,
+        now: Int64,
+        policy p: AccessPolicy
+    ) async throws -> DelegationRecord? {
+        for d in try await store.liveDelegations(
+            clientId: clientId,
+            role: role,
+            stage: stage,
+            audience: audience,
+            now: now
+        ) where !triggers.contains(Identity.normalize(d.userName)) {
+            if (try? await standing(userId: d.userId, role: role, sessionId: nil, policy: p)) == .some(nil) {
+                return d
+            }
+        }
+        return nil
     }
 
     /// Why the human behind an approval or delegation no longer stands behind it (disabled, locked, gone, no longer

@@ -232,21 +232,17 @@ extension TokenBroker {
             if !s.allowSelfApproval {
                 triggers = try await triggeringUsers(ci.claims[.actor], stage: s, policy: p, ciIssuer: ci.issuer)
             }
-            var delegation: DelegationRecord?
-            for d in try await store.liveDelegations(
-                clientId: name,
-                role: role,
-                stage: stage,
-                audience: audience,
-                now: now
-            ) where !triggers.contains(Identity.normalize(d.userName)) {
-                // The delegator must still stand behind it.
-                if (try? await standing(userId: d.userId, role: role, sessionId: nil, policy: p)) == .some(nil) {
-                    delegation = d
-                    break
-                }
-            }
-            guard let d = delegation else {
+            guard
+                let d = try await firstStandingDelegation(
+                    clientId: name,
+                    role: role,
+                    stage: stage,
+                    audience: audience,
+                    excluding: triggers,
+                    now: now,
+                    policy: p
+                )
+            else {
                 throw OAuthError.unauthorizedClient(
                     "no live delegation approves the pipeline '\(name)' for \(role)@\(stage): open an approval request"
                 )
